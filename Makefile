@@ -1,0 +1,71 @@
+# agentwatch: `make demo` and `make test` are all a new user needs; both install first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+KAFKA_LIBS := .kafka/libs
+DEMO_SECONDS ?= 60
+PYTEST_ARGS ?=
+
+.PHONY: help install prereqs test unit integration lint demo bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+prereqs: ## check Python 3.11+, Java 17+ and Maven, and say how to get what is missing
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "error: Python 3.11 or newer is required (found: $$($(PYTHON) --version 2>&1))."; \
+	  echo "  Debian/Ubuntu: sudo apt-get install python3 python3-venv; or set PYTHON=/path/to/python3.11"; exit 1; }
+	@if [ -z "$$KAFKA_HOME" ]; then \
+	  command -v java >/dev/null || { echo "error: Java 17+ is required to run the Kafka broker."; \
+	    echo "  Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless"; exit 1; }; \
+	  v=$$(java -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $$2}'); \
+	  [ "$${v%%.*}" -ge 17 ] 2>/dev/null || { echo "error: Java 17+ is required (found $$v)."; \
+	    echo "  Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless"; exit 1; }; \
+	  command -v mvn >/dev/null || { echo "error: Maven is required to fetch the Kafka broker from Maven Central"; \
+	    echo "  (or set KAFKA_HOME to an Apache Kafka 4.x installation)."; \
+	    echo "  Debian/Ubuntu: sudo apt-get install maven"; exit 1; }; \
+	fi
+
+$(BIN)/.installed: pyproject.toml | prereqs
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+$(KAFKA_LIBS)/.fetched: kafka/pom.xml | prereqs
+	@mkdir -p $(KAFKA_LIBS)
+	mvn -q -B -f kafka/pom.xml dependency:copy-dependencies \
+	  -DoutputDirectory=$(abspath $(KAFKA_LIBS)) -DincludeScope=runtime -DoverWriteIfNewer=true
+	@touch $@
+
+install: $(BIN)/.installed $(KAFKA_LIBS)/.fetched ## venv, editable install, Kafka broker jars (idempotent)
+
+test-tools: ## check the system tools the tests run for real (Prometheus, promtool, Alertmanager, docker-compose)
+	@missing=""; for t in prometheus promtool prometheus-alertmanager docker-compose; do \
+	  command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "warning: missing$$missing: the tests that need them skip (they fail when CI=true)."; \
+	  echo "  Debian/Ubuntu: sudo apt-get install prometheus prometheus-alertmanager docker-compose"; fi
+
+test: install test-tools ## run the whole test suite (unit and integration, against a real broker)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: install ## run only the tests that need no broker
+	$(BIN)/pytest -m 'not integration' $(PYTEST_ARGS)
+
+lint: install ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+demo: install ## start a local broker, a processor and a simulated fleet, then print a summary
+	$(BIN)/agentwatch --log-format text demo --seconds $(DEMO_SECONDS) --data-dir data
+
+bench: install ## end-to-end throughput against Kafka's own consumer, as one JSON line
+	$(BIN)/python -m bench.throughput
+
+clean: ## remove the venv, fetched jars and demo data
+	rm -rf $(VENV) .kafka data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Alert rules, notifications, runbooks and circuit breakers."""

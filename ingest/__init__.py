@@ -1,0 +1,1 @@
+"""Agent-side emitter (SDK), the event contract and the simulated fleet."""

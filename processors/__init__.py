@@ -1,0 +1,1 @@
+"""Stream processors: decode, validate and land trace events; compute metrics."""
