@@ -1,0 +1,319 @@
+"""The ``process`` command: a consumer-group member that lands events exactly once.
+
+Kafka is the edge here; decoding and dedup are pure (``pipeline``) and storage is the
+segment store. The order of effects per partition batch is what makes a crash safe:
+
+1. dead letters go to the dead-letter topic (flushed) and to a ``dead_letters`` segment;
+2. the ``events`` segment is renamed into place: this commits the batch;
+3. the consumed offset is committed to Kafka, for lag tooling only.
+
+On (re)assignment a partition resumes after its last committed segment, not after the
+group's Kafka offset, so a SIGKILL between 2 and 3 neither loses nor repeats anything.
+Dead-letter messages on the topic may repeat after a crash (at least once); the
+``dead_letters`` table does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from agentwatch.config import Settings
+from agentwatch.ingest.contract import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TOPIC
+from agentwatch.processors.decode import RawBatch
+from agentwatch.processors.dedup import DedupIndex
+from agentwatch.processors.pipeline import LandedBatch, land_batch, rebuild_dedup
+from agentwatch.processors.store import CATALOG_FILE, SegmentName, SegmentStore
+from agentwatch.topics import TopicSpec, ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    bootstrap: str
+    db: Path
+    topic: str = DEFAULT_TOPIC
+    group: str = "agentwatch"
+    dlq_topic: str | None = None
+    idle_timeout_s: float | None = None
+    max_batch: int = 50_000
+    flush_interval_s: float = 2.0
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    dedup_horizon_s: float = 3600.0
+    dedup_max_ids: int = 20_000_000
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.dlq_topic or f"{self.topic}.dlq"
+
+
+@dataclass
+class RunStats:
+    records: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    duplicates: int = 0
+    segments: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Pending:
+    offsets: list[int] = field(default_factory=list)
+    timestamps_ms: list[int] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
+    values: list[bytes | None] = field(default_factory=list)
+    since: float = field(default_factory=time.monotonic)
+
+    def extend(self, records: Sequence[Any]) -> None:
+        if not self.offsets:
+            self.since = time.monotonic()
+        self.offsets.extend(r.offset for r in records)
+        self.timestamps_ms.extend(r.timestamp for r in records)
+        self.keys.extend(r.key for r in records)
+        self.values.extend(r.value for r in records)
+
+
+class Processor:
+    def __init__(self, config: ProcessorConfig) -> None:
+        self.config = config
+        self.store = SegmentStore(config.db.parent, config.db.name)
+        self.stats = RunStats()
+        self._pending: dict[TopicPartition, _Pending] = {}
+        self._dedup: dict[TopicPartition, DedupIndex] = {}
+        self._stop = False
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def run(self) -> RunStats:
+        cfg = self.config
+        self.store.prepare()
+        ensure_topics(
+            cfg.bootstrap,
+            [TopicSpec(cfg.topic), TopicSpec(cfg.dead_letter_topic)],
+        )
+        self._producer = KafkaProducer(bootstrap_servers=cfg.bootstrap, acks="all", linger_ms=20)
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=cfg.bootstrap,
+            group_id=cfg.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=10_000,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+            receive_message_max_bytes=cfg.max_message_bytes * 4 + 64 * 1024 * 1024,
+        )
+        self._consumer.subscribe([cfg.topic], listener=_Rebalance(self))
+        log.info(
+            "processor started",
+            extra={"topic": cfg.topic, "group": cfg.group, "db": str(cfg.db)},
+        )
+        last_record = time.monotonic()
+        try:
+            while not self._stop:
+                polled = self._consumer.poll(timeout_ms=200)
+                now = time.monotonic()
+                for tp, records in polled.items():
+                    self._pending.setdefault(tp, _Pending()).extend(records)
+                    self.stats.records += len(records)
+                    last_record = now
+                for tp, pending in list(self._pending.items()):
+                    due = now - pending.since >= cfg.flush_interval_s
+                    if pending.offsets and (len(pending.offsets) >= cfg.max_batch or due):
+                        self._flush(tp)
+                if cfg.idle_timeout_s is not None and now - last_record >= cfg.idle_timeout_s:
+                    log.info("idle timeout reached", extra={"idle_s": cfg.idle_timeout_s})
+                    break
+            for tp in list(self._pending):
+                self._flush(tp)
+        finally:
+            self._consumer.close(autocommit=False)
+            self._producer.close()
+        return self.stats
+
+    # -- partition lifecycle -------------------------------------------------------------
+
+    def _assigned(self, partitions: Sequence[TopicPartition]) -> None:
+        assert self._consumer is not None
+        for tp in partitions:
+            last = self.store.recover(tp.topic, tp.partition)
+            index = DedupIndex(self.config.dedup_horizon_s, self.config.dedup_max_ids)
+            stored = self.store.read_partition(
+                "events", tp.topic, tp.partition, ["event_id", "_kafka_ts"]
+            )
+            rebuild_dedup(index, stored)
+            self._dedup[tp] = index
+            self._pending.pop(tp, None)
+            if last is None:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, last + 1)
+            log.info(
+                "partition assigned",
+                extra={"partition": tp.partition, "resume_after": last, "dedup_ids": index.size},
+            )
+
+    def _revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        for tp in partitions:
+            if tp in self._pending:
+                self._flush(tp)
+            self._pending.pop(tp, None)
+            self._dedup.pop(tp, None)
+
+    # -- one batch -----------------------------------------------------------------------
+
+    def _flush(self, tp: TopicPartition) -> None:
+        pending = self._pending.pop(tp, None)
+        if pending is None or not pending.offsets:
+            return
+        batch = RawBatch(
+            tp.topic,
+            tp.partition,
+            pending.offsets,
+            pending.timestamps_ms,
+            pending.keys,
+            pending.values,
+        )
+        landed = land_batch(batch, self._dedup[tp], self.config.max_message_bytes)
+        self._commit(batch, landed)
+
+    def _commit(self, batch: RawBatch, landed: LandedBatch) -> None:
+        assert self._consumer is not None and self._producer is not None
+        first, last = batch.offsets[0], batch.offsets[-1]
+
+        def name(table: str) -> SegmentName:
+            return SegmentName(table, batch.topic, batch.partition, first, last)
+
+        if landed.dead_letters.height:
+            self._send_dead_letters(landed)
+            self.store.write(name("dead_letters"), landed.dead_letters)
+        self.store.write(name("events"), landed.events)
+        tp = TopicPartition(batch.topic, batch.partition)
+        self._consumer.commit_async({tp: OffsetAndMetadata(last + 1, "", -1)})
+        self.stats.events += landed.events.height
+        self.stats.dead_letters += landed.dead_letters.height
+        self.stats.duplicates += landed.duplicates
+        self.stats.segments += 1
+        log.debug(
+            "batch committed",
+            extra={
+                "partition": batch.partition,
+                "first_offset": first,
+                "last_offset": last,
+                "events": landed.events.height,
+                "dead_letters": landed.dead_letters.height,
+                "duplicates": landed.duplicates,
+            },
+        )
+
+    def _send_dead_letters(self, landed: LandedBatch) -> None:
+        assert self._producer is not None
+        dl = landed.dead_letters
+        for row in dl.select("reason_code", "reason", "_topic", "_partition", "_offset", "key", "raw").iter_rows():
+            code, reason, topic, partition, offset, key, raw = row
+            headers = [
+                ("reason_code", code.encode()),
+                ("reason", reason.encode()[:1024]),
+                ("source", f"{topic}/{partition}/{offset}".encode()),
+            ]
+            self._producer.send(self.config.dead_letter_topic, key=key, value=raw, headers=headers)
+        self._producer.flush()
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
+
+    def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        self.processor._revoked(revoked)
+
+    def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        self.processor._assigned(assigned)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
+    p = sub.add_parser(
+        "process",
+        help="consume trace events from Kafka and land them in DuckDB-queryable storage",
+        description=(
+            "Consume the events topic as a member of a consumer group (run more instances "
+            "to scale out by partitions), validate each event against the contract, land "
+            "valid events as Parquet segments behind a DuckDB catalog (--db), and send "
+            "invalid ones to the dead-letter topic and table with a reason. A crash or "
+            "restart loses and duplicates nothing."
+        ),
+    )
+    p.add_argument("--bootstrap", default=settings.get("kafka", "bootstrap", "127.0.0.1:9092"),
+                   help="Kafka bootstrap servers (default %(default)s)")
+    p.add_argument("--topic", default=settings.get("kafka", "topic", DEFAULT_TOPIC),
+                   help="events topic (default %(default)s)")
+    p.add_argument("--group", default=settings.get("process", "group", "agentwatch"),
+                   help="consumer group id (default %(default)s)")
+    p.add_argument("--db", type=Path,
+                   default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
+                   help="DuckDB catalog analysts open; segments live beside it (default %(default)s)")
+    p.add_argument("--dlq-topic", default=settings.get("process", "dlq_topic", None),
+                   help="dead-letter topic (default: TOPIC.dlq)")
+    p.add_argument("--idle-timeout", type=float, metavar="S",
+                   default=settings.get("process", "idle_timeout", None),
+                   help="exit 0 after S seconds with no new record (for batch runs and tests)")
+    p.add_argument("--max-batch", type=int, default=settings.get("process", "max_batch", 50_000),
+                   help="records per partition that force a segment (default %(default)s)")
+    p.add_argument("--flush-interval", type=float,
+                   default=settings.get("process", "flush_interval", 2.0),
+                   help="seconds a partition's records may wait before they are landed "
+                        "(default %(default)s)")
+    p.add_argument("--max-message-bytes", type=int,
+                   default=settings.get("process", "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES),
+                   help="larger messages are dead letters (default %(default)s)")
+    p.add_argument("--dedup-horizon", type=float, metavar="S",
+                   default=settings.get("process", "dedup_horizon", 3600.0),
+                   help="an event_id re-sent within S seconds (Kafka time) is stored once "
+                        "(default %(default)s)")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    processor = Processor(
+        ProcessorConfig(
+            bootstrap=args.bootstrap,
+            db=args.db,
+            topic=args.topic,
+            group=args.group,
+            dlq_topic=args.dlq_topic,
+            idle_timeout_s=args.idle_timeout,
+            max_batch=args.max_batch,
+            flush_interval_s=args.flush_interval,
+            max_message_bytes=args.max_message_bytes,
+            dedup_horizon_s=args.dedup_horizon,
+        )
+    )
+    signal.signal(signal.SIGTERM, lambda *_: processor.stop())
+    signal.signal(signal.SIGINT, lambda *_: processor.stop())
+    stats = processor.run()
+    elapsed = time.monotonic() - stats.started
+    log.info(
+        "processor stopped",
+        extra={
+            "records": stats.records,
+            "events": stats.events,
+            "dead_letters": stats.dead_letters,
+            "duplicates": stats.duplicates,
+            "segments": stats.segments,
+            "elapsed_s": round(elapsed, 2),
+        },
+    )
+    return 0

@@ -1,0 +1,212 @@
+"""Immutable Parquet segments and the DuckDB catalog that analysts open.
+
+Why this layout: DuckDB lets one process write a database file or many read it, never
+both. So the processor never opens the analysts' file for writing. It writes each
+batch of a topic-partition as a Parquet segment named by its offset range, first to a
+temporary name and then renamed: the rename is the commit. On restart the processor
+resumes after the highest committed offset and a replay rewrites the same name, so
+every message lands exactly once. ``agentwatch.duckdb`` holds only views over the
+segment globs; it is (re)built by writing a new file and renaming it over the old one,
+so readers that have it open are never disturbed.
+
+Layout under the data dir::
+
+    segments/<table>/L0-schema.parquet                 zero rows: the table's columns
+    segments/<table>/<topic>/<partition>/L0-<first>-<last>.parquet
+    agentwatch.duckdb                                  views: events, dead_letters, ...
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import duckdb
+import polars as pl
+
+from agentwatch.processors.tables import DEAD_LETTERS_SCHEMA, EVENTS_SCHEMA
+
+log = logging.getLogger(__name__)
+
+CATALOG_FILE: Final = "agentwatch.duckdb"
+CATALOG_VERSION: Final = 1
+# The events segment of a batch is written last: its existence commits the batch.
+COMMIT_TABLE: Final = "events"
+TABLE_SCHEMAS: Final[Mapping[str, Mapping[str, pl.DataType]]] = {
+    "events": EVENTS_SCHEMA,
+    "dead_letters": DEAD_LETTERS_SCHEMA,
+}
+_SEGMENT = re.compile(r"^L0-(\d{20})-(\d{20})\.parquet$")
+
+
+@dataclass(frozen=True)
+class SegmentName:
+    table: str
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+
+    @property
+    def relpath(self) -> Path:
+        return (
+            Path("segments")
+            / self.table
+            / self.topic
+            / str(self.partition)
+            / f"L0-{self.first_offset:020d}-{self.last_offset:020d}.parquet"
+        )
+
+
+class SegmentStore:
+    """Writes segments atomically and answers where each partition's data ends."""
+
+    def __init__(self, data_dir: Path, catalog_name: str = CATALOG_FILE) -> None:
+        self.data_dir = data_dir.resolve()
+        self.catalog_path = self.data_dir / catalog_name
+
+    def prepare(self) -> None:
+        """Create the layout and schema files, and the catalog if it is missing or stale."""
+        for table, schema in TABLE_SCHEMAS.items():
+            schema_file = self.data_dir / "segments" / table / "L0-schema.parquet"
+            if not schema_file.exists():
+                schema_file.parent.mkdir(parents=True, exist_ok=True)
+                _atomic_parquet(pl.DataFrame(schema=dict(schema)), schema_file)
+        if not self._catalog_current():
+            self.build_catalog()
+
+    def partition_dir(self, table: str, topic: str, partition: int) -> Path:
+        return self.data_dir / "segments" / table / topic / str(partition)
+
+    def segments(self, table: str, topic: str, partition: int) -> list[tuple[int, int, Path]]:
+        """Committed segments of a partition as (first, last, path), by first offset."""
+        folder = self.partition_dir(table, topic, partition)
+        if not folder.is_dir():
+            return []
+        found = []
+        for path in folder.iterdir():
+            m = _SEGMENT.match(path.name)
+            if m:
+                found.append((int(m.group(1)), int(m.group(2)), path))
+        return sorted(found)
+
+    def committed_last_offset(self, topic: str, partition: int) -> int | None:
+        """The last offset whose batch is committed, or None when nothing is."""
+        segments = self.segments(COMMIT_TABLE, topic, partition)
+        return max((last for _, last, _ in segments), default=None)
+
+    def recover(self, topic: str, partition: int) -> int | None:
+        """Remove what a crash left half-done for this partition; return its committed end.
+
+        Temporary files are dropped, and so are segments of other tables that lie after
+        the committed end: their batch never committed and will be written again.
+        """
+        committed = self.committed_last_offset(topic, partition)
+        for table in TABLE_SCHEMAS:
+            folder = self.partition_dir(table, topic, partition)
+            if not folder.is_dir():
+                continue
+            for path in folder.glob(".tmp-*"):
+                path.unlink(missing_ok=True)
+            for first, _last, path in self.segments(table, topic, partition):
+                if committed is None or first > committed:
+                    log.info(
+                        "removing a segment of an uncommitted batch",
+                        extra={"segment": str(path)},
+                    )
+                    path.unlink()
+        return committed
+
+    def write(self, name: SegmentName, frame: pl.DataFrame) -> Path:
+        path = self.data_dir / name.relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_parquet(frame, path)
+        return path
+
+    def read_partition(
+        self, table: str, topic: str, partition: int, columns: Iterable[str]
+    ) -> pl.DataFrame:
+        paths = [p for _, _, p in self.segments(table, topic, partition)]
+        schema = TABLE_SCHEMAS[table]
+        cols = list(columns)
+        if not paths:
+            return pl.DataFrame(schema={c: schema[c] for c in cols})
+        return pl.scan_parquet(paths).select(cols).collect()
+
+    def build_catalog(self) -> None:
+        """Write the views to a fresh DuckDB file and rename it over the catalog."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.data_dir / f".tmp-{uuid.uuid4().hex}-{self.catalog_path.name}"
+        con = duckdb.connect(str(tmp))
+        try:
+            for statement in catalog_statements(self.data_dir):
+                con.execute(statement)
+        finally:
+            con.close()
+        _fsync(tmp)
+        os.replace(tmp, self.catalog_path)
+        _fsync_dir(self.data_dir)
+        log.info("catalog written", extra={"catalog": str(self.catalog_path)})
+
+    def _catalog_current(self) -> bool:
+        if not self.catalog_path.exists():
+            return False
+        try:
+            con = duckdb.connect(str(self.catalog_path), read_only=True)
+        except duckdb.Error:
+            return False
+        try:
+            row = con.execute("SELECT version, data_dir FROM agentwatch_catalog").fetchone()
+        except duckdb.Error:
+            return False
+        finally:
+            con.close()
+        return row == (CATALOG_VERSION, str(self.data_dir))
+
+
+def catalog_statements(data_dir: Path) -> list[str]:
+    """DDL of the analysts' catalog: views only, over absolute segment globs."""
+    def glob(table: str) -> str:
+        return _sql_str(str(data_dir / "segments" / table / "**" / "L0-*.parquet"))
+
+    return [
+        "CREATE TABLE agentwatch_catalog (version INTEGER, data_dir VARCHAR)",
+        f"INSERT INTO agentwatch_catalog VALUES ({CATALOG_VERSION}, {_sql_str(str(data_dir))})",
+        f"CREATE VIEW events AS SELECT * FROM read_parquet({glob('events')}, union_by_name=true)",
+        "CREATE VIEW dead_letters AS SELECT * "
+        f"FROM read_parquet({glob('dead_letters')}, union_by_name=true)",
+    ]
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _atomic_parquet(frame: pl.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+    frame.write_parquet(tmp, compression="zstd", statistics=True)
+    _fsync(tmp)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,88 @@
+"""Column layouts of the stored tables, in one place for the decoder, the store and the docs.
+
+``events`` is one wide, sparse row per valid event: the contract's common fields, every
+kind's fields (null where the kind has none), ``attributes`` kept as JSON text, and the
+Kafka coordinates of the message (``_topic``, ``_partition``, ``_offset``, ``_kafka_ts``)
+that make each row traceable and each segment idempotent.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import polars as pl
+
+UTC_TS = pl.Datetime("us", "UTC")
+
+# Fields as they appear in the JSON message, read by polars with this exact schema.
+CONTRACT_FIELDS: Final[dict[str, pl.DataType]] = {
+    "schema_version": pl.Int64(),
+    "event_id": pl.String(),
+    "ts": pl.String(),
+    "kind": pl.String(),
+    "agent_id": pl.String(),
+    "session_id": pl.String(),
+    "agent_version": pl.String(),
+    "environment": pl.String(),
+    "trace_id": pl.String(),
+    "span_id": pl.String(),
+    "parent_span_id": pl.String(),
+    "latency_ms": pl.Float64(),
+    "status": pl.String(),
+    "error_type": pl.String(),
+    "attributes": pl.String(),
+    # session_start / session_end
+    "channel": pl.String(),
+    "user_segment": pl.String(),
+    "intent": pl.String(),
+    "resolution": pl.String(),
+    # llm_call
+    "model": pl.String(),
+    "provider": pl.String(),
+    "prompt_id": pl.String(),
+    "prompt_version": pl.String(),
+    "input_tokens": pl.Int64(),
+    "output_tokens": pl.Int64(),
+    "cache_read_tokens": pl.Int64(),
+    "reasoning_tokens": pl.Int64(),
+    "cost_usd": pl.Float64(),
+    "finish_reason": pl.String(),
+    "time_to_first_token_ms": pl.Float64(),
+    # tool_call
+    "tool_name": pl.String(),
+    "tool_type": pl.String(),
+    # policy_check / security
+    "policy_id": pl.String(),
+    "outcome": pl.String(),
+    "severity": pl.String(),
+    "category": pl.String(),
+    "action": pl.String(),
+    # escalation
+    "reason": pl.String(),
+    "target": pl.String(),
+    # feedback
+    "score": pl.Float64(),
+    "label": pl.String(),
+}
+
+KAFKA_FIELDS: Final[dict[str, pl.DataType]] = {
+    "_topic": pl.String(),
+    "_partition": pl.Int32(),
+    "_offset": pl.Int64(),
+    "_kafka_ts": UTC_TS,
+}
+
+EVENTS_SCHEMA: Final[dict[str, pl.DataType]] = {
+    **CONTRACT_FIELDS,
+    "ts": UTC_TS,
+    **KAFKA_FIELDS,
+}
+
+DEAD_LETTERS_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "reason_code": pl.String(),
+    "reason": pl.String(),
+    **KAFKA_FIELDS,
+    "key": pl.Binary(),
+    "raw": pl.Binary(),
+    "size_bytes": pl.Int64(),
+}

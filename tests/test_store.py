@@ -1,0 +1,87 @@
+"""Segments: atomic, idempotent by name, recoverable after a crash, readable by DuckDB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from agentwatch.processors.decode import decode_batch
+from agentwatch.processors.store import SegmentName, SegmentStore
+from tests.examples import invalid_examples, valid_lines
+from tests.test_decode import batch_of
+
+
+def landed(tmp_path: Path) -> SegmentStore:
+    store = SegmentStore(tmp_path)
+    store.prepare()
+    return store
+
+
+def test_views_work_before_any_segment_exists(tmp_path: Path) -> None:
+    store = landed(tmp_path)
+    con = duckdb.connect(str(store.catalog_path), read_only=True)
+    assert con.execute("SELECT count(*) FROM events").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
+
+
+def test_committed_segments_are_visible_through_the_catalog(tmp_path: Path) -> None:
+    store = landed(tmp_path)
+    decoded = decode_batch(batch_of(list(valid_lines())))
+    store.write(SegmentName("events", "agent-events", 0, 100, 112), decoded.events)
+    con = duckdb.connect(str(store.catalog_path), read_only=True)
+    assert con.execute("SELECT count(*) FROM events").fetchone() == (len(valid_lines()),)
+    assert con.execute("SELECT count(DISTINCT kind) FROM events").fetchone() == (9,)
+
+
+def test_rewriting_a_segment_name_replaces_it(tmp_path: Path) -> None:
+    store = landed(tmp_path)
+    decoded = decode_batch(batch_of(list(valid_lines())))
+    name = SegmentName("events", "agent-events", 0, 100, 112)
+    store.write(name, decoded.events)
+    store.write(name, decoded.events)
+    assert store.read_partition("events", "agent-events", 0, ["event_id"]).height == 13
+
+
+def test_the_committed_offset_is_the_end_of_the_last_events_segment(tmp_path: Path) -> None:
+    store = landed(tmp_path)
+    empty = decode_batch(batch_of([])).events
+    assert store.committed_last_offset("t", 0) is None
+    store.write(SegmentName("events", "t", 0, 0, 9), empty)
+    store.write(SegmentName("events", "t", 0, 10, 41), empty)
+    assert store.committed_last_offset("t", 0) == 41
+    assert store.committed_last_offset("t", 1) is None
+
+
+def test_recovery_drops_temp_files_and_dead_letters_of_uncommitted_batches(tmp_path: Path) -> None:
+    store = landed(tmp_path)
+    decoded = decode_batch(batch_of([valid_lines()[0], invalid_examples()[0][1]]))
+    store.write(SegmentName("events", "t", 0, 0, 9), decoded.events)
+    store.write(SegmentName("dead_letters", "t", 0, 0, 9), decoded.dead_letters)
+    orphan = store.write(SegmentName("dead_letters", "t", 0, 10, 19), decoded.dead_letters)
+    half_written = store.partition_dir("events", "t", 0) / ".tmp-abc-L0-x.parquet"
+    half_written.write_bytes(b"PAR1 partial")
+    assert store.recover("t", 0) == 9
+    assert not orphan.exists()
+    assert not half_written.exists()
+    assert len(store.segments("dead_letters", "t", 0)) == 1
+
+
+def test_catalog_is_rebuilt_when_the_data_dir_moves(tmp_path: Path) -> None:
+    landed(tmp_path / "a")
+    (tmp_path / "a").rename(tmp_path / "b")
+    store = SegmentStore(tmp_path / "b")
+    store.prepare()
+    con = duckdb.connect(str(store.catalog_path), read_only=True)
+    row = con.execute("SELECT data_dir FROM agentwatch_catalog").fetchone()
+    assert row == (str((tmp_path / "b").resolve()),)
+
+
+def test_a_reader_keeps_working_while_the_catalog_is_replaced(tmp_path: Path) -> None:
+    store = landed(tmp_path)
+    reader = duckdb.connect(str(store.catalog_path), read_only=True)
+    store.build_catalog()
+    assert reader.execute("SELECT count(*) FROM events").fetchone() == (0,)
+    frame = pl.read_parquet(tmp_path / "segments" / "events" / "L0-schema.parquet")
+    assert frame.height == 0
