@@ -20,7 +20,7 @@ COMMAND_MODULES = (
     "agentwatch.ingest.simulate",
     "agentwatch.processors.run",
     "agentwatch.processors.sql",
-    "agentwatch.ingest.schema_cmd",
+    "agentwatch.ingest.contract_cmd",
     "agentwatch.demo",
 )
 

@@ -1,0 +1,58 @@
+"""The shipped JSON Schema agrees with the contract and with the processor's validator."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+import pytest
+
+from agentwatch.ingest.contract import KINDS, EVENT_TYPES
+from agentwatch.ingest.contract_cmd import SCHEMA_FILE, schema_text
+from tests.examples import CONTRACT_DIR, invalid_examples, valid_lines
+
+
+@pytest.fixture(scope="module")
+def validator() -> jsonschema.Draft202012Validator:
+    schema = json.loads(SCHEMA_FILE.read_text())
+    return jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+
+
+def test_the_shipped_schema_file_is_generated_from_the_contract_types() -> None:
+    assert SCHEMA_FILE.read_text() == schema_text(), (
+        "regenerate it: agentwatch contract schema --out ingest/event_schema.json"
+    )
+
+
+def test_every_kind_of_the_contract_page_has_a_type() -> None:
+    page = (CONTRACT_DIR / "EVENTS.md").read_text()
+    for kind in KINDS:
+        assert f"| `{kind}` |" in page
+    assert sorted(t.__struct_config__.tag for t in EVENT_TYPES) == sorted(KINDS)
+
+
+@pytest.mark.parametrize("line", valid_lines(), ids=lambda b: json.loads(b)["event_id"])
+def test_the_schema_accepts_every_valid_example(
+    validator: jsonschema.Draft202012Validator, line: bytes
+) -> None:
+    assert list(validator.iter_errors(json.loads(line))) == []
+
+
+def _json_messages() -> list[tuple[str, Any]]:
+    out = []
+    for why, message in invalid_examples():
+        try:
+            out.append((why, json.loads(message)))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+@pytest.mark.parametrize(("why", "message"), _json_messages(), ids=lambda x: str(x)[:40])
+def test_the_schema_rejects_every_invalid_example(
+    validator: jsonschema.Draft202012Validator, why: str, message: Any
+) -> None:
+    assert not validator.is_valid(message), why
