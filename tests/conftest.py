@@ -1,0 +1,115 @@
+"""Fixtures shared by the whole suite.
+
+- ``kafka_broker``: one real Kafka broker per test session (started with
+  ``agentwatch.broker.start_broker`` on a free port in a temporary directory).
+- ``topic``: a factory making a fresh, uniquely named topic on that broker, so tests
+  sharing the broker never see each other's records.
+- ``require_tool(name)``: the rule for missing tools. Outside CI a test skips when a
+  tool is missing; with ``CI=true`` it fails instead, so CI can never go green by
+  skipping. Import it (``from tests.conftest import require_tool``) or request the
+  ``require_tool`` fixture.
+
+Tests that use ``kafka_broker`` (directly or via ``topic``) are marked ``integration``
+automatically, so ``pytest -m 'not integration'`` never starts a JVM.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
+
+import pytest
+
+from agentwatch.broker import (
+    BrokerError,
+    BrokerInfo,
+    free_port,
+    java_executable,
+    kafka_libs_dir,
+    start_broker,
+    stop_broker,
+)
+from agentwatch.topics import TopicSpec, ensure_topics
+
+# Tool names with a check richer than "is it on PATH".
+_SPECIAL_TOOLS: dict[str, Callable[[], str]] = {
+    "java": java_executable,  # Java 17+
+    "kafka": lambda: str(kafka_libs_dir()),  # the Kafka jars
+}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require_tool(name: str) -> str:
+    """Return the path of tool ``name``; skip the test if it is missing, fail under CI=true.
+
+    ``java`` means a Java 17+ runtime and ``kafka`` the Kafka jars; any other name is an
+    executable looked up on PATH (prometheus, promtool, docker-compose, ...).
+    """
+    check = _SPECIAL_TOOLS.get(name)
+    problem: str
+    if check is not None:
+        try:
+            return check()
+        except BrokerError as exc:
+            problem = str(exc)
+    else:
+        path = shutil.which(name)
+        if path is not None:
+            return path
+        problem = f"{name} is not installed (not found on PATH)"
+    if in_ci():
+        pytest.fail(f"CI=true, so a missing tool fails the test: {problem}", pytrace=False)
+    pytest.skip(f"missing tool: {problem}")
+
+
+@pytest.fixture(name="require_tool")
+def _require_tool_fixture() -> Callable[[str], str]:
+    """The ``require_tool`` function, for tests that prefer a fixture to an import."""
+    return require_tool
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "kafka_broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerInfo]:
+    """A real single-node Kafka broker for the whole session, stopped at the end."""
+    require_tool("kafka")
+    require_tool("java")
+    data_dir = tmp_path_factory.mktemp("kafka-broker")
+    info = start_broker(data_dir, free_port(), heap="512m")
+    try:
+        yield info
+    finally:
+        stop_broker(data_dir)
+
+
+class TopicFactory(Protocol):
+    def __call__(self, partitions: int = 3, config: Mapping[str, str] | None = None) -> str: ...
+
+
+@pytest.fixture
+def topic(kafka_broker: BrokerInfo, request: pytest.FixtureRequest) -> TopicFactory:
+    """Make fresh topics on the session broker: ``name = topic(partitions=3, config={...})``.
+
+    Names derive from the test name plus a random suffix; the topics are ready to
+    produce to (every partition has a leader) when the call returns.
+    """
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name).strip("-")[:80]
+
+    def make(partitions: int = 3, config: Mapping[str, str] | None = None) -> str:
+        name = f"test-{stem}-{uuid.uuid4().hex[:8]}"
+        ensure_topics(kafka_broker.bootstrap, [TopicSpec(name, partitions, dict(config or {}))])
+        return name
+
+    return make
