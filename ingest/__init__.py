@@ -1,1 +1,5 @@
 """Agent-side emitter (SDK), the event contract and the simulated fleet."""
+
+from agentwatch.ingest.tracer import Tracer
+
+__all__ = ["Tracer"]
