@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -17,8 +18,9 @@ from agentwatch.ingest.emitter import DROP_BUFFER_FULL
 from agentwatch.ingest.tracer import Tracer
 from kafka import KafkaConsumer
 
-from agentwatch.broker import BrokerInfo, free_port
-from tests.conftest import TopicFactory
+from agentwatch.broker import BrokerInfo, free_port, start_broker, stop_broker
+from agentwatch.topics import TopicSpec, ensure_topics
+from tests.conftest import TopicFactory, require_tool
 
 DECODER = msgspec.json.Decoder(AnyEvent)
 
@@ -71,6 +73,35 @@ def test_events_sent_by_the_sdk_arrive_in_the_topic_keyed_by_session_and_valid(
         "sess-a": ["SessionStart", "LlmCall", "ToolCall", "SessionEnd"],
         "sess-b": ["SessionStart", "Escalation", "SessionEnd"],
     }
+
+
+@pytest.mark.integration
+def test_what_was_buffered_while_the_broker_was_down_is_delivered_once_it_is_up(
+    tmp_path: Path,
+) -> None:
+    require_tool("java")
+    require_tool("kafka")
+    port = free_port()
+    tracer = Tracer.to_kafka(f"127.0.0.1:{port}", "late-topic", agent_id="a")
+    try:
+        with tracer.session("while-down") as s:
+            s.feedback(score=1.0)
+        assert tracer.flush(timeout=0.5) is False  # nothing listens yet
+
+        broker = start_broker(tmp_path / "late-broker", port)
+        try:
+            ensure_topics(broker.bootstrap, [TopicSpec("late-topic", 1, {})])
+            assert tracer.flush(timeout=90) is True
+            records = consume(broker.bootstrap, "late-topic", expected=3)
+        finally:
+            stop_broker(tmp_path / "late-broker")
+    finally:
+        tracer.close(timeout=5)
+
+    stats = tracer.stats().emitter
+    assert (stats.sent, stats.dropped_total) == (3, 0)
+    assert stats.send_errors >= 1
+    assert [r.key for r in records] == [b"while-down"] * 3
 
 
 def test_an_sdk_pointed_at_a_dead_port_never_blocks_or_raises() -> None:
