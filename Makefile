@@ -35,9 +35,9 @@ $(BIN)/.installed: pyproject.toml | prereqs
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
-$(KAFKA_LIBS)/.fetched: kafka/pom.xml | prereqs
+$(KAFKA_LIBS)/.fetched: kafka-runtime/pom.xml | prereqs
 	@mkdir -p $(KAFKA_LIBS)
-	mvn -q -B -f kafka/pom.xml dependency:copy-dependencies \
+	mvn -q -B -f kafka-runtime/pom.xml dependency:copy-dependencies \
 	  -DoutputDirectory=$(abspath $(KAFKA_LIBS)) -DincludeScope=runtime -DoverWriteIfNewer=true
 	@touch $@
 

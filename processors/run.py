@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import signal
 import time
 from collections.abc import Sequence
@@ -65,6 +66,15 @@ class RunStats:
     duplicates: int = 0
     segments: int = 0
     started: float = field(default_factory=time.monotonic)
+    first_record_at: float | None = None
+    last_commit_at: float | None = None
+
+    @property
+    def records_per_s(self) -> float:
+        """Records landed per second, from the first record polled to the last commit."""
+        if self.first_record_at is None or self.last_commit_at is None:
+            return 0.0
+        return self.records / max(self.last_commit_at - self.first_record_at, 1e-9)
 
 
 @dataclass
@@ -92,6 +102,8 @@ class Processor:
         self._pending: dict[TopicPartition, _Pending] = {}
         self._dedup: dict[TopicPartition, DedupIndex] = {}
         self._stop = False
+        # None until the group first assigns partitions: waiting for a rebalance is not idling.
+        self._last_activity: float | None = None
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
 
@@ -121,20 +133,21 @@ class Processor:
             "processor started",
             extra={"topic": cfg.topic, "group": cfg.group, "db": str(cfg.db)},
         )
-        last_record = time.monotonic()
         try:
             while not self._stop:
                 polled = self._consumer.poll(timeout_ms=200)
                 now = time.monotonic()
+                if polled and self.stats.first_record_at is None:
+                    self.stats.first_record_at = now
                 for tp, records in polled.items():
                     self._pending.setdefault(tp, _Pending()).extend(records)
                     self.stats.records += len(records)
-                    last_record = now
+                    self._last_activity = now
                 for tp, pending in list(self._pending.items()):
                     due = now - pending.since >= cfg.flush_interval_s
                     if pending.offsets and (len(pending.offsets) >= cfg.max_batch or due):
                         self._flush(tp)
-                if cfg.idle_timeout_s is not None and now - last_record >= cfg.idle_timeout_s:
+                if self._idle(now):
                     log.info("idle timeout reached", extra={"idle_s": cfg.idle_timeout_s})
                     break
             for tp in list(self._pending):
@@ -143,6 +156,22 @@ class Processor:
             self._consumer.close(autocommit=False)
             self._producer.close()
         return self.stats
+
+    def _idle(self, now: float) -> bool:
+        """True once no record came for the idle timeout and every partition is caught up."""
+        timeout = self.config.idle_timeout_s
+        if timeout is None or self._last_activity is None or self._pending:
+            return False
+        if now - self._last_activity < timeout:
+            return False
+        assert self._consumer is not None
+        assigned = list(self._consumer.assignment())
+        ends = self._consumer.end_offsets(assigned) if assigned else {}
+        behind = [tp for tp in assigned if self._consumer.position(tp) < ends.get(tp, 0)]
+        if behind:
+            self._last_activity = now
+            return False
+        return True
 
     # -- partition lifecycle -------------------------------------------------------------
 
@@ -157,6 +186,7 @@ class Processor:
             rebuild_dedup(index, stored)
             self._dedup[tp] = index
             self._pending.pop(tp, None)
+            self._last_activity = time.monotonic()
             if last is None:
                 self._consumer.seek_to_beginning(tp)
             else:
@@ -207,6 +237,7 @@ class Processor:
         self.stats.dead_letters += landed.dead_letters.height
         self.stats.duplicates += landed.duplicates
         self.stats.segments += 1
+        self.stats.last_commit_at = time.monotonic()
         log.debug(
             "batch committed",
             extra={
@@ -314,6 +345,8 @@ def _run(args: argparse.Namespace) -> int:
             "duplicates": stats.duplicates,
             "segments": stats.segments,
             "elapsed_s": round(elapsed, 2),
+            "records_per_s": round(stats.records_per_s),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         },
     )
     return 0
