@@ -138,7 +138,7 @@ class Emitter:
         self._accepted = 0  # records ever put in the buffer, numbering them in order
         self._taken = 0  # records handed to the sender so far
         self._done = 0  # records no longer pending; batches finish in order, so a prefix
-        self._flush_waiters = 0
+        self._flush_upto = 0  # a flush waits for records up to here: send them without lingering
         self._closing = False
         self._stopped = False
         self._close_result: bool | None = None
@@ -199,12 +199,9 @@ class Emitter:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._work:
             target = self._accepted
-            self._flush_waiters += 1
-            self._work.notify()  # cut the partial batch now instead of lingering
-            try:
-                return self._wait_done(target, deadline)
-            finally:
-                self._flush_waiters -= 1
+            self._flush_upto = max(self._flush_upto, target)
+            self._work.notify()
+            return self._wait_done(target, deadline)
 
     def close(self, timeout: float | None = 10.0) -> bool:
         """Deliver what is buffered, then stop; what cannot go by the timeout is dropped.
@@ -297,7 +294,7 @@ class Emitter:
                     if (
                         buffered >= self._max_batch
                         or self._closing
-                        or self._flush_waiters
+                        or self._taken < self._flush_upto
                         or now >= due
                     ):
                         count = min(buffered, self._max_batch)
