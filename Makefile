@@ -56,10 +56,15 @@ test: install test-tools ## run the whole test suite (unit and integration, agai
 unit: install ## run only the tests that need no broker
 	$(BIN)/pytest -m 'not integration' $(PYTEST_ARGS)
 
-lint: install ## ruff and mypy
+TYPECHECK := build/typecheck
+
+lint: install ## ruff and mypy (strict) over the installed layout
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy
+	@rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/agentwatch
+	@ln -s $(abspath agentwatch)/*.py $(TYPECHECK)/agentwatch/
+	@for d in ingest processors dashboards alerts; do ln -s $(abspath $$d) $(TYPECHECK)/agentwatch/$$d; done
+	cd $(TYPECHECK) && $(abspath $(BIN))/mypy --config-file $(abspath pyproject.toml) -p agentwatch
 
 demo: install ## start a local broker, a processor and a simulated fleet, then print a summary
 	$(BIN)/agentwatch --log-format text demo --seconds $(DEMO_SECONDS) --data-dir data

@@ -39,8 +39,7 @@ class Settings:
             if isinstance(default, float) and isinstance(value, int):
                 return float(value)  # type: ignore[return-value]
             raise ConfigError(
-                f"{self.source}: [{section}] {key} must be {type(default).__name__}, "
-                f"got {value!r}"
+                f"{self.source}: [{section}] {key} must be {type(default).__name__}, got {value!r}"
             )
         return value  # type: ignore[no-any-return]
 

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any, Final, Literal, Self, get_args
 
 import msgspec
+
 from agentwatch.ingest.contract import (
     DEFAULT_TOPIC,
     SCHEMA_VERSION,

@@ -104,7 +104,9 @@ def decode_batch(batch: RawBatch, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
     return DecodedBatch(events=events, dead_letters=_dead_letters(batch, sorted(bad)))
 
 
-def _read_events(batch: RawBatch, idx: list[int]) -> tuple[pl.DataFrame, list[tuple[int, tuple[str, str]]]]:
+def _read_events(
+    batch: RawBatch, idx: list[int]
+) -> tuple[pl.DataFrame, list[tuple[int, tuple[str, str]]]]:
     if not idx:
         return pl.DataFrame(schema=EVENTS_SCHEMA), []
     values = [_one_line(batch.values[i]) for i in idx]
@@ -112,13 +114,13 @@ def _read_events(batch: RawBatch, idx: list[int]) -> tuple[pl.DataFrame, list[tu
         raw = _read_ndjson(values)
         positions = idx
         unreadable: list[tuple[int, tuple[str, str]]] = []
-    except Exception:  # noqa: BLE001 - isolate the message the reader cannot take, keep the rest
+    except Exception:
         frames, positions, unreadable = [], [], []
         for i, value in zip(idx, values, strict=True):
             try:
                 frames.append(_read_ndjson([value]))
                 positions.append(i)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 unreadable.append((i, ("unreadable", f"unreadable: {exc}")))
         raw = pl.concat(frames) if frames else pl.DataFrame(schema=CONTRACT_FIELDS)
 

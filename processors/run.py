@@ -52,6 +52,7 @@ class ProcessorConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     dedup_horizon_s: float = 3600.0
     dedup_max_ids: int = 20_000_000
+    session_timeout_s: float = 10.0
 
     @property
     def dead_letter_topic(self) -> str:
@@ -123,6 +124,9 @@ class Processor:
             group_id=cfg.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # A crashed member holds its partitions until its session expires.
+            session_timeout_ms=int(cfg.session_timeout_s * 1000),
+            heartbeat_interval_ms=max(500, int(cfg.session_timeout_s * 1000 / 4)),
             max_poll_records=10_000,
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
@@ -253,7 +257,9 @@ class Processor:
     def _send_dead_letters(self, landed: LandedBatch) -> None:
         assert self._producer is not None
         dl = landed.dead_letters
-        for row in dl.select("reason_code", "reason", "_topic", "_partition", "_offset", "key", "raw").iter_rows():
+        for row in dl.select(
+            "reason_code", "reason", "_topic", "_partition", "_offset", "key", "raw"
+        ).iter_rows():
             code, reason, topic, partition, offset, key, raw = row
             headers = [
                 ("reason_code", code.encode()),
@@ -287,33 +293,73 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
             "restart loses and duplicates nothing."
         ),
     )
-    p.add_argument("--bootstrap", default=settings.get("kafka", "bootstrap", "127.0.0.1:9092"),
-                   help="Kafka bootstrap servers (default %(default)s)")
-    p.add_argument("--topic", default=settings.get("kafka", "topic", DEFAULT_TOPIC),
-                   help="events topic (default %(default)s)")
-    p.add_argument("--group", default=settings.get("process", "group", "agentwatch"),
-                   help="consumer group id (default %(default)s)")
-    p.add_argument("--db", type=Path,
-                   default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
-                   help="DuckDB catalog analysts open; segments live beside it (default %(default)s)")
-    p.add_argument("--dlq-topic", default=settings.get("process", "dlq_topic", None),
-                   help="dead-letter topic (default: TOPIC.dlq)")
-    p.add_argument("--idle-timeout", type=float, metavar="S",
-                   default=settings.get("process", "idle_timeout", None),
-                   help="exit 0 after S seconds with no new record (for batch runs and tests)")
-    p.add_argument("--max-batch", type=int, default=settings.get("process", "max_batch", 50_000),
-                   help="records per partition that force a segment (default %(default)s)")
-    p.add_argument("--flush-interval", type=float,
-                   default=settings.get("process", "flush_interval", 2.0),
-                   help="seconds a partition's records may wait before they are landed "
-                        "(default %(default)s)")
-    p.add_argument("--max-message-bytes", type=int,
-                   default=settings.get("process", "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES),
-                   help="larger messages are dead letters (default %(default)s)")
-    p.add_argument("--dedup-horizon", type=float, metavar="S",
-                   default=settings.get("process", "dedup_horizon", 3600.0),
-                   help="an event_id re-sent within S seconds (Kafka time) is stored once "
-                        "(default %(default)s)")
+    p.add_argument(
+        "--bootstrap",
+        default=settings.get("kafka", "bootstrap", "127.0.0.1:9092"),
+        help="Kafka bootstrap servers (default %(default)s)",
+    )
+    p.add_argument(
+        "--topic",
+        default=settings.get("kafka", "topic", DEFAULT_TOPIC),
+        help="events topic (default %(default)s)",
+    )
+    p.add_argument(
+        "--group",
+        default=settings.get("process", "group", "agentwatch"),
+        help="consumer group id (default %(default)s)",
+    )
+    p.add_argument(
+        "--db",
+        type=Path,
+        default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
+        help="DuckDB catalog analysts open; segments live beside it (default %(default)s)",
+    )
+    p.add_argument(
+        "--dlq-topic",
+        default=settings.get("process", "dlq_topic", None),
+        help="dead-letter topic (default: TOPIC.dlq)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="S",
+        default=settings.get("process", "idle_timeout", None),
+        help="exit 0 after S seconds with no new record (for batch runs and tests)",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=settings.get("process", "max_batch", 50_000),
+        help="records per partition that force a segment (default %(default)s)",
+    )
+    p.add_argument(
+        "--flush-interval",
+        type=float,
+        default=settings.get("process", "flush_interval", 2.0),
+        help="seconds a partition's records may wait before they are landed (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=settings.get("process", "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES),
+        help="larger messages are dead letters (default %(default)s)",
+    )
+    p.add_argument(
+        "--dedup-horizon",
+        type=float,
+        metavar="S",
+        default=settings.get("process", "dedup_horizon", 3600.0),
+        help="an event_id re-sent within S seconds (Kafka time) is stored once "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--session-timeout",
+        type=float,
+        metavar="S",
+        default=settings.get("process", "session_timeout", 10.0),
+        help="consumer-group session timeout: how soon the partitions of a crashed "
+        "instance move to another (default %(default)s)",
+    )
     p.set_defaults(handler=_run)
 
 
@@ -330,6 +376,7 @@ def _run(args: argparse.Namespace) -> int:
             flush_interval_s=args.flush_interval,
             max_message_bytes=args.max_message_bytes,
             dedup_horizon_s=args.dedup_horizon,
+            session_timeout_s=args.session_timeout,
         )
     )
     signal.signal(signal.SIGTERM, lambda *_: processor.stop())

@@ -108,11 +108,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
         ),
     )
     p.add_argument("sql", help='the query, e.g. "SELECT kind, count(*) FROM events GROUP BY 1"')
-    p.add_argument("--db", type=Path,
-                   default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
-                   help="catalog file (default %(default)s)")
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table",
-                   help="table for people, csv or json (a list of row objects) for tools")
+    p.add_argument(
+        "--db",
+        type=Path,
+        default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
+        help="catalog file (default %(default)s)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["table", "csv", "json"],
+        default="table",
+        help="table for people, csv or json (a list of row objects) for tools",
+    )
     p.set_defaults(handler=_run)
 
 

@@ -172,6 +172,7 @@ class SegmentStore:
 
 def catalog_statements(data_dir: Path) -> list[str]:
     """DDL of the analysts' catalog: views only, over absolute segment globs."""
+
     def glob(table: str) -> str:
         return _sql_str(str(data_dir / "segments" / table / "**" / "L0-*.parquet"))
 

@@ -8,7 +8,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from agentwatch.ingest.contract import KINDS, EVENT_TYPES
+from agentwatch.ingest.contract import EVENT_TYPES, KINDS
 from agentwatch.ingest.contract_cmd import SCHEMA_FILE, schema_text
 from tests.examples import CONTRACT_DIR, invalid_examples, valid_lines
 

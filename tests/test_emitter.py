@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+
 from agentwatch.ingest.emitter import (
     DROP_BUFFER_FULL,
     DROP_CLOSED,

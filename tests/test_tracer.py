@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import pytest
+
 from agentwatch.ingest.contract import AnyEvent, LlmCall, SessionEnd, ToolCall
 from agentwatch.ingest.emitter import Emitter, Record
 from agentwatch.ingest.tracer import CallInfo, Tracer
