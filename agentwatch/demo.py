@@ -1,0 +1,152 @@
+"""The ``demo`` command: the whole pipeline on one machine, then a summary.
+
+It starts the local broker, runs ``agentwatch process`` as its own process (as in a
+deployment), drives a simulated fleet into Kafka for a while, adds a few malformed
+messages from a "buggy agent" so the dead-letter path shows, waits until the processor
+has landed everything, prints a summary from DuckDB and stops the broker. The data
+stays under the data dir (runs accumulate; ``make clean`` starts over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaProducer
+from rich.console import Console
+
+from agentwatch.broker import broker_status, free_port, start_broker, stop_broker
+from agentwatch.config import Settings
+from agentwatch.ingest.contract import DEFAULT_TOPIC
+from agentwatch.ingest.simulate import SimulationSummary, run_simulation
+from agentwatch.processors import report
+from agentwatch.processors.store import CATALOG_FILE
+
+BUGGY_MESSAGES: tuple[bytes, ...] = (
+    b'{"schema_version": 1, "event_id": "bug-1", "kind": "llm_call", "agent_id": "legacy-bot"',
+    b'{"schema_version": 1, "event_id": "bug-2", "ts": "2026-11-20T09:00:00Z", '
+    b'"agent_id": "legacy-bot", "session_id": "b1", "kind": "llm_call", "model": "m", '
+    b'"input_tokens": 10, "output_tokens": -5}',
+    b'{"schema_version": 1, "event_id": "bug-3", "ts": "2026-11-20T09:00:00Z", '
+    b'"agent_id": "legacy-bot", "session_id": "b1", "kind": "telepathy"}',
+    b'{"schema_version": 1, "event_id": "bug-4", "ts": "last tuesday", '
+    b'"agent_id": "legacy-bot", "session_id": "b1", "kind": "session_start"}',
+    b"\xff\xfenot even text",
+)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run broker, processor and a simulated fleet for a while, then print a summary",
+        description=(
+            "Start the local Kafka broker, a processor and a simulated fleet of AI agents for "
+            "--seconds, then print what landed in DuckDB (events, sessions, escalations, "
+            "violations, dead letters, throughput) and queries to try. Data stays in "
+            "--data-dir; the broker is stopped at the end."
+        ),
+    )
+    p.add_argument(
+        "--seconds", type=float, default=settings.get("demo", "seconds", 60.0),
+        help="how long the fleet runs (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--data-dir", type=Path, default=Path(settings.get("demo", "data_dir", "data")),
+        help="where the broker, segments and catalog live (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--agents", type=int, default=settings.get("demo", "agents", 8))
+    p.add_argument(
+        "--rate", type=float, default=settings.get("demo", "rate", 300.0),
+        help="events per second from the fleet (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=settings.get("demo", "seed", 7))
+    p.add_argument(
+        "--port", type=int, default=settings.get("demo", "port", 0),
+        help="broker port (default: a free one)",
+    )  # fmt: skip
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    console = Console(width=max(120, Console().width))
+    data_dir: Path = args.data_dir.resolve()
+    broker_dir = data_dir / "kafka"
+    db = data_dir / CATALOG_FILE
+    existing = broker_status(broker_dir)
+    info = existing or start_broker(broker_dir, args.port or free_port())
+    console.print(f"[bold]Kafka[/] broker at {info.bootstrap} (data in {broker_dir})")
+    try:
+        processor, processor_log = _start_processor(info.bootstrap, db, data_dir)
+        console.print(f"[bold]Processor[/] pid {processor.pid}, logs in {processor_log}")
+        console.print(f"[bold]Fleet[/]: {args.agents} agents, ~{args.rate:g} events/s for "
+                      f"{args.seconds:g} s")  # fmt: skip
+        sim = run_simulation(
+            info.bootstrap, DEFAULT_TOPIC, agents=args.agents, rate=args.rate,
+            duration=args.seconds, seed=args.seed, progress=sys.stderr.isatty(),
+        )  # fmt: skip
+        _send_buggy_messages(info.bootstrap)
+        console.print("Waiting for the processor to land everything ...")
+        code = processor.wait(timeout=max(120.0, args.seconds))
+        if code != 0:
+            console.print(f"[red]processor exited with {code}; see {processor_log}[/]")
+            return 1
+        _summary(console, db, sim, _last_stats(processor_log))
+    finally:
+        if existing is None:
+            stop_broker(broker_dir)
+            console.print("Broker stopped.")
+    return 0
+
+
+def _start_processor(
+    bootstrap: str, db: Path, data_dir: Path
+) -> tuple[subprocess.Popen[bytes], Path]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "processor.log"
+    cmd = [
+        sys.executable, "-m", "agentwatch.cli", "--log-format", "json", "process",
+        "--bootstrap", bootstrap, "--topic", DEFAULT_TOPIC, "--db", str(db),
+        "--idle-timeout", "4", "--flush-interval", "1",
+    ]  # fmt: skip
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=out)
+    return proc, log_path
+
+
+def _send_buggy_messages(bootstrap: str) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for message in BUGGY_MESSAGES:
+        producer.send(DEFAULT_TOPIC, key=b"legacy-bot", value=message)
+    producer.flush()
+    producer.close()
+
+
+def _last_stats(processor_log: Path) -> dict[str, Any]:
+    stats: dict[str, Any] = {}
+    for line in processor_log.read_text(errors="replace").splitlines():
+        if '"processor stopped"' in line:
+            stats = json.loads(line)
+    return stats
+
+
+def _summary(console: Console, db: Path, sim: SimulationSummary, stats: dict[str, Any]) -> None:
+    console.rule("[bold]agentwatch demo summary")
+    console.print(
+        f"Fleet sent {sim.events:,} events in {sim.elapsed_s:.1f} s "
+        f"({sim.events_per_second:,.0f}/s) plus {len(BUGGY_MESSAGES)} malformed messages."
+    )
+    console.print(
+        f"Processor landed {stats.get('events', 0):,} events and "
+        f"{stats.get('dead_letters', 0):,} dead letters this run, at "
+        f"{stats.get('records_per_s', 0):,} records/s (peak RSS {stats.get('peak_rss_mb')} MB)."
+    )
+    report.render(db, console)
+    console.rule("[bold]Try these")
+    for title, sql in report.TRY_QUERIES:
+        console.print(f"[bold]# {title}[/]")
+        console.print(f'.venv/bin/agentwatch sql "{sql}" --db {db}\n', soft_wrap=True)
+    console.print(f"Or open it in DuckDB: duckdb.connect('{db}', read_only=True)")
