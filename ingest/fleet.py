@@ -8,9 +8,9 @@ processors' dedup absorbs rather than new traffic.
 
 The knobs of an agent live in frozen dataclasses (:class:`AgentParameters` and the specs
 it holds). A scenario timeline changes behaviour by scheduling a replacement
-(``agent.change_at(ts, dataclasses.replace(params, token_scale=1.5))``); every step of a
-session reads the parameters in force at its own start time, so a change lands mid-session
-just as a real deployment would.
+(``agent.change_at(ts, dataclasses.replace(params, token_scale=1.5))``); every turn of a
+session reads the parameters in force when it starts, so a change lands mid-session as a
+real deployment would, while a session keeps the prompt version it began with.
 """
 
 from __future__ import annotations
@@ -157,7 +157,14 @@ class IntentSpec:
 
 @dataclass(frozen=True, slots=True)
 class AgentParameters:
-    """Every knob of one agent at one time; a timeline swaps in a modified copy."""
+    """Every knob of one agent at one time; a timeline swaps in a modified copy.
+
+    Rates are per session (escalation, abandon, failure, security, feedback), per model
+    call (rate limit, timeout, cost reported) or per later turn and tool
+    (``followup_tool_rate``). ``token_scale`` multiplies every token count and
+    ``violation_scale`` every guardrail's violation rate: the one-number knobs a drift
+    scenario turns.
+    """
 
     agent_version: str
     prompt_id: str
@@ -199,8 +206,8 @@ class Agent:
     environment: str
     traffic_weight: float
     parameters: AgentParameters
-    _times: list[float] = field(default_factory=list, repr=False)
-    _changes: list[AgentParameters] = field(default_factory=list, repr=False)
+    _times: list[float] = field(default_factory=list, init=False, repr=False)
+    _changes: list[AgentParameters] = field(default_factory=list, init=False, repr=False)
 
     def parameters_at(self, ts: float) -> AgentParameters:
         """The parameters in force at ``ts`` (epoch seconds)."""

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
-from agentwatch.ingest.contract import DEFAULT_TOPIC, EVENT_TYPES, Event, SessionEnd
-from agentwatch.ingest.fleet import Fleet, make_agents
 
 from agentwatch.config import Settings
+from agentwatch.ingest.contract import DEFAULT_TOPIC, EVENT_TYPES, Event, SessionEnd
+from agentwatch.ingest.fleet import Fleet, make_agents
 from agentwatch.topics import TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ DEFAULT_BOOTSTRAP: Final = "127.0.0.1:9092"
 DEFAULT_AGENTS: Final = 8
 DEFAULT_RATE: Final = 200.0
 DEFAULT_DURATION: Final = 60.0
+DEFAULT_TIMEOUT: Final = 15.0
 LOG_EVERY_S: Final = 5.0
 
 # Throughput over latency: a few ms of linger fills large batches; acks=all with the
@@ -123,6 +124,7 @@ class _Reporter:
 
     def __init__(self, total_s: float, show_bar: bool) -> None:
         self.total_s = total_s
+        self.done_s = 0.0
         self._bar: Any = None
         self._task: Any = None
         self._last = 0.0
@@ -145,8 +147,12 @@ class _Reporter:
             self._bar.start()
             self._task = self._bar.add_task("simulate", total=total_s, events=0, sessions=0)
 
-    def update(self, done_s: float, summary: SimulationSummary, force: bool = False) -> None:
+    def update(self, done_s: float | None, summary: SimulationSummary, force: bool = False) -> None:
+        """Show ``done_s`` seconds of ``total_s`` done (None: as last shown), rate-limited."""
         now = time.monotonic()
+        if done_s is None:
+            done_s = self.done_s
+        self.done_s = done_s
         if self._bar is not None:
             if force or now - self._last >= 0.1:
                 self._last = now
@@ -187,6 +193,7 @@ def run_simulation(
     max_events: int | None = None,
     create_topic: bool = True,
     partitions: int = 3,
+    timeout: float = DEFAULT_TIMEOUT,
     producer_config: Mapping[str, Any] | None = None,
 ) -> SimulationSummary:
     """Run a simulated fleet into ``topic`` and return what was sent (flushed and acked).
@@ -195,7 +202,8 @@ def run_simulation(
     ``duration`` s). ``rate`` 0 or None runs as fast as possible on a simulated clock
     covering ``duration`` seconds from ``start`` (default: ending now) at ``sim_rate``
     events per simulated second. ``max_events`` stops either mode early. The count is
-    approximate: it follows from sessions, which are whole conversations.
+    approximate: it follows from sessions, which are whole conversations. ``timeout``
+    bounds the wait for Kafka at the start, so a wrong address fails fast.
     """
     if agents < 1:
         raise ValueError("agents must be at least 1")
@@ -207,15 +215,13 @@ def run_simulation(
     if seed is None:
         seed = secrets.randbits(32)
     if create_topic:
-        ensure_topics(bootstrap, [TopicSpec(topic, partitions=partitions)])
+        ensure_topics(bootstrap, [TopicSpec(topic, partitions=partitions)], timeout=timeout)
 
     from kafka import KafkaProducer
 
     summary = SimulationSummary(topic=topic, seed=seed, agents=agents, realtime=realtime)
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap, **{**PRODUCER_CONFIG, **(producer_config or {})}
-    )
-    reporter = _Reporter(duration, progress)
+    config = {"bootstrap_timeout_ms": int(timeout * 1000), **PRODUCER_CONFIG}
+    producer = KafkaProducer(bootstrap_servers=bootstrap, **{**config, **(producer_config or {})})
     log.info(
         "simulation starting",
         extra={
@@ -228,6 +234,7 @@ def run_simulation(
             "seed": seed,
         },
     )
+    reporter = _Reporter(duration, progress)  # after the log line: a live bar owns the line
     began = time.monotonic()
     try:
         send = _sender(producer, topic, summary)
@@ -244,7 +251,7 @@ def run_simulation(
         producer.flush()
     finally:
         summary.elapsed_s = time.monotonic() - began
-        reporter.update(duration, summary, force=True)
+        reporter.update(None, summary, force=True)
         reporter.close()
         producer.close()
     if summary.delivery_errors:
@@ -312,6 +319,7 @@ def _run_realtime(
         summary.elapsed_s = time.monotonic() - began
         reporter.update(now - start, summary)
         if now >= end:
+            reporter.update(duration, summary)
             return
         due = fleet.next_ts()
         wait = (end if due is None else min(due, end)) - time.time()
@@ -429,6 +437,13 @@ def register(
         help="with --rate 0: events per simulated second (default %(default)s)",
     )
     parser.add_argument(
+        "--timeout",
+        type=_positive,
+        metavar="S",
+        default=settings.get("kafka", "timeout", DEFAULT_TIMEOUT),
+        help="seconds to wait for Kafka at the start (default %(default)s)",
+    )
+    parser.add_argument(
         "--max-events",
         type=_positive_int,
         metavar="N",
@@ -454,6 +469,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             progress=sys.stderr.isatty(),
             sim_rate=args.sim_rate,
             max_events=args.max_events,
+            timeout=args.timeout,
         )
     except (KafkaError, TopicError) as exc:
         print(f"agentwatch: cannot simulate into {args.bootstrap}: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import msgspec
 import pytest
+
 from agentwatch.ingest.contract import (
     AnyEvent,
     Escalation,
