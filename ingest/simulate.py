@@ -120,10 +120,15 @@ class SimulationSummary:
 
 
 class _Reporter:
-    """Progress on stderr: a rich bar for people at a terminal, log lines for everyone else."""
+    """Progress on stderr: a rich bar for people at a terminal, log lines for everyone else.
 
-    def __init__(self, total_s: float, show_bar: bool) -> None:
+    Progress is the larger of time done and, when a run is capped, events done, so a
+    capped back-fill over a long window still shows how far it is.
+    """
+
+    def __init__(self, total_s: float, max_events: int | None, show_bar: bool) -> None:
         self.total_s = total_s
+        self.max_events = max_events
         self.done_s = 0.0
         self._bar: Any = None
         self._task: Any = None
@@ -145,7 +150,7 @@ class _Reporter:
                 transient=False,
             )
             self._bar.start()
-            self._task = self._bar.add_task("simulate", total=total_s, events=0, sessions=0)
+            self._task = self._bar.add_task("simulate", total=1.0, events=0, sessions=0)
 
     def update(self, done_s: float | None, summary: SimulationSummary, force: bool = False) -> None:
         """Show ``done_s`` seconds of ``total_s`` done (None: as last shown), rate-limited."""
@@ -153,12 +158,16 @@ class _Reporter:
         if done_s is None:
             done_s = self.done_s
         self.done_s = done_s
+        fraction = done_s / self.total_s
+        if self.max_events:
+            fraction = max(fraction, summary.events / self.max_events)
+        fraction = min(fraction, 1.0)
         if self._bar is not None:
             if force or now - self._last >= 0.1:
                 self._last = now
                 self._bar.update(
                     self._task,
-                    completed=min(done_s, self.total_s),
+                    completed=fraction,
                     events=summary.events,
                     sessions=summary.sessions_started,
                 )
@@ -169,7 +178,7 @@ class _Reporter:
                 extra={
                     "events": summary.events,
                     "sessions": summary.sessions_started,
-                    "progress": round(min(done_s / self.total_s, 1.0), 3) if self.total_s else 1,
+                    "progress": round(fraction, 3),
                     "events_per_s": round(summary.events / max(summary.elapsed_s, 1e-9), 1),
                 },
             )
@@ -234,7 +243,9 @@ def run_simulation(
             "seed": seed,
         },
     )
-    reporter = _Reporter(duration, progress)  # after the log line: a live bar owns the line
+    reporter = _Reporter(
+        duration, max_events, progress
+    )  # after the log line: a live bar owns the line
     began = time.monotonic()
     try:
         send = _sender(producer, topic, summary)
