@@ -47,7 +47,7 @@ class ProcessorConfig:
     group: str = "agentwatch"
     dlq_topic: str | None = None
     idle_timeout_s: float | None = None
-    max_batch: int = 50_000
+    max_batch: int = 20_000
     flush_interval_s: float = 2.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     dedup_horizon_s: float = 3600.0
@@ -128,8 +128,8 @@ class Processor:
             session_timeout_ms=int(cfg.session_timeout_s * 1000),
             heartbeat_interval_ms=max(500, int(cfg.session_timeout_s * 1000 / 4)),
             max_poll_records=10_000,
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=16 * 1024 * 1024,
+            fetch_max_bytes=32 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
             receive_message_max_bytes=cfg.max_message_bytes * 4 + 64 * 1024 * 1024,
         )
         self._consumer.subscribe([cfg.topic], listener=_Rebalance(self))
@@ -329,7 +329,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
     p.add_argument(
         "--max-batch",
         type=int,
-        default=settings.get("process", "max_batch", 50_000),
+        default=settings.get("process", "max_batch", 20_000),
         help="records per partition that force a segment (default %(default)s)",
     )
     p.add_argument(

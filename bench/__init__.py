@@ -1,0 +1,1 @@
+"""Benchmarks: run with `make bench`; they measure, they do not assert."""
