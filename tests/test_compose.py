@@ -1,0 +1,315 @@
+"""docker-compose.yml, the Dockerfile and .dockerignore: valid, and consistent with the CLI.
+
+The compose file is validated by the real ``docker-compose config -q``; the commands its
+services run are parsed by the real ``agentwatch`` argument parser, with the service's
+environment applied, so a renamed flag or setting breaks a test rather than a deployment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import subprocess
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agentwatch.cli import build_parser
+from agentwatch.config import Settings
+from tests.conftest import require_tool
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+PYPROJECT = ROOT / "pyproject.toml"
+
+PROCESSOR = "agentwatch-processor"
+SIMULATOR = "simulator"
+AGENTWATCH_SERVICES = (PROCESSOR, SIMULATOR)
+
+# ${NAME}, ${NAME:-default} or ${NAME-default}: Compose variable substitution.
+_VARIABLE = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+
+
+def resolve(value: object) -> str:
+    """A compose value as deployed with no overrides: each variable becomes its default."""
+    return _VARIABLE.sub(lambda m: m.group(2) or "", str(value))
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+    return loaded
+
+
+def service(compose: dict[str, Any], name: str) -> dict[str, Any]:
+    services: dict[str, dict[str, Any]] = compose["services"]
+    assert name in services, f"docker-compose.yml has no service {name!r}"
+    return services[name]
+
+
+def environment(svc: dict[str, Any]) -> dict[str, str]:
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {key: resolve(value) for key, value in env.items()}
+
+
+def agentwatch_argv(svc: dict[str, Any]) -> list[str]:
+    command = svc["command"]
+    return shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+
+
+ParseService = Callable[[str], argparse.Namespace]
+
+
+@pytest.fixture
+def parse_service(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> ParseService:
+    """Parse a service's command with the real CLI parser, under the service's environment."""
+
+    def parse(name: str) -> argparse.Namespace:
+        svc = service(compose, name)
+        for key, value in environment(svc).items():
+            monkeypatch.setenv(key, value)
+        argv = agentwatch_argv(svc)
+        try:
+            return build_parser(Settings()).parse_args(argv)
+        except SystemExit as exc:
+            pytest.fail(f"{name}: `agentwatch {shlex.join(argv)}` does not parse (exit {exc.code})")
+
+    return parse
+
+
+def named_volume_at(compose: dict[str, Any], svc: dict[str, Any], target: str) -> str | None:
+    """The named volume mounted at ``target`` in ``svc``, if it is declared at top level."""
+    for mount in svc.get("volumes") or []:
+        if isinstance(mount, str):
+            source, _, rest = mount.partition(":")
+            mount_target = rest.split(":")[0]
+        else:
+            source, mount_target = mount.get("source", ""), mount.get("target", "")
+        if mount_target == target and source in (compose.get("volumes") or {}):
+            return source
+    return None
+
+
+# --------------------------------------------------------------------------- the compose file
+
+
+def test_docker_compose_accepts_the_compose_file() -> None:
+    docker_compose = require_tool("docker-compose")
+    result = subprocess.run(
+        [docker_compose, "-f", str(COMPOSE_FILE), "--profile", "demo", "config", "-q"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", result.stderr
+
+
+def test_the_processor_runs_agentwatch_process_against_the_kafka_service(
+    parse_service: ParseService,
+) -> None:
+    args = parse_service(PROCESSOR)
+    assert args.command == "process"
+    assert args.bootstrap == "kafka:9092"
+
+
+def test_the_processor_keeps_its_catalog_on_a_named_volume(
+    compose: dict[str, Any], parse_service: ParseService
+) -> None:
+    args = parse_service(PROCESSOR)
+    assert args.db == Path("/data/agentwatch.duckdb")
+    assert named_volume_at(compose, service(compose, PROCESSOR), "/data") is not None
+
+
+def test_the_processor_restarts_unless_stopped(compose: dict[str, Any]) -> None:
+    assert service(compose, PROCESSOR)["restart"] == "unless-stopped"
+
+
+def test_the_simulator_runs_agentwatch_simulate_against_the_kafka_service(
+    parse_service: ParseService,
+) -> None:
+    args = parse_service(SIMULATOR)
+    assert args.command == "simulate"
+    assert args.bootstrap == "kafka:9092"
+
+
+def test_the_simulator_runs_only_in_the_demo_profile(compose: dict[str, Any]) -> None:
+    assert service(compose, SIMULATOR)["profiles"] == ["demo"]
+    assert "profiles" not in service(compose, PROCESSOR)
+    assert "profiles" not in service(compose, "kafka")
+
+
+@pytest.mark.parametrize("name", AGENTWATCH_SERVICES)
+def test_service_flags_are_spelled_in_full(compose: dict[str, Any], name: str) -> None:
+    # argparse also accepts unambiguous prefixes (--agent for --agents), which a new flag
+    # sharing the prefix would silently break: a compose file spells every flag out.
+    argv = agentwatch_argv(service(compose, name))
+    subcommand = next(a for a in argv if not a.startswith("-"))
+    options = set(_subcommand_parser(subcommand)._option_string_actions)
+    flags = [a.split("=", 1)[0] for a in argv if a.startswith("--")]
+    assert flags, f"{name} passes no flags"
+    assert [f for f in flags if f not in options] == []
+
+
+def _subcommand_parser(name: str) -> argparse.ArgumentParser:
+    parser = build_parser(Settings())
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            sub: argparse.ArgumentParser = action.choices[name]
+            return sub
+    raise AssertionError("the agentwatch parser has no subcommands")
+
+
+@pytest.mark.parametrize("name", AGENTWATCH_SERVICES)
+def test_agentwatch_services_start_once_kafka_is_healthy(
+    compose: dict[str, Any], name: str
+) -> None:
+    depends_on = service(compose, name)["depends_on"]
+    assert depends_on["kafka"]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("name", AGENTWATCH_SERVICES)
+def test_every_agentwatch_variable_of_a_service_is_a_setting_the_cli_reads(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    read = _settings_read_by_the_cli()
+    variables = [
+        key for key in environment(service(compose, name)) if key.startswith("AGENTWATCH_")
+    ]
+    assert variables, f"{name} sets no AGENTWATCH_* variable"
+    for variable in variables:
+        monkeypatch.setenv(variable, "sentinel-value")
+        settings = Settings()
+        assert any(settings.get(section, key, None) == "sentinel-value" for section, key in read), (
+            f"{name}: {variable} is not a setting any agentwatch command reads"
+        )
+        monkeypatch.delenv(variable)
+
+
+@dataclass(frozen=True)
+class _RecordingSettings(Settings):
+    read: set[tuple[str, str]] = field(default_factory=set)
+
+    def get(self, section: str, key: str, default: Any) -> Any:
+        self.read.add((section, key))
+        return super().get(section, key, default)
+
+
+def _settings_read_by_the_cli() -> set[tuple[str, str]]:
+    settings = _RecordingSettings()
+    build_parser(settings)
+    return settings.read
+
+
+def test_the_kafka_image_is_an_apache_kafka_4_release(compose: dict[str, Any]) -> None:
+    image = service(compose, "kafka")["image"]
+    assert re.fullmatch(r"apache/kafka:4\.\d+\.\d+", image), image
+
+
+def test_kafka_has_a_healthcheck(compose: dict[str, Any]) -> None:
+    healthcheck = service(compose, "kafka")["healthcheck"]
+    test = healthcheck["test"]
+    assert test[0] in ("CMD", "CMD-SHELL") and len(test) > 1
+    assert "kafka-broker-api-versions.sh" in " ".join(test)
+
+
+def test_kafka_is_a_single_kraft_node(compose: dict[str, Any]) -> None:
+    env = environment(service(compose, "kafka"))
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:9093"
+    assert "CONTROLLER://:9093" in env["KAFKA_LISTENERS"].split(",")
+
+
+def test_kafka_internal_topics_have_one_replica(compose: dict[str, Any]) -> None:
+    env = environment(service(compose, "kafka"))
+    factors = {k: v for k, v in env.items() if k.endswith("_REPLICATION_FACTOR")}
+    assert "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR" in factors
+    assert "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR" in factors
+    assert set(factors.values()) == {"1"}
+
+
+@pytest.mark.parametrize("name", AGENTWATCH_SERVICES)
+def test_kafka_advertises_the_address_agentwatch_services_bootstrap_from(
+    compose: dict[str, Any], parse_service: ParseService, name: str
+) -> None:
+    env = environment(service(compose, "kafka"))
+    advertised = {url.split("://", 1)[1] for url in env["KAFKA_ADVERTISED_LISTENERS"].split(",")}
+    assert parse_service(name).bootstrap in advertised
+
+
+def test_kafka_advertises_the_published_port_to_host_clients(compose: dict[str, Any]) -> None:
+    kafka = service(compose, "kafka")
+    env = environment(kafka)
+    listeners = dict(url.split("://", 1) for url in env["KAFKA_LISTENERS"].split(","))
+    advertised = dict(url.split("://", 1) for url in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    host_address, host_port = advertised["PLAINTEXT_HOST"].rsplit(":", 1)
+    container_port = listeners["PLAINTEXT_HOST"].rsplit(":", 1)[1]
+    assert f"{host_address}:{host_port}:{container_port}" in [resolve(p) for p in kafka["ports"]]
+
+
+def test_kafka_keeps_its_data_on_a_named_volume(compose: dict[str, Any]) -> None:
+    kafka = service(compose, "kafka")
+    log_dirs = environment(kafka)["KAFKA_LOG_DIRS"]
+    assert named_volume_at(compose, kafka, log_dirs) is not None
+
+
+# --------------------------------------------------------------------------- the image
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for line in DOCKERFILE.read_text().splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        pending += stripped
+        if pending.endswith("\\"):
+            pending = pending[:-1] + " "
+            continue
+        keyword, _, rest = pending.partition(" ")
+        instructions.append((keyword.upper(), rest.strip()))
+        pending = ""
+    return instructions
+
+
+def last(instruction: str) -> str:
+    values = [rest for keyword, rest in dockerfile_instructions() if keyword == instruction]
+    assert values, f"the Dockerfile has no {instruction}"
+    return values[-1]
+
+
+def test_the_image_entrypoint_is_the_agentwatch_console_script() -> None:
+    entrypoint = json.loads(last("ENTRYPOINT"))  # exec form, so signals reach agentwatch
+    scripts = tomllib.loads(PYPROJECT.read_text())["project"]["scripts"]
+    assert entrypoint == ["agentwatch"]
+    assert scripts[entrypoint[0]] == "agentwatch.cli:main"
+
+
+def test_the_image_runs_as_a_non_root_user() -> None:
+    user = last("USER").split(":")[0]
+    assert user not in ("root", "0")
+
+
+def test_the_image_declares_the_data_volume_compose_mounts(compose: dict[str, Any]) -> None:
+    volume = json.loads(last("VOLUME"))
+    assert "/data" in volume
+    assert named_volume_at(compose, service(compose, PROCESSOR), "/data") is not None
+
+
+def test_the_build_context_leaves_out_local_state() -> None:
+    patterns = {line.strip() for line in DOCKERIGNORE.read_text().splitlines()}
+    assert {".git", ".venv", ".kafka", "data", "build"} <= patterns
