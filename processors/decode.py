@@ -20,6 +20,7 @@ from agentwatch.ingest.contract import DEFAULT_MAX_MESSAGE_BYTES, AnyEvent
 from agentwatch.processors.tables import (
     CONTRACT_FIELDS,
     DEAD_LETTERS_SCHEMA,
+    DERIVED_FIELDS,
     EVENTS_SCHEMA,
     UTC_TS,
 )
@@ -128,6 +129,7 @@ def _read_events(
         pl.col("ts").str.to_datetime(time_zone="UTC", strict=False).cast(UTC_TS),
         pl.col("environment").fill_null("prod"),
         pl.col("status").fill_null("ok"),
+        *(pl.lit(None, dtype).alias(name) for name, dtype in DERIVED_FIELDS.items()),
         _topic=pl.lit(batch.topic),
         _partition=pl.lit(batch.partition, pl.Int32),
         _offset=pl.Series([batch.offsets[i] for i in positions], dtype=pl.Int64),

@@ -31,11 +31,12 @@ import duckdb
 import polars as pl
 
 from agentwatch.processors.tables import DEAD_LETTERS_SCHEMA, EVENTS_SCHEMA
+from agentwatch.processors.views import view_statements
 
 log = logging.getLogger(__name__)
 
 CATALOG_FILE: Final = "agentwatch.duckdb"
-CATALOG_VERSION: Final = 1
+CATALOG_VERSION: Final = 2
 # The events segment of a batch is written last: its existence commits the batch.
 COMMIT_TABLE: Final = "events"
 TABLE_SCHEMAS: Final[Mapping[str, Mapping[str, pl.DataType]]] = {
@@ -182,6 +183,7 @@ def catalog_statements(data_dir: Path) -> list[str]:
         f"CREATE VIEW events AS SELECT * FROM read_parquet({glob('events')}, union_by_name=true)",
         "CREATE VIEW dead_letters AS SELECT * "
         f"FROM read_parquet({glob('dead_letters')}, union_by_name=true)",
+        *view_statements(),
     ]
 
 

@@ -72,9 +72,22 @@ KAFKA_FIELDS: Final[dict[str, pl.DataType]] = {
     "_kafka_ts": UTC_TS,
 }
 
+# Columns the processor derives at landing time.
+DERIVED_FIELDS: Final[dict[str, pl.DataType]] = {
+    # cost_usd when the event carries it, else priced from the pricing table; null when
+    # the model has no price (cost_source 'unpriced'), never a silent 0.
+    "cost_usd_effective": pl.Float64(),
+    "cost_source": pl.String(),  # 'event' | 'pricing' | 'unpriced'; null on non-LLM events
+    "pricing_version": pl.String(),
+    # Arrived after its event-time minute was closed (watermark minus allowed lateness):
+    # stored and counted, but left out of the windowed metrics.
+    "_late": pl.Boolean(),
+}
+
 EVENTS_SCHEMA: Final[dict[str, pl.DataType]] = {
     **CONTRACT_FIELDS,
     "ts": UTC_TS,
+    **DERIVED_FIELDS,
     **KAFKA_FIELDS,
 }
 
