@@ -1,0 +1,337 @@
+"""Prometheus metrics from landed batches: computed per batch, served by a collector.
+
+Each metric is declared once as a spec (source frame, filter, labels, value); a batch is
+aggregated with one polars group-by per spec, so the cost grows with the number of
+label combinations, not with events. Histograms are aggregated into cumulative bucket
+counts the same way, never observed event by event. The collector only accumulates
+those small deltas and renders them on scrape, from an injected registry.
+
+Labels are bounded: each label keeps at most ``max_label_values`` distinct values per
+processor; later values are folded into ``other`` and counted in
+``agentwatch_label_values_folded_total{label}``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import polars as pl
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+AGENT = ("agent_id", "agent_version", "environment")
+LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0)
+FEEDBACK_BUCKETS = (-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 2.0, 3.0, 4.0, 5.0)
+SESSION_BUCKETS_S = (1.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+OTHER = "other"
+
+Source = Literal["events", "sessions", "dead_letters"]
+
+
+@dataclass(frozen=True)
+class CounterSpec:
+    name: str
+    help: str
+    source: Source
+    labels: tuple[str, ...]
+    where: pl.Expr | None = None
+    value: pl.Expr = field(default_factory=pl.len)
+    const: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class HistogramSpec:
+    name: str
+    help: str
+    source: Source
+    labels: tuple[str, ...]
+    value: pl.Expr
+    buckets: tuple[float, ...]
+    where: pl.Expr | None = None
+
+
+def _kind(kind: str) -> pl.Expr:
+    return pl.col("kind") == kind
+
+
+def _tokens(column: str, kind: str) -> CounterSpec:
+    return CounterSpec(
+        "agentwatch_tokens_total", "LLM tokens by type.", "events", (*AGENT, "model"),
+        _kind("llm_call"), pl.col(column).fill_null(0).sum(), (("type", kind),),
+    )  # fmt: skip
+
+
+COUNTERS: tuple[CounterSpec, ...] = (
+    CounterSpec("agentwatch_events_total", "Trace events landed, by kind and status.",
+                "events", (*AGENT, "kind", "status")),
+    CounterSpec("agentwatch_llm_calls_total", "LLM calls.", "events", (*AGENT, "model"),
+                _kind("llm_call")),
+    CounterSpec("agentwatch_tool_calls_total", "Tool calls.", "events", (*AGENT, "tool_name"),
+                _kind("tool_call")),
+    _tokens("input_tokens", "input"),
+    _tokens("output_tokens", "output"),
+    _tokens("cache_read_tokens", "cache_read"),
+    _tokens("reasoning_tokens", "reasoning"),
+    CounterSpec("agentwatch_cost_usd_total", "LLM cost in USD (event cost, else priced).",
+                "events", (*AGENT, "model"), _kind("llm_call"),
+                pl.col("cost_usd_effective").fill_null(0.0).sum()),
+    CounterSpec("agentwatch_unpriced_events_total",
+                "LLM calls whose model has no price: their cost is unknown, not zero.",
+                "events", (*AGENT, "model"), pl.col("cost_source") == "unpriced"),
+    CounterSpec("agentwatch_errors_total", "Events with status error, or of kind error.",
+                "events", (*AGENT, "error_type"),
+                (pl.col("status") == "error") | _kind("error")),
+    CounterSpec("agentwatch_policy_checks_total", "Policy checks by outcome.", "events",
+                (*AGENT, "policy_id", "outcome"), _kind("policy_check")),
+    CounterSpec("agentwatch_policy_violations_total", "Policy checks that found a violation.",
+                "events", (*AGENT, "policy_id", "severity"),
+                _kind("policy_check") & (pl.col("outcome") == "violation")),
+    CounterSpec("agentwatch_blocked_actions_total",
+                "Actions blocked by a policy check or a security control.", "events",
+                (*AGENT, "source"),
+                (_kind("policy_check") & (pl.col("outcome") == "blocked"))
+                | (_kind("security") & (pl.col("action") == "blocked"))),
+    CounterSpec("agentwatch_security_events_total", "Security events by category.", "events",
+                (*AGENT, "category", "action", "severity"), _kind("security")),
+    CounterSpec("agentwatch_escalations_total", "Escalations to a human.", "events", AGENT,
+                _kind("escalation")),
+    CounterSpec("agentwatch_sessions_started_total", "Sessions started.", "events", AGENT,
+                _kind("session_start")),
+    CounterSpec("agentwatch_sessions_total", "Sessions ended, by resolution.", "sessions",
+                (*AGENT, "resolution")),
+    CounterSpec("agentwatch_sessions_contained_total",
+                "Sessions resolved with no escalation (containment numerator).", "sessions",
+                AGENT, pl.col("contained")),
+    CounterSpec("agentwatch_pipeline_dead_letters_total", "Invalid messages, by reason.",
+                "dead_letters", ("reason_code",)),
+)  # fmt: skip
+
+HISTOGRAMS: tuple[HistogramSpec, ...] = (
+    HistogramSpec("agentwatch_llm_call_duration_seconds", "LLM call latency.", "events",
+                  (*AGENT, "model"), pl.col("latency_ms") / 1000, LATENCY_BUCKETS_S,
+                  _kind("llm_call") & pl.col("latency_ms").is_not_null()),
+    HistogramSpec("agentwatch_llm_time_to_first_token_seconds", "LLM time to first token.",
+                  "events", (*AGENT, "model"), pl.col("time_to_first_token_ms") / 1000,
+                  LATENCY_BUCKETS_S, pl.col("time_to_first_token_ms").is_not_null()),
+    HistogramSpec("agentwatch_tool_call_duration_seconds", "Tool call latency.", "events",
+                  (*AGENT, "tool_name"), pl.col("latency_ms") / 1000, LATENCY_BUCKETS_S,
+                  _kind("tool_call") & pl.col("latency_ms").is_not_null()),
+    HistogramSpec("agentwatch_session_duration_seconds", "Session duration, start to end.",
+                  "sessions", (*AGENT, "resolution"), pl.col("duration_s"), SESSION_BUCKETS_S,
+                  pl.col("duration_s").is_not_null()),
+    HistogramSpec("agentwatch_feedback_score", "Feedback scores (mean = sum / count).",
+                  "events", AGENT, pl.col("score"), FEEDBACK_BUCKETS,
+                  _kind("feedback") & pl.col("score").is_not_null()),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CounterDelta:
+    spec: CounterSpec
+    rows: list[tuple[tuple[str, ...], float]]
+
+
+@dataclass(frozen=True)
+class HistogramDelta:
+    spec: HistogramSpec
+    # labels -> (cumulative bucket counts incl. +Inf, sum)
+    rows: list[tuple[tuple[str, ...], list[int], float]]
+
+
+def batch_deltas(frames: Mapping[Source, pl.DataFrame]) -> list[CounterDelta | HistogramDelta]:
+    """Aggregate one landed batch into metric deltas (pure; no Prometheus state)."""
+    frames = dict(frames)
+    if "events" in frames:
+        is_security = _kind("security")
+        frames["events"] = frames["events"].with_columns(
+            source=pl.when(is_security).then(pl.lit("security")).otherwise(pl.lit("policy"))
+        )
+    out: list[CounterDelta | HistogramDelta] = []
+    for spec in COUNTERS:
+        frame = _source(frames, spec.source, spec.where)
+        if frame.is_empty():
+            continue
+        agg = frame.group_by(spec.labels).agg(spec.value.alias("_v"))
+        out.append(
+            CounterDelta(spec, [(_labels(r[:-1]), float(r[-1] or 0)) for r in agg.iter_rows()])
+        )
+    for hspec in HISTOGRAMS:
+        frame = _source(frames, hspec.source, hspec.where)
+        if frame.is_empty():
+            continue
+        value = hspec.value.alias("_v")
+        agg = (
+            frame.with_columns(value)
+            .group_by(hspec.labels)
+            .agg(
+                *((pl.col("_v") <= b).sum().alias(f"_b{i}") for i, b in enumerate(hspec.buckets)),
+                pl.len().alias("_n"),
+                pl.col("_v").sum().alias("_s"),
+            )
+        )
+        k = len(hspec.labels)
+        rows = [
+            (_labels(r[:k]), [int(c) for c in r[k:-1]], float(r[-1] or 0.0))
+            for r in agg.iter_rows()
+        ]
+        out.append(HistogramDelta(hspec, rows))
+    return out
+
+
+def _source(
+    frames: Mapping[Source, pl.DataFrame], source: Source, where: pl.Expr | None
+) -> pl.DataFrame:
+    frame = frames.get(source)
+    if frame is None or frame.is_empty():
+        return pl.DataFrame()
+    return frame.filter(where) if where is not None else frame
+
+
+def _labels(values: Sequence[object]) -> tuple[str, ...]:
+    return tuple("" if v is None else str(v) for v in values)
+
+
+class CardinalityGuard:
+    """Keeps each label to a bounded set of values; later ones become ``other``."""
+
+    def __init__(self, max_values: int) -> None:
+        self.max_values = max_values
+        self.seen: dict[str, set[str]] = defaultdict(set)
+        self.folded: dict[str, int] = defaultdict(int)
+
+    def fold(self, names: Sequence[str], values: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for name, value in zip(names, values, strict=True):
+            seen = self.seen[name]
+            if value in seen or len(seen) < self.max_values:
+                seen.add(value)
+                out.append(value)
+            else:
+                self.folded[name] += 1
+                out.append(OTHER)
+        return tuple(out)
+
+
+@dataclass
+class PartitionHealth:
+    lag: int = 0
+    processing_delay_s: float = 0.0
+    last_commit_ts: float = 0.0
+    records: int = 0
+
+
+class FleetCollector(Collector):
+    """Accumulates batch deltas and the pipeline's own health; renders them on scrape."""
+
+    def __init__(self, topic: str, max_label_values: int = 200) -> None:
+        self.topic = topic
+        self.guard = CardinalityGuard(max_label_values)
+        self.counters: dict[str, dict[tuple[str, ...], float]] = defaultdict(
+            lambda: defaultdict(float)
+        )
+        self.counter_labels: dict[str, tuple[str, ...]] = {}
+        self.helps: dict[str, str] = {}
+        self.histograms: dict[str, dict[tuple[str, ...], tuple[list[int], float]]] = defaultdict(
+            dict
+        )
+        self.histogram_buckets: dict[str, tuple[float, ...]] = {}
+        self.histogram_labels: dict[str, tuple[str, ...]] = {}
+        self.partitions: dict[int, PartitionHealth] = {}
+        self.pipeline: dict[str, int] = defaultdict(int)
+
+    def apply(self, deltas: Sequence[CounterDelta | HistogramDelta]) -> None:
+        for delta in deltas:
+            if isinstance(delta, CounterDelta):
+                self._apply_counter(delta)
+            else:
+                self._apply_histogram(delta)
+
+    def _apply_counter(self, delta: CounterDelta) -> None:
+        spec = delta.spec
+        names = (*spec.labels, *(k for k, _ in spec.const))
+        self.counter_labels[spec.name] = names
+        self.helps[spec.name] = spec.help
+        series = self.counters[spec.name]
+        for labels, value in delta.rows:
+            key = (*self.guard.fold(spec.labels, labels), *(v for _, v in spec.const))
+            series[key] += value
+
+    def _apply_histogram(self, delta: HistogramDelta) -> None:
+        spec = delta.spec
+        self.histogram_labels[spec.name] = spec.labels
+        self.histogram_buckets[spec.name] = spec.buckets
+        self.helps[spec.name] = spec.help
+        series = self.histograms[spec.name]
+        for labels, counts, total in delta.rows:
+            key = self.guard.fold(spec.labels, labels)
+            old_counts, old_sum = series.get(key, ([0] * len(counts), 0.0))
+            series[key] = (
+                [a + b for a, b in zip(old_counts, counts, strict=True)],
+                old_sum + total,
+            )
+
+    def forget_partition(self, partition: int) -> None:
+        self.partitions.pop(partition, None)
+
+    def collect(self) -> Iterator[Metric]:
+        for name, series in self.counters.items():
+            family = CounterMetricFamily(name.removesuffix("_total"), self.helps[name],
+                                         labels=self.counter_labels[name])  # fmt: skip
+            for labels, value in series.items():
+                family.add_metric(list(labels), value)
+            yield family
+        for name, hseries in self.histograms.items():
+            hfamily = HistogramMetricFamily(
+                name, self.helps[name], labels=self.histogram_labels[name]
+            )
+            bounds = self.histogram_buckets[name]
+            for labels, (counts, total) in hseries.items():
+                buckets = [(_bound(b), float(c)) for b, c in zip(bounds, counts[:-1], strict=True)]
+                buckets.append(("+Inf", float(counts[-1])))
+                hfamily.add_metric(list(labels), buckets, total)
+            yield hfamily
+        yield from self._pipeline_metrics()
+
+    def _pipeline_metrics(self) -> Iterator[Metric]:
+        topic = self.topic
+        for key, help_text in (
+            ("records", "Kafka records consumed and landed (valid or not)."),
+            ("events", "Valid events landed."),
+            ("duplicates", "Re-sent events dropped by event_id."),
+            ("late_events", "Events that arrived after their window closed."),
+        ):
+            c = CounterMetricFamily(f"agentwatch_pipeline_{key}", help_text, labels=["topic"])
+            c.add_metric([topic], float(self.pipeline[key]))
+            yield c
+        lag = GaugeMetricFamily("agentwatch_pipeline_consumer_lag",
+                                "Records not yet consumed, per partition.",
+                                labels=["topic", "partition"])  # fmt: skip
+        delay = GaugeMetricFamily("agentwatch_pipeline_processing_delay_seconds",
+                                  "Landing time minus the newest event time of the last batch.",
+                                  labels=["topic", "partition"])  # fmt: skip
+        commit = GaugeMetricFamily("agentwatch_pipeline_last_commit_timestamp_seconds",
+                                   "When the partition's last batch was committed.",
+                                   labels=["topic", "partition"])  # fmt: skip
+        for partition, health in sorted(self.partitions.items()):
+            lag.add_metric([topic, str(partition)], float(health.lag))
+            delay.add_metric([topic, str(partition)], health.processing_delay_s)
+            commit.add_metric([topic, str(partition)], health.last_commit_ts)
+        yield from (lag, delay, commit)
+        folded = CounterMetricFamily("agentwatch_label_values_folded",
+                                     "Label values folded into 'other' by the cardinality guard.",
+                                     labels=["label"])  # fmt: skip
+        for label, n in sorted(self.guard.folded.items()):
+            folded.add_metric([label], float(n))
+        yield folded
+
+
+def _bound(b: float) -> str:
+    return repr(float(b))
