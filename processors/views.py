@@ -1,8 +1,268 @@
-"""Analysts' views over ``events``: sessions and windowed metrics (being written)."""
+"""Analysts' views over ``events``: sessions, windowed metrics and their breakdowns.
+
+Everything is a view over the raw events, so a metric is always recomputable from the
+rows it summarises and a fix here applies to all history at once. Definitions live in
+one place each: a session property (its model, its start, whether it escalated) is
+computed by ``sessions`` and joined back, so the metrics cut by model or prompt version
+agree with the per-session numbers.
+
+Rules shared by every view:
+
+- Buckets are event time (``ts``), cut in UTC whatever the reader's ``TimeZone``.
+- Windowed views leave out ``_late`` rows (arrived after their minute was closed), as
+  the live metrics did; ``late_events`` counts them so they are never silently lost.
+  A NULL ``_late`` (segments written before the column existed) is not late.
+- A cost is ``cost_usd_effective``, falling back to the event's own ``cost_usd`` for
+  rows landed before costs were derived; an LLM call without one is *unpriced*: it is
+  counted as such and adds nothing to cost sums, which are never a silent 0 for it.
+"""
 
 from __future__ import annotations
 
+from typing import Final
+
+# The cost of an LLM call, NULL when unpriced (same as cost_source = 'unpriced' on rows
+# the processor priced; older rows with neither column are judged by cost_usd alone).
+_COST: Final = "coalesce(cost_usd_effective, cost_usd)"
+_UNPRICED: Final = f"kind = 'llm_call' AND {_COST} IS NULL"
+_ERROR: Final = "(status = 'error' OR kind = 'error')"
+_NOT_LATE: Final = "NOT coalesce(_late, false)"
+# Event order within a session: by event time, then by Kafka position, so that "first"
+# is deterministic when two events share a timestamp.
+_ORDER: Final = "{'ts': ts, 'partition': _partition, 'offset': _offset}"
+
+
+def _bucket(width: str, ts: str = "ts") -> str:
+    # The timezone argument pins bucket edges to UTC for day (and any) widths.
+    return f"time_bucket(INTERVAL '{width}', {ts}, 'UTC')"
+
+
+def _first(column: str, condition: str | None = None) -> str:
+    """The column's value on the session's first event that has it."""
+    where = f"{column} IS NOT NULL" + (f" AND {condition}" if condition else "")
+    return f"arg_min({column}, {_ORDER}) FILTER (WHERE {where})"
+
+
+def _count(condition: str) -> str:
+    return f"count(*) FILTER (WHERE {condition})"
+
+
+def _total(column: str) -> str:
+    # sum(BIGINT) is HUGEINT in DuckDB, which many clients read as float.
+    return f"coalesce(sum({column}), 0)::BIGINT"
+
+
+SESSIONS: Final = f"""
+CREATE VIEW sessions AS
+SELECT
+    session_id, agent_id, agent_version, environment, intent, channel,
+    started_at, ended_at,
+    (epoch_us(ended_at) - epoch_us(started_at)) / 1e6 AS duration_s,
+    CASE WHEN ended_at IS NULL THEN 'open' ELSE 'ended' END AS state,
+    resolution,
+    llm_calls, tool_calls, input_tokens, output_tokens, cache_read_tokens, reasoning_tokens,
+    cost_usd, unpriced_llm_calls,
+    policy_checks, policy_violations, policy_blocks, security_events, errors,
+    escalated,
+    CASE WHEN ended_at IS NOT NULL THEN resolution = 'resolved' AND NOT escalated END
+        AS contained,
+    feedback_score, model, prompt_version, first_event_at, last_event_at
+FROM (
+    SELECT
+        session_id,
+        {_first("agent_id")} AS agent_id,
+        {_first("agent_version")} AS agent_version,
+        {_first("environment")} AS environment,
+        -- session_end carries the final intent, so the latest value wins.
+        arg_max(intent, {_ORDER}) FILTER (WHERE intent IS NOT NULL) AS intent,
+        {_first("channel", "kind = 'session_start'")} AS channel,
+        coalesce(min(ts) FILTER (WHERE kind = 'session_start'), min(ts)) AS started_at,
+        max(ts) FILTER (WHERE kind = 'session_end') AS ended_at,
+        arg_max(resolution, {_ORDER}) FILTER (WHERE kind = 'session_end') AS resolution,
+        {_count("kind = 'llm_call'")} AS llm_calls,
+        {_count("kind = 'tool_call'")} AS tool_calls,
+        {_total("input_tokens")} AS input_tokens,
+        {_total("output_tokens")} AS output_tokens,
+        {_total("cache_read_tokens")} AS cache_read_tokens,
+        {_total("reasoning_tokens")} AS reasoning_tokens,
+        sum({_COST}) FILTER (WHERE kind = 'llm_call') AS cost_usd,
+        {_count(_UNPRICED)} AS unpriced_llm_calls,
+        {_count("kind = 'policy_check'")} AS policy_checks,
+        {_count("kind = 'policy_check' AND outcome = 'violation'")} AS policy_violations,
+        {_count("kind = 'policy_check' AND outcome = 'blocked'")} AS policy_blocks,
+        {_count("kind = 'security'")} AS security_events,
+        {_count(_ERROR)} AS errors,
+        coalesce(bool_or(kind = 'escalation'), false) AS escalated,
+        avg(score) FILTER (WHERE kind = 'feedback') AS feedback_score,
+        {_first("model", "kind = 'llm_call'")} AS model,
+        {_first("prompt_version", "kind = 'llm_call'")} AS prompt_version,
+        min(ts) AS first_event_at,
+        max(ts) AS last_event_at
+    FROM events
+    GROUP BY session_id
+)
+"""
+
+
+def metrics_view(name: str, width: str) -> str:
+    """One metrics view at a bucket width: the 1m, 1h and 1d views differ only in it.
+
+    Each event is attributed to its session's model and prompt version when it has none
+    itself, so session outcomes (containment, escalations) can be cut by both. Quantiles
+    are exact (``quantile_cont`` over the raw values), computed as one list per group.
+    """
+    end = "kind = 'session_end'"
+    return f"""
+CREATE VIEW {name} AS
+SELECT
+    window_start, agent_id, agent_version, environment, model, prompt_version,
+    events, sessions_started, sessions_ended, llm_calls, tool_calls, errors,
+    errors / events AS error_rate,
+    llm_q[1] AS llm_latency_p50_ms, llm_q[2] AS llm_latency_p95_ms,
+    llm_q[3] AS llm_latency_p99_ms,
+    tool_q[1] AS tool_latency_p50_ms, tool_q[2] AS tool_latency_p95_ms,
+    tool_q[3] AS tool_latency_p99_ms,
+    duration_q[1] AS session_duration_p50_s, duration_q[2] AS session_duration_p95_s,
+    duration_q[3] AS session_duration_p99_s,
+    ttft_q[1] AS ttft_p50_ms, ttft_q[2] AS ttft_p95_ms,
+    input_tokens, output_tokens, cache_read_tokens, reasoning_tokens,
+    -- 0 without LLM calls; NULL when every call was unpriced (see unpriced_llm_calls).
+    coalesce(priced_cost, CASE WHEN llm_calls = 0 THEN 0.0 END) AS cost_usd,
+    unpriced_llm_calls,
+    policy_checks, policy_violations, policy_blocks, security_events, escalations,
+    contained_sessions,
+    contained_sessions / nullif(sessions_ended, 0) AS containment_rate,
+    resolved_sessions, escalated_sessions, abandoned_sessions, failed_sessions,
+    feedback_count, feedback_mean
+FROM (
+    SELECT
+        {_bucket(width)} AS window_start,
+        agent_id, agent_version, environment,
+        coalesce(model, session_model) AS model,
+        coalesce(prompt_version, session_prompt_version) AS prompt_version,
+        count(*) AS events,
+        {_count("kind = 'session_start'")} AS sessions_started,
+        {_count(end)} AS sessions_ended,
+        {_count("kind = 'llm_call'")} AS llm_calls,
+        {_count("kind = 'tool_call'")} AS tool_calls,
+        {_count(_ERROR)} AS errors,
+        quantile_cont(latency_ms, [0.5, 0.95, 0.99]) FILTER (WHERE kind = 'llm_call')
+            AS llm_q,
+        quantile_cont(latency_ms, [0.5, 0.95, 0.99]) FILTER (WHERE kind = 'tool_call')
+            AS tool_q,
+        quantile_cont((epoch_us(ts) - epoch_us(session_started_at)) / 1e6, [0.5, 0.95, 0.99])
+            FILTER (WHERE {end}) AS duration_q,
+        quantile_cont(time_to_first_token_ms, [0.5, 0.95]) FILTER (WHERE kind = 'llm_call')
+            AS ttft_q,
+        {_total("input_tokens")} AS input_tokens,
+        {_total("output_tokens")} AS output_tokens,
+        {_total("cache_read_tokens")} AS cache_read_tokens,
+        {_total("reasoning_tokens")} AS reasoning_tokens,
+        sum({_COST}) FILTER (WHERE kind = 'llm_call') AS priced_cost,
+        {_count(_UNPRICED)} AS unpriced_llm_calls,
+        {_count("kind = 'policy_check'")} AS policy_checks,
+        {_count("kind = 'policy_check' AND outcome = 'violation'")} AS policy_violations,
+        {_count("kind = 'policy_check' AND outcome = 'blocked'")} AS policy_blocks,
+        {_count("kind = 'security'")} AS security_events,
+        {_count("kind = 'escalation'")} AS escalations,
+        {_count(f"{end} AND resolution = 'resolved' AND NOT session_escalated")}
+            AS contained_sessions,
+        {_count(f"{end} AND resolution = 'resolved'")} AS resolved_sessions,
+        {_count(f"{end} AND resolution = 'escalated'")} AS escalated_sessions,
+        {_count(f"{end} AND resolution = 'abandoned'")} AS abandoned_sessions,
+        {_count(f"{end} AND resolution = 'failed'")} AS failed_sessions,
+        {_count("kind = 'feedback'")} AS feedback_count,
+        avg(score) FILTER (WHERE kind = 'feedback') AS feedback_mean
+    FROM events
+    LEFT JOIN (
+        SELECT
+            session_id, model AS session_model, prompt_version AS session_prompt_version,
+            started_at AS session_started_at, escalated AS session_escalated
+        FROM sessions
+    ) USING (session_id)
+    WHERE {_NOT_LATE}
+    GROUP BY ALL
+)
+"""
+
+
+def _breakdown(name: str, keys: str, condition: str, aggregates: str, columns: str = "*") -> str:
+    """A 1-minute view of one kind of event by its own keys, late rows left out."""
+    return f"""
+CREATE VIEW {name} AS
+SELECT {columns}
+FROM (
+    SELECT
+        {_bucket("1 minute")} AS window_start, agent_id, agent_version, environment, {keys},
+        {aggregates}
+    FROM events
+    WHERE {_NOT_LATE} AND {condition}
+    GROUP BY ALL
+)
+"""
+
+
+TOOL_METRICS: Final = _breakdown(
+    "tool_metrics_1m",
+    "tool_name",
+    "kind = 'tool_call'",
+    f"count(*) AS calls, {_count(_ERROR)} AS errors, "
+    "quantile_cont(latency_ms, [0.5, 0.95, 0.99]) AS q",
+    "window_start, agent_id, agent_version, environment, tool_name, calls, errors, "
+    "q[1] AS latency_p50_ms, q[2] AS latency_p95_ms, q[3] AS latency_p99_ms",
+)
+POLICY_METRICS: Final = _breakdown(
+    "policy_metrics_1m",
+    "policy_id, severity, outcome",
+    "kind = 'policy_check'",
+    "count(*) AS checks",
+)
+SECURITY_METRICS: Final = _breakdown(
+    "security_metrics_1m", "category, action, severity", "kind = 'security'", "count(*) AS events"
+)
+ERROR_METRICS: Final = _breakdown(
+    "error_metrics_1m", "error_type, kind", _ERROR, "count(*) AS errors"
+)
+
+LATE_EVENTS: Final = f"""
+CREATE VIEW late_events AS
+SELECT
+    {_bucket("1 minute")} AS window_start, agent_id,
+    count(*) AS late_events,
+    -- How far behind event time the worst of them reached Kafka.
+    max(epoch_us(_kafka_ts) - epoch_us(ts)) / 1e6 AS max_delay_s
+FROM events
+WHERE _late
+GROUP BY ALL
+"""
+
+UNPRICED_MODELS: Final = f"""
+CREATE VIEW unpriced_models AS
+SELECT
+    model, provider,
+    count(*) AS llm_calls,
+    min(ts) AS first_seen,
+    max(ts) AS last_seen
+FROM events
+WHERE {_UNPRICED}
+GROUP BY ALL
+"""
+
 
 def view_statements() -> list[str]:
-    """CREATE VIEW statements, run after ``events`` and ``dead_letters`` exist."""
-    return []
+    """CREATE VIEW statements, run after ``events`` and ``dead_letters`` exist.
+
+    ``sessions`` comes first: the metrics views join it for session properties.
+    """
+    return [
+        SESSIONS,
+        metrics_view("metrics_1m", "1 minute"),
+        metrics_view("metrics_1h", "1 hour"),
+        metrics_view("metrics_1d", "1 day"),
+        TOOL_METRICS,
+        POLICY_METRICS,
+        SECURITY_METRICS,
+        ERROR_METRICS,
+        LATE_EVENTS,
+        UNPRICED_MODELS,
+    ]
