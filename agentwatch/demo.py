@@ -80,8 +80,11 @@ def _run(args: argparse.Namespace) -> int:
     info = existing or start_broker(broker_dir, args.port or free_port())
     console.print(f"[bold]Kafka[/] broker at {info.bootstrap} (data in {broker_dir})")
     try:
-        processor, processor_log = _start_processor(info.bootstrap, db, data_dir)
+        metrics_port = free_port()
+        processor, processor_log = _start_processor(info.bootstrap, db, data_dir, metrics_port)
         console.print(f"[bold]Processor[/] pid {processor.pid}, logs in {processor_log}")
+        console.print(f"[bold]Prometheus metrics[/] at http://127.0.0.1:{metrics_port}/metrics "
+                      "while the demo runs")  # fmt: skip
         console.print(f"[bold]Fleet[/]: {args.agents} agents, ~{args.rate:g} events/s for "
                       f"{args.seconds:g} s")  # fmt: skip
         sim = run_simulation(
@@ -103,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _start_processor(
-    bootstrap: str, db: Path, data_dir: Path
+    bootstrap: str, db: Path, data_dir: Path, metrics_port: int
 ) -> tuple[subprocess.Popen[bytes], Path]:
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "processor.log"
@@ -111,6 +114,7 @@ def _start_processor(
         sys.executable, "-m", "agentwatch.cli", "--log-format", "json", "process",
         "--bootstrap", bootstrap, "--topic", DEFAULT_TOPIC, "--db", str(db),
         "--idle-timeout", "4", "--flush-interval", "1",
+        "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1",
     ]  # fmt: skip
     with log_path.open("ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=out)

@@ -28,17 +28,32 @@ SECTIONS: tuple[Section, ...] = (
         "SELECT kind, count(*) AS events FROM events GROUP BY kind ORDER BY events DESC",
     ),
     Section(
-        "Per agent",
+        "Per agent: health, cost and safety",
         """
+        WITH ends AS (
+            SELECT e.agent_id, e.resolution = 'resolved' AND NOT EXISTS (
+                SELECT 1 FROM events x
+                WHERE x.session_id = e.session_id AND x.kind = 'escalation') AS contained
+            FROM events e WHERE e.kind = 'session_end'
+        ), per_agent AS (
+            SELECT agent_id, round(100 * avg(contained::INT), 1) AS containment_pct,
+                   count(*) AS sessions_ended
+            FROM ends GROUP BY agent_id
+        )
         SELECT agent_id,
                count(*) AS events,
-               count(DISTINCT session_id) AS sessions,
-               count(*) FILTER (kind = 'escalation') AS escalations,
+               any_value(p.sessions_ended) AS ended,
+               any_value(p.containment_pct) AS "containment %",
+               round(sum(cost_usd_effective), 4) AS cost_usd,
+               count(*) FILTER (cost_source = 'unpriced') AS unpriced,
+               round(quantile_cont(latency_ms, 0.95) FILTER (kind = 'llm_call')) AS llm_p95_ms,
                count(*) FILTER (kind = 'policy_check' AND outcome = 'violation') AS violations,
                count(*) FILTER (kind = 'policy_check' AND outcome = 'blocked') AS blocked,
+               count(*) FILTER (kind = 'escalation') AS escalations,
                count(*) FILTER (kind = 'security') AS security,
                count(*) FILTER (status = 'error') AS errors
-        FROM events GROUP BY agent_id ORDER BY agent_id
+        FROM events LEFT JOIN per_agent p USING (agent_id)
+        GROUP BY agent_id ORDER BY agent_id
         """,
     ),
     Section(

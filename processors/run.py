@@ -16,6 +16,7 @@ Dead-letter messages on the topic may repeat after a crash (at least once); the
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import resource
 import signal
@@ -27,12 +28,20 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
+from prometheus_client import CollectorRegistry, start_http_server
 
 from agentwatch.config import Settings
 from agentwatch.ingest.contract import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TOPIC
 from agentwatch.processors.decode import RawBatch
-from agentwatch.processors.dedup import DedupIndex
-from agentwatch.processors.pipeline import LandedBatch, land_batch, rebuild_dedup
+from agentwatch.processors.exporter import FleetCollector, PartitionHealth
+from agentwatch.processors.pipeline import (
+    STATE_COLUMNS,
+    LandedBatch,
+    LandingSettings,
+    PartitionState,
+    land_batch,
+)
+from agentwatch.processors.pricing import apply_pricing, load_pricing
 from agentwatch.processors.store import CATALOG_FILE, SegmentName, SegmentStore
 from agentwatch.topics import TopicSpec, ensure_topics
 
@@ -53,6 +62,11 @@ class ProcessorConfig:
     dedup_horizon_s: float = 3600.0
     dedup_max_ids: int = 20_000_000
     session_timeout_s: float = 10.0
+    allowed_lateness_s: float = 300.0
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
+    max_label_values: int = 200
+    pricing_file: Path | None = None
 
     @property
     def dead_letter_topic(self) -> str:
@@ -96,12 +110,24 @@ class _Pending:
 
 
 class Processor:
-    def __init__(self, config: ProcessorConfig) -> None:
+    def __init__(self, config: ProcessorConfig, registry: CollectorRegistry | None = None) -> None:
         self.config = config
         self.store = SegmentStore(config.db.parent, config.db.name)
         self.stats = RunStats()
+        self.settings = LandingSettings(
+            max_message_bytes=config.max_message_bytes,
+            allowed_lateness_s=config.allowed_lateness_s,
+            dedup_horizon_s=config.dedup_horizon_s,
+            dedup_max_ids=config.dedup_max_ids,
+        )
+        pricing = load_pricing(config.pricing_file)
+        self._price = lambda events: apply_pricing(events, pricing)
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.collector = FleetCollector(config.topic, config.max_label_values)
+        self.registry.register(self.collector)
         self._pending: dict[TopicPartition, _Pending] = {}
-        self._dedup: dict[TopicPartition, DedupIndex] = {}
+        self._state: dict[TopicPartition, PartitionState] = {}
+        self._lag_checked = 0.0
         self._stop = False
         # None until the group first assigns partitions: waiting for a rebalance is not idling.
         self._last_activity: float | None = None
@@ -133,6 +159,10 @@ class Processor:
             receive_message_max_bytes=cfg.max_message_bytes * 4 + 64 * 1024 * 1024,
         )
         self._consumer.subscribe([cfg.topic], listener=_Rebalance(self))
+        server = None
+        if cfg.metrics_port is not None:
+            server, _ = start_http_server(cfg.metrics_port, cfg.metrics_host, self.registry)
+            log.info("serving /metrics", extra={"port": cfg.metrics_port})
         log.info(
             "processor started",
             extra={"topic": cfg.topic, "group": cfg.group, "db": str(cfg.db)},
@@ -151,6 +181,9 @@ class Processor:
                     due = now - pending.since >= cfg.flush_interval_s
                     if pending.offsets and (len(pending.offsets) >= cfg.max_batch or due):
                         self._flush(tp)
+                if now - self._lag_checked >= 1.0:
+                    self._update_lag()
+                    self._lag_checked = now
                 if self._idle(now):
                     log.info("idle timeout reached", extra={"idle_s": cfg.idle_timeout_s})
                     break
@@ -159,7 +192,17 @@ class Processor:
         finally:
             self._consumer.close(autocommit=False)
             self._producer.close()
+            if server is not None:
+                server.shutdown()
         return self.stats
+
+    def _update_lag(self) -> None:
+        assert self._consumer is not None
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            health = self.collector.partitions.get(tp.partition)
+            if high is not None and health is not None:
+                health.lag = max(0, high - self._consumer.position(tp))
 
     def _idle(self, now: float) -> bool:
         """True once no record came for the idle timeout and every partition is caught up."""
@@ -183,13 +226,11 @@ class Processor:
         assert self._consumer is not None
         for tp in partitions:
             last = self.store.recover(tp.topic, tp.partition)
-            index = DedupIndex(self.config.dedup_horizon_s, self.config.dedup_max_ids)
-            stored = self.store.read_partition(
-                "events", tp.topic, tp.partition, ["event_id", "_kafka_ts"]
-            )
-            rebuild_dedup(index, stored)
-            self._dedup[tp] = index
+            stored = self.store.read_partition("events", tp.topic, tp.partition, STATE_COLUMNS)
+            state = PartitionState.rebuilt(self.settings, stored)
+            self._state[tp] = state
             self._pending.pop(tp, None)
+            self.collector.partitions[tp.partition] = PartitionHealth()
             self._last_activity = time.monotonic()
             if last is None:
                 self._consumer.seek_to_beginning(tp)
@@ -197,7 +238,13 @@ class Processor:
                 self._consumer.seek(tp, last + 1)
             log.info(
                 "partition assigned",
-                extra={"partition": tp.partition, "resume_after": last, "dedup_ids": index.size},
+                extra={
+                    "partition": tp.partition,
+                    "resume_after": last,
+                    "dedup_ids": state.dedup.size,
+                    "open_sessions": len(state.sessions.open),
+                    "watermark": state.watermark.isoformat() if state.watermark else None,
+                },
             )
 
     def _revoked(self, partitions: Sequence[TopicPartition]) -> None:
@@ -205,7 +252,8 @@ class Processor:
             if tp in self._pending:
                 self._flush(tp)
             self._pending.pop(tp, None)
-            self._dedup.pop(tp, None)
+            self._state.pop(tp, None)
+            self.collector.forget_partition(tp.partition)
 
     # -- one batch -----------------------------------------------------------------------
 
@@ -221,8 +269,9 @@ class Processor:
             pending.keys,
             pending.values,
         )
-        landed = land_batch(batch, self._dedup[tp], self.config.max_message_bytes)
+        landed = land_batch(batch, self._state[tp], self.settings, self._price)
         self._commit(batch, landed)
+        self._export(batch, landed)
 
     def _commit(self, batch: RawBatch, landed: LandedBatch) -> None:
         assert self._consumer is not None and self._producer is not None
@@ -253,6 +302,21 @@ class Processor:
                 "duplicates": landed.duplicates,
             },
         )
+
+    def _export(self, batch: RawBatch, landed: LandedBatch) -> None:
+        self.collector.apply(landed.metric_deltas())
+        pipeline = self.collector.pipeline
+        pipeline["records"] += len(batch)
+        pipeline["events"] += landed.events.height
+        pipeline["duplicates"] += landed.duplicates
+        pipeline["late_events"] += landed.late
+        health = self.collector.partitions.setdefault(batch.partition, PartitionHealth())
+        now = time.time()
+        newest = landed.events["ts"].max()
+        if isinstance(newest, dt.datetime):
+            health.processing_delay_s = max(0.0, now - newest.timestamp())
+        health.last_commit_ts = now
+        health.records += len(batch)
 
     def _send_dead_letters(self, landed: LandedBatch) -> None:
         assert self._producer is not None
@@ -360,7 +424,43 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
         help="consumer-group session timeout: how soon the partitions of a crashed "
         "instance move to another (default %(default)s)",
     )
+    p.add_argument(
+        "--allowed-lateness",
+        type=float,
+        metavar="S",
+        default=settings.get("process", "allowed_lateness", 300.0),
+        help="events up to S seconds behind the partition's newest event time still update "
+        "their one-minute window; later ones are stored and counted as late (default %(default)s)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="P",
+        default=settings.get("process", "metrics_port", None),
+        help="serve Prometheus /metrics on this port (default: off)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default=settings.get("process", "metrics_host", "0.0.0.0"),
+        help="address /metrics listens on (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-label-values",
+        type=int,
+        default=settings.get("process", "max_label_values", 200),
+        help="distinct values kept per label before folding into 'other' (default %(default)s)",
+    )
+    p.add_argument(
+        "--pricing",
+        type=Path,
+        default=_optional_path(settings.get("pricing", "file", "")),
+        help="pricing table (default: the one shipped with agentwatch)",
+    )
     p.set_defaults(handler=_run)
+
+
+def _optional_path(value: str) -> Path | None:
+    return Path(value) if value else None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -377,6 +477,11 @@ def _run(args: argparse.Namespace) -> int:
             max_message_bytes=args.max_message_bytes,
             dedup_horizon_s=args.dedup_horizon,
             session_timeout_s=args.session_timeout,
+            allowed_lateness_s=args.allowed_lateness,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+            max_label_values=args.max_label_values,
+            pricing_file=args.pricing,
         )
     )
     signal.signal(signal.SIGTERM, lambda *_: processor.stop())

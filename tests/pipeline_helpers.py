@@ -1,0 +1,79 @@
+"""Helpers for tests that run the processor against the real broker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+from kafka import KafkaProducer
+
+from agentwatch.broker import BrokerInfo
+from tests.examples import valid_lines
+
+AGENTWATCH = [sys.executable, "-m", "agentwatch.cli"]
+
+
+def make_events(n: int, prefix: str = "e") -> list[tuple[bytes, bytes]]:
+    """n valid events as (key, value), cycling through the contract's valid examples."""
+    templates = [json.loads(line) for line in valid_lines()]
+    out = []
+    for i in range(n):
+        event = dict(templates[i % len(templates)])
+        event["event_id"] = f"{prefix}-{i}"
+        event["session_id"] = f"{prefix}-s{i // 7}"
+        out.append((event["session_id"].encode(), json.dumps(event).encode()))
+    return out
+
+
+def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=512 * 1024
+    )
+    for key, value in messages:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def process_cmd(broker: BrokerInfo, topic: str, db: Path, *extra: str) -> list[str]:
+    return [
+        *AGENTWATCH, "process", "--bootstrap", broker.bootstrap, "--topic", topic,
+        "--group", f"g-{topic}", "--db", str(db), "--session-timeout", "6", *extra,
+    ]  # fmt: skip
+
+
+def run_to_idle(broker: BrokerInfo, topic: str, db: Path, *extra: str) -> None:
+    done = subprocess.run(
+        process_cmd(broker, topic, db, "--idle-timeout", "3", *extra),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def count(db: Path, sql: str) -> int:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        row = con.execute(sql).fetchone()
+    finally:
+        con.close()
+    assert row is not None
+    return int(row[0])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def committed_segments(db: Path) -> int:
+    return sum(1 for _ in (db.parent / "segments" / "events").glob("*/*/L0-*.parquet"))
