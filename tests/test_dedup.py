@@ -6,6 +6,8 @@ import datetime as dt
 
 import numpy as np
 import polars as pl
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agentwatch.processors.dedup import DedupIndex
 from agentwatch.processors.pipeline import rebuild_dedup
@@ -81,3 +83,15 @@ def test_hash_chunks_stay_sorted() -> None:
         index.filter(frame([f"x{i}-{j}" for j in range(7)]))
     for chunk in index.chunks:
         assert np.all(chunk.hashes[:-1] <= chunk.hashes[1:])
+
+
+@given(
+    batches=st.lists(
+        st.lists(st.sampled_from([f"id{i}" for i in range(30)]), max_size=20), max_size=12
+    )
+)
+def test_across_any_batching_each_id_is_kept_exactly_once(batches: list[list[str]]) -> None:
+    index = DedupIndex()
+    kept = [i for batch in batches for i in index.filter(frame(batch))["event_id"].to_list()]
+    everything = [i for batch in batches for i in batch]
+    assert kept == list(dict.fromkeys(everything))

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agentwatch.processors.exporter import FleetCollector, PartitionHealth, batch_deltas
+from agentwatch.processors.exporter import (
+    LATENCY_BUCKETS_S,
+    FleetCollector,
+    PartitionHealth,
+    batch_deltas,
+)
 from agentwatch.processors.session_tracker import OUTCOME_SCHEMA
 from tests.frames import events
 
@@ -123,3 +130,14 @@ def test_the_pipeline_reports_lag_per_partition() -> None:
     collector = FleetCollector("agent-events")
     collector.partitions[2] = PartitionHealth(lag=17)
     assert sample(scrape(collector), "agentwatch_pipeline_consumer_lag", partition="2") == 17
+
+
+@settings(max_examples=50, deadline=None)
+@given(latencies=st.lists(st.floats(0, 120_000, allow_nan=False), min_size=1, max_size=60))
+def test_histogram_buckets_equal_a_direct_count(latencies: list[float]) -> None:
+    s = exported(*(LLM | {"latency_ms": v} for v in latencies))
+    for bound in LATENCY_BUCKETS_S:
+        expected = sum(1 for v in latencies if v / 1000 <= bound)
+        got = sample(s, "agentwatch_llm_call_duration_seconds_bucket", le=repr(float(bound)))
+        assert got == expected
+    assert sample(s, "agentwatch_llm_call_duration_seconds_count") == len(latencies)
