@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,19 +31,33 @@ from typing import Final
 import duckdb
 import polars as pl
 
-from agentwatch.processors.tables import DEAD_LETTERS_SCHEMA, EVENTS_SCHEMA
+from agentwatch.processors.tables import (
+    ACTIONS_SCHEMA,
+    ALERT_EVENTS_SCHEMA,
+    DEAD_LETTERS_SCHEMA,
+    EVENTS_SCHEMA,
+    NOTIFICATIONS_SCHEMA,
+)
 from agentwatch.processors.views import view_statements
 
 log = logging.getLogger(__name__)
 
 CATALOG_FILE: Final = "agentwatch.duckdb"
-CATALOG_VERSION: Final = 2
+CATALOG_VERSION: Final = 3
 # The events segment of a batch is written last: its existence commits the batch.
 COMMIT_TABLE: Final = "events"
-TABLE_SCHEMAS: Final[Mapping[str, Mapping[str, pl.DataType]]] = {
+# Tables landed from a topic-partition, one segment per batch, named by offset range.
+STREAM_TABLES: Final[Mapping[str, Mapping[str, pl.DataType]]] = {
     "events": EVENTS_SCHEMA,
     "dead_letters": DEAD_LETTERS_SCHEMA,
 }
+# Append-only logs of the alerting side, one segment per append, named by time.
+LOG_TABLES: Final[Mapping[str, Mapping[str, pl.DataType]]] = {
+    "alert_events": ALERT_EVENTS_SCHEMA,
+    "actions": ACTIONS_SCHEMA,
+    "notifications": NOTIFICATIONS_SCHEMA,
+}
+TABLE_SCHEMAS: Final[Mapping[str, Mapping[str, pl.DataType]]] = {**STREAM_TABLES, **LOG_TABLES}
 _SEGMENT = re.compile(r"^L0-(\d{20})-(\d{20})\.parquet$")
 
 
@@ -109,7 +124,7 @@ class SegmentStore:
         the committed end: their batch never committed and will be written again.
         """
         committed = self.committed_last_offset(topic, partition)
-        for table in TABLE_SCHEMAS:
+        for table in STREAM_TABLES:
             folder = self.partition_dir(table, topic, partition)
             if not folder.is_dir():
                 continue
@@ -129,6 +144,25 @@ class SegmentStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_parquet(frame, path)
         return path
+
+    def append_log(self, table: str, frame: pl.DataFrame) -> Path:
+        """Append rows to a log table as one new segment (atomic; ordered by name)."""
+        assert table in LOG_TABLES, table
+        schema = LOG_TABLES[table]
+        path = (
+            self.data_dir / "segments" / table / "log"
+            / f"L0-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.parquet"
+        )  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_parquet(frame.select(list(schema)).cast(dict(schema)), path)
+        return path
+
+    def read_log(self, table: str) -> pl.DataFrame:
+        folder = self.data_dir / "segments" / table / "log"
+        paths = sorted(folder.glob("L0-*.parquet")) if folder.is_dir() else []
+        if not paths:
+            return pl.DataFrame(schema=dict(LOG_TABLES[table]))
+        return pl.read_parquet(paths)
 
     def read_partition(
         self, table: str, topic: str, partition: int, columns: Iterable[str]
@@ -180,9 +214,13 @@ def catalog_statements(data_dir: Path) -> list[str]:
     return [
         "CREATE TABLE agentwatch_catalog (version INTEGER, data_dir VARCHAR)",
         f"INSERT INTO agentwatch_catalog VALUES ({CATALOG_VERSION}, {_sql_str(str(data_dir))})",
-        f"CREATE VIEW events AS SELECT * FROM read_parquet({glob('events')}, union_by_name=true)",
-        "CREATE VIEW dead_letters AS SELECT * "
-        f"FROM read_parquet({glob('dead_letters')}, union_by_name=true)",
+        *(
+            f"CREATE VIEW {table} AS SELECT * FROM read_parquet({glob(table)}, union_by_name=true)"
+            for table in TABLE_SCHEMAS
+        ),
+        # Current state of every alert: its latest transition.
+        "CREATE VIEW alerts AS SELECT * FROM alert_events "
+        "QUALIFY row_number() OVER (PARTITION BY fingerprint ORDER BY ts DESC) = 1",
         *view_statements(),
     ]
 

@@ -99,3 +99,48 @@ DEAD_LETTERS_SCHEMA: Final[dict[str, pl.DataType]] = {
     "raw": pl.Binary(),
     "size_bytes": pl.Int64(),
 }
+
+
+# Append-only logs written by the alerting side; current state is derived from them.
+ALERT_EVENTS_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "ts": UTC_TS,  # when the transition happened
+    "fingerprint": pl.String(),  # stable id of one alert: rule name + its labels
+    "rule": pl.String(),
+    "state": pl.String(),  # 'pending' | 'firing' | 'resolved'
+    "severity": pl.String(),
+    "agent_id": pl.String(),
+    "labels": pl.String(),  # JSON object
+    "annotations": pl.String(),  # JSON object
+    "value": pl.Float64(),  # the condition's value at the transition
+    "samples": pl.Int64(),  # how many observations the value rests on
+    "starts_at": UTC_TS,  # when the condition first held (pending since)
+}
+
+ACTIONS_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "ts": UTC_TS,
+    "action_id": pl.String(),
+    "alert_fingerprint": pl.String(),  # null for actions people take by hand
+    "rule": pl.String(),
+    "runbook": pl.String(),
+    "step": pl.Int64(),
+    "action": pl.String(),  # e.g. open_breaker, rollback, disable_tool, notify_owner
+    "agent_id": pl.String(),
+    "tool_name": pl.String(),
+    "actor": pl.String(),  # 'rule:<name>' or 'person:<name>'
+    "reason": pl.String(),
+    "result": pl.String(),  # 'ok' | 'failed' | 'waiting' | 'skipped'
+    "detail": pl.String(),  # JSON object
+}
+
+NOTIFICATIONS_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "ts": UTC_TS,
+    "notification_id": pl.String(),
+    "receiver": pl.String(),
+    "group_key": pl.String(),
+    "status": pl.String(),  # 'sent' | 'failed' | 'suppressed'
+    "attempts": pl.Int64(),
+    "alert_fingerprints": pl.String(),  # JSON list
+    "firing": pl.Int64(),
+    "resolved": pl.Int64(),
+    "error": pl.String(),
+}
