@@ -9,7 +9,7 @@ KAFKA_LIBS := .kafka/libs
 DEMO_SECONDS ?= 60
 PYTEST_ARGS ?=
 
-.PHONY: help install prereqs test unit integration lint demo bench clean
+.PHONY: help install prereqs test-tools test unit integration lint demo bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'

@@ -42,7 +42,7 @@ from agentwatch.processors.pipeline import (
     land_batch,
 )
 from agentwatch.processors.pricing import apply_pricing, load_pricing
-from agentwatch.processors.store import CATALOG_FILE, SegmentName, SegmentStore
+from agentwatch.processors.store import CATALOG_FILE, SegmentStore
 from agentwatch.topics import TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -270,20 +270,22 @@ class Processor:
             pending.values,
         )
         landed = land_batch(batch, self._state[tp], self.settings, self._price)
-        self._commit(batch, landed)
-        self._export(batch, landed)
+        if self._commit(batch, landed):
+            self._export(batch, landed)
 
-    def _commit(self, batch: RawBatch, landed: LandedBatch) -> None:
-        assert self._consumer is not None and self._producer is not None
+    def _commit(self, batch: RawBatch, landed: LandedBatch) -> bool:
+        assert self._consumer is not None
         first, last = batch.offsets[0], batch.offsets[-1]
-
-        def name(table: str) -> SegmentName:
-            return SegmentName(table, batch.topic, batch.partition, first, last)
-
-        if landed.dead_letters.height:
-            self._send_dead_letters(landed)
-            self.store.write(name("dead_letters"), landed.dead_letters)
-        self.store.write(name("events"), landed.events)
+        committed = self.store.commit_batch(
+            batch.topic,
+            batch.partition,
+            (first, last),
+            landed.events,
+            landed.dead_letters,
+            before_commit=lambda: self._send_dead_letters(landed),
+        )
+        if not committed:
+            return False
         tp = TopicPartition(batch.topic, batch.partition)
         self._consumer.commit_async({tp: OffsetAndMetadata(last + 1, "", -1)})
         self.stats.events += landed.events.height
@@ -302,6 +304,7 @@ class Processor:
                 "duplicates": landed.duplicates,
             },
         )
+        return True
 
     def _export(self, batch: RawBatch, landed: LandedBatch) -> None:
         self.collector.apply(landed.metric_deltas())
@@ -321,6 +324,8 @@ class Processor:
     def _send_dead_letters(self, landed: LandedBatch) -> None:
         assert self._producer is not None
         dl = landed.dead_letters
+        if dl.is_empty():
+            return
         for row in dl.select(
             "reason_code", "reason", "_topic", "_partition", "_offset", "key", "raw"
         ).iter_rows():

@@ -18,12 +18,14 @@ Layout under the data dir::
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -117,12 +119,33 @@ class SegmentStore:
         segments = self.segments(COMMIT_TABLE, topic, partition)
         return max((last for _, last, _ in segments), default=None)
 
+    @contextmanager
+    def partition_lock(self, topic: str, partition: int) -> Iterator[None]:
+        """Serialise committers of one partition across processes sharing the data dir.
+
+        After a rebalance an instance that stalled may still hold a batch of a partition
+        that now belongs to another; under this lock each committer first checks that
+        nobody committed past its batch's start.
+        """
+        folder = self.partition_dir(COMMIT_TABLE, topic, partition)
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / ".lock").open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def recover(self, topic: str, partition: int) -> int | None:
         """Remove what a crash left half-done for this partition; return its committed end.
 
         Temporary files are dropped, and so are segments of other tables that lie after
         the committed end: their batch never committed and will be written again.
         """
+        with self.partition_lock(topic, partition):
+            return self._recover(topic, partition)
+
+    def _recover(self, topic: str, partition: int) -> int | None:
         committed = self.committed_last_offset(topic, partition)
         for table in STREAM_TABLES:
             folder = self.partition_dir(table, topic, partition)
@@ -138,6 +161,37 @@ class SegmentStore:
                     )
                     path.unlink()
         return committed
+
+    def commit_batch(
+        self,
+        topic: str,
+        partition: int,
+        offsets: tuple[int, int],
+        events: pl.DataFrame,
+        dead_letters: pl.DataFrame,
+        before_commit: Callable[[], None] = lambda: None,
+    ) -> bool:
+        """Store one batch: dead letters, then the events segment, whose rename commits it.
+
+        Returns False, storing nothing, when the partition already has a commit at or
+        past the batch's first offset: another instance owns the partition now.
+        ``before_commit`` runs under the lock just before the commit (the processor
+        sends dead letters to their topic there).
+        """
+        first, last = offsets
+        with self.partition_lock(topic, partition):
+            committed = self.committed_last_offset(topic, partition)
+            if committed is not None and committed >= first:
+                log.warning(
+                    "dropping a batch another instance already committed",
+                    extra={"partition": partition, "first_offset": first, "committed": committed},
+                )
+                return False
+            before_commit()
+            if dead_letters.height:
+                self.write(SegmentName("dead_letters", topic, partition, first, last), dead_letters)
+            self.write(SegmentName(COMMIT_TABLE, topic, partition, first, last), events)
+            return True
 
     def write(self, name: SegmentName, frame: pl.DataFrame) -> Path:
         path = self.data_dir / name.relpath

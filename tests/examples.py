@@ -1,17 +1,26 @@
-"""The contract's example messages (../shared/contract/examples), the tests' fixtures."""
+"""The contract's example messages, the tests' fixtures.
+
+A copy lives in tests/fixtures/contract so the repository tests itself; when the shared
+contract folder sits beside the repository, a test checks the copy is still the same.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-CONTRACT_DIR = Path(__file__).resolve().parents[2] / "shared" / "contract"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "contract"
+SHARED_CONTRACT_DIR = Path(__file__).resolve().parents[2] / "shared" / "contract"
 
 
 def valid_lines() -> list[bytes]:
-    return (CONTRACT_DIR / "examples" / "valid.jsonl").read_bytes().splitlines()
+    return (FIXTURES / "valid.jsonl").read_bytes().splitlines()
 
 
 def invalid_examples() -> list[tuple[str, bytes]]:
-    cases = json.loads((CONTRACT_DIR / "examples" / "invalid.json").read_text())
+    cases = json.loads((FIXTURES / "invalid.json").read_text())
     return [(c["why"], c["message"].encode()) for c in cases]
+
+
+def contract_page() -> str:
+    return (FIXTURES / "EVENTS.md").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -10,7 +11,14 @@ import pytest
 
 from agentwatch.ingest.contract import EVENT_TYPES, KINDS
 from agentwatch.ingest.contract_cmd import SCHEMA_FILE, schema_text
-from tests.examples import CONTRACT_DIR, invalid_examples, valid_lines
+from tests.conftest import in_ci
+from tests.examples import (
+    FIXTURES,
+    SHARED_CONTRACT_DIR,
+    contract_page,
+    invalid_examples,
+    valid_lines,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +36,22 @@ def test_the_shipped_schema_file_is_generated_from_the_contract_types() -> None:
 
 
 def test_every_kind_of_the_contract_page_has_a_type() -> None:
-    page = (CONTRACT_DIR / "EVENTS.md").read_text()
+    page = contract_page()
     for kind in KINDS:
         assert f"| `{kind}` |" in page
     assert sorted(t.__struct_config__.tag for t in EVENT_TYPES) == sorted(KINDS)
+
+
+@pytest.mark.parametrize(
+    "name", ["EVENTS.md", "examples/valid.jsonl", "examples/invalid.json"]
+)
+def test_the_fixture_copy_matches_the_shared_contract(name: str) -> None:
+    shared = SHARED_CONTRACT_DIR / name
+    if not shared.exists():
+        if in_ci():
+            pytest.fail(f"CI=true but the shared contract is missing: {shared}")
+        pytest.skip("the shared contract folder is not beside this checkout")
+    assert (FIXTURES / Path(name).name).read_bytes() == shared.read_bytes()
 
 
 @pytest.mark.parametrize("line", valid_lines(), ids=lambda b: json.loads(b)["event_id"])

@@ -85,3 +85,26 @@ def test_a_reader_keeps_working_while_the_catalog_is_replaced(tmp_path: Path) ->
     assert reader.execute("SELECT count(*) FROM events").fetchone() == (0,)
     frame = pl.read_parquet(tmp_path / "segments" / "events" / "L0-schema.parquet")
     assert frame.height == 0
+
+
+def test_a_batch_overlapping_a_commit_of_another_instance_is_refused(tmp_path: Path) -> None:
+    store = landed(tmp_path)
+    decoded = decode_batch(batch_of(list(valid_lines())))
+    assert store.commit_batch("t", 0, (100, 112), decoded.events, decoded.dead_letters)
+    assert not store.commit_batch("t", 0, (105, 130), decoded.events, decoded.dead_letters)
+    assert [(a, b) for a, b, _ in store.segments("events", "t", 0)] == [(100, 112)]
+
+
+def test_dead_letters_are_written_before_the_commit_and_the_hook_runs_first(
+    tmp_path: Path,
+) -> None:
+    store = landed(tmp_path)
+    decoded = decode_batch(batch_of([valid_lines()[0], invalid_examples()[0][1]]))
+    seen: list[int] = []
+    store.commit_batch(
+        "t", 0, (100, 101), decoded.events, decoded.dead_letters,
+        before_commit=lambda: seen.append(len(store.segments("events", "t", 0))),
+    )  # fmt: skip
+    assert seen == [0]
+    assert len(store.segments("dead_letters", "t", 0)) == 1
+    assert store.committed_last_offset("t", 0) == 101
