@@ -10,7 +10,7 @@ Rules shared by every view:
 
 - Buckets are event time (``ts``), cut in UTC whatever the reader's ``TimeZone``.
 - Windowed views leave out ``_late`` rows (arrived after their minute was closed), as
-  the live metrics did; ``late_events`` counts them so they are never silently lost.
+  the live metrics do; ``late_events`` counts them so they are never silently lost.
   A NULL ``_late`` (segments written before the column existed) is not late.
 - A cost is ``cost_usd_effective``, falling back to the event's own ``cost_usd`` for
   rows landed before costs were derived; an LLM call without one is *unpriced*: it is
@@ -32,9 +32,9 @@ _NOT_LATE: Final = "NOT coalesce(_late, false)"
 _ORDER: Final = "{'ts': ts, 'partition': _partition, 'offset': _offset}"
 
 
-def _bucket(width: str, ts: str = "ts") -> str:
+def _bucket(width: str) -> str:
     # The timezone argument pins bucket edges to UTC for day (and any) widths.
-    return f"time_bucket(INTERVAL '{width}', {ts}, 'UTC')"
+    return f"time_bucket(INTERVAL '{width}', ts, 'UTC')"
 
 
 def _first(column: str, condition: str | None = None) -> str:
