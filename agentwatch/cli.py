@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "agentwatch.processors.run",
     "agentwatch.processors.sql",
     "agentwatch.ingest.contract_cmd",
+    "agentwatch.processors.cost_cmd",
     "agentwatch.demo",
 )
 

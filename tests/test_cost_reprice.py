@@ -1,0 +1,305 @@
+"""Repricing stored segments after the pricing table changes, and the ``cost`` command."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pytest
+
+from agentwatch.cli import main
+from agentwatch.processors import cost_cmd
+from agentwatch.processors.cost_cmd import reprice
+from agentwatch.processors.pricing import PriceRow, PricingTable, apply_pricing
+from agentwatch.processors.store import SegmentName, SegmentStore
+from agentwatch.processors.tables import EVENTS_SCHEMA
+from tests.test_pricing import at, frame, llm
+
+TOPIC = "agent-events"
+SINCE = at("2025-02-01", "00:00:00")
+
+OLD = PricingTable(
+    version="v1",
+    source="before the change",
+    rows=(PriceRow("acme", "m", dt.date(2025, 1, 1), input=2.0, output=8.0),),
+)
+# The price of m halves from 2025-02-01 and model "new" gets a price.
+NEW = PricingTable(
+    version="v2",
+    source="after the change",
+    rows=(
+        *OLD.rows,
+        PriceRow("acme", "m", dt.date(2025, 2, 1), input=1.0, output=4.0),
+        PriceRow("acme", "new", dt.date(2025, 1, 1), input=10.0, output=10.0),
+    ),
+)
+NEW_YAML = """\
+version: "v2"
+source: after the change
+prices:
+  - {provider: acme, model: m, effective_from: 2025-01-01, input: 2.0, output: 8.0}
+  - {provider: acme, model: m, effective_from: 2025-02-01, input: 1.0, output: 4.0}
+  - {provider: acme, model: new, effective_from: 2025-01-01, input: 10.0, output: 10.0}
+"""
+
+OLD_SEGMENT = SegmentName("events", TOPIC, 0, 0, 4)
+MIXED_SEGMENT = SegmentName("events", TOPIC, 0, 5, 12)
+OTHER_KINDS = SegmentName("events", TOPIC, 1, 0, 1)
+
+
+def land(store: SegmentStore, name: SegmentName, *rows: dict[str, Any]) -> Path:
+    """Write rows priced with the old table, as the processor would have landed them."""
+    events = frame(*rows).with_columns(
+        _topic=pl.lit(name.topic),
+        _partition=pl.lit(name.partition, pl.Int32),
+        _offset=pl.int_range(name.first_offset, name.first_offset + len(rows), dtype=pl.Int64),
+    )
+    return store.write(name, apply_pricing(events, OLD))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SegmentStore:
+    store = SegmentStore(tmp_path / "data")
+    store.prepare()
+    land(
+        store,
+        OLD_SEGMENT,
+        llm(ts=at("2025-01-20")),
+        llm(ts=at("2025-01-31", "23:59:59"), model="new"),
+        {"kind": "tool_call", "ts": at("2025-01-20"), "tool_name": "t"},
+    )
+    land(
+        store,
+        MIXED_SEGMENT,
+        llm(ts=at("2025-01-25")),  # before --since: stays at the old price
+        llm(ts=at("2025-02-01", "00:00:00")),  # 1000 x $1 + 100 x $4 = 1400 (was 2800)
+        llm(ts=at("2025-02-03"), inp=2000, out=0),  # 2000 x $1 (was 4000)
+        llm(ts=at("2025-02-02"), model="new", inp=100, out=100),  # unpriced -> 2000
+        llm(ts=at("2025-02-02"), model="ghost"),  # stays unpriced
+        llm(ts=at("2025-02-02"), cost=0.5),  # the event's own cost: left alone
+        {"kind": "feedback", "ts": at("2025-02-02"), "score": 1.0},
+    )
+    land(
+        store,
+        OTHER_KINDS,
+        {"kind": "session_start", "ts": at("2025-03-01")},
+        {"kind": "session_end", "ts": at("2025-03-01"), "resolution": "resolved"},
+    )
+    return store
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def stored(store: SegmentStore, name: SegmentName) -> pl.DataFrame:
+    return pl.read_parquet(store.data_dir / name.relpath)
+
+
+def costs(store: SegmentStore, name: SegmentName) -> list[tuple[Any, ...]]:
+    cols = ["model", "cost_usd_effective", "cost_source", "pricing_version"]
+    return stored(store, name).select(cols).rows()
+
+
+def test_reprice_recomputes_priced_and_unpriced_rows_from_since_on(store: SegmentStore) -> None:
+    paths = {n: store.data_dir / n.relpath for n in (OLD_SEGMENT, MIXED_SEGMENT, OTHER_KINDS)}
+    before = {n: digest(p) for n, p in paths.items()}
+    untouched = stored(store, MIXED_SEGMENT)
+
+    report = reprice(store, NEW, SINCE)
+
+    assert costs(store, MIXED_SEGMENT) == [
+        ("m", pytest.approx(0.0028), "pricing", "v1"),
+        ("m", pytest.approx(0.0014), "pricing", "v2"),
+        ("m", pytest.approx(0.002), "pricing", "v2"),
+        ("new", pytest.approx(0.002), "pricing", "v2"),
+        ("ghost", None, "unpriced", None),
+        ("m", 0.5, "event", None),
+        (None, None, None, None),
+    ]
+    # Segments with nothing from --since on, or no LLM calls, are not rewritten.
+    assert digest(paths[OLD_SEGMENT]) == before[OLD_SEGMENT]
+    assert digest(paths[OTHER_KINDS]) == before[OTHER_KINDS]
+    assert costs(store, OLD_SEGMENT)[1] == ("new", None, "unpriced", None)
+    # Everything but the derived cost columns is as it was, in the table's layout.
+    after = stored(store, MIXED_SEGMENT)
+    assert list(after.schema.items()) == list(EVENTS_SCHEMA.items())
+    derived = ["cost_usd_effective", "cost_source", "pricing_version"]
+    assert after.drop(derived).equals(untouched.drop(derived))
+
+    assert (report.segments_scanned, report.segments_matched) == (3, 1)
+    assert (report.segments_changing, report.segments_rewritten) == (1, 1)
+    assert (report.rows_repriced, report.rows_changed, report.rows_cost_changed) == (4, 3, 3)
+    assert report.cost_before == pytest.approx(0.0028 + 0.004)
+    assert report.cost_after == pytest.approx(0.0014 + 0.002 + 0.002)
+    assert (report.unpriced_before, report.unpriced_after) == (2, 1)
+    assert dict(report.unpriced_models) == {"ghost": 1}
+    assert report.skipped == []
+
+
+def test_the_catalog_sees_the_repriced_values(store: SegmentStore) -> None:
+    reprice(store, NEW, SINCE)
+    con = duckdb.connect(str(store.catalog_path), read_only=True)
+    rows = con.execute(
+        "SELECT pricing_version, count(*), round(sum(cost_usd_effective), 6) FROM events "
+        "WHERE cost_source = 'pricing' GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert rows == [("v1", 2, 0.0056), ("v2", 3, 0.0054)]
+
+
+def test_reprice_again_changes_nothing(store: SegmentStore) -> None:
+    reprice(store, NEW, SINCE)
+    path = store.data_dir / MIXED_SEGMENT.relpath
+    before = digest(path)
+    again = reprice(store, NEW, SINCE)
+    assert (again.rows_repriced, again.rows_changed, again.segments_rewritten) == (4, 0, 0)
+    assert digest(path) == before
+
+
+def test_an_earlier_since_reaches_older_segments(store: SegmentStore) -> None:
+    report = reprice(store, NEW, at("2025-01-01", "00:00:00"))
+    assert report.segments_rewritten == 2
+    # The old row of m keeps its cost but is now priced by v2: changed, cost the same.
+    assert (report.rows_changed, report.rows_cost_changed) == (6, 4)
+    assert costs(store, OLD_SEGMENT)[:2] == [
+        ("m", pytest.approx(0.0028), "pricing", "v2"),
+        ("new", pytest.approx(0.011), "pricing", "v2"),
+    ]
+
+
+def test_a_dry_run_reports_but_writes_nothing(store: SegmentStore) -> None:
+    paths = sorted((store.data_dir / "segments").rglob("*.parquet"))
+    before = [digest(p) for p in paths]
+    report = reprice(store, NEW, SINCE, dry_run=True)
+    assert (report.rows_changed, report.segments_changing, report.segments_rewritten) == (3, 1, 0)
+    assert report.cost_after == pytest.approx(0.0054)
+    assert sorted((store.data_dir / "segments").rglob("*.parquet")) == paths
+    assert [digest(p) for p in paths] == before
+
+
+def test_segments_landed_before_pricing_existed_are_priced(tmp_path: Path) -> None:
+    store = SegmentStore(tmp_path)
+    store.prepare()
+    derived = ["cost_usd_effective", "cost_source", "pricing_version"]
+    legacy = frame(llm(ts=at("2025-02-02")), llm(ts=at("2025-02-02"), cost=0.25)).drop(derived)
+    name = SegmentName("events", TOPIC, 0, 0, 1)
+    store.write(name, legacy)
+    report = reprice(store, NEW, SINCE)
+    assert report.rows_repriced == 2
+    after = stored(store, name)
+    assert list(after.schema.items()) == list(EVENTS_SCHEMA.items())
+    assert after.select(derived).rows() == [
+        (pytest.approx(0.0014), "pricing", "v2"),
+        (0.25, "event", None),
+    ]
+
+
+def test_a_segment_replaced_while_repricing_is_skipped(
+    store: SegmentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writing back a copy read before someone else replaced the file would undo them."""
+    real = cost_cmd.apply_pricing
+    theirs = stored(store, MIXED_SEGMENT).with_columns(pricing_version=pl.lit("theirs"))
+
+    def meanwhile(events: pl.DataFrame, table: PricingTable) -> pl.DataFrame:
+        store.write(MIXED_SEGMENT, theirs)
+        return real(events, table)
+
+    monkeypatch.setattr(cost_cmd, "apply_pricing", meanwhile)
+    report = reprice(store, NEW, SINCE)
+    assert report.skipped == [store.data_dir / MIXED_SEGMENT.relpath]
+    assert report.segments_rewritten == 0
+    assert set(stored(store, MIXED_SEGMENT)["pricing_version"]) == {"theirs"}
+
+
+# --------------------------------------------------------------------------- the command
+
+
+@pytest.fixture(autouse=True)
+def _keep_logging() -> Iterator[None]:
+    """``main`` points the root logger at the captured stderr; put it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_cli_reprice_rewrites_and_summarises(
+    store: SegmentStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pricing = tmp_path / "new.yaml"
+    pricing.write_text(NEW_YAML)
+    db = str(store.catalog_path)
+    code = main(["cost", "reprice", "--since", "2025-02-01", "--db", db, "--pricing", str(pricing)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Reprice from 2025-02-01T00:00:00+00:00, pricing v2" in out
+    assert "rows whose cost changed" in out
+    assert "Models still unpriced" in out and "ghost" in out
+    assert costs(store, MIXED_SEGMENT)[1] == ("m", pytest.approx(0.0014), "pricing", "v2")
+
+
+def test_cli_dry_run_exits_0_and_changes_nothing(
+    store: SegmentStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pricing = tmp_path / "new.yaml"
+    pricing.write_text(NEW_YAML)
+    before = digest(store.data_dir / MIXED_SEGMENT.relpath)
+    argv = ["cost", "reprice", "--since", "2025-02-01T00:00:00Z", "--dry-run"]
+    code = main([*argv, "--db", str(store.catalog_path), "--pricing", str(pricing)])
+    assert code == 0
+    assert "dry run: nothing written" in capsys.readouterr().out
+    assert digest(store.data_dir / MIXED_SEGMENT.relpath) == before
+
+
+def test_cli_takes_the_table_from_the_environment(
+    store: SegmentStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pricing = tmp_path / "new.yaml"
+    pricing.write_text(NEW_YAML)
+    monkeypatch.setenv("AGENTWATCH_PRICING_FILE", str(pricing))
+    assert main(["cost", "reprice", "--since", "2025-02-01", "--db", str(store.catalog_path)]) == 0
+    assert ", pricing v2" in capsys.readouterr().out
+
+
+def test_cli_exit_codes_for_what_cannot_be_done(
+    store: SegmentStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('version: "x"\nsource: s\nprices:\n  - {provider: a, model: m, input: 1}\n')
+    db = str(store.catalog_path)
+    assert (
+        main(["cost", "reprice", "--since", "2025-02-01", "--db", db, "--pricing", str(bad)]) == 2
+    )
+    assert "missing column(s): effective_from, output" in capsys.readouterr().err
+    empty_db = str(tmp_path / "elsewhere" / "agentwatch.duckdb")
+    assert main(["cost", "reprice", "--since", "2025-02-01", "--db", empty_db]) == 1
+    assert "no events segments" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["cost", "reprice", "--since", "last tuesday", "--db", db])
+    assert exc.value.code == 2
+    assert "is not a date" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["cost", "reprice", "--db", db])  # --since is required
+    assert exc.value.code == 2
+
+
+def test_cli_show_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pricing = tmp_path / "new.yaml"
+    pricing.write_text(NEW_YAML)
+    assert main(["cost", "show", "--pricing", str(pricing)]) == 0
+    out = capsys.readouterr().out
+    assert "Pricing table v2" in out
+    assert "2025-02-01" in out and "(input)" in out and "(output)" in out
+    assert main(["cost", "show"]) == 0
+    assert "gpt-4o-mini" in capsys.readouterr().out
