@@ -19,6 +19,7 @@ Layout under the data dir::
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import re
@@ -45,7 +46,6 @@ from agentwatch.processors.views import view_statements
 log = logging.getLogger(__name__)
 
 CATALOG_FILE: Final = "agentwatch.duckdb"
-CATALOG_VERSION: Final = 3
 # The events segment of a batch is written last: its existence commits the batch.
 COMMIT_TABLE: Final = "events"
 # Tables landed from a topic-partition, one segment per batch, named by offset range.
@@ -92,8 +92,10 @@ class SegmentStore:
     def prepare(self) -> None:
         """Create the layout and schema files, and the catalog if it is missing or stale."""
         for table, schema in TABLE_SCHEMAS.items():
+            # The zero-row schema file gives each view every current column, even over
+            # segments written before a column existed.
             schema_file = self.data_dir / "segments" / table / "L0-schema.parquet"
-            if not schema_file.exists():
+            if not schema_file.exists() or pl.read_parquet_schema(schema_file) != dict(schema):
                 schema_file.parent.mkdir(parents=True, exist_ok=True)
                 _atomic_parquet(pl.DataFrame(schema=dict(schema)), schema_file)
         if not self._catalog_current():
@@ -251,23 +253,34 @@ class SegmentStore:
         except duckdb.Error:
             return False
         try:
-            row = con.execute("SELECT version, data_dir FROM agentwatch_catalog").fetchone()
+            row = con.execute("SELECT digest, data_dir FROM agentwatch_catalog").fetchone()
         except duckdb.Error:
             return False
         finally:
             con.close()
-        return row == (CATALOG_VERSION, str(self.data_dir))
+        return row == (catalog_digest(self.data_dir), str(self.data_dir))
+
+
+def catalog_digest(data_dir: Path) -> str:
+    """Identifies the catalog's definitions: any change to a view rebuilds the catalog."""
+    return hashlib.sha256("\n".join(_views(data_dir)).encode()).hexdigest()[:16]
 
 
 def catalog_statements(data_dir: Path) -> list[str]:
     """DDL of the analysts' catalog: views only, over absolute segment globs."""
+    return [
+        "CREATE TABLE agentwatch_catalog (digest VARCHAR, data_dir VARCHAR)",
+        "INSERT INTO agentwatch_catalog VALUES "
+        f"({_sql_str(catalog_digest(data_dir))}, {_sql_str(str(data_dir))})",
+        *_views(data_dir),
+    ]
 
+
+def _views(data_dir: Path) -> list[str]:
     def glob(table: str) -> str:
         return _sql_str(str(data_dir / "segments" / table / "**" / "L0-*.parquet"))
 
     return [
-        "CREATE TABLE agentwatch_catalog (version INTEGER, data_dir VARCHAR)",
-        f"INSERT INTO agentwatch_catalog VALUES ({CATALOG_VERSION}, {_sql_str(str(data_dir))})",
         *(
             f"CREATE VIEW {table} AS SELECT * FROM read_parquet({glob(table)}, union_by_name=true)"
             for table in TABLE_SCHEMAS

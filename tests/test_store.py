@@ -108,3 +108,20 @@ def test_dead_letters_are_written_before_the_commit_and_the_hook_runs_first(
     assert seen == [0]
     assert len(store.segments("dead_letters", "t", 0)) == 1
     assert store.committed_last_offset("t", 0) == 101
+
+
+def test_prepare_is_a_no_op_on_a_current_layout(tmp_path: Path) -> None:
+    store = landed(tmp_path)
+    schema_file = tmp_path / "segments" / "events" / "L0-schema.parquet"
+    before = (schema_file.stat().st_mtime_ns, store.catalog_path.stat().st_mtime_ns)
+    store.prepare()
+    assert (schema_file.stat().st_mtime_ns, store.catalog_path.stat().st_mtime_ns) == before
+
+
+def test_prepare_brings_an_old_schema_file_up_to_date(tmp_path: Path) -> None:
+    store = landed(tmp_path)
+    schema_file = tmp_path / "segments" / "events" / "L0-schema.parquet"
+    pl.DataFrame(schema={"event_id": pl.String, "kind": pl.String}).write_parquet(schema_file)
+    store.prepare()
+    con = duckdb.connect(str(store.catalog_path), read_only=True)
+    assert con.execute("SELECT count(cost_usd_effective) FROM events").fetchone() == (0,)
