@@ -70,9 +70,10 @@ def _add_global_options(parser: argparse.ArgumentParser, settings: Settings) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    # --config may stand anywhere: it is read before the parser is built from it.
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
-    known, _ = pre.parse_known_args(args_list)
+    known, args_list = pre.parse_known_args(args_list)
     try:
         settings = load_settings(known.config)
         parser = build_parser(settings)
@@ -84,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
+    except BrokenPipeError:  # output piped into head and the like
+        sys.stderr.close()
+        return 0
     except ConfigError as exc:
         print(f"agentwatch: {exc}", file=sys.stderr)
         return 2
