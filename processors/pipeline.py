@@ -102,4 +102,4 @@ def rebuild_dedup(index: DedupIndex, stored: pl.DataFrame) -> None:
         .with_columns(_minute=pl.col("_kafka_ts").dt.epoch("s") // 60)
     )
     for (minute,), part in recent.group_by("_minute", maintain_order=True):
-        index.add(event_hashes(part), int(minute))  # type: ignore[call-overload]
+        index.add(event_hashes(part), int(minute))

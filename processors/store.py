@@ -210,7 +210,7 @@ class SegmentStore:
             / f"L0-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.parquet"
         )  # fmt: skip
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_parquet(frame.select(list(schema)).cast(dict(schema)), path)
+        _atomic_parquet(frame.select(list(schema)).cast(pl.Schema(schema)), path)
         return path
 
     def read_log(self, table: str) -> pl.DataFrame:

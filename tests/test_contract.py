@@ -42,9 +42,7 @@ def test_every_kind_of_the_contract_page_has_a_type() -> None:
     assert sorted(t.__struct_config__.tag for t in EVENT_TYPES) == sorted(KINDS)
 
 
-@pytest.mark.parametrize(
-    "name", ["EVENTS.md", "examples/valid.jsonl", "examples/invalid.json"]
-)
+@pytest.mark.parametrize("name", ["EVENTS.md", "examples/valid.jsonl", "examples/invalid.json"])
 def test_the_fixture_copy_matches_the_shared_contract(name: str) -> None:
     shared = SHARED_CONTRACT_DIR / name
     if not shared.exists():
