@@ -130,12 +130,15 @@ def reprice(
         report.segments_changing += 1
         if dry_run:
             continue
-        if _identity(os.stat(path)) != _identity(before_stat):
-            # Replaced while we read it: writing ours back would undo that change.
-            log.warning("segment changed while repricing; skipped", extra={"segment": str(path)})
-            report.skipped.append(path)
-            continue
-        store.write(name, new)
+        with store.partition_lock(name.topic, name.partition):
+            if _identity(os.stat(path)) != _identity(before_stat):
+                # Replaced while we read it: writing ours back would undo that change.
+                log.warning(
+                    "segment changed while repricing; skipped", extra={"segment": str(path)}
+                )
+                report.skipped.append(path)
+                continue
+            store.write(name, new)
         report.segments_rewritten += 1
         log.info("segment repriced", extra={"segment": str(path), "rows": changed})
     return report
