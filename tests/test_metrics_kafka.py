@@ -121,3 +121,44 @@ def test_pipeline_health_series_are_exported(
     assert len(prom.query("agentwatch_pipeline_consumer_lag")) == 3
     prom.wait_for("sum(agentwatch_pipeline_consumer_lag)", 0)
     assert prom.query("agentwatch_pipeline_processing_delay_seconds")
+
+
+WINDOWED = {
+    "events": "count(*)",
+    "llm_calls": "count(*) FILTER (kind = 'llm_call')",
+    "tool_calls": "count(*) FILTER (kind = 'tool_call')",
+    "escalations": "count(*) FILTER (kind = 'escalation')",
+    "policy_violations": "count(*) FILTER (kind = 'policy_check' AND outcome = 'violation')",
+    "input_tokens": "sum(input_tokens)",
+    "sessions_ended": "count(*) FILTER (kind = 'session_end')",
+}
+
+
+@pytest.mark.parametrize("column", sorted(WINDOWED))
+@pytest.mark.parametrize("view", ["metrics_1m", "metrics_1h", "metrics_1d"])
+def test_windowed_views_equal_a_direct_recomputation_from_events(
+    scraped: tuple[Prometheus, Path, SimulationSummary], view: str, column: str
+) -> None:
+    _, db, _ = scraped
+    direct = count(db, f"SELECT {WINDOWED[column]} FROM events WHERE NOT coalesce(_late, false)")
+    assert count(db, f"SELECT sum({column}) FROM {view}") == direct
+
+
+def test_sessions_view_has_one_row_per_session_with_the_contract_containment(
+    scraped: tuple[Prometheus, Path, SimulationSummary],
+) -> None:
+    _, db, _ = scraped
+    assert count(db, "SELECT count(*) FROM sessions") == count(
+        db, "SELECT count(DISTINCT session_id) FROM events"
+    )
+    contained = (
+        "SELECT count(*) FROM events e WHERE kind = 'session_end' AND resolution = 'resolved' "
+        "AND NOT EXISTS (SELECT 1 FROM events x WHERE x.session_id = e.session_id "
+        "AND x.kind = 'escalation')"
+    )
+    assert count(db, "SELECT count(*) FROM sessions WHERE contained") == count(db, contained)
+    assert count(db, "SELECT count(*) FROM sessions WHERE state = 'open'") == count(
+        db,
+        "SELECT count(DISTINCT session_id) FROM events WHERE session_id NOT IN "
+        "(SELECT session_id FROM events WHERE kind = 'session_end')",
+    )
