@@ -38,6 +38,7 @@ from agentwatch.processors.tables import (
     ACTIONS_SCHEMA,
     ALERT_EVENTS_SCHEMA,
     DEAD_LETTERS_SCHEMA,
+    DRIFT_SCORES_SCHEMA,
     EVENTS_SCHEMA,
     NOTIFICATIONS_SCHEMA,
 )
@@ -58,6 +59,7 @@ LOG_TABLES: Final[Mapping[str, Mapping[str, pl.DataType]]] = {
     "alert_events": ALERT_EVENTS_SCHEMA,
     "actions": ACTIONS_SCHEMA,
     "notifications": NOTIFICATIONS_SCHEMA,
+    "drift_scores": DRIFT_SCORES_SCHEMA,
 }
 TABLE_SCHEMAS: Final[Mapping[str, Mapping[str, pl.DataType]]] = {**STREAM_TABLES, **LOG_TABLES}
 _SEGMENT = re.compile(r"^L0-(\d{20})-(\d{20})\.parquet$")

@@ -144,3 +144,23 @@ NOTIFICATIONS_SCHEMA: Final[dict[str, pl.DataType]] = {
     "resolved": pl.Int64(),
     "error": pl.String(),
 }
+
+DRIFT_SCORES_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "ts": UTC_TS,  # when the test ran
+    "window_end": UTC_TS,  # end of the current (candidate) window, event time
+    "agent_id": pl.String(),
+    "environment": pl.String(),
+    "comparison": pl.String(),  # 'rolling' (reference period vs now) or 'release'
+    "dimension": pl.String(),  # what differs in a release comparison: agent_version, ...
+    "baseline": pl.String(),  # the reference: a period, or the stable version
+    "candidate": pl.String(),  # the current window, or the canary version
+    "signal": pl.String(),  # e.g. llm_latency_ms, tool_mix, escalation_rate
+    "test": pl.String(),  # ks, wasserstein, psi, chi2, jensen_shannon, two_proportion
+    "statistic": pl.Float64(),
+    "p_value": pl.Float64(),  # null for distance scores
+    "score": pl.Float64(),  # the value compared with the threshold
+    "threshold": pl.Float64(),
+    "verdict": pl.String(),  # 'ok' | 'drift' | 'insufficient_data'
+    "n_ref": pl.Int64(),
+    "n_cur": pl.Int64(),
+}
