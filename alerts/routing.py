@@ -1,0 +1,386 @@
+"""Alertmanager-style routing: a tree of label matchers that picks receivers and groups.
+
+Why mirror Alertmanager: people who run it already know what a route, ``continue``,
+``group_by`` and the three timers mean, and a config written for one reads the same in
+the other. Semantics follow Alertmanager: an alert walks down from the root, taking the
+first child whose matchers all hold (every matching child when ``continue`` is set);
+the deepest matching routes are its targets. Children inherit what they do not set.
+
+One addition: ``receiver_from: oncall`` (or ``owner``) names the receiver after the
+agent's contact in the agent catalog, so a new agent is paged correctly without a new
+route. The contact comes from the alert's own label of that name, else from a lookup
+function the caller passes (the catalog); an unknown name falls back to ``receiver``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+log = logging.getLogger(__name__)
+
+MatchOp = Literal["=", "!=", "=~", "!~"]
+# (agent_id, field) -> receiver name, e.g. ("support-bot", "oncall") -> "support-pager".
+ContactLookup = Callable[[str, str], str | None]
+CONTACT_FIELDS = ("oncall", "owner")
+ALL_LABELS = "..."
+
+_MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_UNITS = {
+    "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
+    "y": 31536000.0,
+}  # fmt: skip
+
+
+class RoutingError(ValueError):
+    """A matcher, duration or route that cannot be used."""
+
+
+def parse_duration(text: str | int | float) -> dt.timedelta:
+    """A Prometheus duration such as ``30s``, ``5m``, ``1h30m`` or ``2d`` (bare numbers: s)."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        if text < 0:
+            raise RoutingError(f"negative duration {text!r}")
+        return dt.timedelta(seconds=float(text))
+    if not isinstance(text, str):
+        raise RoutingError(f"not a duration: {text!r}")
+    raw = text.strip()
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(raw):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if not raw or pos != len(raw):
+        raise RoutingError(f"not a duration: {text!r} (use e.g. 30s, 5m, 1h30m, 2d)")
+    return dt.timedelta(seconds=total)
+
+
+def format_duration(delta: dt.timedelta) -> str:
+    """The shortest Prometheus spelling of a duration (``90s`` -> ``1m30s``)."""
+    ms = round(delta.total_seconds() * 1000)
+    if ms == 0:
+        return "0s"
+    out = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        n, ms = divmod(ms, size)
+        if n:
+            out.append(f"{n}{unit}")
+    if ms:
+        out.append(f"{ms}ms")
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """One label condition; a missing label reads as the empty string, as in Alertmanager."""
+
+    name: str
+    op: MatchOp
+    value: str
+    pattern: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def create(cls, name: str, op: MatchOp, value: str) -> Matcher:
+        pattern = None
+        if op in ("=~", "!~"):
+            try:
+                pattern = re.compile(value)  # anchored by fullmatch
+            except re.error as exc:
+                raise RoutingError(f"bad regex in matcher {name}{op}{value!r}: {exc}") from None
+        return cls(name, op, value, pattern)
+
+    @classmethod
+    def parse(cls, text: str) -> Matcher:
+        """``name=value``, ``name!=value``, ``name=~regex``, ``name!~regex``; quotes optional."""
+        m = _MATCHER.match(text)
+        if not m:
+            raise RoutingError(f"bad matcher {text!r} (use name=value, !=, =~ or !~)")
+        name, op, value = m.group(1), m.group(2), m.group(3)
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        return cls.create(name, op, value)  # type: ignore[arg-type]
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        actual = labels.get(self.name, "")
+        if self.op == "=":
+            return actual == self.value
+        if self.op == "!=":
+            return actual != self.value
+        assert self.pattern is not None
+        found = self.pattern.fullmatch(actual) is not None
+        return found if self.op == "=~" else not found
+
+    def __str__(self) -> str:
+        escaped = self.value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'{self.name}{self.op}"{escaped}"'
+
+
+def matches_all(matchers: Sequence[Matcher], labels: Mapping[str, str]) -> bool:
+    return all(m.matches(labels) for m in matchers)
+
+
+def label_set_string(labels: Mapping[str, str]) -> str:
+    """``{a="1", b="2"}``: sorted, quoted, as Alertmanager spells label sets in group keys."""
+    body = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return "{" + body + "}"
+
+
+@dataclass(frozen=True)
+class RouteTarget:
+    """Where one alert goes through one route: receiver, grouping and timers."""
+
+    route_key: str
+    receiver: str
+    group_by: tuple[str, ...] | None  # None: group by every label ("...")
+    group_wait: dt.timedelta
+    group_interval: dt.timedelta
+    repeat_interval: dt.timedelta
+
+    def group_labels(self, labels: Mapping[str, str]) -> dict[str, str]:
+        if self.group_by is None:
+            return dict(labels)
+        return {k: labels[k] for k in self.group_by if labels.get(k)}
+
+    def group_key(self, labels: Mapping[str, str]) -> str:
+        return f"{self.route_key}:{label_set_string(self.group_labels(labels))}"
+
+
+@dataclass
+class Route:
+    """A node of the tree; ``None`` fields inherit the parent's value once resolved."""
+
+    receiver: str | None = None
+    receiver_from: str | None = None
+    matchers: tuple[Matcher, ...] = ()
+    continue_: bool = False
+    group_by: tuple[str, ...] | None = None
+    group_by_all: bool = False
+    group_wait: dt.timedelta | None = None
+    group_interval: dt.timedelta | None = None
+    repeat_interval: dt.timedelta | None = None
+    routes: list[Route] = field(default_factory=list)
+    key: str = "{}"
+
+
+ROOT_DEFAULTS = {
+    "group_wait": dt.timedelta(seconds=30),
+    "group_interval": dt.timedelta(minutes=5),
+    "repeat_interval": dt.timedelta(hours=4),
+}
+
+
+def parse_route(doc: Mapping[str, Any], *, path: str = "route") -> Route:
+    """A route from its YAML mapping (Alertmanager's keys, plus ``receiver_from``)."""
+    known = {
+        "receiver", "receiver_from", "matchers", "match", "match_re", "continue", "group_by",
+        "group_wait", "group_interval", "repeat_interval", "routes",
+    }  # fmt: skip
+    unknown = set(doc) - known
+    if unknown:
+        raise RoutingError(f"{path}: unknown keys {sorted(unknown)}")
+    matchers: list[Matcher] = []
+    raw_matchers = doc.get("matchers") or []
+    if isinstance(raw_matchers, str):
+        raw_matchers = [raw_matchers]
+    for item in raw_matchers:
+        # One string may hold several comma-separated matchers, as in Alertmanager.
+        matchers.extend(Matcher.parse(part) for part in _split_matchers(str(item)))
+    for name, value in (doc.get("match") or {}).items():
+        matchers.append(Matcher.create(str(name), "=", str(value)))
+    for name, value in (doc.get("match_re") or {}).items():
+        matchers.append(Matcher.create(str(name), "=~", str(value)))
+    receiver_from = doc.get("receiver_from")
+    if receiver_from is not None and receiver_from not in CONTACT_FIELDS:
+        raise RoutingError(f"{path}: receiver_from must be one of {CONTACT_FIELDS}")
+    group_by_raw = doc.get("group_by")
+    group_by: tuple[str, ...] | None = None
+    group_by_all = False
+    if group_by_raw is not None:
+        names = tuple(str(x) for x in group_by_raw)
+        if ALL_LABELS in names:
+            group_by_all = True
+        else:
+            group_by = names
+
+    def timer(name: str) -> dt.timedelta | None:
+        raw = doc.get(name)
+        if raw is None:
+            return None
+        try:
+            return parse_duration(raw)
+        except RoutingError as exc:
+            raise RoutingError(f"{path}.{name}: {exc}") from None
+
+    route = Route(
+        receiver=None if doc.get("receiver") is None else str(doc["receiver"]),
+        receiver_from=receiver_from,
+        matchers=tuple(matchers),
+        continue_=bool(doc.get("continue", False)),
+        group_by=group_by,
+        group_by_all=group_by_all,
+        group_wait=timer("group_wait"),
+        group_interval=timer("group_interval"),
+        repeat_interval=timer("repeat_interval"),
+    )
+    for i, child in enumerate(doc.get("routes") or []):
+        if not isinstance(child, Mapping):
+            raise RoutingError(f"{path}.routes[{i}]: must be a mapping")
+        route.routes.append(parse_route(child, path=f"{path}.routes[{i}]"))
+    return route
+
+
+def _split_matchers(text: str) -> list[str]:
+    """Split ``a="x,y", b=~"z"`` on commas outside quotes."""
+    parts: list[str] = []
+    buf: list[str] = []
+    quoted = escaped = False
+    for ch in text.strip().removeprefix("{").removesuffix("}"):
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            parts.append("".join(buf))
+            buf = []
+            continue
+        buf.append(ch)
+    parts.append("".join(buf))
+    return [p for p in (x.strip() for x in parts) if p]
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """A route with everything inherited filled in."""
+
+    receiver: str | None
+    receiver_from: str | None
+    group_by: tuple[str, ...] | None
+    group_wait: dt.timedelta
+    group_interval: dt.timedelta
+    repeat_interval: dt.timedelta
+
+
+class Router:
+    """Finds the targets of an alert's labels in a route tree."""
+
+    def __init__(
+        self,
+        root: Route,
+        receivers: Sequence[str],
+        contact_lookup: ContactLookup | None = None,
+    ) -> None:
+        self.root = root
+        self.receivers = frozenset(receivers)
+        self.contact_lookup = contact_lookup
+        self._warned: set[tuple[str, str]] = set()
+        self._assign_keys(root, "{}")
+        base = _Resolved(
+            receiver=root.receiver,
+            receiver_from=root.receiver_from,
+            group_by=() if root.group_by is None and not root.group_by_all else root.group_by,
+            group_wait=root.group_wait or ROOT_DEFAULTS["group_wait"],
+            group_interval=root.group_interval or ROOT_DEFAULTS["group_interval"],
+            repeat_interval=root.repeat_interval or ROOT_DEFAULTS["repeat_interval"],
+        )
+        if base.receiver is None:
+            raise RoutingError("route: the root route needs a receiver")
+        self._validate(root, base, "route")
+        self._base = base
+
+    def _assign_keys(self, route: Route, key: str) -> None:
+        route.key = key
+        for child in route.routes:
+            child_key = "{" + ",".join(str(m) for m in child.matchers) + "}"
+            self._assign_keys(child, f"{key}/{child_key}")
+
+    def _validate(self, route: Route, resolved: _Resolved, path: str) -> None:
+        if resolved.receiver is not None and resolved.receiver not in self.receivers:
+            raise RoutingError(f"{path}: receiver {resolved.receiver!r} is not defined")
+        for i, child in enumerate(route.routes):
+            self._validate(child, self._inherit(resolved, child), f"{path}.routes[{i}]")
+
+    @staticmethod
+    def _inherit(parent: _Resolved, route: Route) -> _Resolved:
+        group_by = parent.group_by
+        if route.group_by_all:
+            group_by = None
+        elif route.group_by is not None:
+            group_by = route.group_by
+        return _Resolved(
+            receiver=route.receiver if route.receiver is not None else parent.receiver,
+            receiver_from=route.receiver_from or parent.receiver_from,
+            group_by=group_by,
+            group_wait=route.group_wait if route.group_wait is not None else parent.group_wait,
+            group_interval=(
+                route.group_interval if route.group_interval is not None else parent.group_interval
+            ),
+            repeat_interval=(
+                route.repeat_interval
+                if route.repeat_interval is not None
+                else parent.repeat_interval
+            ),
+        )
+
+    def targets(self, labels: Mapping[str, str]) -> list[RouteTarget]:
+        """Every target of an alert with these labels, in tree order (the root at least)."""
+        out: list[RouteTarget] = []
+        self._walk(self.root, self._base, labels, out)
+        return out
+
+    def _walk(
+        self,
+        route: Route,
+        resolved: _Resolved,
+        labels: Mapping[str, str],
+        out: list[RouteTarget],
+    ) -> bool:
+        if not matches_all(route.matchers, labels):
+            return False
+        matched_child = False
+        for child in route.routes:
+            if self._walk(child, self._inherit(resolved, child), labels, out):
+                matched_child = True
+                if not child.continue_:
+                    break
+        if not matched_child:
+            out.append(self._target(route, resolved, labels))
+        return True
+
+    def _target(self, route: Route, r: _Resolved, labels: Mapping[str, str]) -> RouteTarget:
+        receiver = r.receiver
+        if r.receiver_from is not None:
+            contact = self._contact(r.receiver_from, labels)
+            if contact is not None and contact in self.receivers:
+                receiver = contact
+            elif contact is not None and (route.key, contact) not in self._warned:
+                self._warned.add((route.key, contact))
+                log.warning(
+                    "the catalog names a receiver that the notification config lacks; "
+                    "using the route's receiver",
+                    extra={"contact": contact, "route": route.key, "fallback": receiver},
+                )
+        assert receiver is not None  # the root has one, so every route inherits one
+        return RouteTarget(
+            route_key=route.key,
+            receiver=receiver,
+            group_by=r.group_by,
+            group_wait=r.group_wait,
+            group_interval=r.group_interval,
+            repeat_interval=r.repeat_interval,
+        )
+
+    def _contact(self, fieldname: str, labels: Mapping[str, str]) -> str | None:
+        if labels.get(fieldname):
+            return labels[fieldname]
+        agent = labels.get("agent_id")
+        if agent and self.contact_lookup is not None:
+            return self.contact_lookup(agent, fieldname)
+        return None
