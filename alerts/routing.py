@@ -268,6 +268,11 @@ class _Resolved:
     repeat_interval: dt.timedelta
 
 
+def _or(value: dt.timedelta | None, default: dt.timedelta) -> dt.timedelta:
+    """``value`` unless unset: a zero duration is a setting, not a missing one."""
+    return default if value is None else value
+
+
 class Router:
     """Finds the targets of an alert's labels in a route tree."""
 
@@ -286,9 +291,9 @@ class Router:
             receiver=root.receiver,
             receiver_from=root.receiver_from,
             group_by=() if root.group_by is None and not root.group_by_all else root.group_by,
-            group_wait=root.group_wait or ROOT_DEFAULTS["group_wait"],
-            group_interval=root.group_interval or ROOT_DEFAULTS["group_interval"],
-            repeat_interval=root.repeat_interval or ROOT_DEFAULTS["repeat_interval"],
+            group_wait=_or(root.group_wait, ROOT_DEFAULTS["group_wait"]),
+            group_interval=_or(root.group_interval, ROOT_DEFAULTS["group_interval"]),
+            repeat_interval=_or(root.repeat_interval, ROOT_DEFAULTS["repeat_interval"]),
         )
         if base.receiver is None:
             raise RoutingError("route: the root route needs a receiver")
@@ -318,15 +323,9 @@ class Router:
             receiver=route.receiver if route.receiver is not None else parent.receiver,
             receiver_from=route.receiver_from or parent.receiver_from,
             group_by=group_by,
-            group_wait=route.group_wait if route.group_wait is not None else parent.group_wait,
-            group_interval=(
-                route.group_interval if route.group_interval is not None else parent.group_interval
-            ),
-            repeat_interval=(
-                route.repeat_interval
-                if route.repeat_interval is not None
-                else parent.repeat_interval
-            ),
+            group_wait=_or(route.group_wait, parent.group_wait),
+            group_interval=_or(route.group_interval, parent.group_interval),
+            repeat_interval=_or(route.repeat_interval, parent.repeat_interval),
         )
 
     def targets(self, labels: Mapping[str, str]) -> list[RouteTarget]:

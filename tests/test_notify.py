@@ -315,12 +315,11 @@ def test_undeliverable_notification_is_recorded_as_failed(tmp_path: Path) -> Non
 
 def test_permanent_errors_are_not_retried() -> None:
     n, fake, _ = make(FakeIntegration(failures=1, retryable=False))
-    assert fake.failures == 1
     n.process([alert()], T0)
     (failed,) = n.tick(T0 + 30 * S)
     assert failed.status == "failed" and failed.attempts == 1
     assert failed.error is not None and "not retryable" in failed.error
-    assert n.pending_deliveries == 0
+    assert n.pending_deliveries == 0 and fake.attempts == 1
 
 
 def test_close_records_deliveries_still_retrying() -> None:

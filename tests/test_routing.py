@@ -118,6 +118,11 @@ def test_children_inherit_group_by_and_timers() -> None:
     assert support.group_by == ("alertname",)
 
 
+def test_zero_timers_are_settings_not_defaults() -> None:
+    r = Router(parse_route({"receiver": "default", "group_wait": "0s"}), RECEIVERS)
+    assert r.targets({})[0].group_wait == dt.timedelta(0)
+
+
 def test_group_keys_follow_alertmanager() -> None:
     labels = {"alertname": "HighErrors", "severity": "critical", "agent_id": "payments-bot"}
     (target,) = router().targets(labels)
