@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "agentwatch.ingest.contract_cmd",
     "agentwatch.processors.cost_cmd",
     "agentwatch.alerts.breaker_cmd",
+    "agentwatch.alerts.run_cmd",
     "agentwatch.dashboards.cli",
     "agentwatch.demo",
 )
