@@ -226,8 +226,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print("no breakers: every agent's calls go through")
         return 0
     table = Table(box=box.SIMPLE_HEAD, header_style="bold")
-    for column in ("breaker", "state", "since", "cooldown", "confirmed", "by", "reason"):
-        table.add_column(column)
+    for column in ("breaker", "state", "since", "cooldown", "confirmed", "by"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reason")
     styles = {"open": "bold red", "half_open": "yellow", "closed": "green"}
     for row in rows:
         table.add_row(
@@ -239,7 +240,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
             row["actor"],
             row["reason"],
         )
-    Console(highlight=False).print(table)
+    console = Console(highlight=False)
+    console.width = max(120, console.width)  # keep rows whole when piped
+    console.print(table)
     return 0
 
 
