@@ -24,6 +24,7 @@ import math
 import random
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any, Final, Generic, Literal, TypeVar
 
 from agentwatch.ingest.contract import (
@@ -195,6 +196,11 @@ class AgentParameters:
     satisfaction: float = 0.85
     cache_hit_rate: float = 0.5
     cost_reported_rate: float = 0.15
+    # A canary release beside this one: ``canary_share`` of new sessions run on ``canary``
+    # from start to end, the way a gradual rollout splits traffic, so that a release
+    # comparison has both versions over the same period.
+    canary: AgentParameters | None = None
+    canary_share: float = 0.0
 
 
 @dataclass(slots=True)
@@ -241,6 +247,10 @@ _MODELS: Final = {
 }  # fmt: skip
 
 
+# The catalogs agents draw from, by name: a scenario swaps in a model or adds a tool from here.
+MODELS: Final[Mapping[str, ModelSpec]] = MappingProxyType(_MODELS)
+
+
 def _tool(
     name: str, median_ms: float, sigma: float = 0.5, failure: float = 0.01, kind: str = "function"
 ) -> ToolSpec:
@@ -285,6 +295,8 @@ _TOOLS: Final = {
         _tool("kb.search_member_faq", 160, sigma=0.4, kind="datastore"),
     )
 }
+
+TOOLS: Final[Mapping[str, ToolSpec]] = MappingProxyType(_TOOLS)
 
 _SHORT: Final = Mix.of([(1, 0.55), (2, 0.3), (3, 0.15)])
 _MEDIUM: Final = Mix.of([(1, 0.35), (2, 0.4), (3, 0.2), (4, 0.05)])
@@ -595,14 +607,21 @@ class _Session:
     """One conversation, written as a generator of (ts, event) in time order.
 
     The generator is lazy: a step's randomness is drawn when the previous event leaves the
-    fleet's queue, and each turn reads the parameters in force when it starts.
+    fleet's queue, and each turn reads the parameters in force when it starts. A session
+    drawn into a canary stays on it for as long as the canary runs.
     """
 
-    __slots__ = ("agent", "base", "ctx_tokens", "events", "fleet", "intent", "prompt", "rng")
+    __slots__ = (
+        "agent", "base", "canary", "ctx_tokens", "events", "fleet", "intent", "prompt", "rng",
+    )  # fmt: skip
 
     def __init__(self, fleet: Fleet, agent: Agent, session_id: str, t0: float) -> None:
         rng = fleet.rng
         p = agent.parameters_at(t0)
+        # Drawn only when a canary runs, so that fleets without one keep their sequence.
+        self.canary = p.canary is not None and rng.random() < p.canary_share
+        if self.canary and p.canary is not None:
+            p = p.canary
         self.fleet = fleet
         self.agent = agent
         self.rng = rng
@@ -621,6 +640,11 @@ class _Session:
             "parent_span_id": f"{rng.getrandbits(64):016x}",
         }
 
+    def _at(self, ts: float) -> AgentParameters:
+        """The parameters this session runs on at ``ts``: the canary's, if it is on one."""
+        p = self.agent.parameters_at(ts)
+        return p.canary if self.canary and p.canary is not None else p
+
     def _ev(self, cls: Callable[..., Event], ts: float, **fields: Any) -> Step:
         self.events += 1
         event = cls(
@@ -634,9 +658,8 @@ class _Session:
 
     def run(self, t: float) -> Iterator[Step]:
         rng = self.rng
-        agent = self.agent
         intent = self.intent
-        p = agent.parameters_at(t)
+        p = self._at(t)
         self.events += 1
         base = dict(self.base)
         root = base.pop("parent_span_id")
@@ -670,7 +693,7 @@ class _Session:
         reason: str | None = None
 
         for turn in range(1, turns + 1):
-            p = agent.parameters_at(t)
+            p = self._at(t)
             t += p.think_time_s.sample(rng) if turn > 1 else rng.uniform(0.05, 0.4)
             self.ctx_tokens += int(p.turn_input_tokens.sample(rng, p.token_scale))
 
@@ -739,7 +762,7 @@ class _Session:
             if turn == decisive and outcome != "resolved":
                 break
 
-        p = agent.parameters_at(t)
+        p = self._at(t)
         if outcome == "failed":
             t += rng.uniform(0.01, 0.5)
             yield self._ev(Error, t, status="error", error_type=_AGENT_ERRORS.pick(rng))

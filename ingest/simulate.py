@@ -5,7 +5,10 @@ leave at about ``rate`` per second for ``duration`` seconds, which is what the d
 live dashboard want. As fast as possible (``rate`` 0 or None): the fleet runs on a
 simulated clock over the ``duration`` seconds before now (or from ``start``), at
 ``sim_rate`` events per simulated second, and the producer goes at full speed, which is
-what benchmarks and back-fills want. ``run_simulation`` is the same thing without the CLI.
+what benchmarks and back-fills want: with ``--start`` in the past, days of event time
+take minutes. A scenario (``--scenario FILE``, see :mod:`agentwatch.ingest.scenario`)
+schedules behaviour changes on the fleet, timed from the start of the run.
+``run_simulation`` is the same thing without the CLI.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import msgspec
@@ -26,6 +30,13 @@ import msgspec
 from agentwatch.config import Settings
 from agentwatch.ingest.contract import DEFAULT_TOPIC, EVENT_TYPES, Event, SessionEnd
 from agentwatch.ingest.fleet import Fleet, make_agents
+from agentwatch.ingest.scenario import (
+    Scenario,
+    ScenarioError,
+    Scheduled,
+    load_scenario,
+    parse_start,
+)
 from agentwatch.topics import TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -68,6 +79,9 @@ class SimulationSummary:
     elapsed_s: float = 0.0
     first_ts: dt.datetime | None = None
     last_ts: dt.datetime | None = None
+    start: float | None = None  # epoch seconds the fleet's clock started from
+    scenario: str | None = None
+    changes: list[Scheduled] = field(default_factory=list)
 
     @property
     def sessions_started(self) -> int:
@@ -116,7 +130,22 @@ class SimulationSummary:
             "delivery_errors": self.delivery_errors,
             "first_ts": self.first_ts.isoformat() if self.first_ts else None,
             "last_ts": self.last_ts.isoformat() if self.last_ts else None,
+            "start": _iso(self.start),
+            "scenario": self.scenario,
+            "changes": [
+                {
+                    "agent_id": c.agent_id,
+                    "start": _iso(c.start),
+                    "end": _iso(c.end),
+                    "change": c.description,
+                }
+                for c in self.changes
+            ],
         }
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
 
 
 class _Reporter:
@@ -204,6 +233,7 @@ def run_simulation(
     partitions: int = 3,
     timeout: float = DEFAULT_TIMEOUT,
     producer_config: Mapping[str, Any] | None = None,
+    scenario: Scenario | None = None,
 ) -> SimulationSummary:
     """Run a simulated fleet into ``topic`` and return what was sent (flushed and acked).
 
@@ -212,7 +242,9 @@ def run_simulation(
     covering ``duration`` seconds from ``start`` (default: ending now) at ``sim_rate``
     events per simulated second. ``max_events`` stops either mode early. The count is
     approximate: it follows from sessions, which are whole conversations. ``timeout``
-    bounds the wait for Kafka at the start, so a wrong address fails fast.
+    bounds the wait for Kafka at the start, so a wrong address fails fast. ``scenario``
+    schedules its changes on the fleet, its offsets counted from the run's start; it is
+    checked against the fleet before anything is sent (:class:`ScenarioError`).
     """
     if agents < 1:
         raise ValueError("agents must be at least 1")
@@ -223,12 +255,27 @@ def run_simulation(
         raise ValueError("start is for as-fast-as-possible runs; real time starts now")
     if seed is None:
         seed = secrets.randbits(32)
+    if realtime:
+        t0 = time.time()
+    else:
+        first = time.time() - duration if start is None else start
+        t0 = first.timestamp() if isinstance(first, dt.datetime) else float(first)
+    fleet_agents = make_agents(agents, seed)
+    scheduled = scenario.apply(fleet_agents, t0) if scenario is not None else []
     if create_topic:
         ensure_topics(bootstrap, [TopicSpec(topic, partitions=partitions)], timeout=timeout)
 
     from kafka import KafkaProducer
 
-    summary = SimulationSummary(topic=topic, seed=seed, agents=agents, realtime=realtime)
+    summary = SimulationSummary(
+        topic=topic,
+        seed=seed,
+        agents=agents,
+        realtime=realtime,
+        start=t0,
+        scenario=scenario.name if scenario is not None else None,
+        changes=scheduled,
+    )
     config = {"bootstrap_timeout_ms": int(timeout * 1000), **PRODUCER_CONFIG}
     producer = KafkaProducer(bootstrap_servers=bootstrap, **{**config, **(producer_config or {})})
     log.info(
@@ -241,8 +288,16 @@ def run_simulation(
             "sim_rate": None if realtime else sim_rate,
             "duration_s": duration,
             "seed": seed,
+            "start": _iso(t0),
+            "scenario": summary.scenario,
         },
     )
+    for change in scheduled:
+        if change.start >= t0 + duration:
+            log.warning(
+                "scenario change falls after the end of the run",
+                extra={"agent_id": change.agent_id, "at": _iso(change.start)},
+            )
     reporter = _Reporter(
         duration, max_events, progress
     )  # after the log line: a live bar owns the line
@@ -251,13 +306,10 @@ def run_simulation(
         send = _sender(producer, topic, summary)
         if realtime:
             assert rate is not None
-            _run_realtime(send, agents, rate, duration, seed, summary, reporter, max_events, began)
+            fleet = Fleet(fleet_agents, seed=seed, start=t0, events_per_second=rate)
+            _run_realtime(send, fleet, duration, summary, reporter, max_events, began)
         else:
-            first = time.time() - duration if start is None else start
-            t0 = first.timestamp() if isinstance(first, dt.datetime) else float(first)
-            fleet = Fleet(
-                make_agents(agents, seed), seed=seed, start=t0, events_per_second=sim_rate
-            )
+            fleet = Fleet(fleet_agents, seed=seed, start=t0, events_per_second=sim_rate)
             _run_fast(send, fleet, duration, summary, reporter, max_events, began)
         producer.flush()
     finally:
@@ -308,18 +360,15 @@ def _sender(producer: Any, topic: str, summary: SimulationSummary) -> Callable[[
 
 def _run_realtime(
     send: Callable[[Event], None],
-    agents: int,
-    rate: float,
+    fleet: Fleet,
     duration: float,
-    seed: int,
     summary: SimulationSummary,
     reporter: _Reporter,
     max_events: int | None,
     began: float,
 ) -> None:
-    start = time.time()
+    start = fleet.start
     end = start + duration
-    fleet = Fleet(make_agents(agents, seed), seed=seed, start=start, events_per_second=rate)
     limit = max_events if max_events is not None else -1
     while True:
         now = time.time()
@@ -398,10 +447,20 @@ def register(
             "about RATE events/s are sent for DURATION seconds; the total is approximate, "
             "since sessions are whole conversations and ramp up over the first seconds. With "
             "--rate 0 the fleet runs as fast as possible on a simulated clock over the "
-            "DURATION seconds before now, at --sim-rate events per simulated second. The same "
-            "--seed and start time give the same events, ids included."
+            "DURATION seconds before now, at --sim-rate events per simulated second; --start "
+            "TIME runs that way from TIME (until now unless --duration says otherwise), so "
+            "days of event time take minutes. --scenario FILE applies a YAML timeline of "
+            "behaviour changes (see docs/scenarios.md); its run: block supplies --agents, "
+            "--duration, --sim-rate and --seed when those flags are not given. The same "
+            "--seed, start time and scenario give the same events, ids included."
         ),
     )
+    fallbacks = {
+        "agents": settings.get("simulate", "agents", DEFAULT_AGENTS),
+        "rate": settings.get("simulate", "rate", DEFAULT_RATE),
+        "duration": settings.get("simulate", "duration", DEFAULT_DURATION),
+        "sim_rate": settings.get("simulate", "sim_rate", DEFAULT_RATE),
+    }
     parser.add_argument(
         "--bootstrap",
         metavar="HOST:PORT",
@@ -417,22 +476,38 @@ def register(
         "--agents",
         type=_positive_int,
         metavar="N",
-        default=settings.get("simulate", "agents", DEFAULT_AGENTS),
-        help="number of agents, cycling through the agent types (default %(default)s)",
+        default=None,
+        help=f"number of agents, cycling through the agent types (default {fallbacks['agents']})",
     )
     parser.add_argument(
         "--rate",
         type=_non_negative,
         metavar="EVENTS_PER_S",
-        default=settings.get("simulate", "rate", DEFAULT_RATE),
-        help="target events per second, approximate; 0 = as fast as possible (default %(default)s)",
+        default=None,
+        help="target events per second, approximate; 0 = as fast as possible "
+        f"(default {fallbacks['rate']}; 0 with --start)",
     )
     parser.add_argument(
         "--duration",
         type=_positive,
         metavar="S",
-        default=settings.get("simulate", "duration", DEFAULT_DURATION),
-        help="seconds to run (with --rate 0: seconds of simulated time) (default %(default)s)",
+        default=None,
+        help="seconds to run (with --rate 0: seconds of simulated time) "
+        f"(default {fallbacks['duration']}; with --start: until now)",
+    )
+    parser.add_argument(
+        "--start",
+        metavar="TIME",
+        default=None,
+        help="run as fast as possible on a simulated clock starting at TIME: an RFC 3339 "
+        "time (2026-11-20T09:00:00Z) or how long ago (-2d, -36h)",
+    )
+    parser.add_argument(
+        "--scenario",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="a YAML timeline of behaviour changes to apply (e.g. scenarios/model-swap.yaml)",
     )
     parser.add_argument(
         "--seed",
@@ -444,8 +519,8 @@ def register(
         "--sim-rate",
         type=_positive,
         metavar="EVENTS_PER_S",
-        default=settings.get("simulate", "sim_rate", DEFAULT_RATE),
-        help="with --rate 0: events per simulated second (default %(default)s)",
+        default=None,
+        help=f"with --rate 0: events per simulated second (default {fallbacks['sim_rate']})",
     )
     parser.add_argument(
         "--timeout",
@@ -461,7 +536,53 @@ def register(
         default=None,
         help="stop after N events",
     )
-    parser.set_defaults(handler=_cmd_simulate)
+    parser.set_defaults(handler=_cmd_simulate, simulate_fallbacks=fallbacks)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    agents: int
+    rate: float
+    duration: float
+    sim_rate: float
+    seed: int | None
+    start: float | None
+    scenario: Scenario | None
+
+
+def _plan(args: argparse.Namespace, now: float) -> _Plan:
+    """Settle each knob: the flag, else the scenario's run: block, else config or default.
+
+    With --start and no --duration the run goes on until now.
+    """
+    fallbacks: dict[str, Any] = args.simulate_fallbacks
+    scenario = load_scenario(args.scenario) if args.scenario is not None else None
+    hints = scenario.run if scenario is not None else None
+    start = parse_start(args.start, now) if args.start is not None else None
+    if start is not None and args.rate:
+        raise ScenarioError("--start runs as fast as possible: leave out --rate or give --rate 0")
+    rate = float(
+        0.0 if start is not None else fallbacks["rate"] if args.rate is None else args.rate
+    )
+    # The run: block's duration and rate are simulated time: in real time they would mean
+    # hours of waiting, so there only the flags and the defaults count.
+    fast = hints if hints is not None and not rate else None
+    duration = args.duration
+    if duration is None and start is not None:
+        duration = now - start
+        if duration <= 0:
+            raise ScenarioError("--start is not in the past: give --duration too")
+    if duration is None and fast is not None:
+        duration = fast.duration_s
+    return _Plan(
+        agents=args.agents or (hints.agents if hints else None) or fallbacks["agents"],
+        rate=rate,
+        duration=float(duration or fallbacks["duration"]),
+        sim_rate=float(args.sim_rate or (fast.sim_rate if fast else None) or fallbacks["sim_rate"]),
+        seed=args.seed if args.seed is not None else (hints.seed if hints else None),
+        start=start,
+        scenario=scenario,
+    )
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -470,18 +591,24 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from agentwatch.topics import TopicError
 
     try:
+        plan = _plan(args, time.time())
         summary = run_simulation(
             args.bootstrap,
             args.topic,
-            agents=args.agents,
-            rate=args.rate,
-            duration=args.duration,
-            seed=args.seed,
+            agents=plan.agents,
+            rate=plan.rate,
+            duration=plan.duration,
+            seed=plan.seed,
             progress=sys.stderr.isatty(),
-            sim_rate=args.sim_rate,
+            sim_rate=plan.sim_rate,
+            start=plan.start,
             max_events=args.max_events,
             timeout=args.timeout,
+            scenario=plan.scenario,
         )
+    except ScenarioError as exc:
+        print(f"agentwatch: {exc}", file=sys.stderr)
+        return 2
     except (KafkaError, TopicError) as exc:
         print(f"agentwatch: cannot simulate into {args.bootstrap}: {exc}", file=sys.stderr)
         return 1
@@ -531,6 +658,13 @@ def print_summary(summary: SimulationSummary, file: Any = None) -> None:
             agent, f"{summary.sessions_by_agent[agent]:,}", f"{summary.by_agent[agent]:,}"
         )
     console.print(agents)
+    if summary.scenario is not None:
+        console.print(f"scenario [bold]{summary.scenario}[/]: {len(summary.changes)} change(s)")
+        for change in summary.changes:
+            until = f" until {_iso(change.end)}" if change.end is not None else ""
+            console.print(
+                f"  {change.agent_id} from {_iso(change.start)}{until}: {change.description}"
+            )
 
 
 __all__ = ["SimulationSummary", "print_summary", "register", "run_simulation"]
