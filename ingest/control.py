@@ -394,7 +394,8 @@ class ControlFollower:
             self.state.wait_for(lambda s: s.loaded, wait_s)
         return self
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop following; the daemon thread may finish a connection attempt on its own."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
