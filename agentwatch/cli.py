@@ -24,6 +24,9 @@ COMMAND_MODULES = (
     "agentwatch.processors.cost_cmd",
     "agentwatch.alerts.breaker_cmd",
     "agentwatch.alerts.run_cmd",
+    "agentwatch.alerts.silence_cmd",
+    "agentwatch.alerts.prom_export",
+    "agentwatch.alerts.receive",
     "agentwatch.dashboards.cli",
     "agentwatch.demo",
 )
