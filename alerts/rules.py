@@ -128,6 +128,11 @@ def register_metric(metric: Metric, *, replace: bool = False) -> Metric:
     return metric
 
 
+def unregister_metric(name: str) -> None:
+    """Remove a metric (a test's, or a plugin's being unloaded); rules naming it then fail."""
+    _METRICS.pop(name, None)
+
+
 def metrics() -> Mapping[str, Metric]:
     """The registry: every metric a rule may name."""
     return dict(_METRICS)
