@@ -126,18 +126,24 @@ def parse_when(value: object, where: str) -> When:
 
 
 def parse_start(text: str, now: float) -> float:
-    """A run's start: an RFC 3339 time, or how long before ``now``, such as ``-2d`` or ``36h``."""
+    """A run's start: an RFC 3339 time, or how long before ``now``: ``now-2d`` or ``-2d``.
+
+    ``now-2d`` is there for the command line, where argparse takes ``--start -2d`` for an
+    option (``--start=-2d`` works).
+    """
     value = text.strip()
-    ago = value.removeprefix("-")
-    parts = _DURATION_RE.findall(ago)
-    if parts and "".join(n + u for n, u in parts) == ago:
-        return now - parse_duration(ago, "--start")
+    for prefix in ("now-", "-"):
+        if value.startswith(prefix):
+            ago = value.removeprefix(prefix)
+            parts = _DURATION_RE.findall(ago)
+            if parts and "".join(n + u for n, u in parts) == ago:
+                return now - parse_duration(ago, "--start")
     try:
         instant = dt.datetime.fromisoformat(value)
     except ValueError:
         raise ScenarioError(
             f"--start: expected an RFC 3339 time such as 2026-11-20T09:00:00Z, or how long "
-            f"ago such as -2d or -36h, got {text!r}"
+            f"ago such as now-2d or now-36h, got {text!r}"
         ) from None
     if instant.tzinfo is None:
         raise ScenarioError(f"--start: {text!r} needs a time zone, e.g. Z or +00:00")

@@ -500,7 +500,7 @@ def register(
         metavar="TIME",
         default=None,
         help="run as fast as possible on a simulated clock starting at TIME: an RFC 3339 "
-        "time (2026-11-20T09:00:00Z) or how long ago (-2d, -36h)",
+        "time (2026-11-20T09:00:00Z) or how long ago (now-2d, now-36h)",
     )
     parser.add_argument(
         "--scenario",
