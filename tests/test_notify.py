@@ -20,6 +20,7 @@ from agentwatch.alerts.notify_config import parse_notify_config, shipped_config_
 from agentwatch.alerts.receivers import DeliveryError, Notification
 from agentwatch.alerts.routing import Matcher
 from agentwatch.alerts.silences import SilenceStore
+from agentwatch.cli import main
 from agentwatch.processors.store import SegmentStore
 
 T0 = dt.datetime(2025, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -393,3 +394,51 @@ def test_shipped_config_writes_the_owner_file(tmp_path: Path) -> None:
 def test_bad_configs_are_refused(bad: Any) -> None:
     with pytest.raises(ValueError):
         parse_notify_config(bad, Path("."))
+
+
+def test_silence_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "agentwatch.duckdb")
+    args = ["alerts", "silence", "--db", db, "--match", "agent_id=support-bot"]
+    assert main([*args, "--match", "severity=~warning|info", "--for", "2h",
+                 "--comment", "deploying v2", "--author", "ana"]) == 0  # fmt: skip
+    silence_id = capsys.readouterr().out.strip()
+    (stored,) = SilenceStore(tmp_path).all()
+    assert stored.id == silence_id and stored.created_by == "ana"
+    assert stored.ends_at - stored.starts_at == dt.timedelta(hours=2)
+    now = stored.starts_at + S
+    assert stored.mutes({"agent_id": "support-bot", "severity": "info"}, now)
+    assert not stored.mutes({"agent_id": "support-bot", "severity": "critical"}, now)
+    assert main(["alerts", "silences", "--db", db]) == 0
+    listing = capsys.readouterr().out
+    assert silence_id in listing and "deploying v2" in listing and "active" in listing
+    assert main(["alerts", "expire", silence_id[:5], "--db", db]) == 0
+    assert main(["alerts", "silences", "--db", db]) == 0
+    assert "no active or pending silences" in capsys.readouterr().out
+    assert main(["alerts", "silences", "--all", "--db", db]) == 0
+    assert "expired" in capsys.readouterr().out
+    assert main(["alerts", "expire", silence_id, "--db", db]) == 1  # already expired
+    # A silence that would mute everything, or a bad matcher, is refused.
+    assert main([*args[:4], "--match", "agent_id=~.*", "--comment", "x"]) == 2
+    assert main([*args[:4], "--match", "agent_id=~(", "--comment", "x"]) == 2
+
+
+def test_silences_file_survives_concurrent_writers(tmp_path: Path) -> None:
+    import threading
+
+    def add(i: int) -> None:
+        SilenceStore(tmp_path).add(
+            [Matcher.parse(f"agent_id=bot-{i}")],
+            starts_at=T0,
+            ends_at=T0 + 3600 * S,
+            created_by="t",
+            comment="",
+            now=T0,
+        )
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(SilenceStore(tmp_path).all()) == 8
+    assert not list(tmp_path.glob(".tmp-*"))
