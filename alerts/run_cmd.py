@@ -99,10 +99,14 @@ class Sources:
         paths = [self.catalog_path, *sorted(self.rules_dir.glob("*.yaml"))]
         return tuple((str(p), p.stat().st_mtime) for p in paths if p.exists())
 
-    def reload(self, evaluator: Evaluator) -> None:
-        """Give the evaluator the files' current versions if they changed and validate."""
+    def reload(self, evaluator: Evaluator, *, force: bool = False) -> None:
+        """Give the evaluator the files' current versions if they changed and validate.
+
+        ``force`` re-reads even when no modification time moved (a coarse file system
+        clock can hide an edit made within the same tick).
+        """
         stamp = self._stamps()
-        if stamp == self._stamp:
+        if stamp == self._stamp and not force:
             return
         self._stamp = stamp
         try:
