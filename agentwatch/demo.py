@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
 
 
 def _run(args: argparse.Namespace) -> int:
-    console = Console(width=max(120, Console().width))
+    console = Console(width=max(140, Console().width))
     data_dir: Path = args.data_dir.resolve()
     broker_dir = data_dir / "kafka"
     db = data_dir / CATALOG_FILE

@@ -40,16 +40,16 @@ SECTIONS: tuple[Section, ...] = (
                    count(*) AS sessions_ended
             FROM ends GROUP BY agent_id
         )
-        SELECT agent_id,
+        SELECT agent_id AS agent,
                count(*) AS events,
                any_value(p.sessions_ended) AS ended,
-               any_value(p.containment_pct) AS "containment %",
-               round(sum(cost_usd_effective), 4) AS cost_usd,
+               any_value(p.containment_pct) AS "contained %",
+               round(sum(cost_usd_effective), 4) AS "cost $",
                count(*) FILTER (cost_source = 'unpriced') AS unpriced,
-               round(quantile_cont(latency_ms, 0.95) FILTER (kind = 'llm_call')) AS llm_p95_ms,
+               quantile_cont(latency_ms, 0.95) FILTER (kind = 'llm_call')::BIGINT AS "p95 ms",
                count(*) FILTER (kind = 'policy_check' AND outcome = 'violation') AS violations,
                count(*) FILTER (kind = 'policy_check' AND outcome = 'blocked') AS blocked,
-               count(*) FILTER (kind = 'escalation') AS escalations,
+               count(*) FILTER (kind = 'escalation') AS escalated,
                count(*) FILTER (kind = 'security') AS security,
                count(*) FILTER (status = 'error') AS errors
         FROM events LEFT JOIN per_agent p USING (agent_id)
@@ -101,7 +101,10 @@ def _table(title: str, columns: list[str], rows: list[tuple[Any, ...]]) -> Table
     table = Table(title=title, title_justify="left", title_style="bold")
     for i, name in enumerate(columns):
         numeric = bool(rows) and isinstance(rows[0][i], int | float)
-        table.add_column(name, justify="right" if numeric else "left")
+        # The first column names the row (an agent, a kind): never cut it.
+        table.add_column(
+            name, justify="right" if numeric else "left", no_wrap=i == 0, min_width=len(name)
+        )
     for row in rows:
         table.add_row(
             *("" if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in row)
