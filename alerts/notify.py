@@ -30,7 +30,7 @@ import datetime as dt
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -38,6 +38,7 @@ from typing import Literal, Protocol
 import polars as pl
 
 from agentwatch.alerts.catalog import Catalog
+from agentwatch.alerts.evaluator import Evaluation
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.notify_config import (
     InhibitRule,
@@ -564,3 +565,30 @@ def catalog_contacts(catalog: Catalog) -> ContactLookup:
         return value or None
 
     return lookup
+
+
+def evaluation_sink(notifier: Notifier) -> Callable[[Evaluation], None]:
+    """The evaluator's sink (``Callable[[Evaluation], None]``) that feeds ``notifier``.
+
+    It passes alerts that start firing and firing alerts that resolve (a pending alert
+    that cleared was never announced), and calls ``process`` after every evaluation so
+    the notifier's timers run. The first evaluation also passes every firing alert: after
+    a restart they reach the notifier again, and dedup (resumed from the notifications
+    log) keeps those already announced quiet while their resolution is still announced.
+    """
+    primed = False
+
+    def sink(evaluation: Evaluation) -> None:
+        nonlocal primed
+        alerts = [
+            t.alert
+            for t in evaluation.transitions
+            if t.alert.state == "firing" or t.resolved_after_firing
+        ]
+        if not primed:
+            primed = True
+            seen = {a.fingerprint for a in alerts}
+            alerts = [a for a in evaluation.firing if a.fingerprint not in seen] + alerts
+        notifier.process(alerts, evaluation.at)
+
+    return sink

@@ -14,8 +14,15 @@ import pytest
 import yaml
 
 from agentwatch.alerts.catalog import load_catalog
+from agentwatch.alerts.evaluator import Evaluation, Transition
 from agentwatch.alerts.model import Alert
-from agentwatch.alerts.notify import NotificationRecord, Notifier, StoreLog, catalog_contacts
+from agentwatch.alerts.notify import (
+    NotificationRecord,
+    Notifier,
+    StoreLog,
+    catalog_contacts,
+    evaluation_sink,
+)
 from agentwatch.alerts.notify_config import parse_notify_config, shipped_config_path
 from agentwatch.alerts.receivers import DeliveryError, Notification
 from agentwatch.alerts.routing import Matcher
@@ -442,3 +449,18 @@ def test_silences_file_survives_concurrent_writers(tmp_path: Path) -> None:
         t.join()
     assert len(SilenceStore(tmp_path).all()) == 8
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_evaluation_sink_feeds_firing_and_real_resolutions() -> None:
+    n, fake, _ = make(overrides={"group_wait": "0s"})
+    sink = evaluation_sink(n)
+    firing, pending = alert(rule="A"), alert(rule="B", state="pending")
+    cleared = alert(rule="B", state="resolved")
+    still = alert(rule="C")  # firing since before a restart
+    sink(Evaluation(T0, (Transition(firing, None), Transition(pending, None)), (firing, still), ()))
+    assert sorted(x.alerts[0].rule for x in fake.sent) == ["A", "C"]
+    sink(Evaluation(T0 + 10 * S, (Transition(cleared, "pending"),), (firing, still), ()))
+    assert n.next_wakeup() == T0 + 300 * S  # the cleared pending alert made no group
+    resolved = alert(rule="A", state="resolved")
+    sink(Evaluation(T0 + 300 * S, (Transition(resolved, "firing"),), (still,), ()))
+    assert [x.status for x in fake.sent] == ["firing", "firing", "resolved"]
