@@ -22,7 +22,14 @@ from rich.console import Console
 from rich.table import Table
 
 from agentwatch.alerts.breaker import BreakerError
-from agentwatch.alerts.control import BreakerControl, BreakerStatus, ControlError, Transition
+from agentwatch.alerts.catalog import DEFAULT_CATALOG, load_catalog
+from agentwatch.alerts.control import (
+    BreakerControl,
+    BreakerStatus,
+    ControlError,
+    Transition,
+    retired_agents,
+)
 from agentwatch.alerts.runbooks import action_row, parse_duration, record_actions
 from agentwatch.config import Settings
 from agentwatch.ingest.control import BREAKER_POLICY, CONTROL_TOPIC, new_message_id
@@ -56,6 +63,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
         type=Path,
         default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
         help="DuckDB catalog; the actions table lives beside it (default %(default)s)",
+    )
+    common.add_argument(
+        "--catalog",
+        type=Path,
+        default=Path(settings.get("alerts", "catalog", str(DEFAULT_CATALOG))),
+        help="agent catalog: its retired agents are held open (default: the shipped example)",
     )
     change = argparse.ArgumentParser(add_help=False, parents=[common])
     change.add_argument("agent", metavar="AGENT", help="the agent id")
@@ -120,7 +133,8 @@ def _change(args: argparse.Namespace, action: str) -> int:
     name = args.agent + (f"/{args.tool}" if args.tool else "")
     control: BreakerControl | None = None
     try:
-        control = BreakerControl.connect(args.bootstrap, args.control_topic)
+        retired = retired_agents(load_catalog(args.catalog))
+        control = BreakerControl.connect(args.bootstrap, args.control_topic, retired=retired)
         transition: Transition
         if action == "open_breaker":
             cooldown = parse_duration(args.cooldown)
@@ -205,7 +219,10 @@ def confirmed_ids(db: Path, ids: Iterable[str]) -> set[str] | None:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    control = BreakerControl.connect(args.bootstrap, args.control_topic, create=False)
+    retired = retired_agents(load_catalog(args.catalog))
+    control = BreakerControl.connect(
+        args.bootstrap, args.control_topic, create=False, retired=retired
+    )
     try:
         statuses = control.status()
     except ControlError as exc:

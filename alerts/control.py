@@ -26,6 +26,7 @@ from agentwatch.alerts.breaker import (
     Change,
     Clock,
 )
+from agentwatch.alerts.catalog import Catalog
 from agentwatch.ingest.control import (
     CONTROL_TOPIC,
     Applied,
@@ -64,6 +65,11 @@ def ensure_control_topic(bootstrap: str, topic: str = CONTROL_TOPIC, timeout: fl
 
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def retired_agents(catalog: Catalog) -> list[str]:
+    """The agents the catalog lists as retired: their breakers are held open."""
+    return sorted(a.agent_id for a in catalog.with_status("retired"))
 
 
 def breaker_from(applied: Applied) -> Breaker:
@@ -281,7 +287,8 @@ class BreakerControl:
     The state machine's book is rebuilt from the topic before each operation (cheaply:
     see :class:`ControlTopic`), so changes made elsewhere, e.g. by a person with the CLI,
     are never overwritten with stale state. ``retired`` names the agents the catalog
-    lists as retired: their breakers are held open.
+    lists as retired: their breakers are held open, and every write (open, close, tick,
+    probe) first publishes the holds the topic lacks, so the SDKs see them.
     """
 
     def __init__(
@@ -337,10 +344,10 @@ class BreakerControl:
         return [self._publish(c, None) for c in book.set_retired(self.retired)]
 
     def status(self) -> list[BreakerStatus]:
+        """Every breaker, retired agents shown held open; reading publishes nothing."""
         book = self.book()
-        self._hold(book)
-        applied = self.topic.read()
-        return [BreakerStatus(b, applied.get(str(b.key))) for b in book]
+        book.set_retired(self.retired)
+        return [BreakerStatus(b, self._applied.get(str(b.key))) for b in book]
 
     def open(
         self,
@@ -446,4 +453,5 @@ __all__ = [
     "control_topic_spec",
     "ensure_control_topic",
     "read_control",
+    "retired_agents",
 ]

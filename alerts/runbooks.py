@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import polars as pl
 import yaml
 
+from agentwatch.alerts.catalog import Catalog
 from agentwatch.alerts.model import Alert, AlertState
 from agentwatch.config import Settings
 from agentwatch.processors.store import CATALOG_FILE, SegmentStore
@@ -180,6 +181,24 @@ def runbook_id(url: str) -> str:
 
 def find_runbook(url: str, runbooks: Mapping[str, Runbook]) -> Runbook | None:
     return runbooks.get(runbook_id(url))
+
+
+def catalog_pins(catalog: Catalog) -> PinnedVersions:
+    """``pinned_versions`` for a context: the versions the catalog pins for an agent."""
+
+    def pins(agent_id: str) -> Mapping[str, str] | None:
+        entry = catalog.get(agent_id)
+        if entry is None:
+            return None
+        pinned = entry.pinned
+        found = {
+            "agent_version": pinned.agent_version,
+            "prompt_version": pinned.prompt_version,
+            "model": pinned.model,
+        }
+        return {k: v for k, v in found.items() if v is not None}
+
+    return pins
 
 
 # --------------------------------------------------------------------------- audit rows
@@ -630,6 +649,7 @@ __all__ = [
     "Step",
     "action_row",
     "approve",
+    "catalog_pins",
     "find_runbook",
     "load_runbook",
     "load_runbooks",

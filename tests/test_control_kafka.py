@@ -113,7 +113,7 @@ def test_a_person_opens_a_breaker_the_agent_halts_confirms_and_resumes_once_clos
         assert found is not None and found.session_id == "halted"
 
         capsys.readouterr()
-        assert cli("breaker", "status", "--format", "json", *where) == 0
+        assert cli("breaker", "status", "hr-assistant", "--format", "json", *where) == 0
         [row] = json.loads(capsys.readouterr().out)
         assert (row["breaker"], row["state"], row["control_id"]) == (
             "hr-assistant",
@@ -145,34 +145,44 @@ def test_a_person_opens_a_breaker_the_agent_halts_confirms_and_resumes_once_clos
 
 
 @pytest.mark.integration
-def test_breaker_status_prints_each_breaker(
+def test_breaker_status_shows_each_breaker_and_retired_agents_are_held_open(
     kafka_broker: BrokerInfo,
     topic: TopicFactory,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    # The shipped catalog lists finance-compliance-3 as retired.
     control_topic = topic(partitions=1, config=COMPACT)
     where = ["--bootstrap", kafka_broker.bootstrap, "--control-topic", control_topic]
     where += ["--db", str(tmp_path / "agentwatch.duckdb")]
     assert cli("breaker", "status", *where) == 0
-    assert "no breakers" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "finance-compliance-3" in table and "held (retired)" in table
+    assert read_control(kafka_broker.bootstrap, control_topic) == {}  # reading wrote nothing
+
     args = ["--tool", "search", "--reason", "flaky", "--by", "bo", "--cooldown", "90s", *where]
     assert cli("breaker", "open", "it-support", *args) == 0
     assert cli("breaker", "open", "it-support", *args) == 0  # already open: no new message
     assert "already open" in capsys.readouterr().out
+    assert cli("breaker", "close", "finance-compliance-3", "--reason", "x", *where) == 1
+    assert "retired" in capsys.readouterr().err
+
     assert cli("breaker", "status", "--format", "json", *where) == 0
-    [row] = json.loads(capsys.readouterr().out)
-    assert (row["breaker"], row["state"], row["actor"], row["reason"]) == (
-        "it-support/search",
-        "open",
-        "person:bo",
-        "flaky",
-    )
-    assert row["cooldown"].endswith("s left")
+    rows = {r["breaker"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"finance-compliance-3", "it-support/search"}
+    search = rows["it-support/search"]
+    assert (search["state"], search["actor"], search["reason"]) == ("open", "person:bo", "flaky")
+    assert search["cooldown"].endswith("s left")
+    assert rows["finance-compliance-3"]["cooldown"] == "held (retired)"
     assert cli("breaker", "status", *where) == 0
     table = capsys.readouterr().out
-    assert "it-support/search" in table and "open" in table and "flaky" in table
-    assert len(read_control(kafka_broker.bootstrap, control_topic)) == 1
+    assert "it-support/search" in table and "flaky" in table
+
+    # The first write published the hold, so the retired agent's SDK halts too.
+    states = read_control(kafka_broker.bootstrap, control_topic)
+    held = states["finance-compliance-3"].message
+    assert (held.state, held.actor) == ("open", "system:catalog")
+    assert len(states) == 2
 
 
 @pytest.mark.integration

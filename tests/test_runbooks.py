@@ -9,7 +9,9 @@ from typing import Any
 
 import duckdb
 import pytest
+import yaml
 
+from agentwatch.alerts.catalog import load_catalog
 from agentwatch.alerts.control import BreakerControl, Published
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.runbooks import (
@@ -17,6 +19,7 @@ from agentwatch.alerts.runbooks import (
     RunbookContext,
     RunbookError,
     approve,
+    catalog_pins,
     find_runbook,
     load_runbooks,
     parse_duration,
@@ -98,6 +101,37 @@ def test_the_shipped_runbooks_load_with_the_ids_rules_link_to() -> None:
     ):
         assert runbook_id(url) == "contain-agent"
         assert find_runbook(url, books) is books["contain-agent"]
+
+
+def test_every_shipped_rules_runbook_url_names_a_shipped_runbook() -> None:
+    books = load_runbooks()
+    urls = {
+        rule["annotations"]["runbook_url"]
+        for path in sorted((RUNBOOK_DIR.parent / "rules").glob("*.yaml"))
+        for rule in _rules(yaml.safe_load(path.read_text()))
+        if rule.get("annotations", {}).get("runbook_url")
+    }
+    assert urls, "the shipped rules link no runbooks"
+    assert {u: find_runbook(u, books) is not None for u in urls} == dict.fromkeys(urls, True)
+
+
+def _rules(doc: Any) -> list[dict[str, Any]]:
+    """Rules of a rules file, whether listed at the top or in Prometheus-style groups."""
+    if isinstance(doc, list):
+        return [r for r in doc if isinstance(r, dict)]
+    if not isinstance(doc, dict):
+        return []
+    found = _rules(doc.get("rules", []))
+    for group in doc.get("groups", []) or []:
+        found += _rules(group)
+    return found
+
+
+def test_catalog_pins_give_rollbacks_the_pinned_versions() -> None:
+    pins = catalog_pins(load_catalog())
+    entry = next(a for a in load_catalog() if a.pinned.prompt_version is not None)
+    assert pins(entry.agent_id)["prompt_version"] == entry.pinned.prompt_version  # type: ignore[index]
+    assert pins("not-in-the-catalog") is None
 
 
 @pytest.mark.parametrize(
