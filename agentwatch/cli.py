@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "agentwatch.ingest.contract_cmd",
     "agentwatch.processors.cost_cmd",
     "agentwatch.alerts.breaker_cmd",
+    "agentwatch.alerts.runbooks",
     "agentwatch.alerts.run_cmd",
     "agentwatch.alerts.silence_cmd",
     "agentwatch.alerts.prom_export",

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import polars as pl
 import yaml
 
-from agentwatch.alerts.catalog import Catalog
+from agentwatch.alerts.catalog import DEFAULT_CATALOG, Catalog, load_catalog
 from agentwatch.alerts.model import Alert, AlertState
 from agentwatch.config import Settings
 from agentwatch.processors.store import CATALOG_FILE, SegmentStore
@@ -571,6 +571,13 @@ def resume(
     return run_runbook(book, alert, context)
 
 
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
+    """Add ``agentwatch alerts approve`` to the shared ``alerts`` group."""
+    from agentwatch.alerts.cli_group import alerts_subparsers
+
+    register_approve(alerts_subparsers(sub), settings)
+
+
 def register_approve(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings
 ) -> None:
@@ -603,6 +610,12 @@ def register_approve(
         help="the compacted control topic (default %(default)s)",
     )
     p.add_argument(
+        "--catalog",
+        type=Path,
+        default=Path(settings.get("alerts", "catalog", str(DEFAULT_CATALOG))),
+        help="agent catalog: the versions a rollback goes back to (default: the shipped one)",
+    )
+    p.add_argument(
         "--runbooks",
         type=Path,
         default=Path(settings.get("alerts", "runbooks", str(RUNBOOK_DIR))),
@@ -621,11 +634,12 @@ def _cmd_approve(args: argparse.Namespace) -> int:
         print(f"agentwatch: {exc}", file=sys.stderr)
         return 1
     print(f"approved {args.action_id} ({waiting['runbook']} step {waiting['step']}) by {args.by}")
-    context = RunbookContext(
-        store=store,
-        connect_control=lambda: BreakerControl.connect(args.bootstrap, args.control_topic),
-    )
     try:
+        context = RunbookContext(
+            store=store,
+            connect_control=lambda: BreakerControl.connect(args.bootstrap, args.control_topic),
+            pinned_versions=catalog_pins(load_catalog(args.catalog)),
+        )
         rows = resume(waiting, context, load_runbooks(args.runbooks))
     except RunbookError as exc:
         print(f"agentwatch: {exc}", file=sys.stderr)
@@ -655,6 +669,7 @@ __all__ = [
     "load_runbooks",
     "parse_runbook",
     "record_actions",
+    "register",
     "register_approve",
     "resume",
     "run_id",

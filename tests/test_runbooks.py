@@ -288,3 +288,36 @@ def test_the_actions_table_is_queryable_in_the_catalog(tmp_path: Path) -> None:
         (1, "open_breaker", "rule:PolicyViolationBurst", "ok"),
         (2, "notify_owner", "rule:PolicyViolationBurst", "ok"),
     ]
+
+
+def test_alerts_approve_on_the_command_line_records_the_person_and_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agentwatch.cli import build_parser
+    from agentwatch.config import Settings
+
+    h = Harness(tmp_path)
+    waiting = h.run("rollback-release", alert("QualityDrift"))[-1]
+    monkeypatch.setattr(BreakerControl, "connect", classmethod(lambda cls, *a, **k: h.control))
+    db = str(h.store.catalog_path)
+
+    def approve_cli(*args: str) -> int:
+        parsed = build_parser(Settings()).parse_args(["alerts", "approve", *args, "--db", db])
+        code: int = parsed.handler(parsed)
+        return code
+
+    assert approve_cli("missing-id", "--by", "ana") == 1
+    assert "no runbook step waits" in capsys.readouterr().err
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(
+        "agents:\n"
+        "  - {agent_id: hr-assistant, owner: hr, oncall: hr-oncall, risk_tier: high,\n"
+        "     status: active, pinned: {prompt_version: v2, model: gpt-4o-mini}}\n"
+    )
+    assert approve_cli(waiting["action_id"], "--by", "ana", "--catalog", str(catalog)) == 0
+    out = capsys.readouterr().out
+    assert f"approved {waiting['action_id']}" in out and "rollback: ok" in out
+    approved = [r for r in h.actions() if r["action"] == "approve"]
+    assert [(r["actor"], r["result"]) for r in approved] == [("person:ana", "ok")]
+    rollback = next(m for m in h.topic.published if m.type == "rollback")
+    assert rollback.versions == {"prompt_version": "v2", "model": "gpt-4o-mini"}
