@@ -501,11 +501,18 @@ class Evaluator:
         if rule.change is None:
             rows = [(s, s.value, s.samples, "") for s in current]
         else:
-            earlier = by_labels(samples(Window(at - 2 * rule.window, at - rule.window)))
+            w = rule.window
+            earlier = by_labels(samples(Window(at - 2 * w, at - w)))
+            # A group seen in no window before the previous one may have started during
+            # it: a partly filled previous window would make any steady traffic a spike.
+            before = by_labels(samples(Window(at - 3 * w, at - 2 * w)))
             rows = []
             for s in current:
-                prev = earlier.get(tuple(sorted(s.labels.items())))
+                key = tuple(sorted(s.labels.items()))
+                prev = earlier.get(key)
                 value, note = _change(rule, s, prev)
+                if value is not None and key not in before:
+                    value, note = None, "no data before the previous window: it may be partial"
                 basis = min(s.samples, prev.samples) if prev is not None else 0
                 rows.append((s, value, basis, note))
         return [

@@ -437,16 +437,28 @@ SPIKE = Rule("Spike", "cost_usd", ">", 3.0, MINUTE, change="ratio", min_samples=
 
 
 def test_a_rate_of_change_rule_compares_the_window_with_the_one_before(tmp_path: Path) -> None:
-    db = store_with(tmp_path, cost_calls(0, 20, 0.01), cost_calls(60, 20, 0.05))
-    [alert] = Evaluator(db, [SPIKE], CATALOG).evaluate(at(120)).alerts
+    db = store_with(
+        tmp_path, cost_calls(0, 20, 0.01), cost_calls(60, 20, 0.01), cost_calls(120, 20, 0.05)
+    )
+    [alert] = Evaluator(db, [SPIKE], CATALOG).evaluate(at(180)).alerts
     assert alert.value == pytest.approx(5.0)
 
 
-def test_a_rate_of_change_against_nothing_gets_no_verdict(tmp_path: Path) -> None:
+def test_a_rate_of_change_against_nothing_has_no_data(tmp_path: Path) -> None:
     db = store_with(tmp_path, cost_calls(60, 20, 0.05))
     evaluation = Evaluator(db, [SPIKE], CATALOG).evaluate(at(120))
     assert evaluation.alerts == ()
     assert [v.outcome for v in evaluation.verdicts] == ["no_data"]
+
+
+def test_traffic_that_just_started_is_no_spike(tmp_path: Path) -> None:
+    # Traffic began 10 s into the previous window: that window is partly empty.
+    db = store_with(tmp_path, cost_calls(70, 50, 0.01), cost_calls(120, 60, 0.01))
+    evaluation = Evaluator(db, [SPIKE], CATALOG).evaluate(at(180))
+    assert evaluation.alerts == ()
+    [verdict] = evaluation.verdicts
+    assert verdict.outcome == "held"
+    assert "no data before the previous window" in verdict.reason
 
 
 def test_the_shipped_rules_stay_quiet_on_a_healthy_agent(tmp_path: Path) -> None:
