@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "agentwatch.alerts.silence_cmd",
     "agentwatch.alerts.prom_export",
     "agentwatch.alerts.receive",
+    "agentwatch.alerts.routes_cmd",
     "agentwatch.dashboards.cli",
     "agentwatch.demo",
 )

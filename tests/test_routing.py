@@ -19,6 +19,7 @@ from agentwatch.alerts.routing import (
     parse_duration,
     parse_route,
 )
+from agentwatch.cli import main
 
 TREE = yaml.safe_load(
     """
@@ -179,3 +180,16 @@ def test_shipped_config_routes_the_catalog_agents_to_their_contacts(tmp_path: Pa
     ]
     for entry in catalog:
         assert entry.owner in config.receivers and entry.oncall in config.receivers
+
+
+def test_routes_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["alerts", "routes"]) == 0
+    assert "ok, " in capsys.readouterr().out
+    labels = ["alertname=AgentViolationBurst", "agent_id=hr-assistant-1", "severity=critical"]
+    assert main(["alerts", "routes", *labels]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith('people-platform-oncall\tgroup {}/{severity="critical"}:')
+    broken = tmp_path / "notify.yaml"
+    broken.write_text("route: {receiver: nobody}\nreceivers: []\n")
+    assert main(["alerts", "routes", "--notify-config", str(broken)]) == 2
+    assert "receiver 'nobody' is not defined" in capsys.readouterr().err
