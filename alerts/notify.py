@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 
 NotificationStatus = Literal["sent", "failed", "suppressed"]
 NOTIFICATIONS_TABLE = "notifications"
+# What was announced to a group that no longer exists is forgotten after this long, as
+# Alertmanager's notification log forgets (its default retention is 120 h).
+SENT_RETENTION = dt.timedelta(days=5)
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,7 @@ class Notifier:
         self._retrying: list[_Delivery] = []
         self._unlogged: list[NotificationRecord] = []
         self._silence_error: str | None = None
+        self._pruned_at: dt.datetime | None = None
 
     @classmethod
     def from_files(
@@ -289,7 +293,18 @@ class Notifier:
             if group.next_flush <= now:
                 self._flush(group, now, records)
         self._write(records)
+        self._prune(now)
         return records
+
+    def _prune(self, now: dt.datetime) -> None:
+        """Forget old announcements of groups that are gone (at most once an hour)."""
+        if self._pruned_at is not None and now - self._pruned_at < dt.timedelta(hours=1):
+            return
+        self._pruned_at = now
+        live = {key for _, key in self._groups}
+        self._sent = {
+            k: v for k, v in self._sent.items() if k[1] in live or v.ts >= now - SENT_RETENTION
+        }
 
     def next_wakeup(self) -> dt.datetime | None:
         """The earliest moment at which ``tick`` has something to do."""

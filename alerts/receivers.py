@@ -97,8 +97,9 @@ class Notification:
     def title(self) -> str:
         """``[FIRING:2] HighErrorRate support-bot``: status, count, group labels."""
         count = len(self.firing) if self.firing else len(self.resolved)
-        labels = " ".join(v for _, v in sorted(self.group_labels.items()))
-        return f"[{self.status.upper()}:{count}] {labels}".rstrip()
+        name = self.group_labels.get("alertname", "")
+        rest = [v for k, v in sorted(self.group_labels.items()) if k != "alertname"]
+        return f"[{self.status.upper()}:{count}] " + " ".join(x for x in (name, *rest) if x)
 
 
 def _common(maps: Sequence[Mapping[str, str]]) -> dict[str, str]:

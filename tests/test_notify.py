@@ -464,3 +464,16 @@ def test_evaluation_sink_feeds_firing_and_real_resolutions() -> None:
     resolved = alert(rule="A", state="resolved")
     sink(Evaluation(T0 + 300 * S, (Transition(resolved, "firing"),), (still,), ()))
     assert [x.status for x in fake.sent] == ["firing", "firing", "resolved"]
+
+
+def test_old_announcements_of_gone_groups_are_forgotten() -> None:
+    n, fake, _ = make()
+    n.process([alert(rule="Old"), alert(rule="Live")], T0)
+    n.tick(T0 + 30 * S)
+    n.process([alert(rule="Old", state="resolved")], T0 + 40 * S)
+    n.tick(T0 + 330 * S)
+    assert len(n._sent) == 2
+    later = T0 + dt.timedelta(days=6)
+    n.tick(later)  # the live group repeats (fresh entry); the old one is gone
+    assert [key for _, key in n._sent] == ['{}:{agent_id="support-bot", alertname="Live"}']
+    assert fake.sent[-1].alerts[0].rule == "Live"

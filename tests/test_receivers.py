@@ -172,11 +172,11 @@ def test_slack_payload(server: Capture) -> None:
     body = server.requests[0].body
     assert set(body) == {"text", "blocks", "attachments", "channel"}
     assert body["channel"] == "#support"
-    assert body["text"] == ("[FIRING:2] support-bot HighErrorRate error rate high on support-bot")
+    assert body["text"] == ("[FIRING:2] HighErrorRate support-bot error rate high on support-bot")
     header, first, _, context = body["blocks"]
     assert header == {
         "type": "header",
-        "text": {"type": "plain_text", "text": "[FIRING:2] support-bot HighErrorRate"},
+        "text": {"type": "plain_text", "text": "[FIRING:2] HighErrorRate support-bot"},
     }
     assert first["type"] == "section" and first["text"]["type"] == "mrkdwn"
     assert "*error rate high on support-bot*" in first["text"]["text"]
@@ -217,7 +217,7 @@ def test_pagerduty_trigger(server: Capture, severity: str, expected: str) -> Non
     assert payload["severity"] == expected
     assert payload["source"] == "support-bot"
     assert payload["summary"] == (
-        "[FIRING:1] support-bot HighErrorRate error rate high on support-bot"
+        "[FIRING:1] HighErrorRate support-bot error rate high on support-bot"
     )
     assert payload["timestamp"] == "2025-03-01T09:30:00Z"
     assert payload["class"] == "HighErrorRate" and payload["component"] == "support-bot"
