@@ -9,7 +9,7 @@ KAFKA_LIBS := .kafka/libs
 DEMO_SECONDS ?= 60
 PYTEST_ARGS ?=
 
-.PHONY: help install prereqs test-tools test unit integration lint demo bench clean
+.PHONY: help install prereqs test-tools test unit integration lint demo bench bench-drift clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ demo: install ## start a local broker, a processor and a simulated fleet, then p
 
 bench: install ## end-to-end throughput against Kafka's own consumer, as one JSON line
 	$(BIN)/python -m bench.throughput
+
+bench-drift: install ## drift detection delay per scenario and false alarms on the control (JSON last)
+	$(BIN)/python -m bench.drift
 
 clean: ## remove the venv, fetched jars and demo data
 	rm -rf $(VENV) .kafka data .pytest_cache .mypy_cache .ruff_cache
