@@ -1,0 +1,264 @@
+"""Drift settings: built-in ``drift.yaml`` defaults, with a user file merged over them.
+
+Thresholds and minimum samples are resolved per agent and signal, most specific first:
+an agent pattern's signal entry, the agent pattern's own entry, the signal's entry, the
+defaults. So an owner can loosen one noisy signal of one agent without touching the rest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, cast
+
+import yaml
+
+from agentwatch.config import ConfigError
+from agentwatch.processors.drift import stats
+from agentwatch.processors.drift.stats import Kind
+
+BUILTIN: Final = Path(__file__).with_name("drift.yaml")
+DIMENSIONS: Final = ("agent_version", "prompt_version", "model")
+KINDS: Final[tuple[Kind, ...]] = ("numeric", "categorical", "rate")
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
+_UNIT_S: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_TOP_KEYS: Final = {
+    "grain", "window", "reference", "settle", "session_lookback", "release", "large_sample",
+    "min_expected", "tests", "thresholds", "min_samples", "signals", "agents",
+}  # fmt: skip
+_OVERRIDE_KEYS: Final = {"thresholds", "min_samples", "enabled"}
+
+
+def parse_duration(text: str | int | float) -> dt.timedelta:
+    """``90s``, ``5m``, ``1h``, ``7d``, ``2w``, or a number of seconds."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return dt.timedelta(seconds=float(text))
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ConfigError(f"{text!r} is not a duration such as 30m, 1h or 7d")
+    return dt.timedelta(seconds=int(m.group(1)) * _UNIT_S[m.group(2)])
+
+
+def format_duration(delta: dt.timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit in ("w", "d", "h", "m"):
+        if seconds and seconds % _UNIT_S[unit] == 0:
+            return f"{seconds // _UNIT_S[unit]}{unit}"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class TestChoice:
+    """Which registered test a kind of signal uses below and above ``large_sample``."""
+
+    small: str
+    large: str
+    always: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Override:
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    min_samples: Mapping[str, int] = field(default_factory=dict)
+    enabled: bool | None = None
+
+
+@dataclass(frozen=True)
+class AgentOverride:
+    pattern: str
+    own: Override
+    signals: Mapping[str, Override]
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    grain: dt.timedelta
+    window: dt.timedelta
+    reference: dt.timedelta
+    settle: dt.timedelta
+    session_lookback: dt.timedelta
+    release_window: dt.timedelta
+    release_dimensions: tuple[str, ...]
+    release_min_history: dt.timedelta
+    large_sample: int
+    min_expected: float
+    tests: Mapping[Kind, TestChoice]
+    thresholds: Mapping[str, float]
+    min_samples: Mapping[str, int]
+    signals: Mapping[str, Override]
+    agents: tuple[AgentOverride, ...]
+    source: str = "built-in"
+
+    @property
+    def grain_s(self) -> int:
+        return int(self.grain.total_seconds())
+
+    def _layers(self, agent_id: str, signal: str) -> list[Override]:
+        """Overrides from most to least specific."""
+        layers: list[Override] = []
+        for agent in self.agents:
+            if fnmatch.fnmatchcase(agent_id, agent.pattern):
+                if signal in agent.signals:
+                    layers.append(agent.signals[signal])
+                layers.append(agent.own)
+                break
+        if signal in self.signals:
+            layers.append(self.signals[signal])
+        return layers
+
+    def threshold(self, agent_id: str, signal: str, test: str) -> float:
+        for layer in self._layers(agent_id, signal):
+            if test in layer.thresholds:
+                return layer.thresholds[test]
+        return self.thresholds[test]
+
+    def min_sample(self, agent_id: str, signal: str, test: str) -> int:
+        for layer in self._layers(agent_id, signal):
+            if test in layer.min_samples:
+                return layer.min_samples[test]
+        return self.min_samples[test]
+
+    def enabled(self, agent_id: str, signal: str) -> bool:
+        for layer in self._layers(agent_id, signal):
+            if layer.enabled is not None:
+                return layer.enabled
+        return True
+
+    def tests_for(self, kind: Kind) -> TestChoice:
+        return self.tests[kind]
+
+
+def load_config(path: Path | None = None) -> DriftConfig:
+    """The built-in settings, with ``path`` (YAML) merged over them when given."""
+    data = _read(BUILTIN)
+    source = "built-in"
+    if path is not None:
+        if not path.exists():
+            raise ConfigError(f"drift config {path} does not exist")
+        data = _merge(data, _read(path))
+        source = str(path)
+    try:
+        return _build(data, source)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def config_from_mapping(overrides: Mapping[str, Any]) -> DriftConfig:
+    """The built-in settings with ``overrides`` merged over them (tests, the bench)."""
+    return _build(_merge(_read(BUILTIN), overrides), "built-in+overrides")
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _build(data: Mapping[str, Any], source: str) -> DriftConfig:
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"{source}: unknown drift settings {sorted(unknown)}")
+    durations = {
+        k: parse_duration(data[k])
+        for k in ("grain", "window", "reference", "settle", "session_lookback")
+    }
+    release = data.get("release") or {}
+    release_window = parse_duration(release.get("window", "24h"))
+    dimensions = tuple(release.get("dimensions", DIMENSIONS))
+    min_history = parse_duration(release.get("min_history", "6h"))
+    for dim in dimensions:
+        if dim not in DIMENSIONS:
+            raise ConfigError(f"{source}: release dimension {dim!r} is not one of {DIMENSIONS}")
+    grain = durations["grain"]
+    if grain < dt.timedelta(minutes=1) or grain.total_seconds() % 60:
+        raise ConfigError(f"{source}: grain must be whole minutes, at least 1m")
+    for name, value in (
+        ("window", durations["window"]),
+        ("reference", durations["reference"]),
+        ("release.window", release_window),
+        ("release.min_history", min_history),
+    ):
+        if value <= dt.timedelta(0) or value.total_seconds() % grain.total_seconds():
+            raise ConfigError(
+                f"{source}: {name} ({format_duration(value)}) must be a positive multiple "
+                f"of grain ({format_duration(grain)})"
+            )
+    tests: dict[Kind, TestChoice] = {}
+    for kind in KINDS:
+        raw = data["tests"][kind]
+        choice = TestChoice(raw["small"], raw["large"], tuple(raw.get("always", ())))
+        for name in (choice.small, choice.large, *choice.always):
+            if stats.get(name).kind != kind:
+                raise ConfigError(f"{source}: test {name!r} is not a {kind} test")
+        tests[kind] = choice
+    thresholds = {str(k): float(v) for k, v in data["thresholds"].items()}
+    min_samples = {str(k): int(v) for k, v in data["min_samples"].items()}
+    for name in stats.REGISTRY:
+        if name not in thresholds or name not in min_samples:
+            raise ConfigError(f"{source}: test {name!r} needs a threshold and min_samples")
+    agents = tuple(
+        AgentOverride(
+            str(pattern),
+            _override(entry or {}, f"agents.{pattern}", allow_signals=True),
+            {
+                str(sig): _override(v or {}, f"agents.{pattern}.signals.{sig}")
+                for sig, v in ((entry or {}).get("signals") or {}).items()
+            },
+        )
+        for pattern, entry in (data.get("agents") or {}).items()
+    )
+    signals = {
+        str(sig): _override(v or {}, f"signals.{sig}")
+        for sig, v in (data.get("signals") or {}).items()
+    }
+    return DriftConfig(
+        grain=grain,
+        window=durations["window"],
+        reference=durations["reference"],
+        settle=durations["settle"],
+        session_lookback=durations["session_lookback"],
+        release_window=release_window,
+        release_dimensions=dimensions,
+        release_min_history=min_history,
+        large_sample=int(data["large_sample"]),
+        min_expected=float(data["min_expected"]),
+        tests=tests,
+        thresholds=thresholds,
+        min_samples=min_samples,
+        signals=signals,
+        agents=agents,
+        source=source,
+    )
+
+
+def _override(entry: Mapping[str, Any], where: str, allow_signals: bool = False) -> Override:
+    allowed = _OVERRIDE_KEYS | ({"signals"} if allow_signals else set())
+    unknown = set(entry) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown settings {sorted(unknown)}")
+    for test in (*(entry.get("thresholds") or {}), *(entry.get("min_samples") or {})):
+        stats.get(test)
+    enabled = entry.get("enabled")
+    return Override(
+        thresholds={str(k): float(v) for k, v in (entry.get("thresholds") or {}).items()},
+        min_samples={str(k): int(v) for k, v in (entry.get("min_samples") or {}).items()},
+        enabled=None if enabled is None else bool(cast(bool, enabled)),
+    )

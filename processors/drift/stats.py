@@ -1,0 +1,354 @@
+"""Drift tests: small pure functions over aligned counts, behind one registry.
+
+Every test receives the same input, :class:`Counts`: how often each key occurred in the
+reference and in the current window. A key is a histogram bin (with a representative
+value) for a numeric signal, a category for a mix, or ``false``/``true`` for a rate. So
+a test runs equally on a compact precomputed summary and, for the golden tests, on raw
+samples (:meth:`Counts.from_samples` keeps every distinct value as its own key, which
+makes the results equal scipy's on the raw data).
+
+A test returns its statistic and, when it has one, a p-value. Tests with a p-value are
+decided after Benjamini-Hochberg across a window (:func:`fdr_adjust`); distance scores
+are compared with their threshold as they are. Adding a test is one decorated function.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+from scipy.spatial import distance
+
+Kind = Literal["numeric", "categorical", "rate"]
+FloatArray = npt.NDArray[np.float64]
+
+RATE_KEYS: Final = ("false", "true")
+# Half a count added to every PSI bin, so that an empty bin gives a finite, small term
+# rather than an infinite one (a common smoothing; documented in docs/drift.md).
+PSI_SMOOTHING: Final = 0.5
+PSI_BINS: Final = 10
+# Categories expected fewer times than this in either window are pooled before chi-square,
+# whose p-value is unreliable for sparse cells.
+CHI2_MIN_EXPECTED: Final = 5.0
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Counts of the reference and the current window over the same keys.
+
+    ``values`` gives each key's position for numeric signals (ascending; a bin's
+    representative value); it is None for categories and rates.
+    """
+
+    ref: FloatArray
+    cur: FloatArray
+    values: FloatArray | None = None
+
+    def __post_init__(self) -> None:
+        if self.ref.shape != self.cur.shape:
+            raise ValueError("reference and current counts need the same keys")
+        if self.values is not None and self.values.shape != self.ref.shape:
+            raise ValueError("one value per key")
+
+    @property
+    def n_ref(self) -> int:
+        return int(round(float(self.ref.sum())))
+
+    @property
+    def n_cur(self) -> int:
+        return int(round(float(self.cur.sum())))
+
+    @classmethod
+    def from_samples(cls, ref: Sequence[float], cur: Sequence[float]) -> Counts:
+        """Exact counts of raw numeric samples: every distinct value is a key."""
+        a = np.asarray(ref, dtype=np.float64)
+        b = np.asarray(cur, dtype=np.float64)
+        values = np.unique(np.concatenate([a, b]))
+        idx_a = np.searchsorted(values, a)
+        idx_b = np.searchsorted(values, b)
+        return cls(
+            np.bincount(idx_a, minlength=values.size).astype(np.float64),
+            np.bincount(idx_b, minlength=values.size).astype(np.float64),
+            values,
+        )
+
+    @classmethod
+    def from_categories(cls, ref: Sequence[str], cur: Sequence[str]) -> Counts:
+        keys = sorted(set(ref) | set(cur))
+        pos = {k: i for i, k in enumerate(keys)}
+        a = np.zeros(len(keys))
+        b = np.zeros(len(keys))
+        for k in ref:
+            a[pos[k]] += 1
+        for k in cur:
+            b[pos[k]] += 1
+        return cls(a, b)
+
+    @classmethod
+    def from_rates(cls, ref: tuple[int, int], cur: tuple[int, int]) -> Counts:
+        """``(successes, total)`` of each window, as counts of ``false`` and ``true``."""
+        (s_ref, n_ref), (s_cur, n_cur) = ref, cur
+        return cls(
+            np.array([n_ref - s_ref, s_ref], dtype=np.float64),
+            np.array([n_cur - s_cur, s_cur], dtype=np.float64),
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    statistic: float
+    p_value: float | None  # None for distance scores
+
+
+TestFn = Callable[[Counts], Outcome]
+
+
+@dataclass(frozen=True)
+class StatTest:
+    name: str
+    kind: Kind
+    p_valued: bool
+    fn: TestFn
+    description: str
+
+    def __call__(self, counts: Counts) -> Outcome:
+        return self.fn(counts)
+
+
+REGISTRY: dict[str, StatTest] = {}
+
+
+def register(
+    name: str, kind: Kind, *, p_valued: bool, description: str
+) -> Callable[[TestFn], TestFn]:
+    """Add a test to the registry under ``name`` (the ``test`` column of drift_scores)."""
+
+    def add(fn: TestFn) -> TestFn:
+        if name in REGISTRY:
+            raise ValueError(f"drift test {name!r} is registered twice")
+        REGISTRY[name] = StatTest(name, kind, p_valued, fn, description)
+        return fn
+
+    return add
+
+
+def get(name: str) -> StatTest:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(REGISTRY))
+        raise KeyError(f"unknown drift test {name!r} (known: {known})") from None
+
+
+# --------------------------------------------------------------------------- numeric
+
+
+def _numeric(counts: Counts) -> FloatArray:
+    if counts.values is None:
+        raise ValueError("a numeric test needs the keys' values")
+    return counts.values
+
+
+def _cdfs(counts: Counts) -> tuple[FloatArray, FloatArray]:
+    return np.cumsum(counts.ref) / counts.ref.sum(), np.cumsum(counts.cur) / counts.cur.sum()
+
+
+@register(
+    "ks",
+    "numeric",
+    p_valued=True,
+    description="two-sample Kolmogorov-Smirnov: largest gap between the two CDFs; "
+    "p-value from Smirnov's asymptotic distribution (scipy's ks_2samp method='asymp')",
+)
+def ks(counts: Counts) -> Outcome:
+    _numeric(counts)
+    f_ref, f_cur = _cdfs(counts)
+    d = float(np.max(np.abs(f_ref - f_cur))) if f_ref.size else 0.0
+    m, n = sorted((float(counts.n_ref), float(counts.n_cur)), reverse=True)
+    en = m * n / (m + n)
+    p = float(np.clip(stats.kstwo.sf(d, round(en)), 0.0, 1.0))
+    return Outcome(d, p)
+
+
+@register(
+    "wasserstein",
+    "numeric",
+    p_valued=False,
+    description="Wasserstein-1 (earth mover's) distance divided by the reference's standard "
+    "deviation: how far, in reference spreads, the distribution moved",
+)
+def wasserstein(counts: Counts) -> Outcome:
+    values = _numeric(counts)
+    w = float(stats.wasserstein_distance(values, values, counts.ref, counts.cur))
+    scale = _std(values, counts.ref)
+    if scale == 0.0:  # a constant reference: measure in the pooled spread instead
+        scale = _std(values, counts.ref + counts.cur)
+    return Outcome(w / scale if scale > 0.0 else 0.0, None)
+
+
+def _std(values: FloatArray, weights: FloatArray) -> float:
+    total = float(weights.sum())
+    if total <= 0.0:
+        return 0.0
+    mean = float(np.dot(values, weights)) / total
+    return math.sqrt(max(float(np.dot((values - mean) ** 2, weights)) / total, 0.0))
+
+
+def psi_groups(counts: Counts, bins: int = PSI_BINS) -> npt.NDArray[np.int64]:
+    """PSI bin of each key: deciles of the reference (keys sorted by value).
+
+    A key goes to bin ``floor(bins * F_ref(before it))``, so each bin holds about a tenth
+    of the reference; values below or above the reference's range fall in the outer
+    bins, and a value holding many tied observations fills its bin alone.
+    """
+    _numeric(counts)
+    before = (np.cumsum(counts.ref) - counts.ref) / counts.ref.sum()
+    return np.minimum((before * bins + 1e-9).astype(np.int64), bins - 1)
+
+
+def psi_proportions(counts: Counts, bins: int = PSI_BINS) -> tuple[FloatArray, FloatArray]:
+    """Smoothed proportions of the reference and the current window in the PSI bins."""
+    groups = psi_groups(counts, bins)
+    ref = np.bincount(groups, weights=counts.ref, minlength=bins)
+    cur = np.bincount(groups, weights=counts.cur, minlength=bins)
+    used = (ref + cur) > 0
+    ref, cur = ref[used] + PSI_SMOOTHING, cur[used] + PSI_SMOOTHING
+    return ref / ref.sum(), cur / cur.sum()
+
+
+@register(
+    "psi",
+    "numeric",
+    p_valued=False,
+    description="population stability index over the reference's deciles: "
+    "sum((cur - ref) * ln(cur / ref)) of the bin shares, half a count added per bin",
+)
+def psi(counts: Counts) -> Outcome:
+    ref, cur = psi_proportions(counts)
+    return Outcome(float(np.sum((cur - ref) * np.log(cur / ref))), None)
+
+
+# --------------------------------------------------------------------------- categorical
+
+
+def pooled_table(counts: Counts, min_expected: float = CHI2_MIN_EXPECTED) -> FloatArray:
+    """2 x k table with empty categories dropped and sparse ones pooled into one column."""
+    table = np.vstack([counts.ref, counts.cur])
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:
+        return table
+    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
+    sparse = (expected < min_expected).any(axis=0)
+    if sparse.sum() >= 2:
+        pooled = table[:, sparse].sum(axis=1, keepdims=True)
+        table = np.hstack([table[:, ~sparse], pooled])
+    return table
+
+
+@register(
+    "chi2",
+    "categorical",
+    p_valued=True,
+    description="chi-square test of homogeneity on the 2 x k table of category counts "
+    "(categories expected fewer than 5 times pooled)",
+)
+def chi2(counts: Counts) -> Outcome:
+    table = pooled_table(counts)
+    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
+        return Outcome(0.0, 1.0)  # one category: nothing can differ
+    result = stats.chi2_contingency(table, correction=False)
+    return Outcome(float(result.statistic), float(result.pvalue))
+
+
+@register(
+    "jensen_shannon",
+    "categorical",
+    p_valued=False,
+    description="Jensen-Shannon distance (base 2, from 0 to 1) between the category shares",
+)
+def jensen_shannon(counts: Counts) -> Outcome:
+    if counts.ref.sum() == 0 or counts.cur.sum() == 0:
+        return Outcome(0.0, None)
+    p = counts.ref / counts.ref.sum()
+    q = counts.cur / counts.cur.sum()
+    return Outcome(float(distance.jensenshannon(p, q, base=2.0)), None)
+
+
+# --------------------------------------------------------------------------- rates
+
+
+def _rates(counts: Counts) -> tuple[float, float, float, float]:
+    if counts.ref.shape != (2,):
+        raise ValueError("a rate test needs the counts of false and true")
+    return float(counts.ref[1]), float(counts.ref.sum()), float(counts.cur[1]), float(counts.cur.sum())
+
+
+@register(
+    "two_proportion",
+    "rate",
+    p_valued=True,
+    description="two-proportion z-test with the pooled proportion; statistic is z "
+    "(current minus reference)",
+)
+def two_proportion(counts: Counts) -> Outcome:
+    s1, n1, s2, n2 = _rates(counts)
+    pooled = (s1 + s2) / (n1 + n2)
+    se = math.sqrt(pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2))
+    if se == 0.0:
+        return Outcome(0.0, 1.0)
+    z = (s2 / n2 - s1 / n1) / se
+    return Outcome(z, float(2.0 * stats.norm.sf(abs(z))))
+
+
+@register(
+    "fisher_exact",
+    "rate",
+    p_valued=True,
+    description="Fisher's exact test on the 2 x 2 table, for rates whose expected counts "
+    "are too small for the z-test; statistic is the difference of the rates (current minus "
+    "reference)",
+)
+def fisher_exact(counts: Counts) -> Outcome:
+    s1, n1, s2, n2 = _rates(counts)
+    table = [[int(s2), int(n2 - s2)], [int(s1), int(n1 - s1)]]
+    result = stats.fisher_exact(table)
+    return Outcome(s2 / n2 - s1 / n1, float(result.pvalue))
+
+
+def min_expected(counts: Counts) -> float:
+    """Smallest expected cell of the 2 x 2 table: the z-test wants every one >= 5."""
+    table = np.vstack([counts.ref, counts.cur])
+    total = table.sum()
+    if total == 0:
+        return 0.0
+    return float((np.outer(table.sum(axis=1), table.sum(axis=0)) / total).min())
+
+
+# --------------------------------------------------------------------------- FDR
+
+
+def fdr_adjust(p_values: Sequence[float]) -> FloatArray:
+    """Benjamini-Hochberg adjusted p-values (q-values): drift where q <= the FDR level."""
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.size == 0:
+        return p
+    return np.asarray(stats.false_discovery_control(p, method="bh"), dtype=np.float64)
+
+
+def severity(score: float | None, threshold: float, p_valued: bool) -> float | None:
+    """How far past its threshold a result is, 1.0 at the threshold, on every test's scale.
+
+    Distances: score / threshold. P-valued tests (score is the q-value):
+    log(q) / log(alpha), so q = alpha gives 1 and smaller q gives more.
+    """
+    if score is None or math.isnan(score):
+        return None
+    if not p_valued:
+        return score / threshold if threshold > 0 else math.inf
+    q = min(max(score, 1e-300), 1.0)
+    return math.log(q) / math.log(threshold) if 0.0 < threshold < 1.0 else 0.0
