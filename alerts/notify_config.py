@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.resources
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,6 +197,13 @@ def _inhibit_rule(doc: Any, where: str) -> InhibitRule:
     return InhibitRule(source, target, tuple(str(x) for x in doc.get("equal") or []))
 
 
+def _url(value: str, where: str) -> str:
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{where}: not an http(s) URL")  # the value may be a secret
+    return value
+
+
 def _secret(doc: Mapping[str, Any], key: str, where: str, base: Path | None) -> str | None:
     if doc.get(key):
         return str(doc[key])
@@ -235,7 +243,7 @@ def _integrations(
             raise ValueError(f"{where}.webhook_configs[{j}]: needs url or url_file")
         out.append(
             WebhookIntegration(
-                url=url,
+                url=_url(url, f"{where}.webhook_configs[{j}].url"),
                 send_resolved=bool(cfg.get("send_resolved", True)),
                 max_alerts=int(cfg.get("max_alerts", 0)),
                 timeout=http_timeout(cfg),
@@ -248,7 +256,7 @@ def _integrations(
             raise ValueError(f"{where}.slack_configs[{j}]: needs api_url or api_url_file")
         out.append(
             SlackIntegration(
-                url=url,
+                url=_url(url, f"{where}.slack_configs[{j}].api_url"),
                 channel=cfg.get("channel"),
                 username=cfg.get("username"),
                 send_resolved=bool(cfg.get("send_resolved", True)),
@@ -265,7 +273,7 @@ def _integrations(
         out.append(
             PagerDutyIntegration(
                 routing_key=key,
-                url=str(cfg.get("url", PAGERDUTY_URL)),
+                url=_url(str(cfg.get("url", PAGERDUTY_URL)), f"{where}.pagerduty_configs[{j}].url"),
                 source=str(cfg.get("source", "agentwatch")),
                 send_resolved=bool(cfg.get("send_resolved", True)),
                 timeout=http_timeout(cfg),

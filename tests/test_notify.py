@@ -477,3 +477,12 @@ def test_old_announcements_of_gone_groups_are_forgotten() -> None:
     n.tick(later)  # the live group repeats (fresh entry); the old one is gone
     assert [key for _, key in n._sent] == ['{}:{agent_id="support-bot", alertname="Live"}']
     assert fake.sent[-1].alerts[0].rule == "Live"
+
+
+def test_receiver_urls_must_be_http() -> None:
+    doc = {
+        "route": {"receiver": "hook"},
+        "receivers": [{"name": "hook", "webhook_configs": [{"url": "hooks.example.com/x"}]}],
+    }
+    with pytest.raises(ValueError, match=r"webhook_configs\[0\].url: not an http"):
+        parse_notify_config(doc, Path("."))
