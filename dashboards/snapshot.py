@@ -138,10 +138,10 @@ class PrometheusClient:
     def instant(self, expr: str, at: dt.datetime) -> list[dict[str, Any]]:
         return self._call("query", {"query": expr, "time": f"{at.timestamp():.3f}"})
 
-    def range(self, expr: str, window: Window) -> list[dict[str, Any]]:
+    def range(self, expr: str, window: Window, step_s: int | None = None) -> list[dict[str, Any]]:
         return self._call("query_range", {
             "query": expr, "start": f"{window.start.timestamp():.3f}",
-            "end": f"{window.end.timestamp():.3f}", "step": f"{window.step_s}s",
+            "end": f"{window.end.timestamp():.3f}", "step": f"{step_s or window.step_s}s",
         })  # fmt: skip
 
 
