@@ -36,6 +36,8 @@ from agentwatch.config import Settings
 log = logging.getLogger(__name__)
 
 AlertSink = Callable[[Sequence[Alert]], None]
+SinkFactory = Callable[[argparse.Namespace], AlertSink]
+_SINK_FACTORIES: list[SinkFactory] = []
 MAX_BODY = 4 * 1024 * 1024
 _ZERO_YEAR = 1  # Go's zero time, 0001-01-01: no end known
 _FRACTION = re.compile(r"(\.\d{6})\d+")
@@ -231,6 +233,15 @@ def print_sink(alerts: Sequence[Alert]) -> None:
     sys.stdout.flush()
 
 
+def add_sink_factory(factory: SinkFactory) -> None:
+    """Have ``alerts receive`` hand alerts to ``factory(args)`` instead of printing them.
+
+    Called from another command module's ``register`` (the runbooks, say); with several,
+    each gets every batch, in order.
+    """
+    _SINK_FACTORIES.append(factory)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
     p = alerts_subparsers(sub).add_parser(
         "receive",
@@ -262,7 +273,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
 
 
 def _run(args: argparse.Namespace) -> int:
-    sink: AlertSink = print_sink if args.all else TransitionFilter(print_sink)
+    sinks = [factory(args) for factory in _SINK_FACTORIES] or [print_sink]
+
+    def fan_out(alerts: Sequence[Alert]) -> None:
+        for each in sinks:
+            each(alerts)
+
+    sink: AlertSink = fan_out if args.all else TransitionFilter(fan_out)
     server = ReceiveServer(args.host, args.port, sink)
     log.info("receiving Alertmanager webhooks", extra={"url": server.url})
     print(f"listening on {server.url} (POST Alertmanager webhooks; Ctrl-C stops)", file=sys.stderr)

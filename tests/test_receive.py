@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -323,3 +324,37 @@ def test_real_alertmanager_delivers_to_receive(
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+def test_receive_command_prints_changes_of_state() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentwatch.cli", "--log-format", "json", "alerts", "receive",
+         "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/-/healthy", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        body = json.dumps(AM_PAYLOAD).encode()
+        assert post(url, body)[0] == 200
+        assert post(url, body)[0] == 200  # a repeat: nothing new to print
+        assert post(url, b"junk")[0] == 400
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(x["rule"], x["state"]) for x in lines] == [
+        ("AgentViolationBurst", "firing"),
+        ("AgentSilent", "resolved"),
+    ]
+    assert lines[0]["labels"]["agent_id"] == "hr-assistant-1"
