@@ -27,8 +27,8 @@ KINDS: Final[tuple[Kind, ...]] = ("numeric", "categorical", "rate")
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
 _UNIT_S: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _TOP_KEYS: Final = {
-    "grain", "window", "reference", "settle", "session_lookback", "release", "large_sample",
-    "min_expected", "tests", "thresholds", "min_samples", "signals", "agents",
+    "grain", "window", "reference", "min_reference", "settle", "session_lookback", "release",
+    "large_sample", "min_expected", "tests", "thresholds", "min_samples", "signals", "agents",
 }  # fmt: skip
 _OVERRIDE_KEYS: Final = {"thresholds", "min_samples", "enabled"}
 
@@ -79,6 +79,7 @@ class DriftConfig:
     grain: dt.timedelta
     window: dt.timedelta
     reference: dt.timedelta
+    min_reference: dt.timedelta
     settle: dt.timedelta
     session_lookback: dt.timedelta
     release_window: dt.timedelta
@@ -178,7 +179,7 @@ def _build(data: Mapping[str, Any], source: str) -> DriftConfig:
         raise ConfigError(f"{source}: unknown drift settings {sorted(unknown)}")
     durations = {
         k: parse_duration(data[k])
-        for k in ("grain", "window", "reference", "settle", "session_lookback")
+        for k in ("grain", "window", "reference", "min_reference", "settle", "session_lookback")
     }
     release = data.get("release") or {}
     release_window = parse_duration(release.get("window", "24h"))
@@ -193,6 +194,7 @@ def _build(data: Mapping[str, Any], source: str) -> DriftConfig:
     for name, value in (
         ("window", durations["window"]),
         ("reference", durations["reference"]),
+        ("min_reference", durations["min_reference"]),
         ("release.window", release_window),
         ("release.min_history", min_history),
     ):
@@ -233,6 +235,7 @@ def _build(data: Mapping[str, Any], source: str) -> DriftConfig:
         grain=grain,
         window=durations["window"],
         reference=durations["reference"],
+        min_reference=durations["min_reference"],
         settle=durations["settle"],
         session_lookback=durations["session_lookback"],
         release_window=release_window,

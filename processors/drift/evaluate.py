@@ -30,10 +30,11 @@ import polars as pl
 
 from agentwatch.processors.drift import stats
 from agentwatch.processors.drift.config import DriftConfig, load_config
-from agentwatch.processors.drift.signals import SIGNALS, Signal
+from agentwatch.processors.drift.signals import SESSIONS_SUFFIX, SIGNALS, Signal
 from agentwatch.processors.drift.stats import RATE_KEYS, Counts
 from agentwatch.processors.drift.summaries import (
     AGENT_KEYS,
+    PRESENCE_SIGNAL,
     SummaryCache,
     bucket_of,
     bucket_start,
@@ -115,13 +116,18 @@ def choose_tests(signal: Signal, counts: Counts, config: DriftConfig) -> list[st
 
 
 def run_tests(
-    agent_id: str, environment: str, signal: Signal, counts: Counts, config: DriftConfig
+    agent_id: str,
+    environment: str,
+    signal: Signal,
+    counts: Counts,
+    config: DriftConfig,
+    guarded: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """One raw result per test: statistic and p-value, or None below the minimum sample."""
     for name in choose_tests(signal, counts, config):
         test = stats.get(name)
         minimum = config.min_sample(agent_id, signal.name, name)
-        guarded = min(counts.n_ref, counts.n_cur) < max(minimum, 1)
+        guarded = guarded or min(counts.n_ref, counts.n_cur) < max(minimum, 1)
         outcome = None if guarded else test(counts)
         yield {
             "agent_id": agent_id,
@@ -137,15 +143,32 @@ def run_tests(
 
 
 def compare(
-    ref: pl.DataFrame, cur: pl.DataFrame, comparison: Comparison, config: DriftConfig
+    ref: pl.DataFrame,
+    cur: pl.DataFrame,
+    comparison: Comparison,
+    config: DriftConfig,
+    too_new: frozenset[tuple[str, str]] = frozenset(),
 ) -> list[dict[str, Any]]:
-    """Test every signal of every agent present in either frame (agent, env, signal, key, n)."""
+    """Test every signal of every agent present in either frame (agent, env, signal, key, n).
+
+    Agents in ``too_new`` (agent_id, environment) get ``insufficient_data`` throughout.
+    A clustered signal's counts are scaled to its number of sessions (its design effect
+    taken as the rows per session), so its tests do not count alike rows as independent.
+    """
     keys = [*AGENT_KEYS, "signal", "key"]
     joined = (
         ref.select(*keys, pl.col("n").alias("n_ref"))
         .join(cur.select(*keys, pl.col("n").alias("n_cur")), on=keys, how="full", coalesce=True)
         .with_columns(pl.col("n_ref", "n_cur").fill_null(0))
-        .filter(pl.col("signal").is_in(list(SIGNALS)))
+    )
+    sessions = {
+        (a, e, s.removesuffix(SESSIONS_SUFFIX)): (float(r), float(c))
+        for a, e, s, _, r, c in joined.filter(
+            pl.col("signal").str.ends_with(SESSIONS_SUFFIX)
+        ).iter_rows()
+    }
+    grouped = (
+        joined.filter(pl.col("signal").is_in(list(SIGNALS)))
         .group_by(*AGENT_KEYS, "signal")
         .agg(pl.col("key"), pl.col("n_ref"), pl.col("n_cur"))
         .sort(*AGENT_KEYS, "signal")
@@ -157,14 +180,28 @@ def compare(
         "baseline": comparison.baseline,
         "candidate": comparison.candidate,
     }
-    for agent_id, environment, name, key, n_ref, n_cur in joined.iter_rows():
+    for agent_id, environment, name, key, n_ref, n_cur in grouped.iter_rows():
         signal = SIGNALS[name]
         if not config.enabled(agent_id, name):
             continue
-        counts = counts_for(signal, key, np.array(n_ref), np.array(n_cur))
-        for row in run_tests(agent_id, environment, signal, counts, config):
-            out.append(row | meta)
+        raw = counts_for(signal, key, np.array(n_ref), np.array(n_cur))
+        counts = raw
+        if signal.clustered:
+            units = sessions.get((agent_id, environment, name), (0.0, 0.0))
+            counts = Counts(
+                raw.ref * _unit_share(units[0], raw.ref.sum()),
+                raw.cur * _unit_share(units[1], raw.cur.sum()),
+                raw.values,
+            )
+        guarded = (agent_id, environment) in too_new
+        for row in run_tests(agent_id, environment, signal, counts, config, guarded):
+            out.append(row | meta | {"n_ref": raw.n_ref, "n_cur": raw.n_cur})
     return out
+
+
+def _unit_share(units: float, rows: float) -> float:
+    """Sessions per row (at most 1): the factor that turns row counts into session counts."""
+    return min(1.0, units / rows) if rows > 0 and units > 0 else 1.0
 
 
 def decide(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -254,7 +291,23 @@ class DriftEvaluator:
             "release_lo": release_lo,
             "lo": min(ref_lo, release_lo - history),
             "history": history,
+            "min_reference": int(self.config.min_reference.total_seconds()) // g,
         }
+
+    def too_new(self, ref_lo: int, latest_first: int) -> frozenset[tuple[str, str]]:
+        """Agents first seen in the reference after ``latest_first``: too little history.
+
+        Right after an agent starts (or its data begins) its reference is short and not
+        representative (only its short sessions have ended yet, say): no verdict then.
+        """
+        collapsed = self.cache.collapsed
+        first = (
+            collapsed.filter((pl.col("signal") == PRESENCE_SIGNAL) & (pl.col("bucket") >= ref_lo))
+            .group_by(*AGENT_KEYS)
+            .agg(pl.col("bucket").min())
+            .filter(pl.col("bucket") > latest_first)
+        )
+        return frozenset((a, e) for a, e, _ in first.iter_rows())
 
     def preload(self, first_end: dt.datetime, last_end: dt.datetime) -> None:
         """Load at once the buckets that windows ending from ``first_end`` to ``last_end`` need."""
@@ -280,6 +333,7 @@ class DriftEvaluator:
             self.cache.window_sum("current", b["cur_lo"], b["end"]),
             rolling,
             self.config,
+            self.too_new(b["ref_lo"], b["cur_lo"] - b["min_reference"]),
         )
         pairs = release_pairs(self.cache.presence, b["lo"], b["release_lo"], b["history"])
         sums: dict[str, pl.DataFrame] = {}
@@ -299,7 +353,9 @@ class DriftEvaluator:
         return to_frame(decide(rows), end_ts, self.clock())
 
 
-def to_frame(rows: list[dict[str, Any]], window_end: dt.datetime, ran_at: dt.datetime) -> pl.DataFrame:
+def to_frame(
+    rows: list[dict[str, Any]], window_end: dt.datetime, ran_at: dt.datetime
+) -> pl.DataFrame:
     schema = dict(DRIFT_SCORES_SCHEMA)
     if not rows:
         return pl.DataFrame(schema=schema)

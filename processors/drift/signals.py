@@ -124,6 +124,9 @@ class Signal:
     description: str
     bins: Bins | None = None
     unit: str = ""
+    # The rows of one session are alike (its intent picks its tools, its context grows):
+    # tests then count sessions, not rows, as independent observations.
+    clustered: bool = False
 
     def key_sql(self) -> str:
         if self.kind == "numeric":
@@ -137,10 +140,17 @@ class Signal:
 
 
 def _numeric(
-    name: str, family: str, expr: str, where: str, bins: Bins, unit: str, description: str
+    name: str,
+    family: str,
+    expr: str,
+    where: str,
+    bins: Bins,
+    unit: str,
+    description: str,
+    clustered: bool = False,
 ) -> Signal:
     return Signal(name, "numeric", family, expr, f"({where}) AND {expr} IS NOT NULL",
-                  description, bins, unit)  # fmt: skip
+                  description, bins, unit, clustered)  # fmt: skip
 
 
 SIGNALS: Final = {
@@ -149,9 +159,9 @@ SIGNALS: Final = {
         _numeric("llm_latency_ms", "llm", "latency_ms", CALL_OK, MILLISECONDS, "ms",
                  "latency of successful LLM calls"),
         _numeric("tool_latency_ms", "tool", "latency_ms", CALL_OK, MILLISECONDS, "ms",
-                 "latency of successful tool calls"),
+                 "latency of successful tool calls", clustered=True),
         _numeric("input_tokens", "llm", "input_tokens", CALL_OK, TOKENS, "tokens",
-                 "input tokens per successful LLM call"),
+                 "input tokens per successful LLM call", clustered=True),
         _numeric("output_tokens", "llm", "output_tokens", CALL_OK, TOKENS, "tokens",
                  "output tokens per successful LLM call"),
         _numeric("cost_per_session_usd", "session", "cost_usd", "true", USD, "USD",
@@ -165,7 +175,7 @@ SIGNALS: Final = {
         _numeric("feedback_score", "feedback", "score", "true", SCORE, "score",
                  "feedback scores"),
         Signal("tool_mix", "categorical", "tool", "tool_name", "tool_name IS NOT NULL",
-               "which tools are called (every call, failed ones too)"),
+               "which tools are called (every call, failed ones too)", clustered=True),
         Signal("model_mix", "categorical", "llm", "model", "model IS NOT NULL",
                "which models are called"),
         Signal("resolution_mix", "categorical", "session", "resolution",
@@ -173,7 +183,8 @@ SIGNALS: Final = {
         Signal("policy_outcome_mix", "categorical", "policy", "outcome", "outcome IS NOT NULL",
                "policy check outcomes: pass, violation, blocked"),
         Signal("error_type_mix", "categorical", "events", "coalesce(error_type, '(none)')",
-               IS_ERROR, "error types of events with status error or of kind error"),
+               IS_ERROR, "error types of events with status error or of kind error",
+               clustered=True),
         Signal("intent_mix", "categorical", "session", "intent", "intent IS NOT NULL",
                "what users came for (sessions that give an intent)"),
         Signal("escalation_rate", "rate", "session", "escalated", "true",
@@ -188,6 +199,14 @@ SIGNALS: Final = {
                "share of events with status error or of kind error"),
     )
 }  # fmt: skip
+
+
+SESSIONS_SUFFIX: Final = "#sessions"
+
+
+def sessions_signal(name: str) -> str:
+    """Name under which the distinct sessions behind a signal's counts are kept."""
+    return name + SESSIONS_SUFFIX
 
 
 def family_signals(family: str) -> list[Signal]:
@@ -246,7 +265,9 @@ def family_query(family: Family, lo: dt.datetime, hi: dt.datetime, grain_s: int)
     """Counts per (bucket, agent, environment, versions, signal, key) of one family.
 
     ``bucket`` is the bucket's number: floor(epoch seconds / grain). One scan of the
-    family's rows; each row yields one key per signal through an unnest.
+    family's rows; each row yields one key per signal through an unnest. A second
+    grouping set gives, with a null key, the number of distinct sessions behind each
+    signal's counts (see ``Signal.clustered``).
     """
     signals = family_signals(family.name)
     structs = ", ".join(f"{{'signal': {_str(s.name)}, 'key': {s.key_sql()}}}" for s in signals)
@@ -273,16 +294,21 @@ def family_query(family: Family, lo: dt.datetime, hi: dt.datetime, grain_s: int)
             )
         else:
             dims = "agent_version, model, prompt_version"
+    keys = "bucket, agent_id, environment, agent_version, model, prompt_version, signal"
     return f"""
-SELECT bucket, agent_id, environment, agent_version, model, prompt_version,
-       s['signal'] AS signal, s['key'] AS key, count(*)::BIGINT AS n
+SELECT {keys}, key,
+       CASE WHEN grouping(key) = 1 THEN count(DISTINCT session_id) ELSE count(*) END::BIGINT
+           AS n
 FROM (
     SELECT epoch_us({time_col}) // {grain_us} AS bucket,
-           agent_id, coalesce(environment, 'prod') AS environment, {dims},
-           unnest([{structs}]) AS s
-    FROM {source}
-    WHERE {time_col} >= {_ts(lo)} AND {time_col} < {_ts(hi)} AND ({family.where})
+           agent_id, coalesce(environment, 'prod') AS environment, {dims}, session_id,
+           s['signal'] AS signal, s['key'] AS key
+    FROM (
+        SELECT *, unnest([{structs}]) AS s
+        FROM {source}
+        WHERE {time_col} >= {_ts(lo)} AND {time_col} < {_ts(hi)} AND ({family.where})
+    )
 )
-WHERE s['key'] IS NOT NULL
-GROUP BY ALL
+WHERE key IS NOT NULL
+GROUP BY GROUPING SETS (({keys}, key), ({keys}))
 """

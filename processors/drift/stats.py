@@ -285,7 +285,12 @@ def jensen_shannon(counts: Counts) -> Outcome:
 def _rates(counts: Counts) -> tuple[float, float, float, float]:
     if counts.ref.shape != (2,):
         raise ValueError("a rate test needs the counts of false and true")
-    return float(counts.ref[1]), float(counts.ref.sum()), float(counts.cur[1]), float(counts.cur.sum())
+    return (
+        float(counts.ref[1]),
+        float(counts.ref.sum()),
+        float(counts.cur[1]),
+        float(counts.cur.sum()),
+    )
 
 
 @register(

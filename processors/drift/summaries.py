@@ -24,7 +24,12 @@ import duckdb
 import polars as pl
 
 from agentwatch.processors.drift.config import DriftConfig
-from agentwatch.processors.drift.signals import FAMILIES, family_query, setup_statements
+from agentwatch.processors.drift.signals import (
+    FAMILIES,
+    SESSIONS_SUFFIX,
+    family_query,
+    setup_statements,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +49,11 @@ COUNTS_SCHEMA: Final = pl.Schema(
     }
 )
 COLLAPSED_SCHEMA: Final = pl.Schema(
-    {k: v for k, v in COUNTS_SCHEMA.items() if k not in ("agent_version", "model", "prompt_version")}
+    {
+        k: v
+        for k, v in COUNTS_SCHEMA.items()
+        if k not in ("agent_version", "model", "prompt_version")
+    }
 )
 PRESENCE_SCHEMA: Final = pl.Schema(
     {
@@ -85,7 +94,13 @@ def load_counts(
         ]
     finally:
         con.close()
-    return pl.concat([f.cast(dict(COUNTS_SCHEMA)) for f in frames]).select(list(COUNTS_SCHEMA))
+    counts = pl.concat([f.cast(dict(COUNTS_SCHEMA)) for f in frames]).select(list(COUNTS_SCHEMA))
+    # Distinct sessions come with a null key: kept as their own pseudo-signal.
+    sessions = pl.col("key").is_null()
+    return counts.with_columns(
+        signal=pl.when(sessions).then(pl.col("signal") + SESSIONS_SUFFIX).otherwise("signal"),
+        key=pl.col("key").fill_null(""),
+    )
 
 
 def collapse(counts: pl.DataFrame, keys: tuple[str, ...] = ("bucket", *AGENT_KEYS)) -> pl.DataFrame:
