@@ -346,9 +346,9 @@ def _img(path: Path, alt: str) -> str:
 def _page(
     snap: Snapshot, trends: Sequence[PanelSpec], agents: PanelSpec, pictures: Sequence[Path]
 ) -> str:
+    # Each picture carries its own title and explanation; the alt text repeats them.
     charts = "\n".join(
-        f"<section><h2>{html.escape(p.title)}</h2><p>{html.escape(p.description)}</p>"
-        f"{_img(path, p.title)}</section>"
+        f"<figure>{_img(path, f'{p.title}: {p.description}')}</figure>"
         for p, path in zip(trends, pictures[1 : 1 + len(trends)], strict=True)
     )
     header, cells, colors = _table_cells(snap, agents)
@@ -365,7 +365,7 @@ def _page(
         window=html.escape(_window_text(snap)),
         source=html.escape(snap.source),
         generated=generated,
-        headline=_img(pictures[0], "Fleet at a glance"),
+        headline=f"<figure>{_img(pictures[0], 'Fleet at a glance')}</figure>",
         charts=charts,
         table_title=html.escape(agents.title),
         table_text=html.escape(agents.description.split(". Click")[0] + "."),
@@ -385,6 +385,7 @@ _TEMPLATE: Final = """<!doctype html>
   header p, section p {{ color: #4a5568; margin: 0.2rem 0 0.8rem; }}
   h1 {{ margin-bottom: 0.2rem; }}
   h2 {{ margin: 2rem 0 0.2rem; font-size: 1.2rem; }}
+  figure {{ margin: 1.5rem 0; }}
   img {{ max-width: 100%; border: 1px solid #e2e8f0; border-radius: 6px; }}
   table {{ border-collapse: collapse; width: 100%; font-size: 0.92rem; }}
   th, td {{ text-align: left; padding: 0.35rem 0.6rem; border-bottom: 1px solid #e2e8f0; }}
@@ -398,8 +399,8 @@ _TEMPLATE: Final = """<!doctype html>
 <p>{window} · all agents, environments and versions</p>
 </header>
 {headline}
-<p>Green is good, yellow deserves a look, red needs action. Sessions, spend and blocked
-actions are counts, so they carry no colour.</p>
+<p>Green is good, yellow deserves a look, red needs action. Blue numbers (sessions, spend,
+blocked actions) are for information: no value of them is good or bad in itself.</p>
 {charts}
 <section>
 <h2>{table_title}</h2>

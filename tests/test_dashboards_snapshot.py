@@ -78,7 +78,7 @@ def test_the_page_explains_each_chart_and_lists_every_agent(catalog: Path, tmp_p
     page = html.unescape((out / "index.html").read_text())
     _, trends, agents = Snapshot.panels()
     for panel in trends:
-        assert f"<h2>{panel.title}</h2><p>{panel.description}</p>" in page
+        assert f'alt="{panel.title}: {panel.description}"' in page
     for agent in make_agents(6, seed=4):
         assert f'<td style="color:#1a202c">{agent.agent_id}</td>' in page
     assert all(f"<th>{q.column}</th>" in page for q in agents.queries)
