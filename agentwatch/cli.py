@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "agentwatch.processors.sql",
     "agentwatch.ingest.contract_cmd",
     "agentwatch.processors.cost_cmd",
+    "agentwatch.processors.drift.command",
     "agentwatch.alerts.breaker_cmd",
     "agentwatch.alerts.runbooks",
     "agentwatch.alerts.run_cmd",

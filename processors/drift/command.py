@@ -22,7 +22,6 @@ from pathlib import Path
 
 import polars as pl
 from prometheus_client import CollectorRegistry, start_http_server
-from rich.console import Console
 
 from agentwatch.config import ConfigError, Settings
 from agentwatch.processors.drift.config import DriftConfig, load_config, parse_duration
@@ -236,16 +235,16 @@ def _backfill(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"agentwatch drift backfill: {exc}", file=sys.stderr)
         return 2
-    from agentwatch.processors.drift.report import backfill_summary
+    from agentwatch.processors.drift.report import backfill_summary, wide_console
 
-    Console().print(backfill_summary(rows, dry_run=args.dry_run))
+    wide_console().print(backfill_summary(rows, dry_run=args.dry_run))
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
     if not _check_db(args.db, "report"):
         return 1
-    from agentwatch.processors.drift.report import build_report
+    from agentwatch.processors.drift.report import build_report, wide_console
 
     config = load_config(args.drift_config)
-    return build_report(args.db, args.agent, args.since, args.out, config, Console())
+    return build_report(args.db, args.agent, args.since, args.out, config, wide_console())

@@ -356,4 +356,4 @@ def severity(score: float | None, threshold: float, p_valued: bool) -> float | N
     if not p_valued:
         return score / threshold if threshold > 0 else math.inf
     q = min(max(score, 1e-300), 1.0)
-    return math.log(q) / math.log(threshold) if 0.0 < threshold < 1.0 else 0.0
+    return max(0.0, math.log(q) / math.log(threshold)) if 0.0 < threshold < 1.0 else 0.0

@@ -1,0 +1,457 @@
+"""An agent's drift for people: a terminal summary and a self-contained HTML report.
+
+The summary reads drift_scores: per signal and comparison, the latest verdict, since when
+it has drifted and how much (severity, 1.0 = threshold). The HTML report adds, for each
+signal that drifted, the reference and current distributions of its latest drifted
+window (recounted from the events with the same summaries the evaluator uses) and its
+severity over time. Plots are PNGs embedded as base64, so the file stands alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
+from matplotlib.figure import Figure
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from agentwatch.processors.drift.config import DriftConfig
+from agentwatch.processors.drift.evaluate import (
+    DRIFT,
+    INSUFFICIENT,
+    RELEASE,
+    parse_period,
+)
+from agentwatch.processors.drift.metrics import severity_column
+from agentwatch.processors.drift.signals import SIGNALS, Signal
+from agentwatch.processors.drift.summaries import SummaryCache, bucket_of
+
+REF_COLOR = "#8c8c8c"
+CUR_COLOR = "#d62728"
+TOP_CATEGORIES = 10
+
+
+def load_scores(db: Path, agent_id: str, since: dt.datetime | None) -> pl.DataFrame:
+    """The agent's drift_scores rows from ``since`` (default: 7 days before its latest)."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        frame = con.sql(
+            "SELECT * FROM drift_scores WHERE agent_id = $agent ORDER BY window_end",
+            params={"agent": agent_id},
+        ).pl()
+    finally:
+        con.close()
+    if frame.is_empty():
+        return frame
+    if since is None:
+        latest = frame["window_end"].max()
+        assert isinstance(latest, dt.datetime)
+        since = latest - dt.timedelta(days=7)
+    return frame.filter(pl.col("window_end") >= since).with_columns(
+        severity_column(frame.filter(pl.col("window_end") >= since))
+    )
+
+
+def _track(frame: pl.DataFrame) -> list[str]:
+    return ["signal", "comparison", "dimension", "baseline_key", "candidate_key"]
+
+
+def with_track(frame: pl.DataFrame) -> pl.DataFrame:
+    """Columns that identify one comparison across windows (rolling periods move)."""
+    release = pl.col("comparison") == RELEASE
+    return frame.with_columns(
+        baseline_key=pl.when(release).then(pl.col("baseline")).otherwise(pl.lit("")),
+        candidate_key=pl.when(release).then(pl.col("candidate")).otherwise(pl.lit("")),
+    )
+
+
+def summarise(scores: pl.DataFrame) -> pl.DataFrame:
+    """One row per signal and comparison: latest verdict, drifting since, peak severity."""
+    if scores.is_empty():
+        return pl.DataFrame()
+    tracked = with_track(scores)
+    keys = _track(tracked)
+    per_window = tracked.group_by(*keys, "window_end").agg(
+        pl.col("severity").max(),
+        (pl.col("verdict") == DRIFT).any().alias("drift"),
+        (pl.col("verdict") == INSUFFICIENT).all().alias("insufficient"),
+        pl.col("test").sort_by("severity", descending=True, nulls_last=True).first(),
+        pl.col("n_ref").max(),
+        pl.col("n_cur").max(),
+    )
+    rows = []
+    for key, group in per_window.sort("window_end").group_by(keys, maintain_order=True):
+        flags = group["drift"].to_list()
+        ends = group["window_end"].to_list()
+        since = None
+        for end, flag in zip(reversed(ends), reversed(flags), strict=True):
+            if not flag:
+                break
+            since = end
+        last = group.row(-1, named=True)
+        verdict = DRIFT if last["drift"] else (INSUFFICIENT if last["insufficient"] else "ok")
+        rows.append(
+            dict(zip(keys, key, strict=True))
+            | {
+                "verdict": verdict,
+                "drifting_since": since,
+                "first_drift": next((e for e, f in zip(ends, flags, strict=True) if f), None),
+                "drift_windows": sum(flags),
+                "windows": len(flags),
+                "severity": last["severity"],
+                "peak_severity": group["severity"].max(),
+                "test": last["test"],
+                "n_ref": last["n_ref"],
+                "n_cur": last["n_cur"],
+                "window_end": ends[-1],
+            }
+        )
+    order = {DRIFT: 0, "ok": 1, INSUFFICIENT: 2}
+    return pl.DataFrame(rows).sort(
+        pl.col("verdict").replace_strict(order, return_dtype=pl.Int32),
+        pl.col("drift_windows"),
+        "signal",
+        descending=[False, True, False],
+    )
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if isinstance(value, dt.datetime) else "-"
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _comparison(row: dict[str, Any]) -> str:
+    if row["comparison"] == RELEASE:
+        return f"{row['dimension']} {row['baseline_key']} → {row['candidate_key']}"
+    return "rolling"
+
+
+def summary_table(agent_id: str, summary: pl.DataFrame) -> Table:
+    table = Table(
+        title=f"Drift of {agent_id}",
+        title_justify="left",
+        title_style="bold",
+        caption="severity: 1.0 is the test's threshold; since: start of the current run "
+        "of drifted windows",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for name in ("signal", "comparison", "verdict", "since", "drifted", "severity", "peak",
+                 "test", "n ref", "n cur"):  # fmt: skip
+        right = name in ("severity", "peak", "n ref", "n cur", "drifted")
+        table.add_column(name, justify="right" if right else "left", no_wrap=True)
+    styles = {DRIFT: "bold red", "ok": "green", INSUFFICIENT: "dim"}
+    for row in summary.iter_rows(named=True):
+        table.add_row(
+            row["signal"],
+            _comparison(row),
+            f"[{styles[row['verdict']]}]{row['verdict']}[/]",
+            _when(row["drifting_since"]),
+            f"{row['drift_windows']}/{row['windows']}",
+            _num(row["severity"]),
+            _num(row["peak_severity"]),
+            row["test"] or "-",
+            f"{row['n_ref']:,}",
+            f"{row['n_cur']:,}",
+        )
+    return table
+
+
+def backfill_summary(rows: pl.DataFrame, *, dry_run: bool) -> Table:
+    """What a backfill found: per agent and signal that drifted, windows and first one."""
+    table = Table(
+        title=f"Drift backfill: {rows['window_end'].n_unique() if rows.height else 0} windows, "
+        f"{rows.height:,} results" + (" (dry run: nothing written)" if dry_run else ""),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for name in ("agent", "signal", "comparison", "drifted windows", "first"):
+        table.add_column(name, no_wrap=True)
+    if rows.is_empty():
+        return table
+    drifted = (
+        rows.filter(pl.col("verdict") == DRIFT)
+        .group_by("agent_id", "signal", "comparison")
+        .agg(pl.col("window_end").n_unique().alias("windows"), pl.col("window_end").min())
+        .sort("window_end", "agent_id", "signal")
+    )
+    for agent_id, signal, comparison, windows, first in drifted.iter_rows():
+        table.add_row(agent_id, signal, comparison, str(windows), _when(first))
+    return table
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _png(fig: Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def window_counts(
+    cache: SummaryCache, row: dict[str, Any], config: DriftConfig
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The reference and current counts (key, n) behind one drift_scores row."""
+    g = config.grain_s
+    end = bucket_of(row["window_end"], g)
+    where = (pl.col("agent_id") == row["agent_id"]) & (pl.col("environment") == row["environment"])
+    where = where & (pl.col("signal") == row["signal"])
+    if row["comparison"] == RELEASE:
+        lo = end - int(config.release_window.total_seconds()) // g
+        cache.ensure(lo, end, detail_from=lo)
+        frame = cache.dimension_sum(row["dimension"], lo, end).filter(where)
+        return (
+            frame.filter(pl.col("value") == row["baseline"]).select("key", "n"),
+            frame.filter(pl.col("value") == row["candidate"]).select("key", "n"),
+        )
+    ref_lo, ref_hi = (bucket_of(t, g) for t in parse_period(row["baseline"]))
+    cur_lo, cur_hi = (bucket_of(t, g) for t in parse_period(row["candidate"]))
+    cache.ensure(ref_lo, cur_hi, detail_from=cur_hi)
+    return (
+        cache.window_sum("report-ref", ref_lo, ref_hi).filter(where).select("key", "n"),
+        cache.window_sum("report-cur", cur_lo, cur_hi).filter(where).select("key", "n"),
+    )
+
+
+def distribution_plot(
+    signal: Signal,
+    ref: pl.DataFrame,
+    cur: pl.DataFrame,
+    title: str,
+    names: tuple[str, str] = ("reference", "current"),
+) -> str:
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    n_ref, n_cur = int(ref["n"].sum()), int(cur["n"].sum())
+    labels = (f"{names[0]} (n={n_ref:,})", f"{names[1]} (n={n_cur:,})")
+    if signal.kind == "numeric":
+        _numeric_plot(ax, signal, ref, cur)
+    elif signal.kind == "categorical":
+        _categorical_plot(ax, ref, cur)
+    else:
+        _rate_plot(ax, ref, cur, labels)
+    ax.set_title(title, fontsize=10, loc="left")
+    if signal.kind != "rate":
+        ax.legend(labels, fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
+def _shares(frame: pl.DataFrame, keys: list[str]) -> np.ndarray:
+    lookup = dict(frame.select("key", "n").iter_rows())
+    counts = np.array([float(lookup.get(k, 0)) for k in keys])
+    total = counts.sum()
+    return counts / total if total else counts
+
+
+def _numeric_plot(ax: Any, signal: Signal, ref: pl.DataFrame, cur: pl.DataFrame) -> None:
+    assert signal.bins is not None
+    used = sorted({int(k) for k in (*ref["key"].to_list(), *cur["key"].to_list())})
+    lo, hi = max(used[0] - 1, 0), min(used[-1] + 2, signal.bins.count)
+    keys = [str(i) for i in range(lo, hi)]
+    edges = signal.bins.edges()[lo : hi + 1]
+    r, c = _shares(ref, keys), _shares(cur, keys)
+    ax.stairs(r, edges, fill=True, color=REF_COLOR, alpha=0.45)
+    ax.stairs(c, edges, color=CUR_COLOR, linewidth=1.6)
+    centres = signal.bins.values(np.arange(lo, hi))
+    for shares, color in ((r, REF_COLOR), (c, CUR_COLOR)):
+        if shares.sum() > 0:
+            median = centres[int(np.searchsorted(np.cumsum(shares), 0.5))]
+            ax.axvline(median, color=color, linestyle="--", linewidth=1)
+    if signal.bins.scale == "log":
+        ax.set_xscale("log")
+    ax.set_xlabel(f"{signal.name} ({signal.unit}); dashed: medians", fontsize=8)
+    ax.set_ylabel("share of observations", fontsize=8)
+
+
+def _categorical_plot(ax: Any, ref: pl.DataFrame, cur: pl.DataFrame) -> None:
+    keys = sorted(set(ref["key"].to_list()) | set(cur["key"].to_list()))
+    r, c = _shares(ref, keys), _shares(cur, keys)
+    order = np.argsort(-np.maximum(r, c))[:TOP_CATEGORIES]
+    labels = [keys[i] for i in order]
+    y = np.arange(len(labels))
+    ax.barh(y - 0.2, r[order], height=0.4, color=REF_COLOR)
+    ax.barh(y + 0.2, c[order], height=0.4, color=CUR_COLOR)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("share", fontsize=8)
+
+
+def _rate_plot(ax: Any, ref: pl.DataFrame, cur: pl.DataFrame, labels: tuple[str, str]) -> None:
+    values, errors = [], []
+    for frame in (ref, cur):
+        lookup = dict(frame.select("key", "n").iter_rows())
+        s, n = float(lookup.get("true", 0)), float(lookup.get("true", 0) + lookup.get("false", 0))
+        p = s / n if n else 0.0
+        values.append(p)
+        errors.append(1.96 * math.sqrt(p * (1 - p) / n) if n else 0.0)
+    bars = ax.bar([0, 1], values, yerr=errors, color=[REF_COLOR, CUR_COLOR], capsize=6)
+    for bar, p, err in zip(bars, values, errors, strict=True):
+        ax.annotate(f"{p:.1%}", (bar.get_x() + bar.get_width() / 2, p + err), ha="center",
+                    va="bottom", fontsize=9, xytext=(0, 4), textcoords="offset points")  # fmt: skip
+    ax.set_xticks([0, 1], list(labels), fontsize=8)
+    ax.set_ylabel("rate (95% interval)", fontsize=8)
+
+
+def timeline_plot(track: pl.DataFrame, title: str) -> str:
+    """Severity per window end, the threshold at 1, drifted windows in red."""
+    per_window = (
+        track.group_by("window_end")
+        .agg(pl.col("severity").max(), (pl.col("verdict") == DRIFT).any().alias("drift"))
+        .sort("window_end")
+    )
+    fig, ax = plt.subplots(figsize=(6.4, 3.0))
+    x = per_window["window_end"].to_list()
+    y = [max(v, 0.01) if v is not None else np.nan for v in per_window["severity"].to_list()]
+    ax.plot(x, y, color="#1f77b4", linewidth=1.2, marker=".", markersize=4)
+    hits = [(a, b) for a, b, d in zip(x, y, per_window["drift"].to_list(), strict=True) if d]
+    if hits:
+        ax.scatter(*zip(*hits, strict=True), color=CUR_COLOR, zorder=3, s=18, label="drift")
+    ax.axhline(1.0, color="black", linestyle="--", linewidth=0.8, label="threshold")
+    ax.set_yscale("log")
+    ax.set_ylabel("severity (1 = threshold)", fontsize=8)
+    ax.set_title(title, fontsize=10, loc="left")
+    ax.legend(fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.autofmt_xdate()
+    return _png(fig)
+
+
+# --------------------------------------------------------------------------- HTML
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1400px;color:#222}
+table{border-collapse:collapse;font-size:13px}td,th{padding:3px 10px;border-bottom:1px solid #ddd;
+text-align:left}th{background:#f4f4f4}.drift{color:#c00;font-weight:600}.ok{color:#280}
+.insufficient_data{color:#999}.plots{display:flex;gap:12px;flex-wrap:wrap}
+img{max-width:100%;border:1px solid #eee}section{margin:2em 0}.note{color:#666;font-size:13px}
+"""
+
+
+def render_html(
+    agent_id: str, summary: pl.DataFrame, sections: list[tuple[str, str, list[str]]]
+) -> str:
+    head = ["signal", "comparison", "verdict", "since", "drifted windows", "severity", "peak",
+            "test", "n ref", "n cur"]  # fmt: skip
+    body = []
+    for row in summary.iter_rows(named=True):
+        cells = [
+            row["signal"], _comparison(row), row["verdict"], _when(row["drifting_since"]),
+            f"{row['drift_windows']}/{row['windows']}", _num(row["severity"]),
+            _num(row["peak_severity"]), row["test"] or "-", f"{row['n_ref']:,}",
+            f"{row['n_cur']:,}",
+        ]  # fmt: skip
+        tds = "".join(
+            f'<td class="{html.escape(row["verdict"])}">{html.escape(str(c))}</td>'
+            if i == 2
+            else f"<td>{html.escape(str(c))}</td>"
+            for i, c in enumerate(cells)
+        )
+        body.append(f"<tr>{tds}</tr>")
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>Drift report: {html.escape(agent_id)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Drift report: {html.escape(agent_id)}</h1>",
+        f"<p class='note'>Generated {_when(dt.datetime.now(dt.UTC))} UTC. Severity 1.0 is a "
+        "test's threshold: a distance at its threshold, or an FDR-adjusted p-value at its "
+        "level. Rolling comparisons set the current window against the reference period "
+        "before it; release comparisons a new value of a dimension against the stable one "
+        "over the same period.</p>",
+        "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>",
+        *body,
+        "</table>",
+    ]
+    if not sections:
+        parts.append("<p>No signal drifted in this period.</p>")
+    for heading, caption, images in sections:
+        parts.append(f"<section><h2>{html.escape(heading)}</h2>")
+        parts.append(f"<p class='note'>{html.escape(caption)}</p><div class='plots'>")
+        parts.extend(f"<img src='data:image/png;base64,{img}' alt=''>" for img in images)
+        parts.append("</div></section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def wide_console() -> Console:
+    """A console at least 160 columns wide, so that tables keep one line per row."""
+    return Console(width=max(160, Console().width))
+
+
+def build_report(
+    db: Path,
+    agent_id: str,
+    since: dt.datetime | None,
+    out: Path | None,
+    config: DriftConfig,
+    console: Console,
+) -> int:
+    """Print the summary; with ``out``, write the HTML report. 1 when there is nothing."""
+    scores = load_scores(db, agent_id, since)
+    if scores.is_empty():
+        console.print(
+            f"No drift results for {agent_id}: run `agentwatch drift run` or "
+            "`agentwatch drift backfill` first, or check --since."
+        )
+        return 1
+    summary = summarise(scores)
+    console.print(summary_table(agent_id, summary))
+    if out is None:
+        return 0
+    tracked = with_track(scores)
+    cache = SummaryCache(db, config, agent_id)
+    sections = []
+    for row in summary.filter(pl.col("drift_windows") > 0).iter_rows(named=True):
+        signal = SIGNALS[row["signal"]]
+        track = tracked.filter(*(pl.col(k).eq_missing(row[k]) for k in _track(tracked)))
+        latest = (
+            track.filter(pl.col("verdict") == DRIFT)
+            .sort("window_end", "severity", descending=[True, True])
+            .row(0, named=True)
+        )
+        ref, cur = window_counts(cache, latest, config)
+        label = _comparison(row)
+        names = ("reference period", "current window")
+        if row["comparison"] == RELEASE:
+            names = (f"{latest['baseline']} (stable)", f"{latest['candidate']} (new)")
+        images = [
+            distribution_plot(
+                signal, ref, cur,
+                f"{signal.name}: {names[0]} vs {names[1]}, to {_when(latest['window_end'])}",
+                names,
+            ),
+            timeline_plot(track, f"{signal.name} ({label}): severity over time"),
+        ]  # fmt: skip
+        baseline = latest["baseline"]
+        candidate = latest["candidate"]
+        caption = (
+            f"{signal.description}. {label}: reference {baseline}, current {candidate}. "
+            f"Latest drift by {latest['test']}: statistic {_num(latest['statistic'], 4)}, "
+            f"score {_num(latest['score'], 4)} against threshold {latest['threshold']}. "
+            f"Drifted in {row['drift_windows']} of {row['windows']} windows, first at "
+            f"{_when(row['first_drift'])}."
+        )
+        sections.append((f"{signal.name} · {label}", caption, images))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_html(agent_id, summary, sections), encoding="utf-8")
+    console.print(f"HTML report written to {out}")
+    return 0
