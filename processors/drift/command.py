@@ -188,7 +188,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
     common(rep)
     rep.add_argument("--agent", required=True, help="agent_id")
     rep.add_argument("--since", type=parse_time, default=None, metavar="T",
-                     help="first window end to include (default: 7d before the latest)")  # fmt: skip
+                     help="first window end shown (default: 7d before the latest)")  # fmt: skip
     rep.add_argument("--out", type=Path, metavar="FILE.html", help="write the HTML report here")
     rep.set_defaults(handler=_report)
 

@@ -49,7 +49,7 @@ def load_scores(db: Path, agent_id: str, since: dt.datetime | None) -> pl.DataFr
     """The agent's drift_scores rows from ``since`` (default: 7 days before its latest)."""
     con = duckdb.connect(str(db), read_only=True)
     try:
-        frame = con.sql(
+        frame: pl.DataFrame = con.sql(
             "SELECT * FROM drift_scores WHERE agent_id = $agent ORDER BY window_end",
             params={"agent": agent_id},
         ).pl()
@@ -61,9 +61,8 @@ def load_scores(db: Path, agent_id: str, since: dt.datetime | None) -> pl.DataFr
         latest = frame["window_end"].max()
         assert isinstance(latest, dt.datetime)
         since = latest - dt.timedelta(days=7)
-    return frame.filter(pl.col("window_end") >= since).with_columns(
-        severity_column(frame.filter(pl.col("window_end") >= since))
-    )
+    frame = frame.filter(pl.col("window_end") >= since)
+    return frame.with_columns(severity_column(frame))
 
 
 def _track(frame: pl.DataFrame) -> list[str]:
@@ -326,7 +325,8 @@ def timeline_plot(track: pl.DataFrame, title: str) -> str:
     ax.plot(x, y, color="#1f77b4", linewidth=1.2, marker=".", markersize=4)
     hits = [(a, b) for a, b, d in zip(x, y, per_window["drift"].to_list(), strict=True) if d]
     if hits:
-        ax.scatter(*zip(*hits, strict=True), color=CUR_COLOR, zorder=3, s=18, label="drift")
+        hit_x, hit_y = zip(*hits, strict=True)
+        ax.scatter(hit_x, hit_y, color=CUR_COLOR, zorder=3, s=18, label="drift")
     ax.axhline(1.0, color="black", linestyle="--", linewidth=0.8, label="threshold")
     ax.set_yscale("log")
     ax.set_ylabel("severity (1 = threshold)", fontsize=8)

@@ -57,11 +57,11 @@ class Counts:
 
     @property
     def n_ref(self) -> int:
-        return int(round(float(self.ref.sum())))
+        return round(float(self.ref.sum()))
 
     @property
     def n_cur(self) -> int:
-        return int(round(float(self.cur.sum())))
+        return round(float(self.cur.sum()))
 
     @classmethod
     def from_samples(cls, ref: Sequence[float], cur: Sequence[float]) -> Counts:
@@ -208,7 +208,8 @@ def psi_groups(counts: Counts, bins: int = PSI_BINS) -> npt.NDArray[np.int64]:
     """
     _numeric(counts)
     before = (np.cumsum(counts.ref) - counts.ref) / counts.ref.sum()
-    return np.minimum((before * bins + 1e-9).astype(np.int64), bins - 1)
+    groups: npt.NDArray[np.int64] = np.minimum((before * bins + 1e-9).astype(np.int64), bins - 1)
+    return groups
 
 
 def psi_proportions(counts: Counts, bins: int = PSI_BINS) -> tuple[FloatArray, FloatArray]:
@@ -217,8 +218,9 @@ def psi_proportions(counts: Counts, bins: int = PSI_BINS) -> tuple[FloatArray, F
     ref = np.bincount(groups, weights=counts.ref, minlength=bins)
     cur = np.bincount(groups, weights=counts.cur, minlength=bins)
     used = (ref + cur) > 0
-    ref, cur = ref[used] + PSI_SMOOTHING, cur[used] + PSI_SMOOTHING
-    return ref / ref.sum(), cur / cur.sum()
+    smoothed_ref = ref[used] + PSI_SMOOTHING
+    smoothed_cur = cur[used] + PSI_SMOOTHING
+    return smoothed_ref / smoothed_ref.sum(), smoothed_cur / smoothed_cur.sum()
 
 
 @register(
@@ -320,7 +322,7 @@ def two_proportion(counts: Counts) -> Outcome:
 )
 def fisher_exact(counts: Counts) -> Outcome:
     s1, n1, s2, n2 = _rates(counts)
-    table = [[int(s2), int(n2 - s2)], [int(s1), int(n1 - s1)]]
+    table = np.array([[s2, n2 - s2], [s1, n1 - s1]], dtype=np.int64)
     result = stats.fisher_exact(table)
     return Outcome(s2 / n2 - s1 / n1, float(result.pvalue))
 

@@ -88,13 +88,13 @@ def load_counts(
     try:
         for statement in setup_statements(lo, hi, config.session_lookback, agent_id):
             con.execute(statement)
-        frames = [
+        frames: list[pl.DataFrame] = [
             con.sql(family_query(family, lo, hi, config.grain_s)).pl()
             for family in FAMILIES.values()
         ]
     finally:
         con.close()
-    counts = pl.concat([f.cast(dict(COUNTS_SCHEMA)) for f in frames]).select(list(COUNTS_SCHEMA))
+    counts = pl.concat([f.cast(COUNTS_SCHEMA) for f in frames]).select(list(COUNTS_SCHEMA))
     # Distinct sessions come with a null key: kept as their own pseudo-signal.
     sessions = pl.col("key").is_null()
     return counts.with_columns(
@@ -120,7 +120,7 @@ def presence(counts: pl.DataFrame, dimensions: tuple[str, ...]) -> pl.DataFrame:
     ]
     if not parts:
         return pl.DataFrame(schema=PRESENCE_SCHEMA)
-    return pl.concat(parts).select(list(PRESENCE_SCHEMA)).cast(dict(PRESENCE_SCHEMA))
+    return pl.concat(parts).select(list(PRESENCE_SCHEMA)).cast(PRESENCE_SCHEMA)
 
 
 @dataclass
