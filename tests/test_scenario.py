@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import polars as pl
 import pytest
 
 from agentwatch.cli import build_parser, main
@@ -38,6 +39,7 @@ from agentwatch.ingest.scenario import (
     parse_when,
 )
 from agentwatch.ingest.simulate import _plan
+from bench.drift import alarms, changed_agents, detection
 
 START = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC).timestamp()
 CHANGE = START + 1200.0  # every change below starts at +20m
@@ -624,3 +626,51 @@ def test_cli_reports_scenario_errors_before_touching_kafka(
 
 def test_latency_shift_describes_itself() -> None:
     assert LatencyShift(2.0).describe() == "latency of every model x2"
+
+
+# --------------------------------------------------------------------------- bench scoring
+
+
+def _scores(rows: list[tuple[int, str, str, str]]) -> pl.DataFrame:
+    """drift_scores-like rows: (hours after START, agent, signal, verdict)."""
+    return pl.DataFrame(
+        {
+            "window_end": [dt.datetime.fromtimestamp(START + h * 3600, dt.UTC) for h, *_ in rows],
+            "agent_id": [r[1] for r in rows],
+            "comparison": ["rolling"] * len(rows),
+            "signal": [r[2] for r in rows],
+            "test": ["chi2"] * len(rows),
+            "verdict": [r[3] for r in rows],
+        }
+    )
+
+
+def test_bench_delay_counts_windows_from_the_change_to_the_first_drift() -> None:
+    scenario = parse_scenario(
+        {
+            "changes": [{"at": "+2h", "agent": "a-1", "tokens": {"scale": 2}}],
+            "expect": [{"agent": "a-1", "signals": ["x", "y", "z"]}],
+        }
+    )
+    scores = _scores(
+        [
+            (1, "a-1", "x", "drift"),  # before the change: early, not a detection
+            (2, "a-1", "y", "drift"),  # the window ending at the change: still before it
+            (3, "a-1", "x", "drift"),  # window 1
+            (4, "a-1", "y", "drift"),  # window 2
+            (5, "a-1", "y", "drift"),
+            (3, "b-1", "z", "drift"),  # another agent
+            (3, "a-1", "z", "ok"),
+            (4, "b-1", "x", "insufficient_data"),
+        ]
+    )
+    start = dt.datetime.fromtimestamp(START, dt.UTC)
+    (result,) = detection(scores, scenario, start)
+    delays = {s.signal: (s.delay, s.early) for s in result.signals}
+    assert delays == {"x": (1, 1), "y": (2, 1), "z": (None, 0)}
+    assert result.delay is None  # an expectation counts when every signal is found
+    counted = alarms(scores, changed_agents(scenario, ["a-1", "b-1"]))
+    assert (counted.drifts, counted.tests, counted.by_signal) == (1, 1, {"z/chi2": 1})
+    assert counted.per_1000 == 1000.0
+    everyone = alarms(scores)
+    assert (everyone.drifts, everyone.tests) == (6, 7)
