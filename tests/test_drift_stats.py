@@ -19,6 +19,10 @@ from agentwatch.processors.drift.stats import Counts
 TRIALS = 200
 
 
+def _m(r: np.random.Generator, n: int, p: list[float]) -> np.ndarray:
+    return r.multinomial(n, p).astype(float)
+
+
 def _binned(x: np.ndarray) -> np.ndarray:
     """log10 of ``x`` on a grid of 1/24 decade, the drift summaries' latency bins."""
     return np.floor(np.log10(x) * 24) / 24
@@ -120,8 +124,8 @@ def stats_threshold(test: str) -> float:
     ("test", "make"),
     [
         ("ks", lambda r: Counts.from_samples(r.lognormal(6, 0.4, 2000), r.lognormal(6, 0.4, 150))),
-        ("chi2", lambda r: Counts(r.multinomial(3000, [0.5, 0.3, 0.2]).astype(float),
-                                  r.multinomial(200, [0.5, 0.3, 0.2]).astype(float))),
+        ("chi2", lambda r: Counts(_m(r, 3000, [0.5, 0.3, 0.2]),
+                                  _m(r, 200, [0.5, 0.3, 0.2]))),
         ("two_proportion", lambda r: Counts.from_rates((int(r.binomial(5000, 0.12)), 5000),
                                                        (int(r.binomial(300, 0.12)), 300))),
         ("fisher_exact", lambda r: Counts.from_rates((int(r.binomial(5000, 0.01)), 5000),
@@ -129,9 +133,10 @@ def stats_threshold(test: str) -> float:
         # On log10 positions in bins, as the evaluator gives a log-binned signal's values.
         ("wasserstein", lambda r: Counts.from_samples(_binned(r.lognormal(6, 0.4, 5000)),
                                                       _binned(r.lognormal(6, 0.4, 1000)))),
-        ("psi", lambda r: Counts.from_samples(r.lognormal(6, 0.4, 5000), r.lognormal(6, 0.4, 500))),
-        ("jensen_shannon", lambda r: Counts(r.multinomial(5000, [0.4, 0.3, 0.2, 0.1]).astype(float),
-                                            r.multinomial(1000, [0.4, 0.3, 0.2, 0.1]).astype(float))),
+        ("psi", lambda r: Counts.from_samples(r.lognormal(6, 0.4, 5000),
+                                              r.lognormal(6, 0.4, 500))),
+        ("jensen_shannon", lambda r: Counts(_m(r, 5000, [0.4, 0.3, 0.2, 0.1]),
+                                            _m(r, 1000, [0.4, 0.3, 0.2, 0.1]))),
     ],
 )  # fmt: skip
 def test_identical_samples_raise_drift_at_no_more_than_the_stated_rate(
@@ -148,17 +153,18 @@ def test_identical_samples_raise_drift_at_no_more_than_the_stated_rate(
     [
         ("ks", lambda r: Counts.from_samples(r.lognormal(6, 0.4, 2000),
                                              r.lognormal(6 + math.log(1.3), 0.4, 150))),
-        ("chi2", lambda r: Counts(r.multinomial(3000, [0.5, 0.3, 0.2]).astype(float),
-                                  r.multinomial(200, [0.3, 0.3, 0.4]).astype(float))),
+        ("chi2", lambda r: Counts(_m(r, 3000, [0.5, 0.3, 0.2]),
+                                  _m(r, 200, [0.3, 0.3, 0.4]))),
         ("two_proportion", lambda r: Counts.from_rates((int(r.binomial(5000, 0.12)), 5000),
                                                        (int(r.binomial(300, 0.24)), 300))),
         ("fisher_exact", lambda r: Counts.from_rates((int(r.binomial(5000, 0.01)), 5000),
                                                      (int(r.binomial(100, 0.10)), 100))),
         ("wasserstein", lambda r: Counts.from_samples(_binned(r.lognormal(6, 0.4, 5000)),
                                                       _binned(r.lognormal(6.2, 0.4, 1000)))),
-        ("psi", lambda r: Counts.from_samples(r.lognormal(6, 0.4, 5000), r.lognormal(6.5, 0.4, 500))),
-        ("jensen_shannon", lambda r: Counts(r.multinomial(5000, [0.4, 0.3, 0.2, 0.1]).astype(float),
-                                            r.multinomial(1000, [0.1, 0.3, 0.2, 0.4]).astype(float))),
+        ("psi", lambda r: Counts.from_samples(r.lognormal(6, 0.4, 5000),
+                                              r.lognormal(6.5, 0.4, 500))),
+        ("jensen_shannon", lambda r: Counts(_m(r, 5000, [0.4, 0.3, 0.2, 0.1]),
+                                            _m(r, 1000, [0.1, 0.3, 0.2, 0.4]))),
     ],
 )  # fmt: skip
 def test_shifted_samples_are_detected(test: str, make: object) -> None:
