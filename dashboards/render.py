@@ -124,8 +124,11 @@ def _window_text(snap: Snapshot) -> str:
 
 
 def _span_text(snap: Snapshot) -> str:
-    hours = snap.window.seconds / 3600
-    return f"last {hours:g} h" if hours < 48 else f"last {hours / 24:g} days"
+    minutes = snap.window.seconds / 60
+    if minutes < 120:
+        return f"last {minutes:.0f} min"
+    hours = minutes / 60
+    return f"last {hours:.3g} h" if hours < 48 else f"last {hours / 24:.3g} days"
 
 
 def headline(snap: Snapshot, panels: Sequence[PanelSpec], path: Path) -> Path:
@@ -207,7 +210,9 @@ def trend(snap: Snapshot, panel: PanelSpec, path: Path) -> Path:
 
 
 # Tick spacings a reader expects on a time axis, in seconds.
-_TICK_STEPS: Final = (300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800)
+_TICK_STEPS: Final = (
+    60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800,
+)  # fmt: skip
 
 
 def _epoch(times: Sequence[dt.datetime]) -> list[float]:

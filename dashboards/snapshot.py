@@ -36,8 +36,11 @@ TREND_KEYS: Final = (
 TABLE_KEY: Final = "agents"
 # Points per trend line: enough for a smooth line, few enough to read.
 POINTS: Final = 120
-# A rate window never shorter than four scrapes at the deployment's 15 s interval.
+# Prometheus has a point per scrape (15 s in the deployment); a rate window spans at
+# least four of them. DuckDB's finest view is per minute.
+MIN_STEP_S: Final = 15
 MIN_RATE_WINDOW_S: Final = 60
+MIN_BUCKET_S: Final = 60
 
 
 class SnapshotError(Exception):
@@ -55,7 +58,17 @@ class Window:
 
     @property
     def step_s(self) -> int:
-        return max(MIN_RATE_WINDOW_S, math.ceil(self.seconds / POINTS))
+        """Seconds between the points of a trend read from Prometheus."""
+        return max(MIN_STEP_S, math.ceil(self.seconds / POINTS))
+
+    @property
+    def rate_window_s(self) -> int:
+        return max(MIN_RATE_WINDOW_S, self.step_s)
+
+    @property
+    def bucket_s(self) -> int:
+        """Seconds per trend bucket read from DuckDB (whole minutes of ``metrics_1m``)."""
+        return max(MIN_BUCKET_S, math.ceil(self.step_s / 60) * 60)
 
     @property
     def today_start(self) -> dt.datetime:
@@ -171,7 +184,7 @@ def from_prometheus(url: str, span: dt.timedelta, budget_usd: float) -> Snapshot
             "environment": ".*", "agent": ".*", "version": ".*",
             DAILY_BUDGET.name: repr(float(budget_usd)),
             "__range": f"{seconds}s",
-            "__rate_interval": f"{window.step_s}s",
+            "__rate_interval": f"{window.rate_window_s}s",
         })  # fmt: skip
 
     for panel in stats:
@@ -314,7 +327,7 @@ def from_duckdb(db: Path, span: dt.timedelta, budget_usd: float) -> Snapshot:
             row = con.execute(STAT_SQL[panel.key], params).fetchone()
             snap.stats[panel.key] = _finite(row[0]) if row else None
         for panel in trends:
-            sql = TREND_SQL[panel.key].replace("{step}", str(window.step_s))
+            sql = TREND_SQL[panel.key].replace("{step}", str(window.bucket_s))
             rows = con.execute(sql, {"start": window.start, "end": end}).fetchall()
             snap.trends[panel.key] = _lines(rows)
         cursor = con.execute(TABLE_SQL, {"start": window.start, "end": end})
