@@ -28,9 +28,10 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from agentwatch.alerts.cli_group import alerts_subparsers
+from agentwatch.alerts.cli_group import add_catalog_option, add_db_option, alerts_subparsers
 from agentwatch.alerts.model import Alert, AlertState
 from agentwatch.alerts.receivers import rfc3339
+from agentwatch.alerts.response import add_response_options, response_from_args
 from agentwatch.config import Settings
 
 log = logging.getLogger(__name__)
@@ -269,11 +270,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
         action="store_true",
         help="pass on every alert of every webhook, repeats included",
     )
+    p.add_argument(
+        "--runbooks",
+        action="store_true",
+        help="also notify and run each firing alert's runbook (by its runbook_url), as "
+        "`alerts run` does for its own alerts",
+    )
+    add_db_option(p, settings)
+    add_catalog_option(p, settings)
+    add_response_options(p, settings)
     p.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     sinks = [factory(args) for factory in _SINK_FACTORIES] or [print_sink]
+    response = response_from_args(args) if args.runbooks else None
+    if response is not None:
+        sinks.append(response.received_sink())
 
     def fan_out(alerts: Sequence[Alert]) -> None:
         for each in sinks:

@@ -38,6 +38,7 @@ from agentwatch.alerts.cli_group import (
 )
 from agentwatch.alerts.evaluator import AlertSink, Evaluation, Evaluator
 from agentwatch.alerts.model import Alert
+from agentwatch.alerts.response import add_response_options, response_from_args
 from agentwatch.alerts.rules import Rule, load_rules
 from agentwatch.config import ConfigError, Settings
 
@@ -228,12 +229,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
             "catalog (--catalog): each alert moves through pending, firing and resolved, "
             "every transition is appended to the alert_events table next to --db, and the "
             "state survives restarts. --once evaluates a single time and prints the firing "
-            "alerts. The catalog is opened read-only; safe while `agentwatch process` runs."
+            "alerts. Firing alerts are notified (--notify-config) and their runbooks run, "
+            "which may open circuit breakers on the control topic (--bootstrap); "
+            "--no-response only records. The catalog is opened read-only; safe while "
+            "`agentwatch process` runs."
         ),
     )
     add_db_option(p, settings)
     add_catalog_option(p, settings)
     add_rules_option(p, settings)
+    add_response_options(p, settings)
     p.add_argument(
         "--interval",
         type=float,
@@ -268,7 +273,11 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     sources = Sources(args.catalog, args.rules)  # ConfigError: exit 2 with the message
     evaluator = Evaluator(args.db, sources.rules, sources.catalog)
-    sink = fan_out([log_sink, *(factory(args) for factory in _SINK_FACTORIES)])
+    response = response_from_args(args)
+    sinks = [log_sink, *(factory(args) for factory in _SINK_FACTORIES)]
+    if response is not None:
+        sinks.append(response.evaluation_sink())
+    sink = fan_out(sinks)
     if args.once:
         evaluation = evaluator.evaluate(args.at)
         sink(evaluation)
