@@ -1,30 +1,41 @@
 """The ``demo`` command: the whole pipeline on one machine, then a summary.
 
-It starts the local broker, runs ``agentwatch process`` as its own process (as in a
-deployment), drives a simulated fleet into Kafka for a while, adds a few malformed
-messages from a "buggy agent" so the dead-letter path shows, waits until the processor
-has landed everything, prints a summary from DuckDB and stops the broker. The data
-stays under the data dir (runs accumulate; ``make clean`` starts over).
+It starts the local broker, runs ``agentwatch process`` and ``agentwatch alerts run`` as
+processes of their own (as in a deployment), drives a simulated fleet into Kafka for a
+while, adds a few malformed messages from a "buggy agent" so the dead-letter path shows,
+and meanwhile lets one SDK agent start failing its policy checks: the alert fires, on-call
+is notified, the runbook opens the agent's circuit breaker and the agent halts and
+confirms. It waits until the processor has landed everything, prints a summary from
+DuckDB with the incident's chain of steps, and stops the broker. The data stays under
+the data dir (runs accumulate; ``make clean`` starts over).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaProducer
 from rich.console import Console
+from rich.table import Table
 
+from agentwatch.alerts.catalog import load_catalog
+from agentwatch.alerts.incident import ChainStep, MisbehavingAgent, wait_for_chain
 from agentwatch.broker import broker_status, free_port, start_broker, stop_broker
 from agentwatch.config import Settings
 from agentwatch.ingest.contract import DEFAULT_TOPIC
 from agentwatch.ingest.simulate import SimulationSummary, run_simulation
 from agentwatch.processors import report
 from agentwatch.processors.store import CATALOG_FILE
+
+# An SDK agent of the shipped catalog that the simulated fleet does not run.
+INCIDENT_AGENT = "it-support-3"
 
 BUGGY_MESSAGES: tuple[bytes, ...] = (
     b'{"schema_version": 1, "event_id": "bug-1", "kind": "llm_call", "agent_id": "legacy-bot"',
@@ -87,17 +98,30 @@ def _run(args: argparse.Namespace) -> int:
                       "while the demo runs")  # fmt: skip
         console.print(f"[bold]Fleet[/]: {args.agents} agents, ~{args.rate:g} events/s for "
                       f"{args.seconds:g} s")  # fmt: skip
+        alerts = _start_alerts(info.bootstrap, db, data_dir)
+        agent = _misbehaving_agent(info.bootstrap)
+        console.print(f"[bold]Alerts[/]: evaluated every 2 s; [bold]{agent.agent_id}[/] (an SDK "
+                      "agent following its circuit breaker) starts failing its policy checks "
+                      f"after {args.seconds / 4:g} s")  # fmt: skip
+        burst = threading.Timer(args.seconds / 4, agent.start_burst)
+        burst.start()
         sim = run_simulation(
             info.bootstrap, DEFAULT_TOPIC, agents=args.agents, rate=args.rate,
             duration=args.seconds, seed=args.seed, progress=sys.stderr.isatty(),
         )  # fmt: skip
         _send_buggy_messages(info.bootstrap)
+        console.print("Waiting for the incident to be contained ...")
+        steps = wait_for_chain(db, agent.agent_id, agent.run.started_at, timeout_s=150)
+        agent.close()
+        alerts.terminate()
+        alerts.wait(timeout=60)
         console.print("Waiting for the processor to land everything ...")
         code = processor.wait(timeout=max(120.0, args.seconds))
         if code != 0:
             console.print(f"[red]processor exited with {code}; see {processor_log}[/]")
             return 1
         _summary(console, db, sim, _last_stats(processor_log))
+        _incident(console, agent.agent_id, steps, data_dir)
     finally:
         if existing is None:
             stop_broker(broker_dir)
@@ -119,6 +143,34 @@ def _start_processor(
     with log_path.open("ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=out)
     return proc, log_path
+
+
+def _start_alerts(bootstrap: str, db: Path, data_dir: Path) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable, "-m", "agentwatch.cli", "--log-format", "json", "alerts", "run",
+        "--db", str(db), "--interval", "2", "--bootstrap", bootstrap,
+    ]  # fmt: skip
+    with (data_dir / "alerts.log").open("ab") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=out)
+
+
+def _misbehaving_agent(bootstrap: str) -> MisbehavingAgent:
+    entry = load_catalog().get(INCIDENT_AGENT)
+    assert entry is not None, f"{INCIDENT_AGENT} is not in the shipped catalog"
+    return MisbehavingAgent(bootstrap, entry, topic=DEFAULT_TOPIC).start()
+
+
+def _incident(console: Console, agent_id: str, steps: list[ChainStep], data_dir: Path) -> None:
+    console.rule(f"[bold]Incident: {agent_id} contained")
+    table = Table("time (UTC)", "step", "detail", title_justify="left")
+    for step in sorted(steps, key=lambda s: (s.at is None, s.at or dt.datetime.min)):
+        at = step.at.strftime("%H:%M:%S.%f")[:-3] if step.at else "[red]did not happen[/]"
+        table.add_row(at, step.step, step.detail)
+    console.print(table)
+    console.print(
+        f"Notifications are in {data_dir / 'notifications'}; every step is in the alert_events, "
+        "notifications and actions tables; `agentwatch breaker status` shows the breaker."
+    )
 
 
 def _send_buggy_messages(bootstrap: str) -> None:
