@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from agentwatch.dashboards.render import format_value
+from agentwatch.dashboards.render import format_value, write_report
 from agentwatch.dashboards.snapshot import (
     STAT_KEYS,
     TREND_KEYS,
     Snapshot,
+    Window,
     from_duckdb,
     parse_duration,
 )
@@ -153,3 +154,11 @@ def test_pictures_are_labelled_with_the_window_in_utc(catalog: Path, tmp_path: P
     assert run_snapshot("--out", str(out), "--db", str(catalog), "--range", "2h").returncode == 0
     page = (out / "index.html").read_text()
     assert re.search(r"10:00 to 20 Nov 2026 12:00 UTC", page), page[:2000]
+
+
+def test_a_fleet_with_no_traffic_yet_still_gets_a_report(tmp_path: Path) -> None:
+    # A fresh deployment: Prometheus answers, but nothing has been landed yet.
+    empty = Snapshot(Window(END - dt.timedelta(hours=1), END), "Prometheus at test", 1000.0)
+    written = write_report(empty, tmp_path)
+    assert {p.name for p in written} >= {"headline.png", "agents.png", "index.html"}
+    assert "no agents in this window" in (tmp_path / "index.html").read_text()
