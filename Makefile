@@ -69,8 +69,9 @@ lint: install ## ruff and mypy (strict) over the installed layout
 demo: install ## start a local broker, a processor and a simulated fleet, then print a summary
 	$(BIN)/agentwatch --log-format text demo --seconds $(DEMO_SECONDS) --data-dir data
 
-bench: install ## end-to-end throughput against Kafka's own consumer, as one JSON line
+bench: install ## throughput against Kafka's own consumer, and containment latency (JSON lines)
 	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.containment
 
 bench-drift: install ## drift detection delay per scenario and false alarms on the control (JSON last)
 	$(BIN)/python -m bench.drift

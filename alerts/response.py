@@ -111,15 +111,19 @@ class Response:
             self._supervisor = BreakerSupervisor(
                 control, CatalogSource(self.db), store=self.context.store
             )
+            # Runbooks open breakers through the same, already connected, control: the
+            # first breaker of an incident then costs no connection set-up.
+            if self.context.control is None:
+                self.context.control = control
         return self._supervisor
 
     def evaluation_sink(self) -> Callable[[Evaluation], None]:
         notify = evaluation_sink(self.notifier)
 
         def sink(evaluation: Evaluation) -> None:
-            notify(evaluation)
-            self.respond([t.alert for t in evaluation.transitions])
             self.supervise(evaluation.at)
+            self.respond([t.alert for t in evaluation.transitions])
+            notify(evaluation)
 
         return sink
 

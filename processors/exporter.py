@@ -29,7 +29,9 @@ from prometheus_client.registry import Collector
 
 AGENT = ("agent_id", "agent_version", "environment")
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0)
-FEEDBACK_BUCKETS = (-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 2.0, 3.0, 4.0, 5.0)
+# Thumbs (0/1) and 1-5 ratings. A histogram's sum must never fall, so negative scores
+# (a -1 thumbs-down scale) are counted apart in agentwatch_feedback_negative_total.
+FEEDBACK_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0, 2.0, 3.0, 4.0, 5.0)
 SESSION_BUCKETS_S = (1.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 OTHER = "other"
 
@@ -110,6 +112,9 @@ COUNTERS: tuple[CounterSpec, ...] = (
     CounterSpec("agentwatch_sessions_contained_total",
                 "Sessions resolved with no escalation (containment numerator).", "sessions",
                 AGENT, pl.col("contained")),
+    CounterSpec("agentwatch_feedback_negative_total",
+                "Feedback with a negative score (kept out of the score histogram).", "events",
+                AGENT, _kind("feedback") & (pl.col("score") < 0)),
     CounterSpec("agentwatch_pipeline_dead_letters_total", "Invalid messages, by reason.",
                 "dead_letters", ("reason_code",)),
 )  # fmt: skip
@@ -127,9 +132,9 @@ HISTOGRAMS: tuple[HistogramSpec, ...] = (
     HistogramSpec("agentwatch_session_duration_seconds", "Session duration, start to end.",
                   "sessions", (*AGENT, "resolution"), pl.col("duration_s"), SESSION_BUCKETS_S,
                   pl.col("duration_s").is_not_null()),
-    HistogramSpec("agentwatch_feedback_score", "Feedback scores (mean = sum / count).",
+    HistogramSpec("agentwatch_feedback_score", "Feedback scores >= 0 (mean = sum / count).",
                   "events", AGENT, pl.col("score"), FEEDBACK_BUCKETS,
-                  _kind("feedback") & pl.col("score").is_not_null()),
+                  _kind("feedback") & (pl.col("score") >= 0)),
 )  # fmt: skip
 
 

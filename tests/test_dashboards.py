@@ -51,24 +51,6 @@ UNPRICED_MODEL = "acme-llm-1"
 JSON = dict[str, Any]
 MODELS: dict[str, JSON] = {spec.uid: render(spec) for spec in DASHBOARDS}
 
-# Series the dashboards rightly query that the processor does not export yet. The
-# feedback histogram has negative buckets, and prometheus_client then leaves out its
-# _sum and _count, so the mean feedback score cannot be computed (fix: no bucket below
-# 0 in processors/exporter.py FEEDBACK_BUCKETS). Panels on them are strict xfails: once
-# the exporter is fixed they pass, and this set must be emptied.
-EXPORTER_GAPS = frozenset({"agentwatch_feedback_score_sum", "agentwatch_feedback_score_count"})
-
-
-def needs_missing_series(expr: str) -> bool:
-    return any(name in expr for name in EXPORTER_GAPS)
-
-
-def known_gap() -> pytest.MarkDecorator:
-    return pytest.mark.xfail(
-        strict=True, reason=f"the processor does not export {sorted(EXPORTER_GAPS)}"
-    )
-
-
 # $name, ${name}, ${name:format} and [[name]]: Grafana's variable syntaxes.
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 
@@ -358,17 +340,9 @@ def metrics_queried() -> list[Any]:
         m for model in MODELS.values() for e in expressions(model)
         for m in re.findall(r"agentwatch_\w+", e)
     }  # fmt: skip
-    return [
-        pytest.param(n, marks=known_gap() if needs_missing_series(n) else ()) for n in sorted(names)
-    ]
+    return sorted(names)
 
 
 @pytest.mark.parametrize("metric", metrics_queried())
 def test_every_metric_queried_is_on_the_processors_metrics_endpoint(metric: str) -> None:
     assert metric in exported_series_names()
-
-
-def test_the_known_exporter_gaps_are_queried_by_some_panel() -> None:
-    queried = {m for model in MODELS.values() for e in expressions(model) for m in EXPORTER_GAPS
-               if m in e}  # fmt: skip
-    assert queried == EXPORTER_GAPS

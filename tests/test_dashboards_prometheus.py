@@ -44,7 +44,7 @@ from agentwatch.ingest.simulate import run_simulation
 from tests.conftest import require_tool
 from tests.pipeline_helpers import count, process_cmd, produce, wait_for
 from tests.promserver import Prometheus, running_prometheus
-from tests.test_dashboards import incidents, known_gap, needs_missing_series
+from tests.test_dashboards import incidents
 from tests.test_dashboards_snapshot import run_snapshot
 
 AGENTS, SEED = 4, 7
@@ -159,10 +159,8 @@ def all_queries() -> list[Any]:
         model = render(spec)
         for panel in model["panels"]:
             for target in panel.get("targets") or []:
-                marks = known_gap() if needs_missing_series(target["expr"]) else ()
                 params.append(pytest.param(
                     spec.uid, target["expr"], id=f"{spec.uid}/{panel['title']}/{target['refId']}",
-                    marks=marks,
                 ))  # fmt: skip
     return params
 

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+import agentwatch.alerts
 from agentwatch.alerts.catalog import load_catalog
 from agentwatch.alerts.incident import MisbehavingAgent, wait_for_chain
-from agentwatch.alerts.rules import load_rules
 from agentwatch.broker import BrokerInfo
 from agentwatch.topics import TopicSpec, ensure_topics
 from tests.pipeline_helpers import AGENTWATCH, count, process_cmd, wait_for
 
 AGENT = "it-support-3"
-SHIPPED_RULES = Path(load_rules.__code__.co_filename).parent / "rules"
+SHIPPED_RULES = Path(agentwatch.alerts.__file__).parent / "rules"
 
 
 def fast_violation_rule(folder: Path) -> Path:

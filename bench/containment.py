@@ -1,0 +1,93 @@
+"""Containment latency: from an agent's first bad event to its breaker open.
+
+The production path end to end on one machine (broker, ``agentwatch process``,
+``agentwatch alerts run`` with the shipped rules, an SDK agent following its breaker).
+The violation-burst rule must hold for its ``for`` before it fires, so the figure that
+measures agentwatch is the time beyond ``for``; the target is at most 5 s. The last
+line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from agentwatch.alerts.catalog import load_catalog
+from agentwatch.alerts.incident import VIOLATION_RULE, MisbehavingAgent, wait_for_chain
+from agentwatch.alerts.rules import load_rules
+from agentwatch.broker import free_port, start_broker, stop_broker
+from agentwatch.ingest.contract import DEFAULT_TOPIC
+from agentwatch.topics import TopicSpec, ensure_topics
+
+AGENT = "it-support-3"
+TARGET_BEYOND_FOR_S = 5.0
+
+
+def main() -> int:
+    console = Console(stderr=True)
+    rule = next(r for r in load_rules() if r.name == VIOLATION_RULE)
+    for_s = rule.for_.total_seconds()
+    with tempfile.TemporaryDirectory(prefix="agentwatch-containment-") as tmp:
+        broker_dir = Path(tmp) / "kafka"
+        db = Path(tmp) / "data" / "agentwatch.duckdb"
+        info = start_broker(broker_dir, free_port())
+        procs: list[subprocess.Popen[bytes]] = []
+        agent = None
+        try:
+            ensure_topics(info.bootstrap, [TopicSpec(DEFAULT_TOPIC)])
+            cli = [sys.executable, "-m", "agentwatch.cli", "--log-format", "json"]
+            procs.append(subprocess.Popen(
+                [*cli, "process", "--bootstrap", info.bootstrap, "--db", str(db),
+                 "--flush-interval", "0.25"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))  # fmt: skip
+            procs.append(subprocess.Popen(
+                [*cli, "alerts", "run", "--db", str(db), "--interval", "1",
+                 "--bootstrap", info.bootstrap],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))  # fmt: skip
+            entry = load_catalog().get(AGENT)
+            assert entry is not None
+            agent = MisbehavingAgent(info.bootstrap, entry).start()
+            console.print(f"{AGENT} runs normally, then fails 60% of its policy checks ...")
+            agent.start_burst()
+            steps = {s.step: s.at for s in wait_for_chain(db, AGENT, agent.run.started_at, 180)}
+        finally:
+            if agent is not None:
+                agent.close()
+            for proc in procs:
+                proc.terminate()
+                proc.wait(timeout=60)
+            stop_broker(broker_dir)
+    first, opened = steps.get("first policy violation"), steps.get("breaker opened")
+    halted = steps.get("agent halted and confirmed")
+    if first is None or opened is None:
+        print(json.dumps({"error": "the breaker did not open", "steps": str(steps)}))
+        return 1
+    to_open = (opened - first).total_seconds()
+    result = {
+        "first_bad_event_to_breaker_open_s": round(to_open, 2),
+        "rule_for_s": for_s,
+        "beyond_for_s": round(to_open - for_s, 2),
+        "target_beyond_for_s": TARGET_BEYOND_FOR_S,
+        "breaker_open_to_agent_halted_s": round((halted - opened).total_seconds(), 2)
+        if halted
+        else None,
+    }
+    table = Table(title="containment latency")
+    for key in result:
+        table.add_column(key, justify="right")
+    table.add_row(*(str(v) for v in result.values()))
+    console.print(table)
+    print(json.dumps(result))
+    return 0 if to_open - for_s <= TARGET_BEYOND_FOR_S else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
