@@ -325,7 +325,33 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
     ),
 )
 
-for _metric in BUILTIN_METRICS:
+
+def _drift(comparison: str, help: str) -> SqlMetric:
+    """1 when the latest drift verdict of a signal in the window is `drift`, else 0.
+
+    Reads ``drift_scores`` (written by ``agentwatch drift run``); samples are the
+    current window's observations, so min_samples applies as for any metric.
+    """
+    return SqlMetric(
+        f"drift_{comparison}",
+        help,
+        ("agent_id", "signal"),
+        "SELECT agent_id, signal, "
+        "CASE WHEN arg_max(verdict, window_end) = 'drift' THEN 1.0 ELSE 0.0 END AS value, "
+        "arg_max(n_cur, window_end) AS samples FROM drift_scores "
+        "WHERE window_end > $start AND window_end <= $end "
+        f"AND comparison = '{comparison}' AND verdict <> 'insufficient_data' "
+        "GROUP BY agent_id, signal",
+        "verdict",
+    )
+
+
+DRIFT_METRICS: tuple[Metric, ...] = (
+    _drift("rolling", "1 when a signal of the agent drifted from its reference period"),
+    _drift("release", "1 when a canary release differs from the stable one on a signal"),
+)
+
+for _metric in (*BUILTIN_METRICS, *DRIFT_METRICS):
     register_metric(_metric)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import polars as pl
 import pytest
 
 from agentwatch.alerts.catalog import Catalog, parse_catalog
@@ -547,3 +548,36 @@ def _registry_unchanged() -> Iterator[None]:
     before = set(metrics())
     yield
     assert set(metrics()) == before
+
+
+def drift_row(
+    agent: str, signal: str, seconds: float, verdict: str, comparison: str
+) -> dict[str, Any]:
+    return {
+        "ts": at(seconds), "window_end": at(seconds), "agent_id": agent, "environment": "prod",
+        "comparison": comparison, "dimension": None, "baseline": "7d", "candidate": "1h",
+        "signal": signal, "test": "ks", "statistic": 0.3, "p_value": 0.001, "score": 0.001,
+        "threshold": 0.01, "verdict": verdict, "n_ref": 900, "n_cur": 120,
+    }  # fmt: skip
+
+
+def test_drift_metrics_take_the_latest_verdict_of_each_signal(tmp_path: Path) -> None:
+    s = store(tmp_path, ev("hr-1", 10))
+    log = SegmentStore(tmp_path)
+    log.append_log("drift_scores", pl.DataFrame([
+        drift_row("hr-1", "llm_latency_ms", 100, "ok", "rolling"),
+        drift_row("hr-1", "llm_latency_ms", 400, "drift", "rolling"),
+        drift_row("hr-1", "tool_mix", 100, "drift", "rolling"),
+        drift_row("hr-1", "tool_mix", 400, "ok", "rolling"),
+        drift_row("hr-1", "escalation_rate", 400, "drift", "release"),
+        drift_row("hr-1", "feedback_score", 400, "insufficient_data", "rolling"),
+    ]))  # fmt: skip
+    rolling = s.measure("drift_rolling")
+    assert {k: v.value for k, v in rolling.items()} == {
+        ("hr-1", "llm_latency_ms"): 1.0,
+        ("hr-1", "tool_mix"): 0.0,
+    }
+    assert rolling[("hr-1", "llm_latency_ms")].samples == 120
+    assert {k: v.value for k, v in s.measure("drift_release").items()} == {
+        ("hr-1", "escalation_rate"): 1.0
+    }
