@@ -126,13 +126,13 @@ def parse_when(value: object, where: str) -> When:
 
 
 def parse_start(text: str, now: float) -> float:
-    """A run's start: an RFC 3339 time, or how long before ``now``: ``now-2d`` or ``-2d``.
+    """A run's start: RFC 3339 (UTC if no zone), a date, or how long ago: ``2d``, ``now-2d``.
 
-    ``now-2d`` is there for the command line, where argparse takes ``--start -2d`` for an
-    option (``--start=-2d`` works).
+    As the drift command reads times. ``now-2d`` and ``2d`` suit the command line, where
+    argparse takes ``--start -2d`` for an option (``--start=-2d`` works).
     """
     value = text.strip()
-    for prefix in ("now-", "-"):
+    for prefix in ("now-", "-", ""):
         if value.startswith(prefix):
             ago = value.removeprefix(prefix)
             parts = _DURATION_RE.findall(ago)
@@ -142,11 +142,11 @@ def parse_start(text: str, now: float) -> float:
         instant = dt.datetime.fromisoformat(value)
     except ValueError:
         raise ScenarioError(
-            f"--start: expected an RFC 3339 time such as 2026-11-20T09:00:00Z, or how long "
-            f"ago such as now-2d or now-36h, got {text!r}"
+            f"--start: expected an RFC 3339 time such as 2026-11-20T09:00:00Z, a date, or how "
+            f"long ago such as 2d or now-36h, got {text!r}"
         ) from None
     if instant.tzinfo is None:
-        raise ScenarioError(f"--start: {text!r} needs a time zone, e.g. Z or +00:00")
+        instant = instant.replace(tzinfo=dt.UTC)
     return instant.timestamp()
 
 

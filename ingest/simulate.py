@@ -450,8 +450,9 @@ def register(
             "DURATION seconds before now, at --sim-rate events per simulated second; --start "
             "TIME runs that way from TIME (until now unless --duration says otherwise), so "
             "days of event time take minutes. --scenario FILE applies a YAML timeline of "
-            "behaviour changes (see docs/scenarios.md); its run: block supplies --agents, "
-            "--duration, --sim-rate and --seed when those flags are not given. The same "
+            "behaviour changes (see docs/scenarios.md); its run: block supplies --agents and "
+            "--seed, and when running as fast as possible --duration and --sim-rate, when "
+            "those flags are not given. The same "
             "--seed, start time and scenario give the same events, ids included."
         ),
     )
@@ -499,8 +500,8 @@ def register(
         "--start",
         metavar="TIME",
         default=None,
-        help="run as fast as possible on a simulated clock starting at TIME: an RFC 3339 "
-        "time (2026-11-20T09:00:00Z) or how long ago (now-2d, now-36h)",
+        help="run as fast as possible on a simulated clock starting at TIME: RFC 3339 "
+        "(2026-11-20T09:00:00Z; UTC without a zone), a date, or how long ago (2d, now-36h)",
     )
     parser.add_argument(
         "--scenario",

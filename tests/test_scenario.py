@@ -39,7 +39,7 @@ from agentwatch.ingest.scenario import (
     parse_when,
 )
 from agentwatch.ingest.simulate import _plan
-from bench.drift import alarms, changed_agents, detection
+from bench.drift import alarms, binomial_upper, changed_agents, detection
 
 START = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC).timestamp()
 CHANGE = START + 1200.0  # every change below starts at +20m
@@ -157,8 +157,11 @@ def test_start_is_an_instant_or_how_long_ago() -> None:
     assert parse_start("now-2d", now) == now - 172_800
     assert parse_start("-36h", now) == now - 129_600
     assert parse_start("now-1h30m", now) == now - 5400
+    assert parse_start("36h", now) == now - 129_600
     assert parse_start("2026-11-20T09:00:00Z", now) == START
-    for bad in ("yesterday", "2026-11-20T09:00:00", "-2x", "36h", "now+1h", "now-"):
+    assert parse_start("2026-11-20T09:00:00", now) == START  # UTC, as the drift command reads
+    assert parse_start("2026-11-20", now) == START - 9 * 3600
+    for bad in ("yesterday", "-2x", "now+1h", "now-", "2d ago"):
         with pytest.raises(ScenarioError, match="--start"):
             parse_start(bad, now)
 
@@ -674,3 +677,7 @@ def test_bench_delay_counts_windows_from_the_change_to_the_first_drift() -> None
     assert counted.per_1000 == 1000.0
     everyone = alarms(scores)
     assert (everyone.drifts, everyone.tests) == (6, 7)
+    # The bound on the rate: 3/n for none seen (the rule of three), Clopper-Pearson beyond.
+    assert binomial_upper(0, 1000) == pytest.approx(1 - 0.05 ** (1 / 1000))
+    assert binomial_upper(5, 100) == pytest.approx(0.1023, abs=1e-4)
+    assert binomial_upper(3, 3) == 1.0
