@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentwatch.alerts.breaker import Breaker
 from agentwatch.alerts.catalog import Catalog, load_catalog
 from agentwatch.alerts.confirm import BreakerSupervisor, CatalogSource
 from agentwatch.alerts.control import CONTROL_TOPIC, BreakerControl, retired_agents
@@ -55,6 +56,8 @@ class Response:
     _supervisor: BreakerSupervisor | None = None
     _retry_at: dt.datetime | None = None
     retry_after: dt.timedelta = dt.timedelta(seconds=60)
+    # Told every breaker after each supervisor cycle (the /metrics of `alerts run`).
+    breaker_sink: Callable[[Sequence[Breaker]], None] | None = None
 
     def respond(self, alerts: Sequence[Alert]) -> None:
         """Run the runbook of every firing alert (idempotent per alert instance)."""
@@ -87,6 +90,8 @@ class Response:
             return
         try:
             report = supervisor.cycle()
+            if self.breaker_sink is not None:
+                self.breaker_sink([s.breaker for s in supervisor.control.status()])
         except Exception:
             log.exception("breaker supervision failed; retrying next time")
             self._supervisor = None

@@ -37,6 +37,7 @@ from agentwatch.alerts.cli_group import (
     alerts_subparsers,
 )
 from agentwatch.alerts.evaluator import AlertSink, Evaluation, Evaluator
+from agentwatch.alerts.metrics import add_metrics_options, serve_metrics
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.response import add_response_options, response_from_args
 from agentwatch.alerts.rules import Rule, load_rules
@@ -231,7 +232,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
             "state survives restarts. --once evaluates a single time and prints the firing "
             "alerts. Firing alerts are notified (--notify-config) and their runbooks run, "
             "which may open circuit breakers on the control topic (--bootstrap); "
-            "--no-response only records. The catalog is opened read-only; safe while "
+            "--no-response only records. --metrics-port serves the alert and breaker "
+            "states for Prometheus. The catalog is opened read-only; safe while "
             "`agentwatch process` runs."
         ),
     )
@@ -239,6 +241,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
     add_catalog_option(p, settings)
     add_rules_option(p, settings)
     add_response_options(p, settings)
+    add_metrics_options(p, settings)
     p.add_argument(
         "--interval",
         type=float,
@@ -275,9 +278,22 @@ def _run(args: argparse.Namespace) -> int:
     evaluator = Evaluator(args.db, sources.rules, sources.catalog)
     response = response_from_args(args)
     sinks = [log_sink, *(factory(args) for factory in _SINK_FACTORIES)]
+    metrics = serve_metrics(args, lambda: sources.rules, response)
+    if metrics is not None:
+        sinks.append(metrics.collector.observe)
     if response is not None:
         sinks.append(response.evaluation_sink())
     sink = fan_out(sinks)
+    try:
+        return _evaluate(args, sources, evaluator, sink)
+    finally:
+        if metrics is not None:
+            metrics.close()
+
+
+def _evaluate(
+    args: argparse.Namespace, sources: Sources, evaluator: Evaluator, sink: AlertSink
+) -> int:
     if args.once:
         evaluation = evaluator.evaluate(args.at)
         sink(evaluation)

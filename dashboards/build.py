@@ -117,6 +117,7 @@ def _panel(spec: PanelSpec, panel_id: int, grid: GridPos) -> Any:
         "dataSource": DATASOURCE,
         "targets": _targets(spec),
         "thresholds": spec.thresholds.to_json(),
+        "links": [{"title": link.title, "url": link.url} for link in spec.links if not link.label],
     }
     if spec.kind == "stat":
         return Stat(
@@ -210,11 +211,12 @@ def _table_overrides(spec: PanelSpec) -> list[JSON]:
             ]  # fmt: skip
         overrides.append({"matcher": {"id": "byName", "options": query.column},
                           "properties": properties})  # fmt: skip
-    if spec.link:
+    for label in dict.fromkeys(link.label for link in spec.links if link.label):
+        links = [{"title": link.title, "url": link.url} for link in spec.links
+                 if link.label == label]  # fmt: skip
         overrides.append({
-            "matcher": {"id": "byName", "options": label_title(spec.row_labels[0])},
-            "properties": [{"id": "links", "value": [{"title": "Open the agent's dashboard",
-                                                      "url": spec.link}]}],
+            "matcher": {"id": "byName", "options": label_title(label)},
+            "properties": [{"id": "links", "value": links}],
         })  # fmt: skip
     return overrides
 

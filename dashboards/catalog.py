@@ -1,10 +1,10 @@
 """The dashboards: what each audience sees, declared once as data.
 
 ``DASHBOARDS`` is the list ``build`` writes and the tests prove, query by query, against a
-real Prometheus; a new dashboard (drift, alerts) is one more ``DashboardSpec`` appended
-there. Numbers that several dashboards show (sessions, containment, latency, ...) are
-functions here, so the fleet overview and the agent detail can never disagree on what
-"containment" means.
+real Prometheus; a new dashboard is one more ``DashboardSpec`` appended there. Numbers
+that several dashboards show (sessions, containment, latency, alerts, ...) are functions
+here, so the fleet overview and the agent detail can never disagree on what "containment"
+means.
 
 Thresholds are defaults for a typical fleet; tune them in this file, not in Grafana.
 """
@@ -26,6 +26,7 @@ from agentwatch.dashboards.panels import (
     RANGE,
     RATE_WINDOW,
     RATIO,
+    RUNBOOKS_URL,
     SCORE,
     SECONDS,
     TOPIC,
@@ -33,6 +34,7 @@ from agentwatch.dashboards.panels import (
     USD,
     VERSION,
     DashboardSpec,
+    Link,
     PanelSpec,
     Query,
     Row,
@@ -40,6 +42,7 @@ from agentwatch.dashboards.panels import (
     column,
     higher_is_worse,
     increase,
+    label_picker,
     lower_is_worse,
     quantile,
     rate,
@@ -48,6 +51,7 @@ from agentwatch.dashboards.panels import (
     stat,
     table,
     timeseries,
+    zero_while,
 )
 
 EVENTS: Final = "agentwatch_events_total"
@@ -81,7 +85,13 @@ FEEDBACK_LEVELS: Final = lower_is_worse(0.6, 0.8)
 ESCALATION_LEVELS: Final = higher_is_worse(0.15, 0.3)
 
 AGENT_DETAIL_UID: Final = "agentwatch-agent"
+ALERTS_UID: Final = "agentwatch-alerts"
 BUDGET: Final = f"${DAILY_BUDGET.name}"
+# Cells of an agent_id column open the agent's own dashboard.
+AGENT_LINK: Final = Link(
+    "Open the agent's dashboard",
+    f"/d/{AGENT_DETAIL_UID}?var-agent=${{__value.raw}}&${{__url_time_range}}", "agent_id",
+)  # fmt: skip
 
 # --------------------------------------------------------------------------- shared numbers
 # Each takes the labels to keep (``by``) and the window, so one definition serves a stat
@@ -193,6 +203,66 @@ def budget_used_stat(width: int = 3) -> PanelSpec:
     )  # fmt: skip
 
 
+# --------------------------------------------------------------------------- alerts and breakers
+# From `agentwatch alerts run --metrics-port`. Alerts and breakers carry no environment
+# or version label, so their panels follow the agent picker only.
+
+ALERTS: Final = "agentwatch_alerts"
+ALERT_STARTED: Final = "agentwatch_alerts_started_timestamp_seconds"
+RULE_INFO: Final = "agentwatch_alert_rule_info"
+LAST_EVALUATION: Final = "agentwatch_alerts_last_evaluation_timestamp_seconds"
+BREAKER_OPEN: Final = "agentwatch_breaker_open"
+AGENT_ONLY: Final = 'agent_id=~"$agent"'
+# Any one is worth a look: red from the first.
+RED_FROM_ONE: Final = Thresholds("green", ((1, "red"),))
+YELLOW_FROM_ONE: Final = Thresholds("green", ((1, "yellow"),))
+ALERTS_LINK: Final = Link(
+    "Alerts and breakers", f"/d/{ALERTS_UID}?${{__url_time_range}}&${{agent:queryparam}}"
+)
+
+
+def _alerts(where: str) -> str:
+    """How many alerts match ``where`` now; 0 (not "no data") while the evaluator reports."""
+    return zero_while(f"sum({selector(ALERTS, where, AGENT_ONLY)})", f"max({LAST_EVALUATION})")
+
+
+def firing_alerts_stat(width: int = 6) -> PanelSpec:
+    return stat(
+        "Firing alerts", "Alerts firing now for the selected agents, of every severity. "
+        "Yellow from 1; the alerts dashboard lists each one with its runbook.",
+        _alerts('state="firing"'), COUNT, YELLOW_FROM_ONE, key="firing_alerts",
+        links=(ALERTS_LINK,), width=width,
+    )  # fmt: skip
+
+
+def critical_alerts_stat(width: int = 6) -> PanelSpec:
+    return stat(
+        "Critical alerts", "Critical alerts firing now (violation bursts, security blocks, "
+        "runaway cost): their runbooks contain the agent. Red from 1.",
+        _alerts('state="firing", severity="critical"'), COUNT, RED_FROM_ONE,
+        key="critical_alerts", links=(ALERTS_LINK,), width=width,
+    )  # fmt: skip
+
+
+def pending_alerts_stat(width: int = 6) -> PanelSpec:
+    return stat(
+        "Pending alerts", "Alerts whose condition holds but not yet for the rule's `for` "
+        "duration: they fire if it goes on. Yellow from 1.",
+        _alerts('state="pending"'), COUNT, YELLOW_FROM_ONE, key="pending_alerts",
+        links=(ALERTS_LINK,), width=width,
+    )  # fmt: skip
+
+
+def open_breakers_stat(width: int = 6) -> PanelSpec:
+    return stat(
+        "Open breakers", "Circuit breakers halting an agent (or one of its tools) now, "
+        "opened by a runbook or by hand; half-open ones, letting a probe through, count "
+        "too. Red from 1.",
+        zero_while(f"sum({selector(BREAKER_OPEN, '', AGENT_ONLY)})", f"max({BREAKER_OPEN})"),
+        COUNT, RED_FROM_ONE, key="open_breakers", links=(ALERTS_LINK,), width=width,
+    )  # fmt: skip
+
+
 # --------------------------------------------------------------------------- fleet overview
 
 SESSIONS_BY_OUTCOME: Final = timeseries(
@@ -243,7 +313,7 @@ AGENTS_TABLE: Final = table(
     column("Violations / 100 sessions", violations_per_100_sessions(AGENT_ROW), COUNT,
            VIOLATION_LEVELS, decimals=1),
     key="agents",
-    link=f"/d/{AGENT_DETAIL_UID}?var-agent=${{__value.raw}}&${{__url_time_range}}",
+    links=(AGENT_LINK,),
 )  # fmt: skip
 
 FLEET: Final = DashboardSpec(
@@ -253,11 +323,12 @@ FLEET: Final = DashboardSpec(
     "spend against budget, latency, safety, and every agent side by side.",
     variables=(*AGENT_VARIABLES, DAILY_BUDGET),
     rows=(
-        # Active alerts and open circuit breakers join this row once alerting exists.
         Row("At a glance", (
             sessions_stat(), containment_stat(), spend_today_stat(), budget_used_stat(),
             latency_stat(), error_rate_stat(), violations_stat(), blocked_stat(),
         )),
+        Row("Alerts", (firing_alerts_stat(), critical_alerts_stat(), pending_alerts_stat(),
+                       open_breakers_stat())),
         Row("Trends", (SESSIONS_BY_OUTCOME, CONTAINMENT_TREND, SPEND_BY_AGENT,
                        LLM_LATENCY_TREND, SAFETY_TREND, ERRORS_BY_TYPE)),
         Row("Agents", (AGENTS_TABLE,)),
@@ -590,11 +661,204 @@ PIPELINE: Final = DashboardSpec(
     ),
 )  # fmt: skip
 
-# Drift and alert dashboards are appended here once those features export their metrics.
+# --------------------------------------------------------------------------- alerts dashboard
+
+ALERT_AGENT: Final = label_picker(
+    "agent", "Agent", "", "agent_id", "Agents with alerts or circuit breakers.",
+    scope=f'__name__=~"{ALERTS}|{BREAKER_OPEN}"',
+)  # fmt: skip
+ALERT_ROW: Final = ("alertname", "severity", "agent_id", "state", "runbook_url")
+BREAKER_ROW: Final = ("agent_id", "tool")
+RUNBOOK_LINK: Final = Link(
+    "Open the runbook", f"${{{RUNBOOKS_URL.name}}}/${{__value.raw}}", "runbook_url"
+)
+
+
+def _with_runbook(metric: str) -> str:
+    """The alert series, each with its rule's runbook_url joined on from the rule info."""
+    alerts = selector(metric, "", AGENT_ONLY)
+    return f"{alerts} * on (alertname) group_left (runbook_url) {RULE_INFO}"
+
+
+_BY_ALERT: Final = ", ".join(ALERT_ROW)
+_FIRING: Final = selector(ALERTS, 'state="firing"', AGENT_ONLY)
+
+ALERTS_DASHBOARD: Final = DashboardSpec(
+    uid=ALERTS_UID,
+    title="agentwatch / Alerts and breakers",
+    description="What the alert evaluator has found and what its runbooks did about it: "
+    "active alerts with their runbooks, and the circuit breakers halting agents.",
+    variables=(ALERT_AGENT, RUNBOOKS_URL),
+    rows=(
+        Row("Now", (
+            firing_alerts_stat(4), critical_alerts_stat(4), pending_alerts_stat(4),
+            open_breakers_stat(4),
+            stat("Rules in force", "Alert rules the evaluator has loaded (re-read when their "
+                 "files change).", f"count({RULE_INFO})", COUNT, width=4),
+            stat("Last evaluation", "Time since the evaluator last checked the rules (every "
+                 "10 s by default). Yellow from 1 minute, red from 5: alerts are stale.",
+                 f"time() - max({LAST_EVALUATION})", SECONDS, higher_is_worse(60, 300),
+                 decimals=0, width=4),
+        )),
+        Row("Active alerts", (
+            table(
+                "Active alerts", "Every pending and firing alert, longest-running first. "
+                "Click a runbook to read what it does (the Runbooks URL box says where they "
+                "are served), or an agent for its dashboard.", ALERT_ROW,
+                column("Active for", f"time() - min by ({_BY_ALERT}) "
+                       f"({_with_runbook(ALERT_STARTED)})", SECONDS, decimals=0),
+                column("Instances", f"sum by ({_BY_ALERT}) ({_with_runbook(ALERTS)})"),
+                key="active_alerts", links=(RUNBOOK_LINK, AGENT_LINK), height=8,
+            ),
+            timeseries("Firing alerts by rule", "Alerts firing, by rule.", COUNT,
+                       Query(f"sum by (alertname) ({_FIRING})", "{{alertname}}"),
+                       stack=True),
+            timeseries("Alerts by severity", "Pending and firing alerts, by severity and "
+                       "state.", COUNT,
+                       Query(f"sum by (severity, state) ({selector(ALERTS, '', AGENT_ONLY)})",
+                             "{{severity}} {{state}}"), stack=True),
+        )),
+        Row("Circuit breakers", (
+            table(
+                "Circuit breakers", "Every breaker the control topic knows: 1 while it halts "
+                "the agent's calls (a blank tool: the whole agent), 0 once closed.",
+                BREAKER_ROW,
+                column("Halting calls", f"max by (agent_id, tool) "
+                       f"({selector(BREAKER_OPEN, '', AGENT_ONLY)})", COUNT, RED_FROM_ONE),
+                key="breakers", links=(AGENT_LINK,), width=12, height=8,
+            ),
+            timeseries("Open breakers by agent", "Breakers halting calls, by agent.", COUNT,
+                       Query(f"sum by (agent_id) ({selector(BREAKER_OPEN, '', AGENT_ONLY)})",
+                             "{{agent_id}}"), thresholds=RED_FROM_ONE, stack=True),
+        )),
+    ),
+)  # fmt: skip
+
+# --------------------------------------------------------------------------- drift dashboard
+# From `agentwatch drift run --metrics-port`: each agent's latest evaluated window, per
+# signal; no environment or version label (release comparisons name their versions).
+
+DRIFT_SCORE: Final = "agentwatch_drift_score"
+DRIFT_DETECTED: Final = "agentwatch_drift_detected"
+DRIFT_INSUFFICIENT: Final = "agentwatch_drift_insufficient_data"
+DRIFT_WINDOW_END: Final = "agentwatch_drift_window_end_timestamp_seconds"
+RELEASE_SCORE: Final = "agentwatch_drift_release_score"
+RELEASE_DETECTED: Final = "agentwatch_drift_release_detected"
+DRIFT_SCOPE: Final = 'agent_id=~"$agent", signal=~"$signal"'
+# Severity: 1 is the test's threshold, so red is a drift verdict and yellow a near miss.
+SEVERITY_LEVELS: Final = higher_is_worse(0.8, 1.0)
+RELEASE: Final = ("agent_id", "dimension", "baseline", "candidate")
+_SEVERITY_TEXT: Final = (
+    "Severity puts every test on one scale where 1 is its threshold: at or above 1 the "
+    "test found drift. Yellow from 0.8, red from 1."
+)
+
+
+def _drift(metric: str) -> str:
+    return selector(metric, scope=DRIFT_SCOPE)
+
+
+DRIFT_AGENT: Final = label_picker(
+    "agent", "Agent", DRIFT_SCORE, "agent_id", "Agents with drift results.",
+)  # fmt: skip
+SIGNAL: Final = label_picker(
+    "signal", "Signal", DRIFT_SCORE, "signal", "Signals tested for the chosen agents.",
+    scope=AGENT_ONLY,
+)  # fmt: skip
+
+DRIFT: Final = DashboardSpec(
+    uid="agentwatch-drift",
+    title="agentwatch / Drift",
+    description="Whether agents still behave as when they were approved, and whether new "
+    "releases, prompts and models behave like the ones they replace: drift scores and "
+    "verdicts per signal over time.",
+    variables=(DRIFT_AGENT, SIGNAL),
+    rows=(
+        Row("Latest window", (
+            stat("Agents drifting", "Agents with at least one signal found drifting in their "
+                 "latest window. Yellow from 1, red from 3.",
+                 f"sum(max by (agent_id) ({_drift(DRIFT_DETECTED)}))", COUNT,
+                 higher_is_worse(1, 3), width=4),
+            stat("Signals drifting", "Agent and signal pairs found drifting in the latest "
+                 "window. Yellow from 1, red from 5.", f"sum({_drift(DRIFT_DETECTED)})", COUNT,
+                 higher_is_worse(1, 5), width=4),
+            stat("Worst severity", "The largest severity of any signal. " + _SEVERITY_TEXT,
+                 f"max({_drift(DRIFT_SCORE)})", SCORE, SEVERITY_LEVELS, decimals=2, width=4),
+            stat("Releases drifting", "New releases, prompts or models found unlike the stable "
+                 "one they run beside, on at least one signal. Red from 1.",
+                 f"sum(max by ({', '.join(RELEASE)}) ({_drift(RELEASE_DETECTED)}))", COUNT,
+                 RED_FROM_ONE, width=4),
+            stat("Signals without enough data", "Agent and signal pairs no test could judge "
+                 "for lack of samples (not the same as no drift).",
+                 f"sum({_drift(DRIFT_INSUFFICIENT)})", COUNT, width=4),
+            stat("Evaluation lag", "Time since the end of the latest evaluated window (the "
+                 "oldest among the agents). Windows are evaluated an hour apart, a few minutes "
+                 "after they end: yellow from 2 hours, red from 3 (the evaluator is behind).",
+                 f"time() - min({selector(DRIFT_WINDOW_END, scope=AGENT_ONLY)})", SECONDS,
+                 higher_is_worse(7200, 10800), decimals=0, width=4),
+        )),
+        Row("Scores and verdicts over time", (
+            timeseries("Drift severity by signal", "The largest severity of each signal among "
+                       "the selected agents. " + _SEVERITY_TEXT, SCORE,
+                       Query(f"max by (signal) ({_drift(DRIFT_SCORE)})", "{{signal}}"),
+                       thresholds=SEVERITY_LEVELS),
+            timeseries("Drift severity by agent", "The largest severity of any signal of each "
+                       "agent. " + _SEVERITY_TEXT, SCORE,
+                       Query(f"max by (agent_id) ({_drift(DRIFT_SCORE)})", "{{agent_id}}"),
+                       thresholds=SEVERITY_LEVELS),
+            timeseries("Signals drifting by agent", "How many signals of each agent were found "
+                       "drifting.", COUNT,
+                       Query(f"sum by (agent_id) ({_drift(DRIFT_DETECTED)})", "{{agent_id}}"),
+                       stack=True),
+            timeseries("Signals without enough data by agent", "How many signals of each "
+                       "agent no test could judge for lack of samples.", COUNT,
+                       Query(f"sum by (agent_id) ({_drift(DRIFT_INSUFFICIENT)})",
+                             "{{agent_id}}"), stack=True),
+            table(
+                "Signals now", "Each agent's signals in its latest window, most severe first: "
+                "1 in Drift means a test found it drifting. Click an agent for its dashboard.",
+                ("agent_id", "signal"),
+                column("Severity", f"max by (agent_id, signal) ({_drift(DRIFT_SCORE)})", SCORE,
+                       SEVERITY_LEVELS, decimals=2),
+                column("Drift", f"max by (agent_id, signal) ({_drift(DRIFT_DETECTED)})", COUNT,
+                       RED_FROM_ONE),
+                key="signals", links=(AGENT_LINK,), height=10,
+            ),
+        )),
+        Row("Releases compared", (
+            table(
+                "Releases compared", "Each new release, prompt or model (first seen in the "
+                "last day) against the stable one it runs beside, over the same period: how "
+                "many signals differ, and how much. Click an agent to compare its versions "
+                "on its dashboard.", RELEASE,
+                column("Signals drifting", f"sum by ({', '.join(RELEASE)}) "
+                       f"({_drift(RELEASE_DETECTED)})", COUNT, RED_FROM_ONE),
+                column("Signals tested", f"count by ({', '.join(RELEASE)}) "
+                       f"({_drift(RELEASE_DETECTED)})"),
+                column("Worst severity", f"max by ({', '.join(RELEASE)}) "
+                       f"({_drift(RELEASE_SCORE)})", SCORE, SEVERITY_LEVELS, decimals=2),
+                key="releases", links=(AGENT_LINK,), height=7,
+            ),
+            timeseries("Release drift severity", "The largest severity of each new release "
+                       "against its stable one. " + _SEVERITY_TEXT, SCORE,
+                       Query(f"max by ({', '.join(RELEASE)}) ({_drift(RELEASE_SCORE)})",
+                             "{{agent_id}} {{dimension}} {{candidate}} vs {{baseline}}"),
+                       thresholds=SEVERITY_LEVELS),
+            timeseries("Release signals drifting", "How many signals of each new release "
+                       "differ from its stable one.", COUNT,
+                       Query(f"sum by ({', '.join(RELEASE)}) ({_drift(RELEASE_DETECTED)})",
+                             "{{agent_id}} {{dimension}} {{candidate}} vs {{baseline}}"),
+                       stack=True),
+        )),
+    ),
+)  # fmt: skip
+
 DASHBOARDS: Final[tuple[DashboardSpec, ...]] = (
     FLEET,
     AGENT_DETAIL,
     COST_AND_TOKENS,
     SAFETY,
+    DRIFT,
+    ALERTS_DASHBOARD,
     PIPELINE,
 )

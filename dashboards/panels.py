@@ -43,6 +43,15 @@ LABEL_TITLES: Final = {
     "environment": "Environment",
     "model": "Model",
     "policy_id": "Policy",
+    "alertname": "Alert",
+    "severity": "Severity",
+    "state": "State",
+    "runbook_url": "Runbook",
+    "tool": "Tool",
+    "signal": "Signal",
+    "dimension": "Compared on",
+    "baseline": "Stable",
+    "candidate": "New",
 }
 
 
@@ -108,6 +117,12 @@ def ratio(numerator: str, denominator: str, scale: float = 1) -> str:
     return f"{scale:g} * {expr}" if scale != 1 else expr
 
 
+def zero_while(expr: str, alive: str) -> str:
+    """``expr``, or 0 when it has no series but ``alive`` has: "none" told apart from
+    "not known" (a stopped exporter still shows as no data, not as a reassuring 0)."""
+    return f"({expr}) or (0 * {alive})"
+
+
 # --------------------------------------------------------------------------- thresholds
 
 
@@ -156,6 +171,19 @@ Kind = Literal["stat", "timeseries", "table"]
 
 
 @dataclass(frozen=True)
+class Link:
+    """A link on the panel's header, or with ``label`` on each cell of that table column.
+
+    The URL may use Grafana's variables: ``${__value.raw}`` is the cell's value,
+    ``${__url_time_range}`` the time range, ``$name`` a dashboard variable.
+    """
+
+    title: str
+    url: str
+    label: str = ""
+
+
+@dataclass(frozen=True)
 class Query:
     """One PromQL expression; in a table, one column (``column``, its own unit/colours)."""
 
@@ -183,9 +211,9 @@ class PanelSpec:
     today: bool = False
     stack: bool = False
     decimals: int | None = None
-    # Table rows: the labels identifying a row (the first is linked to ``link``).
+    # Table rows: the labels identifying a row.
     row_labels: tuple[str, ...] = ()
-    link: str = ""
+    links: tuple[Link, ...] = ()
     no_value: str = "n/a"
 
     @property
@@ -204,6 +232,7 @@ def stat(
     key: str = "",
     today: bool = False,
     decimals: int | None = None,
+    links: Sequence[Link] = (),
     width: int = 3,
     height: int = 4,
 ) -> PanelSpec:
@@ -217,7 +246,7 @@ def stat(
         decimals = 0
     return PanelSpec(
         "stat", title, description, unit, (Query(expr),), thresholds, width, height,
-        key=key, today=today, decimals=decimals, no_value=no_value,
+        key=key, today=today, decimals=decimals, no_value=no_value, links=tuple(links),
     )  # fmt: skip
 
 
@@ -245,14 +274,18 @@ def table(
     row_labels: Sequence[str],
     *columns: Query,
     key: str = "",
-    link: str = "",
+    links: Sequence[Link] = (),
     width: int = GRID_WIDTH,
     height: int = 9,
 ) -> PanelSpec:
-    """One row per ``row_labels`` value, one column per query (each a ``sum by`` them)."""
+    """One row per ``row_labels`` value, one column per query (each a ``sum by`` them);
+    ``links`` on row labels make their cells clickable."""
+    unknown = [link.label for link in links if link.label not in row_labels]
+    if unknown:
+        raise ValueError(f"{title}: links on labels that are not row labels: {unknown}")
     return PanelSpec(
         "table", title, description, COUNT, columns, NEUTRAL, width, height,
-        key=key, row_labels=tuple(row_labels), link=link,
+        key=key, row_labels=tuple(row_labels), links=tuple(links),
     )  # fmt: skip
 
 
@@ -323,6 +356,15 @@ TOPIC: Final = label_picker(
 DAILY_BUDGET: Final = Variable(
     "daily_budget_usd", "Daily budget (USD)", "1000",
     "The fleet's LLM spend budget per day in USD; edit it here or in the dashboard JSON.",
+    multi=False, include_all=False, textbox=True,
+)  # fmt: skip
+# Where the rules' runbooks (runbook_url: runbooks/<id>.yaml) are served: by default the
+# alerts folder of this repository, which the Compose deployment mounts into Grafana's
+# static files; a wiki or a repository browser works as well.
+RUNBOOKS_URL: Final = Variable(
+    "runbooks_url", "Runbooks URL", "/public/agentwatch",
+    "Base URL of the runbooks: each alert's runbook_url (runbooks/<id>.yaml) is appended. "
+    "Point it at your repository, e.g. https://git.example.com/agentwatch/blob/main/alerts.",
     multi=False, include_all=False, textbox=True,
 )  # fmt: skip
 AGENT_VARIABLES: Final = (ENVIRONMENT, AGENT, VERSION)

@@ -4,7 +4,8 @@ Checked on the JSON that ``agentwatch dashboards build`` writes, not on the Pyth
 specs, because the JSON is what Grafana sees: panel ids, the grid, datasource
 references against the provisioned datasource, template variables, and a unit, a
 description and thresholds on every panel. Every series a panel queries must appear on
-the processor's /metrics after it landed a simulated fleet. Whether each query returns
+an agentwatch /metrics endpoint: the processor's after it landed a simulated fleet, the
+drift evaluator's, or the alert evaluator's. Whether each query returns
 data is proven against a real Prometheus in ``test_dashboards_prometheus.py``.
 """
 
@@ -22,10 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import polars as pl
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
+from agentwatch.alerts.breaker import Breaker, BreakerKey
+from agentwatch.alerts.evaluator import Evaluation
+from agentwatch.alerts.metrics import AlertsCollector
+from agentwatch.alerts.model import Alert
+from agentwatch.alerts.rules import DEFAULT_RULES_DIR, load_rules
 from agentwatch.dashboards.build import render
 from agentwatch.dashboards.catalog import DASHBOARDS
 from agentwatch.demo import BUGGY_MESSAGES
@@ -33,6 +40,7 @@ from agentwatch.ingest.contract import Error, Event, LlmCall, PolicyCheck, Secur
 from agentwatch.ingest.fleet import Fleet, make_agents
 from agentwatch.processors.decode import RawBatch
 from agentwatch.processors.dedup import DedupIndex
+from agentwatch.processors.drift.metrics import DriftCollector
 from agentwatch.processors.exporter import FleetCollector, PartitionHealth
 from agentwatch.processors.pipeline import (
     LandedBatch,
@@ -41,6 +49,7 @@ from agentwatch.processors.pipeline import (
     land_batch,
 )
 from agentwatch.processors.pricing import apply_pricing, load_pricing
+from agentwatch.processors.tables import DRIFT_SCORES_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKED_IN = ROOT / "dashboards" / "json"
@@ -113,10 +122,10 @@ def test_dashboard_uids_and_titles_are_unique() -> None:
     assert len({m["title"] for m in MODELS.values()}) == len(MODELS)
 
 
-def test_the_fleet_overview_agent_detail_cost_safety_and_pipeline_dashboards_exist() -> None:
+def test_the_fleet_agent_cost_safety_drift_alerts_and_pipeline_dashboards_exist() -> None:
     assert set(MODELS) >= {
         "agentwatch-fleet", "agentwatch-agent", "agentwatch-cost", "agentwatch-safety",
-        "agentwatch-pipeline",
+        "agentwatch-drift", "agentwatch-alerts", "agentwatch-pipeline",
     }  # fmt: skip
 
 
@@ -250,6 +259,19 @@ def test_a_variable_only_refers_to_variables_defined_before_it(model: JSON) -> N
         seen.add(variable["name"])
 
 
+# Series with an agent_id but no environment or version label: the alert evaluator's and
+# the drift evaluator's. Panels over them follow the agent picker alone.
+_AGENT_ONLY = re.compile(r"agentwatch_(alert|breaker|drift)_?\w*")
+
+
+def scope_variables(expr: str) -> set[str]:
+    """The pickers an expression must follow, from the series it reads."""
+    metrics = set(re.findall(r"agentwatch_\w+", expr))
+    if metrics and all(_AGENT_ONLY.fullmatch(m) for m in metrics):
+        return {"agent"}
+    return {"environment", "agent", "version"}
+
+
 @pytest.mark.parametrize("uid", ["agentwatch-fleet", "agentwatch-agent", "agentwatch-cost",
                                  "agentwatch-safety"])  # fmt: skip
 def test_agent_dashboards_filter_by_environment_agent_and_version(uid: str) -> None:
@@ -257,7 +279,59 @@ def test_agent_dashboards_filter_by_environment_agent_and_version(uid: str) -> N
     assert {"environment", "agent", "version"} <= {v["name"] for v in model["templating"]["list"]}
     for panel in panels(model):
         for expr in (t["expr"] for t in panel["targets"]):
-            assert {"environment", "agent", "version"} <= variables_used(expr), panel["title"]
+            assert scope_variables(expr) <= variables_used(expr), panel["title"]
+
+
+def test_alert_and_breaker_panels_follow_the_agent_picker() -> None:
+    for model in (MODELS["agentwatch-fleet"], MODELS["agentwatch-alerts"]):
+        for panel in panels(model):
+            for expr in (t["expr"] for t in panel["targets"]):
+                if re.search(r"agentwatch_(alerts|breaker_open)\{", expr):
+                    assert 'agent_id=~"$agent"' in expr, panel["title"]
+
+
+def test_drift_panels_follow_the_agent_and_signal_pickers() -> None:
+    model = MODELS["agentwatch-drift"]
+    assert [v["name"] for v in model["templating"]["list"]] == ["agent", "signal"]
+    for panel in panels(model):
+        for expr in (t["expr"] for t in panel["targets"]):
+            wanted = {"agent"} if "window_end" in expr else {"agent", "signal"}
+            assert wanted <= variables_used(expr), panel["title"]
+
+
+def test_the_fleet_overview_shows_active_alerts_and_open_breakers() -> None:
+    tiles = {p["title"]: p for p in panels(MODELS["agentwatch-fleet"]) if p["type"] == "stat"}
+    assert {"Firing alerts", "Critical alerts", "Open breakers"} <= set(tiles)
+    for title in ("Firing alerts", "Critical alerts", "Open breakers"):
+        assert any("/d/agentwatch-alerts" in link["url"] for link in tiles[title]["links"])
+
+
+def field_links(panel: JSON, column: str) -> list[JSON]:
+    for override in panel["fieldConfig"]["overrides"]:
+        if override["matcher"]["options"] == column:
+            for prop in override["properties"]:
+                if prop["id"] == "links":
+                    links: list[JSON] = prop["value"]
+                    return links
+    return []
+
+
+def test_each_active_alert_links_to_its_runbook() -> None:
+    model = MODELS["agentwatch-alerts"]
+    table = next(p for p in panels(model) if p["title"] == "Active alerts")
+    (link,) = field_links(table, "Runbook")
+    assert link["url"] == "${runbooks_url}/${__value.raw}"
+    assert all("runbook_url" in t["expr"] for t in table["targets"])
+    base = next(v for v in model["templating"]["list"] if v["name"] == "runbooks_url")
+    assert base["type"] == "textbox" and base["query"]
+
+
+def test_every_rules_runbook_is_a_file_beside_the_rules() -> None:
+    # The links append runbook_url to the alerts folder's URL: each must name a file there.
+    alerts_dir = ROOT / "alerts"
+    urls = {rule.annotations.get("runbook_url", "") for rule in load_rules(DEFAULT_RULES_DIR)}
+    assert urls and "" not in urls
+    assert [u for u in sorted(urls) if not (alerts_dir / u).is_file()] == []
 
 
 # --------------------------------------------------------------------------- metrics
@@ -315,9 +389,28 @@ def landed_fleet(
     return land_batch(batch, state, settings, lambda frame: apply_pricing(frame, pricing))
 
 
+def drift_rows(window_end: dt.datetime) -> pl.DataFrame:
+    """One rolling and one release result of one agent, as ``drift_scores`` holds them."""
+    common = {"ts": window_end, "window_end": window_end, "agent_id": "hr-1",
+              "environment": "prod", "test": "two_proportion", "statistic": 4.2,
+              "p_value": 1e-5, "score": 1e-4, "threshold": 0.01, "verdict": "drift",
+              "n_ref": 900, "n_cur": 120}  # fmt: skip
+    return pl.DataFrame([
+        common | {"comparison": "rolling", "dimension": None, "baseline": "p", "candidate": "c",
+                  "signal": "escalation_rate"},
+        common | {"comparison": "release", "dimension": "agent_version", "baseline": "1.0.0",
+                  "candidate": "1.1.0", "signal": "escalation_rate"},
+        common | {"comparison": "rolling", "dimension": None, "baseline": "p", "candidate": "c",
+                  "signal": "feedback_score", "test": "ks", "statistic": None, "p_value": None,
+                  "score": None, "verdict": "insufficient_data"},
+    ], schema=DRIFT_SCORES_SCHEMA)  # fmt: skip
+
+
 @cache
 def exported_series_names() -> frozenset[str]:
-    """Every series name on /metrics once a processor landed a fleet, bad messages and all.
+    """Every series name on agentwatch's /metrics endpoints: a processor's once it landed
+    a fleet, bad messages and all; the drift evaluator's after a window; the alert
+    evaluator's with an alert firing and a breaker open.
 
     A small label budget makes the cardinality guard fold some tools, so its counter
     shows too, as it does in a real fleet.
@@ -329,10 +422,22 @@ def exported_series_names() -> frozenset[str]:
     collector = FleetCollector("events", max_label_values=10)
     collector.apply(landed.metric_deltas())
     collector.partitions[0] = PartitionHealth()
-    registry = CollectorRegistry()
-    registry.register(collector)
-    text = generate_latest(registry).decode()
-    return frozenset(re.findall(r"^(agentwatch_\w+)[{ ]", text, flags=re.MULTILINE))
+    drift = DriftCollector()
+    drift.update(drift_rows(end))
+    rules = load_rules(DEFAULT_RULES_DIR)
+    alerts = AlertsCollector(lambda: rules)
+    burst = Alert("AgentViolationBurst", {"alertname": "AgentViolationBurst",
+                                          "severity": "critical", "agent_id": "hr-1"},
+                  {}, "firing", end)  # fmt: skip
+    alerts.observe(Evaluation(end, (), (burst,), ()))
+    alerts.set_breakers([Breaker(BreakerKey("hr-1"), state="open")])
+    names: set[str] = set()
+    for each in (collector, drift, alerts):
+        registry = CollectorRegistry()
+        registry.register(each)
+        text = generate_latest(registry).decode()
+        names |= set(re.findall(r"^(agentwatch_\w+)[{ ]", text, flags=re.MULTILINE))
+    return frozenset(names)
 
 
 def metrics_queried() -> list[Any]:
@@ -344,5 +449,5 @@ def metrics_queried() -> list[Any]:
 
 
 @pytest.mark.parametrize("metric", metrics_queried())
-def test_every_metric_queried_is_on_the_processors_metrics_endpoint(metric: str) -> None:
+def test_every_metric_queried_is_on_an_agentwatch_metrics_endpoint(metric: str) -> None:
     assert metric in exported_series_names()

@@ -8,6 +8,15 @@ comparisons behind it, so that an alert rule needs no knowledge of the tests:
 - ``agentwatch_drift_detected{agent_id,signal}``: 1 when any of them is ``drift``, else 0;
 - ``agentwatch_drift_insufficient_data{agent_id,signal}``: 1 when none could be tested,
   in which case the two above are left out rather than reported as "no drift".
+
+Release comparisons get series of their own, so that a dashboard can put a new release
+(or prompt, or model) beside the stable one it is compared with:
+
+- ``agentwatch_drift_release_score{agent_id,dimension,baseline,candidate,signal}``: the
+  largest severity of that candidate against that baseline on the signal;
+- ``agentwatch_drift_release_detected{...}``: 1 when one of its tests found drift.
+
+Both are left out while the candidate could not be tested on the signal.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from agentwatch.processors.drift import stats
-from agentwatch.processors.drift.evaluate import DRIFT, INSUFFICIENT
+from agentwatch.processors.drift.evaluate import DRIFT, INSUFFICIENT, RELEASE
 
 
 def severity_column(frame: pl.DataFrame) -> pl.Series:
@@ -39,6 +48,8 @@ class DriftCollector(Collector):
         # (agent_id, signal) -> (severity or None, detected, insufficient)
         self.series: dict[tuple[str, str], tuple[float | None, bool, bool]] = {}
         self.window_end: dict[str, dt.datetime] = {}
+        # (agent_id, dimension, baseline, candidate, signal) -> (severity or None, detected)
+        self.releases: dict[tuple[str, str, str, str, str], tuple[float | None, bool]] = {}
 
     def update(self, rows: pl.DataFrame) -> None:
         """Replace each agent's series with its results in ``rows``' latest window."""
@@ -53,11 +64,20 @@ class DriftCollector(Collector):
             (pl.col("verdict") == DRIFT).any().alias("detected"),
             (pl.col("verdict") == INSUFFICIENT).all().alias("insufficient"),
         )
-        for agent_id in summary["agent_id"].unique().to_list():
-            self.series = {k: v for k, v in self.series.items() if k[0] != agent_id}
+        releases = (
+            latest.filter((pl.col("comparison") == RELEASE) & (pl.col("verdict") != INSUFFICIENT))
+            .group_by("agent_id", "dimension", "baseline", "candidate", "signal")
+            .agg(pl.col("severity").max(), (pl.col("verdict") == DRIFT).any().alias("detected"))
+        )
+        updated = set(summary["agent_id"].to_list())
+        self.series = {k: v for k, v in self.series.items() if k[0] not in updated}
+        self.releases = {k: v for k, v in self.releases.items() if k[0] not in updated}
         for agent_id, signal, window_end, sev, detected, insufficient in summary.iter_rows():
             self.series[(agent_id, signal)] = (sev, bool(detected), bool(insufficient))
             self.window_end[agent_id] = window_end
+        for agent_id, dimension, baseline, candidate, signal, sev, detected in releases.iter_rows():
+            key = (agent_id, dimension or "", baseline, candidate, signal)
+            self.releases[key] = (sev, bool(detected))
 
     def collect(self) -> Iterator[Metric]:
         score = GaugeMetricFamily(
@@ -89,4 +109,20 @@ class DriftCollector(Collector):
         )
         for agent_id, end in sorted(self.window_end.items()):
             window.add_metric([agent_id], end.timestamp())
-        yield from (score, detected, insufficient, window)
+        release_labels = ["agent_id", "dimension", "baseline", "candidate", "signal"]
+        release_score = GaugeMetricFamily(
+            "agentwatch_drift_release_score",
+            "Largest drift severity of the candidate release against the stable one on the "
+            "signal, in the agent's latest window (1 = threshold).",
+            labels=release_labels,
+        )
+        release_detected = GaugeMetricFamily(
+            "agentwatch_drift_release_detected",
+            "1 when a test found the candidate release unlike the stable one on the signal.",
+            labels=release_labels,
+        )
+        for key, (sev, found) in sorted(self.releases.items()):
+            release_detected.add_metric(list(key), 1.0 if found else 0.0)
+            if sev is not None:
+                release_score.add_metric(list(key), sev)
+        yield from (score, detected, insufficient, window, release_score, release_detected)
