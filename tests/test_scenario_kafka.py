@@ -21,12 +21,13 @@ from tests.pipeline_helpers import run_to_idle
 
 pytestmark = pytest.mark.integration
 
+# The change comes after the drift settings' min_reference (12h) of history.
 SCENARIO = """\
 name: short-prompt-regression
 description: it-support-1 ships a prompt that opens tickets for everything and escalates more.
-run: {agents: 4, duration: 10h, sim_rate: 3, seed: 11}
+run: {agents: 4, duration: 16h, sim_rate: 3, seed: 11}
 changes:
-  - at: +7h
+  - at: +13h
     agent: it-support-1
     prompt:
       version: v13
@@ -50,12 +51,12 @@ def test_a_scenario_is_detected_on_the_right_agent_and_signals(
     scenario = load_scenario(path)
     name = topic()
     hour = int(time.time()) // 3600 * 3600
-    start = dt.datetime.fromtimestamp(hour - 12 * 3600, dt.UTC)
+    start = dt.datetime.fromtimestamp(hour - 18 * 3600, dt.UTC)
     code = main(
         [
             "--log-format", "json", "simulate", "--bootstrap", kafka_broker.bootstrap,
             "--topic", name, "--scenario", str(path), "--start", start.isoformat(),
-            "--duration", "36000",
+            "--duration", "57600",
         ]
     )  # fmt: skip
     assert code == 0
@@ -65,10 +66,10 @@ def test_a_scenario_is_detected_on_the_right_agent_and_signals(
 
     db = tmp_path / "data" / "agentwatch.duckdb"
     run_to_idle(kafka_broker, name, db)
-    end = start + dt.timedelta(hours=10)
+    end = start + dt.timedelta(hours=16)
     scores = backfill(db, start, end, dt.timedelta(hours=1), load_config())
 
-    change = start + dt.timedelta(hours=7)
+    change = start + dt.timedelta(hours=13)
     (expectation,) = scenario.expect
     assert scenario.since(expectation, start.timestamp()) == change.timestamp()
     drifts = scores.filter(
