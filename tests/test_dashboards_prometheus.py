@@ -5,9 +5,14 @@ A simulated fleet runs in real time through the real broker and a processor serv
 everyday traffic the fleet has the odd incident every deployment sees, one per agent: an
 LLM call to a model with no price, a blocked prompt injection, a critical policy
 violation, a blocked action and an agent error; and a buggy client sends malformed
-messages. Then every expression of every generated panel, with its template variables
-filled in the way Grafana would (each variable from its own ``label_values`` query, the
-busiest value chosen), runs as a range query over the run and must parse and return data.
+messages. One agent has a burst of policy violations: ``agentwatch alerts run`` (scraped
+too) fires its alert, and the alert's runbook opens the agent's breaker on the control
+topic. ``agentwatch drift run`` (scraped too) evaluates ten hours of a small fleet's past
+events, the last two with a canary release that escalates three times as often.
+
+Then every expression of every generated panel, with its template variables filled in
+the way Grafana would (each variable from its own ``label_values`` query, the busiest
+value chosen), runs as a range query over the run and must parse and return data.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from typing import Any
 
 import msgspec
 import pytest
+import yaml
 
+import agentwatch.alerts
 from agentwatch.broker import BrokerInfo, free_port
 from agentwatch.dashboards.build import render
 from agentwatch.dashboards.catalog import DASHBOARDS
@@ -39,10 +46,17 @@ from agentwatch.dashboards.snapshot import (
     from_prometheus,
 )
 from agentwatch.demo import BUGGY_MESSAGES
-from agentwatch.ingest.fleet import make_agents
+from agentwatch.ingest.contract import PolicyCheck
+from agentwatch.ingest.fleet import Fleet, make_agents
+from agentwatch.ingest.scenario import parse_scenario
 from agentwatch.ingest.simulate import run_simulation
+from agentwatch.processors.decode import RawBatch
+from agentwatch.processors.dedup import DedupIndex
+from agentwatch.processors.pipeline import LandingSettings, PartitionState, land_batch
+from agentwatch.processors.pricing import apply_pricing, load_pricing
+from agentwatch.processors.store import SegmentStore
 from tests.conftest import require_tool
-from tests.pipeline_helpers import count, process_cmd, produce, wait_for
+from tests.pipeline_helpers import AGENTWATCH, count, process_cmd, produce, wait_for
 from tests.promserver import Prometheus, running_prometheus
 from tests.test_dashboards import incidents
 from tests.test_dashboards_snapshot import run_snapshot
@@ -55,6 +69,16 @@ MAX_LABEL_VALUES = 20
 RATE_INTERVAL = "1m"
 STEP_S = 5
 
+# The agent whose violation burst fires an alert and gets its breaker opened.
+BURST_AGENT = make_agents(AGENTS, SEED)[0]
+BURST_CHECKS = 60
+SHIPPED_RULES = Path(agentwatch.alerts.__file__).parent / "rules"
+# Drift history: a small fleet's past, short windows so that ten hours make a baseline.
+DRIFT_AGENTS, DRIFT_HOURS, CANARY_HOURS = 3, 10, 2
+DRIFT_SETTINGS = {
+    "reference": "6h", "min_reference": "3h", "release": {"window": "6h", "min_history": "2h"},
+}  # fmt: skip
+
 JSON = dict[str, Any]
 
 
@@ -62,6 +86,60 @@ JSON = dict[str, Any]
 class LiveFleet:
     prometheus: Prometheus
     window: Window
+    drift_db: Path
+
+
+def violation_burst(ts: dt.datetime) -> list[PolicyCheck]:
+    """A run of failed guardrail checks by one agent: the shipped burst rule's case."""
+    return [
+        PolicyCheck(schema_version=1, ts=ts, agent_id=BURST_AGENT.agent_id,
+                    agent_version=BURST_AGENT.parameters.agent_version,
+                    environment=BURST_AGENT.environment, session_id=f"burst-{i // 5}",
+                    event_id=f"burst-{i}", policy_id="pii-output", outcome="violation",
+                    severity="high", latency_ms=4.0)
+        for i in range(BURST_CHECKS)
+    ]  # fmt: skip
+
+
+def fast_burst_rule(folder: Path) -> Path:
+    """The shipped violation-burst rule, with a `for` short enough for a test run."""
+    doc = yaml.safe_load((SHIPPED_RULES / "safety.yaml").read_text())
+    rule = next(r for r in doc["rules"] if r["name"] == "AgentViolationBurst")
+    rule |= {"for": "2s", "min_samples": 20}
+    folder.mkdir(parents=True)
+    (folder / "safety.yaml").write_text(yaml.safe_dump({"rules": [rule]}))
+    return folder
+
+
+def drift_history(data_dir: Path, now: dt.datetime) -> Path:
+    """Ten hours of a small fleet's past events up to ``now``, landed by the processor's
+    own core (no broker: it is history), with a canary release on the first agent for the
+    last two whole hours: half its new sessions escalate three times as often."""
+    end = dt.datetime.fromtimestamp((now.timestamp() - 300) // 3600 * 3600, dt.UTC)
+    start = end - dt.timedelta(hours=DRIFT_HOURS)
+    agents = make_agents(DRIFT_AGENTS, SEED)
+    canary = parse_scenario({
+        "name": "canary", "expect": [],
+        "changes": [{"at": f"+{DRIFT_HOURS - CANARY_HOURS}h", "agent": agents[0].agent_id,
+                     "rollout": 0.5, "prompt": {"version": "v99", "agent_version": "9.9.0",
+                                                "escalation_scale": 3.0}}],
+    })  # fmt: skip
+    canary.apply(agents, start.timestamp())
+    history = list(Fleet(agents, seed=SEED, start=start, events_per_second=2.0).events_until(now))
+    encode = msgspec.json.Encoder().encode
+    batch = RawBatch(
+        "history", 0, list(range(len(history))),
+        [int(e.ts.timestamp() * 1000) for e in history],
+        [e.session_id.encode() for e in history], [encode(e) for e in history],
+    )  # fmt: skip
+    settings = LandingSettings(max_message_bytes=1 << 20, allowed_lateness_s=86400)
+    state = PartitionState(DedupIndex(settings.dedup_horizon_s, settings.dedup_max_ids))
+    pricing = load_pricing(None)
+    landed = land_batch(batch, state, settings, lambda frame: apply_pricing(frame, pricing))
+    store = SegmentStore(data_dir)
+    store.commit_batch("history", 0, (0, len(history) - 1), landed.events, landed.dead_letters)
+    store.prepare()
+    return store.catalog_path
 
 
 @pytest.fixture(scope="module")
@@ -70,20 +148,41 @@ def live(kafka_broker: BrokerInfo, tmp_path_factory: pytest.TempPathFactory) -> 
     tmp = tmp_path_factory.mktemp("dashboards")
     db = tmp / "data" / "agentwatch.duckdb"
     topic = "dashboards-e2e"
-    port = free_port()
-    proc = subprocess.Popen(
-        process_cmd(kafka_broker, topic, db, "--metrics-port", str(port), "--metrics-host",
-                    "127.0.0.1", "--flush-interval", "1",
-                    "--max-label-values", str(MAX_LABEL_VALUES)),
-        stdout=subprocess.DEVNULL, stderr=(tmp / "processor.log").open("wb"),
-    )  # fmt: skip
+    ports = {name: free_port() for name in ("processor", "alerts", "drift")}
+    drift_db = drift_history(tmp / "drift", dt.datetime.now(dt.UTC))
+    drift_config = tmp / "drift.yaml"
+    drift_config.write_text(yaml.safe_dump(DRIFT_SETTINGS))
+    local = ("--metrics-host", "127.0.0.1")
+    commands = {
+        "processor": process_cmd(
+            kafka_broker, topic, db, "--metrics-port", str(ports["processor"]), *local,
+            "--flush-interval", "1", "--max-label-values", str(MAX_LABEL_VALUES),
+        ),
+        "alerts": [
+            *AGENTWATCH, "alerts", "run", "--db", str(db), "--rules",
+            str(fast_burst_rule(tmp / "rules")), "--interval", "1",
+            "--bootstrap", kafka_broker.bootstrap, "--control-topic", f"{topic}-control",
+            "--metrics-port", str(ports["alerts"]), *local,
+        ],
+        "drift": [
+            *AGENTWATCH, "drift", "run", "--db", str(drift_db), "--drift-config",
+            str(drift_config), "--metrics-port", str(ports["drift"]), *local,
+        ],
+    }  # fmt: skip
+    procs = [
+        subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                         stderr=(tmp / f"{name}.log").open("wb"))
+        for name, argv in commands.items()
+    ]  # fmt: skip
+    targets = [f"127.0.0.1:{port}" for port in ports.values()]
     try:
-        with running_prometheus(prometheus, tmp / "prom", [f"127.0.0.1:{port}"]) as prom:
+        with running_prometheus(prometheus, tmp / "prom", targets) as prom:
             start = dt.datetime.now(dt.UTC)
             extra = incidents(AGENTS, SEED, dt.datetime.now(dt.UTC))
             encode = msgspec.json.Encoder().encode
             sim = run_simulation(kafka_broker.bootstrap, topic, agents=AGENTS, rate=RATE,
                                  duration=SECONDS / 2, seed=SEED)  # fmt: skip
+            extra += violation_burst(dt.datetime.now(dt.UTC))
             produce(kafka_broker.bootstrap, topic,
                     [(e.session_id.encode(), encode(e)) for e in extra]
                     + [(b"buggy", m) for m in BUGGY_MESSAGES])  # fmt: skip
@@ -93,12 +192,18 @@ def live(kafka_broker: BrokerInfo, tmp_path_factory: pytest.TempPathFactory) -> 
             wait_for(lambda: db.exists() and count(db, "SELECT count(*) FROM events") == events,
                      120, "every event landed")  # fmt: skip
             prom.wait_for("sum(agentwatch_pipeline_events_total)", events)
+            burst = f'agent_id="{BURST_AGENT.agent_id}"'
+            prom.wait_for(f'sum(agentwatch_alerts{{{burst}, state="firing"}})', 1)
+            prom.wait_for(f"max(agentwatch_breaker_open{{{burst}}})", 1)
+            prom.wait_for("count(agentwatch_drift_window_end_timestamp_seconds)", DRIFT_AGENTS)
             time.sleep(3)  # a few more scrapes after the last change
             end = dt.datetime.now(dt.UTC)
-            yield LiveFleet(prom, Window(start, end))
+            yield LiveFleet(prom, Window(start, end), drift_db)
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)
 
 
 # --------------------------------------------------------------------------- variables
@@ -209,3 +314,36 @@ def test_the_snapshot_renders_the_fleet_overview_from_prometheus(
     assert done.returncode == 0, done.stderr
     assert {p.name for p in tmp_path.glob("*.png")} >= {"headline.png", "agents.png"}
     assert "Prometheus at http://127.0.0.1" in (tmp_path / "index.html").read_text()
+
+
+def test_the_alert_panels_show_the_burst_its_runbook_and_the_open_breaker(live: LiveFleet) -> None:
+    chosen = variables_for(live, "agentwatch-alerts")
+    assert chosen["agent"] == BURST_AGENT.agent_id
+    spec = next(s for s in DASHBOARDS if s.uid == "agentwatch-alerts")
+    rows = live.prometheus.query(grafana_fill(spec.panel("active_alerts").queries[0].expr,
+                                              chosen, live.window))  # fmt: skip
+    labels = [row["metric"] for row in rows]
+    assert {"alertname": "AgentViolationBurst", "severity": "critical", "state": "firing",
+            "agent_id": BURST_AGENT.agent_id,
+            "runbook_url": "runbooks/contain-agent.yaml"} in labels  # fmt: skip
+    breakers = live.prometheus.query(grafana_fill(spec.panel("breakers").queries[0].expr,
+                                                  chosen, live.window))  # fmt: skip
+    assert [(b["metric"], b["value"][1]) for b in breakers] == [
+        ({"agent_id": BURST_AGENT.agent_id}, "1")
+    ]
+
+
+def test_the_drift_panels_compare_the_canary_with_the_stable_release(live: LiveFleet) -> None:
+    chosen = variables_for(live, "agentwatch-drift")
+    canary = make_agents(DRIFT_AGENTS, SEED)[0]
+    assert chosen["agent"] == canary.agent_id
+    spec = next(s for s in DASHBOARDS if s.uid == "agentwatch-drift")
+    every_signal = {**chosen, "signal": ".*"}
+    releases = live.prometheus.query(grafana_fill(spec.panel("releases").queries[0].expr,
+                                                  every_signal, live.window))  # fmt: skip
+    compared = {(r["metric"]["dimension"], r["metric"]["baseline"], r["metric"]["candidate"]):
+                float(r["value"][1]) for r in releases}  # fmt: skip
+    stable = canary.parameters
+    # Signals drifting per comparison: the tripled escalations show in both dimensions.
+    assert compared[("agent_version", stable.agent_version, "9.9.0")] >= 1
+    assert compared[("prompt_version", stable.prompt_version, "v99")] >= 1
