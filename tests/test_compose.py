@@ -3,6 +3,8 @@
 The compose file is validated by the real ``docker-compose config -q``; the commands its
 services run are parsed by the real ``agentwatch`` argument parser, with the service's
 environment applied, so a renamed flag or setting breaks a test rather than a deployment.
+The files Prometheus and Alertmanager mount are checked by ``promtool`` and ``amtool``,
+and tied to the services they name.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import json
 import re
 import shlex
 import subprocess
+import sys
 import tomllib
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
+from agentwatch.alerts.rules import DEFAULT_RULES_DIR, load_rules
 from agentwatch.cli import build_parser
 from agentwatch.config import Settings
 from agentwatch.dashboards.catalog import DASHBOARDS
@@ -34,7 +39,14 @@ PYPROJECT = ROOT / "pyproject.toml"
 
 PROCESSOR = "agentwatch-processor"
 SIMULATOR = "simulator"
-AGENTWATCH_SERVICES = (PROCESSOR, SIMULATOR)
+EVALUATOR = "agentwatch-alerts"
+RECEIVER = "agentwatch-receiver"
+DRIFT = "agentwatch-drift"
+# The services that talk to Kafka; the drift evaluator reads the catalog only.
+KAFKA_CLIENTS = (PROCESSOR, SIMULATOR, EVALUATOR, RECEIVER)
+AGENTWATCH_SERVICES = (*KAFKA_CLIENTS, DRIFT)
+# The services that read (and append to) the processor's catalog.
+CATALOG_READERS = (EVALUATOR, RECEIVER, DRIFT)
 
 # ${NAME}, ${NAME:-default} or ${NAME-default}: Compose variable substitution.
 _VARIABLE = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
@@ -157,23 +169,25 @@ def test_service_flags_are_spelled_in_full(compose: dict[str, Any], name: str) -
     # argparse also accepts unambiguous prefixes (--agent for --agents), which a new flag
     # sharing the prefix would silently break: a compose file spells every flag out.
     argv = agentwatch_argv(service(compose, name))
-    subcommand = next(a for a in argv if not a.startswith("-"))
-    options = set(_subcommand_parser(subcommand)._option_string_actions)
+    options = set(_subcommand_parser(argv)._option_string_actions)
     flags = [a.split("=", 1)[0] for a in argv if a.startswith("--")]
     assert flags, f"{name} passes no flags"
     assert [f for f in flags if f not in options] == []
 
 
-def _subcommand_parser(name: str) -> argparse.ArgumentParser:
+def _subcommand_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The parser of the innermost subcommand ``argv`` names (``alerts run``: run's)."""
     parser = build_parser(Settings())
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            sub: argparse.ArgumentParser = action.choices[name]
-            return sub
-    raise AssertionError("the agentwatch parser has no subcommands")
+    for word in (a for a in argv if not a.startswith("-")):
+        subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subparsers or word not in subparsers[0].choices:
+            break
+        parser = subparsers[0].choices[word]
+    assert parser.prog != build_parser(Settings()).prog, f"no subcommand in {argv}"
+    return parser
 
 
-@pytest.mark.parametrize("name", AGENTWATCH_SERVICES)
+@pytest.mark.parametrize("name", KAFKA_CLIENTS)
 def test_agentwatch_services_start_once_kafka_is_healthy(
     compose: dict[str, Any], name: str
 ) -> None:
@@ -241,7 +255,7 @@ def test_kafka_internal_topics_have_one_replica(compose: dict[str, Any]) -> None
     assert set(factors.values()) == {"1"}
 
 
-@pytest.mark.parametrize("name", AGENTWATCH_SERVICES)
+@pytest.mark.parametrize("name", KAFKA_CLIENTS)
 def test_kafka_advertises_the_address_agentwatch_services_bootstrap_from(
     compose: dict[str, Any], parse_service: ParseService, name: str
 ) -> None:
@@ -321,7 +335,9 @@ def test_the_build_context_leaves_out_local_state() -> None:
 # files they mount must exist, agree with each other and with the processor's flags.
 
 PROMETHEUS = "prometheus"
+ALERTMANAGER = "alertmanager"
 GRAFANA = "grafana"
+METRICS_STACK = (PROMETHEUS, ALERTMANAGER, GRAFANA)
 
 
 def bind_mounts(svc: dict[str, Any]) -> dict[str, Path]:
@@ -422,7 +438,7 @@ def test_grafana_opens_on_the_fleet_overview(compose: dict[str, Any]) -> None:
     assert json.loads(mounted_file(grafana, home).read_text())["uid"] == "agentwatch-fleet"
 
 
-@pytest.mark.parametrize("name", [PROMETHEUS, GRAFANA])
+@pytest.mark.parametrize("name", METRICS_STACK)
 def test_the_metrics_stack_runs_by_default_from_pinned_images(
     compose: dict[str, Any], name: str
 ) -> None:
@@ -434,6 +450,7 @@ def test_the_metrics_stack_runs_by_default_from_pinned_images(
 
 
 @pytest.mark.parametrize(("name", "target"), [(PROMETHEUS, "/prometheus"),
+                                              (ALERTMANAGER, "/alertmanager"),
                                               (GRAFANA, "/var/lib/grafana")])  # fmt: skip
 def test_the_metrics_stack_keeps_its_data_on_named_volumes(
     compose: dict[str, Any], name: str, target: str
@@ -441,7 +458,7 @@ def test_the_metrics_stack_keeps_its_data_on_named_volumes(
     assert named_volume_at(compose, service(compose, name), target) is not None
 
 
-@pytest.mark.parametrize("name", [PROMETHEUS, GRAFANA])
+@pytest.mark.parametrize("name", METRICS_STACK)
 def test_the_metrics_stack_is_published_on_loopback_only(
     compose: dict[str, Any], name: str
 ) -> None:
@@ -449,7 +466,7 @@ def test_the_metrics_stack_is_published_on_loopback_only(
     assert ports and all(p.startswith("127.0.0.1:") for p in ports)
 
 
-@pytest.mark.parametrize("name", [PROMETHEUS, GRAFANA])
+@pytest.mark.parametrize("name", METRICS_STACK)
 def test_every_bind_mount_of_the_metrics_stack_exists_and_is_read_only(
     compose: dict[str, Any], name: str
 ) -> None:
@@ -459,3 +476,155 @@ def test_every_bind_mount_of_the_metrics_stack_exists_and_is_read_only(
             source, _, mode = mount.split(":")
             assert (ROOT / source).is_dir(), source
             assert mode == "ro", mount
+
+
+# --------------------------------------------------------------------------- alerting
+# The evaluators beside the processor, Prometheus evaluating the exported rules, and
+# Alertmanager handing what fires to the agentwatch receiver, which runs the runbooks.
+
+ALERTS_DIR = ROOT / "alerts"
+GRAFANA_STATIC = "/usr/share/grafana"  # Grafana serves its public/ folder under /public
+
+
+def test_the_evaluator_runs_the_alert_rules_with_their_response(
+    parse_service: ParseService,
+) -> None:
+    args = parse_service(EVALUATOR)
+    assert (args.command, args.alerts_command) == ("alerts", "run")
+    assert not args.once and not args.no_response
+    assert args.bootstrap == "kafka:9092"
+
+
+def test_the_receiver_runs_runbooks_for_what_alertmanager_sends(
+    parse_service: ParseService,
+) -> None:
+    args = parse_service(RECEIVER)
+    assert (args.command, args.alerts_command) == ("alerts", "receive")
+    assert args.runbooks
+    assert args.host == "0.0.0.0"
+
+
+def test_the_drift_evaluator_runs_continuously(parse_service: ParseService) -> None:
+    args = parse_service(DRIFT)
+    assert (args.command, args.drift_action) == ("drift", "run")
+    assert not args.once
+
+
+@pytest.mark.parametrize("name", CATALOG_READERS)
+def test_the_evaluators_read_the_processors_catalog(
+    compose: dict[str, Any], parse_service: ParseService, name: str
+) -> None:
+    assert parse_service(name).db == parse_service(PROCESSOR).db
+    volume = named_volume_at(compose, service(compose, PROCESSOR), "/data")
+    assert named_volume_at(compose, service(compose, name), "/data") == volume
+
+
+@pytest.mark.parametrize("name", CATALOG_READERS)
+def test_the_evaluators_restart_unless_stopped(compose: dict[str, Any], name: str) -> None:
+    assert service(compose, name)["restart"] == "unless-stopped"
+    assert "profiles" not in service(compose, name)
+
+
+def scrape_targets(compose: dict[str, Any]) -> set[str]:
+    jobs = prometheus_config(compose)["scrape_configs"]
+    return {t for job in jobs for sc in job.get("static_configs", []) for t in sc["targets"]}
+
+
+@pytest.mark.parametrize("name", [EVALUATOR, DRIFT])
+def test_prometheus_scrapes_each_evaluator_on_its_metrics_port(
+    compose: dict[str, Any], parse_service: ParseService, name: str
+) -> None:
+    args = parse_service(name)
+    assert args.metrics_port is not None
+    assert args.metrics_host == "0.0.0.0"
+    assert f"{name}:{args.metrics_port}" in scrape_targets(compose)
+    assert str(args.metrics_port) in [str(p) for p in service(compose, name).get("expose", [])]
+
+
+def prometheus_rule_files(compose: dict[str, Any]) -> list[Path]:
+    """The rule files Prometheus loads: its rule_files globs, relative to its config."""
+    folder = prometheus_config_file(compose).parent
+    patterns = prometheus_config(compose).get("rule_files") or []
+    return sorted(p for pattern in patterns for p in folder.glob(pattern))
+
+
+def test_prometheus_loads_the_exported_alert_rules(compose: dict[str, Any]) -> None:
+    files = prometheus_rule_files(compose)
+    assert [f.name for f in files] == ["agentwatch.rules.yml"]
+    promtool = require_tool("promtool")
+    result = subprocess.run(
+        [promtool, "check", "rules", *map(str, files)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_mounted_rules_are_what_the_export_writes_now(tmp_path: Path) -> None:
+    # Prometheus must alert on the rules and catalog as they are, not as they were.
+    out = tmp_path / "agentwatch.rules.yml"
+    done = subprocess.run(
+        [sys.executable, "-m", "agentwatch.cli", "alerts", "export-prometheus",
+         "--rules", "alerts/rules", "--catalog", "alerts/catalog.yaml", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    checked_in = ROOT / "deploy" / "prometheus" / "rules" / "agentwatch.rules.yml"
+    assert checked_in.read_text() == out.read_text(), (
+        "stale: run `agentwatch alerts export-prometheus --rules alerts/rules --catalog "
+        "alerts/catalog.yaml --out deploy/prometheus/rules/agentwatch.rules.yml`"
+    )
+
+
+def alertmanager_config_file(compose: dict[str, Any]) -> Path:
+    svc = service(compose, ALERTMANAGER)
+    flag = next(a for a in svc["command"] if a.startswith("--config.file="))
+    return mounted_file(svc, flag.split("=", 1)[1])
+
+
+def test_prometheus_sends_its_alerts_to_the_alertmanager_service(compose: dict[str, Any]) -> None:
+    targets = [
+        t for am in prometheus_config(compose)["alerting"]["alertmanagers"]
+        for sc in am["static_configs"] for t in sc["targets"]
+    ]  # fmt: skip
+    listen = next(
+        (a.split("=", 1)[1] for a in service(compose, ALERTMANAGER)["command"]
+         if a.startswith("--web.listen-address=")), ":9093",
+    )  # fmt: skip
+    assert targets == [f"{ALERTMANAGER}:{listen.rsplit(':', 1)[1]}"]
+
+
+def test_amtool_accepts_the_alertmanager_config(compose: dict[str, Any]) -> None:
+    amtool = require_tool("amtool")
+    result = subprocess.run(
+        [amtool, "check-config", str(alertmanager_config_file(compose))],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alertmanager_hands_every_alert_to_the_agentwatch_receiver(
+    compose: dict[str, Any], parse_service: ParseService
+) -> None:
+    config = yaml.safe_load(alertmanager_config_file(compose).read_text())
+    receivers = {r["name"]: r for r in config["receivers"]}
+    root = receivers[config["route"]["receiver"]]
+    assert not config["route"].get("routes"), "every alert takes the root route"
+    (webhook,) = root["webhook_configs"]
+    url = urllib.parse.urlsplit(webhook["url"])
+    assert (url.hostname, url.port) == (RECEIVER, parse_service(RECEIVER).port)
+    assert webhook["send_resolved"] is True
+    assert str(url.port) in [str(p) for p in service(compose, RECEIVER).get("expose", [])]
+
+
+def test_grafana_serves_every_runbook_where_the_alert_links_point(
+    compose: dict[str, Any],
+) -> None:
+    dashboard = json.loads((ROOT / "dashboards" / "json" / "agentwatch-alerts.json").read_text())
+    base = next(v for v in dashboard["templating"]["list"] if v["name"] == "runbooks_url")
+    assert base["query"].startswith("/public/")
+    grafana = service(compose, GRAFANA)
+    urls = {r.annotations["runbook_url"] for r in load_rules(DEFAULT_RULES_DIR)}
+    for url in sorted(urls):
+        served = mounted_file(grafana, f"{GRAFANA_STATIC}{base['query']}/{url}")
+        assert served.is_file(), url
+        assert served.read_text() == (ALERTS_DIR / url).read_text()
