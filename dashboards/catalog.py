@@ -221,9 +221,15 @@ ALERTS_LINK: Final = Link(
 )
 
 
+# Alert and breaker counts read 0 while the evaluator reports, n/a when it does not: a
+# stopped evaluator must not look like a quiet fleet.
+EVALUATOR_UP: Final = f"max({LAST_EVALUATION})"
+UNKNOWN: Final = "n/a"
+
+
 def _alerts(where: str) -> str:
-    """How many alerts match ``where`` now; 0 (not "no data") while the evaluator reports."""
-    return zero_while(f"sum({selector(ALERTS, where, AGENT_ONLY)})", f"max({LAST_EVALUATION})")
+    """How many alerts match ``where`` now."""
+    return zero_while(f"sum({selector(ALERTS, where, AGENT_ONLY)})", EVALUATOR_UP)
 
 
 def firing_alerts_stat(width: int = 6) -> PanelSpec:
@@ -231,7 +237,7 @@ def firing_alerts_stat(width: int = 6) -> PanelSpec:
         "Firing alerts", "Alerts firing now for the selected agents, of every severity. "
         "Yellow from 1; the alerts dashboard lists each one with its runbook.",
         _alerts('state="firing"'), COUNT, YELLOW_FROM_ONE, key="firing_alerts",
-        links=(ALERTS_LINK,), width=width,
+        links=(ALERTS_LINK,), no_value=UNKNOWN, width=width,
     )  # fmt: skip
 
 
@@ -240,7 +246,7 @@ def critical_alerts_stat(width: int = 6) -> PanelSpec:
         "Critical alerts", "Critical alerts firing now (violation bursts, security blocks, "
         "runaway cost): their runbooks contain the agent. Red from 1.",
         _alerts('state="firing", severity="critical"'), COUNT, RED_FROM_ONE,
-        key="critical_alerts", links=(ALERTS_LINK,), width=width,
+        key="critical_alerts", links=(ALERTS_LINK,), no_value=UNKNOWN, width=width,
     )  # fmt: skip
 
 
@@ -249,7 +255,7 @@ def pending_alerts_stat(width: int = 6) -> PanelSpec:
         "Pending alerts", "Alerts whose condition holds but not yet for the rule's `for` "
         "duration: they fire if it goes on. Yellow from 1.",
         _alerts('state="pending"'), COUNT, YELLOW_FROM_ONE, key="pending_alerts",
-        links=(ALERTS_LINK,), width=width,
+        links=(ALERTS_LINK,), no_value=UNKNOWN, width=width,
     )  # fmt: skip
 
 
@@ -258,8 +264,9 @@ def open_breakers_stat(width: int = 6) -> PanelSpec:
         "Open breakers", "Circuit breakers halting an agent (or one of its tools) now, "
         "opened by a runbook or by hand; half-open ones, letting a probe through, count "
         "too. Red from 1.",
-        zero_while(f"sum({selector(BREAKER_OPEN, '', AGENT_ONLY)})", f"max({BREAKER_OPEN})"),
-        COUNT, RED_FROM_ONE, key="open_breakers", links=(ALERTS_LINK,), width=width,
+        zero_while(f"sum({selector(BREAKER_OPEN, '', AGENT_ONLY)})", EVALUATOR_UP), COUNT,
+        RED_FROM_ONE, key="open_breakers", links=(ALERTS_LINK,), no_value=UNKNOWN,
+        width=width,
     )  # fmt: skip
 
 
@@ -694,7 +701,7 @@ ALERTS_DASHBOARD: Final = DashboardSpec(
             firing_alerts_stat(4), critical_alerts_stat(4), pending_alerts_stat(4),
             open_breakers_stat(4),
             stat("Rules in force", "Alert rules the evaluator has loaded (re-read when their "
-                 "files change).", f"count({RULE_INFO})", COUNT, width=4),
+                 "files change).", f"count({RULE_INFO})", COUNT, no_value=UNKNOWN, width=4),
             stat("Last evaluation", "Time since the evaluator last checked the rules (every "
                  "10 s by default). Yellow from 1 minute, red from 5: alerts are stale.",
                  f"time() - max({LAST_EVALUATION})", SECONDS, higher_is_worse(60, 300),

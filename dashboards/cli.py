@@ -16,10 +16,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
         help="write the Grafana dashboards, or render the fleet overview as PNG and HTML",
         description=(
             "Grafana dashboards as code: `build` writes the dashboards (fleet overview, agent "
-            "detail, cost and tokens, safety and policy, pipeline health) as Grafana JSON for "
-            "the provisioned Prometheus datasource; `snapshot` renders the fleet overview's "
-            "key panels as PNG images and one HTML page, from Prometheus or the DuckDB "
-            "catalog, for reports and readers without Grafana."
+            "detail, cost and tokens, safety and policy, drift, alerts and breakers, pipeline "
+            "health) as Grafana JSON for the provisioned Prometheus datasource; `snapshot` "
+            "renders the fleet overview's key panels as PNG images and one HTML page, from "
+            "Prometheus or the DuckDB catalog, for reports and readers without Grafana."
         ),
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -233,15 +233,19 @@ def stat(
     today: bool = False,
     decimals: int | None = None,
     links: Sequence[Link] = (),
+    no_value: str | None = None,
     width: int = 3,
     height: int = 4,
 ) -> PanelSpec:
     """One number over the time range (or today); colour from ``thresholds``.
 
     Counts show whole numbers unless ``decimals`` says otherwise: ``increase()``
-    extrapolates to the window's edges, and "1,234.6 sessions" reads as a bug.
+    extrapolates to the window's edges, and "1,234.6 sessions" reads as a bug. With no
+    data, counts and spend show 0 (nothing counted) and other units "n/a", unless
+    ``no_value`` says otherwise.
     """
-    no_value = "0" if unit in (COUNT, USD) else "n/a"
+    if no_value is None:
+        no_value = "0" if unit in (COUNT, USD) else "n/a"
     if unit == COUNT and decimals is None:
         decimals = 0
     return PanelSpec(
