@@ -243,8 +243,9 @@ def firing_alerts_stat(width: int = 6) -> PanelSpec:
 
 def critical_alerts_stat(width: int = 6) -> PanelSpec:
     return stat(
-        "Critical alerts", "Critical alerts firing now (violation bursts, security blocks, "
-        "runaway cost): their runbooks contain the agent. Red from 1.",
+        "Critical alerts", "Critical alerts firing now (violation bursts, budget overruns, "
+        "unapproved models or tools, shadow or retired agents): each needs someone now. "
+        "Red from 1.",
         _alerts('state="firing", severity="critical"'), COUNT, RED_FROM_ONE,
         key="critical_alerts", links=(ALERTS_LINK,), no_value=UNKNOWN, width=width,
     )  # fmt: skip
