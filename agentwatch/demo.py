@@ -1,4 +1,4 @@
-"""The ``demo`` command: the whole pipeline on one machine, then a summary.
+"""The ``demo`` command: the whole pipeline on one machine, then a summary (and a drift scenario).
 
 It starts the local broker, runs ``agentwatch process`` and ``agentwatch alerts run`` as
 processes of their own (as in a deployment), drives a simulated fleet into Kafka for a
@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 from kafka import KafkaProducer
 from rich.console import Console
 from rich.table import Table
@@ -30,10 +31,12 @@ from agentwatch.alerts.incident import ChainStep, MisbehavingAgent, wait_for_cha
 from agentwatch.broker import broker_status, free_port, start_broker, stop_broker
 from agentwatch.config import Settings
 from agentwatch.ingest.contract import DEFAULT_TOPIC
+from agentwatch.ingest.scenario import load_scenario
 from agentwatch.ingest.simulate import SimulationSummary, run_simulation
 from agentwatch.processors import report
 from agentwatch.processors.store import CATALOG_FILE
 
+DEMO_SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "latency-shift.yaml"
 # An SDK agent of the shipped catalog that the simulated fleet does not run.
 INCIDENT_AGENT = "it-support-3"
 
@@ -79,6 +82,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
         "--port", type=int, default=settings.get("demo", "port", 0),
         help="broker port (default: a free one)",
     )  # fmt: skip
+    p.add_argument(
+        "--scenario", type=Path, default=DEMO_SCENARIO if DEMO_SCENARIO.exists() else None,
+        help="a drift scenario replayed at full speed after the live part, then drift-tested "
+        "(default %(default)s)",
+    )  # fmt: skip
     p.set_defaults(handler=_run)
 
 
@@ -122,6 +130,8 @@ def _run(args: argparse.Namespace) -> int:
             return 1
         _summary(console, db, sim, _last_stats(processor_log))
         _incident(console, agent.agent_id, steps, data_dir)
+        if args.scenario is not None:
+            _drift_scenario(console, info.bootstrap, args.scenario, data_dir / "drift")
     finally:
         if existing is None:
             stop_broker(broker_dir)
@@ -171,6 +181,52 @@ def _incident(console: Console, agent_id: str, steps: list[ChainStep], data_dir:
         f"Notifications are in {data_dir / 'notifications'}; every step is in the alert_events, "
         "notifications and actions tables; `agentwatch breaker status` shows the breaker."
     )
+
+
+def _drift_scenario(console: Console, bootstrap: str, path: Path, data_dir: Path) -> None:
+    """Replay a scenario's days of event time in seconds, land them, and test for drift."""
+    from agentwatch.processors.drift import backfill, load_config
+
+    scenario = load_scenario(path)
+    hours = (scenario.run.duration_s or 36 * 3600) / 3600
+    console.rule(f"[bold]Drift: scenario {scenario.name}")
+    console.print(f"{scenario.description.strip()}\nReplaying {hours:g} h of event time ...")
+    end = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    start = end - dt.timedelta(hours=hours)
+    topic = f"drift-{scenario.name}"
+    sim = run_simulation(
+        bootstrap, topic, agents=scenario.run.agents or 4, rate=0, duration=hours * 3600,
+        seed=scenario.run.seed or 0, sim_rate=scenario.run.sim_rate or 3.0,
+        start=start.timestamp(), scenario=scenario, progress=sys.stderr.isatty(),
+    )  # fmt: skip
+    db = data_dir / CATALOG_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with (data_dir / "processor.log").open("ab") as out:
+        subprocess.run(
+            [sys.executable, "-m", "agentwatch.cli", "--log-format", "json", "process",
+             "--bootstrap", bootstrap, "--topic", topic, "--group", topic, "--db", str(db),
+             "--idle-timeout", "3"],
+            stdout=out, stderr=out, check=True, timeout=600,
+        )  # fmt: skip
+    rows = backfill(db, start, end, dt.timedelta(hours=1), load_config())
+    found = (
+        rows.filter(pl.col("verdict") == "drift")
+        .group_by("agent_id", "comparison", "signal")
+        .agg(pl.col("window_end").min().alias("first"), pl.col("window_end").n_unique().alias("windows"),
+             pl.col("score").max().alias("score"))
+        .sort("first")
+    )  # fmt: skip
+    table = Table("agent", "comparison", "signal", "first drifted window", "windows",
+                  title=f"Drift found in {sim.events:,} events", title_justify="left")  # fmt: skip
+    for agent, comparison, signal, first, windows, _ in found.iter_rows():
+        table.add_row(agent, comparison, signal, first.strftime("%Y-%m-%d %H:%M UTC"), str(windows))
+    if found.is_empty():
+        table.add_row("-", "-", "no drift found", "-", "-")
+    console.print(table)
+    for change in scenario.changes:
+        at = dt.datetime.fromtimestamp(change.at.resolve(start.timestamp()), dt.UTC)
+        console.print(f"The scenario: {change.describe()}, from {at:%Y-%m-%d %H:%M} UTC.")
+    console.print(f"Details: agentwatch drift report --agent AGENT --db {db}")
 
 
 def _send_buggy_messages(bootstrap: str) -> None:
