@@ -1,4 +1,4 @@
-"""The ``demo`` command: the whole pipeline on one machine, then a summary (and a drift scenario).
+"""The ``demo`` command: the whole pipeline on one machine, then a summary.
 
 It starts the local broker, runs ``agentwatch process`` and ``agentwatch alerts run`` as
 processes of their own (as in a deployment), drives a simulated fleet into Kafka for a
@@ -6,7 +6,8 @@ while, adds a few malformed messages from a "buggy agent" so the dead-letter pat
 and meanwhile lets one SDK agent start failing its policy checks: the alert fires, on-call
 is notified, the runbook opens the agent's circuit breaker and the agent halts and
 confirms. It waits until the processor has landed everything, prints a summary from
-DuckDB with the incident's chain of steps, and stops the broker. The data stays under
+DuckDB with the incident's chain of steps, replays a drift scenario's days of event time
+in seconds and names the drift found, and stops the broker. The data stays under
 the data dir (runs accumulate; ``make clean`` starts over).
 """
 
@@ -212,8 +213,11 @@ def _drift_scenario(console: Console, bootstrap: str, path: Path, data_dir: Path
     found = (
         rows.filter(pl.col("verdict") == "drift")
         .group_by("agent_id", "comparison", "signal")
-        .agg(pl.col("window_end").min().alias("first"), pl.col("window_end").n_unique().alias("windows"),
-             pl.col("score").max().alias("score"))
+        .agg(
+            pl.col("window_end").min().alias("first"),
+            pl.col("window_end").n_unique().alias("windows"),
+            pl.col("score").max().alias("score"),
+        )
         .sort("first")
     )  # fmt: skip
     table = Table("agent", "comparison", "signal", "first drifted window", "windows",
