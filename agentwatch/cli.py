@@ -51,13 +51,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     _add_global_options(parser, settings)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:  # TEMPORARY while the command modules are being written
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(sub, settings)
+        importlib.import_module(name).register(sub, settings)
     return parser
 
 
