@@ -32,7 +32,8 @@ from agentwatch.alerts.control import (
 )
 from agentwatch.alerts.runbooks import action_row, parse_duration, record_actions
 from agentwatch.config import Settings
-from agentwatch.ingest.control import BREAKER_POLICY, CONTROL_TOPIC, new_message_id
+from agentwatch.ingest.control import BREAKER_POLICY, new_message_id
+from agentwatch.options import add_bootstrap_option, add_control_topic_option
 from agentwatch.processors.store import CATALOG_FILE, SegmentStore
 
 
@@ -48,16 +49,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
     )
     actions = parser.add_subparsers(dest="breaker_action", metavar="ACTION", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--bootstrap",
-        default=settings.get("kafka", "bootstrap", "127.0.0.1:9092"),
-        help="Kafka bootstrap servers (default %(default)s)",
-    )
-    common.add_argument(
-        "--control-topic",
-        default=settings.get("control", "topic", CONTROL_TOPIC),
-        help="the compacted control topic (default %(default)s)",
-    )
+    add_bootstrap_option(common, settings)
+    add_control_topic_option(common, settings)
     common.add_argument(
         "--db",
         type=Path,

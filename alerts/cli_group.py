@@ -17,7 +17,6 @@ from typing import Final
 from agentwatch.alerts.catalog import DEFAULT_CATALOG
 from agentwatch.alerts.rules import DEFAULT_RULES_DIR
 from agentwatch.config import Settings
-from agentwatch.processors.store import CATALOG_FILE
 
 GROUP: Final = "alerts"
 
@@ -41,16 +40,6 @@ def alerts_subparsers(
         if isinstance(action, argparse._SubParsersAction):
             return action
     raise RuntimeError(f"the `{GROUP}` parser exists without subcommands")
-
-
-def add_db_option(parser: argparse.ArgumentParser, settings: Settings) -> None:
-    """``--db``: the analysts' catalog; alert logs land in the data dir next to it."""
-    parser.add_argument(
-        "--db",
-        type=Path,
-        default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
-        help="DuckDB catalog written by `agentwatch process` (default %(default)s)",
-    )
 
 
 def add_catalog_option(parser: argparse.ArgumentParser, settings: Settings) -> None:

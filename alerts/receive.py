@@ -28,11 +28,12 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from agentwatch.alerts.cli_group import add_catalog_option, add_db_option, alerts_subparsers
+from agentwatch.alerts.cli_group import add_catalog_option, alerts_subparsers
 from agentwatch.alerts.model import Alert, AlertState
 from agentwatch.alerts.receivers import rfc3339
 from agentwatch.alerts.response import add_response_options, response_from_args
 from agentwatch.config import Settings
+from agentwatch.options import add_db_option
 
 log = logging.getLogger(__name__)
 

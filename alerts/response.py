@@ -24,7 +24,7 @@ from pathlib import Path
 from agentwatch.alerts.breaker import Breaker
 from agentwatch.alerts.catalog import Catalog, load_catalog
 from agentwatch.alerts.confirm import BreakerSupervisor, CatalogSource
-from agentwatch.alerts.control import CONTROL_TOPIC, BreakerControl, retired_agents
+from agentwatch.alerts.control import BreakerControl, retired_agents
 from agentwatch.alerts.evaluator import Evaluation
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.notify import Notifier, catalog_contacts, evaluation_sink
@@ -38,6 +38,7 @@ from agentwatch.alerts.runbooks import (
     run_runbook,
 )
 from agentwatch.config import Settings
+from agentwatch.options import add_bootstrap_option, add_control_topic_option
 from agentwatch.processors.store import SegmentStore
 
 log = logging.getLogger(__name__)
@@ -172,16 +173,8 @@ def owner_notifier(
 
 def add_response_options(parser: argparse.ArgumentParser, settings: Settings) -> None:
     add_notify_config_argument(parser, settings)
-    parser.add_argument(
-        "--bootstrap",
-        default=settings.get("kafka", "bootstrap", "127.0.0.1:9092"),
-        help="Kafka for the control topic that runbooks open breakers on (default %(default)s)",
-    )
-    parser.add_argument(
-        "--control-topic",
-        default=settings.get("alerts", "control_topic", CONTROL_TOPIC),
-        help="compacted topic of breaker states (default %(default)s)",
-    )
+    add_bootstrap_option(parser, settings, "Kafka for the control topic runbooks open breakers on")
+    add_control_topic_option(parser, settings)
     parser.add_argument(
         "--no-response",
         action="store_true",

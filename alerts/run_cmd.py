@@ -32,7 +32,6 @@ from rich.table import Table
 from agentwatch.alerts.catalog import Catalog, load_catalog
 from agentwatch.alerts.cli_group import (
     add_catalog_option,
-    add_db_option,
     add_rules_option,
     alerts_subparsers,
 )
@@ -42,6 +41,7 @@ from agentwatch.alerts.model import Alert
 from agentwatch.alerts.response import add_response_options, response_from_args
 from agentwatch.alerts.rules import Rule, load_rules
 from agentwatch.config import ConfigError, Settings
+from agentwatch.options import add_db_option
 
 log = logging.getLogger(__name__)
 

@@ -35,6 +35,7 @@ import yaml
 from agentwatch.alerts.catalog import DEFAULT_CATALOG, Catalog, load_catalog
 from agentwatch.alerts.model import Alert, AlertState
 from agentwatch.config import Settings
+from agentwatch.options import add_bootstrap_option, add_control_topic_option
 from agentwatch.processors.store import CATALOG_FILE, SegmentStore
 from agentwatch.processors.tables import ACTIONS_SCHEMA
 
@@ -599,16 +600,8 @@ def register_approve(
         default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
         help="DuckDB catalog; the actions table lives beside it (default %(default)s)",
     )
-    p.add_argument(
-        "--bootstrap",
-        default=settings.get("kafka", "bootstrap", "127.0.0.1:9092"),
-        help="Kafka bootstrap servers (default %(default)s)",
-    )
-    p.add_argument(
-        "--control-topic",
-        default=settings.get("control", "topic", "agent-control"),
-        help="the compacted control topic (default %(default)s)",
-    )
+    add_bootstrap_option(p, settings)
+    add_control_topic_option(p, settings)
     p.add_argument(
         "--catalog",
         type=Path,

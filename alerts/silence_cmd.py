@@ -17,10 +17,11 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from agentwatch.alerts.cli_group import add_db_option, alerts_subparsers
+from agentwatch.alerts.cli_group import alerts_subparsers
 from agentwatch.alerts.routing import Matcher, RoutingError, format_duration, parse_duration
 from agentwatch.alerts.silences import Silence, SilenceError, SilenceStore
 from agentwatch.config import ConfigError, Settings
+from agentwatch.options import add_db_option
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:

@@ -37,6 +37,7 @@ from agentwatch.ingest.scenario import (
     load_scenario,
     parse_start,
 )
+from agentwatch.options import add_bootstrap_option
 from agentwatch.topics import TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -462,12 +463,7 @@ def register(
         "duration": settings.get("simulate", "duration", DEFAULT_DURATION),
         "sim_rate": settings.get("simulate", "sim_rate", DEFAULT_RATE),
     }
-    parser.add_argument(
-        "--bootstrap",
-        metavar="HOST:PORT",
-        default=settings.get("kafka", "bootstrap", DEFAULT_BOOTSTRAP),
-        help="Kafka bootstrap servers (env AGENTWATCH_KAFKA_BOOTSTRAP; default %(default)s)",
-    )
+    add_bootstrap_option(parser, settings)
     parser.add_argument(
         "--topic",
         default=settings.get("kafka", "topic", DEFAULT_TOPIC),

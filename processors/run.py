@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from agentwatch.config import Settings
 from agentwatch.ingest.contract import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TOPIC
+from agentwatch.options import add_bootstrap_option, add_db_option
 from agentwatch.processors.decode import RawBatch
 from agentwatch.processors.exporter import FleetCollector, PartitionHealth
 from agentwatch.processors.pipeline import (
@@ -42,7 +43,7 @@ from agentwatch.processors.pipeline import (
     land_batch,
 )
 from agentwatch.processors.pricing import apply_pricing, load_pricing
-from agentwatch.processors.store import CATALOG_FILE, SegmentStore
+from agentwatch.processors.store import SegmentStore
 from agentwatch.topics import TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -362,11 +363,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
             "restart loses and duplicates nothing."
         ),
     )
-    p.add_argument(
-        "--bootstrap",
-        default=settings.get("kafka", "bootstrap", "127.0.0.1:9092"),
-        help="Kafka bootstrap servers (default %(default)s)",
-    )
+    add_bootstrap_option(p, settings)
     p.add_argument(
         "--topic",
         default=settings.get("kafka", "topic", DEFAULT_TOPIC),
@@ -377,12 +374,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
         default=settings.get("process", "group", "agentwatch"),
         help="consumer group id (default %(default)s)",
     )
-    p.add_argument(
-        "--db",
-        type=Path,
-        default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
-        help="DuckDB catalog analysts open; segments live beside it (default %(default)s)",
-    )
+    add_db_option(p, settings, "DuckDB catalog analysts open; segments live beside it")
     p.add_argument(
         "--dlq-topic",
         default=settings.get("process", "dlq_topic", None),

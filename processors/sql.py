@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agentwatch.config import Settings
-from agentwatch.processors.store import CATALOG_FILE
+from agentwatch.options import add_db_option
 
 ALLOWED = frozenset({"SELECT", "EXPLAIN"})
 
@@ -108,12 +108,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
         ),
     )
     p.add_argument("sql", help='the query, e.g. "SELECT kind, count(*) FROM events GROUP BY 1"')
-    p.add_argument(
-        "--db",
-        type=Path,
-        default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
-        help="catalog file (default %(default)s)",
-    )
+    add_db_option(p, settings)
     p.add_argument(
         "--format",
         choices=["table", "csv", "json"],
