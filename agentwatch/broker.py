@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentwatch.config import Settings
+from agentwatch.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -12,26 +12,26 @@ import sys
 from collections.abc import Callable, Sequence
 
 from agentwatch import __version__
-from agentwatch.config import ConfigError, Settings, load_settings
 from agentwatch.logs import setup_logging
+from agentwatch.settings import ConfigError, Settings, load_settings
 
 COMMAND_MODULES = (
     "agentwatch.broker",
-    "agentwatch.ingest.simulate",
-    "agentwatch.processors.run",
-    "agentwatch.processors.sql",
-    "agentwatch.ingest.contract_cmd",
-    "agentwatch.processors.cost_cmd",
-    "agentwatch.processors.drift.command",
-    "agentwatch.alerts.breaker_cmd",
-    "agentwatch.alerts.runbooks",
-    "agentwatch.alerts.run_cmd",
-    "agentwatch.alerts.silence_cmd",
-    "agentwatch.alerts.prom_export",
-    "agentwatch.alerts.receive",
-    "agentwatch.alerts.routes_cmd",
-    "agentwatch.dashboards.cli",
-    "agentwatch.demo",
+    "agentwatch.ingest.sim.simulate",
+    "agentwatch.processors.landing.run",
+    "agentwatch.processors.query.sql",
+    "agentwatch.commands.contract",
+    "agentwatch.commands.cost",
+    "agentwatch.commands.drift",
+    "agentwatch.commands.breaker",
+    "agentwatch.alerts.response.runbooks",
+    "agentwatch.commands.alerts_run",
+    "agentwatch.commands.alerts_silence",
+    "agentwatch.alerts.alertmanager.export",
+    "agentwatch.alerts.alertmanager.receive",
+    "agentwatch.commands.alerts_routes",
+    "agentwatch.commands.dashboards",
+    "agentwatch.commands.demo",
 )
 
 Handler = Callable[[argparse.Namespace], int]

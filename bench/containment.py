@@ -18,11 +18,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from agentwatch.alerts.catalog import load_catalog
-from agentwatch.alerts.incident import VIOLATION_RULE, MisbehavingAgent, wait_for_chain
+from agentwatch.alerts.governance.catalog import load_catalog
+from agentwatch.alerts.response.incident import VIOLATION_RULE, MisbehavingAgent, wait_for_chain
 from agentwatch.alerts.rules import load_rules
 from agentwatch.broker import free_port, start_broker, stop_broker
-from agentwatch.ingest.contract import DEFAULT_TOPIC
+from agentwatch.ingest.contract.events import DEFAULT_TOPIC
 from agentwatch.topics import TopicSpec, ensure_topics
 
 AGENT = "it-support-3"

@@ -41,8 +41,8 @@ from rich.console import Console
 from rich.table import Table
 
 from agentwatch.broker import free_port, start_broker, stop_broker
-from agentwatch.ingest.scenario import Scenario, load_scenario
-from agentwatch.ingest.simulate import run_simulation
+from agentwatch.ingest.sim.scenario import Scenario, load_scenario
+from agentwatch.ingest.sim.simulate import run_simulation
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 CONTROL = "control"

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agentwatch.broker import free_port, kafka_java_command, start_broker, stop_broker
-from agentwatch.ingest.simulate import run_simulation
+from agentwatch.ingest.sim.simulate import run_simulation
 
 TOPIC = "bench-events"
 

@@ -30,7 +30,7 @@ from grafanalib.core import (
     TimeSeries,
 )
 
-from agentwatch.dashboards.catalog import DASHBOARDS
+from agentwatch.dashboards.boards import DASHBOARDS
 from agentwatch.dashboards.panels import (
     DATASOURCE,
     GRID_WIDTH,

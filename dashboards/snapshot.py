@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import duckdb
 
-from agentwatch.dashboards.catalog import FLEET
+from agentwatch.dashboards.boards import FLEET
 from agentwatch.dashboards.panels import DAILY_BUDGET, PanelSpec
 
 STAT_KEYS: Final = (

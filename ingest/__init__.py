@@ -1,6 +1,6 @@
 """Agent-side emitter (SDK), the event contract and the simulated fleet."""
 
-from agentwatch.ingest.control import AgentHalted, ControlFollower
-from agentwatch.ingest.tracer import Tracer
+from agentwatch.ingest.sdk.control import AgentHalted, ControlFollower
+from agentwatch.ingest.sdk.tracer import Tracer
 
 __all__ = ["AgentHalted", "ControlFollower", "Tracer"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import polars as pl
 
-from agentwatch.processors.tables import EVENTS_SCHEMA
+from agentwatch.processors.store.tables import EVENTS_SCHEMA
 
 T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
 

@@ -17,15 +17,15 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agentwatch.alerts.breaker import Breaker, BreakerKey
-from agentwatch.alerts.control import BreakerStatus
-from agentwatch.alerts.evaluator import Evaluation
-from agentwatch.alerts.metrics import AlertsCollector
+from agentwatch.alerts.evaluation.evaluator import Evaluation
+from agentwatch.alerts.evaluation.metrics import AlertsCollector
 from agentwatch.alerts.model import Alert
-from agentwatch.alerts.response import Response
+from agentwatch.alerts.response.breaker import Breaker, BreakerKey
+from agentwatch.alerts.response.control import BreakerStatus
+from agentwatch.alerts.response.respond import Response
 from agentwatch.alerts.rules import DEFAULT_RULES_DIR, load_rules
 from agentwatch.broker import free_port
-from agentwatch.processors.store import SegmentName, SegmentStore
+from agentwatch.processors.store.segments import SegmentName, SegmentStore
 from tests.frames import events
 from tests.pipeline_helpers import AGENTWATCH
 

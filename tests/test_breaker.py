@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentwatch.alerts.breaker import (
+from agentwatch.alerts.response.breaker import (
     Breaker,
     BreakerBook,
     BreakerError,
     BreakerKey,
 )
-from agentwatch.alerts.confirm import (
+from agentwatch.alerts.response.confirm import (
     UNCONFIRMED_RULE,
     CallOutcome,
     Confirmation,
@@ -24,8 +24,8 @@ from agentwatch.alerts.confirm import (
     observe_event,
     observe_row,
 )
-from agentwatch.ingest.contract import AnyEvent, PolicyCheck
-from agentwatch.ingest.control import (
+from agentwatch.ingest.contract.events import AnyEvent, PolicyCheck
+from agentwatch.ingest.sdk.control import (
     BREAKER_POLICY,
     AgentHalted,
     AgentThrottled,
@@ -38,8 +38,8 @@ from agentwatch.ingest.control import (
     encode_message,
     new_message_id,
 )
-from agentwatch.ingest.emitter import Emitter
-from agentwatch.ingest.tracer import CallInfo, Tracer
+from agentwatch.ingest.sdk.emitter import Emitter
+from agentwatch.ingest.sdk.tracer import CallInfo, Tracer
 from tests.test_tracer import CollectingTransport
 
 T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)

@@ -26,7 +26,7 @@ from agentwatch.broker import (
     start_broker,
     stop_broker,
 )
-from agentwatch.config import Settings
+from agentwatch.settings import Settings
 from agentwatch.topics import TopicSpec, ensure_topics
 from tests.conftest import TopicFactory, require_tool
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agentwatch.alerts.catalog import (
+from agentwatch.alerts.governance.catalog import (
     AgentEntry,
     CatalogError,
     Pinned,
@@ -16,7 +16,7 @@ from agentwatch.alerts.catalog import (
     load_catalog,
     parse_catalog,
 )
-from agentwatch.ingest.fleet import make_agents
+from agentwatch.ingest.sim.fleet import make_agents
 
 DEMO_SEED = 7  # `agentwatch demo`'s default
 

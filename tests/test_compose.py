@@ -27,8 +27,8 @@ import yaml
 
 from agentwatch.alerts.rules import DEFAULT_RULES_DIR, load_rules
 from agentwatch.cli import build_parser
-from agentwatch.config import Settings
-from agentwatch.dashboards.catalog import DASHBOARDS
+from agentwatch.dashboards.boards import DASHBOARDS
+from agentwatch.settings import Settings
 from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -564,14 +564,15 @@ def test_the_mounted_rules_are_what_the_export_writes_now(tmp_path: Path) -> Non
     out = tmp_path / "agentwatch.rules.yml"
     done = subprocess.run(
         [sys.executable, "-m", "agentwatch.cli", "alerts", "export-prometheus",
-         "--rules", "alerts/rules", "--catalog", "alerts/catalog.yaml", "--out", str(out)],
+         "--rules", "alerts/rules", "--catalog", "alerts/governance/catalog.yaml",
+         "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     checked_in = ROOT / "deploy" / "prometheus" / "rules" / "agentwatch.rules.yml"
     assert checked_in.read_text() == out.read_text(), (
         "stale: run `agentwatch alerts export-prometheus --rules alerts/rules --catalog "
-        "alerts/catalog.yaml --out deploy/prometheus/rules/agentwatch.rules.yml`"
+        "alerts/governance/catalog.yaml --out deploy/prometheus/rules/agentwatch.rules.yml`"
     )
 
 

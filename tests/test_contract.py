@@ -9,8 +9,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from agentwatch.ingest.contract import EVENT_TYPES, KINDS
-from agentwatch.ingest.contract_cmd import SCHEMA_FILE, schema_text
+from agentwatch.ingest.contract.events import EVENT_TYPES, KINDS, SCHEMA_FILE, schema_text
 from tests.conftest import in_ci
 from tests.examples import (
     FIXTURES,
@@ -31,7 +30,7 @@ def validator() -> jsonschema.Draft202012Validator:
 
 def test_the_shipped_schema_file_is_generated_from_the_contract_types() -> None:
     assert SCHEMA_FILE.read_text() == schema_text(), (
-        "regenerate it: agentwatch contract schema --out ingest/event_schema.json"
+        "regenerate it: agentwatch contract schema --out ingest/contract/event_schema.json"
     )
 
 

@@ -13,17 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from agentwatch.alerts.breaker import BreakerKey
-from agentwatch.alerts.confirm import BreakerSupervisor, CycleReport, EventsTopicSource
-from agentwatch.alerts.control import BreakerControl, read_control
 from agentwatch.alerts.model import Alert
-from agentwatch.alerts.runbooks import RunbookContext, load_runbooks, run_runbook
+from agentwatch.alerts.response.breaker import BreakerKey
+from agentwatch.alerts.response.confirm import BreakerSupervisor, CycleReport, EventsTopicSource
+from agentwatch.alerts.response.control import BreakerControl, read_control
+from agentwatch.alerts.response.runbooks import RunbookContext, load_runbooks, run_runbook
 from agentwatch.broker import BrokerInfo, free_port, start_broker, stop_broker
 from agentwatch.cli import build_parser
-from agentwatch.config import Settings
-from agentwatch.ingest.control import AgentHalted, ControlFollower, ControlState
-from agentwatch.ingest.tracer import Tracer
-from agentwatch.processors.store import SegmentStore
+from agentwatch.ingest.sdk.control import AgentHalted, ControlFollower, ControlState
+from agentwatch.ingest.sdk.tracer import Tracer
+from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.settings import Settings
 from tests.conftest import TopicFactory, require_tool
 
 COMPACT = {"cleanup.policy": "compact"}

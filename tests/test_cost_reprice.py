@@ -14,11 +14,11 @@ import polars as pl
 import pytest
 
 from agentwatch.cli import main
-from agentwatch.processors import cost_cmd
-from agentwatch.processors.cost_cmd import reprice
-from agentwatch.processors.pricing import PriceRow, PricingTable, apply_pricing
-from agentwatch.processors.store import SegmentName, SegmentStore
-from agentwatch.processors.tables import EVENTS_SCHEMA
+from agentwatch.commands import cost as cost_cmd
+from agentwatch.commands.cost import reprice
+from agentwatch.processors.landing.pricing import PriceRow, PricingTable, apply_pricing
+from agentwatch.processors.store.segments import SegmentName, SegmentStore
+from agentwatch.processors.store.tables import EVENTS_SCHEMA
 from tests.test_pricing import at, frame, llm
 
 TOPIC = "agent-events"

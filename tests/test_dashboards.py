@@ -28,28 +28,28 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from agentwatch.alerts.breaker import Breaker, BreakerKey
-from agentwatch.alerts.evaluator import Evaluation
-from agentwatch.alerts.metrics import AlertsCollector
+from agentwatch.alerts.evaluation.evaluator import Evaluation
+from agentwatch.alerts.evaluation.metrics import AlertsCollector
 from agentwatch.alerts.model import Alert
+from agentwatch.alerts.response.breaker import Breaker, BreakerKey
 from agentwatch.alerts.rules import DEFAULT_RULES_DIR, load_rules
+from agentwatch.commands.demo import BUGGY_MESSAGES
+from agentwatch.dashboards.boards import DASHBOARDS
 from agentwatch.dashboards.build import render
-from agentwatch.dashboards.catalog import DASHBOARDS
-from agentwatch.demo import BUGGY_MESSAGES
-from agentwatch.ingest.contract import Error, Event, LlmCall, PolicyCheck, Security
-from agentwatch.ingest.fleet import Fleet, make_agents
-from agentwatch.processors.decode import RawBatch
-from agentwatch.processors.dedup import DedupIndex
+from agentwatch.ingest.contract.events import Error, Event, LlmCall, PolicyCheck, Security
+from agentwatch.ingest.sim.fleet import Fleet, make_agents
 from agentwatch.processors.drift.metrics import DriftCollector
-from agentwatch.processors.exporter import FleetCollector, PartitionHealth
-from agentwatch.processors.pipeline import (
+from agentwatch.processors.landing.decode import RawBatch
+from agentwatch.processors.landing.dedup import DedupIndex
+from agentwatch.processors.landing.pipeline import (
     LandedBatch,
     LandingSettings,
     PartitionState,
     land_batch,
 )
-from agentwatch.processors.pricing import apply_pricing, load_pricing
-from agentwatch.processors.tables import DRIFT_SCORES_SCHEMA
+from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
+from agentwatch.processors.metrics.exporter import FleetCollector, PartitionHealth
+from agentwatch.processors.store.tables import DRIFT_SCORES_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKED_IN = ROOT / "dashboards" / "json"

@@ -36,8 +36,9 @@ import yaml
 
 import agentwatch.alerts
 from agentwatch.broker import BrokerInfo, free_port
+from agentwatch.commands.demo import BUGGY_MESSAGES
+from agentwatch.dashboards.boards import DASHBOARDS
 from agentwatch.dashboards.build import render
-from agentwatch.dashboards.catalog import DASHBOARDS
 from agentwatch.dashboards.snapshot import (
     TREND_KEYS,
     PrometheusClient,
@@ -45,16 +46,15 @@ from agentwatch.dashboards.snapshot import (
     fill_variables,
     from_prometheus,
 )
-from agentwatch.demo import BUGGY_MESSAGES
-from agentwatch.ingest.contract import PolicyCheck
-from agentwatch.ingest.fleet import Fleet, make_agents
-from agentwatch.ingest.scenario import parse_scenario
-from agentwatch.ingest.simulate import run_simulation
-from agentwatch.processors.decode import RawBatch
-from agentwatch.processors.dedup import DedupIndex
-from agentwatch.processors.pipeline import LandingSettings, PartitionState, land_batch
-from agentwatch.processors.pricing import apply_pricing, load_pricing
-from agentwatch.processors.store import SegmentStore
+from agentwatch.ingest.contract.events import PolicyCheck
+from agentwatch.ingest.sim.fleet import Fleet, make_agents
+from agentwatch.ingest.sim.scenario import parse_scenario
+from agentwatch.ingest.sim.simulate import run_simulation
+from agentwatch.processors.landing.decode import RawBatch
+from agentwatch.processors.landing.dedup import DedupIndex
+from agentwatch.processors.landing.pipeline import LandingSettings, PartitionState, land_batch
+from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
+from agentwatch.processors.store.segments import SegmentStore
 from tests.conftest import require_tool
 from tests.pipeline_helpers import AGENTWATCH, count, process_cmd, produce, wait_for
 from tests.promserver import Prometheus, running_prometheus

@@ -26,8 +26,8 @@ from agentwatch.dashboards.snapshot import (
     from_duckdb,
     parse_duration,
 )
-from agentwatch.ingest.fleet import make_agents
-from agentwatch.processors.store import CATALOG_FILE, SegmentName, SegmentStore
+from agentwatch.ingest.sim.fleet import make_agents
+from agentwatch.processors.store.segments import CATALOG_FILE, SegmentName, SegmentStore
 from tests.test_dashboards import landed_fleet
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

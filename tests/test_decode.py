@@ -7,8 +7,8 @@ import json
 import polars as pl
 import pytest
 
-from agentwatch.processors.decode import RawBatch, decode_batch, validate
-from agentwatch.processors.tables import DEAD_LETTERS_SCHEMA, EVENTS_SCHEMA
+from agentwatch.processors.landing.decode import RawBatch, decode_batch, validate
+from agentwatch.processors.store.tables import DEAD_LETTERS_SCHEMA, EVENTS_SCHEMA
 from tests.examples import invalid_examples, valid_lines
 
 EXPECTED_CODE = {

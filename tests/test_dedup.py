@@ -9,8 +9,8 @@ import polars as pl
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentwatch.processors.dedup import DedupIndex
-from agentwatch.processors.pipeline import rebuild_dedup
+from agentwatch.processors.landing.dedup import DedupIndex
+from agentwatch.processors.landing.pipeline import rebuild_dedup
 
 T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
 

@@ -20,8 +20,8 @@ from agentwatch.processors.drift.evaluate import DriftEvaluator
 from agentwatch.processors.drift.metrics import DriftCollector
 from agentwatch.processors.drift.signals import MILLISECONDS
 from agentwatch.processors.drift.summaries import bucket_of, load_counts
-from agentwatch.processors.store import SegmentName, SegmentStore
-from agentwatch.processors.tables import DRIFT_SCORES_SCHEMA, EVENTS_SCHEMA
+from agentwatch.processors.store.segments import SegmentName, SegmentStore
+from agentwatch.processors.store.tables import DRIFT_SCORES_SCHEMA, EVENTS_SCHEMA
 
 T0 = dt.datetime(2026, 11, 20, 0, 0, tzinfo=dt.UTC)
 HOURS = 30

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from agentwatch.ingest.emitter import (
+from agentwatch.ingest.sdk.emitter import (
     DROP_BUFFER_FULL,
     DROP_CLOSED,
     DROP_REJECTED,
@@ -262,7 +262,7 @@ def test_drops_are_logged_in_aggregate_not_once_per_drop(
     make_emitter: Callable[..., Emitter], transport: ScriptedTransport
 ) -> None:
     captured = _Captured()
-    logger = logging.getLogger("agentwatch.ingest.emitter")
+    logger = logging.getLogger("agentwatch.ingest.sdk.emitter")
     logger.addHandler(captured)
     try:
         transport.gate.clear()

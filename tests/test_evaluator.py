@@ -12,9 +12,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from agentwatch.alerts.catalog import load_catalog, parse_catalog
-from agentwatch.alerts.cli_group import alerts_subparsers
-from agentwatch.alerts.evaluator import (
+from agentwatch.alerts.evaluation.evaluator import (
     AlertStates,
     Evaluation,
     Evaluator,
@@ -23,10 +21,12 @@ from agentwatch.alerts.evaluator import (
     restore_alerts,
     transitions_frame,
 )
+from agentwatch.alerts.governance.catalog import load_catalog, parse_catalog
 from agentwatch.alerts.rules import Rule, load_rules, parse_rules
-from agentwatch.alerts.run_cmd import Sources, fan_out, run_loop
 from agentwatch.cli import main
-from agentwatch.processors.store import SegmentName, SegmentStore
+from agentwatch.commands.alerts_group import alerts_subparsers
+from agentwatch.commands.alerts_run import Sources, fan_out, run_loop
+from agentwatch.processors.store.segments import SegmentName, SegmentStore
 from tests.frames import T0, at, events
 
 MINUTE = dt.timedelta(minutes=1)

@@ -8,13 +8,13 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agentwatch.processors.exporter import (
+from agentwatch.processors.landing.sessions import OUTCOME_SCHEMA
+from agentwatch.processors.metrics.exporter import (
     LATENCY_BUCKETS_S,
     FleetCollector,
     PartitionHealth,
     batch_deltas,
 )
-from agentwatch.processors.session_tracker import OUTCOME_SCHEMA
 from tests.frames import events
 
 

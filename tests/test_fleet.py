@@ -10,7 +10,7 @@ from dataclasses import replace
 import msgspec
 import pytest
 
-from agentwatch.ingest.contract import (
+from agentwatch.ingest.contract.events import (
     AnyEvent,
     Escalation,
     Event,
@@ -21,7 +21,7 @@ from agentwatch.ingest.contract import (
     SessionStart,
     ToolCall,
 )
-from agentwatch.ingest.fleet import AGENT_TYPES, Agent, Fleet, LogNormal, Mix, make_agents
+from agentwatch.ingest.sim.fleet import AGENT_TYPES, Agent, Fleet, LogNormal, Mix, make_agents
 
 START = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC).timestamp()
 ENCODER = msgspec.json.Encoder()

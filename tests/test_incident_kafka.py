@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 import agentwatch.alerts
-from agentwatch.alerts.catalog import load_catalog
-from agentwatch.alerts.incident import MisbehavingAgent, wait_for_chain
+from agentwatch.alerts.governance.catalog import load_catalog
+from agentwatch.alerts.response.incident import MisbehavingAgent, wait_for_chain
 from agentwatch.broker import BrokerInfo
 from agentwatch.topics import TopicSpec, ensure_topics
 from tests.pipeline_helpers import AGENTWATCH, count, process_cmd, wait_for

@@ -7,7 +7,12 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agentwatch.processors.exporter import COUNTERS, HISTOGRAMS, FleetCollector, batch_deltas
+from agentwatch.processors.metrics.exporter import (
+    COUNTERS,
+    HISTOGRAMS,
+    FleetCollector,
+    batch_deltas,
+)
 from tests.frames import events
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()

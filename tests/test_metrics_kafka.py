@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agentwatch.broker import BrokerInfo, free_port
-from agentwatch.ingest.simulate import SimulationSummary, run_simulation
+from agentwatch.ingest.sim.simulate import SimulationSummary, run_simulation
 from tests.conftest import require_tool
 from tests.pipeline_helpers import count, process_cmd, wait_for
 from tests.promserver import Prometheus, running_prometheus

@@ -13,22 +13,22 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
-from agentwatch.alerts.catalog import load_catalog
-from agentwatch.alerts.evaluator import Evaluation, Transition
+from agentwatch.alerts.evaluation.evaluator import Evaluation, Transition
+from agentwatch.alerts.governance.catalog import load_catalog
 from agentwatch.alerts.model import Alert
-from agentwatch.alerts.notify import (
+from agentwatch.alerts.notify.config import parse_notify_config, shipped_config_path
+from agentwatch.alerts.notify.notifier import (
     NotificationRecord,
     Notifier,
     StoreLog,
     catalog_contacts,
     evaluation_sink,
 )
-from agentwatch.alerts.notify_config import parse_notify_config, shipped_config_path
-from agentwatch.alerts.receivers import DeliveryError, Notification
-from agentwatch.alerts.routing import Matcher
-from agentwatch.alerts.silences import SilenceStore
+from agentwatch.alerts.notify.receivers import DeliveryError, Notification
+from agentwatch.alerts.notify.routing import Matcher
+from agentwatch.alerts.notify.silences import SilenceStore
 from agentwatch.cli import main
-from agentwatch.processors.store import SegmentStore
+from agentwatch.processors.store.segments import SegmentStore
 
 T0 = dt.datetime(2025, 1, 1, 12, 0, tzinfo=dt.UTC)
 S = dt.timedelta(seconds=1)

@@ -13,10 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentwatch.config import ConfigError, Settings
-from agentwatch.ingest.fleet import PROFILES, Fleet, make_agents
-from agentwatch.processors.decode import decode_batch
-from agentwatch.processors.pricing import (
+from agentwatch.ingest.sim.fleet import PROFILES, Fleet, make_agents
+from agentwatch.processors.landing.decode import decode_batch
+from agentwatch.processors.landing.pricing import (
     PriceRow,
     PricingError,
     PricingTable,
@@ -25,7 +24,8 @@ from agentwatch.processors.pricing import (
     pricing_file,
     unpriced_models,
 )
-from agentwatch.processors.tables import EVENTS_SCHEMA
+from agentwatch.processors.store.tables import EVENTS_SCHEMA
+from agentwatch.settings import ConfigError, Settings
 from tests.test_decode import batch_of
 
 UTC = dt.UTC

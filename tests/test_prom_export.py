@@ -21,14 +21,14 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 
-from agentwatch.alerts.catalog import load_catalog, parse_catalog
+from agentwatch.alerts.alertmanager.export import UNSUPPORTED, export_rules
+from agentwatch.alerts.alertmanager.receive import ReceiveServer
+from agentwatch.alerts.governance.catalog import load_catalog, parse_catalog
 from agentwatch.alerts.model import Alert
-from agentwatch.alerts.prom_export import UNSUPPORTED, export_rules
-from agentwatch.alerts.receive import ReceiveServer
 from agentwatch.alerts.rules import Rule, load_rules, parse_rules, render
 from agentwatch.broker import free_port
 from agentwatch.cli import main
-from agentwatch.processors.exporter import FleetCollector, batch_deltas
+from agentwatch.processors.metrics.exporter import FleetCollector, batch_deltas
 from tests.conftest import require_tool
 from tests.frames import events
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from agentwatch.alerts.alertmanager.receive import ReceiveServer, TransitionFilter, parse_webhook
 from agentwatch.alerts.model import Alert
-from agentwatch.alerts.receive import ReceiveServer, TransitionFilter, parse_webhook
-from agentwatch.alerts.receivers import Notification, webhook_payload
+from agentwatch.alerts.notify.receivers import Notification, webhook_payload
 from agentwatch.broker import free_port
 from tests.conftest import require_tool
 

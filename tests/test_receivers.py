@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from agentwatch.alerts.model import Alert
-from agentwatch.alerts.notify import Notifier
-from agentwatch.alerts.notify_config import parse_notify_config
-from agentwatch.alerts.receivers import (
+from agentwatch.alerts.notify.config import parse_notify_config
+from agentwatch.alerts.notify.notifier import Notifier
+from agentwatch.alerts.notify.receivers import (
     DeliveryError,
     FileIntegration,
     Notification,

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agentwatch.alerts.catalog import load_catalog
-from agentwatch.alerts.notify import catalog_contacts
-from agentwatch.alerts.notify_config import load_notify_config, shipped_config_path
-from agentwatch.alerts.routing import (
+from agentwatch.alerts.governance.catalog import load_catalog
+from agentwatch.alerts.notify.config import load_notify_config, shipped_config_path
+from agentwatch.alerts.notify.notifier import catalog_contacts
+from agentwatch.alerts.notify.routing import (
     Matcher,
     Router,
     RoutingError,

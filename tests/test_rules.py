@@ -12,7 +12,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from agentwatch.alerts.catalog import Catalog, parse_catalog
+from agentwatch.alerts.governance.catalog import Catalog, parse_catalog
 from agentwatch.alerts.rules import (
     CatalogThreshold,
     Rule,
@@ -28,7 +28,7 @@ from agentwatch.alerts.rules import (
     render,
     unregister_metric,
 )
-from agentwatch.processors.store import SegmentName, SegmentStore
+from agentwatch.processors.store.segments import SegmentName, SegmentStore
 from tests.frames import at, events
 
 WINDOW_START, WINDOW_END = at(0), at(600)

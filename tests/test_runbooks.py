@@ -11,10 +11,10 @@ import duckdb
 import pytest
 import yaml
 
-from agentwatch.alerts.catalog import load_catalog
-from agentwatch.alerts.control import BreakerControl, Published
+from agentwatch.alerts.governance.catalog import load_catalog
 from agentwatch.alerts.model import Alert
-from agentwatch.alerts.runbooks import (
+from agentwatch.alerts.response.control import BreakerControl, Published
+from agentwatch.alerts.response.runbooks import (
     RUNBOOK_DIR,
     RunbookContext,
     RunbookError,
@@ -28,8 +28,8 @@ from agentwatch.alerts.runbooks import (
     run_runbook,
     runbook_id,
 )
-from agentwatch.ingest.control import Applied, ControlMessage
-from agentwatch.processors.store import SegmentStore
+from agentwatch.ingest.sdk.control import Applied, ControlMessage
+from agentwatch.processors.store.segments import SegmentStore
 
 T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -43,7 +43,7 @@ class FakeTopic:
 
     def publish(self, message: ControlMessage) -> Published:
         if self.fail:
-            from agentwatch.alerts.control import ControlError
+            from agentwatch.alerts.response.control import ControlError
 
             raise ControlError("broker unreachable")
         self.published.append(message)
@@ -294,7 +294,7 @@ def test_alerts_approve_on_the_command_line_records_the_person_and_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from agentwatch.cli import build_parser
-    from agentwatch.config import Settings
+    from agentwatch.settings import Settings
 
     h = Harness(tmp_path)
     waiting = h.run("rollback-release", alert("QualityDrift"))[-1]

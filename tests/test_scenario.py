@@ -16,8 +16,7 @@ import polars as pl
 import pytest
 
 from agentwatch.cli import build_parser, main
-from agentwatch.config import load_settings
-from agentwatch.ingest.contract import (
+from agentwatch.ingest.contract.events import (
     Event,
     LlmCall,
     PolicyCheck,
@@ -25,8 +24,8 @@ from agentwatch.ingest.contract import (
     SessionStart,
     ToolCall,
 )
-from agentwatch.ingest.fleet import Fleet, make_agents
-from agentwatch.ingest.scenario import (
+from agentwatch.ingest.sim.fleet import Fleet, make_agents
+from agentwatch.ingest.sim.scenario import (
     LatencyShift,
     Scenario,
     ScenarioError,
@@ -38,7 +37,8 @@ from agentwatch.ingest.scenario import (
     parse_start,
     parse_when,
 )
-from agentwatch.ingest.simulate import _plan
+from agentwatch.ingest.sim.simulate import _plan
+from agentwatch.settings import load_settings
 from bench.drift import alarms, binomial_upper, changed_agents, detection
 
 START = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC).timestamp()

@@ -15,7 +15,7 @@ import pytest
 
 from agentwatch.broker import BrokerInfo
 from agentwatch.cli import main
-from agentwatch.ingest.scenario import load_scenario
+from agentwatch.ingest.sim.scenario import load_scenario
 from agentwatch.processors.drift import backfill, load_config
 from tests.pipeline_helpers import run_to_idle
 

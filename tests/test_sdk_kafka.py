@@ -16,9 +16,9 @@ import pytest
 from kafka import KafkaConsumer
 
 from agentwatch.broker import BrokerInfo, free_port, start_broker, stop_broker
-from agentwatch.ingest.contract import AnyEvent
-from agentwatch.ingest.emitter import DROP_BUFFER_FULL
-from agentwatch.ingest.tracer import Tracer
+from agentwatch.ingest.contract.events import AnyEvent
+from agentwatch.ingest.sdk.emitter import DROP_BUFFER_FULL
+from agentwatch.ingest.sdk.tracer import Tracer
 from agentwatch.topics import TopicSpec, ensure_topics
 from tests.conftest import TopicFactory, require_tool
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentwatch.processors.session_tracker import SessionTracker
+from agentwatch.processors.landing.sessions import SessionTracker
 from tests.frames import at, events
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from agentwatch.broker import BrokerInfo
 from agentwatch.cli import main
-from agentwatch.ingest.contract import AnyEvent, SessionEnd, SessionStart
-from agentwatch.ingest.simulate import SimulationSummary, run_simulation
+from agentwatch.ingest.contract.events import AnyEvent, SessionEnd, SessionStart
+from agentwatch.ingest.sim.simulate import SimulationSummary, run_simulation
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from agentwatch.processors.decode import decode_batch
-from agentwatch.processors.store import SegmentName, SegmentStore
+from agentwatch.processors.landing.decode import decode_batch
+from agentwatch.processors.store.segments import SegmentName, SegmentStore
 from tests.examples import invalid_examples, valid_lines
 from tests.test_decode import batch_of
 

@@ -11,9 +11,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from agentwatch.ingest.contract import AnyEvent, LlmCall, SessionEnd, ToolCall
-from agentwatch.ingest.emitter import Emitter, Record
-from agentwatch.ingest.tracer import CallInfo, Tracer
+from agentwatch.ingest.contract.events import AnyEvent, LlmCall, SessionEnd, ToolCall
+from agentwatch.ingest.sdk.emitter import Emitter, Record
+from agentwatch.ingest.sdk.tracer import CallInfo, Tracer
 
 DECODER = msgspec.json.Decoder(AnyEvent)
 T0 = dt.datetime(2025, 3, 4, 5, 6, 7, 890_123, tzinfo=dt.UTC)

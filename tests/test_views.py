@@ -18,10 +18,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from agentwatch.processors.sql import query
-from agentwatch.processors.store import CATALOG_FILE, SegmentName, SegmentStore
-from agentwatch.processors.tables import EVENTS_SCHEMA
-from agentwatch.processors.views import view_statements
+from agentwatch.processors.query.sql import query
+from agentwatch.processors.store.segments import CATALOG_FILE, SegmentName, SegmentStore
+from agentwatch.processors.store.tables import EVENTS_SCHEMA
+from agentwatch.processors.store.views import view_statements
 
 T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
 DOCS_SQL = Path(__file__).resolve().parent.parent / "docs" / "sql.md"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentwatch.processors.watermark import mark_late
+from agentwatch.processors.landing.watermark import mark_late
 from tests.frames import at, events
 
 

@@ -17,9 +17,9 @@ from typing import Any, Final, cast
 
 import yaml
 
-from agentwatch.config import ConfigError
 from agentwatch.processors.drift import stats
 from agentwatch.processors.drift.stats import Kind
+from agentwatch.settings import ConfigError
 
 BUILTIN: Final = Path(__file__).with_name("drift.yaml")
 DIMENSIONS: Final = ("agent_version", "prompt_version", "model")

@@ -39,8 +39,8 @@ from agentwatch.processors.drift.summaries import (
     bucket_of,
     bucket_start,
 )
-from agentwatch.processors.store import SegmentStore
-from agentwatch.processors.tables import DRIFT_SCORES_SCHEMA
+from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.processors.store.tables import DRIFT_SCORES_SCHEMA
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from typing import Final, Literal
 import numpy as np
 
 from agentwatch.processors.drift.stats import FloatArray, Kind
-from agentwatch.processors.tables import EVENTS_SCHEMA
-from agentwatch.processors.views import SESSIONS
+from agentwatch.processors.store.tables import EVENTS_SCHEMA
+from agentwatch.processors.store.views import SESSIONS
 
 # Columns every family query groups by, besides the bucket.
 GROUP_COLUMNS: Final = ("agent_id", "environment", "agent_version", "model", "prompt_version")

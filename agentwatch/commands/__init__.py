@@ -1,0 +1,1 @@
+"""One module per ``agentwatch`` subcommand: parse flags, call the packages."""

@@ -1,0 +1,184 @@
+"""``agentwatch alerts silence|silences|expire``: mute notifications for a while, by labels.
+
+Why on the command line: silencing is what people do in the middle of an incident or a
+deployment, from wherever they are. Silences live in ``silences.json`` in the data dir
+(next to the DuckDB catalog); a running notifier picks them up at its next look.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import sys
+from pathlib import Path
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from agentwatch.alerts.notify.routing import Matcher, RoutingError, format_duration, parse_duration
+from agentwatch.alerts.notify.silences import Silence, SilenceError, SilenceStore
+from agentwatch.commands.alerts_group import alerts_subparsers
+from agentwatch.commands.options import add_db_option
+from agentwatch.settings import ConfigError, Settings
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
+    group = alerts_subparsers(sub)
+    add = group.add_parser(
+        "silence",
+        help="mute notifications of matching alerts for a while",
+        description=(
+            "Create a silence: alerts whose labels match every --match are not announced "
+            "until it ends (they are still evaluated, and recorded as suppressed). Prints "
+            "the silence id, for `agentwatch alerts expire`."
+        ),
+    )
+    add.add_argument(
+        "--match",
+        action="append",
+        required=True,
+        metavar="MATCHER",
+        help="label matcher: name=value, name!=value, name=~regex or name!~regex; repeat for "
+        "several (all must hold), e.g. --match agent_id=support-bot --match severity=warning",
+    )
+    add.add_argument(
+        "--for",
+        dest="duration",
+        default="2h",
+        metavar="DURATION",
+        help="how long, e.g. 30m, 2h, 1d (default %(default)s)",
+    )
+    add.add_argument(
+        "--start",
+        type=_timestamp,
+        metavar="TIME",
+        help="when it starts, ISO 8601 (default: now)",
+    )
+    add.add_argument("--comment", required=True, help="why: people reading the list need it")
+    add.add_argument("--author", default=_user(), help="who (default: %(default)s)")
+    add_db_option(add, settings)
+    add.set_defaults(handler=_silence)
+
+    ls = group.add_parser(
+        "silences",
+        help="list silences",
+        description="List active and pending silences (--all: expired ones too).",
+    )
+    ls.add_argument("--all", action="store_true", help="include expired silences")
+    add_db_option(ls, settings)
+    ls.set_defaults(handler=_list)
+
+    expire = group.add_parser(
+        "expire",
+        help="end a silence now",
+        description="End a silence now; its alerts are announced again at the next look.",
+    )
+    expire.add_argument("id", metavar="ID", help="the silence id (a unique prefix is enough)")
+    add_db_option(expire, settings)
+    expire.set_defaults(handler=_expire)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _timestamp(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return value if value.tzinfo else value.astimezone()
+
+
+def _store(db: Path) -> SilenceStore:
+    return SilenceStore(db.parent)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _silence(args: argparse.Namespace) -> int:
+    try:
+        matchers = [Matcher.parse(m) for m in args.match]
+        duration = parse_duration(args.duration)
+    except RoutingError as exc:
+        raise ConfigError(str(exc)) from None
+    now = _now()
+    start = (args.start or now).astimezone(dt.UTC)
+    try:
+        silence = _store(args.db).add(
+            matchers,
+            starts_at=start,
+            ends_at=start + duration,
+            created_by=args.author,
+            comment=args.comment,
+            now=now,
+        )
+    except SilenceError as exc:
+        raise ConfigError(str(exc)) from None
+    print(silence.id)
+    print(
+        f"silenced {', '.join(str(m) for m in matchers)} until "
+        f"{_local(silence.ends_at)} ({format_duration(duration)})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    now = _now()
+    try:
+        silences = _store(args.db).all()
+    except SilenceError as exc:
+        raise ConfigError(str(exc)) from None
+    shown = [s for s in silences if args.all or s.state(now) != "expired"]
+    if not shown:
+        print("no silences" if args.all else "no active or pending silences (--all: expired)")
+        return 0
+    console = Console(highlight=False)
+    Console(highlight=False, width=max(140, console.width)).print(silences_table(shown, now))
+    return 0
+
+
+def silences_table(silences: list[Silence], now: dt.datetime) -> Table:
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("id", "state", "starts", "ends", "left"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("matchers", overflow="fold", min_width=26)
+    for column in ("by", "comment"):
+        table.add_column(column, overflow="fold")
+    for s in silences:
+        state = s.state(now)
+        whole = dt.timedelta(seconds=int((s.ends_at - now).total_seconds()))
+        left = format_duration(whole) if state != "expired" else "-"
+        table.add_row(
+            s.id,
+            state,
+            _local(s.starts_at),
+            _local(s.ends_at),
+            left,
+            "\n".join(str(m) for m in s.matchers),
+            s.created_by,
+            s.comment,
+        )
+    return table
+
+
+def _local(ts: dt.datetime) -> str:
+    return ts.astimezone().strftime("%m-%d %H:%M")
+
+
+def _expire(args: argparse.Namespace) -> int:
+    try:
+        silence = _store(args.db).expire(args.id, _now())
+    except SilenceError as exc:
+        print(f"agentwatch: {exc}", file=sys.stderr)
+        return 1
+    print(f"expired {silence.id} ({' '.join(str(m) for m in silence.matchers)})")
+    return 0

@@ -1,0 +1,52 @@
+"""The ``contract`` command: print the JSON Schema, or check a file of events against it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from agentwatch.ingest.contract.events import DEFAULT_MAX_MESSAGE_BYTES, schema_text
+from agentwatch.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
+    p = sub.add_parser(
+        "contract",
+        help="the trace-event contract: its JSON Schema, or check events against it",
+        description="Print the event contract's JSON Schema, or check a JSON Lines file of "
+        "events against the contract exactly as the processor does.",
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    schema = actions.add_parser("schema", help="print the JSON Schema (draft 2020-12)")
+    schema.add_argument("--out", type=Path, help="write it to this file instead of stdout")
+    schema.set_defaults(handler=_schema)
+    check = actions.add_parser(
+        "check", help="validate a JSON Lines file (one event a line); exit 1 if any is invalid"
+    )
+    check.add_argument("file", type=Path, help="JSON Lines file, or - for stdin")
+    check.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES)
+    check.set_defaults(handler=_check)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    if args.out:
+        args.out.write_text(schema_text())
+    else:
+        sys.stdout.write(schema_text())
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from agentwatch.processors.landing.decode import validate
+
+    data = sys.stdin.buffer.read() if str(args.file) == "-" else args.file.read_bytes()
+    bad = 0
+    lines = [line for line in data.splitlines() if line.strip()]
+    for number, line in enumerate(lines, start=1):
+        verdict = validate(line, args.max_message_bytes)
+        if verdict is not None:
+            bad += 1
+            print(f"line {number}: {verdict[1]}")
+    print(f"{len(lines) - bad} valid, {bad} invalid")
+    return 1 if bad else 0

@@ -1,0 +1,351 @@
+"""The ``cost`` command: show the pricing table, and reprice stored events after it changes.
+
+Repricing rewrites whole segments, because segments are immutable Parquet files: each
+one that holds rows to reprice is read, repriced and written back under the same name
+by ``SegmentStore.write`` (a temporary file renamed over the old one). A reader that has
+the old file open keeps reading it; the next query sees the new one. A running processor
+only ever adds segments of later offsets, so the two never write the same file.
+
+Only costs the project computed are touched: rows whose cost came from the event, rows
+before ``--since`` and rows of other kinds keep their stored values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import polars as pl
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from agentwatch.processors.landing.pricing import (
+    DERIVED_COST_COLUMNS,
+    SOURCE_PRICING,
+    SOURCE_UNPRICED,
+    PricingTable,
+    apply_pricing,
+    load_pricing,
+    pricing_file,
+    unpriced_models,
+)
+from agentwatch.processors.store.segments import CATALOG_FILE, SegmentName, SegmentStore
+from agentwatch.processors.store.tables import EVENTS_SCHEMA, UTC_TS
+from agentwatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EVENTS_TABLE = "events"
+_Frame = TypeVar("_Frame", pl.DataFrame, pl.LazyFrame)
+
+
+@dataclass
+class RepriceReport:
+    """What a reprice did (or, dry, would do): the command's summary and the tests' oracle."""
+
+    since: dt.datetime
+    pricing_version: str
+    dry_run: bool
+    segments_scanned: int = 0
+    segments_matched: int = 0
+    segments_changing: int = 0
+    segments_rewritten: int = 0
+    rows_repriced: int = 0
+    rows_changed: int = 0
+    rows_cost_changed: int = 0
+    cost_before: float = 0.0
+    cost_after: float = 0.0
+    unpriced_before: int = 0
+    unpriced_after: int = 0
+    unpriced_models: Counter[str] = field(default_factory=Counter)
+    skipped: list[Path] = field(default_factory=list)
+
+
+def reprice_mask(since: dt.datetime) -> pl.Expr:
+    """Rows to reprice: LLM calls from ``since`` on whose cost the project computed.
+
+    A null ``cost_source`` marks a row landed before pricing existed: it is priced too.
+    """
+    source = pl.col("cost_source")
+    return (
+        (pl.col("kind") == "llm_call")
+        & (pl.col("ts") >= pl.lit(since).cast(UTC_TS))
+        & (source.is_null() | source.is_in([SOURCE_PRICING, SOURCE_UNPRICED]))
+    ).fill_null(False)
+
+
+def reprice_frame(frame: pl.DataFrame, table: PricingTable, since: dt.datetime) -> pl.DataFrame:
+    """``frame`` with the derived cost columns recomputed on the rows of :func:`reprice_mask`."""
+    repriced = apply_pricing(frame, table)
+    mask = reprice_mask(since)
+    return frame.with_columns(
+        pl.when(mask).then(repriced.get_column(c)).otherwise(pl.col(c)).alias(c)
+        for c in DERIVED_COST_COLUMNS
+    )
+
+
+def reprice(
+    store: SegmentStore, table: PricingTable, since: dt.datetime, *, dry_run: bool = False
+) -> RepriceReport:
+    """Reprice every events segment holding rows to reprice; rewrite those that change."""
+    report = RepriceReport(since=since, pricing_version=table.version, dry_run=dry_run)
+    mask = reprice_mask(since)
+    for name, path in _event_segments(store):
+        report.segments_scanned += 1
+        matched = (
+            _with_event_columns(pl.scan_parquet(path)).filter(mask).select(pl.len()).collect()
+        ).item()
+        if not matched:
+            continue
+        report.segments_matched += 1
+        before_stat = os.stat(path)
+        frame = _with_event_columns(pl.read_parquet(path))
+        new = reprice_frame(frame, table, since)
+        old_rows = frame.filter(mask)
+        new_rows = new.filter(mask)
+        differs = old_rows.select(
+            pl.col(c).ne_missing(new_rows.get_column(c)) for c in DERIVED_COST_COLUMNS
+        )
+        changed = int(differs.select(pl.any_horizontal(pl.all()).sum()).item())
+        report.rows_repriced += old_rows.height
+        report.rows_changed += changed
+        report.rows_cost_changed += int(differs.get_column("cost_usd_effective").sum())
+        report.cost_before += float(old_rows.get_column("cost_usd_effective").sum())
+        report.cost_after += float(new_rows.get_column("cost_usd_effective").sum())
+        report.unpriced_before += _count_unpriced(old_rows)
+        report.unpriced_after += _count_unpriced(new_rows)
+        for model, events in unpriced_models(new_rows).select("model", "events").iter_rows():
+            report.unpriced_models[model or "(none)"] += events
+        if not changed:
+            continue
+        report.segments_changing += 1
+        if dry_run:
+            continue
+        with store.partition_lock(name.topic, name.partition):
+            if _identity(os.stat(path)) != _identity(before_stat):
+                # Replaced while we read it: writing ours back would undo that change.
+                log.warning(
+                    "segment changed while repricing; skipped", extra={"segment": str(path)}
+                )
+                report.skipped.append(path)
+                continue
+            store.write(name, new)
+        report.segments_rewritten += 1
+        log.info("segment repriced", extra={"segment": str(path), "rows": changed})
+    return report
+
+
+def _event_segments(store: SegmentStore) -> Iterator[tuple[SegmentName, Path]]:
+    root = store.data_dir / "segments" / EVENTS_TABLE
+    if not root.is_dir():
+        return
+    for topic_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for part_dir in sorted(p for p in topic_dir.iterdir() if p.is_dir()):
+            if not part_dir.name.isdigit():
+                continue
+            partition = int(part_dir.name)
+            for first, last, path in store.segments(EVENTS_TABLE, topic_dir.name, partition):
+                yield SegmentName(EVENTS_TABLE, topic_dir.name, partition, first, last), path
+
+
+def _with_event_columns(frame: _Frame) -> _Frame:
+    """Add the columns an older segment lacks (as nulls), in the table's order."""
+    present = frame.collect_schema().names()
+    missing = [pl.lit(None, t).alias(c) for c, t in EVENTS_SCHEMA.items() if c not in present]
+    if not missing:
+        return frame
+    extra: list[str] = [c for c in present if c not in EVENTS_SCHEMA]
+    return frame.with_columns(missing).select([*EVENTS_SCHEMA, *extra])
+
+
+def _count_unpriced(rows: pl.DataFrame) -> int:
+    return int((rows.get_column("cost_source") == SOURCE_UNPRICED).sum())
+
+
+def _identity(stat: os.stat_result) -> tuple[int, int, int]:
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+# --------------------------------------------------------------------------- command
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
+    p = sub.add_parser(
+        "cost",
+        help="show the LLM pricing table, or reprice stored events after it changes",
+        description=(
+            "LLM calls that carry no cost_usd are priced at landing time from a dated "
+            "pricing table (the built-in one, [pricing] file or $AGENTWATCH_PRICING_FILE). "
+            "`show` prints it; `reprice` recomputes stored costs after it changes."
+        ),
+    )
+    actions = p.add_subparsers(dest="cost_action", metavar="ACTION", required=True)
+    default_pricing = pricing_file(settings)
+    pricing_help = (
+        "pricing table, YAML (default: "
+        + (str(default_pricing) if default_pricing else "the built-in table")
+        + "; [pricing] file, env AGENTWATCH_PRICING_FILE)"
+    )
+
+    show = actions.add_parser(
+        "show", help="print the pricing table", description="Print the pricing table."
+    )
+    show.add_argument(
+        "--pricing", type=Path, metavar="FILE", default=default_pricing, help=pricing_help
+    )
+    show.set_defaults(handler=_show)
+
+    rep = actions.add_parser(
+        "reprice",
+        help="recompute stored LLM costs from the pricing table",
+        description=(
+            "Recompute the cost of stored llm_call events from --since on that were priced "
+            "from the table or left unpriced, and rewrite their segments atomically. Costs "
+            "that came with the event, and older events, are left as they are. Safe while "
+            "`agentwatch process` runs; restart processors first so that they land new "
+            "events with the new table too. Exit 1 when there is nothing to reprice in, or "
+            "when a segment changed underneath (run it again)."
+        ),
+    )
+    rep.add_argument(
+        "--since",
+        type=_since,
+        required=True,
+        metavar="DATE",
+        help="first event time to reprice: YYYY-MM-DD (00:00 UTC) or an RFC 3339 timestamp",
+    )
+    rep.add_argument(
+        "--db",
+        type=Path,
+        default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
+        help="catalog file; its segments live beside it (default %(default)s)",
+    )
+    rep.add_argument(
+        "--pricing", type=Path, metavar="FILE", default=default_pricing, help=pricing_help
+    )
+    rep.add_argument(
+        "--dry-run", action="store_true", help="report what would change, write nothing"
+    )
+    rep.set_defaults(handler=_reprice)
+
+
+def _since(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date (YYYY-MM-DD) or an RFC 3339 timestamp"
+        ) from None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _show(args: argparse.Namespace) -> int:
+    table = load_pricing(args.pricing)
+    Console().print(pricing_view(table, dt.datetime.now(dt.UTC)))
+    return 0
+
+
+def pricing_view(table: PricingTable, now: dt.datetime) -> Table:
+    """The table as people read it, by provider and model; superseded rows dimmed."""
+    current = set(table.in_force(now))
+    view = Table(
+        title=f"Pricing table {table.version}  ({table.origin})",
+        title_justify="left",
+        title_style="bold",
+        caption=f"USD per million tokens; dim rows are superseded. {table.source}",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for label in ("model", "provider", "from"):
+        view.add_column(label, no_wrap=True)
+    for label in ("input", "cached", "output", "reasoning"):
+        view.add_column(label, justify="right", no_wrap=True)
+    for row in sorted(table.rows, key=lambda r: (r.provider, r.model, r.effective_from)):
+        view.add_row(
+            row.model,
+            row.provider,
+            row.effective_from.isoformat(),
+            _usd(row.input),
+            _usd(row.cached_input) if row.cached_input is not None else "(input)",
+            _usd(row.output),
+            _usd(row.reasoning) if row.reasoning is not None else "(output)",
+            style=None if row in current else "dim",
+        )
+    return view
+
+
+def _usd(value: float) -> str:
+    """Up to six decimals (cache prices go to $0.01875), at least two."""
+    whole, _, cents = f"{value:,.6f}".rstrip("0").partition(".")
+    return f"{whole}.{cents:0<2}"
+
+
+def _reprice(args: argparse.Namespace) -> int:
+    table = load_pricing(args.pricing)
+    store = SegmentStore(args.db.parent, args.db.name)
+    if not (store.data_dir / "segments" / EVENTS_TABLE).is_dir():
+        print(
+            f"agentwatch cost reprice: no events segments under {store.data_dir}: "
+            "is --db the catalog that `agentwatch process` writes?",
+            file=sys.stderr,
+        )
+        return 1
+    console = Console()
+    report = reprice(store, table, args.since, dry_run=args.dry_run)
+    console.print(summary_heading(report), style="bold", highlight=False, soft_wrap=True)
+    console.print(summary_view(report))
+    if report.unpriced_models:
+        console.print("Models still unpriced", style="bold")
+        unpriced = Table()
+        unpriced.add_column("model")
+        unpriced.add_column("events", justify="right")
+        for model, n in report.unpriced_models.most_common():
+            unpriced.add_row(model, f"{n:,}")
+        console.print(unpriced)
+    if report.skipped:
+        print(
+            f"agentwatch cost reprice: {len(report.skipped)} segment(s) changed while "
+            "repricing and were left as they were; run the command again.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def summary_heading(report: RepriceReport) -> str:
+    return f"Reprice from {report.since.isoformat()}, pricing {report.pricing_version}" + (
+        " (dry run: nothing written)" if report.dry_run else ""
+    )
+
+
+def summary_view(report: RepriceReport) -> Table:
+    verb = "would be rewritten" if report.dry_run else "rewritten"
+    view = Table(show_header=False)
+    view.add_column("what")
+    view.add_column("value", justify="right")
+    changing = report.segments_changing if report.dry_run else report.segments_rewritten
+    for label, value in (
+        ("segments scanned", f"{report.segments_scanned:,}"),
+        ("segments with rows to reprice", f"{report.segments_matched:,}"),
+        (f"segments {verb}", f"{changing:,}"),
+        ("rows repriced", f"{report.rows_repriced:,}"),
+        ("rows changed (cost, source or version)", f"{report.rows_changed:,}"),
+        ("rows whose cost changed", f"{report.rows_cost_changed:,}"),
+        ("cost before (USD)", f"{report.cost_before:,.6f}"),
+        ("cost after (USD)", f"{report.cost_after:,.6f}"),
+        ("unpriced rows before", f"{report.unpriced_before:,}"),
+        ("unpriced rows after", f"{report.unpriced_after:,}"),
+    ):
+        view.add_row(label, value)
+    return view

@@ -1,0 +1,102 @@
+"""The ``dashboards`` command: Grafana JSON from the catalog, and snapshots without Grafana."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from agentwatch.processors.store.segments import CATALOG_FILE
+from agentwatch.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
+    p = sub.add_parser(
+        "dashboards",
+        help="write the Grafana dashboards, or render the fleet overview as PNG and HTML",
+        description=(
+            "Grafana dashboards as code: `build` writes the dashboards (fleet overview, agent "
+            "detail, cost and tokens, safety and policy, drift, alerts and breakers, pipeline "
+            "health) as Grafana JSON for the provisioned Prometheus datasource; `snapshot` "
+            "renders the fleet overview's key panels as PNG images and one HTML page, from "
+            "Prometheus or the DuckDB catalog, for reports and readers without Grafana."
+        ),
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    build = actions.add_parser(
+        "build",
+        help="write every dashboard as <uid>.json",
+        description="Write every dashboard as Grafana JSON (<uid>.json) into --out.",
+    )
+    build.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    build.set_defaults(handler=_build)
+
+    snap = actions.add_parser(
+        "snapshot",
+        help="render the fleet overview's key panels as PNG images and index.html",
+        description=(
+            "Render the fleet overview's headline numbers, trends and per-agent table as PNG "
+            "images plus one self-contained index.html. With --prometheus the panels' own "
+            "PromQL runs over the last --range; otherwise the same numbers come from the "
+            "DuckDB catalog (--db), over the --range ending at the newest landed event."
+        ),
+    )
+    snap.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    source = snap.add_mutually_exclusive_group()
+    source.add_argument(
+        "--prometheus", metavar="URL", help="Prometheus base URL, e.g. http://localhost:9090"
+    )
+    source.add_argument(
+        "--db",
+        type=Path,
+        default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
+        help="DuckDB catalog to read when no --prometheus is given (default %(default)s)",
+    )
+    snap.add_argument(
+        "--range",
+        dest="span",
+        default=settings.get("dashboards", "range", "6h"),
+        metavar="DURATION",
+        help="time range shown, e.g. 30m, 6h, 2d (default %(default)s)",
+    )
+    snap.add_argument(
+        "--budget",
+        type=float,
+        default=settings.get("dashboards", "daily_budget_usd", 1000.0),
+        metavar="USD",
+        help="daily LLM budget the 'budget used' tile compares with (default %(default)s)",
+    )
+    snap.set_defaults(handler=_snapshot)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from agentwatch.dashboards.build import write_all
+
+    for path in write_all(args.out):
+        print(path)
+    return 0
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    # matplotlib is imported only here: building JSON must not need it.
+    from agentwatch.dashboards.render import write_report
+    from agentwatch.dashboards.snapshot import (
+        SnapshotError,
+        from_duckdb,
+        from_prometheus,
+        parse_duration,
+    )
+
+    try:
+        span = parse_duration(args.span)
+        if args.prometheus:
+            snapshot = from_prometheus(args.prometheus, span, args.budget)
+        else:
+            snapshot = from_duckdb(args.db, span, args.budget)
+    except (SnapshotError, ValueError) as exc:
+        print(f"agentwatch dashboards snapshot: {exc}", file=sys.stderr)
+        return 1
+    for path in write_report(snapshot, args.out):
+        print(path)
+    return 0

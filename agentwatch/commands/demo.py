@@ -1,0 +1,268 @@
+"""The ``demo`` command: the whole pipeline on one machine, then a summary.
+
+It starts the local broker, runs ``agentwatch process`` and ``agentwatch alerts run`` as
+processes of their own (as in a deployment), drives a simulated fleet into Kafka for a
+while, adds a few malformed messages from a "buggy agent" so the dead-letter path shows,
+and meanwhile lets one SDK agent start failing its policy checks: the alert fires, on-call
+is notified, the runbook opens the agent's circuit breaker and the agent halts and
+confirms. It waits until the processor has landed everything, prints a summary from
+DuckDB with the incident's chain of steps, replays a drift scenario's days of event time
+in seconds and names the drift found, and stops the broker. The data stays under
+the data dir (runs accumulate; ``make clean`` starts over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from kafka import KafkaProducer
+from rich.console import Console
+from rich.table import Table
+
+from agentwatch.alerts.governance.catalog import load_catalog
+from agentwatch.alerts.response.incident import ChainStep, MisbehavingAgent, wait_for_chain
+from agentwatch.broker import broker_status, free_port, start_broker, stop_broker
+from agentwatch.ingest.contract.events import DEFAULT_TOPIC
+from agentwatch.ingest.sim.scenario import load_scenario
+from agentwatch.ingest.sim.simulate import SimulationSummary, run_simulation
+from agentwatch.processors.query import report
+from agentwatch.processors.store.segments import CATALOG_FILE
+from agentwatch.settings import Settings
+
+DEMO_SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "latency-shift.yaml"
+# An SDK agent of the shipped catalog that the simulated fleet does not run.
+INCIDENT_AGENT = "it-support-3"
+
+BUGGY_MESSAGES: tuple[bytes, ...] = (
+    b'{"schema_version": 1, "event_id": "bug-1", "kind": "llm_call", "agent_id": "legacy-bot"',
+    b'{"schema_version": 1, "event_id": "bug-2", "ts": "2026-11-20T09:00:00Z", '
+    b'"agent_id": "legacy-bot", "session_id": "b1", "kind": "llm_call", "model": "m", '
+    b'"input_tokens": 10, "output_tokens": -5}',
+    b'{"schema_version": 1, "event_id": "bug-3", "ts": "2026-11-20T09:00:00Z", '
+    b'"agent_id": "legacy-bot", "session_id": "b1", "kind": "telepathy"}',
+    b'{"schema_version": 1, "event_id": "bug-4", "ts": "last tuesday", '
+    b'"agent_id": "legacy-bot", "session_id": "b1", "kind": "session_start"}',
+    b"\xff\xfenot even text",
+)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run broker, processor and a simulated fleet for a while, then print a summary",
+        description=(
+            "Start the local Kafka broker, a processor and a simulated fleet of AI agents for "
+            "--seconds, then print what landed in DuckDB (events, sessions, escalations, "
+            "violations, dead letters, throughput) and queries to try. Data stays in "
+            "--data-dir; the broker is stopped at the end."
+        ),
+    )
+    p.add_argument(
+        "--seconds", type=float, default=settings.get("demo", "seconds", 60.0),
+        help="how long the fleet runs (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--data-dir", type=Path, default=Path(settings.get("demo", "data_dir", "data")),
+        help="where the broker, segments and catalog live (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--agents", type=int, default=settings.get("demo", "agents", 8))
+    p.add_argument(
+        "--rate", type=float, default=settings.get("demo", "rate", 300.0),
+        help="events per second from the fleet (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=settings.get("demo", "seed", 7))
+    p.add_argument(
+        "--port", type=int, default=settings.get("demo", "port", 0),
+        help="broker port (default: a free one)",
+    )  # fmt: skip
+    p.add_argument(
+        "--scenario", type=Path, default=DEMO_SCENARIO if DEMO_SCENARIO.exists() else None,
+        help="a drift scenario replayed at full speed after the live part, then drift-tested "
+        "(default %(default)s)",
+    )  # fmt: skip
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    console = Console(width=max(140, Console().width))
+    data_dir: Path = args.data_dir.resolve()
+    broker_dir = data_dir / "kafka"
+    db = data_dir / CATALOG_FILE
+    existing = broker_status(broker_dir)
+    info = existing or start_broker(broker_dir, args.port or free_port())
+    console.print(f"[bold]Kafka[/] broker at {info.bootstrap} (data in {broker_dir})")
+    try:
+        metrics_port = free_port()
+        processor, processor_log = _start_processor(info.bootstrap, db, data_dir, metrics_port)
+        console.print(f"[bold]Processor[/] pid {processor.pid}, logs in {processor_log}")
+        console.print(f"[bold]Prometheus metrics[/] at http://127.0.0.1:{metrics_port}/metrics "
+                      "while the demo runs")  # fmt: skip
+        console.print(f"[bold]Fleet[/]: {args.agents} agents, ~{args.rate:g} events/s for "
+                      f"{args.seconds:g} s")  # fmt: skip
+        alerts = _start_alerts(info.bootstrap, db, data_dir)
+        agent = _misbehaving_agent(info.bootstrap)
+        console.print(f"[bold]Alerts[/]: evaluated every 2 s; [bold]{agent.agent_id}[/] (an SDK "
+                      "agent following its circuit breaker) starts failing its policy checks "
+                      f"after {args.seconds / 4:g} s")  # fmt: skip
+        burst = threading.Timer(args.seconds / 4, agent.start_burst)
+        burst.start()
+        sim = run_simulation(
+            info.bootstrap, DEFAULT_TOPIC, agents=args.agents, rate=args.rate,
+            duration=args.seconds, seed=args.seed, progress=sys.stderr.isatty(),
+        )  # fmt: skip
+        _send_buggy_messages(info.bootstrap)
+        console.print("Waiting for the incident to be contained ...")
+        steps = wait_for_chain(db, agent.agent_id, agent.run.started_at, timeout_s=150)
+        agent.close()
+        alerts.terminate()
+        alerts.wait(timeout=60)
+        console.print("Waiting for the processor to land everything ...")
+        code = processor.wait(timeout=max(120.0, args.seconds))
+        if code != 0:
+            console.print(f"[red]processor exited with {code}; see {processor_log}[/]")
+            return 1
+        _summary(console, db, sim, _last_stats(processor_log))
+        _incident(console, agent.agent_id, steps, data_dir)
+        if args.scenario is not None:
+            _drift_scenario(console, info.bootstrap, args.scenario, data_dir / "drift")
+    finally:
+        if existing is None:
+            stop_broker(broker_dir)
+            console.print("Broker stopped.")
+    return 0
+
+
+def _start_processor(
+    bootstrap: str, db: Path, data_dir: Path, metrics_port: int
+) -> tuple[subprocess.Popen[bytes], Path]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "processor.log"
+    cmd = [
+        sys.executable, "-m", "agentwatch.cli", "--log-format", "json", "process",
+        "--bootstrap", bootstrap, "--topic", DEFAULT_TOPIC, "--db", str(db),
+        "--idle-timeout", "4", "--flush-interval", "1",
+        "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1",
+    ]  # fmt: skip
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=out)
+    return proc, log_path
+
+
+def _start_alerts(bootstrap: str, db: Path, data_dir: Path) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable, "-m", "agentwatch.cli", "--log-format", "json", "alerts", "run",
+        "--db", str(db), "--interval", "2", "--bootstrap", bootstrap,
+    ]  # fmt: skip
+    with (data_dir / "alerts.log").open("ab") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=out)
+
+
+def _misbehaving_agent(bootstrap: str) -> MisbehavingAgent:
+    entry = load_catalog().get(INCIDENT_AGENT)
+    assert entry is not None, f"{INCIDENT_AGENT} is not in the shipped catalog"
+    return MisbehavingAgent(bootstrap, entry, topic=DEFAULT_TOPIC).start()
+
+
+def _incident(console: Console, agent_id: str, steps: list[ChainStep], data_dir: Path) -> None:
+    console.rule(f"[bold]Incident: {agent_id} contained")
+    table = Table("time (UTC)", "step", "detail", title_justify="left")
+    for step in sorted(steps, key=lambda s: (s.at is None, s.at or dt.datetime.min)):
+        at = step.at.strftime("%H:%M:%S.%f")[:-3] if step.at else "[red]did not happen[/]"
+        table.add_row(at, step.step, step.detail)
+    console.print(table)
+    console.print(
+        f"Notifications are in {data_dir / 'notifications'}; every step is in the alert_events, "
+        "notifications and actions tables; `agentwatch breaker status` shows the breaker."
+    )
+
+
+def _drift_scenario(console: Console, bootstrap: str, path: Path, data_dir: Path) -> None:
+    """Replay a scenario's days of event time in seconds, land them, and test for drift."""
+    from agentwatch.processors.drift import backfill, load_config
+
+    scenario = load_scenario(path)
+    hours = (scenario.run.duration_s or 36 * 3600) / 3600
+    console.rule(f"[bold]Drift: scenario {scenario.name}")
+    console.print(f"{scenario.description.strip()}\nReplaying {hours:g} h of event time ...")
+    end = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    start = end - dt.timedelta(hours=hours)
+    topic = f"drift-{scenario.name}"
+    sim = run_simulation(
+        bootstrap, topic, agents=scenario.run.agents or 4, rate=0, duration=hours * 3600,
+        seed=scenario.run.seed or 0, sim_rate=scenario.run.sim_rate or 3.0,
+        start=start.timestamp(), scenario=scenario, progress=sys.stderr.isatty(),
+    )  # fmt: skip
+    db = data_dir / CATALOG_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with (data_dir / "processor.log").open("ab") as out:
+        subprocess.run(
+            [sys.executable, "-m", "agentwatch.cli", "--log-format", "json", "process",
+             "--bootstrap", bootstrap, "--topic", topic, "--group", topic, "--db", str(db),
+             "--idle-timeout", "3"],
+            stdout=out, stderr=out, check=True, timeout=600,
+        )  # fmt: skip
+    rows = backfill(db, start, end, dt.timedelta(hours=1), load_config())
+    found = (
+        rows.filter(pl.col("verdict") == "drift")
+        .group_by("agent_id", "comparison", "signal")
+        .agg(
+            pl.col("window_end").min().alias("first"),
+            pl.col("window_end").n_unique().alias("windows"),
+            pl.col("score").max().alias("score"),
+        )
+        .sort("first")
+    )  # fmt: skip
+    table = Table("agent", "comparison", "signal", "first drifted window", "windows",
+                  title=f"Drift found in {sim.events:,} events", title_justify="left")  # fmt: skip
+    for agent, comparison, signal, first, windows, _ in found.iter_rows():
+        table.add_row(agent, comparison, signal, first.strftime("%Y-%m-%d %H:%M UTC"), str(windows))
+    if found.is_empty():
+        table.add_row("-", "-", "no drift found", "-", "-")
+    console.print(table)
+    for change in scenario.changes:
+        at = dt.datetime.fromtimestamp(change.at.resolve(start.timestamp()), dt.UTC)
+        console.print(f"The scenario: {change.describe()}, from {at:%Y-%m-%d %H:%M} UTC.")
+    console.print(f"Details: agentwatch drift report --agent AGENT --db {db}")
+
+
+def _send_buggy_messages(bootstrap: str) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for message in BUGGY_MESSAGES:
+        producer.send(DEFAULT_TOPIC, key=b"legacy-bot", value=message)
+    producer.flush()
+    producer.close()
+
+
+def _last_stats(processor_log: Path) -> dict[str, Any]:
+    stats: dict[str, Any] = {}
+    for line in processor_log.read_text(errors="replace").splitlines():
+        if '"processor stopped"' in line:
+            stats = json.loads(line)
+    return stats
+
+
+def _summary(console: Console, db: Path, sim: SimulationSummary, stats: dict[str, Any]) -> None:
+    console.rule("[bold]agentwatch demo summary")
+    console.print(
+        f"Fleet sent {sim.events:,} events in {sim.elapsed_s:.1f} s "
+        f"({sim.events_per_second:,.0f}/s) plus {len(BUGGY_MESSAGES)} malformed messages."
+    )
+    console.print(
+        f"Processor landed {stats.get('events', 0):,} events and "
+        f"{stats.get('dead_letters', 0):,} dead letters this run, at "
+        f"{stats.get('records_per_s', 0):,} records/s (peak RSS {stats.get('peak_rss_mb')} MB)."
+    )
+    report.render(db, console)
+    console.rule("[bold]Try these")
+    for title, sql in report.TRY_QUERIES:
+        console.print(f"[bold]# {title}[/]")
+        console.print(f'.venv/bin/agentwatch sql "{sql}" --db {db}\n', soft_wrap=True)
+    console.print(f"Or open it in DuckDB: duckdb.connect('{db}', read_only=True)")

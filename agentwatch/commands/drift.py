@@ -1,0 +1,250 @@
+"""The ``drift`` command: evaluate continuously, backfill past windows, report an agent.
+
+``run`` evaluates the window that ended ``settle`` ago each time a new one is due, writes
+its rows to drift_scores and serves the gauges on ``--metrics-port``. ``backfill``
+evaluates every window end of an event-time range (scenarios and the bench write past
+timestamps). ``report`` prints an agent's drift and writes an HTML report with plots.
+
+The thresholds file is ``--drift-config`` (not ``--config``, which names the TOML
+settings file of every command); ``[drift] config`` in that file sets a default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+from prometheus_client import CollectorRegistry, start_http_server
+
+from agentwatch.processors.drift.config import DriftConfig, load_config, parse_duration
+from agentwatch.processors.drift.evaluate import DRIFT, DriftEvaluator, backfill
+from agentwatch.processors.drift.metrics import DriftCollector
+from agentwatch.processors.store.segments import CATALOG_FILE, SegmentStore
+from agentwatch.settings import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+
+def parse_time(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    """An RFC 3339 timestamp or date (UTC if no offset), ``now``, or a duration ago (``2d``)."""
+    now = now or dt.datetime.now(dt.UTC)
+    if text.strip() == "now":
+        return now
+    try:
+        return now - parse_duration(text)
+    except ConfigError:
+        pass
+    try:
+        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: use an RFC 3339 timestamp, a date, now, or 2d (ago)"
+        ) from None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _duration(text: str) -> dt.timedelta:
+    try:
+        return parse_duration(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run_loop(
+    db: Path,
+    config: DriftConfig,
+    collector: DriftCollector,
+    *,
+    interval_s: float,
+    once: bool,
+    stop: threading.Event,
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+) -> int:
+    """Evaluate each window end as it becomes due, catching up on any missed ones."""
+    evaluator = DriftEvaluator(db, config, clock=clock)
+    store = SegmentStore(db.parent, db.name)
+    store.prepare()
+    last: dt.datetime | None = None
+    while True:
+        due = evaluator.align(clock() - config.settle)
+        ends = [due] if last is None else _between(last, due, config.grain)
+        for end in ends:
+            rows = evaluator.evaluate(end)
+            if rows.height:
+                store.append_log("drift_scores", rows)
+            collector.update(rows)
+            drifted = rows.filter(pl.col("verdict") == DRIFT)
+            log.info(
+                "drift window evaluated",
+                extra={
+                    "window_end": end.isoformat(),
+                    "results": rows.height,
+                    "drift": drifted.height,
+                    "signals": sorted(
+                        {f"{a}:{s}" for a, s in drifted.select("agent_id", "signal").iter_rows()}
+                    ),
+                },
+            )
+            last = end
+        if once or stop.wait(interval_s):
+            return 0
+
+
+def _between(last: dt.datetime, due: dt.datetime, grain: dt.timedelta) -> list[dt.datetime]:
+    out = []
+    end = last + grain
+    while end <= due:
+        out.append(end)
+        end += grain
+    return out
+
+
+# --------------------------------------------------------------------------- command
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
+    p = sub.add_parser(
+        "drift",
+        help="detect drift and regressions per agent, prompt version and model",
+        description=(
+            "Compare each agent's current window with its trailing reference period, and "
+            "new versions, prompts and models with the stable ones, on latency, tokens, "
+            "cost, tool use, outcomes and safety signals. Results go to the drift_scores "
+            "table and to Prometheus. See docs/drift.md."
+        ),
+    )
+    actions = p.add_subparsers(dest="drift_action", metavar="ACTION", required=True)
+    default_db = Path(settings.get("storage", "db", f"data/{CATALOG_FILE}"))
+    default_cfg = settings.get("drift", "config", "")
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument(
+            "--db", type=Path, default=default_db, help="catalog file (default %(default)s)"
+        )
+        q.add_argument(
+            "--drift-config",
+            type=Path,
+            metavar="FILE",
+            default=Path(default_cfg) if default_cfg else None,
+            help="drift settings YAML merged over the built-in ones: windows, tests, "
+            "thresholds per agent and signal ([drift] config; default: built-in)",
+        )
+
+    run = actions.add_parser(
+        "run",
+        help="evaluate drift continuously at now",
+        description=(
+            "Evaluate the latest complete window (ended at least `settle` ago) each time "
+            "one is due, append its results to drift_scores and serve the gauges."
+        ),
+    )
+    common(run)
+    run.add_argument(
+        "--interval", type=float, default=60.0, metavar="S",
+        help="seconds between checks for a due window (default %(default)s)",
+    )  # fmt: skip
+    run.add_argument("--once", action="store_true", help="evaluate the latest window and exit")
+    run.add_argument(
+        "--metrics-port", type=int, default=settings.get("drift", "metrics_port", 0) or None,
+        metavar="P", help="serve agentwatch_drift_* gauges on this port ([drift] metrics_port)",
+    )  # fmt: skip
+    run.add_argument("--metrics-host", default="0.0.0.0", help="address to serve them on")
+    run.set_defaults(handler=_run)
+
+    fill = actions.add_parser(
+        "backfill",
+        help="evaluate every window end in a past event-time range",
+        description=(
+            "Evaluate each window end from --from to --to, --step apart, and append the "
+            "results to drift_scores. For simulated or replayed history."
+        ),
+    )
+    common(fill)
+    fill.add_argument("--from", dest="start", type=parse_time, required=True, metavar="T",
+                      help="first window end: RFC 3339, a date, or 3d (ago)")  # fmt: skip
+    fill.add_argument("--to", dest="end", type=parse_time, default=parse_time("now"),
+                      metavar="T", help="last window end (default now)")  # fmt: skip
+    fill.add_argument("--step", type=_duration, default=dt.timedelta(hours=1),
+                      help="between window ends, a multiple of the grain (default 1h)")  # fmt: skip
+    fill.add_argument("--dry-run", action="store_true", help="print the summary, write nothing")
+    fill.set_defaults(handler=_backfill)
+
+    rep = actions.add_parser(
+        "report",
+        help="summarise an agent's drift in the terminal and as an HTML report",
+        description=(
+            "Print which signals of the agent drifted, how much and since when; with --out, "
+            "also write a self-contained HTML report with reference vs current "
+            "distributions and scores over time."
+        ),
+    )
+    common(rep)
+    rep.add_argument("--agent", required=True, help="agent_id")
+    rep.add_argument("--since", type=parse_time, default=None, metavar="T",
+                     help="first window end shown (default: 7d before the latest)")  # fmt: skip
+    rep.add_argument("--out", type=Path, metavar="FILE.html", help="write the HTML report here")
+    rep.set_defaults(handler=_report)
+
+
+def _check_db(db: Path, action: str) -> bool:
+    if not db.exists():
+        print(
+            f"agentwatch drift {action}: {db} does not exist: run `agentwatch process --db "
+            f"{db}` (or `make demo`) first",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
+def _run(args: argparse.Namespace) -> int:
+    if not _check_db(args.db, "run"):
+        return 1
+    config = load_config(args.drift_config)
+    registry = CollectorRegistry()
+    collector = DriftCollector()
+    registry.register(collector)
+    server = None
+    if args.metrics_port:
+        server, _ = start_http_server(args.metrics_port, args.metrics_host, registry)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        return run_loop(
+            args.db, config, collector, interval_s=args.interval, once=args.once, stop=stop
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if server is not None:
+            server.shutdown()
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    if not _check_db(args.db, "backfill"):
+        return 1
+    config = load_config(args.drift_config)
+    try:
+        rows = backfill(args.db, args.start, args.end, args.step, config, write=not args.dry_run)
+    except ValueError as exc:
+        print(f"agentwatch drift backfill: {exc}", file=sys.stderr)
+        return 2
+    from agentwatch.processors.drift.report import backfill_summary, wide_console
+
+    wide_console().print(backfill_summary(rows, dry_run=args.dry_run))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    if not _check_db(args.db, "report"):
+        return 1
+    from agentwatch.processors.drift.report import build_report, wide_console
+
+    config = load_config(args.drift_config)
+    return build_report(args.db, args.agent, args.since, args.out, config, wide_console())

@@ -1,0 +1,1 @@
+"""Interop with Prometheus and Alertmanager: exported rules and the webhook receiver."""

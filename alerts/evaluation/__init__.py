@@ -1,0 +1,1 @@
+"""Rule evaluation: measurements in, alert transitions out, and their Prometheus view."""

@@ -1,0 +1,1 @@
+"""Notifications: route, group, inhibit, silence, dedup and deliver alerts to receivers."""

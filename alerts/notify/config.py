@@ -1,0 +1,290 @@
+"""The notification config: Alertmanager's YAML layout, read into routes and integrations.
+
+Why Alertmanager's layout: ``route``, ``receivers`` with ``webhook_configs``,
+``slack_configs`` and ``pagerduty_configs``, and ``inhibit_rules`` read the same as in an
+Alertmanager config, so people can copy their routes over. Additions: ``file_configs``
+(JSON lines to a file or stdout), ``receiver_from`` on routes (the catalog's owner or
+on-call), ``global.retry`` (backoff of failed deliveries) and ``*_file`` variants of
+secrets so they need not sit in the config. Differences: ``send_resolved`` defaults to
+true for every integration, since resolved notices are part of the contract here.
+
+A relative ``file_configs`` path lives under the data dir, so the shipped config writes
+next to the rest of the data. The config is chosen by ``--notify-config``, then
+``[alerts] notify_config`` or ``$AGENTWATCH_ALERTS_NOTIFY_CONFIG``, else the shipped one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.resources
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agentwatch.alerts.notify.receivers import (
+    PAGERDUTY_URL,
+    FileIntegration,
+    Integration,
+    PagerDutyIntegration,
+    SlackIntegration,
+    WebhookIntegration,
+)
+from agentwatch.alerts.notify.routing import (
+    Matcher,
+    Route,
+    Router,
+    RoutingError,
+    matches_all,
+    parse_duration,
+    parse_route,
+)
+from agentwatch.settings import ConfigError, Settings
+
+DEFAULT_FILE = "notify.yaml"
+
+
+def shipped_config_path() -> Path:
+    """The default config shipped with the package."""
+    return Path(str(importlib.resources.files("agentwatch.alerts.notify").joinpath(DEFAULT_FILE)))
+
+
+def notify_config_path(settings: Settings) -> Path:
+    configured = settings.get("alerts", "notify_config", "")
+    return Path(configured) if configured else shipped_config_path()
+
+
+def add_notify_config_argument(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    """``--notify-config FILE`` for commands that notify (``--config`` is the TOML file)."""
+    parser.add_argument(
+        "--notify-config",
+        type=Path,
+        metavar="FILE",
+        default=notify_config_path(settings),
+        help="notification routes and receivers, YAML in Alertmanager's layout "
+        "([alerts] notify_config, env AGENTWATCH_ALERTS_NOTIFY_CONFIG; default %(default)s)",
+    )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff for one delivery, bounded in attempts and in delay."""
+
+    attempts: int = 5
+    initial_backoff: dt.timedelta = dt.timedelta(seconds=1)
+    max_backoff: dt.timedelta = dt.timedelta(seconds=60)
+    multiplier: float = 2.0
+
+    def delay(self, failed_attempts: int) -> dt.timedelta:
+        """The wait after the ``failed_attempts``-th failure (1-based)."""
+        seconds = self.initial_backoff.total_seconds() * self.multiplier ** (failed_attempts - 1)
+        return min(dt.timedelta(seconds=seconds), self.max_backoff)
+
+
+@dataclass(frozen=True)
+class InhibitRule:
+    """While a source alert fires, target alerts with the same ``equal`` labels are muted."""
+
+    source: tuple[Matcher, ...]
+    target: tuple[Matcher, ...]
+    equal: tuple[str, ...]
+
+    def inhibits(self, source: Mapping[str, str], target: Mapping[str, str]) -> bool:
+        return (
+            matches_all(self.source, source)
+            and matches_all(self.target, target)
+            and all(source.get(k, "") == target.get(k, "") for k in self.equal)
+        )
+
+
+@dataclass
+class NotifyConfig:
+    route: Route
+    receivers: dict[str, list[Integration]]
+    inhibit_rules: list[InhibitRule] = field(default_factory=list)
+    external_url: str = ""
+    generator_url: str = ""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    source: Path | None = None
+
+
+def load_notify_config(path: Path, data_dir: Path) -> NotifyConfig:
+    """Read and check a config file; every problem is a ``ConfigError`` naming the file."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"notification config {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"notification config {path}: {exc}") from None
+    try:
+        config = parse_notify_config(doc, data_dir, base=path.parent)
+    except (RoutingError, ValueError, TypeError) as exc:
+        raise ConfigError(f"notification config {path}: {exc}") from None
+    config.source = path
+    return config
+
+
+def parse_notify_config(doc: Any, data_dir: Path, base: Path | None = None) -> NotifyConfig:
+    """A config from its parsed YAML; raises ``ValueError`` on anything unusable."""
+    if not isinstance(doc, Mapping):
+        raise ValueError("the top level must be a mapping")
+    unknown = set(doc) - {"global", "route", "receivers", "inhibit_rules", "templates"}
+    if unknown:
+        raise ValueError(f"unknown top-level keys {sorted(unknown)}")
+    glob = doc.get("global") or {}
+    _mapping(glob, "global")
+    timeout = parse_duration(glob.get("http_timeout", "10s")).total_seconds()
+    receivers: dict[str, list[Integration]] = {}
+    for i, rdoc in enumerate(doc.get("receivers") or []):
+        _mapping(rdoc, f"receivers[{i}]")
+        name = rdoc.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"receivers[{i}]: needs a name")
+        if name in receivers:
+            raise ValueError(f"receivers[{i}]: duplicate receiver name {name!r}")
+        receivers[name] = _integrations(rdoc, f"receivers[{i}] ({name})", data_dir, base, timeout)
+    route_doc = doc.get("route")
+    if not isinstance(route_doc, Mapping):
+        raise ValueError("route: a root route is required")
+    route = parse_route(route_doc)
+    inhibit = [_inhibit_rule(r, f"inhibit_rules[{i}]") for i, r in enumerate(
+        doc.get("inhibit_rules") or []
+    )]  # fmt: skip
+    retry_doc = glob.get("retry") or {}
+    _mapping(retry_doc, "global.retry")
+    retry = RetryPolicy(
+        attempts=int(retry_doc.get("attempts", 5)),
+        initial_backoff=parse_duration(retry_doc.get("initial_backoff", "1s")),
+        max_backoff=parse_duration(retry_doc.get("max_backoff", "1m")),
+        multiplier=float(retry_doc.get("multiplier", 2.0)),
+    )
+    if retry.attempts < 1 or retry.multiplier < 1:
+        raise ValueError("global.retry: attempts must be >= 1 and multiplier >= 1")
+    config = NotifyConfig(
+        route=route,
+        receivers=receivers,
+        inhibit_rules=inhibit,
+        external_url=str(glob.get("external_url", "")),
+        generator_url=str(glob.get("generator_url", "")),
+        retry=retry,
+    )
+    Router(route, list(receivers))  # checks that every route names a defined receiver
+    return config
+
+
+def _mapping(value: Any, where: str) -> None:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: must be a mapping")
+
+
+def _inhibit_rule(doc: Any, where: str) -> InhibitRule:
+    _mapping(doc, where)
+
+    def matchers(key: str, legacy: str, legacy_re: str) -> tuple[Matcher, ...]:
+        out = [Matcher.parse(m) for m in doc.get(key) or []]
+        out += [Matcher.create(str(k), "=", str(v)) for k, v in (doc.get(legacy) or {}).items()]
+        out += [Matcher.create(str(k), "=~", str(v)) for k, v in (doc.get(legacy_re) or {}).items()]
+        return tuple(out)
+
+    source = matchers("source_matchers", "source_match", "source_match_re")
+    target = matchers("target_matchers", "target_match", "target_match_re")
+    if not source or not target:
+        raise ValueError(f"{where}: needs source_matchers and target_matchers")
+    return InhibitRule(source, target, tuple(str(x) for x in doc.get("equal") or []))
+
+
+def _url(value: str, where: str) -> str:
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{where}: not an http(s) URL")  # the value may be a secret
+    return value
+
+
+def _secret(doc: Mapping[str, Any], key: str, where: str, base: Path | None) -> str | None:
+    if doc.get(key):
+        return str(doc[key])
+    file_key = f"{key}_file"
+    if doc.get(file_key):
+        secret_path = Path(str(doc[file_key]))
+        if not secret_path.is_absolute() and base is not None:
+            secret_path = base / secret_path
+        try:
+            return secret_path.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"{where}: {file_key}: {exc}") from None
+    return None
+
+
+def _integrations(
+    rdoc: Mapping[str, Any], where: str, data_dir: Path, base: Path | None, timeout: float
+) -> list[Integration]:
+    known = {"name", "webhook_configs", "slack_configs", "pagerduty_configs", "file_configs"}
+    unknown = set(rdoc) - known
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)} (supported: {sorted(known)})")
+    out: list[Integration] = []
+
+    def each(key: str) -> Sequence[Mapping[str, Any]]:
+        items = rdoc.get(key) or []
+        for j, item in enumerate(items):
+            _mapping(item, f"{where}.{key}[{j}]")
+        return list(items)
+
+    def http_timeout(cfg: Mapping[str, Any]) -> float:
+        return parse_duration(cfg["timeout"]).total_seconds() if "timeout" in cfg else timeout
+
+    for j, cfg in enumerate(each("webhook_configs")):
+        url = _secret(cfg, "url", f"{where}.webhook_configs[{j}]", base)
+        if not url:
+            raise ValueError(f"{where}.webhook_configs[{j}]: needs url or url_file")
+        out.append(
+            WebhookIntegration(
+                url=_url(url, f"{where}.webhook_configs[{j}].url"),
+                send_resolved=bool(cfg.get("send_resolved", True)),
+                max_alerts=int(cfg.get("max_alerts", 0)),
+                timeout=http_timeout(cfg),
+                headers={str(k): str(v) for k, v in (cfg.get("headers") or {}).items()},
+            )
+        )
+    for j, cfg in enumerate(each("slack_configs")):
+        url = _secret(cfg, "api_url", f"{where}.slack_configs[{j}]", base)
+        if not url:
+            raise ValueError(f"{where}.slack_configs[{j}]: needs api_url or api_url_file")
+        out.append(
+            SlackIntegration(
+                url=_url(url, f"{where}.slack_configs[{j}].api_url"),
+                channel=cfg.get("channel"),
+                username=cfg.get("username"),
+                send_resolved=bool(cfg.get("send_resolved", True)),
+                max_alerts=int(cfg.get("max_alerts", 10)),
+                timeout=http_timeout(cfg),
+            )
+        )
+    for j, cfg in enumerate(each("pagerduty_configs")):
+        key = _secret(cfg, "routing_key", f"{where}.pagerduty_configs[{j}]", base)
+        if not key:
+            raise ValueError(
+                f"{where}.pagerduty_configs[{j}]: needs routing_key or routing_key_file"
+            )
+        out.append(
+            PagerDutyIntegration(
+                routing_key=key,
+                url=_url(str(cfg.get("url", PAGERDUTY_URL)), f"{where}.pagerduty_configs[{j}].url"),
+                source=str(cfg.get("source", "agentwatch")),
+                send_resolved=bool(cfg.get("send_resolved", True)),
+                timeout=http_timeout(cfg),
+            )
+        )
+    for j, cfg in enumerate(each("file_configs")):
+        raw = cfg.get("path")
+        if not raw:
+            raise ValueError(f"{where}.file_configs[{j}]: needs a path (or - for stdout)")
+        path = str(raw)
+        if path != "-" and not Path(path).is_absolute():
+            path = str(data_dir / path)
+        out.append(FileIntegration(path=path, send_resolved=bool(cfg.get("send_resolved", True))))
+    return out

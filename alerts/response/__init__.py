@@ -1,0 +1,1 @@
+"""Responses to alerts: runbooks, circuit breakers on the control topic, confirmations."""

@@ -1,0 +1,208 @@
+"""The response to alerts: tell people, run the rule's runbook, supervise breakers.
+
+The evaluator (``alerts run``) and the webhook receiver (``alerts receive``) only decide
+*that* something is wrong; this module is what they hand each alert to. A firing alert
+goes to the notifier (routing, grouping, silences, inhibition) and to the runbook its
+``runbook_url`` names, which may open a circuit breaker on the control topic. Once per
+evaluation the breaker supervisor moves breakers through cooldown and probe, checks that
+each agent confirmed its halt, and escalates the ones that did not.
+
+Kafka is reached lazily: an evaluator whose rules never fire a breaker step works
+without a broker, and one that cannot reach it keeps notifying and retries next time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentwatch.alerts.evaluation.evaluator import Evaluation
+from agentwatch.alerts.governance.catalog import Catalog, load_catalog
+from agentwatch.alerts.model import Alert
+from agentwatch.alerts.notify.config import add_notify_config_argument
+from agentwatch.alerts.notify.notifier import Notifier, catalog_contacts, evaluation_sink
+from agentwatch.alerts.response.breaker import Breaker
+from agentwatch.alerts.response.confirm import BreakerSupervisor, CatalogSource
+from agentwatch.alerts.response.control import BreakerControl, retired_agents
+from agentwatch.alerts.response.runbooks import (
+    Runbook,
+    RunbookContext,
+    catalog_pins,
+    find_runbook,
+    load_runbooks,
+    run_runbook,
+)
+from agentwatch.commands.options import add_bootstrap_option, add_control_topic_option
+from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OWNER_NOTICE = "owner_notice"
+
+
+@dataclass
+class Response:
+    notifier: Notifier
+    runbooks: Mapping[str, Runbook]
+    context: RunbookContext
+    connect_control: Callable[[], BreakerControl] | None
+    db: Path
+    clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+    _supervisor: BreakerSupervisor | None = None
+    _retry_at: dt.datetime | None = None
+    retry_after: dt.timedelta = dt.timedelta(seconds=60)
+    # Told every breaker after each supervisor cycle (the /metrics of `alerts run`).
+    breaker_sink: Callable[[Sequence[Breaker]], None] | None = None
+
+    def respond(self, alerts: Sequence[Alert]) -> None:
+        """Run the runbook of every firing alert (idempotent per alert instance)."""
+        for alert in alerts:
+            if alert.state != "firing":
+                continue
+            url = alert.annotations.get("runbook_url", "")
+            runbook = find_runbook(url, self.runbooks) if url else None
+            if runbook is None:
+                if url:
+                    log.warning(
+                        "no runbook at the alert's runbook_url",
+                        extra={"rule": alert.rule, "runbook_url": url},
+                    )
+                continue
+            try:
+                rows = run_runbook(runbook, alert, self.context)
+            except Exception:
+                log.exception("runbook failed", extra={"rule": alert.rule, "runbook": runbook.id})
+                continue
+            for row in rows:
+                log.info(
+                    "runbook step", extra={k: row[k] for k in ("action", "agent_id", "result")}
+                )
+
+    def supervise(self, now: dt.datetime) -> None:
+        """One supervisor cycle: cooldowns, probes, confirmations; escalations notified."""
+        supervisor = self._connect_supervisor()
+        if supervisor is None:
+            return
+        try:
+            report = supervisor.cycle()
+            if self.breaker_sink is not None:
+                self.breaker_sink([s.breaker for s in supervisor.control.status()])
+        except Exception:
+            log.exception("breaker supervision failed; retrying next time")
+            self._supervisor = None
+            return
+        if report.alerts:
+            self.notifier.process(report.alerts, now)
+
+    def _connect_supervisor(self) -> BreakerSupervisor | None:
+        if self._supervisor is None and self.connect_control is not None:
+            now = self.clock()
+            if self._retry_at is not None and now < self._retry_at:
+                return None
+            try:
+                control = self.connect_control()
+            except Exception as exc:
+                self._retry_at = now + self.retry_after
+                log.warning(
+                    "control topic unreachable; breakers not supervised for now",
+                    extra={"error": str(exc), "retry_at": self._retry_at.isoformat()},
+                )
+                return None
+            self._supervisor = BreakerSupervisor(
+                control, CatalogSource(self.db), store=self.context.store
+            )
+            # Runbooks open breakers through the same, already connected, control: the
+            # first breaker of an incident then costs no connection set-up.
+            if self.context.control is None:
+                self.context.control = control
+        return self._supervisor
+
+    def evaluation_sink(self) -> Callable[[Evaluation], None]:
+        notify = evaluation_sink(self.notifier)
+
+        def sink(evaluation: Evaluation) -> None:
+            self.supervise(evaluation.at)
+            self.respond([t.alert for t in evaluation.transitions])
+            notify(evaluation)
+
+        return sink
+
+    def received_sink(self) -> Callable[[Sequence[Alert]], None]:
+        """For ``alerts receive``: alerts from an existing Alertmanager trigger runbooks."""
+
+        def sink(alerts: Sequence[Alert]) -> None:
+            self.notifier.process(alerts, self.clock())
+            self.respond(alerts)
+
+        return sink
+
+
+def owner_notifier(
+    notifier: Notifier, clock: Callable[[], dt.datetime]
+) -> Callable[[Alert, str], None]:
+    """A runbook's notify_owner step: an info notice routed to the agent's owner.
+
+    The notice carries ``owner_notice="true"`` so the critical alert that triggered the
+    runbook does not inhibit it (see the shipped notify.yaml).
+    """
+
+    def notify(alert: Alert, message: str) -> None:
+        notice = dataclasses.replace(
+            alert,
+            rule=f"{alert.rule}OwnerNotice",
+            labels={
+                **alert.labels,
+                "alertname": f"{alert.rule}OwnerNotice",
+                "severity": "info",
+                OWNER_NOTICE: "true",
+            },
+            annotations={**alert.annotations, "summary": message},
+            state="firing",
+            starts_at=clock(),
+        )
+        notifier.process([notice], clock())
+
+    return notify
+
+
+def add_response_options(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    add_notify_config_argument(parser, settings)
+    add_bootstrap_option(parser, settings, "Kafka for the control topic runbooks open breakers on")
+    add_control_topic_option(parser, settings)
+    parser.add_argument(
+        "--no-response",
+        action="store_true",
+        help="only evaluate and record: no notifications, runbooks or breaker supervision",
+    )
+
+
+def response_from_args(args: argparse.Namespace) -> Response | None:
+    if args.no_response:
+        return None
+    catalog: Catalog = load_catalog(args.catalog)
+    db: Path = args.db
+    store = SegmentStore(db.parent, db.name)
+    notifier = Notifier.from_files(args.notify_config, db.parent, catalog_contacts(catalog))
+    retired = retired_agents(catalog)
+
+    def connect() -> BreakerControl:
+        return BreakerControl.connect(
+            args.bootstrap, args.control_topic, timeout_s=5.0, retired=retired
+        )
+
+    def now() -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
+
+    context = RunbookContext(
+        store=store,
+        connect_control=connect,
+        notify_owner=owner_notifier(notifier, now),
+        pinned_versions=catalog_pins(catalog),
+    )
+    return Response(notifier, load_runbooks(), context, connect, db)

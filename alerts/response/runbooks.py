@@ -1,0 +1,671 @@
+"""Runbooks: ordered steps a firing alert sets off, each outcome recorded for audit.
+
+A runbook is a YAML file in ``alerts/runbooks/`` (its ``id`` is what a rule's
+``runbook_url`` ends with). Steps run in order: ``open_breaker``, ``disable_tool``,
+``rollback``, ``throttle``, ``notify_owner`` and ``wait_for_approval``, which pauses the
+run, recorded as ``waiting``, until a person runs ``agentwatch alerts approve ACTION_ID
+--by NAME``. Every attempt lands in the ``actions`` table: what, why, which alert,
+when, by whom (``rule:<name>`` or ``person:<name>``) and the result.
+
+The actions table is also the run's memory. Each step of a run has a fixed action id
+(derived from the alert's fingerprint, its start and the runbook), so calling
+:func:`run_runbook` again for the same firing alert (every evaluation cycle, or after a
+restart) skips what is done and goes on where the run stopped; a breaker already open
+is left alone rather than reopened. Two processes running the same run at the same
+moment may both execute a step; the evaluator is the one caller meant to run them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import polars as pl
+import yaml
+
+from agentwatch.alerts.governance.catalog import DEFAULT_CATALOG, Catalog, load_catalog
+from agentwatch.alerts.model import Alert, AlertState
+from agentwatch.commands.options import add_bootstrap_option, add_control_topic_option
+from agentwatch.processors.store.segments import CATALOG_FILE, SegmentStore
+from agentwatch.processors.store.tables import ACTIONS_SCHEMA
+from agentwatch.settings import Settings
+
+if TYPE_CHECKING:
+    from agentwatch.alerts.response.control import BreakerControl
+
+log = logging.getLogger(__name__)
+
+RUNBOOK_DIR: Final = Path(__file__).resolve().parents[1] / "runbooks"
+STEP_ACTIONS: Final = (
+    "open_breaker",
+    "disable_tool",
+    "rollback",
+    "throttle",
+    "notify_owner",
+    "wait_for_approval",
+)
+APPROVE_ACTION: Final = "approve"
+DONE: Final = frozenset({"ok", "skipped"})
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+StepResult = Literal["ok", "failed", "waiting", "skipped"]
+Clock = Callable[[], dt.datetime]
+NotifyOwner = Callable[[Alert, str], None]
+"""Sends ``message`` about ``alert`` to the agent's owner; raises if it cannot."""
+PinnedVersions = Callable[[str], Mapping[str, str] | None]
+"""The catalog's pinned versions of an agent, e.g. {"prompt_version": "v3", "model": ...}."""
+
+
+class RunbookError(ValueError):
+    """A runbook file that cannot be used, or an approval that matches nothing."""
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``90``, ``"90s"``, ``"10m"``, ``"2h"`` or ``"1d"``."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if match is None:
+        raise RunbookError(f"{value!r} is not a duration like 30s, 10m or 2h")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+# --------------------------------------------------------------------------- the files
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: its action, why it is there, its parameters, what a failure does."""
+
+    action: str
+    why: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    on_failure: Literal["stop", "continue"] = "stop"
+
+
+@dataclass(frozen=True)
+class Runbook:
+    id: str
+    title: str
+    steps: tuple[Step, ...]
+    description: str = ""
+    path: Path | None = None
+
+
+_STEP_PARAMS: Final[Mapping[str, frozenset[str]]] = {
+    "open_breaker": frozenset({"tool", "tool_label", "cooldown"}),
+    "disable_tool": frozenset({"tool", "tool_label", "cooldown"}),
+    "rollback": frozenset({"only"}),
+    "throttle": frozenset({"rate"}),
+    "notify_owner": frozenset({"message"}),
+    "wait_for_approval": frozenset({"prompt"}),
+}
+
+
+def parse_runbook(doc: object, source: str = "<runbook>") -> Runbook:
+    """Check a runbook document; every mistake is reported with the file and step."""
+    if not isinstance(doc, dict):
+        raise RunbookError(f"{source}: a runbook is a mapping with id, title and steps")
+    rid = doc.get("id")
+    if not isinstance(rid, str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]*", rid):
+        raise RunbookError(f"{source}: id must be lower-case words joined by '-', got {rid!r}")
+    raw_steps = doc.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise RunbookError(f"{source}: steps must be a non-empty list")
+    steps = []
+    for n, raw in enumerate(raw_steps, 1):
+        where = f"{source}: step {n}"
+        if not isinstance(raw, dict) or "action" not in raw:
+            raise RunbookError(f"{where}: a step is a mapping with an action")
+        action = raw["action"]
+        if action not in STEP_ACTIONS:
+            raise RunbookError(f"{where}: unknown action {action!r} ({', '.join(STEP_ACTIONS)})")
+        params = {k: v for k, v in raw.items() if k not in ("action", "why", "on_failure")}
+        unknown = set(params) - _STEP_PARAMS[action]
+        if unknown:
+            raise RunbookError(f"{where}: {action} takes no {', '.join(sorted(unknown))}")
+        if "cooldown" in params:
+            params["cooldown"] = parse_duration(params["cooldown"])
+        if action == "throttle":
+            rate = params.get("rate")
+            if rate is not None and (not isinstance(rate, int | float) or rate <= 0):
+                raise RunbookError(f"{where}: rate is calls per second > 0, or null to lift")
+        on_failure = raw.get("on_failure", "stop")
+        if on_failure not in ("stop", "continue"):
+            raise RunbookError(f"{where}: on_failure is stop or continue")
+        steps.append(Step(action, str(raw.get("why", "")), params, on_failure))
+    return Runbook(
+        id=rid,
+        title=str(doc.get("title", rid)),
+        steps=tuple(steps),
+        description=str(doc.get("description", "")),
+    )
+
+
+def load_runbook(path: Path) -> Runbook:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise RunbookError(f"{path}: {exc}") from None
+    book = parse_runbook(doc, str(path))
+    if path.stem != book.id:
+        raise RunbookError(f"{path}: the file name must be the id ({book.id}.yaml)")
+    return Runbook(book.id, book.title, book.steps, book.description, path)
+
+
+def load_runbooks(directory: Path = RUNBOOK_DIR) -> dict[str, Runbook]:
+    """Every ``*.yaml`` runbook of a directory, by id."""
+    books = [load_runbook(p) for p in sorted(directory.glob("*.yaml"))]
+    return {b.id: b for b in books}
+
+
+def runbook_id(url: str) -> str:
+    """The runbook id a ``runbook_url`` names: its last path segment, minus an extension.
+
+    ``runbooks/contain-agent``, ``https://wiki/runbooks/contain-agent.yaml#steps`` and
+    ``contain-agent`` all name ``contain-agent``.
+    """
+    path = re.split(r"[?#]", url.strip(), maxsplit=1)[0].rstrip("/")
+    last = path.rsplit("/", 1)[-1]
+    return re.sub(r"\.(ya?ml|md|html?)$", "", last)
+
+
+def find_runbook(url: str, runbooks: Mapping[str, Runbook]) -> Runbook | None:
+    return runbooks.get(runbook_id(url))
+
+
+def catalog_pins(catalog: Catalog) -> PinnedVersions:
+    """``pinned_versions`` for a context: the versions the catalog pins for an agent."""
+
+    def pins(agent_id: str) -> Mapping[str, str] | None:
+        entry = catalog.get(agent_id)
+        if entry is None:
+            return None
+        pinned = entry.pinned
+        found = {
+            "agent_version": pinned.agent_version,
+            "prompt_version": pinned.prompt_version,
+            "model": pinned.model,
+        }
+        return {k: v for k, v in found.items() if v is not None}
+
+    return pins
+
+
+# --------------------------------------------------------------------------- audit rows
+
+
+def action_row(
+    *,
+    ts: dt.datetime,
+    action_id: str,
+    action: str,
+    actor: str,
+    result: str,
+    alert_fingerprint: str | None = None,
+    rule: str | None = None,
+    runbook: str | None = None,
+    step: int | None = None,
+    agent_id: str | None = None,
+    tool_name: str | None = None,
+    reason: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One row of the ``actions`` table."""
+    return {
+        "ts": ts,
+        "action_id": action_id,
+        "alert_fingerprint": alert_fingerprint,
+        "rule": rule,
+        "runbook": runbook,
+        "step": step,
+        "action": action,
+        "agent_id": agent_id,
+        "tool_name": tool_name,
+        "actor": actor,
+        "reason": reason,
+        "result": result,
+        "detail": json.dumps(dict(detail or {}), sort_keys=True, default=str),
+    }
+
+
+def record_actions(store: SegmentStore, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Append rows to the ``actions`` table as one segment."""
+    rows = list(rows)
+    if rows:
+        store.append_log("actions", pl.DataFrame(rows, schema=dict(ACTIONS_SCHEMA)))
+
+
+def alert_to_json(alert: Alert) -> dict[str, Any]:
+    return {
+        "rule": alert.rule,
+        "labels": dict(alert.labels),
+        "annotations": dict(alert.annotations),
+        "state": alert.state,
+        "starts_at": alert.starts_at.isoformat(),
+        "ends_at": alert.ends_at.isoformat() if alert.ends_at else None,
+        "value": alert.value,
+        "samples": alert.samples,
+    }
+
+
+def alert_from_json(doc: Mapping[str, Any]) -> Alert:
+    state: AlertState = doc["state"]
+    return Alert(
+        rule=doc["rule"],
+        labels=dict(doc["labels"]),
+        annotations=dict(doc["annotations"]),
+        state=state,
+        starts_at=dt.datetime.fromisoformat(doc["starts_at"]),
+        ends_at=dt.datetime.fromisoformat(doc["ends_at"]) if doc.get("ends_at") else None,
+        value=doc.get("value"),
+        samples=doc.get("samples"),
+    )
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class RunbookContext:
+    """What the steps act through; the integrator builds one for the evaluator's sink.
+
+    ``control`` (or ``connect_control``, called once on first need) publishes breaker,
+    rollback and throttle messages; ``notify_owner`` sends to the agent's owner (a step
+    without it is ``skipped``); ``pinned_versions`` reads the catalog for rollbacks.
+    """
+
+    store: SegmentStore
+    control: BreakerControl | None = None
+    connect_control: Callable[[], BreakerControl] | None = None
+    notify_owner: NotifyOwner | None = None
+    pinned_versions: PinnedVersions | None = None
+    clock: Clock = _utc_now
+    default_cooldown_s: float = 300.0
+    max_attempts: int = 3  # a failing step is retried on later calls up to this many times
+
+    def breakers(self) -> BreakerControl:
+        if self.control is None:
+            if self.connect_control is None:
+                raise RuntimeError("no control topic configured for breaker steps")
+            self.control = self.connect_control()
+        return self.control
+
+
+def run_id(runbook: Runbook, alert: Alert) -> str:
+    """The id of one run: the same alert instance and runbook always give the same id."""
+    doc = f"{alert.fingerprint}|{runbook.id}|{alert.starts_at.isoformat()}"
+    return hashlib.sha256(doc.encode()).hexdigest()[:16]
+
+
+def step_action_id(rid: str, index: int) -> str:
+    return f"{rid}-{index}"
+
+
+def _history(store: SegmentStore, rid: str) -> dict[str, list[dict[str, Any]]]:
+    rows = store.read_log("actions").filter(pl.col("action_id").str.starts_with(f"{rid}-"))
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in rows.sort("ts").iter_rows(named=True):
+        found.setdefault(row["action_id"], []).append(row)
+    return found
+
+
+def run_runbook(runbook: Runbook, alert: Alert, context: RunbookContext) -> list[dict[str, Any]]:
+    """Run (or go on with) ``runbook`` for a firing alert; returns the rows it appended.
+
+    Idempotent per alert instance: steps already done are not repeated, a run waiting
+    for approval stays waiting, and a failed step is tried again on a later call, up to
+    ``context.max_attempts`` times. A resolved alert starts nothing.
+    """
+    if alert.state == "resolved":
+        return []
+    rid = run_id(runbook, alert)
+    history = _history(context.store, rid)
+    rows: list[dict[str, Any]] = []
+    try:
+        for index, step in enumerate(runbook.steps, 1):
+            aid = step_action_id(rid, index)
+            past = history.get(aid, [])
+            if any(r["result"] in DONE for r in past):
+                continue
+            if step.action == "wait_for_approval":
+                if past:
+                    return rows  # still waiting
+                rows.append(_waiting_row(runbook, alert, step, index, aid, context))
+                return rows
+            if sum(r["result"] == "failed" for r in past) >= context.max_attempts:
+                return rows  # gave up on this step; the failures are on record
+            row = _execute(runbook, alert, step, index, aid, context)
+            rows.append(row)
+            if row["result"] == "failed" and step.on_failure == "stop":
+                return rows
+        return rows
+    finally:
+        record_actions(context.store, rows)
+        for row in rows:
+            log.info(
+                "runbook step",
+                extra={
+                    "runbook": runbook.id,
+                    "step": row["step"],
+                    "action": row["action"],
+                    "result": row["result"],
+                    "agent_id": row["agent_id"],
+                    "action_id": row["action_id"],
+                },
+            )
+
+
+def _base(
+    runbook: Runbook, alert: Alert, step: Step, index: int, aid: str, context: RunbookContext
+) -> dict[str, Any]:
+    summary = alert.annotations.get("summary") or alert.rule
+    return {
+        "ts": context.clock(),
+        "action_id": aid,
+        "alert_fingerprint": alert.fingerprint,
+        "rule": alert.rule,
+        "runbook": runbook.id,
+        "step": index,
+        "action": step.action,
+        "agent_id": alert.agent_id,
+        "actor": f"rule:{alert.rule}",
+        "reason": f"{summary}" + (f" ({step.why})" if step.why else ""),
+    }
+
+
+def _waiting_row(
+    runbook: Runbook, alert: Alert, step: Step, index: int, aid: str, context: RunbookContext
+) -> dict[str, Any]:
+    prompt = str(step.params.get("prompt") or step.why or "approve the next steps")
+    return action_row(
+        **_base(runbook, alert, step, index, aid, context),
+        result="waiting",
+        detail={
+            "prompt": prompt,
+            "approve_with": f"agentwatch alerts approve {aid} --by NAME",
+            "alert": alert_to_json(alert),
+        },
+    )
+
+
+def _execute(
+    runbook: Runbook, alert: Alert, step: Step, index: int, aid: str, context: RunbookContext
+) -> dict[str, Any]:
+    base = _base(runbook, alert, step, index, aid, context)
+    tool: str | None = None
+    try:
+        tool = _tool(step, alert)
+        result, detail = _ACTIONS[step.action](step, alert, tool, context, base["reason"])
+    except Exception as exc:
+        result, detail = "failed", {"error": f"{type(exc).__name__}: {exc}"}
+    return action_row(**base, tool_name=tool, result=result, detail=detail)
+
+
+def _tool(step: Step, alert: Alert) -> str | None:
+    if step.action not in ("open_breaker", "disable_tool"):
+        return None
+    explicit = step.params.get("tool")
+    if explicit:
+        return str(explicit)
+    label = str(step.params.get("tool_label", "tool_name"))
+    found = alert.labels.get(label)
+    if found is None and step.action == "disable_tool":
+        raise RunbookError(f"disable_tool needs a tool: the alert has no {label!r} label")
+    return found
+
+
+Outcome = tuple[StepResult, dict[str, Any]]
+
+
+def _agent(alert: Alert) -> str:
+    if alert.agent_id is None:
+        raise RunbookError("the alert has no agent_id label, so there is no agent to act on")
+    return alert.agent_id
+
+
+def _open_breaker(
+    step: Step, alert: Alert, tool: str | None, context: RunbookContext, reason: str
+) -> Outcome:
+    cooldown = float(step.params.get("cooldown", context.default_cooldown_s))
+    transition = context.breakers().open(
+        _agent(alert),
+        tool,
+        reason=reason,
+        actor=f"rule:{alert.rule}",
+        cooldown_s=cooldown,
+        alert=alert.fingerprint,
+    )
+    published = transition.published
+    if published is None:
+        return "skipped", {"breaker": str(transition.breaker.key), "already": "open"}
+    return "ok", {
+        "breaker": published.message.key,
+        "state": "open",
+        "cooldown_s": cooldown,
+        "control_id": published.message.id,
+        "control_offset": published.offset,
+    }
+
+
+def _rollback(
+    step: Step, alert: Alert, tool: str | None, context: RunbookContext, reason: str
+) -> Outcome:
+    agent = _agent(alert)
+    if context.pinned_versions is None:
+        raise RunbookError("no catalog connected: pinned versions unknown")
+    pinned = dict(context.pinned_versions(agent) or {})
+    only = step.params.get("only")
+    if only:
+        wanted = {only} if isinstance(only, str) else set(only)
+        pinned = {k: v for k, v in pinned.items() if k in wanted}
+    if not pinned:
+        raise RunbookError(f"the catalog pins no versions for agent {agent!r}")
+    published = context.breakers().rollback(
+        agent, pinned, reason=reason, actor=f"rule:{alert.rule}", alert=alert.fingerprint
+    )
+    return "ok", {
+        "versions": pinned,
+        "control_id": published.message.id,
+        "control_offset": published.offset,
+    }
+
+
+def _throttle(
+    step: Step, alert: Alert, tool: str | None, context: RunbookContext, reason: str
+) -> Outcome:
+    rate = step.params.get("rate")
+    published = context.breakers().throttle(
+        _agent(alert),
+        None if rate is None else float(rate),
+        reason=reason,
+        actor=f"rule:{alert.rule}",
+        alert=alert.fingerprint,
+    )
+    return "ok", {
+        "rate_per_s": rate,
+        "control_id": published.message.id,
+        "control_offset": published.offset,
+    }
+
+
+def _notify_owner(
+    step: Step, alert: Alert, tool: str | None, context: RunbookContext, reason: str
+) -> Outcome:
+    message = str(step.params.get("message") or alert.annotations.get("summary") or alert.rule)
+    if context.notify_owner is None:
+        return "skipped", {"why": "no notifier connected"}
+    context.notify_owner(alert, message)
+    return "ok", {"message": message}
+
+
+_ACTIONS: Final[Mapping[str, Callable[[Step, Alert, str | None, RunbookContext, str], Outcome]]] = {
+    "open_breaker": _open_breaker,
+    "disable_tool": _open_breaker,  # a tool is disabled by opening the agent+tool breaker
+    "rollback": _rollback,
+    "throttle": _throttle,
+    "notify_owner": _notify_owner,
+}
+
+
+# --------------------------------------------------------------------------- approval
+
+
+def approve(
+    store: SegmentStore, action_id: str, by: str, clock: Clock = _utc_now
+) -> dict[str, Any]:
+    """Record a person's approval of a waiting step; returns the waiting row it approves.
+
+    Raises RunbookError when no step waits under ``action_id`` or it is approved already.
+    """
+    rows = store.read_log("actions").filter(pl.col("action_id") == action_id).sort("ts")
+    waiting = [r for r in rows.iter_rows(named=True) if r["result"] == "waiting"]
+    if not waiting:
+        raise RunbookError(f"no runbook step waits for approval under {action_id!r}")
+    if any(r["action"] == APPROVE_ACTION for r in rows.iter_rows(named=True)):
+        raise RunbookError(f"{action_id} is approved already")
+    step = waiting[0]
+    record_actions(
+        store,
+        [
+            action_row(
+                ts=clock(),
+                action_id=action_id,
+                alert_fingerprint=step["alert_fingerprint"],
+                rule=step["rule"],
+                runbook=step["runbook"],
+                step=step["step"],
+                action=APPROVE_ACTION,
+                agent_id=step["agent_id"],
+                tool_name=step["tool_name"],
+                actor=f"person:{by}",
+                reason=f"approved: {step['reason']}",
+                result="ok",
+            )
+        ],
+    )
+    return step
+
+
+def resume(
+    waiting: Mapping[str, Any], context: RunbookContext, runbooks: Mapping[str, Runbook]
+) -> list[dict[str, Any]]:
+    """Go on with the run a waiting row belongs to (after :func:`approve`)."""
+    book = runbooks.get(str(waiting["runbook"]))
+    if book is None:
+        raise RunbookError(f"runbook {waiting['runbook']!r} no longer exists")
+    alert = alert_from_json(json.loads(waiting["detail"])["alert"])
+    return run_runbook(book, alert, context)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
+    """Add ``agentwatch alerts approve`` to the shared ``alerts`` group."""
+    from agentwatch.commands.alerts_group import alerts_subparsers
+
+    register_approve(alerts_subparsers(sub), settings)
+
+
+def register_approve(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings
+) -> None:
+    """Add ``approve ACTION_ID --by NAME`` to a subcommand group (``agentwatch alerts``)."""
+    p = sub.add_parser(
+        "approve",
+        help="approve a runbook step that waits for a person, and go on with the run",
+        description=(
+            "Record NAME's approval of the waiting step ACTION_ID (shown in the actions "
+            "table and the runbook log) in the actions table, then run the rest of the "
+            "runbook: breaker, rollback and throttle steps publish to the control topic."
+        ),
+    )
+    p.add_argument("action_id", metavar="ACTION_ID")
+    p.add_argument("--by", required=True, metavar="NAME", help="who approves")
+    p.add_argument(
+        "--db",
+        type=Path,
+        default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
+        help="DuckDB catalog; the actions table lives beside it (default %(default)s)",
+    )
+    add_bootstrap_option(p, settings)
+    add_control_topic_option(p, settings)
+    p.add_argument(
+        "--catalog",
+        type=Path,
+        default=Path(settings.get("alerts", "catalog", str(DEFAULT_CATALOG))),
+        help="agent catalog: the versions a rollback goes back to (default: the shipped one)",
+    )
+    p.add_argument(
+        "--runbooks",
+        type=Path,
+        default=Path(settings.get("alerts", "runbooks", str(RUNBOOK_DIR))),
+        help="runbook directory (default: the shipped runbooks)",
+    )
+    p.set_defaults(handler=_cmd_approve)
+
+
+def _cmd_approve(args: argparse.Namespace) -> int:
+    from agentwatch.alerts.response.control import BreakerControl
+
+    store = SegmentStore(args.db.parent, args.db.name)
+    try:
+        waiting = approve(store, args.action_id, args.by)
+    except RunbookError as exc:
+        print(f"agentwatch: {exc}", file=sys.stderr)
+        return 1
+    print(f"approved {args.action_id} ({waiting['runbook']} step {waiting['step']}) by {args.by}")
+    try:
+        context = RunbookContext(
+            store=store,
+            connect_control=lambda: BreakerControl.connect(args.bootstrap, args.control_topic),
+            pinned_versions=catalog_pins(load_catalog(args.catalog)),
+        )
+        rows = resume(waiting, context, load_runbooks(args.runbooks))
+    except RunbookError as exc:
+        print(f"agentwatch: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if context.control is not None:
+            context.control.disconnect()
+    for row in rows:
+        print(f"  step {row['step']} {row['action']}: {row['result']} {row['detail']}")
+    return 0 if all(r["result"] != "failed" for r in rows) else 1
+
+
+__all__ = [
+    "RUNBOOK_DIR",
+    "STEP_ACTIONS",
+    "NotifyOwner",
+    "PinnedVersions",
+    "Runbook",
+    "RunbookContext",
+    "RunbookError",
+    "Step",
+    "action_row",
+    "approve",
+    "catalog_pins",
+    "find_runbook",
+    "load_runbook",
+    "load_runbooks",
+    "parse_runbook",
+    "record_actions",
+    "register",
+    "register_approve",
+    "resume",
+    "run_id",
+    "run_runbook",
+    "runbook_id",
+]

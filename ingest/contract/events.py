@@ -1,0 +1,169 @@
+"""The trace-event contract (schema version 1) as msgspec types.
+
+One definition serves three readers: the processor validates raw Kafka messages
+against it, the SDK builds events that satisfy it, and ``event_schema.json`` is
+generated from it (``agentwatch contract schema``), so the three cannot drift apart.
+Field names and kinds are fixed by the contract; unknown extra fields are accepted
+and ignored, which is how producers may add fields without breaking processors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+from msgspec import Meta
+
+SCHEMA_VERSION: Final = 1
+DEFAULT_TOPIC: Final = "agent-events"
+DEFAULT_MAX_MESSAGE_BYTES: Final = 256 * 1024
+
+Id128 = Annotated[str, Meta(min_length=1, max_length=128)]
+Id256 = Annotated[str, Meta(min_length=1, max_length=256)]
+NonNegInt = Annotated[int, Meta(ge=0)]
+NonNegFloat = Annotated[float, Meta(ge=0)]
+Timestamp = Annotated[dt.datetime, Meta(tz=True)]
+
+Status = Literal["ok", "error"]
+Resolution = Literal["resolved", "escalated", "abandoned", "failed"]
+PolicyOutcome = Literal["pass", "violation", "blocked"]
+Severity = Literal["low", "medium", "high", "critical"]
+SecurityAction = Literal["blocked", "flagged"]
+
+KINDS: Final = (
+    "session_start",
+    "session_end",
+    "llm_call",
+    "tool_call",
+    "policy_check",
+    "escalation",
+    "feedback",
+    "error",
+    "security",
+)
+
+
+class Event(msgspec.Struct, tag_field="kind", kw_only=True, omit_defaults=True):
+    """Fields on every event."""
+
+    schema_version: Literal[1]
+    event_id: Id128
+    ts: Timestamp
+    agent_id: Id128
+    session_id: Id256
+    agent_version: str | None = None
+    environment: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    latency_ms: NonNegFloat | None = None
+    status: Status | None = None
+    error_type: str | None = None
+    attributes: dict[str, Any] | None = None
+
+
+class SessionStart(Event, tag="session_start", kw_only=True, omit_defaults=True):
+    channel: str | None = None
+    user_segment: str | None = None
+    intent: str | None = None
+
+
+class SessionEnd(Event, tag="session_end", kw_only=True, omit_defaults=True):
+    resolution: Resolution
+    intent: str | None = None
+
+
+class LlmCall(Event, tag="llm_call", kw_only=True, omit_defaults=True):
+    model: str
+    input_tokens: NonNegInt
+    output_tokens: NonNegInt
+    provider: str | None = None
+    prompt_id: str | None = None
+    prompt_version: str | None = None
+    cache_read_tokens: NonNegInt | None = None
+    reasoning_tokens: NonNegInt | None = None
+    cost_usd: NonNegFloat | None = None
+    finish_reason: str | None = None
+    time_to_first_token_ms: NonNegFloat | None = None
+
+
+class ToolCall(Event, tag="tool_call", kw_only=True, omit_defaults=True):
+    tool_name: str
+    tool_type: str | None = None
+
+
+class PolicyCheck(Event, tag="policy_check", kw_only=True, omit_defaults=True):
+    policy_id: str
+    outcome: PolicyOutcome
+    severity: Severity | None = None
+
+
+class Escalation(Event, tag="escalation", kw_only=True, omit_defaults=True):
+    reason: str | None = None
+    target: str | None = None
+
+
+class Feedback(Event, tag="feedback", kw_only=True, omit_defaults=True):
+    score: float | None = None
+    label: str | None = None
+
+
+class Error(Event, tag="error", kw_only=True, omit_defaults=True):
+    # error_type is optional on every event but required on this kind.
+    error_type: str
+
+
+class Security(Event, tag="security", kw_only=True, omit_defaults=True):
+    category: str
+    action: SecurityAction | None = None
+    severity: Severity | None = None
+
+
+AnyEvent = (
+    SessionStart
+    | SessionEnd
+    | LlmCall
+    | ToolCall
+    | PolicyCheck
+    | Escalation
+    | Feedback
+    | Error
+    | Security
+)
+
+EVENT_TYPES: Final[tuple[type[Event], ...]] = (
+    SessionStart,
+    SessionEnd,
+    LlmCall,
+    ToolCall,
+    PolicyCheck,
+    Escalation,
+    Feedback,
+    Error,
+    Security,
+)
+
+
+def json_schema() -> dict[str, Any]:
+    """The contract as a JSON Schema (draft 2020-12), the file shipped beside this module."""
+    _, components = msgspec.json.schema_components([AnyEvent], ref_template="#/$defs/{name}")
+    schema: dict[str, Any] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://agentwatch.dev/schemas/event-v1.json",
+        "title": "agentwatch trace event, schema version 1",
+        "description": "One event per Kafka message on the events topic, keyed by session_id.",
+        "anyOf": [{"$ref": f"#/$defs/{t.__name__}"} for t in EVENT_TYPES],
+        "$defs": components,
+    }
+    return schema
+
+
+SCHEMA_FILE: Final = Path(__file__).with_name("event_schema.json")
+
+
+def schema_text() -> str:
+    """The JSON Schema as shipped in ``event_schema.json`` (a test keeps the two equal)."""
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"

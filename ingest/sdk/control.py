@@ -1,0 +1,591 @@
+"""The SDK side of circuit breakers: follow ``agent-control`` and halt guarded calls.
+
+The control topic is compacted and keyed per breaker, so reading it from the beginning
+yields the current state of every breaker. A :class:`ControlFollower` does that in a
+background thread for one agent and keeps the states in memory; its :meth:`guard`,
+installed as the tracer's guard, raises :class:`AgentHalted` before an llm or tool call
+that an open breaker covers. The first halt under each control message emits a
+``policy_check`` event (policy ``agentwatch.breaker``, outcome ``blocked``) through the
+tracer: the confirmation the control side waits for before it counts the breaker as
+effective.
+
+The follower must never hurt the agent: it never blocks a call on I/O, and when Kafka is
+down the last states it knew hold. Before its first read of the topic has finished it
+lets calls through; ``start(wait_s=...)`` waits (bounded) for that read.
+
+This module also owns the wire format of control messages, as ``contract.py`` owns the
+events': the control side (``agentwatch.alerts.response.control``) imports it from here, so the
+SDK never depends on the alerting package.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal, Self
+
+import msgspec
+
+from agentwatch.ingest.sdk.emitter import RateLimiter
+
+if TYPE_CHECKING:
+    from agentwatch.ingest.sdk.tracer import CallInfo, Tracer
+
+log = logging.getLogger(__name__)
+
+CONTROL_TOPIC: Final = "agent-control"
+CONTROL_VERSION: Final = 1
+BREAKER_POLICY: Final = "agentwatch.breaker"
+"""``policy_id`` of the events the SDK emits when a breaker halts it or admits a probe."""
+
+BreakerState = Literal["closed", "open", "half_open"]
+ControlType = Literal["breaker", "rollback", "throttle"]
+
+_DIRECTIVE_SEP: Final = "#"
+_TOOL_SEP: Final = "/"
+
+
+class ControlMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One control message: the value of a record on the control topic, as JSON.
+
+    ``type`` says what it controls. A ``breaker`` message carries ``state`` (and, when
+    opening, ``cooldown_s``); a ``rollback`` message the ``versions`` to go back to
+    (e.g. ``{"prompt_version": "v3", "model": "gpt-4o-2024-08-06"}``); a ``throttle``
+    message ``rate_per_s`` (``None`` lifts the throttle). Unknown fields are ignored,
+    so newer producers stay readable.
+    """
+
+    id: str
+    type: ControlType
+    agent_id: str
+    at: dt.datetime
+    actor: str
+    reason: str = ""
+    tool: str | None = None
+    state: BreakerState | None = None
+    cooldown_s: float | None = None
+    alert: str | None = None  # fingerprint of the alert that caused it
+    versions: dict[str, str] | None = None
+    rate_per_s: float | None = None
+    v: int = CONTROL_VERSION
+
+    @property
+    def key(self) -> str:
+        return control_key(self.agent_id, self.tool, self.type)
+
+
+def control_key(agent_id: str, tool: str | None = None, kind: ControlType = "breaker") -> str:
+    """The record key: ``agent``, ``agent/tool``, ``agent#rollback`` or ``agent#throttle``.
+
+    One key per breaker (and per directive) is what lets compaction keep exactly the
+    current state. Agent ids must not contain ``/`` or ``#``; tool names may.
+    """
+    if not agent_id or _TOOL_SEP in agent_id or _DIRECTIVE_SEP in agent_id:
+        raise ValueError(f"agent id {agent_id!r} is empty or holds '/' or '#'")
+    if kind == "breaker":
+        return agent_id if tool is None else f"{agent_id}{_TOOL_SEP}{tool}"
+    return f"{agent_id}{_DIRECTIVE_SEP}{kind}"
+
+
+def new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+_ENCODER: Final = msgspec.json.Encoder()
+_DECODER: Final = msgspec.json.Decoder(ControlMessage)
+
+
+def encode_message(message: ControlMessage) -> bytes:
+    return _ENCODER.encode(message)
+
+
+def decode_message(raw: bytes) -> ControlMessage:
+    """Parse and check one record value; raises ``msgspec.DecodeError`` or ``ValueError``."""
+    message = _DECODER.decode(raw)
+    if message.type == "breaker" and message.state is None:
+        raise ValueError("a breaker message needs a state")
+    if message.at.tzinfo is None:
+        raise ValueError("'at' needs a timezone")
+    return message
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A control message as the follower holds it, with where it was read."""
+
+    message: ControlMessage
+    partition: int
+    offset: int
+
+
+class AgentHalted(RuntimeError):
+    """Raised by the guard before a call that an open circuit breaker covers.
+
+    Catching it does not let the agent act: every later guarded call under the same
+    breaker raises it again until the breaker closes.
+    """
+
+    def __init__(self, applied: Applied, call: CallInfo) -> None:
+        message = applied.message
+        self.agent_id = message.agent_id
+        self.breaker = message.key
+        self.state = message.state
+        self.reason = message.reason
+        self.actor = message.actor
+        self.control_id = message.id
+        self.call = call
+        super().__init__(
+            f"agent {message.agent_id!r} halted before {call.kind} {call.name!r}: breaker "
+            f"{message.key!r} is {message.state} ({message.reason or 'no reason given'}; "
+            f"by {message.actor})"
+        )
+
+
+class AgentThrottled(RuntimeError):
+    """Raised by the guard when a throttle's rate is used up; later calls may go through."""
+
+    def __init__(self, agent_id: str, rate_per_s: float, call: CallInfo) -> None:
+        self.agent_id = agent_id
+        self.rate_per_s = rate_per_s
+        self.call = call
+        super().__init__(
+            f"agent {agent_id!r} throttled to {rate_per_s:g} calls/s before {call.kind} "
+            f"{call.name!r}"
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the guard does with one call: let it through, or raise ``error``.
+
+    ``confirm`` is the control message whose halt or probe is reported as an event,
+    and ``probe`` whether the call goes through as a half-open breaker's probe.
+    """
+
+    error: Exception | None = None
+    confirm: Applied | None = None
+    probe: bool = False
+
+
+_ALLOW: Final = Decision()
+
+
+class _TokenBucket:
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.burst = max(1.0, rate)
+        self.tokens = self.burst
+        self.last = now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class ControlState:
+    """The control messages in force for one agent, and the guard's decisions over them.
+
+    Thread-safe and free of I/O, so the guard's cost is a lock and a few dict lookups.
+    Each breaker message confirms once (its first halt); each half-open message admits
+    one probe call per process, the control side judging the probe by its event.
+    """
+
+    def __init__(self, agent_id: str, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.agent_id = agent_id
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._current: dict[str, Applied] = {}
+        self._loaded = False
+        self._confirmed: set[str] = set()  # message ids already confirmed
+        self._probed: set[str] = set()  # half-open message ids whose probe went
+        self._bucket: tuple[str, _TokenBucket] | None = None
+        self._version = 0  # bumped on every change, so waiters know to look again
+
+    # -- fed by the follower ------------------------------------------------------------
+
+    def load(self, snapshot: Mapping[str, Applied]) -> list[Applied]:
+        """Replace everything with a full read of the topic; returns what changed."""
+        mine = {k: a for k, a in snapshot.items() if a.message.agent_id == self.agent_id}
+        with self._changed:
+            changed = []
+            for key, applied in mine.items():
+                before = self._current.get(key)
+                if before is None or before.message.id != applied.message.id:
+                    changed.append(applied)
+            self._current = mine
+            self._loaded = True
+            self._version += 1
+            self._changed.notify_all()
+        return changed
+
+    def apply(self, applied: Applied) -> bool:
+        """Take one message read after the initial load; False if not for this agent."""
+        if applied.message.agent_id != self.agent_id:
+            return False
+        with self._changed:
+            self._current[applied.message.key] = applied
+            self._version += 1
+            self._changed.notify_all()
+        return True
+
+    def remove(self, key: str) -> None:
+        """A tombstone (null value) deletes a key: the breaker is gone, i.e. closed."""
+        with self._changed:
+            if self._current.pop(key, None) is not None:
+                self._version += 1
+                self._changed.notify_all()
+
+    # -- read by the agent and by tests -------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        with self._lock:
+            return self._loaded
+
+    def current(self) -> dict[str, Applied]:
+        with self._lock:
+            return dict(self._current)
+
+    def breaker_state(self, tool: str | None = None) -> BreakerState:
+        applied = self.current().get(control_key(self.agent_id, tool))
+        return (
+            "closed" if applied is None or applied.message.state is None else applied.message.state
+        )
+
+    def wait_for(self, predicate: Callable[[ControlState], bool], timeout: float) -> bool:
+        """Wait until ``predicate(self)`` holds after a change; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                seen = self._version
+            if predicate(self):  # outside the lock: it reads through the public API
+                return True
+            with self._changed:
+                while self._version == seen:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._changed.wait(remaining)
+
+    def decide(self, call: CallInfo) -> Decision:
+        """Halt, throttle or admit one call."""
+        with self._lock:
+            covering = [
+                a
+                for key in (
+                    control_key(self.agent_id),
+                    control_key(self.agent_id, call.name),
+                )
+                if (a := self._current.get(key)) is not None
+            ]
+            for applied in covering:
+                if applied.message.state == "open":
+                    return self._halt(applied, call)
+            for applied in covering:
+                message = applied.message
+                if message.state == "half_open":
+                    if message.id in self._probed:
+                        return self._halt(applied, call)
+                    self._probed.add(message.id)
+                    return Decision(confirm=applied, probe=True)
+            throttle = self._current.get(control_key(self.agent_id, kind="throttle"))
+            rate = throttle.message.rate_per_s if throttle is not None else None
+            if throttle is None or rate is None or rate <= 0:
+                self._bucket = None
+                return _ALLOW
+            if self._bucket is None or self._bucket[0] != throttle.message.id:
+                self._bucket = (throttle.message.id, _TokenBucket(rate, self._monotonic()))
+            if self._bucket[1].take(self._monotonic()):
+                return _ALLOW
+            return Decision(error=AgentThrottled(self.agent_id, rate, call))
+
+    def _halt(self, applied: Applied, call: CallInfo) -> Decision:
+        # Called with the lock held.
+        first = applied.message.id not in self._confirmed
+        self._confirmed.add(applied.message.id)
+        return Decision(error=AgentHalted(applied, call), confirm=applied if first else None)
+
+
+RollbackCallback = Callable[[ControlMessage], None]
+
+
+class ControlFollower:
+    """Follows the control topic for one agent and guards its tracer's calls.
+
+    Usage::
+
+        follower = ControlFollower(bootstrap, "it-support", on_rollback=switch_versions)
+        tracer = Tracer.to_kafka(bootstrap, agent_id="it-support")
+        follower.attach(tracer).start(wait_s=2.0)
+
+    ``on_rollback`` runs in the follower's thread, once per rollback message, with the
+    message whose ``versions`` the agent should pin; its exceptions are logged.
+    ``consumer_options`` go to kafka-python's ``KafkaConsumer``.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str | Sequence[str],
+        agent_id: str,
+        *,
+        topic: str = CONTROL_TOPIC,
+        on_rollback: RollbackCallback | None = None,
+        poll_timeout_s: float = 0.5,
+        retry_backoff_s: float = 0.2,
+        max_retry_backoff_s: float = 5.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        **consumer_options: Any,
+    ) -> None:
+        control_key(agent_id)  # refuses ids that cannot be keys
+        self.bootstrap = bootstrap
+        self.agent_id = agent_id
+        self.topic = topic
+        self.state = ControlState(agent_id, monotonic)
+        self.on_rollback = on_rollback
+        self._tracer: Tracer | None = None
+        self._poll_ms = int(poll_timeout_s * 1000)
+        self._backoff = retry_backoff_s
+        self._max_backoff = max_retry_backoff_s
+        self._options: dict[str, Any] = {
+            "client_id": f"agentwatch-control-{agent_id}",
+            "request_timeout_ms": 10_000,
+            "bootstrap_timeout_ms": 5_000,
+            "reconnect_backoff_max_ms": 5_000,
+            **consumer_options,
+            "bootstrap_servers": bootstrap,
+            "group_id": None,
+            "enable_auto_commit": False,
+        }
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._errors = 0
+        self._invalid = 0
+        self._connected = False
+        self._error_log = RateLimiter(60.0)
+        self._rolled_back: set[str] = set()
+
+    # -- wiring -------------------------------------------------------------------------
+
+    def attach(self, tracer: Tracer) -> Self:
+        """Install the guard on ``tracer``; confirmations are emitted through it."""
+        self._tracer = tracer
+        tracer.guard = self.guard
+        return self
+
+    def start(self, wait_s: float = 0.0) -> Self:
+        """Start following; wait up to ``wait_s`` for the first full read of the topic."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"agentwatch-control-{self.agent_id}", daemon=True
+            )
+            self._thread.start()
+        if wait_s > 0:
+            self.state.wait_for(lambda s: s.loaded, wait_s)
+        return self
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop following; the daemon thread may finish a connection attempt on its own."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the last attempt to read the topic is going well."""
+        with self._lock:
+            return self._connected
+
+    def stats(self) -> dict[str, int | bool]:
+        with self._lock:
+            return {"connected": self._connected, "errors": self._errors, "invalid": self._invalid}
+
+    # -- the guard ----------------------------------------------------------------------
+
+    def guard(self, call: CallInfo) -> None:
+        """The tracer's guard: raises :class:`AgentHalted` (or AgentThrottled) or returns.
+
+        Only those two exceptions ever leave it; a failure of its own lets the call go.
+        """
+        try:
+            decision = self.state.decide(call)
+        except Exception:
+            self._internal_error("agentwatch control: the guard failed; letting the call go")
+            return
+        if decision.confirm is not None:
+            self._report(call, decision)
+        if decision.error is not None:
+            raise decision.error
+
+    def _report(self, call: CallInfo, decision: Decision) -> None:
+        """Emit the halt confirmation (or probe marker) as a ``policy_check`` event."""
+        tracer = self._tracer
+        applied = decision.confirm
+        if tracer is None or applied is None:
+            return
+        message = applied.message
+        try:
+            tracer.session(call.session_id).policy_check(
+                BREAKER_POLICY,
+                "pass" if decision.probe else "blocked",
+                "high",
+                attributes={
+                    "breaker_key": message.key,
+                    "breaker_state": message.state,
+                    "control_id": message.id,
+                    "control_partition": applied.partition,
+                    "control_offset": applied.offset,
+                    "call_kind": call.kind,
+                    "call_name": call.name,
+                    "probe": decision.probe,
+                },
+            )
+        except Exception:
+            self._internal_error("agentwatch control: could not emit the confirmation")
+
+    # -- the follower thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = self._backoff
+        while not self._stop.is_set():
+            consumer: Any = None
+            try:
+                consumer = self._connect()
+                self._follow(consumer)
+            except Exception as exc:
+                with self._lock:
+                    self._errors += 1
+                    self._connected = False
+                if self._error_log.ready():
+                    log.warning(
+                        "agentwatch control: cannot follow %s (%s: %s); last known states hold",
+                        self.topic,
+                        type(exc).__name__,
+                        exc,
+                        extra={"agent_id": self.agent_id},
+                    )
+            else:
+                backoff = self._backoff
+            finally:
+                if consumer is not None:
+                    try:
+                        consumer.close()
+                    except Exception:
+                        log.debug("closing the control consumer failed", exc_info=True)
+            if self._stop.wait(backoff):
+                return
+            backoff = min(backoff * 2, self._max_backoff)
+
+    def _connect(self) -> Any:
+        from kafka import KafkaConsumer
+
+        return KafkaConsumer(**self._options)
+
+    def _follow(self, consumer: Any) -> None:
+        """Read the whole topic, swap it in at once, then apply each new message."""
+        from kafka import TopicPartition
+
+        partitions = consumer.partitions_for_topic(self.topic)
+        if not partitions:
+            raise LookupError(f"topic {self.topic!r} has no partitions (does it exist?)")
+        assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        ends = consumer.end_offsets(assigned)
+        snapshot: dict[str, Applied] = {}
+        while not self._stop.is_set() and any(consumer.position(tp) < ends[tp] for tp in assigned):
+            for records in consumer.poll(timeout_ms=self._poll_ms).values():
+                for record in records:
+                    self._fold(record, snapshot)
+        if self._stop.is_set():
+            return
+        for applied in self.state.load(snapshot):
+            self._on_applied(applied)
+        with self._lock:
+            self._connected = True
+        while not self._stop.is_set():
+            for records in consumer.poll(timeout_ms=self._poll_ms).values():
+                for record in records:
+                    self._fold(record, None)
+
+    def _fold(self, record: Any, snapshot: dict[str, Applied] | None) -> None:
+        key = record.key.decode("utf-8", "replace") if record.key is not None else None
+        if record.value is None:  # tombstone
+            if key is not None:
+                if snapshot is None:
+                    self.state.remove(key)
+                else:
+                    snapshot.pop(key, None)
+            return
+        try:
+            message = decode_message(record.value)
+        except (msgspec.DecodeError, ValueError) as exc:
+            with self._lock:
+                self._invalid += 1
+            if self._error_log.ready():
+                log.warning(
+                    "agentwatch control: skipped an invalid control message at %s/%d/%d: %s",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    exc,
+                )
+            return
+        applied = Applied(message, record.partition, record.offset)
+        if snapshot is not None:
+            snapshot[message.key] = applied
+        elif self.state.apply(applied):
+            self._on_applied(applied)
+
+    def _on_applied(self, applied: Applied) -> None:
+        message = applied.message
+        if message.type != "rollback" or self.on_rollback is None:
+            return
+        if message.id in self._rolled_back:
+            return
+        self._rolled_back.add(message.id)
+        try:
+            self.on_rollback(message)
+        except Exception:
+            self._internal_error("agentwatch control: the rollback callback failed")
+
+    def _internal_error(self, text: str) -> None:
+        with self._lock:
+            self._errors += 1
+        if self._error_log.ready():
+            log.warning(text, exc_info=True, extra={"agent_id": self.agent_id})
+
+
+__all__ = [
+    "BREAKER_POLICY",
+    "CONTROL_TOPIC",
+    "AgentHalted",
+    "AgentThrottled",
+    "Applied",
+    "BreakerState",
+    "ControlFollower",
+    "ControlMessage",
+    "ControlState",
+    "ControlType",
+    "Decision",
+    "control_key",
+    "decode_message",
+    "encode_message",
+    "new_message_id",
+]

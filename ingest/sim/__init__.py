@@ -1,0 +1,1 @@
+"""A simulated fleet and scripted scenarios, for demos, tests and benchmarks."""

@@ -1,0 +1,105 @@
+"""The pure core of the landing processor: a raw batch and partition state in, rows out.
+
+Per partition, in offset order: validate and split off dead letters; drop re-sent
+events; price LLM calls; mark events too late for their window; track sessions so
+their ends carry duration and containment. The caller stores the result, then applies
+its metric deltas: nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from agentwatch.processors.landing.decode import RawBatch, decode_batch
+from agentwatch.processors.landing.dedup import DedupIndex, event_hashes
+from agentwatch.processors.landing.sessions import SessionTracker
+from agentwatch.processors.landing.watermark import mark_late
+from agentwatch.processors.metrics.exporter import CounterDelta, HistogramDelta, batch_deltas
+
+Pricer = Callable[[pl.DataFrame], pl.DataFrame]
+
+# Stored columns each piece of partition state is rebuilt from after a (re)assignment.
+STATE_COLUMNS = (
+    "event_id", "_kafka_ts", "_offset", "ts", "kind", "session_id",
+    "agent_id", "agent_version", "environment", "resolution",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LandingSettings:
+    max_message_bytes: int
+    allowed_lateness_s: float = 300.0
+    dedup_horizon_s: float = 3600.0
+    dedup_max_ids: int = 20_000_000
+
+
+@dataclass
+class PartitionState:
+    dedup: DedupIndex
+    sessions: SessionTracker = field(default_factory=SessionTracker)
+    watermark: dt.datetime | None = None
+
+    @classmethod
+    def rebuilt(cls, settings: LandingSettings, stored: pl.DataFrame) -> PartitionState:
+        """State equal to having processed ``stored`` (the partition's landed events)."""
+        state = cls(DedupIndex(settings.dedup_horizon_s, settings.dedup_max_ids))
+        rebuild_dedup(state.dedup, stored)
+        state.sessions.rebuild(stored)
+        top = stored["ts"].max()
+        state.watermark = top if isinstance(top, dt.datetime) else None
+        return state
+
+
+@dataclass(frozen=True)
+class LandedBatch:
+    events: pl.DataFrame
+    dead_letters: pl.DataFrame
+    sessions_ended: pl.DataFrame
+    duplicates: int
+
+    @property
+    def late(self) -> int:
+        return int(self.events["_late"].sum())
+
+    def metric_deltas(self) -> list[CounterDelta | HistogramDelta]:
+        return batch_deltas(
+            {
+                "events": self.events,
+                "sessions": self.sessions_ended,
+                "dead_letters": self.dead_letters,
+            }
+        )
+
+
+def land_batch(
+    batch: RawBatch, state: PartitionState, settings: LandingSettings, price: Pricer
+) -> LandedBatch:
+    decoded = decode_batch(batch, settings.max_message_bytes)
+    fresh = state.dedup.filter(decoded.events)
+    events, state.watermark = mark_late(price(fresh), state.watermark, settings.allowed_lateness_s)
+    return LandedBatch(
+        events=events,
+        dead_letters=decoded.dead_letters,
+        sessions_ended=state.sessions.update(events),
+        duplicates=decoded.events.height - fresh.height,
+    )
+
+
+def rebuild_dedup(index: DedupIndex, stored: pl.DataFrame) -> None:
+    """Refill a partition's index from its stored ``event_id`` and ``_kafka_ts`` columns."""
+    last = stored["_kafka_ts"].max()
+    if last is None:
+        return
+    assert isinstance(last, dt.datetime)
+    cutoff = last - dt.timedelta(seconds=index.horizon_s)
+    recent = (
+        stored.filter(pl.col("_kafka_ts") >= cutoff)
+        .sort("_kafka_ts")
+        .with_columns(_minute=pl.col("_kafka_ts").dt.epoch("s") // 60)
+    )
+    for (minute,), part in recent.group_by("_minute", maintain_order=True):
+        index.add(event_hashes(part), int(minute))

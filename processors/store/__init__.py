@@ -1,0 +1,1 @@
+"""The store: stored tables, their files and the views analysts query."""
