@@ -69,7 +69,8 @@ lint: install ## ruff and mypy (strict) over the installed layout
 demo: install ## start a local broker, a processor and a simulated fleet, then print a summary
 	$(BIN)/agentwatch --log-format text demo --seconds $(DEMO_SECONDS) --data-dir data
 
-bench: install ## throughput against Kafka's own consumer, and containment latency (JSON lines)
+bench: install ## CLI start-up, throughput against Kafka's own consumer, containment latency (JSON lines)
+	$(BIN)/python -m bench.startup
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.containment
 

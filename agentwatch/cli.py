@@ -1,7 +1,11 @@
-"""The ``agentwatch`` command: one entry point, a subcommand per job.
+"""The ``agentwatch`` command: one entry point, a table of subcommands.
 
-Each command module exposes ``register(subparsers, settings)``, which adds its parser
-and sets ``handler`` to a function of the parsed arguments returning an exit code.
+Each row of :data:`COMMANDS` names a command, its one-line help and the thin module
+under :mod:`agentwatch.commands` whose ``register(parser, settings)`` adds its options
+and sets ``handler`` (a function of the parsed arguments returning an exit code).
+Only the chosen command's module is imported, and those modules import the packages
+that do the work when the handler runs, so ``agentwatch --version`` or ``agentwatch sql``
+do not pay for scipy, matplotlib or Kafka. ``--help`` lists every command from the table.
 """
 
 from __future__ import annotations
@@ -10,34 +14,89 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from agentwatch import __version__
-from agentwatch.logs import setup_logging
 from agentwatch.settings import ConfigError, Settings, load_settings
 
-COMMAND_MODULES = (
-    "agentwatch.broker",
-    "agentwatch.ingest.sim.simulate",
-    "agentwatch.processors.landing.run",
-    "agentwatch.processors.query.sql",
-    "agentwatch.commands.contract",
-    "agentwatch.commands.cost",
-    "agentwatch.commands.drift",
-    "agentwatch.commands.breaker",
-    "agentwatch.alerts.response.runbooks",
-    "agentwatch.commands.alerts_run",
-    "agentwatch.commands.alerts_silence",
-    "agentwatch.alerts.alertmanager.export",
-    "agentwatch.alerts.alertmanager.receive",
-    "agentwatch.commands.alerts_routes",
-    "agentwatch.commands.dashboards",
-    "agentwatch.commands.demo",
-)
-
 Handler = Callable[[argparse.Namespace], int]
+Register = Callable[[argparse.ArgumentParser, Settings], None]
 
 
-def build_parser(settings: Settings) -> argparse.ArgumentParser:
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: ``target`` is ``module`` or ``module:function`` (default ``register``);
+    a group has ``subcommands`` instead and only a description of its own."""
+
+    name: str
+    help: str
+    target: str = ""
+    description: str = ""
+    subcommands: tuple[Command, ...] = ()
+
+    def register(self) -> Register:
+        module, _, function = self.target.partition(":")
+        found: Register = getattr(importlib.import_module(module), function or "register")
+        return found
+
+
+_C = "agentwatch.commands."
+
+ALERTS = (
+    Command("run", "evaluate the alert rules every interval (or once, and print the alerts)",
+            _C + "alerts_run"),
+    Command("silence", "mute notifications of matching alerts for a while",
+            _C + "alerts_silence:register_silence"),
+    Command("silences", "list silences", _C + "alerts_silence:register_silences"),
+    Command("expire", "end a silence now", _C + "alerts_silence:register_expire"),
+    Command("export-prometheus",
+            "write the alert rules as Prometheus alerting rules over the exported metrics",
+            _C + "alerts_export"),
+    Command("receive", "accept Alertmanager webhooks (so Prometheus alerts can trigger runbooks)",
+            _C + "alerts_receive"),
+    Command("routes", "check the notification config; show which receivers an alert would reach",
+            _C + "alerts_routes"),
+    Command("approve",
+            "approve a runbook step that waits for a person, and go on with the run",
+            _C + "alerts_approve"),
+)  # fmt: skip
+
+COMMANDS = (
+    Command("broker", "start, stop or inspect the local single-node Kafka broker",
+            _C + "broker"),
+    Command("simulate", "run a simulated fleet of AI agents that writes trace events into Kafka",
+            _C + "simulate"),
+    Command("process",
+            "consume trace events from Kafka and land them in DuckDB-queryable storage",
+            _C + "process"),
+    Command("sql", "run read-only SQL over the events, dead letters and metrics", _C + "sql"),
+    Command("contract", "the trace-event contract: its JSON Schema, or check events against it",
+            _C + "contract"),
+    Command("cost", "show the LLM pricing table, or reprice stored events after it changes",
+            _C + "cost"),
+    Command("drift", "detect drift and regressions per agent, prompt version and model",
+            _C + "drift"),
+    Command("breaker", "show, open or close the circuit breakers that halt agents",
+            _C + "breaker"),
+    Command("alerts", "alert rules, notifications and the agent catalog",
+            description="Evaluate alert rules over the landed events and the agent catalog, "
+            "and manage what happens to the alerts. See docs/alerts.md.",
+            subcommands=ALERTS),
+    Command("dashboards",
+            "write the Grafana dashboards, or render the fleet overview as PNG and HTML",
+            _C + "dashboards"),
+    Command("demo", "run broker, processor and a simulated fleet for a while, then print a summary",
+            _C + "demo"),
+)  # fmt: skip
+
+_GLOBAL_WITH_VALUE = frozenset({"--config", "--log-level", "--log-format"})
+
+
+def build_parser(
+    settings: Settings, chosen: Sequence[str] | None = None
+) -> argparse.ArgumentParser:
+    """The whole parser, or (``chosen``: the command words, e.g. ``["alerts", "run"]``) one
+    where only the chosen commands are filled in and the others are names with their help."""
     parser = argparse.ArgumentParser(
         prog="agentwatch",
         description=(
@@ -50,9 +109,50 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"agentwatch {__version__}")
     _add_global_options(parser, settings)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub, settings)
+    _add_commands(sub, COMMANDS, settings, chosen)
     return parser
+
+
+def _add_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    table: Sequence[Command],
+    settings: Settings,
+    chosen: Sequence[str] | None,
+) -> None:
+    word = chosen[0] if chosen else None
+    for command in table:
+        parser = sub.add_parser(
+            command.name, help=command.help, description=command.description or None
+        )
+        if chosen is not None and command.name != word:
+            continue  # named in --help only; an unknown word is argparse's error to report
+        if command.subcommands:
+            group = parser.add_subparsers(
+                dest=f"{command.name}_command", metavar="SUBCOMMAND", required=True
+            )
+            rest = None if chosen is None else chosen[1:]
+            _add_commands(group, command.subcommands, settings, rest)
+        else:
+            command.register()(parser, settings)
+
+
+def command_words(argv: Sequence[str]) -> list[str]:
+    """The command words of ``argv`` (``alerts run --once`` -> ``["alerts", "run"]``)."""
+    words: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _GLOBAL_WITH_VALUE and not words:
+            skip = True
+        elif arg.startswith("-"):
+            if words:
+                break
+        else:
+            words.append(arg)
+            if len(words) == 2:
+                break
+    return words
 
 
 def _add_global_options(parser: argparse.ArgumentParser, settings: Settings) -> None:
@@ -79,11 +179,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     known, args_list = pre.parse_known_args(args_list)
     try:
         settings = load_settings(known.config)
-        parser = build_parser(settings)
+        parser = build_parser(settings, command_words(args_list))
     except ConfigError as exc:
         print(f"agentwatch: {exc}", file=sys.stderr)
         return 2
     args = parser.parse_args(args_list)
+    from agentwatch.logs import setup_logging
+
     setup_logging(args.log_level, args.log_format)
     handler: Handler = args.handler
     try:

@@ -26,6 +26,7 @@ from agentwatch.broker import (
     start_broker,
     stop_broker,
 )
+from agentwatch.commands import broker as broker_command
 from agentwatch.settings import Settings
 from agentwatch.topics import TopicSpec, ensure_topics
 from tests.conftest import TopicFactory, require_tool
@@ -34,7 +35,8 @@ from tests.conftest import TopicFactory, require_tool
 def run_cli(*argv: str) -> int:
     """Run `agentwatch broker ...` in-process through this module's own parser."""
     parser = argparse.ArgumentParser(prog="agentwatch")
-    broker.register(parser.add_subparsers(dest="command", required=True), Settings())
+    sub = parser.add_subparsers(dest="command", required=True)
+    broker_command.register(sub.add_parser("broker"), Settings())
     args = parser.parse_args(["broker", *argv])
     code: int = args.handler(args)
     return code

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import threading
 from pathlib import Path
@@ -23,10 +22,10 @@ from agentwatch.alerts.evaluation.evaluator import (
 )
 from agentwatch.alerts.governance.catalog import load_catalog, parse_catalog
 from agentwatch.alerts.rules import Rule, load_rules, parse_rules
-from agentwatch.cli import main
-from agentwatch.commands.alerts_group import alerts_subparsers
+from agentwatch.cli import build_parser, main
 from agentwatch.commands.alerts_run import Sources, fan_out, run_loop
 from agentwatch.processors.store.segments import SegmentName, SegmentStore
+from agentwatch.settings import Settings
 from tests.frames import T0, at, events
 
 MINUTE = dt.timedelta(minutes=1)
@@ -567,9 +566,7 @@ def test_an_edit_that_does_not_validate_keeps_the_previous_rules(
 
 
 def test_other_modules_add_subcommands_to_the_same_alerts_group() -> None:
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    alerts_subparsers(sub).add_parser("run")
-    alerts_subparsers(sub).add_parser("silence")
-    assert parser.parse_args(["alerts", "silence"]).alerts_command == "silence"
+    parser = build_parser(Settings())
+    silence = ["alerts", "silence", "--match", "agent_id=a", "--comment", "maintenance"]
+    assert parser.parse_args(silence).alerts_command == "silence"
     assert parser.parse_args(["alerts", "run"]).alerts_command == "run"

@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 
 from agentwatch.cli import build_parser, main
+from agentwatch.commands.simulate import _plan
 from agentwatch.ingest.contract.events import (
     Event,
     LlmCall,
@@ -37,7 +38,6 @@ from agentwatch.ingest.sim.scenario import (
     parse_start,
     parse_when,
 )
-from agentwatch.ingest.sim.simulate import _plan
 from agentwatch.settings import load_settings
 from bench.drift import alarms, binomial_upper, changed_agents, detection
 

@@ -1,45 +1,20 @@
-"""The ``agentwatch alerts`` command group, shared by the modules that add subcommands.
+"""Options the ``agentwatch alerts`` subcommands share.
 
-Several command modules (the evaluator's ``run``, the notifier's ``silence``,
-``export-prometheus``, ``receive``, ...) hang their subcommands under one ``alerts``
-parser. Each calls :func:`alerts_subparsers` from its ``register``; the first call
-creates the group and later calls reuse it, so the order of ``COMMAND_MODULES`` does
-not matter. The shared options keep ``--db``, ``--catalog`` and ``--rules`` spelled and
-defaulted the same way in every subcommand.
+The subcommands themselves are listed in :data:`agentwatch.cli.ALERTS`. The shared
+options keep ``--catalog``, ``--rules`` and the response options spelled and defaulted
+the same way in every subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Final
 
 from agentwatch.alerts.governance.catalog import DEFAULT_CATALOG
+from agentwatch.alerts.notify.config import add_notify_config_argument
 from agentwatch.alerts.rules import DEFAULT_RULES_DIR
+from agentwatch.commands.options import add_bootstrap_option, add_control_topic_option
 from agentwatch.settings import Settings
-
-GROUP: Final = "alerts"
-
-
-def alerts_subparsers(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-    """The subparsers of ``agentwatch alerts``, created on first use and reused after."""
-    parser = sub.choices.get(GROUP)
-    if parser is None:
-        parser = sub.add_parser(
-            GROUP,
-            help="alert rules, notifications and the agent catalog",
-            description=(
-                "Evaluate alert rules over the landed events and the agent catalog, and "
-                "manage what happens to the alerts. See docs/alerts.md."
-            ),
-        )
-        return parser.add_subparsers(dest="alerts_command", metavar="SUBCOMMAND", required=True)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    raise RuntimeError(f"the `{GROUP}` parser exists without subcommands")
 
 
 def add_catalog_option(parser: argparse.ArgumentParser, settings: Settings) -> None:
@@ -59,4 +34,16 @@ def add_rules_option(parser: argparse.ArgumentParser, settings: Settings) -> Non
         type=Path,
         default=Path(settings.get("alerts", "rules", str(DEFAULT_RULES_DIR))),
         help="directory of alert rule YAML files, *.yaml (default %(default)s)",
+    )
+
+
+def add_response_options(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    """What a firing alert is handed to: the notifier, runbooks and breaker supervision."""
+    add_notify_config_argument(parser, settings)
+    add_bootstrap_option(parser, settings, "Kafka for the control topic runbooks open breakers on")
+    add_control_topic_option(parser, settings)
+    parser.add_argument(
+        "--no-response",
+        action="store_true",
+        help="only evaluate and record: no notifications, runbooks or breaker supervision",
     )

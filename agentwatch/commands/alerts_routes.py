@@ -17,21 +17,18 @@ from agentwatch.alerts.governance.catalog import load_catalog
 from agentwatch.alerts.notify.config import add_notify_config_argument, load_notify_config
 from agentwatch.alerts.notify.notifier import catalog_contacts
 from agentwatch.alerts.notify.routing import Route, Router, format_duration
-from agentwatch.commands.alerts_group import add_catalog_option, alerts_subparsers
+from agentwatch.commands.alerts_group import add_catalog_option
 from agentwatch.settings import ConfigError, Settings
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
-    p = alerts_subparsers(sub).add_parser(
-        "routes",
-        help="check the notification config; show which receivers an alert would reach",
-        description=(
-            "Read the notification config as the notifier does (exit 2 on a problem) and "
-            "print its route tree; with LABEL=VALUE arguments, print the receivers and "
-            "groups that an alert with those labels would reach, using the catalog's "
-            "owner and on-call for routes with receiver_from."
-        ),
+def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    parser.description = (
+        "Read the notification config as the notifier does (exit 2 on a problem) and "
+        "print its route tree; with LABEL=VALUE arguments, print the receivers and "
+        "groups that an alert with those labels would reach, using the catalog's "
+        "owner and on-call for routes with receiver_from."
     )
+    p = parser
     p.add_argument("labels", nargs="*", metavar="LABEL=VALUE", help="the alert's labels")
     add_notify_config_argument(p, settings)
     add_catalog_option(p, settings)

@@ -1,9 +1,9 @@
 """``agentwatch alerts run``: evaluate the rules every interval, or once and print them.
 
 Each evaluation goes to a *sink*, a function of the :class:`Evaluation` (transitions,
-active alerts, verdicts). The command's own sink only logs; the notifier and runbooks
-plug in through :func:`add_sink_factory` (or a caller of :func:`run_loop` passes its
-own), so the evaluator never needs to know who listens. A sink that raises is logged
+active alerts, verdicts). The command's own sink logs, and the response (notifier,
+runbooks, breaker supervision) is a second one; a caller of :func:`run_loop` passes its
+own, so the evaluator never needs to know who listens. A sink that raises is logged
 and the loop goes on: the transitions are already in ``alert_events``.
 
 The catalog and the rules are re-read when their files change, so a governance edit
@@ -33,29 +33,17 @@ from agentwatch.alerts.evaluation.evaluator import AlertSink, Evaluation, Evalua
 from agentwatch.alerts.evaluation.metrics import add_metrics_options, serve_metrics
 from agentwatch.alerts.governance.catalog import Catalog, load_catalog
 from agentwatch.alerts.model import Alert
-from agentwatch.alerts.response.respond import add_response_options, response_from_args
+from agentwatch.alerts.response.respond import response_from_args
 from agentwatch.alerts.rules import Rule, load_rules
 from agentwatch.commands.alerts_group import (
     add_catalog_option,
+    add_response_options,
     add_rules_option,
-    alerts_subparsers,
 )
 from agentwatch.commands.options import add_db_option
 from agentwatch.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
-
-SinkFactory = Callable[[argparse.Namespace], AlertSink]
-_SINK_FACTORIES: list[SinkFactory] = []
-
-
-def add_sink_factory(factory: SinkFactory) -> None:
-    """Have ``alerts run`` pass every evaluation to ``factory(args)`` as well.
-
-    Called from another command module's ``register``; the factory runs once the
-    arguments are parsed, so it can read options of its own from ``args``.
-    """
-    _SINK_FACTORIES.append(factory)
 
 
 def fan_out(sinks: Sequence[AlertSink]) -> AlertSink:
@@ -221,22 +209,19 @@ def _ago(now: dt.datetime, then: dt.datetime) -> str:
 # --------------------------------------------------------------------------- command
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
-    p = alerts_subparsers(sub).add_parser(
-        "run",
-        help="evaluate the alert rules every interval (or once, and print the alerts)",
-        description=(
-            "Evaluate the alert rules (--rules) over the landed events and the agent "
-            "catalog (--catalog): each alert moves through pending, firing and resolved, "
-            "every transition is appended to the alert_events table next to --db, and the "
-            "state survives restarts. --once evaluates a single time and prints the firing "
-            "alerts. Firing alerts are notified (--notify-config) and their runbooks run, "
-            "which may open circuit breakers on the control topic (--bootstrap); "
-            "--no-response only records. --metrics-port serves the alert and breaker "
-            "states for Prometheus. The catalog is opened read-only; safe while "
-            "`agentwatch process` runs."
-        ),
+def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    parser.description = (
+        "Evaluate the alert rules (--rules) over the landed events and the agent "
+        "catalog (--catalog): each alert moves through pending, firing and resolved, "
+        "every transition is appended to the alert_events table next to --db, and the "
+        "state survives restarts. --once evaluates a single time and prints the firing "
+        "alerts. Firing alerts are notified (--notify-config) and their runbooks run, "
+        "which may open circuit breakers on the control topic (--bootstrap); "
+        "--no-response only records. --metrics-port serves the alert and breaker "
+        "states for Prometheus. The catalog is opened read-only; safe while "
+        "`agentwatch process` runs."
     )
+    p = parser
     add_db_option(p, settings)
     add_catalog_option(p, settings)
     add_rules_option(p, settings)
@@ -277,7 +262,7 @@ def _run(args: argparse.Namespace) -> int:
     sources = Sources(args.catalog, args.rules)  # ConfigError: exit 2 with the message
     evaluator = Evaluator(args.db, sources.rules, sources.catalog)
     response = response_from_args(args)
-    sinks = [log_sink, *(factory(args) for factory in _SINK_FACTORIES)]
+    sinks: list[AlertSink] = [log_sink]
     metrics = serve_metrics(args, lambda: sources.rules, response)
     if metrics is not None:
         sinks.append(metrics.collector.observe)

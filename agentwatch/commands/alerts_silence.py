@@ -19,21 +19,16 @@ from rich.table import Table
 
 from agentwatch.alerts.notify.routing import Matcher, RoutingError, format_duration, parse_duration
 from agentwatch.alerts.notify.silences import Silence, SilenceError, SilenceStore
-from agentwatch.commands.alerts_group import alerts_subparsers
 from agentwatch.commands.options import add_db_option
 from agentwatch.settings import ConfigError, Settings
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
-    group = alerts_subparsers(sub)
-    add = group.add_parser(
-        "silence",
-        help="mute notifications of matching alerts for a while",
-        description=(
-            "Create a silence: alerts whose labels match every --match are not announced "
-            "until it ends (they are still evaluated, and recorded as suppressed). Prints "
-            "the silence id, for `agentwatch alerts expire`."
-        ),
+def register_silence(add: argparse.ArgumentParser, settings: Settings) -> None:
+    """``alerts silence``."""
+    add.description = (
+        "Create a silence: alerts whose labels match every --match are not announced "
+        "until it ends (they are still evaluated, and recorded as suppressed). Prints "
+        "the silence id, for `agentwatch alerts expire`."
     )
     add.add_argument(
         "--match",
@@ -61,20 +56,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
     add_db_option(add, settings)
     add.set_defaults(handler=_silence)
 
-    ls = group.add_parser(
-        "silences",
-        help="list silences",
-        description="List active and pending silences (--all: expired ones too).",
-    )
+
+def register_silences(ls: argparse.ArgumentParser, settings: Settings) -> None:
+    """``alerts silences``."""
+    ls.description = "List active and pending silences (--all: expired ones too)."
     ls.add_argument("--all", action="store_true", help="include expired silences")
     add_db_option(ls, settings)
     ls.set_defaults(handler=_list)
 
-    expire = group.add_parser(
-        "expire",
-        help="end a silence now",
-        description="End a silence now; its alerts are announced again at the next look.",
-    )
+
+def register_expire(expire: argparse.ArgumentParser, settings: Settings) -> None:
+    """``alerts expire``."""
+    expire.description = "End a silence now; its alerts are announced again at the next look."
     expire.add_argument("id", metavar="ID", help="the silence id (a unique prefix is enough)")
     add_db_option(expire, settings)
     expire.set_defaults(handler=_expire)

@@ -37,15 +37,11 @@ from agentwatch.processors.store.segments import CATALOG_FILE, SegmentStore
 from agentwatch.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
-    parser = sub.add_parser(
-        "breaker",
-        help="show, open or close the circuit breakers that halt agents",
-        description=(
-            "Circuit breakers per agent and per agent+tool, kept on the compacted control "
-            "topic that every agent's SDK follows. While a breaker is open the agent's "
-            "guarded llm and tool calls raise AgentHalted before they run."
-        ),
+def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    parser.description = (
+        "Circuit breakers per agent and per agent+tool, kept on the compacted control "
+        "topic that every agent's SDK follows. While a breaker is open the agent's "
+        "guarded llm and tool calls raise AgentHalted before they run."
     )
     actions = parser.add_subparsers(dest="breaker_action", metavar="ACTION", required=True)
     common = argparse.ArgumentParser(add_help=False)

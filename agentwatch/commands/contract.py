@@ -10,13 +10,12 @@ from agentwatch.ingest.contract.events import DEFAULT_MAX_MESSAGE_BYTES, schema_
 from agentwatch.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
-    p = sub.add_parser(
-        "contract",
-        help="the trace-event contract: its JSON Schema, or check events against it",
-        description="Print the event contract's JSON Schema, or check a JSON Lines file of "
-        "events against the contract exactly as the processor does.",
+def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    parser.description = (
+        "Print the event contract's JSON Schema, or check a JSON Lines file of "
+        "events against the contract exactly as the processor does."
     )
+    p = parser
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     schema = actions.add_parser("schema", help="print the JSON Schema (draft 2020-12)")
     schema.add_argument("--out", type=Path, help="write it to this file instead of stdout")

@@ -178,16 +178,13 @@ def _identity(stat: os.stat_result) -> tuple[int, int, int]:
 # --------------------------------------------------------------------------- command
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
-    p = sub.add_parser(
-        "cost",
-        help="show the LLM pricing table, or reprice stored events after it changes",
-        description=(
-            "LLM calls that carry no cost_usd are priced at landing time from a dated "
-            "pricing table (the built-in one, [pricing] file or $AGENTWATCH_PRICING_FILE). "
-            "`show` prints it; `reprice` recomputes stored costs after it changes."
-        ),
+def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    parser.description = (
+        "LLM calls that carry no cost_usd are priced at landing time from a dated "
+        "pricing table (the built-in one, [pricing] file or $AGENTWATCH_PRICING_FILE). "
+        "`show` prints it; `reprice` recomputes stored costs after it changes."
     )
+    p = parser
     actions = p.add_subparsers(dest="cost_action", metavar="ACTION", required=True)
     default_pricing = pricing_file(settings)
     pricing_help = (

@@ -10,18 +10,15 @@ from agentwatch.processors.store.segments import CATALOG_FILE
 from agentwatch.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
-    p = sub.add_parser(
-        "dashboards",
-        help="write the Grafana dashboards, or render the fleet overview as PNG and HTML",
-        description=(
-            "Grafana dashboards as code: `build` writes the dashboards (fleet overview, agent "
-            "detail, cost and tokens, safety and policy, drift, alerts and breakers, pipeline "
-            "health) as Grafana JSON for the provisioned Prometheus datasource; `snapshot` "
-            "renders the fleet overview's key panels as PNG images and one HTML page, from "
-            "Prometheus or the DuckDB catalog, for reports and readers without Grafana."
-        ),
+def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    parser.description = (
+        "Grafana dashboards as code: `build` writes the dashboards (fleet overview, agent "
+        "detail, cost and tokens, safety and policy, drift, alerts and breakers, pipeline "
+        "health) as Grafana JSON for the provisioned Prometheus datasource; `snapshot` "
+        "renders the fleet overview's key panels as PNG images and one HTML page, from "
+        "Prometheus or the DuckDB catalog, for reports and readers without Grafana."
     )
+    p = parser
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     build = actions.add_parser(

@@ -54,17 +54,14 @@ BUGGY_MESSAGES: tuple[bytes, ...] = (
 )
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="run broker, processor and a simulated fleet for a while, then print a summary",
-        description=(
-            "Start the local Kafka broker, a processor and a simulated fleet of AI agents for "
-            "--seconds, then print what landed in DuckDB (events, sessions, escalations, "
-            "violations, dead letters, throughput) and queries to try. Data stays in "
-            "--data-dir; the broker is stopped at the end."
-        ),
+def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    parser.description = (
+        "Start the local Kafka broker, a processor and a simulated fleet of AI agents for "
+        "--seconds, then print what landed in DuckDB (events, sessions, escalations, "
+        "violations, dead letters, throughput) and queries to try. Data stays in "
+        "--data-dir; the broker is stopped at the end."
     )
+    p = parser
     p.add_argument(
         "--seconds", type=float, default=settings.get("demo", "seconds", 60.0),
         help="how long the fleet runs (default %(default)s)",

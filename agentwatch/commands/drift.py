@@ -109,17 +109,14 @@ def _between(last: dt.datetime, due: dt.datetime, grain: dt.timedelta) -> list[d
 # --------------------------------------------------------------------------- command
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
-    p = sub.add_parser(
-        "drift",
-        help="detect drift and regressions per agent, prompt version and model",
-        description=(
-            "Compare each agent's current window with its trailing reference period, and "
-            "new versions, prompts and models with the stable ones, on latency, tokens, "
-            "cost, tool use, outcomes and safety signals. Results go to the drift_scores "
-            "table and to Prometheus. See docs/drift.md."
-        ),
+def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    parser.description = (
+        "Compare each agent's current window with its trailing reference period, and "
+        "new versions, prompts and models with the stable ones, on latency, tokens, "
+        "cost, tool use, outcomes and safety signals. Results go to the drift_scores "
+        "table and to Prometheus. See docs/drift.md."
     )
+    p = parser
     actions = p.add_subparsers(dest="drift_action", metavar="ACTION", required=True)
     default_db = Path(settings.get("storage", "db", f"data/{CATALOG_FILE}"))
     default_cfg = settings.get("drift", "config", "")

@@ -20,11 +20,9 @@ the exported metrics are left out and listed, with the reason, at the top of the
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +30,9 @@ from typing import Any
 
 import yaml
 
-from agentwatch.alerts.governance.catalog import Catalog, load_catalog
+from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.notify.routing import format_duration
-from agentwatch.alerts.rules import CatalogThreshold, Rule, load_rules
-from agentwatch.commands.alerts_group import add_catalog_option, add_rules_option, alerts_subparsers
-from agentwatch.settings import Settings
+from agentwatch.alerts.rules import CatalogThreshold, Rule
 
 # The metrics' names as Prometheus stores them (counters get their _total suffix).
 EVENTS = "agentwatch_events_total"
@@ -407,49 +403,3 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 
 
 _Dumper.add_representer(str, _str)
-
-
-# --------------------------------------------------------------------------- command
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
-    p = alerts_subparsers(sub).add_parser(
-        "export-prometheus",
-        help="write the alert rules as Prometheus alerting rules over the exported metrics",
-        description=(
-            "Write Prometheus alerting rules equivalent to the agentwatch rules, over the "
-            "metrics that `agentwatch process` exports, so an existing Prometheus and "
-            "Alertmanager can alert on them. Per-agent thresholds and governance lists are "
-            "read from the catalog now: export again when it changes. Rules without an "
-            "equivalent are listed at the top of the file. Check the result with "
-            "`promtool check rules FILE`."
-        ),
-    )
-    add_rules_option(p, settings)
-    add_catalog_option(p, settings)
-    p.add_argument(
-        "--out",
-        type=Path,
-        metavar="FILE",
-        help="where to write the rules (default: standard output)",
-    )
-    p.set_defaults(handler=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    rules = load_rules(args.rules)
-    catalog = load_catalog(args.catalog)
-    export = export_rules(rules, catalog)
-    text = export.render(f"rules: {args.rules}; catalog: {args.catalog}")
-    if args.out is None:
-        sys.stdout.write(text)
-    else:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(f".{args.out.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(args.out)
-        count = sum(len(r) for r in export.groups.values())
-        print(f"wrote {count} Prometheus rule(s) to {args.out}", file=sys.stderr)
-    for name, why in export.skipped:
-        print(f"left out {name}: {why}", file=sys.stderr)
-    return 0

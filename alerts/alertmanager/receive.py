@@ -16,7 +16,6 @@ such as runbooks that must act once.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import logging
@@ -30,16 +29,10 @@ from typing import Any
 
 from agentwatch.alerts.model import Alert, AlertState
 from agentwatch.alerts.notify.receivers import rfc3339
-from agentwatch.alerts.response.respond import add_response_options, response_from_args
-from agentwatch.commands.alerts_group import add_catalog_option, alerts_subparsers
-from agentwatch.commands.options import add_db_option
-from agentwatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
 AlertSink = Callable[[Sequence[Alert]], None]
-SinkFactory = Callable[[argparse.Namespace], AlertSink]
-_SINK_FACTORIES: list[SinkFactory] = []
 MAX_BODY = 4 * 1024 * 1024
 _ZERO_YEAR = 1  # Go's zero time, 0001-01-01: no end known
 _FRACTION = re.compile(r"(\.\d{6})\d+")
@@ -233,72 +226,3 @@ def print_sink(alerts: Sequence[Alert]) -> None:
     for alert in alerts:
         sys.stdout.write(json.dumps(alert_json(alert), sort_keys=True) + "\n")
     sys.stdout.flush()
-
-
-def add_sink_factory(factory: SinkFactory) -> None:
-    """Have ``alerts receive`` hand alerts to ``factory(args)`` instead of printing them.
-
-    Called from another command module's ``register`` (the runbooks, say); with several,
-    each gets every batch, in order.
-    """
-    _SINK_FACTORIES.append(factory)
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
-    p = alerts_subparsers(sub).add_parser(
-        "receive",
-        help="accept Alertmanager webhooks (so Prometheus alerts can trigger runbooks)",
-        description=(
-            "Serve an HTTP endpoint for Alertmanager's webhook_configs: each webhook v4 "
-            "payload POSTed to it is checked (400 when it is not one) and its alerts are "
-            "passed on as agentwatch alerts, printed as JSON lines. Alertmanager re-sends "
-            "firing alerts; only changes of state are passed on unless --all."
-        ),
-    )
-    p.add_argument(
-        "--host",
-        default=settings.get("receive", "host", "127.0.0.1"),
-        help="address to listen on (default %(default)s)",
-    )
-    p.add_argument(
-        "--port",
-        type=int,
-        default=settings.get("receive", "port", 9095),
-        help="port to listen on (default %(default)s)",
-    )
-    p.add_argument(
-        "--all",
-        action="store_true",
-        help="pass on every alert of every webhook, repeats included",
-    )
-    p.add_argument(
-        "--runbooks",
-        action="store_true",
-        help="also notify and run each firing alert's runbook (by its runbook_url), as "
-        "`alerts run` does for its own alerts",
-    )
-    add_db_option(p, settings)
-    add_catalog_option(p, settings)
-    add_response_options(p, settings)
-    p.set_defaults(handler=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    sinks = [factory(args) for factory in _SINK_FACTORIES] or [print_sink]
-    response = response_from_args(args) if args.runbooks else None
-    if response is not None:
-        sinks.append(response.received_sink())
-
-    def fan_out(alerts: Sequence[Alert]) -> None:
-        for each in sinks:
-            each(alerts)
-
-    sink: AlertSink = fan_out if args.all else TransitionFilter(fan_out)
-    server = ReceiveServer(args.host, args.port, sink)
-    log.info("receiving Alertmanager webhooks", extra={"url": server.url})
-    print(f"listening on {server.url} (POST Alertmanager webhooks; Ctrl-C stops)", file=sys.stderr)
-    try:
-        server.serve_forever(poll_interval=0.5)
-    finally:
-        server.server_close()
-    return 0

@@ -24,7 +24,6 @@ from pathlib import Path
 from agentwatch.alerts.evaluation.evaluator import Evaluation
 from agentwatch.alerts.governance.catalog import Catalog, load_catalog
 from agentwatch.alerts.model import Alert
-from agentwatch.alerts.notify.config import add_notify_config_argument
 from agentwatch.alerts.notify.notifier import Notifier, catalog_contacts, evaluation_sink
 from agentwatch.alerts.response.breaker import Breaker
 from agentwatch.alerts.response.confirm import BreakerSupervisor, CatalogSource
@@ -37,9 +36,7 @@ from agentwatch.alerts.response.runbooks import (
     load_runbooks,
     run_runbook,
 )
-from agentwatch.commands.options import add_bootstrap_option, add_control_topic_option
 from agentwatch.processors.store.segments import SegmentStore
-from agentwatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -169,17 +166,6 @@ def owner_notifier(
         notifier.process([notice], clock())
 
     return notify
-
-
-def add_response_options(parser: argparse.ArgumentParser, settings: Settings) -> None:
-    add_notify_config_argument(parser, settings)
-    add_bootstrap_option(parser, settings, "Kafka for the control topic runbooks open breakers on")
-    add_control_topic_option(parser, settings)
-    parser.add_argument(
-        "--no-response",
-        action="store_true",
-        help="only evaluate and record: no notifications, runbooks or breaker supervision",
-    )
 
 
 def response_from_args(args: argparse.Namespace) -> Response | None:

@@ -17,13 +17,11 @@ moment may both execute a step; the evaluator is the one caller meant to run the
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
 import json
 import logging
 import re
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +30,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import polars as pl
 import yaml
 
-from agentwatch.alerts.governance.catalog import DEFAULT_CATALOG, Catalog, load_catalog
+from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.model import Alert, AlertState
-from agentwatch.commands.options import add_bootstrap_option, add_control_topic_option
-from agentwatch.processors.store.segments import CATALOG_FILE, SegmentStore
+from agentwatch.processors.store.segments import SegmentStore
 from agentwatch.processors.store.tables import ACTIONS_SCHEMA
-from agentwatch.settings import Settings
 
 if TYPE_CHECKING:
     from agentwatch.alerts.response.control import BreakerControl
@@ -572,79 +568,6 @@ def resume(
     return run_runbook(book, alert, context)
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
-    """Add ``agentwatch alerts approve`` to the shared ``alerts`` group."""
-    from agentwatch.commands.alerts_group import alerts_subparsers
-
-    register_approve(alerts_subparsers(sub), settings)
-
-
-def register_approve(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings
-) -> None:
-    """Add ``approve ACTION_ID --by NAME`` to a subcommand group (``agentwatch alerts``)."""
-    p = sub.add_parser(
-        "approve",
-        help="approve a runbook step that waits for a person, and go on with the run",
-        description=(
-            "Record NAME's approval of the waiting step ACTION_ID (shown in the actions "
-            "table and the runbook log) in the actions table, then run the rest of the "
-            "runbook: breaker, rollback and throttle steps publish to the control topic."
-        ),
-    )
-    p.add_argument("action_id", metavar="ACTION_ID")
-    p.add_argument("--by", required=True, metavar="NAME", help="who approves")
-    p.add_argument(
-        "--db",
-        type=Path,
-        default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
-        help="DuckDB catalog; the actions table lives beside it (default %(default)s)",
-    )
-    add_bootstrap_option(p, settings)
-    add_control_topic_option(p, settings)
-    p.add_argument(
-        "--catalog",
-        type=Path,
-        default=Path(settings.get("alerts", "catalog", str(DEFAULT_CATALOG))),
-        help="agent catalog: the versions a rollback goes back to (default: the shipped one)",
-    )
-    p.add_argument(
-        "--runbooks",
-        type=Path,
-        default=Path(settings.get("alerts", "runbooks", str(RUNBOOK_DIR))),
-        help="runbook directory (default: the shipped runbooks)",
-    )
-    p.set_defaults(handler=_cmd_approve)
-
-
-def _cmd_approve(args: argparse.Namespace) -> int:
-    from agentwatch.alerts.response.control import BreakerControl
-
-    store = SegmentStore(args.db.parent, args.db.name)
-    try:
-        waiting = approve(store, args.action_id, args.by)
-    except RunbookError as exc:
-        print(f"agentwatch: {exc}", file=sys.stderr)
-        return 1
-    print(f"approved {args.action_id} ({waiting['runbook']} step {waiting['step']}) by {args.by}")
-    try:
-        context = RunbookContext(
-            store=store,
-            connect_control=lambda: BreakerControl.connect(args.bootstrap, args.control_topic),
-            pinned_versions=catalog_pins(load_catalog(args.catalog)),
-        )
-        rows = resume(waiting, context, load_runbooks(args.runbooks))
-    except RunbookError as exc:
-        print(f"agentwatch: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if context.control is not None:
-            context.control.disconnect()
-    for row in rows:
-        print(f"  step {row['step']} {row['action']}: {row['result']} {row['detail']}")
-    return 0 if all(r["result"] != "failed" for r in rows) else 1
-
-
 __all__ = [
     "RUNBOOK_DIR",
     "STEP_ACTIONS",
@@ -662,8 +585,6 @@ __all__ = [
     "load_runbooks",
     "parse_runbook",
     "record_actions",
-    "register",
-    "register_approve",
     "resume",
     "run_id",
     "run_runbook",

@@ -8,11 +8,9 @@ read-only mode alone (which would still let ``COPY ... TO`` write files).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as dt
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,9 +18,6 @@ from typing import Any, TextIO
 import duckdb
 from rich.console import Console
 from rich.table import Table
-
-from agentwatch.commands.options import add_db_option
-from agentwatch.settings import Settings
 
 ALLOWED = frozenset({"SELECT", "EXPLAIN"})
 
@@ -95,34 +90,3 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     return str(value)
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
-    p = sub.add_parser(
-        "sql",
-        help="run read-only SQL over the events, dead letters and metrics",
-        description=(
-            "Run a read-only SQL query over the catalog (views: events, dead_letters, ...). "
-            "Safe while `agentwatch process` runs. Writes are refused with exit code 1. "
-            "Plain duckdb works too: duckdb.connect(PATH, read_only=True)."
-        ),
-    )
-    p.add_argument("sql", help='the query, e.g. "SELECT kind, count(*) FROM events GROUP BY 1"')
-    add_db_option(p, settings)
-    p.add_argument(
-        "--format",
-        choices=["table", "csv", "json"],
-        default="table",
-        help="table for people, csv or json (a list of row objects) for tools",
-    )
-    p.set_defaults(handler=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    try:
-        columns, rows = query(args.db, args.sql)
-    except (ReadOnlyError, FileNotFoundError, duckdb.Error) as exc:
-        print(f"agentwatch sql: {exc}", file=sys.stderr)
-        return 1
-    write_rows(columns, rows, args.format, sys.stdout)
-    return 0

@@ -1,0 +1,83 @@
+"""``agentwatch alerts approve``: approve a waiting runbook step and go on with the run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from agentwatch.alerts.governance.catalog import DEFAULT_CATALOG
+from agentwatch.alerts.response.runbooks import RUNBOOK_DIR
+from agentwatch.commands.options import add_bootstrap_option, add_control_topic_option
+from agentwatch.processors.store.segments import CATALOG_FILE
+from agentwatch.settings import Settings
+
+
+def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    parser.description = (
+        "Record NAME's approval of the waiting step ACTION_ID (shown in the actions "
+        "table and the runbook log) in the actions table, then run the rest of the "
+        "runbook: breaker, rollback and throttle steps publish to the control topic."
+    )
+    p = parser
+    p.add_argument("action_id", metavar="ACTION_ID")
+    p.add_argument("--by", required=True, metavar="NAME", help="who approves")
+    p.add_argument(
+        "--db",
+        type=Path,
+        default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
+        help="DuckDB catalog; the actions table lives beside it (default %(default)s)",
+    )
+    add_bootstrap_option(p, settings)
+    add_control_topic_option(p, settings)
+    p.add_argument(
+        "--catalog",
+        type=Path,
+        default=Path(settings.get("alerts", "catalog", str(DEFAULT_CATALOG))),
+        help="agent catalog: the versions a rollback goes back to (default: the shipped one)",
+    )
+    p.add_argument(
+        "--runbooks",
+        type=Path,
+        default=Path(settings.get("alerts", "runbooks", str(RUNBOOK_DIR))),
+        help="runbook directory (default: the shipped runbooks)",
+    )
+    p.set_defaults(handler=_cmd_approve)
+
+
+def _cmd_approve(args: argparse.Namespace) -> int:
+    from agentwatch.alerts.governance.catalog import load_catalog
+    from agentwatch.alerts.response.control import BreakerControl
+    from agentwatch.alerts.response.runbooks import (
+        RunbookContext,
+        RunbookError,
+        approve,
+        catalog_pins,
+        load_runbooks,
+        resume,
+    )
+    from agentwatch.processors.store.segments import SegmentStore
+
+    store = SegmentStore(args.db.parent, args.db.name)
+    try:
+        waiting = approve(store, args.action_id, args.by)
+    except RunbookError as exc:
+        print(f"agentwatch: {exc}", file=sys.stderr)
+        return 1
+    print(f"approved {args.action_id} ({waiting['runbook']} step {waiting['step']}) by {args.by}")
+    try:
+        context = RunbookContext(
+            store=store,
+            connect_control=lambda: BreakerControl.connect(args.bootstrap, args.control_topic),
+            pinned_versions=catalog_pins(load_catalog(args.catalog)),
+        )
+        rows = resume(waiting, context, load_runbooks(args.runbooks))
+    except RunbookError as exc:
+        print(f"agentwatch: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if context.control is not None:
+            context.control.disconnect()
+    for row in rows:
+        print(f"  step {row['step']} {row['action']}: {row['result']} {row['detail']}")
+    return 0 if all(r["result"] != "failed" for r in rows) else 1

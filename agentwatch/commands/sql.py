@@ -1,0 +1,41 @@
+"""``agentwatch sql``: read-only SQL over the catalog while ingestion runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agentwatch.commands.options import add_db_option
+from agentwatch.settings import Settings
+
+
+def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    parser.description = (
+        "Run a read-only SQL query over the catalog (views: events, dead_letters, ...). "
+        "Safe while `agentwatch process` runs. Writes are refused with exit code 1. "
+        "Plain duckdb works too: duckdb.connect(PATH, read_only=True)."
+    )
+    p = parser
+    p.add_argument("sql", help='the query, e.g. "SELECT kind, count(*) FROM events GROUP BY 1"')
+    add_db_option(p, settings)
+    p.add_argument(
+        "--format",
+        choices=["table", "csv", "json"],
+        default="table",
+        help="table for people, csv or json (a list of row objects) for tools",
+    )
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from agentwatch.processors.query.sql import ReadOnlyError, query, write_rows
+
+    try:
+        columns, rows = query(args.db, args.sql)
+    except (ReadOnlyError, FileNotFoundError, duckdb.Error) as exc:
+        print(f"agentwatch sql: {exc}", file=sys.stderr)
+        return 1
+    write_rows(columns, rows, args.format, sys.stdout)
+    return 0

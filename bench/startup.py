@@ -1,0 +1,83 @@
+"""Start-up time of the CLI against ``python -c "import duckdb"`` on the same machine.
+
+A command imports only what it uses, so ``agentwatch --version`` and ``agentwatch sql
+"SELECT 1"`` should take at most three times as long as Python importing DuckDB. Each
+command runs several times, alternating, and the medians of wall time and of CPU time
+(user + system of the child) are compared. The last line printed is one JSON object;
+the exit code is 1 when a command takes more than the target ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RUNS = 7
+TARGET_RATIO = 3.0
+
+
+def agentwatch_command() -> list[str]:
+    """The installed ``agentwatch`` script beside this Python, as users run it."""
+    script = Path(sys.executable).parent / "agentwatch"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "agentwatch.cli"]
+
+
+def timed(argv: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds of one run of ``argv``, which must succeed."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def main() -> int:
+    import duckdb
+
+    with tempfile.TemporaryDirectory(prefix="agentwatch-startup-") as tmp:
+        db = Path(tmp) / "agentwatch.duckdb"
+        duckdb.connect(str(db)).close()
+        agentwatch = agentwatch_command()
+        commands = {
+            "import_duckdb": [sys.executable, "-c", "import duckdb"],
+            "version": [*agentwatch, "--version"],
+            "sql": [*agentwatch, "sql", "SELECT 1", "--db", str(db), "--format", "csv"],
+        }
+        walls: dict[str, list[float]] = {name: [] for name in commands}
+        cpus: dict[str, list[float]] = {name: [] for name in commands}
+        for argv in commands.values():
+            timed(argv)  # warm the file cache once, not counted
+        for _ in range(RUNS):
+            for name, argv in commands.items():
+                wall, cpu = timed(argv)
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+    wall = {name: statistics.median(values) for name, values in walls.items()}
+    cpu = {name: statistics.median(values) for name, values in cpus.items()}
+    base = wall["import_duckdb"]
+    ratios = {name: round(wall[name] / base, 2) for name in ("version", "sql")}
+    result = {
+        "bench": "startup",
+        "runs": RUNS,
+        "median_wall_s": {name: round(v, 3) for name, v in wall.items()},
+        "median_cpu_s": {name: round(v, 3) for name, v in cpu.items()},
+        "ratio_to_import_duckdb": ratios,
+        "target_ratio": TARGET_RATIO,
+        "within_target": all(r <= TARGET_RATIO for r in ratios.values()),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+    print(json.dumps(result))
+    return 0 if result["within_target"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
