@@ -106,15 +106,6 @@ class Snapshot:
         )
 
 
-def parse_duration(text: str) -> dt.timedelta:
-    """``90m``, ``6h``, ``2d`` or ``1w`` as a timedelta."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
-    if not match:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 6h, 2d)")
-    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-    return dt.timedelta(**{unit[match.group(2)]: float(match.group(1))})
-
-
 def _finite(value: Any) -> float | None:
     if value is None:
         return None

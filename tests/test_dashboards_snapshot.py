@@ -24,8 +24,8 @@ from agentwatch.dashboards.snapshot import (
     Snapshot,
     Window,
     from_duckdb,
-    parse_duration,
 )
+from agentwatch.durations import parse_duration
 from agentwatch.ingest.sim.fleet import make_agents
 from agentwatch.processors.store.segments import CATALOG_FILE, SegmentName, SegmentStore
 from tests.test_dashboards import landed_fleet

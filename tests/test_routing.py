@@ -15,11 +15,10 @@ from agentwatch.alerts.notify.routing import (
     Matcher,
     Router,
     RoutingError,
-    format_duration,
-    parse_duration,
     parse_route,
 )
 from agentwatch.cli import main
+from agentwatch.durations import DurationError, format_duration, parse_duration
 
 TREE = yaml.safe_load(
     """
@@ -86,7 +85,7 @@ def test_durations() -> None:
     assert parse_duration(45) == dt.timedelta(seconds=45)
     assert format_duration(dt.timedelta(seconds=5430)) == "1h30m30s"
     for bad in ("", "5", "5 m", "m5", "-1s"):
-        with pytest.raises(RoutingError):
+        with pytest.raises(DurationError):
             parse_duration(bad)
 
 

@@ -19,15 +19,14 @@ from agentwatch.alerts.rules import (
     RuleError,
     Sample,
     Window,
-    format_duration,
     load_rules,
     metrics,
-    parse_duration,
     parse_rules,
     register_metric,
     render,
     unregister_metric,
 )
+from agentwatch.durations import format_duration, parse_duration
 from agentwatch.processors.store.segments import SegmentName, SegmentStore
 from tests.frames import at, events
 
@@ -269,7 +268,7 @@ def test_min_samples_must_be_at_least_one() -> None:
 
 
 def test_a_duration_in_words_is_refused() -> None:
-    assert "window: '5 minutes' is not a duration" in refused(window="5 minutes")
+    assert "window: not a duration: '5 minutes'" in refused(window="5 minutes")
 
 
 def test_a_severity_outside_the_known_ones_is_refused() -> None:

@@ -22,12 +22,12 @@ from agentwatch.alerts.response.runbooks import (
     catalog_pins,
     find_runbook,
     load_runbooks,
-    parse_duration,
     parse_runbook,
     resume,
     run_runbook,
     runbook_id,
 )
+from agentwatch.durations import parse_seconds
 from agentwatch.ingest.sdk.control import Applied, ControlMessage
 from agentwatch.processors.store.segments import SegmentStore
 
@@ -152,7 +152,7 @@ def test_mistakes_in_a_runbook_are_reported_with_the_step(doc: object, error: st
 
 
 def test_durations() -> None:
-    assert [parse_duration(v) for v in (90, "90s", "10m", "2h", "1d", "250ms")] == [
+    assert [parse_seconds(v) for v in (90, "90s", "10m", "2h", "1d", "250ms")] == [
         90.0,
         90.0,
         600.0,

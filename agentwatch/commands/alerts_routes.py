@@ -16,8 +16,9 @@ from pathlib import Path
 from agentwatch.alerts.governance.catalog import load_catalog
 from agentwatch.alerts.notify.config import add_notify_config_argument, load_notify_config
 from agentwatch.alerts.notify.notifier import catalog_contacts
-from agentwatch.alerts.notify.routing import Route, Router, format_duration
+from agentwatch.alerts.notify.routing import Route, Router
 from agentwatch.commands.alerts_group import add_catalog_option
+from agentwatch.durations import format_duration
 from agentwatch.settings import ConfigError, Settings
 
 

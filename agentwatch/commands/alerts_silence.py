@@ -17,9 +17,10 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from agentwatch.alerts.notify.routing import Matcher, RoutingError, format_duration, parse_duration
+from agentwatch.alerts.notify.routing import Matcher, RoutingError
 from agentwatch.alerts.notify.silences import Silence, SilenceError, SilenceStore
 from agentwatch.commands.options import add_db_option
+from agentwatch.durations import duration_argument, format_duration
 from agentwatch.settings import ConfigError, Settings
 
 
@@ -41,6 +42,7 @@ def register_silence(add: argparse.ArgumentParser, settings: Settings) -> None:
     add.add_argument(
         "--for",
         dest="duration",
+        type=duration_argument,
         default="2h",
         metavar="DURATION",
         help="how long, e.g. 30m, 2h, 1d (default %(default)s)",
@@ -99,7 +101,7 @@ def _now() -> dt.datetime:
 def _silence(args: argparse.Namespace) -> int:
     try:
         matchers = [Matcher.parse(m) for m in args.match]
-        duration = parse_duration(args.duration)
+        duration = args.duration
     except RoutingError as exc:
         raise ConfigError(str(exc)) from None
     now = _now()

@@ -30,8 +30,9 @@ from agentwatch.alerts.response.control import (
     Transition,
     retired_agents,
 )
-from agentwatch.alerts.response.runbooks import action_row, parse_duration, record_actions
+from agentwatch.alerts.response.runbooks import action_row, record_actions
 from agentwatch.commands.options import add_bootstrap_option, add_control_topic_option
+from agentwatch.durations import duration_argument
 from agentwatch.ingest.sdk.control import BREAKER_POLICY, new_message_id
 from agentwatch.processors.store.segments import CATALOG_FILE, SegmentStore
 from agentwatch.settings import Settings
@@ -79,6 +80,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     opened.add_argument(
         "--cooldown",
+        type=duration_argument,
         default=settings.get("breaker", "cooldown", "10m"),
         help="time before a probe may close it again, e.g. 30s, 10m, 2h (default %(default)s)",
     )
@@ -126,7 +128,7 @@ def _change(args: argparse.Namespace, action: str) -> int:
         control = BreakerControl.connect(args.bootstrap, args.control_topic, retired=retired)
         transition: Transition
         if action == "open_breaker":
-            cooldown = parse_duration(args.cooldown)
+            cooldown = args.cooldown.total_seconds()
             transition = control.open(
                 args.agent,
                 args.tool,

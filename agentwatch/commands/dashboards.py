@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from agentwatch.durations import duration_argument
 from agentwatch.processors.store.segments import CATALOG_FILE
 from agentwatch.settings import Settings
 
@@ -53,6 +54,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     snap.add_argument(
         "--range",
         dest="span",
+        type=duration_argument,
         default=settings.get("dashboards", "range", "6h"),
         metavar="DURATION",
         help="time range shown, e.g. 30m, 6h, 2d (default %(default)s)",
@@ -82,11 +84,10 @@ def _snapshot(args: argparse.Namespace) -> int:
         SnapshotError,
         from_duckdb,
         from_prometheus,
-        parse_duration,
     )
 
     try:
-        span = parse_duration(args.span)
+        span = args.span
         if args.prometheus:
             snapshot = from_prometheus(args.prometheus, span, args.budget)
         else:

@@ -23,11 +23,12 @@ from pathlib import Path
 import polars as pl
 from prometheus_client import CollectorRegistry, start_http_server
 
-from agentwatch.processors.drift.config import DriftConfig, load_config, parse_duration
+from agentwatch.durations import DurationError, duration_argument, parse_duration
+from agentwatch.processors.drift.config import DriftConfig, load_config
 from agentwatch.processors.drift.evaluate import DRIFT, DriftEvaluator, backfill
 from agentwatch.processors.drift.metrics import DriftCollector
 from agentwatch.processors.store.segments import CATALOG_FILE, SegmentStore
-from agentwatch.settings import ConfigError, Settings
+from agentwatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def parse_time(text: str, now: dt.datetime | None = None) -> dt.datetime:
         return now
     try:
         return now - parse_duration(text)
-    except ConfigError:
+    except DurationError:
         pass
     try:
         value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
@@ -48,13 +49,6 @@ def parse_time(text: str, now: dt.datetime | None = None) -> dt.datetime:
             f"{text!r} is not a time: use an RFC 3339 timestamp, a date, now, or 2d (ago)"
         ) from None
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-
-
-def _duration(text: str) -> dt.timedelta:
-    try:
-        return parse_duration(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run_loop(
@@ -168,7 +162,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
                       help="first window end: RFC 3339, a date, or 3d (ago)")  # fmt: skip
     fill.add_argument("--to", dest="end", type=parse_time, default=parse_time("now"),
                       metavar="T", help="last window end (default now)")  # fmt: skip
-    fill.add_argument("--step", type=_duration, default=dt.timedelta(hours=1),
+    fill.add_argument("--step", type=duration_argument, default=dt.timedelta(hours=1),
                       help="between window ends, a multiple of the grain (default 1h)")  # fmt: skip
     fill.add_argument("--dry-run", action="store_true", help="print the summary, write nothing")
     fill.set_defaults(handler=_backfill)

@@ -31,8 +31,8 @@ from typing import Any
 import yaml
 
 from agentwatch.alerts.governance.catalog import Catalog
-from agentwatch.alerts.notify.routing import format_duration
 from agentwatch.alerts.rules import CatalogThreshold, Rule
+from agentwatch.durations import format_duration
 
 # The metrics' names as Prometheus stores them (counters get their _total suffix).
 EVENTS = "agentwatch_events_total"

@@ -40,9 +40,9 @@ from agentwatch.alerts.notify.routing import (
     Router,
     RoutingError,
     matches_all,
-    parse_duration,
     parse_route,
 )
+from agentwatch.durations import parse_duration
 from agentwatch.settings import ConfigError, Settings
 
 DEFAULT_FILE = "notify.yaml"

@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from agentwatch.durations import DurationError, parse_duration
+
 log = logging.getLogger(__name__)
 
 MatchOp = Literal["=", "!=", "=~", "!~"]
@@ -30,50 +32,10 @@ CONTACT_FIELDS = ("oncall", "owner")
 ALL_LABELS = "..."
 
 _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
-_UNITS = {
-    "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
-    "y": 31536000.0,
-}  # fmt: skip
 
 
 class RoutingError(ValueError):
     """A matcher, duration or route that cannot be used."""
-
-
-def parse_duration(text: str | int | float) -> dt.timedelta:
-    """A Prometheus duration such as ``30s``, ``5m``, ``1h30m`` or ``2d`` (bare numbers: s)."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        if text < 0:
-            raise RoutingError(f"negative duration {text!r}")
-        return dt.timedelta(seconds=float(text))
-    if not isinstance(text, str):
-        raise RoutingError(f"not a duration: {text!r}")
-    raw = text.strip()
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(raw):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if not raw or pos != len(raw):
-        raise RoutingError(f"not a duration: {text!r} (use e.g. 30s, 5m, 1h30m, 2d)")
-    return dt.timedelta(seconds=total)
-
-
-def format_duration(delta: dt.timedelta) -> str:
-    """The shortest Prometheus spelling of a duration (``90s`` -> ``1m30s``)."""
-    ms = round(delta.total_seconds() * 1000)
-    if ms == 0:
-        return "0s"
-    out = []
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        n, ms = divmod(ms, size)
-        if n:
-            out.append(f"{n}{unit}")
-    if ms:
-        out.append(f"{ms}ms")
-    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -214,7 +176,7 @@ def parse_route(doc: Mapping[str, Any], *, path: str = "route") -> Route:
             return None
         try:
             return parse_duration(raw)
-        except RoutingError as exc:
+        except DurationError as exc:
             raise RoutingError(f"{path}.{name}: {exc}") from None
 
     route = Route(

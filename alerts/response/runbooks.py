@@ -32,6 +32,7 @@ import yaml
 
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.model import Alert, AlertState
+from agentwatch.durations import DurationError, parse_seconds
 from agentwatch.processors.store.segments import SegmentStore
 from agentwatch.processors.store.tables import ACTIONS_SCHEMA
 
@@ -51,8 +52,6 @@ STEP_ACTIONS: Final = (
 )
 APPROVE_ACTION: Final = "approve"
 DONE: Final = frozenset({"ok", "skipped"})
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 StepResult = Literal["ok", "failed", "waiting", "skipped"]
 Clock = Callable[[], dt.datetime]
@@ -64,16 +63,6 @@ PinnedVersions = Callable[[str], Mapping[str, str] | None]
 
 class RunbookError(ValueError):
     """A runbook file that cannot be used, or an approval that matches nothing."""
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from ``90``, ``"90s"``, ``"10m"``, ``"2h"`` or ``"1d"``."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    match = _DURATION.match(str(value))
-    if match is None:
-        raise RunbookError(f"{value!r} is not a duration like 30s, 10m or 2h")
-    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
 # --------------------------------------------------------------------------- the files
@@ -131,7 +120,10 @@ def parse_runbook(doc: object, source: str = "<runbook>") -> Runbook:
         if unknown:
             raise RunbookError(f"{where}: {action} takes no {', '.join(sorted(unknown))}")
         if "cooldown" in params:
-            params["cooldown"] = parse_duration(params["cooldown"])
+            try:
+                params["cooldown"] = parse_seconds(params["cooldown"])
+            except DurationError as exc:
+                raise RunbookError(f"{where}: cooldown: {exc}") from None
         if action == "throttle":
             rate = params.get("rate")
             if rate is not None and (not isinstance(rate, int | float) or rate <= 0):

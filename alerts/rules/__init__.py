@@ -27,6 +27,7 @@ from typing import Any, Final, Literal, Protocol, cast, get_args
 import duckdb
 
 from agentwatch.alerts.governance.catalog import CATALOG_FIELDS, Catalog, read_yaml
+from agentwatch.durations import DurationError, format_duration, parse_duration
 from agentwatch.settings import ConfigError
 
 DEFAULT_RULES_DIR: Final = Path(__file__).parent
@@ -613,45 +614,13 @@ def _string_map(value: Any, key: str, bad: Callable[[str], None]) -> dict[str, s
     return dict(value)
 
 
-# --------------------------------------------------------------------------- durations
-
-_DURATION: Final = re.compile(r"(\d+)(ms|s|m|h|d|w)")
-_UNITS: Final = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> dt.timedelta:
-    """A Prometheus duration: ``30s``, ``5m``, ``1h30m``, ``1d``; ``0`` is zero."""
-    if text == "0":
-        return dt.timedelta(0)
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"{text!r} is not a duration like 30s, 5m, 1h30m or 1d")
-    return dt.timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in parts))
-
-
-def format_duration(delta: dt.timedelta) -> str:
-    """The shortest Prometheus spelling: 90 s -> ``1m30s``; zero -> ``0s``."""
-    ms = round(delta.total_seconds() * 1000)
-    if ms == 0:
-        return "0s"
-    out = []
-    for unit in ("w", "d", "h", "m", "s", "ms"):
-        size = round(_UNITS[unit] * 1000)
-        if ms >= size:
-            out.append(f"{ms // size}{unit}")
-            ms %= size
-    return "".join(out)
-
-
 def _duration(raw: Mapping[str, Any], key: str, bad: Callable[[str], None]) -> dt.timedelta | None:
     value = raw.get(key)
     if value is None:
         return None
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return dt.timedelta(seconds=value)
     try:
-        return parse_duration(str(value))
-    except ValueError as exc:
+        return parse_duration(value)
+    except DurationError as exc:
         bad(f"{key}: {exc}")
         return None
 

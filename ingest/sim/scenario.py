@@ -20,9 +20,9 @@ with every change then in force applied in order of start.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any, Final
 
 import yaml
 
+from agentwatch.durations import DurationError, format_duration, parse_seconds
 from agentwatch.ingest.sim.fleet import (
     AGENT_TYPES,
     MODELS,
@@ -48,29 +49,13 @@ class ScenarioError(ValueError):
 
 # --------------------------------------------------------------------------- time
 
-_DURATION_RE: Final = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_UNIT_S: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
 
-
-def parse_duration(value: object, where: str = "duration") -> float:
-    """Seconds from ``90m``, ``1h30m``, ``2d``, ``45s`` or a plain number of seconds."""
-    if isinstance(value, bool):
-        raise ScenarioError(f"{where}: expected a duration such as 90m or 2h, got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and value.strip():
-        text = value.strip().replace(" ", "")
-        parts = _DURATION_RE.findall(text)
-        if "".join(n + u for n, u in parts) != text:
-            raise ScenarioError(
-                f"{where}: expected a duration such as 90m, 2h, 1h30m or 2d, got {value!r}"
-            )
-        seconds = sum(float(n) * _UNIT_S[u] for n, u in parts)
-    else:
-        raise ScenarioError(f"{where}: expected a duration such as 90m or 2h, got {value!r}")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ScenarioError(f"{where}: must be a non-negative duration, got {value!r}")
-    return seconds
+def _seconds(value: object, where: str) -> float:
+    """A duration in seconds, or an error saying where it is."""
+    try:
+        return parse_seconds(value)
+    except DurationError as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,15 +77,6 @@ class When:
         return f"+{format_duration(self.offset_s or 0.0)}"
 
 
-def format_duration(seconds: float) -> str:
-    """The shortest of ``2d``, ``30h``, ``90m``, ``45s`` that states ``seconds`` exactly."""
-    for unit in ("d", "h", "m"):
-        count = seconds / _UNIT_S[unit]
-        if count >= 1 and count == int(count):
-            return f"{int(count)}{unit}"
-    return f"{seconds:g}s"
-
-
 def parse_when(value: object, where: str) -> When:
     """``+2h`` (an offset from the start) or an RFC 3339 instant with a time zone."""
     if isinstance(value, dt.datetime):  # YAML reads unquoted timestamps itself
@@ -110,7 +86,7 @@ def parse_when(value: object, where: str) -> When:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("+"):
-            return When(offset_s=parse_duration(text[1:], where))
+            return When(offset_s=_seconds(text[1:], where))
         try:
             instant = dt.datetime.fromisoformat(text)
         except ValueError:
@@ -134,10 +110,8 @@ def parse_start(text: str, now: float) -> float:
     value = text.strip()
     for prefix in ("now-", "-", ""):
         if value.startswith(prefix):
-            ago = value.removeprefix(prefix)
-            parts = _DURATION_RE.findall(ago)
-            if parts and "".join(n + u for n, u in parts) == ago:
-                return now - parse_duration(ago, "--start")
+            with contextlib.suppress(DurationError):
+                return now - parse_seconds(value.removeprefix(prefix))
     try:
         instant = dt.datetime.fromisoformat(value)
     except ValueError:
@@ -634,7 +608,7 @@ def _run_hints(value: Any, source: str) -> RunHints:
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise ScenarioError(f"{source}: run.seed: expected a whole number, got {seed!r}")
     duration = doc.get("duration")
-    duration_s = None if duration is None else parse_duration(duration, f"{source}: run.duration")
+    duration_s = None if duration is None else _seconds(duration, f"{source}: run.duration")
     if duration_s is not None and duration_s <= 0:
         raise ScenarioError(f"{source}: run.duration: must be positive, got {duration!r}")
     sim_rate = doc.get("sim_rate")
@@ -671,7 +645,7 @@ def _change(value: Any, index: int, source: str) -> Change:
             )
     duration_s = None
     if doc.get("duration") is not None:
-        duration_s = parse_duration(doc["duration"], f"{source}: {where}.duration")
+        duration_s = _seconds(doc["duration"], f"{source}: {where}.duration")
         if duration_s <= 0:
             raise ScenarioError(f"{source}: {where}.duration: must be positive")
     rollout = None
@@ -805,9 +779,7 @@ __all__ = [
     "TokenGrowth",
     "ViolationBurst",
     "When",
-    "format_duration",
     "load_scenario",
-    "parse_duration",
     "parse_scenario",
     "parse_start",
     "parse_when",

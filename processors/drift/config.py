@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Final, cast
 
 import yaml
 
+from agentwatch.durations import DurationError, format_duration, parse_duration
 from agentwatch.processors.drift import stats
 from agentwatch.processors.drift.stats import Kind
 from agentwatch.settings import ConfigError
@@ -24,8 +24,6 @@ from agentwatch.settings import ConfigError
 BUILTIN: Final = Path(__file__).with_name("drift.yaml")
 DIMENSIONS: Final = ("agent_version", "prompt_version", "model")
 KINDS: Final[tuple[Kind, ...]] = ("numeric", "categorical", "rate")
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
-_UNIT_S: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _TOP_KEYS: Final = {
     "grain", "window", "reference", "min_reference", "settle", "session_lookback", "release",
     "large_sample", "min_expected", "tests", "thresholds", "min_samples", "signals", "agents",
@@ -33,22 +31,12 @@ _TOP_KEYS: Final = {
 _OVERRIDE_KEYS: Final = {"thresholds", "min_samples", "enabled"}
 
 
-def parse_duration(text: str | int | float) -> dt.timedelta:
-    """``90s``, ``5m``, ``1h``, ``7d``, ``2w``, or a number of seconds."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        return dt.timedelta(seconds=float(text))
-    m = _DURATION.match(str(text))
-    if not m:
-        raise ConfigError(f"{text!r} is not a duration such as 30m, 1h or 7d")
-    return dt.timedelta(seconds=int(m.group(1)) * _UNIT_S[m.group(2)])
-
-
-def format_duration(delta: dt.timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit in ("w", "d", "h", "m"):
-        if seconds and seconds % _UNIT_S[unit] == 0:
-            return f"{seconds // _UNIT_S[unit]}{unit}"
-    return f"{seconds}s"
+def _span(value: object, source: str, key: str) -> dt.timedelta:
+    """A duration setting, or an error naming the file and key."""
+    try:
+        return parse_duration(value)
+    except DurationError as exc:
+        raise ConfigError(f"{source}: {key}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -178,13 +166,13 @@ def _build(data: Mapping[str, Any], source: str) -> DriftConfig:
     if unknown:
         raise ConfigError(f"{source}: unknown drift settings {sorted(unknown)}")
     durations = {
-        k: parse_duration(data[k])
+        k: _span(data[k], source, k)
         for k in ("grain", "window", "reference", "min_reference", "settle", "session_lookback")
     }
     release = data.get("release") or {}
-    release_window = parse_duration(release.get("window", "24h"))
+    release_window = _span(release.get("window", "24h"), source, "release.window")
     dimensions = tuple(release.get("dimensions", DIMENSIONS))
-    min_history = parse_duration(release.get("min_history", "6h"))
+    min_history = _span(release.get("min_history", "6h"), source, "release.min_history")
     for dim in dimensions:
         if dim not in DIMENSIONS:
             raise ConfigError(f"{source}: release dimension {dim!r} is not one of {DIMENSIONS}")
