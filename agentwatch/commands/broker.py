@@ -20,6 +20,7 @@ from agentwatch.broker import (
     start_broker,
     stop_broker,
 )
+from agentwatch.durations import format_duration
 from agentwatch.settings import Settings
 
 
@@ -141,17 +142,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         table.add_row("pid", str(info.pid))
         table.add_row("bootstrap", info.bootstrap)
         table.add_row("controller", f"{HOST}:{info.controller_port}")
-        table.add_row("uptime", _duration(info.uptime))
+        table.add_row("uptime", format_duration(int(info.uptime)))
         table.add_row("data dir", str(info.data_dir))
         table.add_row("log", str(info.log_file))
     Console(highlight=False).print(table)
     return 0 if info is not None else EXIT_NOT_RUNNING
-
-
-def _duration(seconds: float) -> str:
-    total = int(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m {secs:02d}s"
-    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
