@@ -24,6 +24,7 @@ from agentwatch.alerts.response.confirm import (
     observe_event,
     observe_row,
 )
+from agentwatch.clock import ManualClock
 from agentwatch.ingest.contract.events import AnyEvent, PolicyCheck
 from agentwatch.ingest.sdk.control import (
     BREAKER_POLICY,
@@ -46,15 +47,9 @@ T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 DECODER = msgspec.json.Decoder(AnyEvent)
 
 
-class Clock:
-    def __init__(self, start: dt.datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += dt.timedelta(seconds=seconds)
+def Clock(start: dt.datetime = T0) -> ManualClock:
+    """A settable clock: tests move time by hand, nothing sleeps."""
+    return ManualClock(start)
 
 
 AGENT = BreakerKey("hr-assistant")

@@ -23,6 +23,7 @@ from agentwatch.alerts.evaluation.evaluator import (
 from agentwatch.alerts.governance.catalog import load_catalog, parse_catalog
 from agentwatch.alerts.rules import Rule, load_rules, parse_rules
 from agentwatch.cli import build_parser, main
+from agentwatch.clock import ManualClock
 from agentwatch.commands.alerts_run import Sources, fan_out, run_loop
 from agentwatch.processors.store.segments import SegmentName, SegmentStore
 from agentwatch.settings import Settings
@@ -59,18 +60,9 @@ CATALOG = parse_catalog(
 )
 
 
-class Clock:
+def Clock(start: dt.datetime = T0) -> ManualClock:
     """A settable clock: tests move time by hand, nothing sleeps."""
-
-    def __init__(self, start: dt.datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> dt.datetime:
-        self.now += dt.timedelta(seconds=seconds)
-        return self.now
+    return ManualClock(start)
 
 
 def m(value: float | None, samples: int = 100, agent: str = "hr-1", **kw: Any) -> Measurement:

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from agentwatch.alerts.notify.routing import Matcher, RoutingError
 from agentwatch.alerts.notify.silences import Silence, SilenceError, SilenceStore
+from agentwatch.clock import utc_now
 from agentwatch.commands.options import add_db_option
 from agentwatch.durations import duration_argument, format_duration
 from agentwatch.settings import ConfigError, Settings
@@ -94,17 +95,13 @@ def _store(db: Path) -> SilenceStore:
     return SilenceStore(db.parent)
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def _silence(args: argparse.Namespace) -> int:
     try:
         matchers = [Matcher.parse(m) for m in args.match]
         duration = args.duration
     except RoutingError as exc:
         raise ConfigError(str(exc)) from None
-    now = _now()
+    now = utc_now()
     start = (args.start or now).astimezone(dt.UTC)
     try:
         silence = _store(args.db).add(
@@ -127,7 +124,7 @@ def _silence(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    now = _now()
+    now = utc_now()
     try:
         silences = _store(args.db).all()
     except SilenceError as exc:
@@ -171,7 +168,7 @@ def _local(ts: dt.datetime) -> str:
 
 def _expire(args: argparse.Namespace) -> int:
     try:
-        silence = _store(args.db).expire(args.id, _now())
+        silence = _store(args.db).expire(args.id, utc_now())
     except SilenceError as exc:
         print(f"agentwatch: {exc}", file=sys.stderr)
         return 1

@@ -17,12 +17,12 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 from prometheus_client import CollectorRegistry, start_http_server
 
+from agentwatch.clock import Clock, utc_now
 from agentwatch.durations import DurationError, duration_argument, parse_duration
 from agentwatch.processors.drift.config import DriftConfig, load_config
 from agentwatch.processors.drift.evaluate import DRIFT, DriftEvaluator, backfill
@@ -59,7 +59,7 @@ def run_loop(
     interval_s: float,
     once: bool,
     stop: threading.Event,
-    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    clock: Clock = utc_now,
 ) -> int:
     """Evaluate each window end as it becomes due, catching up on any missed ones."""
     evaluator = DriftEvaluator(db, config, clock=clock)

@@ -37,18 +37,14 @@ import polars as pl
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.model import Alert, AlertState, fingerprint
 from agentwatch.alerts.rules import Metric, Rule, Sample, Window, by_labels, metrics, render
+from agentwatch.clock import Clock, utc_now
 from agentwatch.processors.store.segments import SegmentStore
 from agentwatch.processors.store.tables import ALERT_EVENTS_SCHEMA
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], dt.datetime]
 Outcome = Literal["true", "false", "held", "no_data", "error"]
 ALERT_EVENTS: Final = "alert_events"
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)

@@ -14,18 +14,17 @@ transitions this module computes.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Final
 
+from agentwatch.clock import Clock as Clock
 from agentwatch.ingest.sdk.control import BreakerState, control_key
 
 DEFAULT_COOLDOWN_S: Final = 300.0
 RETIRED_REASON: Final = "retired in the agent catalog"
 SYSTEM_ACTOR: Final = "system:catalog"  # holds retired agents open
 COOLDOWN_ACTOR: Final = "system:breaker"  # moves breakers to half-open
-
-Clock = Callable[[], dt.datetime]
 
 
 class BreakerError(ValueError):

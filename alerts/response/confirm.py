@@ -29,9 +29,10 @@ from typing import Any, Final, Literal, Protocol
 import msgspec
 
 from agentwatch.alerts.model import Alert
-from agentwatch.alerts.response.breaker import BreakerKey, Clock
+from agentwatch.alerts.response.breaker import BreakerKey
 from agentwatch.alerts.response.control import BreakerControl, Transition
 from agentwatch.alerts.response.runbooks import action_row, record_actions
+from agentwatch.clock import Clock
 from agentwatch.ingest.contract.events import (
     DEFAULT_TOPIC,
     AnyEvent,

@@ -23,6 +23,7 @@ import duckdb
 
 from agentwatch.alerts.governance.catalog import AgentEntry
 from agentwatch.alerts.response.control import CONTROL_TOPIC
+from agentwatch.clock import utc_now
 from agentwatch.ingest.sdk.control import AgentHalted, ControlFollower
 from agentwatch.ingest.sdk.tracer import Session, Tracer
 
@@ -77,7 +78,7 @@ class MisbehavingAgent:
         self.rng = random.Random(seed)
         self.burst = threading.Event()
         self.stop = threading.Event()
-        self.run = AgentRun(started_at=_now())
+        self.run = AgentRun(started_at=utc_now())
         self._thread = threading.Thread(target=self._loop, name=f"agent-{agent_id}", daemon=True)
 
     def start(self) -> MisbehavingAgent:
@@ -86,7 +87,7 @@ class MisbehavingAgent:
         return self
 
     def start_burst(self) -> None:
-        self.run.burst_at = _now()
+        self.run.burst_at = utc_now()
         self.burst.set()
 
     def close(self) -> AgentRun:
@@ -109,7 +110,7 @@ class MisbehavingAgent:
             except AgentHalted as halted:
                 self.run.halted_calls += 1
                 if self.run.halted_at is None:
-                    self.run.halted_at = _now()
+                    self.run.halted_at = utc_now()
                     self.run.halted_before = f"{halted.call.kind} {halted.call.name}"
                 self.stop.wait(0.5)
             except Exception as exc:  # the agent's own bug: record, keep going
@@ -222,7 +223,3 @@ def wait_for_chain(
 
 def _pct(value: object) -> str:
     return f"{value:.0%}" if isinstance(value, float) else "?"
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)

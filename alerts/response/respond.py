@@ -18,7 +18,7 @@ import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from agentwatch.alerts.evaluation.evaluator import Evaluation
@@ -36,6 +36,7 @@ from agentwatch.alerts.response.runbooks import (
     load_runbooks,
     run_runbook,
 )
+from agentwatch.clock import Clock, utc_now
 from agentwatch.processors.store.segments import SegmentStore
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class Response:
     context: RunbookContext
     connect_control: Callable[[], BreakerControl] | None
     db: Path
-    clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+    clock: Clock = utc_now
     _supervisor: BreakerSupervisor | None = None
     _retry_at: dt.datetime | None = None
     retry_after: dt.timedelta = dt.timedelta(seconds=60)
@@ -140,9 +141,7 @@ class Response:
         return sink
 
 
-def owner_notifier(
-    notifier: Notifier, clock: Callable[[], dt.datetime]
-) -> Callable[[Alert, str], None]:
+def owner_notifier(notifier: Notifier, clock: Clock) -> Callable[[Alert, str], None]:
     """A runbook's notify_owner step: an info notice routed to the agent's owner.
 
     The notice carries ``owner_notice="true"`` so the critical alert that triggered the
@@ -182,13 +181,10 @@ def response_from_args(args: argparse.Namespace) -> Response | None:
             args.bootstrap, args.control_topic, timeout_s=5.0, retired=retired
         )
 
-    def now() -> dt.datetime:
-        return dt.datetime.now(dt.UTC)
-
     context = RunbookContext(
         store=store,
         connect_control=connect,
-        notify_owner=owner_notifier(notifier, now),
+        notify_owner=owner_notifier(notifier, utc_now),
         pinned_versions=catalog_pins(catalog),
     )
     return Response(notifier, load_runbooks(), context, connect, db)

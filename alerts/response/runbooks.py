@@ -32,6 +32,7 @@ import yaml
 
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.model import Alert, AlertState
+from agentwatch.clock import Clock, utc_now
 from agentwatch.durations import DurationError, parse_seconds
 from agentwatch.processors.store.segments import SegmentStore
 from agentwatch.processors.store.tables import ACTIONS_SCHEMA
@@ -54,7 +55,6 @@ APPROVE_ACTION: Final = "approve"
 DONE: Final = frozenset({"ok", "skipped"})
 
 StepResult = Literal["ok", "failed", "waiting", "skipped"]
-Clock = Callable[[], dt.datetime]
 NotifyOwner = Callable[[Alert, str], None]
 """Sends ``message`` about ``alert`` to the agent's owner; raises if it cannot."""
 PinnedVersions = Callable[[str], Mapping[str, str] | None]
@@ -264,10 +264,6 @@ def alert_from_json(doc: Mapping[str, Any]) -> Alert:
 # --------------------------------------------------------------------------- running
 
 
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 @dataclass
 class RunbookContext:
     """What the steps act through; the integrator builds one for the evaluator's sink.
@@ -282,7 +278,7 @@ class RunbookContext:
     connect_control: Callable[[], BreakerControl] | None = None
     notify_owner: NotifyOwner | None = None
     pinned_versions: PinnedVersions | None = None
-    clock: Clock = _utc_now
+    clock: Clock = utc_now
     default_cooldown_s: float = 300.0
     max_attempts: int = 3  # a failing step is retried on later calls up to this many times
 
@@ -513,9 +509,7 @@ _ACTIONS: Final[Mapping[str, Callable[[Step, Alert, str | None, RunbookContext, 
 # --------------------------------------------------------------------------- approval
 
 
-def approve(
-    store: SegmentStore, action_id: str, by: str, clock: Clock = _utc_now
-) -> dict[str, Any]:
+def approve(store: SegmentStore, action_id: str, by: str, clock: Clock = utc_now) -> dict[str, Any]:
     """Record a person's approval of a waiting step; returns the waiting row it approves.
 
     Raises RunbookError when no step waits under ``action_id`` or it is approved already.

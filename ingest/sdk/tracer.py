@@ -20,6 +20,7 @@ from typing import Any, Final, Literal, Self, get_args
 
 import msgspec
 
+from agentwatch.clock import Clock, utc_now
 from agentwatch.ingest.contract.events import (
     DEFAULT_TOPIC,
     SCHEMA_VERSION,
@@ -43,8 +44,6 @@ from agentwatch.ingest.sdk.emitter import Emitter, EmitterStats, KafkaTransport,
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], dt.datetime]
-"""Returns the current time as an aware datetime (a naive one is taken as UTC)."""
 
 _RESOLUTIONS: Final = frozenset(get_args(Resolution))
 _DECODER: Final = msgspec.json.Decoder(AnyEvent)
@@ -74,10 +73,6 @@ class TracerStats:
     invalid: int  # events refused because they broke the contract (an agent-side bug: see logs)
     internal_errors: int  # SDK failures swallowed so the agent keeps running
     emitter: EmitterStats
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _ms_between(start: dt.datetime, end: dt.datetime) -> float:
@@ -119,7 +114,7 @@ class Tracer:
         self.environment = environment
         self.emitter = emitter
         self.guard = guard
-        self._clock: Clock = clock or _utc_now
+        self._clock: Clock = clock or utc_now
         self._lock = threading.Lock()
         self._invalid = 0
         self._internal_errors = 0
@@ -216,7 +211,7 @@ class Tracer:
             now = now.astimezone(dt.UTC)
         except Exception:
             self._internal_error("the tracer's clock failed; using the system clock")
-            now = _utc_now()
+            now = utc_now()
         return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
     def _common(

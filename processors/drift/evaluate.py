@@ -28,6 +28,7 @@ from typing import Any, Final
 import numpy as np
 import polars as pl
 
+from agentwatch.clock import utc_now
 from agentwatch.processors.drift import stats
 from agentwatch.processors.drift.config import DriftConfig, load_config
 from agentwatch.processors.drift.signals import SESSIONS_SUFFIX, SIGNALS, Signal
@@ -53,10 +54,6 @@ INSUFFICIENT: Final = "insufficient_data"
 APPEND_EVERY: Final = 24
 # A backfill loads the buckets of this much event time ahead at once (fewer queries).
 PRELOAD: Final = dt.timedelta(days=1)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def period_label(lo: dt.datetime, hi: dt.datetime) -> str:
@@ -266,7 +263,7 @@ class DriftEvaluator:
         config: DriftConfig | None = None,
         *,
         agent_id: str | None = None,
-        clock: Callable[[], dt.datetime] = _now,
+        clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
         self.db = db
         self.config = config or load_config()
