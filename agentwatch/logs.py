@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from typing import Any
 
 _STANDARD_ATTRS = frozenset(
@@ -17,6 +18,8 @@ _STANDARD_ATTRS = frozenset(
 
 
 class JsonFormatter(logging.Formatter):
+    converter = time.gmtime  # timestamps in UTC, for this formatter only
+
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
@@ -33,6 +36,8 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    converter = time.gmtime
+
     def format(self, record: logging.LogRecord) -> str:
         base = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.getMessage()}"
         extras = " ".join(
@@ -53,6 +58,5 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.Formatter.converter = __import__("time").gmtime
     # kafka-python is chatty at INFO about every connection; keep its warnings.
     logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))

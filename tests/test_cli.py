@@ -99,3 +99,21 @@ def test_an_unknown_command_is_an_error_naming_the_choices(
         main(["no-such-command"])
     assert exit_.value.code == 2
     assert "invalid choice: 'no-such-command'" in capsys.readouterr().err
+
+
+def test_logging_setup_leaves_other_formatters_in_local_time() -> None:
+    import logging
+    import time
+
+    from agentwatch.logs import JsonFormatter, TextFormatter, setup_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        setup_logging("info", "json")
+        assert logging.Formatter.converter is time.localtime
+        assert JsonFormatter.converter is time.gmtime
+        assert TextFormatter.converter is time.gmtime
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
