@@ -18,25 +18,29 @@ from agentwatch.alerts.response.breaker import (
 )
 from agentwatch.alerts.response.confirm import (
     UNCONFIRMED_RULE,
+    BreakerSupervisor,
     CallOutcome,
     Confirmation,
     ConfirmationTracker,
     observe_event,
     observe_row,
 )
+from agentwatch.alerts.response.control import BreakerControl
+from agentwatch.ingest.contract.control import (
+    Applied,
+    ControlMessage,
+    control_key,
+    decode_message,
+    encode_message,
+    new_message_id,
+)
 from agentwatch.ingest.contract.events import AnyEvent, PolicyCheck
 from agentwatch.ingest.sdk.control import (
     BREAKER_POLICY,
     AgentHalted,
     AgentThrottled,
-    Applied,
     ControlFollower,
-    ControlMessage,
     ControlState,
-    control_key,
-    decode_message,
-    encode_message,
-    new_message_id,
 )
 from agentwatch.ingest.sdk.emitter import Emitter
 from agentwatch.ingest.sdk.tracer import CallInfo, Tracer
@@ -451,3 +455,71 @@ def test_rows_of_the_events_view_are_observed_like_events() -> None:
     )
     assert isinstance(failed, CallOutcome) and not failed.ok
     assert observe_row({**row, "outcome": "pass"}) is None  # a pass without probe says nothing
+
+
+# ----------------------------------------------------- agent and tool breakers together
+
+
+class NoObservations:
+    def poll(self, since: dt.datetime) -> list[Any]:
+        return []
+
+
+def _control_on_fake_topic(clock: Clock) -> tuple[Any, BreakerControl]:
+    from tests.test_runbooks import FakeTopic
+
+    topic = FakeTopic()
+    return topic, BreakerControl(topic, clock=clock, default_cooldown_s=45)  # type: ignore[arg-type]
+
+
+def test_status_and_supervision_list_an_agents_breaker_with_its_tool_breakers() -> None:
+    clock = Clock()
+    _, control = _control_on_fake_topic(clock)
+    control.open("hr-assistant", reason="r", actor="person:p")
+    control.open("hr-assistant", "payroll_lookup", reason="r", actor="person:p")
+    control.open("hr-assistant", "calendar", reason="r", actor="person:p")
+    keys = [str(s.breaker.key) for s in control.status()]
+    assert keys == ["hr-assistant", "hr-assistant/calendar", "hr-assistant/payroll_lookup"]
+    report = BreakerSupervisor(control, NoObservations()).cycle()
+    assert report.alerts == []
+
+
+_BREAKER_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["open", "close", "tick", "probe_ok", "probe_bad"]),
+        st.sampled_from(["hr-assistant", "it-support"]),
+        st.sampled_from([None, "payroll_lookup", "calendar"]),
+        st.floats(0, 120, allow_nan=False),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_BREAKER_OPS)
+def test_property_status_supervision_and_the_sdk_fold_agree_on_every_breaker(
+    ops: list[tuple[str, str, str | None, float]],
+) -> None:
+    clock = Clock()
+    topic, control = _control_on_fake_topic(clock)
+    supervisor = BreakerSupervisor(control, NoObservations(), timeout_s=1e9)
+    followers = {a: ControlState(a) for a in ("hr-assistant", "it-support")}
+    for name, agent, tool, wait in ops:
+        clock.advance(wait)
+        if name == "open":
+            control.open(agent, tool, reason="r", actor="person:p")
+        elif name == "close":
+            control.close(agent, tool, reason="r", actor="person:p")
+        elif name == "tick":
+            supervisor.cycle()
+        else:
+            control.probe_result(BreakerKey(agent, tool), ok=name == "probe_ok")
+        statuses = control.status()
+        keys = [s.breaker.key for s in statuses]
+        assert keys == sorted(keys, key=lambda k: k.sort_key) and len(set(keys)) == len(keys)
+        for state in followers.values():
+            state.load(topic.read())
+        for status in statuses:
+            key = status.breaker.key
+            sdk = followers[key.agent_id].breaker_state(key.tool)
+            assert sdk == status.breaker.state, (key, sdk, status.breaker.state)

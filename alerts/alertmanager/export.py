@@ -32,10 +32,15 @@ from typing import Any
 
 import yaml
 
-from agentwatch.alerts.governance.catalog import Catalog, load_catalog
+from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.notify.routing import format_duration
 from agentwatch.alerts.rules import CatalogThreshold, Rule, load_rules
-from agentwatch.commands.alerts_group import add_catalog_option, add_rules_option, alerts_subparsers
+from agentwatch.commands.alerts_group import (
+    add_catalog_option,
+    add_rules_option,
+    alerts_subparsers,
+    catalog_from_args,
+)
 from agentwatch.settings import Settings
 
 # The metrics' names as Prometheus stores them (counters get their _total suffix).
@@ -438,7 +443,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
 
 def _run(args: argparse.Namespace) -> int:
     rules = load_rules(args.rules)
-    catalog = load_catalog(args.catalog)
+    catalog = catalog_from_args(args, "rules with catalog thresholds are skipped")
     export = export_rules(rules, catalog)
     text = export.render(f"rules: {args.rules}; catalog: {args.catalog}")
     if args.out is None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentwatch.alerts.evaluation.evaluator import Evaluation
-from agentwatch.alerts.governance.catalog import Catalog, load_catalog
+from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.notify.config import add_notify_config_argument
 from agentwatch.alerts.notify.notifier import Notifier, catalog_contacts, evaluation_sink
@@ -37,13 +37,19 @@ from agentwatch.alerts.response.runbooks import (
     load_runbooks,
     run_runbook,
 )
-from agentwatch.commands.options import add_bootstrap_option, add_control_topic_option
+from agentwatch.commands.alerts_group import catalog_from_args
+from agentwatch.commands.options import (
+    add_bootstrap_option,
+    add_control_topic_option,
+    control_keyring,
+)
 from agentwatch.processors.store.segments import SegmentStore
 from agentwatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
 OWNER_NOTICE = "owner_notice"
+NO_CATALOG_RESPONSE = "no owners, pinned versions or retired agents; runbooks act on no agent"
 
 
 @dataclass
@@ -182,10 +188,13 @@ def add_response_options(parser: argparse.ArgumentParser, settings: Settings) ->
     )
 
 
-def response_from_args(args: argparse.Namespace) -> Response | None:
+def response_from_args(args: argparse.Namespace, catalog: Catalog | None = None) -> Response | None:
+    """The response ``args`` ask for, over ``catalog`` (else the one ``--catalog`` names)."""
     if args.no_response:
         return None
-    catalog: Catalog = load_catalog(args.catalog)
+    keyring = control_keyring(args)  # runbooks and supervision sign what they publish
+    if catalog is None:
+        catalog = catalog_from_args(args, NO_CATALOG_RESPONSE)
     db: Path = args.db
     store = SegmentStore(db.parent, db.name)
     notifier = Notifier.from_files(args.notify_config, db.parent, catalog_contacts(catalog))
@@ -193,7 +202,7 @@ def response_from_args(args: argparse.Namespace) -> Response | None:
 
     def connect() -> BreakerControl:
         return BreakerControl.connect(
-            args.bootstrap, args.control_topic, timeout_s=5.0, retired=retired
+            args.bootstrap, args.control_topic, keyring=keyring, timeout_s=5.0, retired=retired
         )
 
     def now() -> dt.datetime:

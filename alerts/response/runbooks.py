@@ -32,9 +32,14 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import polars as pl
 import yaml
 
-from agentwatch.alerts.governance.catalog import DEFAULT_CATALOG, Catalog, load_catalog
+from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.model import Alert, AlertState
-from agentwatch.commands.options import add_bootstrap_option, add_control_topic_option
+from agentwatch.commands.alerts_group import add_catalog_option, catalog_from_args
+from agentwatch.commands.options import (
+    add_bootstrap_option,
+    add_control_topic_option,
+    control_keyring,
+)
 from agentwatch.processors.store.segments import CATALOG_FILE, SegmentStore
 from agentwatch.processors.store.tables import ACTIONS_SCHEMA
 from agentwatch.settings import Settings
@@ -602,12 +607,7 @@ def register_approve(
     )
     add_bootstrap_option(p, settings)
     add_control_topic_option(p, settings)
-    p.add_argument(
-        "--catalog",
-        type=Path,
-        default=Path(settings.get("alerts", "catalog", str(DEFAULT_CATALOG))),
-        help="agent catalog: the versions a rollback goes back to (default: the shipped one)",
-    )
+    add_catalog_option(p, settings)
     p.add_argument(
         "--runbooks",
         type=Path,
@@ -620,6 +620,8 @@ def register_approve(
 def _cmd_approve(args: argparse.Namespace) -> int:
     from agentwatch.alerts.response.control import BreakerControl
 
+    keyring = control_keyring(args)
+    catalog = catalog_from_args(args, "no pinned versions to roll back to")
     store = SegmentStore(args.db.parent, args.db.name)
     try:
         waiting = approve(store, args.action_id, args.by)
@@ -630,8 +632,10 @@ def _cmd_approve(args: argparse.Namespace) -> int:
     try:
         context = RunbookContext(
             store=store,
-            connect_control=lambda: BreakerControl.connect(args.bootstrap, args.control_topic),
-            pinned_versions=catalog_pins(load_catalog(args.catalog)),
+            connect_control=lambda: BreakerControl.connect(
+                args.bootstrap, args.control_topic, keyring=keyring
+            ),
+            pinned_versions=catalog_pins(catalog),
         )
         rows = resume(waiting, context, load_runbooks(args.runbooks))
     except RunbookError as exc:
