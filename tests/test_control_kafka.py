@@ -337,3 +337,45 @@ def test_an_sdk_whose_broker_never_answers_lets_calls_through_at_once() -> None:
     assert time.perf_counter() - started < 2.0
     follower.close()
     tracer.close(0.5)
+
+
+@pytest.mark.integration
+def test_a_forged_control_record_from_plain_kafka_python_does_not_halt_the_agent(
+    kafka_broker: BrokerInfo, topic: TopicFactory
+) -> None:
+    from kafka import KafkaProducer
+
+    bootstrap = kafka_broker.bootstrap
+    control_topic = topic(partitions=1, config=COMPACT)
+    forged = {
+        "id": "f0",
+        "type": "breaker",
+        "agent_id": "victim",
+        "state": "open",
+        "actor": "person:mallory",
+        "at": "2026-12-01T09:00:00Z",
+    }
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer.send(control_topic, key=b"victim", value=json.dumps(forged).encode()).get(10)
+    follower = ControlFollower(bootstrap, "victim", topic=control_topic)
+    control = BreakerControl.connect(bootstrap, control_topic, keyring=TEST_KEYRING)
+    try:
+        follower.start(wait_s=WAIT)
+        assert follower.state.loaded and follower.state.breaker_state() == "closed"
+        assert follower.stats()["rejected"] == 1
+        assert [s.breaker.key.agent_id for s in control.status()] == []  # not shown either
+        forged["state"], forged["id"] = "closed", "f1"
+        control.open("victim", reason="real incident", actor="person:ana")
+        assert follower.state.wait_for(lambda st: st.breaker_state() == "open", WAIT)
+        # A forged close after a real open changes nothing.
+        producer.send(control_topic, key=b"victim", value=json.dumps(forged).encode()).get(10)
+        producer.send(control_topic, key=b"victim", value=None).get(10)  # unsigned tombstone
+        deadline = time.monotonic() + WAIT
+        while follower.stats()["rejected"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert follower.stats()["rejected"] == 3
+        assert follower.state.breaker_state() == "open"
+    finally:
+        producer.close()
+        follower.close()
+        control.disconnect()
