@@ -139,12 +139,15 @@ class Response:
 
         return sink
 
-    def received_sink(self) -> Callable[[Sequence[Alert]], None]:
-        """For ``alerts receive``: alerts from an existing Alertmanager trigger runbooks."""
+    def received_sink(self, may_act: Callable[[Alert], bool]) -> Callable[[Sequence[Alert]], None]:
+        """For ``alerts receive``: alerts from an existing Alertmanager trigger runbooks.
+
+        Every alert is notified; only those ``may_act`` allows run their runbook.
+        """
 
         def sink(alerts: Sequence[Alert]) -> None:
             self.notifier.process(alerts, self.clock())
-            self.respond(alerts)
+            self.respond([a for a in alerts if a.state != "firing" or may_act(a)])
 
         return sink
 
