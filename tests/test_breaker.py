@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -28,6 +29,7 @@ from agentwatch.alerts.response.confirm import (
 from agentwatch.alerts.response.control import BreakerControl
 from agentwatch.ingest.contract.control import (
     Applied,
+    ControlFold,
     ControlMessage,
     control_key,
     decode_message,
@@ -44,6 +46,7 @@ from agentwatch.ingest.sdk.control import (
 )
 from agentwatch.ingest.sdk.emitter import Emitter
 from agentwatch.ingest.sdk.tracer import CallInfo, Tracer
+from tests.conftest import TEST_KEYRING
 from tests.test_tracer import CollectingTransport
 
 T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -484,6 +487,16 @@ def test_status_and_supervision_list_an_agents_breaker_with_its_tool_breakers() 
     assert report.alerts == []
 
 
+@dataclass
+class SignedRecord:
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    offset: int
+    topic: str = "agent-control"
+    partition: int = 0
+
+
 _BREAKER_OPS = st.lists(
     st.tuples(
         st.sampled_from(["open", "close", "tick", "probe_ok", "probe_bad"]),
@@ -504,6 +517,8 @@ def test_property_status_supervision_and_the_sdk_fold_agree_on_every_breaker(
     topic, control = _control_on_fake_topic(clock)
     supervisor = BreakerSupervisor(control, NoObservations(), timeout_s=1e9)
     followers = {a: ControlState(a) for a in ("hr-assistant", "it-support")}
+    fold = ControlFold(TEST_KEYRING)  # the SDK's fold, over the records as published
+    folded = 0
     for name, agent, tool, wait in ops:
         clock.advance(wait)
         if name == "open":
@@ -517,8 +532,12 @@ def test_property_status_supervision_and_the_sdk_fold_agree_on_every_breaker(
         statuses = control.status()
         keys = [s.breaker.key for s in statuses]
         assert keys == sorted(keys, key=lambda k: k.sort_key) and len(set(keys)) == len(keys)
-        for state in followers.values():
-            state.load(topic.read())
+        for offset, message in enumerate(topic.published[folded:], folded):
+            key, value = message.key.encode(), encode_message(message)
+            result = fold.fold(SignedRecord(key, value, TEST_KEYRING.sign(key, value), offset))
+            assert isinstance(result, Applied)
+            followers[message.agent_id].apply(result)
+        folded = len(topic.published)
         for status in statuses:
             key = status.breaker.key
             sdk = followers[key.agent_id].breaker_state(key.tool)
