@@ -11,12 +11,9 @@ effective.
 
 The follower must never hurt the agent: it never blocks a call on I/O, and when Kafka is
 down the last states it knew hold. Before its first read of the topic has finished it
-lets calls through; ``start(wait_s=...)`` waits (bounded) for that read.
-
-Only signed records count: the follower verifies each record with the keys it was
-given (or finds in ``AGENTWATCH_CONTROL_KEYS_FILE`` / ``AGENTWATCH_CONTROL_KEYS``) and
-ignores, counts and logs (rate-limited) the rest, keeping its last valid state. The
-wire format and the fold live in :mod:`agentwatch.ingest.contract.control`.
+lets calls through; ``start(wait_s=...)`` waits (bounded) for that read. Only signed
+records count (see :mod:`agentwatch.ingest.contract.control`, the wire format and the
+fold): the rest are ignored, counted and logged (rate-limited); the last valid state holds.
 """
 
 from __future__ import annotations
@@ -463,19 +460,16 @@ class ControlFollower:
             self._rejected += 1
             count = self._rejected
         if self._rejected_log.ready():
-            log.warning(
-                "agentwatch control: ignored a control record (%s); %d ignored so far, "
-                "last valid states hold",
-                rejected,
-                count,
-                extra={"agent_id": self.agent_id},
-            )
+            text = "agentwatch control: ignored a control record (%s); %d so far; last states hold"
+            log.warning(text, rejected, count, extra={"agent_id": self.agent_id})
 
     def _on_applied(self, applied: Applied) -> None:
         message = applied.message
-        if message.type != "rollback" or self.on_rollback is None:
-            return
-        if message.id in self._rolled_back:
+        if (
+            message.type != "rollback"
+            or self.on_rollback is None
+            or message.id in self._rolled_back
+        ):
             return
         self._rolled_back.add(message.id)
         try:
