@@ -33,7 +33,13 @@ from agentwatch.broker import (
     start_broker,
     stop_broker,
 )
+from agentwatch.ingest.contract.control import Keyring
 from agentwatch.topics import TopicSpec, ensure_topics
+
+# Control records are signed: the suite (and every command it starts) shares this key.
+TEST_CONTROL_KEYS = "test-key:" + "5" * 64
+os.environ.setdefault("AGENTWATCH_CONTROL_KEYS", TEST_CONTROL_KEYS)
+TEST_KEYRING = Keyring.parse(TEST_CONTROL_KEYS, "tests")
 
 # Tool names with a check richer than "is it on PATH".
 _SPECIAL_TOOLS: dict[str, Callable[[], str]] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -18,29 +19,35 @@ from agentwatch.alerts.response.breaker import (
 )
 from agentwatch.alerts.response.confirm import (
     UNCONFIRMED_RULE,
+    BreakerSupervisor,
     CallOutcome,
     Confirmation,
     ConfirmationTracker,
     observe_event,
     observe_row,
 )
+from agentwatch.alerts.response.control import BreakerControl
 from agentwatch.clock import ManualClock
-from agentwatch.ingest.contract.events import AnyEvent, PolicyCheck
-from agentwatch.ingest.sdk.control import (
-    BREAKER_POLICY,
-    AgentHalted,
-    AgentThrottled,
+from agentwatch.ingest.contract.control import (
     Applied,
-    ControlFollower,
+    ControlFold,
     ControlMessage,
-    ControlState,
     control_key,
     decode_message,
     encode_message,
     new_message_id,
 )
+from agentwatch.ingest.contract.events import AnyEvent, PolicyCheck
+from agentwatch.ingest.sdk.control import (
+    BREAKER_POLICY,
+    AgentHalted,
+    AgentThrottled,
+    ControlFollower,
+    ControlState,
+)
 from agentwatch.ingest.sdk.emitter import Emitter
 from agentwatch.ingest.sdk.tracer import CallInfo, Tracer
+from tests.conftest import TEST_KEYRING
 from tests.test_tracer import CollectingTransport
 
 T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -446,3 +453,87 @@ def test_rows_of_the_events_view_are_observed_like_events() -> None:
     )
     assert isinstance(failed, CallOutcome) and not failed.ok
     assert observe_row({**row, "outcome": "pass"}) is None  # a pass without probe says nothing
+
+
+# ----------------------------------------------------- agent and tool breakers together
+
+
+class NoObservations:
+    def poll(self, since: dt.datetime) -> list[Any]:
+        return []
+
+
+def _control_on_fake_topic(clock: Clock) -> tuple[Any, BreakerControl]:
+    from tests.test_runbooks import FakeTopic
+
+    topic = FakeTopic()
+    return topic, BreakerControl(topic, clock=clock, default_cooldown_s=45)  # type: ignore[arg-type]
+
+
+def test_status_and_supervision_list_an_agents_breaker_with_its_tool_breakers() -> None:
+    clock = Clock()
+    _, control = _control_on_fake_topic(clock)
+    control.open("hr-assistant", reason="r", actor="person:p")
+    control.open("hr-assistant", "payroll_lookup", reason="r", actor="person:p")
+    control.open("hr-assistant", "calendar", reason="r", actor="person:p")
+    keys = [str(s.breaker.key) for s in control.status()]
+    assert keys == ["hr-assistant", "hr-assistant/calendar", "hr-assistant/payroll_lookup"]
+    report = BreakerSupervisor(control, NoObservations()).cycle()
+    assert report.alerts == []
+
+
+@dataclass
+class SignedRecord:
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    offset: int
+    topic: str = "agent-control"
+    partition: int = 0
+
+
+_BREAKER_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["open", "close", "tick", "probe_ok", "probe_bad"]),
+        st.sampled_from(["hr-assistant", "it-support"]),
+        st.sampled_from([None, "payroll_lookup", "calendar"]),
+        st.floats(0, 120, allow_nan=False),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_BREAKER_OPS)
+def test_property_status_supervision_and_the_sdk_fold_agree_on_every_breaker(
+    ops: list[tuple[str, str, str | None, float]],
+) -> None:
+    clock = Clock()
+    topic, control = _control_on_fake_topic(clock)
+    supervisor = BreakerSupervisor(control, NoObservations(), timeout_s=1e9)
+    followers = {a: ControlState(a) for a in ("hr-assistant", "it-support")}
+    fold = ControlFold(TEST_KEYRING)  # the SDK's fold, over the records as published
+    folded = 0
+    for name, agent, tool, wait in ops:
+        clock.advance(wait)
+        if name == "open":
+            control.open(agent, tool, reason="r", actor="person:p")
+        elif name == "close":
+            control.close(agent, tool, reason="r", actor="person:p")
+        elif name == "tick":
+            supervisor.cycle()
+        else:
+            control.probe_result(BreakerKey(agent, tool), ok=name == "probe_ok")
+        statuses = control.status()
+        keys = [s.breaker.key for s in statuses]
+        assert keys == sorted(keys, key=lambda k: k.sort_key) and len(set(keys)) == len(keys)
+        for offset, message in enumerate(topic.published[folded:], folded):
+            key, value = message.key.encode(), encode_message(message)
+            result = fold.fold(SignedRecord(key, value, TEST_KEYRING.sign(key, value), offset))
+            assert isinstance(result, Applied)
+            followers[message.agent_id].apply(result)
+        folded = len(topic.published)
+        for status in statuses:
+            key = status.breaker.key
+            sdk = followers[key.agent_id].breaker_state(key.tool)
+            assert sdk == status.breaker.state, (key, sdk, status.breaker.state)

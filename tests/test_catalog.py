@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from agentwatch.alerts.governance.catalog import (
+    EXAMPLE_CATALOG,
     AgentEntry,
     CatalogError,
     Pinned,
@@ -42,7 +43,7 @@ def problems(doc: Any) -> str:
 
 @pytest.mark.parametrize("seed", [0, DEMO_SEED, 12345])
 def test_shipped_catalog_lists_every_simulated_agent_as_active(seed: int) -> None:
-    catalog = load_catalog()
+    catalog = load_catalog(EXAMPLE_CATALOG)
     for sim in make_agents(8, seed):
         entry = catalog.get(sim.agent_id)
         assert entry is not None, sim.agent_id
@@ -51,7 +52,7 @@ def test_shipped_catalog_lists_every_simulated_agent_as_active(seed: int) -> Non
 
 @pytest.mark.parametrize("seed", [0, DEMO_SEED, 12345])
 def test_shipped_catalog_approves_every_model_and_tool_the_simulator_uses(seed: int) -> None:
-    catalog = load_catalog()
+    catalog = load_catalog(EXAMPLE_CATALOG)
     for sim in make_agents(8, seed):
         entry = catalog.get(sim.agent_id)
         assert entry is not None and entry.approved_models is not None
@@ -61,7 +62,7 @@ def test_shipped_catalog_approves_every_model_and_tool_the_simulator_uses(seed: 
 
 
 def test_the_demo_fleet_runs_its_pinned_releases_in_prod() -> None:
-    catalog = load_catalog()
+    catalog = load_catalog(EXAMPLE_CATALOG)
     for sim in make_agents(8, DEMO_SEED):
         entry = catalog.get(sim.agent_id)
         assert entry is not None
@@ -71,7 +72,7 @@ def test_the_demo_fleet_runs_its_pinned_releases_in_prod() -> None:
 
 
 def test_shipped_catalog_has_owner_oncall_budget_and_slos_for_each_simulated_agent() -> None:
-    catalog = load_catalog()
+    catalog = load_catalog(EXAMPLE_CATALOG)
     for sim in make_agents(8):
         entry = catalog.get(sim.agent_id)
         assert entry is not None
@@ -81,14 +82,14 @@ def test_shipped_catalog_has_owner_oncall_budget_and_slos_for_each_simulated_age
 
 
 def test_shipped_catalog_also_holds_paused_and_retired_agents() -> None:
-    catalog = load_catalog()
+    catalog = load_catalog(EXAMPLE_CATALOG)
     assert {a.agent_id for a in catalog.with_status("paused")} == {"hr-assistant-3"}
     assert {a.agent_id for a in catalog.with_status("retired")} == {"finance-compliance-3"}
     assert "claims-intake-1" in catalog
 
 
 def test_an_agent_overrides_what_it_merges_from_an_anchor() -> None:
-    catalog = load_catalog()
+    catalog = load_catalog(EXAMPLE_CATALOG)
     retired = catalog.get("finance-compliance-3")
     assert retired is not None
     assert retired.risk_tier == "critical"

@@ -629,3 +629,34 @@ def test_grafana_serves_every_runbook_where_the_alert_links_point(
         served = mounted_file(grafana, f"{GRAFANA_STATIC}{base['query']}/{url}")
         assert served.is_file(), url
         assert served.read_text() == (ALERTS_DIR / url).read_text()
+
+
+SECRETS = "agentwatch-secrets"
+
+
+def test_alertmanager_and_the_receiver_share_a_bearer_token_the_deployment_makes(
+    compose: dict[str, Any],
+) -> None:
+    config = yaml.safe_load(alertmanager_config_file(compose).read_text())
+    [webhook] = [w for r in config["receivers"] for w in r.get("webhook_configs", [])]
+    authorization = webhook["http_config"]["authorization"]
+    assert authorization["type"] == "Bearer"
+    token_file = Path(authorization["credentials_file"])
+    assert environment(service(compose, RECEIVER))["AGENTWATCH_RECEIVE_TOKEN_FILE"] == str(
+        token_file
+    )
+    for name in (ALERTMANAGER, RECEIVER, SECRETS):
+        svc = service(compose, name)
+        assert named_volume_at(compose, svc, str(token_file.parent)) == SECRETS, name
+    assert token_file.name in str(service(compose, SECRETS)["command"])
+
+
+@pytest.mark.parametrize("name", [EVALUATOR, RECEIVER])
+def test_services_that_publish_control_records_have_the_control_key(
+    compose: dict[str, Any], name: str
+) -> None:
+    svc = service(compose, name)
+    keys = Path(environment(svc)["AGENTWATCH_CONTROL_KEYS_FILE"])
+    assert named_volume_at(compose, svc, str(keys.parent)) == SECRETS
+    assert keys.name in str(service(compose, SECRETS)["command"])
+    assert svc["depends_on"][SECRETS]["condition"] == "service_completed_successfully"

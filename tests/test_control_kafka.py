@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.response.breaker import BreakerKey
 from agentwatch.alerts.response.confirm import BreakerSupervisor, CycleReport, EventsTopicSource
@@ -24,7 +25,7 @@ from agentwatch.ingest.sdk.control import AgentHalted, ControlFollower, ControlS
 from agentwatch.ingest.sdk.tracer import Tracer
 from agentwatch.processors.store.segments import SegmentStore
 from agentwatch.settings import Settings
-from tests.conftest import TopicFactory, require_tool
+from tests.conftest import TEST_KEYRING, TopicFactory, require_tool
 
 COMPACT = {"cleanup.policy": "compact"}
 WAIT = 30.0
@@ -82,7 +83,7 @@ def test_a_person_opens_a_breaker_the_agent_halts_confirms_and_resumes_once_clos
 
     tracer = Tracer.to_kafka(bootstrap, events_topic, agent_id="hr-assistant", linger_ms=0)
     follower = ControlFollower(bootstrap, "hr-assistant", topic=control_topic).attach(tracer)
-    control = BreakerControl.connect(bootstrap, control_topic)
+    control = BreakerControl.connect(bootstrap, control_topic, keyring=TEST_KEYRING)
     source = EventsTopicSource(bootstrap, events_topic, agents=["hr-assistant"])
     supervisor = BreakerSupervisor(control, source, timeout_s=60, store=SegmentStore(db.parent))
     try:
@@ -140,7 +141,7 @@ def test_a_person_opens_a_breaker_the_agent_halts_confirms_and_resumes_once_clos
         ("confirm_breaker", "system:confirm", "ok"),
         ("close_breaker", "person:ana", "ok"),
     ]
-    states = read_control(bootstrap, control_topic)
+    states = read_control(bootstrap, control_topic, keyring=TEST_KEYRING)
     assert states["hr-assistant"].message.state == "closed"
 
 
@@ -151,14 +152,17 @@ def test_breaker_status_shows_each_breaker_and_retired_agents_are_held_open(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # The shipped catalog lists finance-compliance-3 as retired.
+    # The shipped example catalog lists finance-compliance-3 as retired.
     control_topic = topic(partitions=1, config=COMPACT)
     where = ["--bootstrap", kafka_broker.bootstrap, "--control-topic", control_topic]
+    where += ["--catalog", str(EXAMPLE_CATALOG)]
     where += ["--db", str(tmp_path / "agentwatch.duckdb")]
     assert cli("breaker", "status", *where) == 0
     table = capsys.readouterr().out
     assert "finance-compliance-3" in table and "held (retired)" in table
-    assert read_control(kafka_broker.bootstrap, control_topic) == {}  # reading wrote nothing
+    assert (
+        read_control(kafka_broker.bootstrap, control_topic, keyring=TEST_KEYRING) == {}
+    )  # reading wrote nothing
 
     args = ["--tool", "search", "--reason", "flaky", "--by", "bo", "--cooldown", "90s", *where]
     assert cli("breaker", "open", "it-support", *args) == 0
@@ -179,7 +183,7 @@ def test_breaker_status_shows_each_breaker_and_retired_agents_are_held_open(
     assert "it-support/search" in table and "flaky" in table
 
     # The first write published the hold, so the retired agent's SDK halts too.
-    states = read_control(kafka_broker.bootstrap, control_topic)
+    states = read_control(kafka_broker.bootstrap, control_topic, keyring=TEST_KEYRING)
     held = states["finance-compliance-3"].message
     assert (held.state, held.actor) == ("open", "system:catalog")
     assert len(states) == 2
@@ -206,7 +210,7 @@ def test_a_runbook_disables_a_tool_and_probes_close_it_through_half_open(
 
     tracer = Tracer.to_kafka(bootstrap, events_topic, agent_id="it-support", linger_ms=0)
     follower = ControlFollower(bootstrap, "it-support", topic=control_topic).attach(tracer)
-    control = BreakerControl.connect(bootstrap, control_topic, clock=clock)
+    control = BreakerControl.connect(bootstrap, control_topic, clock=clock, keyring=TEST_KEYRING)
     source = EventsTopicSource(bootstrap, events_topic, agents=["it-support"])
     supervisor = BreakerSupervisor(control, source, timeout_s=60, store=store, clock=clock)
     context = RunbookContext(store=store, control=control, clock=clock)
@@ -300,7 +304,7 @@ def test_an_sdk_cut_off_from_kafka_keeps_the_last_states_and_never_blocks(tmp_pa
     follower = ControlFollower(broker.bootstrap, "finance-compliance", retry_backoff_s=0.05)
     follower.attach(tracer)
     try:
-        control = BreakerControl.connect(broker.bootstrap)
+        control = BreakerControl.connect(broker.bootstrap, keyring=TEST_KEYRING)
         control.open("finance-compliance", reason="budget overrun", actor="person:ana")
         control.disconnect()
         follower.start(wait_s=WAIT)
@@ -333,3 +337,45 @@ def test_an_sdk_whose_broker_never_answers_lets_calls_through_at_once() -> None:
     assert time.perf_counter() - started < 2.0
     follower.close()
     tracer.close(0.5)
+
+
+@pytest.mark.integration
+def test_a_forged_control_record_from_plain_kafka_python_does_not_halt_the_agent(
+    kafka_broker: BrokerInfo, topic: TopicFactory
+) -> None:
+    from kafka import KafkaProducer
+
+    bootstrap = kafka_broker.bootstrap
+    control_topic = topic(partitions=1, config=COMPACT)
+    forged = {
+        "id": "f0",
+        "type": "breaker",
+        "agent_id": "victim",
+        "state": "open",
+        "actor": "person:mallory",
+        "at": "2026-12-01T09:00:00Z",
+    }
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer.send(control_topic, key=b"victim", value=json.dumps(forged).encode()).get(10)
+    follower = ControlFollower(bootstrap, "victim", topic=control_topic)
+    control = BreakerControl.connect(bootstrap, control_topic, keyring=TEST_KEYRING)
+    try:
+        follower.start(wait_s=WAIT)
+        assert follower.state.loaded and follower.state.breaker_state() == "closed"
+        assert follower.stats()["rejected"] == 1
+        assert [s.breaker.key.agent_id for s in control.status()] == []  # not shown either
+        forged["state"], forged["id"] = "closed", "f1"
+        control.open("victim", reason="real incident", actor="person:ana")
+        assert follower.state.wait_for(lambda st: st.breaker_state() == "open", WAIT)
+        # A forged close after a real open changes nothing.
+        producer.send(control_topic, key=b"victim", value=json.dumps(forged).encode()).get(10)
+        producer.send(control_topic, key=b"victim", value=None).get(10)  # unsigned tombstone
+        deadline = time.monotonic() + WAIT
+        while follower.stats()["rejected"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert follower.stats()["rejected"] == 3
+        assert follower.state.breaker_state() == "open"
+    finally:
+        producer.close()
+        follower.close()
+        control.disconnect()

@@ -20,7 +20,7 @@ from agentwatch.alerts.evaluation.evaluator import (
     restore_alerts,
     transitions_frame,
 )
-from agentwatch.alerts.governance.catalog import load_catalog, parse_catalog
+from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog, parse_catalog
 from agentwatch.alerts.rules import Rule, load_rules, parse_rules
 from agentwatch.cli import build_parser, main
 from agentwatch.clock import ManualClock
@@ -469,7 +469,9 @@ def test_the_shipped_rules_stay_quiet_on_a_healthy_agent(tmp_path: Path) -> None
             for i in range(300)
         )
     )
-    evaluator = Evaluator(store_with(tmp_path, healthy), load_rules(), load_catalog())
+    evaluator = Evaluator(
+        store_with(tmp_path, healthy), load_rules(), load_catalog(EXAMPLE_CATALOG)
+    )
     evaluation = evaluator.evaluate(at(300))
     assert evaluation.errors == {}
     assert evaluation.alerts == ()

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import agentwatch.alerts
-from agentwatch.alerts.governance.catalog import load_catalog
+from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.response.incident import MisbehavingAgent, wait_for_chain
 from agentwatch.broker import BrokerInfo
 from agentwatch.topics import TopicSpec, ensure_topics
@@ -49,7 +49,7 @@ def incident(
         subprocess.Popen(process_cmd(kafka_broker, name, db, "--flush-interval", "0.3"),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
     ]  # fmt: skip
-    entry = load_catalog().get(AGENT)
+    entry = load_catalog(EXAMPLE_CATALOG).get(AGENT)
     assert entry is not None
     agent = MisbehavingAgent(kafka_broker.bootstrap, entry, topic=name, control_topic=control)
     try:
@@ -60,7 +60,7 @@ def incident(
             subprocess.Popen(
                 [*AGENTWATCH, "alerts", "run", "--db", str(db), "--rules", str(rules),
                  "--interval", "1", "--bootstrap", kafka_broker.bootstrap,
-                 "--control-topic", control],
+                 "--control-topic", control, "--catalog", str(EXAMPLE_CATALOG)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
         )  # fmt: skip
@@ -103,7 +103,7 @@ def test_on_call_gets_the_alert_once_in_the_alertmanager_format(
 ) -> None:
     db, _, _, since = incident
     wait_for_chain(db, AGENT, since, timeout_s=120)
-    oncall = load_catalog().get(AGENT).oncall  # type: ignore[union-attr]
+    oncall = load_catalog(EXAMPLE_CATALOG).get(AGENT).oncall  # type: ignore[union-attr]
     lines = (db.parent / "notifications" / f"{oncall}.jsonl").read_text().splitlines()
     payloads = [json.loads(line) for line in lines]
     firing = [

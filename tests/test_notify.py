@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from agentwatch.alerts.evaluation.evaluator import Evaluation, Transition
-from agentwatch.alerts.governance.catalog import load_catalog
+from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.notify.config import parse_notify_config, shipped_config_path
 from agentwatch.alerts.notify.notifier import (
@@ -381,7 +381,7 @@ def test_each_integration_of_a_receiver_is_delivered_and_logged_apart() -> None:
 
 
 def test_shipped_config_writes_the_owner_file(tmp_path: Path) -> None:
-    contacts = catalog_contacts(load_catalog())
+    contacts = catalog_contacts(load_catalog(EXAMPLE_CATALOG))
     notifier = Notifier.from_files(shipped_config_path(), tmp_path, contacts)
     notifier.process([alert(agent="hr-assistant-1", severity="critical")], T0)
     notifier.tick(T0 + 10 * S)

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from agentwatch.alerts.alertmanager.export import UNSUPPORTED, export_rules
 from agentwatch.alerts.alertmanager.receive import ReceiveServer
-from agentwatch.alerts.governance.catalog import load_catalog, parse_catalog
+from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog, parse_catalog
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.rules import Rule, load_rules, parse_rules, render
 from agentwatch.broker import free_port
@@ -336,13 +336,18 @@ def test_silent_active_agent(tmp_path: Path) -> None:
 
 def test_shipped_rules_export_through_the_cli_and_pass_promtool(tmp_path: Path) -> None:
     out = tmp_path / "agentwatch.rules.yml"
-    assert main(["alerts", "export-prometheus", "--out", str(out)]) == 0
+    assert (
+        main(["alerts", "export-prometheus", "--out", str(out), "--catalog", str(EXAMPLE_CATALOG)])
+        == 0
+    )
     result = promtool("check", "rules", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
     exported = {r["alert"] for g in yaml.safe_load(out.read_text())["groups"] for r in g["rules"]}
     shipped = load_rules()
     skipped = {r.name for r in shipped} - exported
-    assert skipped == {name for name, _ in export_rules(shipped, load_catalog()).skipped}
+    assert skipped == {
+        name for name, _ in export_rules(shipped, load_catalog(EXAMPLE_CATALOG)).skipped
+    }
     assert all(r.metric in UNSUPPORTED for r in shipped if r.name in skipped)
 
 
@@ -376,7 +381,7 @@ def test_shipped_violation_burst_fires_in_prometheus(tmp_path: Path) -> None:
             }
         ],
     }
-    rules_file = write_rules(tmp_path, load_rules(), load_catalog())
+    rules_file = write_rules(tmp_path, load_rules(), load_catalog(EXAMPLE_CATALOG))
     run_unit_tests(tmp_path, rules_file, [test])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -17,11 +18,15 @@ from typing import Any
 
 import pytest
 
+from agentwatch.alerts.alertmanager.access import WebhookAuth
 from agentwatch.alerts.alertmanager.receive import ReceiveServer, TransitionFilter, parse_webhook
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.notify.receivers import Notification, webhook_payload
 from agentwatch.broker import free_port
 from tests.conftest import require_tool
+
+TOKEN = "receiver-token-" + "7" * 32
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 # A payload as Alertmanager 0.25 sends it (nanosecond times, Go's zero time for endsAt).
 AM_PAYLOAD = {
@@ -95,7 +100,7 @@ class Collector:
 @pytest.fixture
 def receiver() -> Iterator[tuple[ReceiveServer, Collector]]:
     sink = Collector()
-    server = ReceiveServer("127.0.0.1", 0, sink)
+    server = ReceiveServer("127.0.0.1", 0, sink, auth=WebhookAuth((TOKEN.encode(),)))
     server.start()
     try:
         yield server, sink
@@ -105,7 +110,8 @@ def receiver() -> Iterator[tuple[ReceiveServer, Collector]]:
 
 
 def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    req = urllib.request.Request(url, data=body, method="POST", headers=headers or {})
+    """POST with the receiver's token unless ``headers`` say otherwise."""
+    req = urllib.request.Request(url, data=body, method="POST", headers=AUTH | (headers or {}))
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.load(resp)
@@ -177,7 +183,7 @@ def test_missing_content_length_is_411(receiver: tuple[ReceiveServer, Collector]
     import socket
 
     with socket.create_connection((str(host), port), timeout=5) as s:
-        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(f"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
         assert s.recv(100).startswith(b"HTTP/1.1 411")
 
 
@@ -243,6 +249,8 @@ def test_real_alertmanager_delivers_to_receive(
 ) -> None:
     binary = require_tool("prometheus-alertmanager")
     server, sink = receiver
+    token_file = tmp_path / "receiver.token"
+    token_file.write_text(TOKEN + "\n")
     config = tmp_path / "alertmanager.yml"
     config.write_text(
         json.dumps(
@@ -258,7 +266,16 @@ def test_real_alertmanager_delivers_to_receive(
                     {
                         "name": "agentwatch",
                         "webhook_configs": [
-                            {"url": f"{server.url}/alertmanager", "send_resolved": True}
+                            {
+                                "url": f"{server.url}/alertmanager",
+                                "send_resolved": True,
+                                "http_config": {
+                                    "authorization": {
+                                        "type": "Bearer",
+                                        "credentials_file": str(token_file),
+                                    }
+                                },
+                            }
                         ],
                     }
                 ],
@@ -331,6 +348,7 @@ def test_receive_command_prints_changes_of_state() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "agentwatch.cli", "--log-format", "json", "alerts", "receive",
          "--port", str(port)],
+        env={**os.environ, "AGENTWATCH_RECEIVE_TOKEN": TOKEN},
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

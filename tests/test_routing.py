@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agentwatch.alerts.governance.catalog import load_catalog
+from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.notify.config import load_notify_config, shipped_config_path
 from agentwatch.alerts.notify.notifier import catalog_contacts
 from agentwatch.alerts.notify.routing import (
@@ -167,7 +167,7 @@ def test_bad_trees_are_refused() -> None:
 
 def test_shipped_config_routes_the_catalog_agents_to_their_contacts(tmp_path: Path) -> None:
     config = load_notify_config(shipped_config_path(), tmp_path)
-    catalog = load_catalog()
+    catalog = load_catalog(EXAMPLE_CATALOG)
     r = Router(config.route, list(config.receivers), catalog_contacts(catalog))
     agent = next(iter(catalog))
     base = {"alertname": "A", "agent_id": agent.agent_id}
@@ -185,7 +185,7 @@ def test_routes_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["alerts", "routes"]) == 0
     assert "ok, " in capsys.readouterr().out
     labels = ["alertname=AgentViolationBurst", "agent_id=hr-assistant-1", "severity=critical"]
-    assert main(["alerts", "routes", *labels]) == 0
+    assert main(["alerts", "routes", *labels, "--catalog", str(EXAMPLE_CATALOG)]) == 0
     out = capsys.readouterr().out
     assert out.startswith('people-platform-oncall\tgroup {}/{severity="critical"}:')
     broken = tmp_path / "notify.yaml"

@@ -11,7 +11,7 @@ import duckdb
 import pytest
 import yaml
 
-from agentwatch.alerts.governance.catalog import load_catalog
+from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.response.control import BreakerControl, Published
 from agentwatch.alerts.response.runbooks import (
@@ -28,7 +28,7 @@ from agentwatch.alerts.response.runbooks import (
     runbook_id,
 )
 from agentwatch.durations import parse_seconds
-from agentwatch.ingest.sdk.control import Applied, ControlMessage
+from agentwatch.ingest.contract.control import Applied, ControlMessage
 from agentwatch.processors.store.segments import SegmentStore
 
 T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -128,8 +128,8 @@ def _rules(doc: Any) -> list[dict[str, Any]]:
 
 
 def test_catalog_pins_give_rollbacks_the_pinned_versions() -> None:
-    pins = catalog_pins(load_catalog())
-    entry = next(a for a in load_catalog() if a.pinned.prompt_version is not None)
+    pins = catalog_pins(load_catalog(EXAMPLE_CATALOG))
+    entry = next(a for a in load_catalog(EXAMPLE_CATALOG) if a.pinned.prompt_version is not None)
     assert pins(entry.agent_id)["prompt_version"] == entry.pinned.prompt_version  # type: ignore[index]
     assert pins("not-in-the-catalog") is None
 

@@ -6,9 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from agentwatch.alerts.governance.catalog import DEFAULT_CATALOG
 from agentwatch.alerts.response.runbooks import RUNBOOK_DIR
-from agentwatch.commands.options import add_bootstrap_option, add_control_topic_option
+from agentwatch.commands.alerts_group import add_catalog_option, catalog_from_args
+from agentwatch.commands.options import (
+    add_bootstrap_option,
+    add_control_topic_option,
+    control_keyring,
+)
 from agentwatch.processors.store.segments import CATALOG_FILE
 from agentwatch.settings import Settings
 
@@ -30,12 +34,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     add_bootstrap_option(p, settings)
     add_control_topic_option(p, settings)
-    p.add_argument(
-        "--catalog",
-        type=Path,
-        default=Path(settings.get("alerts", "catalog", str(DEFAULT_CATALOG))),
-        help="agent catalog: the versions a rollback goes back to (default: the shipped one)",
-    )
+    add_catalog_option(p, settings)
     p.add_argument(
         "--runbooks",
         type=Path,
@@ -46,7 +45,6 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
 
 
 def _cmd_approve(args: argparse.Namespace) -> int:
-    from agentwatch.alerts.governance.catalog import load_catalog
     from agentwatch.alerts.response.control import BreakerControl
     from agentwatch.alerts.response.runbooks import (
         RunbookContext,
@@ -58,6 +56,8 @@ def _cmd_approve(args: argparse.Namespace) -> int:
     )
     from agentwatch.processors.store.segments import SegmentStore
 
+    keyring = control_keyring(args)
+    catalog = catalog_from_args(args, "no pinned versions to roll back to")
     store = SegmentStore(args.db.parent, args.db.name)
     try:
         waiting = approve(store, args.action_id, args.by)
@@ -68,8 +68,10 @@ def _cmd_approve(args: argparse.Namespace) -> int:
     try:
         context = RunbookContext(
             store=store,
-            connect_control=lambda: BreakerControl.connect(args.bootstrap, args.control_topic),
-            pinned_versions=catalog_pins(load_catalog(args.catalog)),
+            connect_control=lambda: BreakerControl.connect(
+                args.bootstrap, args.control_topic, keyring=keyring
+            ),
+            pinned_versions=catalog_pins(catalog),
         )
         rows = resume(waiting, context, load_runbooks(args.runbooks))
     except RunbookError as exc:

@@ -6,7 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from agentwatch.commands.alerts_group import add_catalog_option, add_rules_option
+from agentwatch.commands.alerts_group import (
+    add_catalog_option,
+    add_rules_option,
+    catalog_from_args,
+)
 from agentwatch.settings import Settings
 
 
@@ -33,11 +37,10 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from agentwatch.alerts.alertmanager.export import export_rules
-    from agentwatch.alerts.governance.catalog import load_catalog
     from agentwatch.alerts.rules import load_rules
 
     rules = load_rules(args.rules)
-    catalog = load_catalog(args.catalog)
+    catalog = catalog_from_args(args, "rules with catalog thresholds are skipped")
     export = export_rules(rules, catalog)
     text = export.render(f"rules: {args.rules}; catalog: {args.catalog}")
     if args.out is None:

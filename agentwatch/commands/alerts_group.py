@@ -8,9 +8,10 @@ the same way in every subcommand.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from agentwatch.alerts.governance.catalog import DEFAULT_CATALOG
+from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, Catalog, load_catalog
 from agentwatch.alerts.notify.config import add_notify_config_argument
 from agentwatch.alerts.rules import DEFAULT_RULES_DIR
 from agentwatch.commands.options import add_bootstrap_option, add_control_topic_option
@@ -18,13 +19,27 @@ from agentwatch.settings import Settings
 
 
 def add_catalog_option(parser: argparse.ArgumentParser, settings: Settings) -> None:
-    """``--catalog``: the agent catalog (``[alerts] catalog``; the shipped example by default)."""
+    """``--catalog``: the agent catalog (``[alerts] catalog``); none unless one is named.
+
+    The shipped example is the demo's fleet: loading it by default would hold open, and
+    escalate about, agents a deployment never had.
+    """
+    configured = settings.get("alerts", "catalog", "")
     parser.add_argument(
         "--catalog",
         type=Path,
-        default=Path(settings.get("alerts", "catalog", str(DEFAULT_CATALOG))),
-        help="agent catalog YAML (default %(default)s)",
+        default=Path(configured) if configured else None,
+        help="agent catalog YAML: owners, thresholds, approved models and tools, retired "
+        "agents (env AGENTWATCH_ALERTS_CATALOG; default: none, so no agent is governed or "
+        f"held; the demo's example is {EXAMPLE_CATALOG})",
     )
+
+
+def catalog_from_args(args: argparse.Namespace, without: str) -> Catalog:
+    """The ``--catalog`` named, or an empty one after saying what ``without`` it won't do."""
+    if args.catalog is None:
+        print(f"agentwatch: no agent catalog (--catalog): {without}", file=sys.stderr)
+    return load_catalog(args.catalog)
 
 
 def add_rules_option(parser: argparse.ArgumentParser, settings: Settings) -> None:

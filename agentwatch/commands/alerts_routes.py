@@ -13,11 +13,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from agentwatch.alerts.governance.catalog import load_catalog
 from agentwatch.alerts.notify.config import add_notify_config_argument, load_notify_config
 from agentwatch.alerts.notify.notifier import catalog_contacts
 from agentwatch.alerts.notify.routing import Route, Router
-from agentwatch.commands.alerts_group import add_catalog_option
+from agentwatch.commands.alerts_group import add_catalog_option, catalog_from_args
 from agentwatch.durations import format_duration
 from agentwatch.settings import ConfigError, Settings
 
@@ -47,7 +46,9 @@ def _run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         config = load_notify_config(args.notify_config, Path(scratch))
     router = Router(
-        config.route, list(config.receivers), catalog_contacts(load_catalog(args.catalog))
+        config.route,
+        list(config.receivers),
+        catalog_contacts(catalog_from_args(args, "no owner routes")),
     )
     if not labels:
         print(f"{args.notify_config}: ok, {len(config.receivers)} receiver(s)")

@@ -33,7 +33,7 @@ from agentwatch.alerts.evaluation.evaluator import AlertSink, Evaluation, Evalua
 from agentwatch.alerts.evaluation.metrics import add_metrics_options, serve_metrics
 from agentwatch.alerts.governance.catalog import Catalog, load_catalog
 from agentwatch.alerts.model import Alert
-from agentwatch.alerts.response.respond import response_from_args
+from agentwatch.alerts.response.respond import NO_CATALOG_RESPONSE, response_from_args
 from agentwatch.alerts.rules import Rule, load_rules
 from agentwatch.commands.alerts_group import (
     add_catalog_option,
@@ -78,7 +78,7 @@ def log_sink(evaluation: Evaluation) -> None:
 class Sources:
     """The catalog file and the rules directory, re-read when they change on disk."""
 
-    def __init__(self, catalog_path: Path, rules_dir: Path) -> None:
+    def __init__(self, catalog_path: Path | None, rules_dir: Path) -> None:
         self.catalog_path = catalog_path
         self.rules_dir = rules_dir
         self._stamp = self._stamps()
@@ -87,7 +87,7 @@ class Sources:
 
     def _stamps(self) -> tuple[tuple[str, float], ...]:
         paths = [self.catalog_path, *sorted(self.rules_dir.glob("*.yaml"))]
-        return tuple((str(p), p.stat().st_mtime) for p in paths if p.exists())
+        return tuple((str(p), p.stat().st_mtime) for p in paths if p is not None and p.exists())
 
     def reload(self, evaluator: Evaluator, *, force: bool = False) -> None:
         """Give the evaluator the files' current versions if they changed and validate.
@@ -259,9 +259,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.interval <= 0:
         print("agentwatch alerts run: --interval must be positive", file=sys.stderr)
         return 2
+    if args.catalog is None:
+        print(
+            "agentwatch: no agent catalog (--catalog): catalog thresholds and governance "
+            f"apply to no agent; {NO_CATALOG_RESPONSE}",
+            file=sys.stderr,
+        )
     sources = Sources(args.catalog, args.rules)  # ConfigError: exit 2 with the message
     evaluator = Evaluator(args.db, sources.rules, sources.catalog)
-    response = response_from_args(args)
+    response = response_from_args(args, sources.catalog)
     sinks: list[AlertSink] = [log_sink]
     metrics = serve_metrics(args, lambda: sources.rules, response)
     if metrics is not None:

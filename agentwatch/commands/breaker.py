@@ -21,7 +21,6 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from agentwatch.alerts.governance.catalog import DEFAULT_CATALOG, load_catalog
 from agentwatch.alerts.response.breaker import BreakerError
 from agentwatch.alerts.response.control import (
     BreakerControl,
@@ -31,11 +30,19 @@ from agentwatch.alerts.response.control import (
     retired_agents,
 )
 from agentwatch.alerts.response.runbooks import action_row, record_actions
-from agentwatch.commands.options import add_bootstrap_option, add_control_topic_option
+from agentwatch.commands.alerts_group import add_catalog_option, catalog_from_args
+from agentwatch.commands.options import (
+    add_bootstrap_option,
+    add_control_topic_option,
+    control_keyring,
+)
 from agentwatch.durations import duration_argument
-from agentwatch.ingest.sdk.control import BREAKER_POLICY, new_message_id
+from agentwatch.ingest.contract.control import new_message_id
+from agentwatch.ingest.sdk.control import BREAKER_POLICY
 from agentwatch.processors.store.segments import CATALOG_FILE, SegmentStore
 from agentwatch.settings import Settings
+
+NO_CATALOG_HOLDS = "no retired agents are held open"
 
 
 def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
@@ -54,12 +61,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
         help="DuckDB catalog; the actions table lives beside it (default %(default)s)",
     )
-    common.add_argument(
-        "--catalog",
-        type=Path,
-        default=Path(settings.get("alerts", "catalog", str(DEFAULT_CATALOG))),
-        help="agent catalog: its retired agents are held open (default: the shipped example)",
-    )
+    add_catalog_option(common, settings)
     change = argparse.ArgumentParser(add_help=False, parents=[common])
     change.add_argument("agent", metavar="AGENT", help="the agent id")
     change.add_argument("--tool", help="only this tool (or model) of the agent")
@@ -123,9 +125,12 @@ def _record(args: argparse.Namespace, action: str, result: str, detail: dict[str
 def _change(args: argparse.Namespace, action: str) -> int:
     name = args.agent + (f"/{args.tool}" if args.tool else "")
     control: BreakerControl | None = None
+    keyring = control_keyring(args)  # ConfigError: exit 2 with the message, nothing recorded
+    retired = retired_agents(catalog_from_args(args, NO_CATALOG_HOLDS))
     try:
-        retired = retired_agents(load_catalog(args.catalog))
-        control = BreakerControl.connect(args.bootstrap, args.control_topic, retired=retired)
+        control = BreakerControl.connect(
+            args.bootstrap, args.control_topic, keyring=keyring, retired=retired
+        )
         transition: Transition
         if action == "open_breaker":
             cooldown = args.cooldown.total_seconds()
@@ -210,9 +215,13 @@ def confirmed_ids(db: Path, ids: Iterable[str]) -> set[str] | None:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    retired = retired_agents(load_catalog(args.catalog))
+    retired = retired_agents(catalog_from_args(args, NO_CATALOG_HOLDS))
     control = BreakerControl.connect(
-        args.bootstrap, args.control_topic, create=False, retired=retired
+        args.bootstrap,
+        args.control_topic,
+        keyring=control_keyring(args),
+        create=False,
+        retired=retired,
     )
     try:
         statuses = control.status()

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -27,9 +29,10 @@ from kafka import KafkaProducer
 from rich.console import Console
 from rich.table import Table
 
-from agentwatch.alerts.governance.catalog import load_catalog
+from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.response.incident import ChainStep, MisbehavingAgent, wait_for_chain
 from agentwatch.broker import broker_status, free_port, start_broker, stop_broker
+from agentwatch.ingest.contract.control import Keyring
 from agentwatch.ingest.contract.events import DEFAULT_TOPIC
 from agentwatch.ingest.sim.scenario import load_scenario
 from agentwatch.ingest.sim.simulate import SimulationSummary, run_simulation
@@ -104,8 +107,10 @@ def _run(args: argparse.Namespace) -> int:
                       "while the demo runs")  # fmt: skip
         console.print(f"[bold]Fleet[/]: {args.agents} agents, ~{args.rate:g} events/s for "
                       f"{args.seconds:g} s")  # fmt: skip
-        alerts = _start_alerts(info.bootstrap, db, data_dir)
-        agent = _misbehaving_agent(info.bootstrap)
+        keys = control_keys_file(data_dir)
+        console.print(f"[bold]Control keys[/] (sign breaker records) in {keys}")
+        alerts = _start_alerts(info.bootstrap, db, data_dir, keys)
+        agent = _misbehaving_agent(info.bootstrap, keys)
         console.print(f"[bold]Alerts[/]: evaluated every 2 s; [bold]{agent.agent_id}[/] (an SDK "
                       "agent following its circuit breaker) starts failing its policy checks "
                       f"after {args.seconds / 4:g} s")  # fmt: skip
@@ -153,19 +158,32 @@ def _start_processor(
     return proc, log_path
 
 
-def _start_alerts(bootstrap: str, db: Path, data_dir: Path) -> subprocess.Popen[bytes]:
+def control_keys_file(data_dir: Path) -> Path:
+    """The demo's control key: made once under the data dir, readable by its owner only."""
+    path = data_dir / "control.keys"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(f"demo-{secrets.token_hex(4)}:{secrets.token_hex(32)}\n")
+    return path
+
+
+def _start_alerts(bootstrap: str, db: Path, data_dir: Path, keys: Path) -> subprocess.Popen[bytes]:
     cmd = [
         sys.executable, "-m", "agentwatch.cli", "--log-format", "json", "alerts", "run",
         "--db", str(db), "--interval", "2", "--bootstrap", bootstrap,
+        "--catalog", str(EXAMPLE_CATALOG), "--control-keys-file", str(keys),
     ]  # fmt: skip
     with (data_dir / "alerts.log").open("ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=out)
 
 
-def _misbehaving_agent(bootstrap: str) -> MisbehavingAgent:
-    entry = load_catalog().get(INCIDENT_AGENT)
+def _misbehaving_agent(bootstrap: str, keys: Path) -> MisbehavingAgent:
+    entry = load_catalog(EXAMPLE_CATALOG).get(INCIDENT_AGENT)
     assert entry is not None, f"{INCIDENT_AGENT} is not in the shipped catalog"
-    return MisbehavingAgent(bootstrap, entry, topic=DEFAULT_TOPIC).start()
+    keyring = Keyring.from_file(keys)
+    return MisbehavingAgent(bootstrap, entry, topic=DEFAULT_TOPIC, keyring=keyring).start()
 
 
 def _incident(console: Console, agent_id: str, steps: list[ChainStep], data_dir: Path) -> None:
@@ -177,7 +195,8 @@ def _incident(console: Console, agent_id: str, steps: list[ChainStep], data_dir:
     console.print(table)
     console.print(
         f"Notifications are in {data_dir / 'notifications'}; every step is in the alert_events, "
-        "notifications and actions tables; `agentwatch breaker status` shows the breaker."
+        "notifications and actions tables; `agentwatch breaker status --catalog "
+        f"{EXAMPLE_CATALOG} --control-keys-file {data_dir / 'control.keys'}` shows the breaker."
     )
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agentwatch.settings import Settings
+from agentwatch.ingest.contract.control import KEYS_ENV, ControlKeyError, Keyring
+from agentwatch.settings import ConfigError, Settings
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_DB = "data/agentwatch.duckdb"
@@ -44,3 +45,26 @@ def add_control_topic_option(parser: argparse.ArgumentParser, settings: Settings
         help="the compacted topic of breaker states (env AGENTWATCH_CONTROL_TOPIC; "
         "default %(default)s)",
     )
+    parser.add_argument(
+        "--control-keys-file",
+        metavar="PATH",
+        default=settings.get("control", "keys_file", ""),
+        help="file of 'key-id:secret' lines that sign and verify control records; the "
+        f"first signs (env AGENTWATCH_CONTROL_KEYS_FILE; or the keys themselves in {KEYS_ENV})",
+    )
+
+
+def control_keyring(args: argparse.Namespace) -> Keyring:
+    """The keys of ``--control-keys-file`` or ``AGENTWATCH_CONTROL_KEYS``; ConfigError if none."""
+    try:
+        keyring = Keyring.from_file(args.control_keys_file) if args.control_keys_file else None
+        keyring = keyring or Keyring.from_env()
+    except ControlKeyError as exc:
+        raise ConfigError(str(exc)) from None
+    if keyring is None:
+        raise ConfigError(
+            "no control keys: control records are signed, so give --control-keys-file "
+            f"([control] keys_file, AGENTWATCH_CONTROL_KEYS_FILE) or {KEYS_ENV} "
+            "(see docs/security.md)"
+        )
+    return keyring

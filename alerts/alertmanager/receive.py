@@ -7,7 +7,9 @@ into :class:`~agentwatch.alerts.model.Alert` objects and given to a sink callabl
 
 Answers follow what Alertmanager expects: 200 once the sink took the alerts; 400 for a
 payload that is not a webhook v4 document (retrying cannot help); 500 when the sink
-failed, so Alertmanager retries. The sink is called from one thread at a time.
+failed, so Alertmanager retries; 401 without a valid credential, before anything is
+read (see :mod:`~agentwatch.alerts.alertmanager.server`). The sink is called from one
+thread at a time. With ``--runbooks``, runbooks act only on agents the catalog names.
 
 Alertmanager re-sends firing alerts (every ``repeat_interval``, and with every change in
 their group); :class:`TransitionFilter` passes on only the changes of state, for sinks
@@ -20,20 +22,25 @@ import datetime as dt
 import json
 import logging
 import re
+import ssl
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from agentwatch.alerts.alertmanager.server import (
+    Answer,
+    GuardedServer,
+)
+from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.model import Alert, AlertState
 from agentwatch.alerts.notify.receivers import rfc3339
+from agentwatch.settings import ConfigError
 
 log = logging.getLogger(__name__)
 
 AlertSink = Callable[[Sequence[Alert]], None]
-MAX_BODY = 4 * 1024 * 1024
 _ZERO_YEAR = 1  # Go's zero time, 0001-01-01: no end known
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
@@ -125,88 +132,33 @@ class TransitionFilter:
                 self._last[a.fingerprint] = a.state
 
 
-class ReceiveServer(ThreadingHTTPServer):
-    """The webhook endpoint: POST a payload to any path; GET /-/healthy answers 200."""
+class ReceiveServer(GuardedServer):
+    """The webhook endpoint: each authenticated POST's payload goes to the sink.
 
-    daemon_threads = True
+    The sink is called from one thread at a time; the other arguments are
+    :class:`GuardedServer`'s.
+    """
 
-    def __init__(self, host: str, port: int, sink: AlertSink, max_body: int = MAX_BODY):
+    def __init__(self, host: str, port: int, sink: AlertSink, **options: Any) -> None:
         self.sink = sink
-        self.max_body = max_body
         self.sink_lock = threading.Lock()
         self.received = 0
-        super().__init__((host, port), _Handler)
+        super().__init__(host, port, self._take, **options)
 
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A peer that hung up is its own business; anything else is logged with a trace."""
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            log.debug("client disconnected", extra={"peer": str(client_address)})
-        else:
-            log.exception("error while serving a webhook", extra={"peer": str(client_address)})
-
-    def start(self) -> threading.Thread:
-        """Serve in a background thread (stop with ``shutdown()`` and ``server_close()``)."""
-        thread = threading.Thread(target=self.serve_forever, args=(0.1,), daemon=True)
-        thread.start()
-        return thread
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: ReceiveServer
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        if self.path in ("/-/healthy", "/-/ready"):
-            self._answer(HTTPStatus.OK, {"status": "ok"})
-        else:
-            self._answer(HTTPStatus.NOT_FOUND, {"error": "POST webhooks; GET /-/healthy"})
-
-    def do_POST(self) -> None:
-        length_header = self.headers.get("Content-Length")
-        if length_header is None or not length_header.isdigit():
-            self._answer(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length is required"})
-            return
-        length = int(length_header)
-        if length > self.server.max_body:
-            self._answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "payload too large"})
-            return
-        body = self.rfile.read(length)
+    def _take(self, body: bytes, peer: str) -> Answer:
         try:
             alerts = parse_webhook(json.loads(body))
         except (ValueError, RecursionError) as exc:  # JSON errors and PayloadError
-            log.warning("rejected a webhook", extra={"error": str(exc), "peer": self._peer()})
-            self._answer(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
-            return
+            log.warning("rejected a webhook", extra={"error": str(exc), "peer": peer})
+            return HTTPStatus.BAD_REQUEST, {"error": str(exc)}
         try:
-            with self.server.sink_lock:
-                self.server.sink(alerts)
-                self.server.received += len(alerts)
+            with self.sink_lock:
+                self.sink(alerts)
+                self.received += len(alerts)
         except Exception as exc:
             log.exception("the alert sink failed; answering 500 so the sender retries")
-            self._answer(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"sink failed: {exc}"})
-            return
-        self._answer(HTTPStatus.OK, {"status": "ok", "alerts": len(alerts)})
-
-    def _answer(self, status: HTTPStatus, doc: Mapping[str, Any]) -> None:
-        body = json.dumps(doc).encode() + b"\n"
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        if status >= 400:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _peer(self) -> str:
-        return str(self.client_address[0])
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug(format % args)
+            return HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"sink failed: {exc}"}
+        return HTTPStatus.OK, {"status": "ok", "alerts": len(alerts)}
 
 
 def alert_json(alert: Alert) -> dict[str, Any]:
@@ -226,3 +178,33 @@ def print_sink(alerts: Sequence[Alert]) -> None:
     for alert in alerts:
         sys.stdout.write(json.dumps(alert_json(alert), sort_keys=True) + "\n")
     sys.stdout.flush()
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext | None:
+    """A server TLS context (TLS 1.2 or newer) for ``--tls-cert``/``--tls-key``, or None."""
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        raise ConfigError("--tls-cert and --tls-key go together")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the TLS certificate {cert} and key {key}: {exc}") from None
+    return context
+
+
+def catalogued_only(catalog: Catalog) -> Callable[[Alert], bool]:
+    """Runbooks act only on agents the catalog names: a webhook cannot invent a victim."""
+
+    def known(alert: Alert) -> bool:
+        if alert.agent_id in catalog:
+            return True
+        log.warning(
+            "no runbook for an alert about an agent not in the catalog",
+            extra={"rule": alert.rule, "agent_id": alert.agent_id, "catalog": catalog.source},
+        )
+        return False
+
+    return known

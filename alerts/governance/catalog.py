@@ -25,7 +25,9 @@ import yaml
 
 from agentwatch.settings import ConfigError
 
-DEFAULT_CATALOG: Final = Path(__file__).parent / "catalog.yaml"
+EXAMPLE_CATALOG: Final = Path(__file__).parent / "catalog.yaml"
+"""The demo's example fleet: loaded only when named, never by default."""
+NO_CATALOG: Final = "<no catalog>"
 
 Status = Literal["active", "paused", "retired"]
 RiskTier = Literal["low", "medium", "high", "critical"]
@@ -210,10 +212,11 @@ def read_yaml(path: Path, error: type[ConfigError]) -> Any:
         raise error(f"{path}: not valid YAML: {exc}") from None
 
 
-def load_catalog(path: Path | None = None) -> Catalog:
-    """Read and validate a catalog file (the shipped example when ``path`` is None)."""
-    source = path or DEFAULT_CATALOG
-    return parse_catalog(read_yaml(source, CatalogError), str(source))
+def load_catalog(path: Path | None) -> Catalog:
+    """Read and validate a catalog file; ``None`` (no catalog configured) is an empty one."""
+    if path is None:
+        return Catalog({}, source=NO_CATALOG)
+    return parse_catalog(read_yaml(path, CatalogError), str(path))
 
 
 def parse_catalog(doc: Any, source: str = "<memory>") -> Catalog:

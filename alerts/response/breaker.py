@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from agentwatch.clock import Clock as Clock
-from agentwatch.ingest.sdk.control import BreakerState, control_key
+from agentwatch.ingest.contract.control import BreakerState, control_key
 
 DEFAULT_COOLDOWN_S: Final = 300.0
 RETIRED_REASON: Final = "retired in the agent catalog"
@@ -31,12 +31,17 @@ class BreakerError(ValueError):
     """A transition the rules forbid, e.g. closing a retired agent's breaker."""
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class BreakerKey:
     """Which breaker: an agent's, or one tool's (or model's) of an agent."""
 
     agent_id: str
     tool: str | None = None
+
+    @property
+    def sort_key(self) -> tuple[str, int, str]:
+        """Agent by agent, the agent's own breaker before its tools' (``None`` sorts first)."""
+        return (self.agent_id, self.tool is not None, self.tool or "")
 
     def __str__(self) -> str:
         return control_key(self.agent_id, self.tool)
@@ -191,7 +196,7 @@ class BreakerBook:
         return Breaker(key, cooldown_s=self.default_cooldown_s)
 
     def __iter__(self) -> Iterator[Breaker]:
-        return iter(sorted(self._breakers.values(), key=lambda b: b.key))
+        return iter(sorted(self._breakers.values(), key=lambda b: b.key.sort_key))
 
     def _set(self, before: Breaker, after: Breaker) -> Change:
         self._breakers[after.key] = after

@@ -33,6 +33,7 @@ from agentwatch.alerts.response.breaker import BreakerKey
 from agentwatch.alerts.response.control import BreakerControl, Transition
 from agentwatch.alerts.response.runbooks import action_row, record_actions
 from agentwatch.clock import Clock
+from agentwatch.ingest.contract.control import ControlMessage
 from agentwatch.ingest.contract.events import (
     DEFAULT_TOPIC,
     AnyEvent,
@@ -41,7 +42,7 @@ from agentwatch.ingest.contract.events import (
     PolicyCheck,
     ToolCall,
 )
-from agentwatch.ingest.sdk.control import BREAKER_POLICY, ControlMessage
+from agentwatch.ingest.sdk.control import BREAKER_POLICY
 from agentwatch.processors.store.segments import SegmentStore
 
 log = logging.getLogger(__name__)

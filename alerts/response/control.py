@@ -5,16 +5,17 @@ compaction the topic holds exactly the current state of everything, and reading 
 the beginning is how any process (the CLI, a runbook, a restarted evaluator, an agent's
 SDK) learns it. There is no other store of breaker state to get out of step with it.
 
-The wire format (key and JSON value) is defined with the SDK in
-``agentwatch.ingest.sdk.control``; the transitions come from
-:mod:`agentwatch.alerts.response.breaker`.
+The wire format (key, JSON value, signature) is defined in
+``agentwatch.ingest.contract.control``: every record published here is signed with the
+keyring's signing key, and reading verifies like the SDK does (with the same reader),
+so a forged record neither shows in ``breaker status`` nor enters the supervisor's
+book. The transitions come from :mod:`agentwatch.alerts.response.breaker`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -28,15 +29,18 @@ from agentwatch.alerts.response.breaker import (
     Change,
     Clock,
 )
-from agentwatch.ingest.sdk.control import (
+from agentwatch.ingest.contract.control import (
     CONTROL_TOPIC,
     Applied,
     ControlMessage,
+    Keyring,
+    Rejected,
     control_key,
-    decode_message,
     encode_message,
     new_message_id,
 )
+from agentwatch.ingest.sdk.control_reader import ControlReader
+from agentwatch.ingest.sdk.emitter import RateLimiter
 from agentwatch.topics import TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -126,7 +130,7 @@ class Transition:
 
 
 class ControlTopic:
-    """Writes control messages and reads the topic's current state.
+    """Writes signed control messages and reads the topic's current, verified state.
 
     Writes are synchronous (acks=all) and raise :class:`ControlError`: the control side
     must know whether a breaker really went out. Reads keep one consumer and its
@@ -135,19 +139,38 @@ class ControlTopic:
     """
 
     def __init__(
-        self, bootstrap: str | Sequence[str], topic: str = CONTROL_TOPIC, *, timeout_s: float = 10.0
+        self,
+        bootstrap: str | Sequence[str],
+        topic: str = CONTROL_TOPIC,
+        *,
+        keyring: Keyring,
+        timeout_s: float = 10.0,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
+        self.keyring = keyring
         self.timeout_s = timeout_s
+        self.rejected = 0
+        self._rejected_log = RateLimiter(60.0)
         self._producer: Any = None
-        self._consumer: Any = None
-        self._current: dict[str, Applied] = {}
+        ms = int(timeout_s * 1000)
+        self._reader = ControlReader(
+            topic,
+            keyring,
+            {
+                "bootstrap_servers": bootstrap,
+                "client_id": "agentwatch-control-reader",
+                "request_timeout_ms": ms,
+                "bootstrap_timeout_ms": ms,
+            },
+            self._on_rejected,
+        )
 
     def publish(self, message: ControlMessage) -> Published:
         from kafka.errors import KafkaError
 
         control_key(message.agent_id, message.tool)  # refuses keys the SDK could not follow
+        key, value = message.key.encode(), encode_message(message)
         try:
             if self._producer is None:
                 from kafka import KafkaProducer
@@ -163,7 +186,7 @@ class ControlTopic:
                     delivery_timeout_ms=ms + 1000,
                 )
             future = self._producer.send(
-                self.topic, key=message.key.encode(), value=encode_message(message)
+                self.topic, key=key, value=value, headers=self.keyring.sign(key, value)
             )
             meta = future.get(timeout=self.timeout_s + 2)
         except (KafkaError, OSError) as exc:
@@ -171,7 +194,7 @@ class ControlTopic:
                 f"could not publish to {self.topic} at {self.bootstrap}: {exc!r}"
             ) from exc
         published = Published(message, meta.partition, meta.offset)
-        self._current[message.key] = Applied(message, meta.partition, meta.offset)
+        self._reader.fold.current[message.key] = Applied(message, meta.partition, meta.offset)
         log.info(
             "control message published",
             extra={
@@ -180,6 +203,7 @@ class ControlTopic:
                 "state": message.state,
                 "actor": message.actor,
                 "control_id": message.id,
+                "key_id": self.keyring.signing_id,
                 "offset": meta.offset,
             },
         )
@@ -187,87 +211,49 @@ class ControlTopic:
 
     def read(self) -> dict[str, Applied]:
         """The current message per key: catch up with the topic up to its end now."""
-        from kafka import TopicPartition
         from kafka.errors import KafkaError
 
         try:
-            consumer = self._consumer
-            if consumer is None:
-                from kafka import KafkaConsumer
-
-                ms = int(self.timeout_s * 1000)
-                consumer = KafkaConsumer(
-                    bootstrap_servers=self.bootstrap,
-                    group_id=None,
-                    enable_auto_commit=False,
-                    client_id="agentwatch-control-reader",
-                    request_timeout_ms=ms,
-                    bootstrap_timeout_ms=ms,
-                )
-                partitions = consumer.partitions_for_topic(self.topic)
-                if not partitions:
-                    consumer.close()
-                    raise ControlError(
-                        f"topic {self.topic!r} does not exist at {self.bootstrap}: create it "
-                        "with `agentwatch breaker open` or ensure_control_topic()"
-                    )
-                assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-                consumer.assign(assigned)
-                consumer.seek_to_beginning(*assigned)
-                self._consumer = consumer
-            assigned = list(consumer.assignment())
-            ends = consumer.end_offsets(assigned)
-            deadline = time.monotonic() + self.timeout_s
-            while any(consumer.position(tp) < ends[tp] for tp in assigned):
-                if time.monotonic() > deadline:
-                    raise ControlError(f"reading {self.topic} did not catch up in time")
-                for records in consumer.poll(timeout_ms=200).values():
-                    for record in records:
-                        self._fold(record)
+            current = self._reader.catch_up(timeout_s=self.timeout_s)
+        except LookupError:
+            self._reader.close()
+            raise ControlError(
+                f"topic {self.topic!r} does not exist at {self.bootstrap}: create it "
+                "with `agentwatch breaker open` or ensure_control_topic()"
+            ) from None
+        except TimeoutError as exc:
+            self._reader.close()
+            raise ControlError(str(exc)) from None
         except KafkaError as exc:
-            self._reset_consumer()
+            self._reader.close()
             raise ControlError(f"could not read {self.topic} at {self.bootstrap}: {exc!r}") from exc
-        except ControlError:
-            self._reset_consumer()
-            raise
-        return dict(self._current)
+        assert current is not None  # only a stop callback ends a catch-up early
+        return current
 
-    def _fold(self, record: Any) -> None:
-        key = record.key.decode("utf-8", "replace") if record.key is not None else ""
-        if record.value is None:
-            self._current.pop(key, None)
-            return
-        try:
-            message = decode_message(record.value)
-        except ValueError as exc:  # msgspec.DecodeError is a ValueError
+    def _on_rejected(self, rejected: Rejected) -> None:
+        self.rejected += 1
+        if self._rejected_log.ready():
             log.warning(
-                "skipped an invalid control message",
-                extra={"offset": record.offset, "key": key, "error": str(exc)},
+                "ignored a control record",
+                extra={"record": rejected.where, "why": rejected.reason, "so_far": self.rejected},
             )
-            return
-        self._current[message.key] = Applied(message, record.partition, record.offset)
-
-    def _reset_consumer(self) -> None:
-        consumer, self._consumer = self._consumer, None
-        self._current = {}
-        if consumer is not None:
-            try:
-                consumer.close()
-            except Exception:
-                log.debug("closing the control reader failed", exc_info=True)
 
     def close(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
             producer.close(timeout=5)
-        self._reset_consumer()
+        self._reader.close()
 
 
 def read_control(
-    bootstrap: str | Sequence[str], topic: str = CONTROL_TOPIC, timeout_s: float = 10.0
+    bootstrap: str | Sequence[str],
+    topic: str = CONTROL_TOPIC,
+    *,
+    keyring: Keyring,
+    timeout_s: float = 10.0,
 ) -> dict[str, Applied]:
     """The current control message per key, read from the beginning of the topic."""
-    reader = ControlTopic(bootstrap, topic, timeout_s=timeout_s)
+    reader = ControlTopic(bootstrap, topic, keyring=keyring, timeout_s=timeout_s)
     try:
         return reader.read()
     finally:
@@ -312,14 +298,15 @@ class BreakerControl:
         bootstrap: str,
         topic: str = CONTROL_TOPIC,
         *,
+        keyring: Keyring,
         create: bool = True,
         timeout_s: float = 10.0,
         **options: Any,
     ) -> BreakerControl:
-        """A control on ``bootstrap``, creating the compacted topic first if asked."""
+        """A control on ``bootstrap`` signing with ``keyring``, creating the topic if asked."""
         if create:
             ensure_control_topic(bootstrap, topic, timeout_s)
-        return cls(ControlTopic(bootstrap, topic, timeout_s=timeout_s), **options)
+        return cls(ControlTopic(bootstrap, topic, keyring=keyring, timeout_s=timeout_s), **options)
 
     def disconnect(self) -> None:
         """Close the Kafka clients (``close`` closes a breaker)."""

@@ -22,8 +22,8 @@ from pathlib import Path
 import duckdb
 
 from agentwatch.alerts.governance.catalog import AgentEntry
-from agentwatch.alerts.response.control import CONTROL_TOPIC
 from agentwatch.clock import utc_now
+from agentwatch.ingest.contract.control import CONTROL_TOPIC, Keyring
 from agentwatch.ingest.sdk.control import AgentHalted, ControlFollower
 from agentwatch.ingest.sdk.tracer import Session, Tracer
 
@@ -57,6 +57,7 @@ class MisbehavingAgent:
         *,
         topic: str = "agent-events",
         control_topic: str = CONTROL_TOPIC,
+        keyring: Keyring | None = None,
         steps_per_s: float = 20.0,
         violation_rate: float = 0.6,
         seed: int = 7,
@@ -71,7 +72,7 @@ class MisbehavingAgent:
             bootstrap, topic, agent_id=agent_id, agent_version=entry.pinned.agent_version,
             linger_ms=20.0,
         )  # fmt: skip
-        self.follower = ControlFollower(bootstrap, agent_id, topic=control_topic)
+        self.follower = ControlFollower(bootstrap, agent_id, topic=control_topic, keyring=keyring)
         self.follower.attach(self.tracer)
         self.period = 1.0 / steps_per_s
         self.violation_rate = violation_rate

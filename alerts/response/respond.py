@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentwatch.alerts.evaluation.evaluator import Evaluation
-from agentwatch.alerts.governance.catalog import Catalog, load_catalog
+from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.notify.notifier import Notifier, catalog_contacts, evaluation_sink
 from agentwatch.alerts.response.breaker import Breaker
@@ -37,11 +37,14 @@ from agentwatch.alerts.response.runbooks import (
     run_runbook,
 )
 from agentwatch.clock import Clock, utc_now
+from agentwatch.commands.alerts_group import catalog_from_args
+from agentwatch.commands.options import control_keyring
 from agentwatch.processors.store.segments import SegmentStore
 
 log = logging.getLogger(__name__)
 
 OWNER_NOTICE = "owner_notice"
+NO_CATALOG_RESPONSE = "no owners, pinned versions or retired agents; runbooks act on no agent"
 
 
 @dataclass
@@ -131,12 +134,15 @@ class Response:
 
         return sink
 
-    def received_sink(self) -> Callable[[Sequence[Alert]], None]:
-        """For ``alerts receive``: alerts from an existing Alertmanager trigger runbooks."""
+    def received_sink(self, may_act: Callable[[Alert], bool]) -> Callable[[Sequence[Alert]], None]:
+        """For ``alerts receive``: alerts from an existing Alertmanager trigger runbooks.
+
+        Every alert is notified; only those ``may_act`` allows run their runbook.
+        """
 
         def sink(alerts: Sequence[Alert]) -> None:
             self.notifier.process(alerts, self.clock())
-            self.respond(alerts)
+            self.respond([a for a in alerts if a.state != "firing" or may_act(a)])
 
         return sink
 
@@ -167,10 +173,13 @@ def owner_notifier(notifier: Notifier, clock: Clock) -> Callable[[Alert, str], N
     return notify
 
 
-def response_from_args(args: argparse.Namespace) -> Response | None:
+def response_from_args(args: argparse.Namespace, catalog: Catalog | None = None) -> Response | None:
+    """The response ``args`` ask for, over ``catalog`` (else the one ``--catalog`` names)."""
     if args.no_response:
         return None
-    catalog: Catalog = load_catalog(args.catalog)
+    keyring = control_keyring(args)  # runbooks and supervision sign what they publish
+    if catalog is None:
+        catalog = catalog_from_args(args, NO_CATALOG_RESPONSE)
     db: Path = args.db
     store = SegmentStore(db.parent, db.name)
     notifier = Notifier.from_files(args.notify_config, db.parent, catalog_contacts(catalog))
@@ -178,7 +187,7 @@ def response_from_args(args: argparse.Namespace) -> Response | None:
 
     def connect() -> BreakerControl:
         return BreakerControl.connect(
-            args.bootstrap, args.control_topic, timeout_s=5.0, retired=retired
+            args.bootstrap, args.control_topic, keyring=keyring, timeout_s=5.0, retired=retired
         )
 
     context = RunbookContext(

@@ -11,26 +11,34 @@ effective.
 
 The follower must never hurt the agent: it never blocks a call on I/O, and when Kafka is
 down the last states it knew hold. Before its first read of the topic has finished it
-lets calls through; ``start(wait_s=...)`` waits (bounded) for that read.
-
-This module also owns the wire format of control messages, as ``contract.py`` owns the
-events': the control side (``agentwatch.alerts.response.control``) imports it from here, so the
-SDK never depends on the alerting package.
+lets calls through; ``start(wait_s=...)`` waits (bounded) for that read. Only signed
+records count (see :mod:`agentwatch.ingest.contract.control`, the wire format and the
+fold): the rest are ignored, counted and logged (rate-limited); the last valid state holds.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
-import msgspec
-
+from agentwatch.ingest.contract.control import (
+    CONTROL_TOPIC,
+    KEYS_ENV,
+    KEYS_FILE_ENV,
+    Applied,
+    BreakerState,
+    ControlKeyError,
+    ControlMessage,
+    Keyring,
+    Rejected,
+    Removed,
+    control_key,
+)
+from agentwatch.ingest.sdk.control_reader import ControlReader
 from agentwatch.ingest.sdk.emitter import RateLimiter
 
 if TYPE_CHECKING:
@@ -38,89 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONTROL_TOPIC: Final = "agent-control"
-CONTROL_VERSION: Final = 1
 BREAKER_POLICY: Final = "agentwatch.breaker"
 """``policy_id`` of the events the SDK emits when a breaker halts it or admits a probe."""
-
-BreakerState = Literal["closed", "open", "half_open"]
-ControlType = Literal["breaker", "rollback", "throttle"]
-
-_DIRECTIVE_SEP: Final = "#"
-_TOOL_SEP: Final = "/"
-
-
-class ControlMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One control message: the value of a record on the control topic, as JSON.
-
-    ``type`` says what it controls. A ``breaker`` message carries ``state`` (and, when
-    opening, ``cooldown_s``); a ``rollback`` message the ``versions`` to go back to
-    (e.g. ``{"prompt_version": "v3", "model": "gpt-4o-2024-08-06"}``); a ``throttle``
-    message ``rate_per_s`` (``None`` lifts the throttle). Unknown fields are ignored,
-    so newer producers stay readable.
-    """
-
-    id: str
-    type: ControlType
-    agent_id: str
-    at: dt.datetime
-    actor: str
-    reason: str = ""
-    tool: str | None = None
-    state: BreakerState | None = None
-    cooldown_s: float | None = None
-    alert: str | None = None  # fingerprint of the alert that caused it
-    versions: dict[str, str] | None = None
-    rate_per_s: float | None = None
-    v: int = CONTROL_VERSION
-
-    @property
-    def key(self) -> str:
-        return control_key(self.agent_id, self.tool, self.type)
-
-
-def control_key(agent_id: str, tool: str | None = None, kind: ControlType = "breaker") -> str:
-    """The record key: ``agent``, ``agent/tool``, ``agent#rollback`` or ``agent#throttle``.
-
-    One key per breaker (and per directive) is what lets compaction keep exactly the
-    current state. Agent ids must not contain ``/`` or ``#``; tool names may.
-    """
-    if not agent_id or _TOOL_SEP in agent_id or _DIRECTIVE_SEP in agent_id:
-        raise ValueError(f"agent id {agent_id!r} is empty or holds '/' or '#'")
-    if kind == "breaker":
-        return agent_id if tool is None else f"{agent_id}{_TOOL_SEP}{tool}"
-    return f"{agent_id}{_DIRECTIVE_SEP}{kind}"
-
-
-def new_message_id() -> str:
-    return uuid.uuid4().hex
-
-
-_ENCODER: Final = msgspec.json.Encoder()
-_DECODER: Final = msgspec.json.Decoder(ControlMessage)
-
-
-def encode_message(message: ControlMessage) -> bytes:
-    return _ENCODER.encode(message)
-
-
-def decode_message(raw: bytes) -> ControlMessage:
-    """Parse and check one record value; raises ``msgspec.DecodeError`` or ``ValueError``."""
-    message = _DECODER.decode(raw)
-    if message.type == "breaker" and message.state is None:
-        raise ValueError("a breaker message needs a state")
-    if message.at.tzinfo is None:
-        raise ValueError("'at' needs a timezone")
-    return message
-
-
-@dataclass(frozen=True)
-class Applied:
-    """A control message as the follower holds it, with where it was read."""
-
-    message: ControlMessage
-    partition: int
-    offset: int
 
 
 class AgentHalted(RuntimeError):
@@ -328,9 +255,12 @@ class ControlFollower:
         tracer = Tracer.to_kafka(bootstrap, agent_id="it-support")
         follower.attach(tracer).start(wait_s=2.0)
 
-    ``on_rollback`` runs in the follower's thread, once per rollback message, with the
-    message whose ``versions`` the agent should pin; its exceptions are logged.
-    ``consumer_options`` go to kafka-python's ``KafkaConsumer``.
+    ``keyring`` verifies the records (by default the keys named by the environment);
+    without keys the follower refuses to start with :class:`ControlKeyError`, unless
+    ``insecure_unsigned=True`` says to obey records nobody signed. ``on_rollback`` runs
+    in the follower's thread, once per rollback message, with the message whose
+    ``versions`` the agent should pin; its exceptions are logged. ``consumer_options``
+    go to kafka-python's ``KafkaConsumer``.
     """
 
     def __init__(
@@ -339,6 +269,8 @@ class ControlFollower:
         agent_id: str,
         *,
         topic: str = CONTROL_TOPIC,
+        keyring: Keyring | None = None,
+        insecure_unsigned: bool = False,
         on_rollback: RollbackCallback | None = None,
         poll_timeout_s: float = 0.5,
         retry_backoff_s: float = 0.2,
@@ -347,9 +279,22 @@ class ControlFollower:
         **consumer_options: Any,
     ) -> None:
         control_key(agent_id)  # refuses ids that cannot be keys
+        keyring = keyring or Keyring.from_env()
+        if keyring is None and not insecure_unsigned:
+            raise ControlKeyError(
+                f"agentwatch control: no control keys for agent {agent_id!r}: set "
+                f"{KEYS_FILE_ENV} (a file of 'key-id:secret' lines) or {KEYS_ENV}, or pass "
+                "insecure_unsigned=True to obey unsigned control records"
+            )
+        if keyring is None:
+            log.warning(
+                "agentwatch control: obeying UNSIGNED control records (insecure_unsigned)",
+                extra={"agent_id": agent_id},
+            )
         self.bootstrap = bootstrap
         self.agent_id = agent_id
         self.topic = topic
+        self.keyring = keyring
         self.state = ControlState(agent_id, monotonic)
         self.on_rollback = on_rollback
         self._tracer: Tracer | None = None
@@ -363,16 +308,15 @@ class ControlFollower:
             "reconnect_backoff_max_ms": 5_000,
             **consumer_options,
             "bootstrap_servers": bootstrap,
-            "group_id": None,
-            "enable_auto_commit": False,
         }
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._errors = 0
-        self._invalid = 0
+        self._rejected = 0
         self._connected = False
         self._error_log = RateLimiter(60.0)
+        self._rejected_log = RateLimiter(60.0)
         self._rolled_back: set[str] = set()
 
     # -- wiring -------------------------------------------------------------------------
@@ -413,8 +357,13 @@ class ControlFollower:
             return self._connected
 
     def stats(self) -> dict[str, int | bool]:
+        """``rejected`` counts the records refused: unsigned, badly signed or unreadable."""
         with self._lock:
-            return {"connected": self._connected, "errors": self._errors, "invalid": self._invalid}
+            return {
+                "connected": self._connected,
+                "errors": self._errors,
+                "rejected": self._rejected,
+            }
 
     # -- the guard ----------------------------------------------------------------------
 
@@ -464,10 +413,9 @@ class ControlFollower:
     def _run(self) -> None:
         backoff = self._backoff
         while not self._stop.is_set():
-            consumer: Any = None
+            reader = ControlReader(self.topic, self.keyring, self._options, self._rejected_record)
             try:
-                consumer = self._connect()
-                self._follow(consumer)
+                self._follow(reader)
             except Exception as exc:
                 with self._lock:
                     self._errors += 1
@@ -483,81 +431,45 @@ class ControlFollower:
             else:
                 backoff = self._backoff
             finally:
-                if consumer is not None:
-                    try:
-                        consumer.close()
-                    except Exception:
-                        log.debug("closing the control consumer failed", exc_info=True)
+                try:
+                    reader.close()
+                except Exception:
+                    log.debug("closing the control consumer failed", exc_info=True)
             if self._stop.wait(backoff):
                 return
             backoff = min(backoff * 2, self._max_backoff)
 
-    def _connect(self) -> Any:
-        from kafka import KafkaConsumer
-
-        return KafkaConsumer(**self._options)
-
-    def _follow(self, consumer: Any) -> None:
-        """Read the whole topic, swap it in at once, then apply each new message."""
-        from kafka import TopicPartition
-
-        partitions = consumer.partitions_for_topic(self.topic)
-        if not partitions:
-            raise LookupError(f"topic {self.topic!r} has no partitions (does it exist?)")
-        assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
-        consumer.seek_to_beginning(*assigned)
-        ends = consumer.end_offsets(assigned)
-        snapshot: dict[str, Applied] = {}
-        while not self._stop.is_set() and any(consumer.position(tp) < ends[tp] for tp in assigned):
-            for records in consumer.poll(timeout_ms=self._poll_ms).values():
-                for record in records:
-                    self._fold(record, snapshot)
-        if self._stop.is_set():
+    def _follow(self, reader: ControlReader) -> None:
+        """Read the whole topic, swap it in at once, then apply each new record."""
+        snapshot = reader.catch_up(stop=self._stop.is_set)
+        if snapshot is None:
             return
         for applied in self.state.load(snapshot):
             self._on_applied(applied)
         with self._lock:
             self._connected = True
         while not self._stop.is_set():
-            for records in consumer.poll(timeout_ms=self._poll_ms).values():
-                for record in records:
-                    self._fold(record, None)
+            for folded in reader.poll(self._poll_ms):
+                if isinstance(folded, Removed):
+                    self.state.remove(folded.key)
+                elif self.state.apply(folded):
+                    self._on_applied(folded)
 
-    def _fold(self, record: Any, snapshot: dict[str, Applied] | None) -> None:
-        key = record.key.decode("utf-8", "replace") if record.key is not None else None
-        if record.value is None:  # tombstone
-            if key is not None:
-                if snapshot is None:
-                    self.state.remove(key)
-                else:
-                    snapshot.pop(key, None)
-            return
-        try:
-            message = decode_message(record.value)
-        except (msgspec.DecodeError, ValueError) as exc:
-            with self._lock:
-                self._invalid += 1
-            if self._error_log.ready():
-                log.warning(
-                    "agentwatch control: skipped an invalid control message at %s/%d/%d: %s",
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    exc,
-                )
-            return
-        applied = Applied(message, record.partition, record.offset)
-        if snapshot is not None:
-            snapshot[message.key] = applied
-        elif self.state.apply(applied):
-            self._on_applied(applied)
+    def _rejected_record(self, rejected: Rejected) -> None:
+        with self._lock:
+            self._rejected += 1
+            count = self._rejected
+        if self._rejected_log.ready():
+            text = "agentwatch control: ignored a control record (%s); %d so far; last states hold"
+            log.warning(text, rejected, count, extra={"agent_id": self.agent_id})
 
     def _on_applied(self, applied: Applied) -> None:
         message = applied.message
-        if message.type != "rollback" or self.on_rollback is None:
-            return
-        if message.id in self._rolled_back:
+        if (
+            message.type != "rollback"
+            or self.on_rollback is None
+            or message.id in self._rolled_back
+        ):
             return
         self._rolled_back.add(message.id)
         try:
@@ -574,18 +486,9 @@ class ControlFollower:
 
 __all__ = [
     "BREAKER_POLICY",
-    "CONTROL_TOPIC",
     "AgentHalted",
     "AgentThrottled",
-    "Applied",
-    "BreakerState",
     "ControlFollower",
-    "ControlMessage",
     "ControlState",
-    "ControlType",
     "Decision",
-    "control_key",
-    "decode_message",
-    "encode_message",
-    "new_message_id",
 ]
