@@ -58,13 +58,14 @@ unit: install ## run only the tests that need no broker
 
 TYPECHECK := build/typecheck
 
-lint: install ## ruff and mypy (strict) over the installed layout
+lint: install ## ruff and mypy (strict) over the installed layout, the tests and the benchmarks
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/agentwatch
 	@ln -s $(abspath agentwatch)/*.py $(abspath agentwatch)/commands $(TYPECHECK)/agentwatch/
 	@for d in ingest processors dashboards alerts; do ln -s $(abspath $$d) $(TYPECHECK)/agentwatch/$$d; done
-	cd $(TYPECHECK) && $(abspath $(BIN))/mypy --config-file $(abspath pyproject.toml) -p agentwatch
+	@ln -s $(abspath tests) $(abspath bench) $(TYPECHECK)/
+	cd $(TYPECHECK) && $(abspath $(BIN))/mypy --config-file $(abspath pyproject.toml) -p agentwatch -p tests -p bench
 
 demo: install ## start a local broker, a processor and a simulated fleet, then print a summary
 	$(BIN)/agentwatch --log-format text demo --seconds $(DEMO_SECONDS) --data-dir data

@@ -18,7 +18,7 @@ _STANDARD_ATTRS = frozenset(
 
 
 class JsonFormatter(logging.Formatter):
-    converter = time.gmtime  # timestamps in UTC, for this formatter only
+    converter = staticmethod(time.gmtime)  # timestamps in UTC, for this formatter only
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
@@ -36,7 +36,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    converter = time.gmtime
+    converter = staticmethod(time.gmtime)
 
     def format(self, record: logging.LogRecord) -> str:
         base = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.getMessage()}"

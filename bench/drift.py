@@ -175,7 +175,7 @@ def alarms(scores: pl.DataFrame, exclude_agents: Iterable[str] = ()) -> Alarms:
 
 def changed_agents(scenario: Scenario, agents: Sequence[str]) -> set[str]:
     """The agents some change of ``scenario`` touches, in a fleet with these ids."""
-    touched = set()
+    touched: set[str] = set()
     for change in scenario.changes:
         touched.update(change.agents)
         touched.update(a for a in agents if a.rsplit("-", 1)[0] in change.agent_types)
@@ -360,10 +360,11 @@ def report(results: list[RunResult], console: Console) -> dict[str, Any]:
     detected = all(r.detected for r in results if r.name != CONTROL)
     alarms_ok = control is not None and control.alarms.per_1000 <= TARGET_FALSE_ALARMS
     delays = [e["delay_windows"] for e in scenarios.values()]
+    known = [d for d in delays if d is not None]
     return {
         "scenarios": scenarios,
         "all_detected_within_2": detected,
-        "max_delay_windows": None if None in delays or not delays else max(delays),
+        "max_delay_windows": None if None in delays or not known else max(known),
         "control_false_alarms": control.alarms.drifts if control else None,
         "control_tests": control.alarms.tests if control else None,
         "control_false_alarms_per_1000": round(control.alarms.per_1000, 3) if control else None,

@@ -61,15 +61,15 @@ def main() -> int:
                 wall, cpu = timed(argv)
                 walls[name].append(wall)
                 cpus[name].append(cpu)
-    wall = {name: statistics.median(values) for name, values in walls.items()}
-    cpu = {name: statistics.median(values) for name, values in cpus.items()}
-    base = wall["import_duckdb"]
-    ratios = {name: round(wall[name] / base, 2) for name in ("version", "sql")}
+    median_wall = {name: statistics.median(values) for name, values in walls.items()}
+    median_cpu = {name: statistics.median(values) for name, values in cpus.items()}
+    base = median_wall["import_duckdb"]
+    ratios = {name: round(median_wall[name] / base, 2) for name in ("version", "sql")}
     result = {
         "bench": "startup",
         "runs": RUNS,
-        "median_wall_s": {name: round(v, 3) for name, v in wall.items()},
-        "median_cpu_s": {name: round(v, 3) for name, v in cpu.items()},
+        "median_wall_s": {name: round(v, 3) for name, v in median_wall.items()},
+        "median_cpu_s": {name: round(v, 3) for name, v in median_cpu.items()},
         "ratio_to_import_duckdb": ratios,
         "target_ratio": TARGET_RATIO,
         "within_target": all(r <= TARGET_RATIO for r in ratios.values()),

@@ -38,7 +38,7 @@ def test_every_kind_of_the_contract_page_has_a_type() -> None:
     page = contract_page()
     for kind in KINDS:
         assert f"| `{kind}` |" in page
-    assert sorted(t.__struct_config__.tag for t in EVENT_TYPES) == sorted(KINDS)
+    assert sorted(str(t.__struct_config__.tag) for t in EVENT_TYPES) == sorted(KINDS)
 
 
 @pytest.mark.parametrize("name", ["EVENTS.md", "examples/valid.jsonl", "examples/invalid.json"])

@@ -204,7 +204,7 @@ def test_a_segment_replaced_while_repricing_is_skipped(
     store: SegmentStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Writing back a copy read before someone else replaced the file would undo them."""
-    real = cost_cmd.apply_pricing
+    real = apply_pricing
     theirs = stored(store, MIXED_SEGMENT).with_columns(pricing_version=pl.lit("theirs"))
 
     def meanwhile(events: pl.DataFrame, table: PricingTable) -> pl.DataFrame:

@@ -25,7 +25,8 @@ def _m(r: np.random.Generator, n: int, p: list[float]) -> np.ndarray:
 
 def _binned(x: np.ndarray) -> np.ndarray:
     """log10 of ``x`` on a grid of 1/24 decade, the drift summaries' latency bins."""
-    return np.floor(np.log10(x) * 24) / 24
+    binned: np.ndarray = np.floor(np.log10(x) * 24) / 24
+    return binned
 
 
 def rng(seed: int) -> np.random.Generator:
@@ -76,7 +77,7 @@ def test_two_proportion_z_squared_is_the_2x2_chi_square() -> None:
 
 def test_fisher_equals_scipy() -> None:
     got = stats.fisher_exact(Counts.from_rates((2, 400), (6, 100)))
-    assert got.p_value == pytest.approx(sps.fisher_exact([[6, 94], [2, 398]]).pvalue)
+    assert got.p_value == pytest.approx(sps.fisher_exact(np.array([[6, 94], [2, 398]])).pvalue)
     assert got.statistic == pytest.approx(0.06 - 0.005)
 
 

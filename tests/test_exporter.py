@@ -13,6 +13,7 @@ from agentwatch.processors.metrics.exporter import (
     LATENCY_BUCKETS_S,
     FleetCollector,
     PartitionHealth,
+    Source,
     batch_deltas,
 )
 from tests.frames import events
@@ -40,7 +41,7 @@ LLM = {"kind": "llm_call", "model": "gpt-4o", "input_tokens": 100, "output_token
 
 def exported(*rows: dict, sessions: pl.DataFrame | None = None, limit: int = 200) -> dict:  # type: ignore[type-arg]
     collector = FleetCollector("agent-events", max_label_values=limit)
-    frames = {"events": events(*rows)}
+    frames: dict[Source, pl.DataFrame] = {"events": events(*rows)}
     if sessions is not None:
         frames["sessions"] = sessions
     collector.apply(batch_deltas(frames))

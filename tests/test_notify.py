@@ -239,8 +239,8 @@ def test_critical_inhibits_warnings_of_the_same_agent() -> None:
     # The critical one resolves: the warning is announced at the next look.
     n.process([alert(rule="AgentDown", severity="critical", state="resolved")], T0 + 400 * S)
     n.tick(T0 + 630 * S)
-    announced = [(x.alerts[0].rule, x.alerts[0].agent_id, x.status) for x in fake.sent[2:]]
-    assert sorted(announced) == [
+    later = [(x.alerts[0].rule, x.alerts[0].agent_id, x.status) for x in fake.sent[2:]]
+    assert sorted(later) == [
         ("AgentDown", "support-bot", "resolved"),
         ("HighLatency", "support-bot", "firing"),
     ]

@@ -119,7 +119,11 @@ def test_sigkill_mid_stream_twice_loses_and_duplicates_nothing(
         )
         running.append(proc)
         before = committed_segments(db) if db.parent.exists() else 0
-        wait_for(lambda b=before: committed_segments(db) >= b + 3, 120, "segments to commit")
+
+        def committed(b: int = before) -> bool:
+            return committed_segments(db) >= b + 3
+
+        wait_for(committed, 120, "segments to commit")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert count(db, "SELECT count(*) FROM events") < len(events), f"kill {kills} came late"

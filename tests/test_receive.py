@@ -135,9 +135,9 @@ def test_a_real_payload_becomes_alerts(receiver: tuple[ReceiveServer, Collector]
 
 
 def bad(**changes: Any) -> dict[str, Any]:
-    doc = json.loads(json.dumps(AM_PAYLOAD))
+    doc: dict[str, Any] = json.loads(json.dumps(AM_PAYLOAD))
     for path, value in changes.items():
-        target = doc
+        target: Any = doc
         *parents, last = path.split("__")
         for p in parents:
             target = target[int(p)] if p.isdigit() else target[p]

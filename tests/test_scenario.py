@@ -9,7 +9,7 @@ import datetime as dt
 import statistics
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import polars as pl
@@ -63,7 +63,10 @@ def change(agent: str, **kind: Any) -> dict[str, Any]:
     return {"changes": [{"at": "+20m", "agent": agent, **kind}]}
 
 
-def of(events: Iterable[Event], agent: str, cls: type[Event] = Event) -> list[Any]:
+E = TypeVar("E", bound=Event)
+
+
+def of(events: Iterable[Event], agent: str, cls: type[E]) -> list[E]:
     return [e for e in events if e.agent_id == agent and isinstance(e, cls)]
 
 
@@ -382,7 +385,9 @@ def test_latency_shift_of_one_model(baseline: list[Event]) -> None:
 
     def latency(group: list[Event], agent: str, model: str) -> float:
         return median(
-            e.latency_ms for e in of(group, agent, LlmCall) if e.model == model and not e.status
+            e.latency_ms
+            for e in of(group, agent, LlmCall)
+            if e.model == model and not e.status and e.latency_ms is not None
         )
 
     ratio = latency(after(events), "hr-assistant-1", "gpt-4o-mini") / latency(
@@ -429,7 +434,7 @@ def test_prompt_release_uses_tools_differently_and_escalates_more() -> None:
     early_tools = {e.tool_name for e in of(before(events), "it-support-1", ToolCall)}
     assert "kb.search_it" in early_tools and "policy.search" not in early_tools
     assert {e.prompt_version for e in of(before(events), "it-support-1", LlmCall)} == {"v12"}
-    assert {e.agent_version for e in of(before(events), "it-support-1")} == {"1.0.4"}
+    assert {e.agent_version for e in of(before(events), "it-support-1", Event)} == {"1.0.4"}
 
     new = sessions_started(events, "it-support-1", CHANGE)
     old = sessions_started(events, "it-support-1", START)
@@ -531,7 +536,7 @@ def test_tool_latency_shift() -> None:
     def latency(group: list[Event], tool: str) -> float:
         return median(
             e.latency_ms for e in of(group, "it-support-1", ToolCall)
-            if e.tool_name == tool and not e.status
+            if e.tool_name == tool and not e.status and e.latency_ms is not None
         )  # fmt: skip
 
     def ratio(tool: str) -> float:
@@ -554,7 +559,7 @@ def test_a_canary_rollout_runs_both_versions_side_by_side() -> None:
             ]
         }
     )
-    assert {e.agent_version for e in of(before(events), "it-support-1")} == {"1.0.4"}
+    assert {e.agent_version for e in of(before(events), "it-support-1", Event)} == {"1.0.4"}
     new = sessions_started(events, "it-support-1", CHANGE)
     versions = [s[0].agent_version for s in new.values()]
     assert 0.24 < versions.count("1.1.0") / len(versions) < 0.36

@@ -64,7 +64,9 @@ class Counts:
         return round(float(self.cur.sum()))
 
     @classmethod
-    def from_samples(cls, ref: Sequence[float], cur: Sequence[float]) -> Counts:
+    def from_samples(
+        cls, ref: Sequence[float] | FloatArray, cur: Sequence[float] | FloatArray
+    ) -> Counts:
         """Exact counts of raw numeric samples: every distinct value is a key."""
         a = np.asarray(ref, dtype=np.float64)
         b = np.asarray(cur, dtype=np.float64)
