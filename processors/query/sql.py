@@ -1,9 +1,9 @@
 """The ``sql`` command: read-only SQL over the catalog while ingestion runs.
 
 The catalog is opened read-only and holds only views over immutable segments, so any
-number of analysts can query while processors write. Statements other than queries
-are refused before they run, with exit code 1, rather than relying on DuckDB's
-read-only mode alone (which would still let ``COPY ... TO`` write files).
+number of analysts can query while processors write. The connection is the sandbox of
+``sandbox.py``: it reads the store's segments and nothing else, and statements other
+than queries are refused before they run, with exit code 1.
 """
 
 from __future__ import annotations
@@ -22,43 +22,20 @@ from rich.console import Console
 from rich.table import Table
 
 from agentwatch.commands.options import add_db_option
+from agentwatch.processors.query.sandbox import SandboxError, connect, execute
 from agentwatch.settings import Settings
-
-ALLOWED = frozenset({"SELECT", "EXPLAIN"})
-
-
-class ReadOnlyError(Exception):
-    """A statement that would change data or files."""
-
-
-def connect(db: Path) -> duckdb.DuckDBPyConnection:
-    if not db.exists():
-        raise FileNotFoundError(
-            f"{db} does not exist: run `agentwatch process --db {db}` (or `make demo`) first"
-        )
-    return duckdb.connect(str(db), read_only=True)
 
 
 def query(db: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one read-only statement; return column names and rows."""
+    """Run read-only statements in the sandbox; return the last one's columns and rows."""
     con = connect(db)
     try:
-        statements = con.extract_statements(sql)
-        if not statements:
-            raise ReadOnlyError("no statement given")
-        for st in statements:
-            kind = str(st.type).rsplit(".", 1)[-1]
-            if kind not in ALLOWED:
-                raise ReadOnlyError(
-                    f"agentwatch sql is read-only: {kind} statements are refused "
-                    "(only SELECT, WITH ... SELECT, DESCRIBE, SHOW, SUMMARIZE and EXPLAIN run)"
-                )
-        result = None
-        for st in statements:
-            result = con.execute(st)
-        assert result is not None
+        result = execute(con, sql)
         columns = [d[0] for d in result.description or []]
         return columns, result.fetchall()
+    except duckdb.PermissionException as exc:  # raised while fetching lazily
+        message = str(exc).splitlines()[0]
+        raise SandboxError(f"refused: {message} (only the store is readable)") from exc
     finally:
         con.close()
 
@@ -103,7 +80,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
         help="run read-only SQL over the events, dead letters and metrics",
         description=(
             "Run a read-only SQL query over the catalog (views: events, dead_letters, ...). "
-            "Safe while `agentwatch process` runs. Writes are refused with exit code 1. "
+            "Safe while `agentwatch process` runs. It reads only the store: writes, files "
+            "outside it, URLs, extensions and settings are refused with exit code 1. "
             "Plain duckdb works too: duckdb.connect(PATH, read_only=True)."
         ),
     )
@@ -121,8 +99,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
 def _run(args: argparse.Namespace) -> int:
     try:
         columns, rows = query(args.db, args.sql)
-    except (ReadOnlyError, FileNotFoundError, duckdb.Error) as exc:
-        print(f"agentwatch sql: {exc}", file=sys.stderr)
+    except (SandboxError, FileNotFoundError, duckdb.Error) as exc:
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        print(f"agentwatch sql: {lines[0]}", file=sys.stderr)
         return 1
     write_rows(columns, rows, args.format, sys.stdout)
     return 0
