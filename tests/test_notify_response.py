@@ -3,11 +3,13 @@ alert, resolved wording, failed runbook steps, and receivers that hang."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime as dt
 import logging
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -16,6 +18,7 @@ import pytest
 import yaml
 
 from agentwatch.alerts.evaluation.evaluator import Evaluation, Transition
+from agentwatch.alerts.evaluation.metrics import serve_metrics
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.notify.config import parse_notify_config
 from agentwatch.alerts.notify.notifier import Notifier
@@ -26,6 +29,7 @@ from agentwatch.alerts.notify.workers import ThreadedWorkers, Workers
 from agentwatch.alerts.response.control import BreakerControl
 from agentwatch.alerts.response.respond import Response, owner_notifier
 from agentwatch.alerts.response.runbooks import RunbookContext, load_runbooks, parse_runbook
+from agentwatch.broker import free_port
 from agentwatch.processors.store.segments import SegmentStore
 from tests.test_runbooks import FakeTopic
 
@@ -290,3 +294,24 @@ def test_a_receiver_that_hangs_delays_neither_evaluation_nor_containment(tmp_pat
         release.set()
         records = n.close(T0 + 3 * S)
     assert {r.status for r in records} <= {"sent"}
+
+
+def test_alerts_run_serves_the_runbook_step_failures_on_its_metrics_port(tmp_path: Path) -> None:
+    n, _, _ = make()
+    topic = FakeTopic()
+    topic.fail = True
+    response = _response(tmp_path, n, topic)
+    port = free_port()
+    args = argparse.Namespace(metrics_port=port, metrics_host="127.0.0.1")
+    server = serve_metrics(args, lambda: (), response)
+    assert server is not None
+    try:
+        response.respond([alert()])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+    finally:
+        server.close()
+    assert (
+        'agentwatch_runbook_step_failures_total{action="open_breaker",runbook="contain-agent"} 1.0'
+        in text
+    )
