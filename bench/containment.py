@@ -18,10 +18,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from agentwatch.alerts.governance.catalog import load_catalog
+from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.response.incident import VIOLATION_RULE, MisbehavingAgent, wait_for_chain
 from agentwatch.alerts.rules import load_rules
 from agentwatch.broker import free_port, start_broker, stop_broker
+from agentwatch.commands.demo import control_keys_file
+from agentwatch.ingest.contract.control import Keyring
 from agentwatch.ingest.contract.events import DEFAULT_TOPIC
 from agentwatch.topics import TopicSpec, ensure_topics
 
@@ -36,6 +38,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="agentwatch-containment-") as tmp:
         broker_dir = Path(tmp) / "kafka"
         db = Path(tmp) / "data" / "agentwatch.duckdb"
+        keys = control_keys_file(db.parent)
         info = start_broker(broker_dir, free_port())
         procs: list[subprocess.Popen[bytes]] = []
         agent = None
@@ -49,12 +52,14 @@ def main() -> int:
             ))  # fmt: skip
             procs.append(subprocess.Popen(
                 [*cli, "alerts", "run", "--db", str(db), "--interval", "1",
-                 "--bootstrap", info.bootstrap],
+                 "--bootstrap", info.bootstrap, "--catalog", str(EXAMPLE_CATALOG),
+                 "--control-keys-file", str(keys)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ))  # fmt: skip
-            entry = load_catalog().get(AGENT)
+            entry = load_catalog(EXAMPLE_CATALOG).get(AGENT)
             assert entry is not None
-            agent = MisbehavingAgent(info.bootstrap, entry).start()
+            keyring = Keyring.from_file(keys)
+            agent = MisbehavingAgent(info.bootstrap, entry, keyring=keyring).start()
             console.print(f"{AGENT} runs normally, then fails 60% of its policy checks ...")
             agent.start_burst()
             steps = {s.step: s.at for s in wait_for_chain(db, AGENT, agent.run.started_at, 180)}

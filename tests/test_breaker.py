@@ -463,7 +463,7 @@ class NoObservations:
         return []
 
 
-def _control_on_fake_topic(clock: Clock) -> tuple[Any, BreakerControl]:
+def _control_on_fake_topic(clock: ManualClock) -> tuple[Any, BreakerControl]:
     from tests.test_runbooks import FakeTopic
 
     topic = FakeTopic()

@@ -154,3 +154,51 @@ def test_boolean_is_not_an_integer() -> None:
 def test_an_empty_batch_gives_empty_frames() -> None:
     decoded = decode_batch(batch_of([]))
     assert decoded.events.is_empty() and decoded.dead_letters.is_empty()
+
+
+def _of_kind(kind: str) -> dict[str, object]:
+    return next(e for e in map(json.loads, valid_lines()) if e["kind"] == kind)
+
+
+# A field the contract defines on one kind, sent with a bad value on another kind.
+CROSS_KIND = [
+    ("session_start", "input_tokens", -5, "negative_value"),
+    ("llm_call", "resolution", "nonsense", "unknown_value"),
+    ("llm_call", "severity", "urgent", "unknown_value"),
+    ("tool_call", "severity", "urgent", "unknown_value"),
+    ("session_end", "outcome", "maybe", "unknown_value"),
+    ("feedback", "action", "ignored", "unknown_value"),
+    ("tool_call", "cost_usd", -0.5, "negative_value"),
+    ("escalation", "time_to_first_token_ms", -1, "negative_value"),
+    ("session_start", "output_tokens", "many", "wrong_type"),
+    ("error", "score", "high", "wrong_type"),
+    ("policy_check", "model", 7, "wrong_type"),
+    ("security", "tool_name", ["a"], "wrong_type"),
+    ("session_end", "channel", {"web": 1}, "wrong_type"),
+    ("llm_call", "intent", 3.5, "wrong_type"),
+]
+
+
+@pytest.mark.parametrize(("kind", "field", "value", "code"), CROSS_KIND)
+def test_a_contract_field_is_checked_on_every_kind(
+    kind: str, field: str, value: object, code: str
+) -> None:
+    event = _of_kind(kind) | {field: value}
+    decoded = decode_batch(batch_of([json.dumps(event).encode()]))
+    assert decoded.events.is_empty()
+    assert decoded.dead_letters["reason_code"].to_list() == [code]
+    assert f"$.{field}" in decoded.dead_letters["reason"][0]
+
+
+def test_a_valid_contract_field_on_another_kind_lands_in_its_column() -> None:
+    event = _of_kind("security") | {"outcome": "blocked", "tool_name": "kb.search"}
+    decoded = decode_batch(batch_of([json.dumps(event).encode()]))
+    row = decoded.events.row(0, named=True)
+    assert (row["outcome"], row["tool_name"]) == ("blocked", "kb.search")
+
+
+def test_every_typed_column_is_a_field_the_contract_checks() -> None:
+    from agentwatch.ingest.contract.events import contract_fields
+    from agentwatch.processors.store.tables import CONTRACT_FIELDS
+
+    assert set(CONTRACT_FIELDS) <= set(contract_fields()) | {"kind"}

@@ -10,7 +10,6 @@ import pytest
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.response.control import BreakerControl, retired_agents
 from agentwatch.cli import build_parser, main
-from agentwatch.commands import breaker as breaker_command
 from agentwatch.settings import Settings
 from tests.test_runbooks import FakeTopic
 
@@ -46,7 +45,7 @@ def _fake_control(monkeypatch: pytest.MonkeyPatch) -> FakeTopic:
     def connect(*args: Any, retired: Any = (), **kwargs: Any) -> BreakerControl:
         return BreakerControl(topic, retired=retired)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(breaker_command.BreakerControl, "connect", connect)
+    monkeypatch.setattr(BreakerControl, "connect", connect)
     return topic
 
 

@@ -12,7 +12,8 @@ from agentwatch.settings import Settings
 def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     parser.description = (
         "Run a read-only SQL query over the catalog (views: events, dead_letters, ...). "
-        "Safe while `agentwatch process` runs. Writes are refused with exit code 1. "
+        "Safe while `agentwatch process` runs. It reads only the store: writes, files "
+        "outside it, URLs, extensions and settings are refused with exit code 1. "
         "Plain duckdb works too: duckdb.connect(PATH, read_only=True)."
     )
     p = parser
@@ -30,12 +31,14 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
 def _run(args: argparse.Namespace) -> int:
     import duckdb
 
-    from agentwatch.processors.query.sql import ReadOnlyError, query, write_rows
+    from agentwatch.processors.query.sandbox import SandboxError
+    from agentwatch.processors.query.sql import query, write_rows
 
     try:
         columns, rows = query(args.db, args.sql)
-    except (ReadOnlyError, FileNotFoundError, duckdb.Error) as exc:
-        print(f"agentwatch sql: {exc}", file=sys.stderr)
+    except (SandboxError, FileNotFoundError, duckdb.Error) as exc:
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        print(f"agentwatch sql: {lines[0]}", file=sys.stderr)
         return 1
     write_rows(columns, rows, args.format, sys.stdout)
     return 0

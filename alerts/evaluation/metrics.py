@@ -157,5 +157,6 @@ def serve_metrics(
     server, thread = start_http_server(args.metrics_port, args.metrics_host, registry)
     if response is not None:
         response.breaker_sink = collector.set_breakers
+        registry.register(response.context.step_failures)
     log.info("serving /metrics", extra={"port": args.metrics_port})
     return MetricsServer(collector, server, thread)

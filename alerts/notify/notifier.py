@@ -1,154 +1,87 @@
-"""The notification pipeline: route, group, inhibit, silence, dedup, deliver.
+"""The notification dispatcher: route, group, then each group's alerts through the stages.
 
-It follows Alertmanager's model, so its behaviour is the one on-call people expect:
+It follows Alertmanager's model (dispatch/ and notify/), so its behaviour is the one
+on-call people expect:
 
 - **route**: each firing or resolved alert goes down the route tree to one or more
-  receivers (``routing.Router``); pending alerts are not announced.
-- **group**: alerts with the same route, receiver and ``group_by`` labels form a group.
-  A new group waits ``group_wait`` so that alerts firing together arrive together; then
-  it is looked at every ``group_interval``.
-- **inhibit** and **silence**: at each look, alerts muted by a firing source alert (an
-  inhibit rule, e.g. a critical alert mutes warnings for the same agent) or by an active
-  silence are left out, and a ``suppressed`` row says so once.
-- **dedup**: per receiver integration and group, a notification goes out only when an
-  alert fires that was not announced, when an announced alert resolved, or when
-  ``repeat_interval`` has passed since the last one. What was announced is kept in the
-  ``notifications`` log, so a restart announces nothing twice.
-- **deliver**: a failed delivery is retried with exponential backoff up to a bound; one
-  that never gets through is recorded with status ``failed`` and its error, and logged
-  at error level. It is never dropped silently.
+  receivers (``routing.Router``, pure); pending alerts are not announced.
+- **group wait**: alerts with the same route, receiver and ``group_by`` labels form a
+  group. A new group waits ``group_wait`` so that alerts firing together arrive together;
+  then it is looked at every ``group_interval``.
+- then, at each look, the stages of ``stages.py``: **inhibit** and **silence** leave out
+  muted alerts (a ``suppressed`` row says so once); **dedup** sends to an integration only
+  when an alert fires that was not announced, an announced one resolved, or
+  ``repeat_interval`` passed (what was announced is kept in the notifications log, so a
+  restart announces nothing twice); **deliver** runs on the integration's worker
+  (``workers.py``: one thread per receiver integration in production, so a receiver that
+  hangs delays nothing else); **retry** tries a failed delivery again with exponential
+  backoff up to a bound, and one that never gets through is recorded as ``failed`` and
+  logged at error level. Nothing is dropped silently.
+
+Notices derived from an alert (a runbook's notice to the agent's owner, ``derive``) live
+and die with it: they are muted by its silences, resolved when it resolves, and not sent
+to a receiver that already gets the alert itself (one notification per alert per
+receiver).
 
 Time is injected: ``process(alerts, now)`` and ``tick(now)`` do everything that is due
 at ``now`` and nothing else, so tests drive the clock and the notifier never sleeps:
-retries wait for a later ``tick``. ``next_wakeup()`` says when one is due. A notifier is
-used from one thread.
+retries wait for a later ``tick``. ``next_wakeup()`` says when one is due. The public
+methods hold a lock, so the evaluator and a webhook receiver may share one notifier.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import json
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
-
-import polars as pl
+from typing import cast
 
 from agentwatch.alerts.evaluation.evaluator import Evaluation
-from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.model import Alert
-from agentwatch.alerts.notify.config import (
-    InhibitRule,
-    NotifyConfig,
-    RetryPolicy,
-    load_notify_config,
+from agentwatch.alerts.notify.config import NotifyConfig, load_notify_config
+from agentwatch.alerts.notify.delivery import Delivery, DeliveryStage, Outcome
+from agentwatch.alerts.notify.nflog import (
+    BufferedLog,
+    NotificationLog,
+    NotificationRecord,
+    StoreLog,
+    delivery_record,
+    suppressed_record,
 )
-from agentwatch.alerts.notify.receivers import DeliveryError, Integration, Notification
-from agentwatch.alerts.notify.routing import (
-    CONTACT_FIELDS,
-    ContactLookup,
-    Router,
-    RouteTarget,
-    label_set_string,
+from agentwatch.alerts.notify.receivers import Integration, Notification
+from agentwatch.alerts.notify.routing import ContactLookup, Router, RouteTarget, catalog_contacts
+from agentwatch.alerts.notify.silences import SilenceStore
+from agentwatch.alerts.notify.stages import (
+    Announced,
+    InhibitStage,
+    RetryStage,
+    SilenceStage,
+    needs_update,
+    resolved_notice,
 )
-from agentwatch.alerts.notify.silences import SilenceError, SilenceStore
+from agentwatch.alerts.notify.workers import InlineWorkers, Workers
 from agentwatch.processors.store.segments import SegmentStore
-from agentwatch.processors.store.tables import NOTIFICATIONS_SCHEMA
+
+__all__ = [
+    "NotificationRecord",
+    "Notifier",
+    "StoreLog",
+    "catalog_contacts",
+    "evaluation_sink",
+]
 
 log = logging.getLogger(__name__)
 
-NotificationStatus = Literal["sent", "failed", "suppressed"]
-NOTIFICATIONS_TABLE = "notifications"
 # What was announced to a group that no longer exists is forgotten after this long, as
 # Alertmanager's notification log forgets (its default retention is 120 h).
 SENT_RETENTION = dt.timedelta(days=5)
-
-
-@dataclass(frozen=True)
-class NotificationRecord:
-    """One row of the ``notifications`` log.
-
-    ``alert_fingerprints`` lists the firing alerts first, then the resolved ones; the
-    ``firing`` count says where the split is, which is what lets dedup resume after a
-    restart. For ``suppressed`` rows, ``error`` holds the reason (silence or inhibition).
-    """
-
-    ts: dt.datetime
-    notification_id: str
-    receiver: str
-    group_key: str
-    status: NotificationStatus
-    attempts: int
-    alert_fingerprints: tuple[str, ...]
-    firing: int
-    resolved: int
-    error: str | None = None
-
-
-def records_frame(records: Sequence[NotificationRecord]) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "ts": [r.ts for r in records],
-            "notification_id": [r.notification_id for r in records],
-            "receiver": [r.receiver for r in records],
-            "group_key": [r.group_key for r in records],
-            "status": [r.status for r in records],
-            "attempts": [r.attempts for r in records],
-            "alert_fingerprints": [json.dumps(list(r.alert_fingerprints)) for r in records],
-            "firing": [r.firing for r in records],
-            "resolved": [r.resolved for r in records],
-            "error": [r.error for r in records],
-        },
-        schema=NOTIFICATIONS_SCHEMA,
-    )
-
-
-def frame_records(frame: pl.DataFrame) -> list[NotificationRecord]:
-    return [
-        NotificationRecord(
-            ts=row["ts"],
-            notification_id=row["notification_id"],
-            receiver=row["receiver"],
-            group_key=row["group_key"],
-            status=row["status"],
-            attempts=row["attempts"],
-            alert_fingerprints=tuple(json.loads(row["alert_fingerprints"] or "[]")),
-            firing=row["firing"],
-            resolved=row["resolved"],
-            error=row["error"],
-        )
-        for row in frame.iter_rows(named=True)
-    ]
-
-
-class NotificationLog(Protocol):
-    def append(self, records: Sequence[NotificationRecord]) -> None: ...
-
-
-class StoreLog:
-    """The ``notifications`` log table of a data dir (one segment per append)."""
-
-    def __init__(self, store: SegmentStore) -> None:
-        self.store = store
-
-    def append(self, records: Sequence[NotificationRecord]) -> None:
-        if records:
-            self.store.append_log(NOTIFICATIONS_TABLE, records_frame(records))
-
-    def read(self) -> list[NotificationRecord]:
-        return frame_records(self.store.read_log(NOTIFICATIONS_TABLE))
-
-
-@dataclass(frozen=True)
-class _Sent:
-    """What one integration last announced for one group (Alertmanager's nflog entry)."""
-
-    firing: frozenset[str]
-    resolved: frozenset[str]
-    ts: dt.datetime
+# How long stopping waits for deliveries still running on their workers.
+CLOSE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -175,36 +108,27 @@ class _Group:
 
 
 @dataclass
-class _Delivery:
-    id: str
-    group: _Group
-    channel: _Channel
-    notification: Notification
-    firing: frozenset[str]
-    resolved: frozenset[str]
-    next_attempt: dt.datetime
-    attempts: int = 0
-    last_error: str = ""
+class _Derived:
+    """A notice derived from a parent alert, and the receivers it is not sent to."""
+
+    notice: Alert
+    parent: Alert
+    skip: frozenset[str]
 
 
-def _needs_update(
-    sent: _Sent | None,
-    firing: frozenset[str],
-    resolved: frozenset[str],
-    send_resolved: bool,
-    repeat: dt.timedelta,
-    now: dt.datetime,
-) -> bool:
-    """Alertmanager's dedup decision for one integration and group."""
-    if sent is None:
-        return bool(firing)
-    if not firing <= sent.firing:
-        return True  # something fires that was not announced
-    if not firing:
-        return bool(sent.firing)  # everything announced has resolved
-    if send_resolved and not resolved <= sent.resolved:
-        return True
-    return sent.ts + repeat <= now
+def _channels(config: NotifyConfig) -> dict[str, list[_Channel]]:
+    """Each receiver's integrations, named ``receiver/kind#n`` when it has several."""
+    channels: dict[str, list[_Channel]] = {}
+    for receiver, integrations in config.receivers.items():
+        kinds = [i.kind for i in integrations]
+        channels[receiver] = []
+        for i, integ in enumerate(integrations):
+            name = receiver
+            if len(integrations) > 1:
+                nth = kinds[:i].count(integ.kind)
+                name = f"{receiver}/{integ.kind}" + (f"#{nth}" if nth else "")
+            channels[receiver].append(_Channel(receiver, name, integ))
+    return channels
 
 
 class Notifier:
@@ -217,31 +141,32 @@ class Notifier:
         log_sink: NotificationLog | None = None,
         silences: SilenceStore | None = None,
         contact_lookup: ContactLookup | None = None,
+        workers: Workers | None = None,
     ) -> None:
         self.config = config
         self.router = Router(config.route, list(config.receivers), contact_lookup)
-        self.retry: RetryPolicy = config.retry
-        self.inhibit_rules: list[InhibitRule] = list(config.inhibit_rules)
+        self.inhibit = InhibitStage(config.inhibit_rules)
+        self.silence = SilenceStage(silences)
+        self.delivery = DeliveryStage(RetryStage(config.retry), workers or InlineWorkers())
         self.silences = silences
-        self.log_sink = log_sink
-        self.channels: dict[str, list[_Channel]] = {}
-        for receiver, integrations in config.receivers.items():
-            kinds = [i.kind for i in integrations]
-            channels = []
-            for i, integ in enumerate(integrations):
-                name = receiver
-                if len(integrations) > 1:
-                    nth = kinds[:i].count(integ.kind)
-                    name = f"{receiver}/{integ.kind}" + (f"#{nth}" if nth else "")
-                channels.append(_Channel(receiver, name, integ))
-            self.channels[receiver] = channels
+        self._log = BufferedLog(log_sink)
+        self.channels = _channels(config)
+        self._lock = threading.RLock()
         self._groups: dict[tuple[str, str], _Group] = {}
         self._firing: dict[str, Alert] = {}  # every firing alert: the inhibition sources
-        self._sent: dict[tuple[str, str], _Sent] = {}
-        self._retrying: list[_Delivery] = []
-        self._unlogged: list[NotificationRecord] = []
-        self._silence_error: str | None = None
+        self._derived: dict[str, dict[str, _Derived]] = {}  # parent fp -> notice fp -> notice
+        self._parent: dict[str, _Derived] = {}  # notice fp -> its derivation
+        self._sent: dict[tuple[str, str], Announced] = {}
         self._pruned_at: dt.datetime | None = None
+
+    @property
+    def log_sink(self) -> NotificationLog | None:
+        """Where notification rows are written (the ``notifications`` table)."""
+        return self._log.sink
+
+    @log_sink.setter
+    def log_sink(self, sink: NotificationLog | None) -> None:
+        self._log.sink = sink
 
     @classmethod
     def from_files(
@@ -249,6 +174,7 @@ class Notifier:
         config_path: Path,
         data_dir: Path,
         contact_lookup: ContactLookup | None = None,
+        workers: Workers | None = None,
     ) -> Notifier:
         """A notifier over a data dir: its silences, and its notifications log (restored)."""
         store = SegmentStore(data_dir)
@@ -258,6 +184,7 @@ class Notifier:
             log_sink=store_log,
             silences=SilenceStore(data_dir),
             contact_lookup=contact_lookup,
+            workers=workers,
         )
         notifier.restore(store_log.read())
         return notifier
@@ -268,7 +195,7 @@ class Notifier:
             if r.status != "sent":
                 continue
             fps = r.alert_fingerprints
-            self._sent[(r.receiver, r.group_key)] = _Sent(
+            self._sent[(r.receiver, r.group_key)] = Announced(
                 frozenset(fps[: r.firing]), frozenset(fps[r.firing :]), r.ts
             )
 
@@ -276,63 +203,74 @@ class Notifier:
 
     def process(self, alerts: Sequence[Alert], now: dt.datetime) -> list[NotificationRecord]:
         """Take alert transitions (pending ones are ignored), then do what is due at ``now``."""
-        for alert in alerts:
-            self._insert(alert, now)
-        return self.tick(now)
+        with self._lock:
+            for alert in alerts:
+                self._insert(alert, now)
+            return self.tick(now)
+
+    def derive(self, parent: Alert, notice: Alert, now: dt.datetime) -> list[NotificationRecord]:
+        """Take a firing notice derived from ``parent`` (see the module doc), then tick."""
+        with self._lock:
+            parent_receivers = {t.receiver for t in self.router.targets(parent.labels)}
+            skip = frozenset(
+                t.receiver
+                for t in self.router.targets(notice.labels)
+                if t.receiver in parent_receivers
+            )
+            for receiver in sorted(skip):
+                log.info(
+                    "notice not sent: the receiver gets its alert",
+                    extra={"receiver": receiver, "rule": notice.rule, "parent": parent.rule},
+                )
+            derived = _Derived(notice, parent, skip)
+            self._derived.setdefault(parent.fingerprint, {})[notice.fingerprint] = derived
+            self._parent[notice.fingerprint] = derived
+            self._insert(notice, now, skip)
+            return self.tick(now)
+
+    def silenced(self, alert: Alert, now: dt.datetime) -> str | None:
+        """Why ``alert`` is silenced at ``now`` (the silences naming it), or ``None``."""
+        with self._lock:
+            return self.silence.reason(alert, now)
 
     def tick(self, now: dt.datetime) -> list[NotificationRecord]:
         """Retry deliveries and flush groups that are due; return and log what happened."""
-        records: list[NotificationRecord] = []
-        due, self._retrying = (
-            [d for d in self._retrying if d.next_attempt <= now],
-            [d for d in self._retrying if d.next_attempt > now],
-        )
-        for delivery in due:
-            self._attempt(delivery, now, records)
-        for group in sorted(self._groups.values(), key=lambda g: (g.next_flush, g.key)):
-            if group.next_flush <= now:
-                self._flush(group, now, records)
-        self._write(records)
-        self._prune(now)
-        return records
-
-    def _prune(self, now: dt.datetime) -> None:
-        """Forget old announcements of groups that are gone (at most once an hour)."""
-        if self._pruned_at is not None and now - self._pruned_at < dt.timedelta(hours=1):
-            return
-        self._pruned_at = now
-        live = {key for _, key in self._groups}
-        self._sent = {
-            k: v for k, v in self._sent.items() if k[1] in live or v.ts >= now - SENT_RETENTION
-        }
+        with self._lock:
+            records: list[NotificationRecord] = []
+            self._collect(now, records)
+            self.delivery.resubmit_due(now)
+            self._collect(now, records)
+            for group in sorted(self._groups.values(), key=lambda g: (g.next_flush, g.key)):
+                if group.next_flush <= now:
+                    self._flush(group, now, records)
+            self._write(records)
+            self._prune(now)
+            return records
 
     def next_wakeup(self) -> dt.datetime | None:
         """The earliest moment at which ``tick`` has something to do."""
-        times = [g.next_flush for g in self._groups.values()]
-        times += [d.next_attempt for d in self._retrying]
-        return min(times, default=None)
+        with self._lock:
+            times = [g.next_flush for g in self._groups.values()]
+            retry = self.delivery.next_attempt()
+            return min([*times, retry] if retry else times, default=None)
 
     def close(self, now: dt.datetime) -> list[NotificationRecord]:
-        """Record deliveries still waiting for a retry as failed: stopping loses nothing."""
-        records = []
-        for d in self._retrying:
-            error = f"notifier stopped after {d.attempts} attempt(s); last error: {d.last_error}"
-            records.append(self._record(d, "failed", now, error))
-            log.error(
-                "notification not delivered",
-                extra={"receiver": d.channel.name, "group_key": d.group.key, "error": error},
-            )
-        self._retrying = []
-        self._write(records)
-        return records
+        """Stop the workers; record deliveries not done by then as failed: nothing is lost."""
+        with self._lock:
+            records: list[NotificationRecord] = []
+            for outcome in self.delivery.close(now, CLOSE_TIMEOUT_S):
+                self._outcome(outcome, now, records)
+            self._write(records)
+            return records
 
     @property
     def pending_deliveries(self) -> int:
-        return len(self._retrying)
+        """Deliveries waiting for a retry or running on a worker."""
+        return self.delivery.pending
 
-    # -- stages ----------------------------------------------------------------------------
+    # -- dispatch --------------------------------------------------------------------------
 
-    def _insert(self, alert: Alert, now: dt.datetime) -> None:
+    def _insert(self, alert: Alert, now: dt.datetime, skip: frozenset[str] = frozenset()) -> None:
         if alert.state == "pending":
             return
         fp = alert.fingerprint
@@ -340,7 +278,12 @@ class Notifier:
             self._firing[fp] = alert
         else:
             self._firing.pop(fp, None)
+        derivation = self._parent.get(fp)
+        if derivation is not None:
+            skip = derivation.skip
         for target in self.router.targets(alert.labels):
+            if target.receiver in skip:
+                continue
             key = target.group_key(alert.labels)
             group = self._groups.get((target.receiver, key))
             if group is None:
@@ -353,35 +296,39 @@ class Notifier:
                 )
                 self._groups[(target.receiver, key)] = group
             group.alerts[fp] = alert
+        if alert.state == "resolved":
+            self._resolve_derived(alert, now)
+
+    def _resolve_derived(self, parent: Alert, now: dt.datetime) -> None:
+        """A parent that resolves takes its notices with it, with its value at resolution."""
+        for derived in self._derived.pop(parent.fingerprint, {}).values():
+            ended = dataclasses.replace(
+                derived.notice, state="resolved", ends_at=now, value=parent.value
+            )
+            self._insert(ended, now)
+            self._parent.pop(derived.notice.fingerprint, None)
 
     def _mute_reason(self, alert: Alert, now: dt.datetime) -> str | None:
-        fp = alert.fingerprint
-        for rule in self.inhibit_rules:
-            for source in self._firing.values():
-                if source.fingerprint != fp and rule.inhibits(source.labels, alert.labels):
-                    return (
-                        f"inhibited by {source.rule} {label_set_string(source.labels)} "
-                        f"({source.fingerprint})"
-                    )
-        if self.silences is None:
-            return None
-        try:
-            muting = self.silences.muting(alert.labels, now)
-        except SilenceError as exc:
-            # Unreadable silences mute nothing: better a notification too many than none.
-            if str(exc) != self._silence_error:
-                self._silence_error = str(exc)
-                log.error("silences unreadable; not muting", extra={"error": str(exc)})
-            return None
-        self._silence_error = None
-        if muting:
-            return "silenced by " + ", ".join(s.id for s in muting)
-        return None
+        derivation = self._parent.get(alert.fingerprint)
+        parent = derivation.parent if derivation is not None else None
+        return self.inhibit.reason(alert, self._firing.values()) or self.silence.reason(
+            alert, now, parent
+        )
+
+    def _prune(self, now: dt.datetime) -> None:
+        """Forget old announcements of groups that are gone (at most once an hour)."""
+        if self._pruned_at is not None and now - self._pruned_at < dt.timedelta(hours=1):
+            return
+        self._pruned_at = now
+        live = {key for _, key in self._groups}
+        self._sent = {
+            k: v for k, v in self._sent.items() if k[1] in live or v.ts >= now - SENT_RETENTION
+        }
 
     def _flush(self, group: _Group, now: dt.datetime, records: list[NotificationRecord]) -> None:
         group.next_flush = now + group.target.group_interval
         if group.inflight:
-            return  # the last flush is still being retried; look again next interval
+            return  # the last flush is still being delivered; look again next interval
         firing: list[Alert] = []
         resolved: list[Alert] = []
         for alert in sorted(group.alerts.values(), key=lambda a: (a.starts_at, a.fingerprint)):
@@ -403,11 +350,11 @@ class Notifier:
             wanted_resolved = resolved_fps if send_resolved else frozenset()
             sent = self._sent.get((channel.name, group.key))
             repeat = group.target.repeat_interval
-            if not _needs_update(sent, firing_fps, wanted_resolved, send_resolved, repeat, now):
+            if not needs_update(sent, firing_fps, wanted_resolved, send_resolved, repeat, now):
                 continue
-            alerts = firing + (resolved if send_resolved else [])
+            alerts = firing + ([resolved_notice(a) for a in resolved] if send_resolved else [])
             if not alerts:  # only resolved alerts, and this integration skips them
-                self._sent[(channel.name, group.key)] = _Sent(frozenset(), frozenset(), now)
+                self._sent[(channel.name, group.key)] = Announced(frozenset(), frozenset(), now)
                 continue
             notification = Notification(
                 receiver=group.receiver,
@@ -418,79 +365,59 @@ class Notifier:
                 external_url=self.config.external_url,
                 generator_url=self.config.generator_url,
             )
-            delivery = _Delivery(
-                id=uuid.uuid4().hex[:16],
-                group=group,
-                channel=channel,
-                notification=notification,
-                firing=firing_fps,
-                resolved=wanted_resolved,
-                next_attempt=now,
-            )
             group.inflight += 1
-            self._attempt(delivery, now, records)
+            self.delivery.submit(
+                Delivery(
+                    id=uuid.uuid4().hex[:16],
+                    channel=channel.name,
+                    integration=channel.integration,
+                    notification=notification,
+                    firing=firing_fps,
+                    resolved=wanted_resolved,
+                    group=group,
+                )
+            )
+            self._collect(now, records)
         if group.inflight == 0:
             self._settle(group)
 
-    def _attempt(
-        self, delivery: _Delivery, now: dt.datetime, records: list[NotificationRecord]
+    # -- deliver and retry -----------------------------------------------------------------
+
+    def _collect(self, now: dt.datetime, records: list[NotificationRecord]) -> None:
+        """Record what the workers finished: announced, or failed for good."""
+        for outcome in self.delivery.collect(now):
+            self._outcome(outcome, now, records)
+
+    def _outcome(
+        self, outcome: Outcome, now: dt.datetime, records: list[NotificationRecord]
     ) -> None:
-        delivery.attempts += 1
-        channel = delivery.channel
-        retryable = False
-        retry_after: float | None = None
-        try:
-            channel.integration.send(delivery.notification)
-        except DeliveryError as exc:
-            error, retryable, retry_after = str(exc), exc.retryable, exc.retry_after
-        except Exception as exc:  # a bug in an integration must not lose the notification
-            log.exception("notification integration crashed", extra={"receiver": channel.name})
-            error = f"{type(exc).__name__}: {exc}"
-        else:
-            self._sent[(channel.name, delivery.group.key)] = _Sent(
-                delivery.firing, delivery.resolved, now
-            )
-            records.append(self._record(delivery, "sent", now))
+        d = outcome.delivery
+        group = cast(_Group, d.group)
+        record = delivery_record(
+            d.notification, d.id, d.channel, group.key, d.attempts, outcome.status, now,
+            outcome.error,
+        )  # fmt: skip
+        records.append(record)
+        if outcome.status == "sent":
+            self._sent[(d.channel, group.key)] = Announced(d.firing, d.resolved, now)
             log.info(
                 "notification sent",
                 extra={
-                    "receiver": channel.name,
-                    "group_key": delivery.group.key,
-                    "status": delivery.notification.status,
-                    "alerts": len(delivery.notification.alerts),
-                    "attempts": delivery.attempts,
+                    "receiver": d.channel,
+                    "group_key": group.key,
+                    "status": d.notification.status,
+                    "alerts": len(d.notification.alerts),
+                    "attempts": d.attempts,
                 },
             )
-            self._finish(delivery, ok=True)
-            return
-        delivery.last_error = error
-        if retryable and delivery.attempts < self.retry.attempts:
-            wait = self.retry.delay(delivery.attempts)
-            if retry_after is not None:
-                wait = max(wait, min(dt.timedelta(seconds=retry_after), self.retry.max_backoff))
-            delivery.next_attempt = now + wait
-            self._retrying.append(delivery)
-            log.warning(
-                "notification delivery failed; will retry",
-                extra={
-                    "receiver": channel.name,
-                    "attempt": delivery.attempts,
-                    "retry_in_s": wait.total_seconds(),
-                    "error": error,
-                },
+        else:
+            log.error(
+                "notification not delivered",
+                extra={"receiver": d.channel, "group_key": group.key, "error": outcome.error},
             )
-            return
-        why = "" if retryable else " (not retryable)"
-        final = f"after {delivery.attempts} attempt(s){why}: {error}"
-        records.append(self._record(delivery, "failed", now, final))
-        log.error(
-            "notification not delivered",
-            extra={"receiver": channel.name, "group_key": delivery.group.key, "error": final},
-        )
-        self._finish(delivery, ok=False)
+        self._finish(group, ok=outcome.status == "sent")
 
-    def _finish(self, delivery: _Delivery, *, ok: bool) -> None:
-        group = delivery.group
+    def _finish(self, group: _Group, *, ok: bool) -> None:
         group.inflight -= 1
         group.flush_ok = group.flush_ok and ok
         if group.inflight == 0:
@@ -507,31 +434,6 @@ class Notifier:
         if not group.alerts and self._groups.get((group.receiver, group.key)) is group:
             del self._groups[(group.receiver, group.key)]
 
-    # -- records ---------------------------------------------------------------------------
-
-    def _record(
-        self,
-        delivery: _Delivery,
-        status: NotificationStatus,
-        now: dt.datetime,
-        error: str | None = None,
-    ) -> NotificationRecord:
-        n = delivery.notification
-        firing = [a.fingerprint for a in n.firing]
-        resolved = [a.fingerprint for a in n.resolved]
-        return NotificationRecord(
-            ts=now,
-            notification_id=delivery.id,
-            receiver=delivery.channel.name,
-            group_key=delivery.group.key,
-            status=status,
-            attempts=delivery.attempts,
-            alert_fingerprints=(*firing, *resolved),
-            firing=len(firing),
-            resolved=len(resolved),
-            error=error,
-        )
-
     def _suppressed(
         self, group: _Group, alert: Alert, reason: str, now: dt.datetime
     ) -> NotificationRecord:
@@ -539,47 +441,10 @@ class Notifier:
             "alert muted",
             extra={"receiver": group.receiver, "fingerprint": alert.fingerprint, "reason": reason},
         )
-        firing = alert.state == "firing"
-        return NotificationRecord(
-            ts=now,
-            notification_id=uuid.uuid4().hex[:16],
-            receiver=group.receiver,
-            group_key=group.key,
-            status="suppressed",
-            attempts=0,
-            alert_fingerprints=(alert.fingerprint,),
-            firing=int(firing),
-            resolved=int(not firing),
-            error=reason,
-        )
+        return suppressed_record(alert, group.receiver, group.key, reason, now)
 
     def _write(self, records: list[NotificationRecord]) -> None:
-        if self.log_sink is None:
-            return
-        pending = self._unlogged + records
-        if not pending:
-            return
-        try:
-            self.log_sink.append(pending)
-        except Exception:
-            # Keep them and try again on the next tick rather than lose the audit trail.
-            log.exception("cannot write the notifications log", extra={"rows": len(pending)})
-            self._unlogged = pending
-        else:
-            self._unlogged = []
-
-
-def catalog_contacts(catalog: Catalog) -> ContactLookup:
-    """The catalog's ``owner`` and ``oncall`` of an agent, as receiver names for routing."""
-
-    def lookup(agent_id: str, fieldname: str) -> str | None:
-        entry = catalog.get(agent_id)
-        if entry is None or fieldname not in CONTACT_FIELDS:
-            return None
-        value: str = getattr(entry, fieldname)
-        return value or None
-
-    return lookup
+        self._log.append(records)
 
 
 def evaluation_sink(notifier: Notifier) -> Callable[[Evaluation], None]:

@@ -19,7 +19,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from agentwatch.durations import DurationError, parse_duration
 
@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 MatchOp = Literal["=", "!=", "=~", "!~"]
 # (agent_id, field) -> receiver name, e.g. ("support-bot", "oncall") -> "support-pager".
+if TYPE_CHECKING:
+    from agentwatch.alerts.governance.catalog import Catalog
+
 ContactLookup = Callable[[str, str], str | None]
 CONTACT_FIELDS = ("oncall", "owner")
 ALL_LABELS = "..."
@@ -345,3 +348,16 @@ class Router:
         if agent and self.contact_lookup is not None:
             return self.contact_lookup(agent, fieldname)
         return None
+
+
+def catalog_contacts(catalog: Catalog) -> ContactLookup:
+    """The catalog's ``owner`` and ``oncall`` of an agent, as receiver names for routing."""
+
+    def lookup(agent_id: str, fieldname: str) -> str | None:
+        entry = catalog.get(agent_id)
+        if entry is None or fieldname not in CONTACT_FIELDS:
+            return None
+        value: str = getattr(entry, fieldname)
+        return value or None
+
+    return lookup

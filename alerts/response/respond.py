@@ -25,6 +25,7 @@ from agentwatch.alerts.evaluation.evaluator import Evaluation
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.notify.notifier import Notifier, catalog_contacts, evaluation_sink
+from agentwatch.alerts.notify.workers import ThreadedWorkers
 from agentwatch.alerts.response.breaker import Breaker
 from agentwatch.alerts.response.confirm import BreakerSupervisor, CatalogSource
 from agentwatch.alerts.response.control import BreakerControl, retired_agents
@@ -74,6 +75,13 @@ class Response:
                         "no runbook at the alert's runbook_url",
                         extra={"rule": alert.rule, "runbook_url": url},
                     )
+                continue
+            silenced = self.notifier.silenced(alert, self.clock())
+            if silenced is not None and not runbook.run_when_silenced:
+                log.info(
+                    "runbook held by a silence",
+                    extra={"rule": alert.rule, "runbook": runbook.id, "reason": silenced},
+                )
                 continue
             try:
                 rows = run_runbook(runbook, alert, self.context)
@@ -151,7 +159,9 @@ def owner_notifier(notifier: Notifier, clock: Clock) -> Callable[[Alert, str], N
     """A runbook's notify_owner step: an info notice routed to the agent's owner.
 
     The notice carries ``owner_notice="true"`` so the critical alert that triggered the
-    runbook does not inhibit it (see the shipped notify.yaml).
+    runbook does not inhibit it (see the shipped notify.yaml). It is derived from that
+    alert: it resolves with it, is muted by its silences, and does not reach a receiver
+    the alert itself reaches.
     """
 
     def notify(alert: Alert, message: str) -> None:
@@ -168,7 +178,7 @@ def owner_notifier(notifier: Notifier, clock: Clock) -> Callable[[Alert, str], N
             state="firing",
             starts_at=clock(),
         )
-        notifier.process([notice], clock())
+        notifier.derive(alert, notice, clock())
 
     return notify
 
@@ -182,7 +192,11 @@ def response_from_args(args: argparse.Namespace, catalog: Catalog | None = None)
         catalog = catalog_from_args(args, NO_CATALOG_RESPONSE)
     db: Path = args.db
     store = SegmentStore(db.parent, db.name)
-    notifier = Notifier.from_files(args.notify_config, db.parent, catalog_contacts(catalog))
+    # One worker per receiver: a receiver that hangs delays neither evaluation nor
+    # the runbooks and breakers that contain an agent.
+    notifier = Notifier.from_files(
+        args.notify_config, db.parent, catalog_contacts(catalog), ThreadedWorkers()
+    )
     retired = retired_agents(catalog)
 
     def connect() -> BreakerControl:

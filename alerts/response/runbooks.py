@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import polars as pl
 import yaml
+from prometheus_client import Counter
 
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.model import Alert, AlertState
@@ -85,6 +86,8 @@ class Runbook:
     steps: tuple[Step, ...]
     description: str = ""
     path: Path | None = None
+    # A silence on the alert also holds its runbook, unless the runbook says otherwise.
+    run_when_silenced: bool = False
 
 
 _STEP_PARAMS: Final[Mapping[str, frozenset[str]]] = {
@@ -132,11 +135,15 @@ def parse_runbook(doc: object, source: str = "<runbook>") -> Runbook:
         if on_failure not in ("stop", "continue"):
             raise RunbookError(f"{where}: on_failure is stop or continue")
         steps.append(Step(action, str(raw.get("why", "")), params, on_failure))
+    run_when_silenced = doc.get("run_when_silenced", False)
+    if not isinstance(run_when_silenced, bool):
+        raise RunbookError(f"{source}: run_when_silenced is true or false")
     return Runbook(
         id=rid,
         title=str(doc.get("title", rid)),
         steps=tuple(steps),
         description=str(doc.get("description", "")),
+        run_when_silenced=run_when_silenced,
     )
 
 
@@ -281,6 +288,8 @@ class RunbookContext:
     clock: Clock = utc_now
     default_cooldown_s: float = 300.0
     max_attempts: int = 3  # a failing step is retried on later calls up to this many times
+    # Registered on the /metrics registry of `alerts run` (see alerts/evaluation/metrics.py).
+    step_failures: Counter = field(default_factory=lambda: step_failures_counter())
 
     def breakers(self) -> BreakerControl:
         if self.control is None:
@@ -396,8 +405,31 @@ def _execute(
         tool = _tool(step, alert)
         result, detail = _ACTIONS[step.action](step, alert, tool, context, base["reason"])
     except Exception as exc:
+        # A failed open_breaker is an agent left running: say so loudly, with the cause.
+        log.error(
+            "runbook step failed",
+            exc_info=exc,
+            extra={
+                "runbook": runbook.id,
+                "step": index,
+                "action": step.action,
+                "agent_id": alert.agent_id,
+                "action_id": aid,
+            },
+        )
+        context.step_failures.labels(runbook=runbook.id, action=step.action).inc()
         result, detail = "failed", {"error": f"{type(exc).__name__}: {exc}"}
     return action_row(**base, tool_name=tool, result=result, detail=detail)
+
+
+def step_failures_counter() -> Counter:
+    """``agentwatch_runbook_step_failures_total``, on no registry until one takes it."""
+    return Counter(
+        "agentwatch_runbook_step_failures",
+        "Runbook steps that failed (a failed open_breaker leaves an agent running).",
+        ["runbook", "action"],
+        registry=None,
+    )
 
 
 def _tool(step: Step, alert: Alert) -> str | None:

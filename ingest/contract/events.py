@@ -4,7 +4,10 @@ One definition serves three readers: the processor validates raw Kafka messages
 against it, the SDK builds events that satisfy it, and ``event_schema.json`` is
 generated from it (``agentwatch contract schema``), so the three cannot drift apart.
 Field names and kinds are fixed by the contract; unknown extra fields are accepted
-and ignored, which is how producers may add fields without breaking processors.
+and ignored, which is how producers may add fields without breaking processors. A field
+the contract names is not unknown on any kind: it is checked wherever it appears by the
+rules of the kinds that define it (``CHECKED_TYPES``), since the store has one typed
+column per field for every kind.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, Union
 
 import msgspec
 from msgspec import Meta
@@ -147,9 +150,63 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
 )
 
 
+def contract_fields() -> dict[str, Any]:
+    """Every field the contract names, with its type as the kinds that define it check it.
+
+    Required fields and optional ones are both checked the same way elsewhere (where
+    they are optional: ``null`` means absent). Two kinds that define one field define it
+    with one type; an ``AssertionError`` here says the contract contradicts itself.
+    """
+    found: dict[str, Any] = {}
+    kinds: tuple[type[Event], ...] = (Event, *EVENT_TYPES)
+    for cls in kinds:
+        for f in msgspec.structs.fields(cls):
+            value_type = _without_none(f.type)
+            if found.setdefault(f.name, value_type) != value_type:
+                raise AssertionError(f"{f.name} has two types: {found[f.name]}, {value_type}")
+    return found
+
+
+def _without_none(tp: Any) -> Any:
+    args = getattr(tp, "__args__", None)
+    if args is not None and type(None) in args:
+        rest = tuple(a for a in args if a is not type(None))
+        return rest[0] if len(rest) == 1 else Union[rest]  # noqa: UP007
+    return tp
+
+
+def _checked(cls: type[Event], fields: dict[str, Any]) -> type[Event]:
+    """``cls`` plus, as optional fields, every field the contract names on other kinds."""
+    own = {f.name for f in msgspec.structs.fields(cls)}
+    extra = [(name, tp | None, None) for name, tp in fields.items() if name not in own]
+    checked = msgspec.defstruct(
+        cls.__name__,
+        extra,
+        bases=(cls,),
+        tag=cls.__struct_config__.tag,
+        kw_only=True,
+        omit_defaults=True,
+        module=__name__,
+    )
+    assert issubclass(checked, Event)
+    return checked
+
+
+# What the processor validates against: each kind, with the other kinds' fields checked.
+CHECKED_TYPES: Final[tuple[type[Event], ...]] = tuple(
+    _checked(t, contract_fields()) for t in EVENT_TYPES
+)
+CheckedEvent: Any = Union[CHECKED_TYPES]  # noqa: UP007
+
+
 def json_schema() -> dict[str, Any]:
     """The contract as a JSON Schema (draft 2020-12), the file shipped beside this module."""
-    _, components = msgspec.json.schema_components([AnyEvent], ref_template="#/$defs/{name}")
+    _, components = msgspec.json.schema_components(CHECKED_TYPES, ref_template="#/$defs/{name}")
+    for t in EVENT_TYPES:  # each kind's description is its own class's docstring
+        doc = (t.__doc__ or "").strip()
+        components[t.__name__]["title"] = t.__name__
+        if doc:
+            components[t.__name__]["description"] = doc
     schema: dict[str, Any] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://agentwatch.dev/schemas/event-v1.json",

@@ -1,9 +1,9 @@
 """The ``sql`` command: read-only SQL over the catalog while ingestion runs.
 
 The catalog is opened read-only and holds only views over immutable segments, so any
-number of analysts can query while processors write. Statements other than queries
-are refused before they run, with exit code 1, rather than relying on DuckDB's
-read-only mode alone (which would still let ``COPY ... TO`` write files).
+number of analysts can query while processors write. The connection is the sandbox of
+``sandbox.py``: it reads the store's segments and nothing else, and statements other
+than queries are refused before they run, with exit code 1.
 """
 
 from __future__ import annotations
@@ -19,41 +19,19 @@ import duckdb
 from rich.console import Console
 from rich.table import Table
 
-ALLOWED = frozenset({"SELECT", "EXPLAIN"})
-
-
-class ReadOnlyError(Exception):
-    """A statement that would change data or files."""
-
-
-def connect(db: Path) -> duckdb.DuckDBPyConnection:
-    if not db.exists():
-        raise FileNotFoundError(
-            f"{db} does not exist: run `agentwatch process --db {db}` (or `make demo`) first"
-        )
-    return duckdb.connect(str(db), read_only=True)
+from agentwatch.processors.query.sandbox import SandboxError, connect, execute
 
 
 def query(db: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one read-only statement; return column names and rows."""
+    """Run read-only statements in the sandbox; return the last one's columns and rows."""
     con = connect(db)
     try:
-        statements = con.extract_statements(sql)
-        if not statements:
-            raise ReadOnlyError("no statement given")
-        for st in statements:
-            kind = str(st.type).rsplit(".", 1)[-1]
-            if kind not in ALLOWED:
-                raise ReadOnlyError(
-                    f"agentwatch sql is read-only: {kind} statements are refused "
-                    "(only SELECT, WITH ... SELECT, DESCRIBE, SHOW, SUMMARIZE and EXPLAIN run)"
-                )
-        result = None
-        for st in statements:
-            result = con.execute(st)
-        assert result is not None
+        result = execute(con, sql)
         columns = [d[0] for d in result.description or []]
         return columns, result.fetchall()
+    except duckdb.PermissionException as exc:  # raised while fetching lazily
+        message = str(exc).splitlines()[0]
+        raise SandboxError(f"refused: {message} (only the store is readable)") from exc
     finally:
         con.close()
 

@@ -1,0 +1,205 @@
+"""The analysts' DuckDB connection: reads the store's segments and nothing else.
+
+Two independent walls, so that a hole in one is not a way out:
+
+- **The connection.** Opened read-only, with extension auto-install and auto-load off,
+  file access limited to the store's ``segments`` directory (``allowed_directories``
+  with ``enable_external_access`` off: no other file, URL, database or extension can be
+  reached), and the configuration locked, so no statement can loosen it again.
+- **The statements.** Each one is parsed by DuckDB's own parser and only queries run:
+  ``SELECT`` (with ``WITH``, ``VALUES``, ``DESCRIBE``, ``SHOW``, ``SUMMARIZE``) and
+  ``EXPLAIN [ANALYZE]`` of a query. The query inside an ``EXPLAIN`` is checked the same
+  way, and so is the SQL text given to the ``query()`` table function; functions that
+  run SQL the checker cannot see are refused. ``COPY``, ``EXPORT``, ``ATTACH``,
+  ``INSTALL``, ``LOAD``, ``SET``, ``PRAGMA``, ``CALL``, ``CREATE`` and every other
+  statement are refused before anything runs. The read-only connection cannot write
+  the database, but ``COPY ... TO`` could still write files (a forged segment in the
+  store would be read as events): the statement check is what stops it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+# Statement types that only read (DuckDB parses DESCRIBE, SHOW, SUMMARIZE as SELECT).
+QUERY_TYPES = frozenset({"SELECT"})
+EXPLAIN_TYPE = "EXPLAIN"
+# Table functions whose argument is SQL text: checked like a statement.
+SQL_TEXT_FUNCTIONS = frozenset({"query"})
+# Functions that run SQL the checker cannot read (a serialized plan).
+REFUSED_FUNCTIONS = frozenset({"json_execute_serialized_sql"})
+# EXPLAIN (...) in EXPLAIN (...) (...) SELECT is as deep as a real question goes.
+MAX_DEPTH = 4
+ALLOWED_HELP = "only queries run: SELECT, WITH ... SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN"
+
+
+class SandboxError(Exception):
+    """A statement the analysts' connection refuses; the message is one line."""
+
+
+def connect(db: Path) -> duckdb.DuckDBPyConnection:
+    """Open the catalog ``db`` read-only, able to read only its store's segments."""
+    db = db.resolve()
+    if not db.exists():
+        raise FileNotFoundError(
+            f"{db} does not exist: run `agentwatch process --db {db}` (or `make demo`) first"
+        )
+    segments = db.parent / "segments"
+    con = duckdb.connect(
+        str(db),
+        read_only=True,
+        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
+    )
+    try:
+        # DuckDB takes the allowed directories only once the database runs, and only
+        # before external access is switched off; locking keeps both as they are.
+        con.execute("SET allowed_directories = ?", [[f"{segments}/"]])
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def check(con: duckdb.DuckDBPyConnection, sql: str) -> list[duckdb.Statement]:
+    """The statements of ``sql`` if every one only reads; else ``SandboxError``."""
+    statements = _statements(con, sql)
+    if not statements:
+        raise SandboxError("no statement given")
+    for statement in statements:
+        _check_statement(con, statement, 0)
+    return statements
+
+
+def execute(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyConnection:
+    """Check every statement of ``sql``, then run them; the last one's result is returned."""
+    statements = check(con, sql)
+    result = con
+    try:
+        for statement in statements:
+            result = con.execute(statement)
+    except duckdb.PermissionException as exc:
+        raise SandboxError(f"refused: {_first_line(exc)} (only the store is readable)") from exc
+    return result
+
+
+def _statements(con: duckdb.DuckDBPyConnection, sql: str) -> list[duckdb.Statement]:
+    try:
+        return list(con.extract_statements(sql))
+    except duckdb.ParserException as exc:
+        raise SandboxError(_first_line(exc)) from exc
+
+
+def _check_statement(
+    con: duckdb.DuckDBPyConnection, statement: duckdb.Statement, depth: int
+) -> None:
+    if depth > MAX_DEPTH:
+        raise SandboxError(f"refused: statements nested more than {MAX_DEPTH} deep")
+    kind = statement.type.name
+    if kind == EXPLAIN_TYPE:
+        inner = _explained(statement.query)
+        nested = _statements(con, inner)
+        if len(nested) != 1:
+            raise SandboxError("refused: EXPLAIN of anything but one query")
+        _check_statement(con, nested[0], depth + 1)
+        return
+    if kind not in QUERY_TYPES:
+        raise SandboxError(f"refused: {_describe(kind)} ({ALLOWED_HELP})")
+    tree = _serialize(con, statement.query)
+    for name, arguments in _functions(tree):
+        if name in REFUSED_FUNCTIONS:
+            raise SandboxError(f"refused: {name}() runs SQL that cannot be checked")
+        if name in SQL_TEXT_FUNCTIONS:
+            text = _constant_text(arguments)
+            if text is None:
+                raise SandboxError(f"refused: {name}() with SQL that is not a literal string")
+            nested = _statements(con, text)
+            if len(nested) != 1:
+                raise SandboxError(f"refused: {name}() of anything but one query")
+            _check_statement(con, nested[0], depth + 1)
+
+
+def _explained(sql: str) -> str:
+    """The statement after ``EXPLAIN [ANALYZE] [(options)]``, found with DuckDB's tokenizer."""
+    tokens = duckdb.tokenize(sql)
+    i = 1  # tokens[0] is EXPLAIN
+    if i < len(tokens) and _token(sql, tokens, i).upper() == "ANALYZE":
+        i += 1
+    if i < len(tokens) and _token(sql, tokens, i) == "(":
+        depth = 0
+        while i < len(tokens):
+            text = _token(sql, tokens, i)
+            depth += {"(": 1, ")": -1}.get(text, 0)
+            i += 1
+            if depth == 0:
+                break
+    if i >= len(tokens):
+        raise SandboxError("refused: EXPLAIN without a statement")
+    return sql[tokens[i][0] :]
+
+
+def _token(sql: str, tokens: list[tuple[int, Any]], i: int) -> str:
+    end = tokens[i + 1][0] if i + 1 < len(tokens) else len(sql)
+    return sql[tokens[i][0] : end].strip()
+
+
+def _serialize(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
+    row = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+    tree = json.loads(row[0]) if row else {"error": True, "error_message": "no parse"}
+    if tree.get("error"):
+        raise SandboxError(f"refused: {tree.get('error_message', 'not a plain query')}")
+    return tree
+
+
+def _functions(node: Any) -> Iterator[tuple[str, list[Any]]]:
+    """Every function call in a serialized statement: its name and its arguments."""
+    if isinstance(node, dict):
+        if node.get("class") == "FUNCTION" and "function_name" in node:
+            yield str(node["function_name"]).lower(), list(node.get("arguments") or [])
+        for value in node.values():
+            yield from _functions(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _functions(value)
+
+
+def _constant_text(arguments: list[Any]) -> str | None:
+    if len(arguments) != 1:
+        return None
+    argument = arguments[0]
+    expression = argument.get("expression", argument) if isinstance(argument, dict) else None
+    if not isinstance(expression, dict) or expression.get("class") != "CONSTANT":
+        return None
+    literal = expression.get("literal") or expression.get("value") or {}
+    text = literal.get("text") if isinstance(literal, dict) else None
+    return text if isinstance(text, str) else None
+
+
+def _describe(kind: str) -> str:
+    names = {
+        "COPY": "COPY writes files",
+        "EXPORT": "EXPORT DATABASE writes files",
+        "ATTACH": "ATTACH opens another database",
+        "DETACH": "DETACH changes the session",
+        "LOAD": "INSTALL and LOAD add extensions",
+        "UPDATE_EXTENSIONS": "UPDATE EXTENSIONS changes extensions",
+        "SET": "SET changes settings",
+        "VARIABLE_SET": "SET VARIABLE changes the session",
+        "PRAGMA": "PRAGMA changes settings",
+        "CALL": "CALL runs procedures",
+        "CREATE": "CREATE makes objects",
+        "CREATE_FUNC": "CREATE MACRO makes objects",
+        "MULTI": "PIVOT without an IN list creates types",
+    }
+    return names.get(kind, f"{kind} statements are not queries")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
