@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentwatch.broker_tls import PLAINTEXT, SECURITY_MODES, BrokerSecurity, TlsSetupError
+from agentwatch.kafka import KafkaSecurity, client_options
 from agentwatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,14 @@ class BrokerInfo:
     bootstrap: str
     data_dir: Path
     started_at: float  # epoch seconds
+    security_protocol: str = PLAINTEXT
+
+    @property
+    def client_security(self) -> KafkaSecurity | None:
+        """How a client logs in to this broker (None: plaintext, no login)."""
+        if self.security_protocol == PLAINTEXT:
+            return None
+        return BrokerSecurity(self.data_dir).client_security()
 
     @property
     def log_file(self) -> Path:
@@ -95,6 +105,7 @@ class BrokerInfo:
             "bootstrap": self.bootstrap,
             "data_dir": str(self.data_dir),
             "started_at": self.started_at,
+            "security_protocol": self.security_protocol,
         }
 
     @classmethod
@@ -106,6 +117,7 @@ class BrokerInfo:
             bootstrap=str(doc["bootstrap"]),
             data_dir=Path(doc["data_dir"]),
             started_at=float(doc["started_at"]),
+            security_protocol=str(doc.get("security_protocol", PLAINTEXT)),
         )
 
 
@@ -294,7 +306,13 @@ def _tail(path: Path, lines: int = 25) -> str:
 # --------------------------------------------------------------------------- config
 
 
-def _server_properties(data_dir: Path, port: int, controller_port: int, partitions: int) -> str:
+def _server_properties(
+    data_dir: Path,
+    port: int,
+    controller_port: int,
+    partitions: int,
+    secure: BrokerSecurity | None = None,
+) -> str:
     # Static quorum voters (rather than a dynamic quorum) keep the controller port free to
     # change between restarts of the same data directory.
     settings = {
@@ -320,6 +338,8 @@ def _server_properties(data_dir: Path, port: int, controller_port: int, partitio
         "auto.create.topics.enable": "false",
         "delete.topic.enable": "true",
     }
+    if secure is not None:
+        settings.update(secure.server_properties(HOST, port, controller_port))
     body = "\n".join(f"{key}={value}" for key, value in settings.items())
     return f"# Written by `agentwatch broker start`; rewritten on every start.\n{body}\n"
 
@@ -370,10 +390,15 @@ def _cluster_id() -> str:
             return text
 
 
-def _format_storage(data_dir: Path, props: Path, heap: str) -> None:
+def _format_storage(
+    data_dir: Path, props: Path, heap: str, secure: BrokerSecurity | None = None
+) -> None:
     if (data_dir / KAFKA_LOGS / "meta.properties").exists():
         return
-    cmd = kafka_java_command(STORAGE_TOOL, ["format", "-t", _cluster_id(), "-c", str(props)], heap)
+    args = ["format", "-t", _cluster_id(), "-c", str(props)]
+    cmd = kafka_java_command(
+        STORAGE_TOOL, args + (secure.format_arguments() if secure else []), heap
+    )
     log.info("formatting Kafka storage", extra={"data_dir": str(data_dir)})
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
@@ -411,14 +436,14 @@ def broker_status(data_dir: Path) -> BrokerInfo | None:
     return info
 
 
-def _accepts_requests(bootstrap: str, timeout: float) -> bool:
+def _accepts_requests(bootstrap: str, timeout: float, security: KafkaSecurity | None) -> bool:
     """True once the broker answers metadata requests and lists itself as unfenced."""
     from kafka.admin import KafkaAdminClient
 
     ms = max(1000, int(timeout * 1000))
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap,
+            **client_options(bootstrap, security),
             client_id="agentwatch-broker-probe",
             request_timeout_ms=ms,
             bootstrap_timeout_ms=ms,
@@ -452,7 +477,10 @@ def _wait_ready(proc: subprocess.Popen[bytes], info: BrokerInfo, timeout: float)
                 f"the Kafka broker did not accept requests on {info.bootstrap} within "
                 f"{timeout:g} s; last lines of {info.log_file}:\n{_tail(info.log_file)}"
             )
-        if _port_open(info.port) and _accepts_requests(info.bootstrap, min(remaining, 5.0)):
+        ready = _port_open(info.port) and _accepts_requests(
+            info.bootstrap, min(remaining, 5.0), info.client_security
+        )
+        if ready:
             return
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=min(0.1, max(remaining, 0.01)))
@@ -465,8 +493,12 @@ def start_broker(
     heap: str = DEFAULT_HEAP,
     timeout: float = DEFAULT_START_TIMEOUT,
     partitions: int = DEFAULT_PARTITIONS,
+    security: str = PLAINTEXT.lower(),
 ) -> BrokerInfo:
     """Start a broker on ``data_dir`` and return once it serves Kafka requests on ``port``.
+
+    ``security="sasl_ssl"`` serves TLS with SCRAM-SHA-512 (and PLAIN) logins only; the CA,
+    certificates and the ``agentwatch`` user are made under ``data_dir`` on first use.
 
     Idempotent: if a broker already runs on ``data_dir`` it is returned as is (even when
     it listens on another port, which is logged). Storage is formatted on first use only,
@@ -490,10 +522,12 @@ def start_broker(
         if not _port_bindable(port):
             raise BrokerError(f"port {port} on {HOST} is already in use; pick another --port")
         controller_port = _pick_controller_port(data_dir, port)
+        secure = _prepare_security(data_dir, security)
         props = data_dir / PROPERTIES_FILE
-        props.write_text(_server_properties(data_dir, port, controller_port, partitions))
+        props.write_text(_server_properties(data_dir, port, controller_port, partitions, secure))
+        props.chmod(0o600)  # a secure broker's file holds its SASL password
         (data_dir / LOG4J_FILE).write_text(_LOG4J2)
-        _format_storage(data_dir, props, heap)
+        _format_storage(data_dir, props, heap, secure)
 
         log_file = data_dir / LOG_FILE
         if log_file.exists():
@@ -516,6 +550,7 @@ def start_broker(
             bootstrap=f"{HOST}:{port}",
             data_dir=data_dir,
             started_at=time.time(),
+            security_protocol=PLAINTEXT if secure is None else secure.client_security().protocol,
         )
         _write_info(info)
         try:
@@ -529,6 +564,27 @@ def start_broker(
         extra={**_log_fields(info), "seconds": round(time.time() - info.started_at, 2)},
     )
     return info
+
+
+def _prepare_security(data_dir: Path, security: str) -> BrokerSecurity | None:
+    if security not in SECURITY_MODES:
+        raise BrokerError(
+            f"--security must be one of {', '.join(SECURITY_MODES)}, got {security!r}"
+        )
+    if security == PLAINTEXT.lower():
+        return None
+    secure = BrokerSecurity(data_dir)
+    formatted = (data_dir / KAFKA_LOGS / "meta.properties").exists()
+    if formatted and not secure.password_file.is_file():
+        raise BrokerError(
+            f"{data_dir} was formatted without SCRAM users, so it cannot serve SASL_SSL; "
+            "use a new --data-dir"
+        )
+    try:
+        secure.make()
+    except (TlsSetupError, OSError) as exc:
+        raise BrokerError(f"cannot set up TLS in {data_dir}: {exc}") from exc
+    return secure
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -632,6 +688,14 @@ def register(
         default=settings.get("broker", "partitions", DEFAULT_PARTITIONS),
         help="default partitions of a new topic (default %(default)s)",
     )
+    start.add_argument(
+        "--security",
+        choices=SECURITY_MODES,
+        default=settings.get("broker", "security", PLAINTEXT.lower()),
+        help="plaintext, or sasl_ssl: TLS with a CA made under the data dir and SCRAM-SHA-512 "
+        "logins; clients use DATA_DIR/client.toml (env AGENTWATCH_BROKER_SECURITY; "
+        "default %(default)s)",
+    )
     start.set_defaults(handler=_cmd_start)
 
     stop = actions.add_parser(
@@ -669,11 +733,15 @@ def _cmd_start(args: argparse.Namespace) -> int:
             heap=args.heap,
             timeout=args.timeout,
             partitions=args.partitions,
+            security=args.security,
         )
     except BrokerError as exc:
         print(f"agentwatch: {exc}", file=sys.stderr)
         return 1
     print(f"broker running at {info.bootstrap} (pid {info.pid}, log {info.log_file})")
+    if info.client_security is not None:
+        config = BrokerSecurity(info.data_dir).client_config
+        print(f"{info.security_protocol}: clients connect with --config {config}")
     return 0
 
 
@@ -702,6 +770,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         table.add_row("state", "running")
         table.add_row("pid", str(info.pid))
         table.add_row("bootstrap", info.bootstrap)
+        table.add_row("security", info.security_protocol)
         table.add_row("controller", f"{HOST}:{info.controller_port}")
         table.add_row("uptime", _duration(info.uptime))
         table.add_row("data dir", str(info.data_dir))

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from agentwatch import __version__
+from agentwatch.kafka import configure as configure_kafka
+from agentwatch.kafka import security_from_settings
 from agentwatch.logs import setup_logging
 from agentwatch.settings import ConfigError, Settings, load_settings
 
@@ -79,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     known, args_list = pre.parse_known_args(args_list)
     try:
         settings = load_settings(known.config)
+        configure_kafka(security_from_settings(settings))
         parser = build_parser(settings)
     except ConfigError as exc:
         print(f"agentwatch: {exc}", file=sys.stderr)

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentwatch.kafka import client_options
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 30.0
@@ -37,7 +39,7 @@ def _admin(bootstrap: str, timeout: float) -> Any:
     ms = max(1000, int(timeout * 1000))
     try:
         return KafkaAdminClient(
-            bootstrap_servers=bootstrap,
+            **client_options(bootstrap),
             client_id="agentwatch-topics",
             request_timeout_ms=ms,
             bootstrap_timeout_ms=ms,

@@ -23,6 +23,7 @@ from pathlib import Path
 import polars as pl
 from prometheus_client import CollectorRegistry, start_http_server
 
+from agentwatch.commands.options import DEFAULT_METRICS_HOST
 from agentwatch.processors.drift.config import DriftConfig, load_config, parse_duration
 from agentwatch.processors.drift.evaluate import DRIFT, DriftEvaluator, backfill
 from agentwatch.processors.drift.metrics import DriftCollector
@@ -155,7 +156,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
         "--metrics-port", type=int, default=settings.get("drift", "metrics_port", 0) or None,
         metavar="P", help="serve agentwatch_drift_* gauges on this port ([drift] metrics_port)",
     )  # fmt: skip
-    run.add_argument("--metrics-host", default="0.0.0.0", help="address to serve them on")
+    run.add_argument(
+        "--metrics-host",
+        default=DEFAULT_METRICS_HOST,
+        help="address to serve them on; 0.0.0.0 for every interface (default %(default)s)",
+    )
     run.set_defaults(handler=_run)
 
     fill = actions.add_parser(

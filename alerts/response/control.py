@@ -37,6 +37,7 @@ from agentwatch.ingest.sdk.control import (
     encode_message,
     new_message_id,
 )
+from agentwatch.kafka import client_options
 from agentwatch.topics import TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class ControlTopic:
 
                 ms = int(self.timeout_s * 1000)
                 self._producer = KafkaProducer(
-                    bootstrap_servers=self.bootstrap,
+                    **client_options(self.bootstrap),
                     acks="all",
                     client_id="agentwatch-control",
                     bootstrap_timeout_ms=ms,
@@ -197,7 +198,7 @@ class ControlTopic:
 
                 ms = int(self.timeout_s * 1000)
                 consumer = KafkaConsumer(
-                    bootstrap_servers=self.bootstrap,
+                    **client_options(self.bootstrap),
                     group_id=None,
                     enable_auto_commit=False,
                     client_id="agentwatch-control-reader",

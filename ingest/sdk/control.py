@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Self
 import msgspec
 
 from agentwatch.ingest.sdk.emitter import RateLimiter
+from agentwatch.kafka import KafkaSecurity, client_options
 
 if TYPE_CHECKING:
     from agentwatch.ingest.sdk.tracer import CallInfo, Tracer
@@ -330,7 +331,8 @@ class ControlFollower:
 
     ``on_rollback`` runs in the follower's thread, once per rollback message, with the
     message whose ``versions`` the agent should pin; its exceptions are logged.
-    ``consumer_options`` go to kafka-python's ``KafkaConsumer``.
+    ``consumer_options`` go to kafka-python's ``KafkaConsumer``; ``security`` (TLS, SASL)
+    defaults to the ``AGENTWATCH_KAFKA_*`` environment.
     """
 
     def __init__(
@@ -344,6 +346,7 @@ class ControlFollower:
         retry_backoff_s: float = 0.2,
         max_retry_backoff_s: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
+        security: KafkaSecurity | None = None,
         **consumer_options: Any,
     ) -> None:
         control_key(agent_id)  # refuses ids that cannot be keys
@@ -362,7 +365,7 @@ class ControlFollower:
             "bootstrap_timeout_ms": 5_000,
             "reconnect_backoff_max_ms": 5_000,
             **consumer_options,
-            "bootstrap_servers": bootstrap,
+            **client_options(bootstrap, security),
             "group_id": None,
             "enable_auto_commit": False,
         }

@@ -37,6 +37,7 @@ from agentwatch.ingest.sim.scenario import (
     load_scenario,
     parse_start,
 )
+from agentwatch.kafka import client_options
 from agentwatch.settings import Settings
 from agentwatch.topics import TopicSpec, ensure_topics
 
@@ -278,7 +279,7 @@ def run_simulation(
         changes=scheduled,
     )
     config = {"bootstrap_timeout_ms": int(timeout * 1000), **PRODUCER_CONFIG}
-    producer = KafkaProducer(bootstrap_servers=bootstrap, **{**config, **(producer_config or {})})
+    producer = KafkaProducer(**client_options(bootstrap), **{**config, **(producer_config or {})})
     log.info(
         "simulation starting",
         extra={
