@@ -119,7 +119,9 @@ def test_a_sasl_protocol_without_a_password_is_an_error_naming_the_setting(
     tmp_path: Path,
 ) -> None:
     security = security_from_settings(sasl_settings(tmp_path, sasl_password_file=""))
-    with pytest.raises(ConfigError, match="sasl_password_file or \\$AGENTWATCH_KAFKA_SASL_PASSWORD"):
+    with pytest.raises(
+        ConfigError, match="sasl_password_file or \\$AGENTWATCH_KAFKA_SASL_PASSWORD"
+    ):
         client_options("k:9093", security)
 
 
