@@ -28,6 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentwatch.broker_tls import PLAINTEXT, SECURITY_MODES, BrokerSecurity, TlsSetupError
+from agentwatch.kafka import KafkaSecurity, client_options
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9092
@@ -74,6 +77,14 @@ class BrokerInfo:
     bootstrap: str
     data_dir: Path
     started_at: float  # epoch seconds
+    security_protocol: str = PLAINTEXT
+
+    @property
+    def client_security(self) -> KafkaSecurity | None:
+        """How a client logs in to this broker (None: plaintext, no login)."""
+        if self.security_protocol == PLAINTEXT:
+            return None
+        return BrokerSecurity(self.data_dir).client_security()
 
     @property
     def log_file(self) -> Path:
@@ -91,6 +102,7 @@ class BrokerInfo:
             "bootstrap": self.bootstrap,
             "data_dir": str(self.data_dir),
             "started_at": self.started_at,
+            "security_protocol": self.security_protocol,
         }
 
     @classmethod
@@ -102,6 +114,7 @@ class BrokerInfo:
             bootstrap=str(doc["bootstrap"]),
             data_dir=Path(doc["data_dir"]),
             started_at=float(doc["started_at"]),
+            security_protocol=str(doc.get("security_protocol", PLAINTEXT)),
         )
 
 
@@ -290,7 +303,13 @@ def _tail(path: Path, lines: int = 25) -> str:
 # --------------------------------------------------------------------------- config
 
 
-def _server_properties(data_dir: Path, port: int, controller_port: int, partitions: int) -> str:
+def _server_properties(
+    data_dir: Path,
+    port: int,
+    controller_port: int,
+    partitions: int,
+    secure: BrokerSecurity | None = None,
+) -> str:
     # Static quorum voters (rather than a dynamic quorum) keep the controller port free to
     # change between restarts of the same data directory.
     settings = {
@@ -316,6 +335,8 @@ def _server_properties(data_dir: Path, port: int, controller_port: int, partitio
         "auto.create.topics.enable": "false",
         "delete.topic.enable": "true",
     }
+    if secure is not None:
+        settings.update(secure.server_properties(HOST, port, controller_port))
     body = "\n".join(f"{key}={value}" for key, value in settings.items())
     return f"# Written by `agentwatch broker start`; rewritten on every start.\n{body}\n"
 
@@ -366,10 +387,15 @@ def _cluster_id() -> str:
             return text
 
 
-def _format_storage(data_dir: Path, props: Path, heap: str) -> None:
+def _format_storage(
+    data_dir: Path, props: Path, heap: str, secure: BrokerSecurity | None = None
+) -> None:
     if (data_dir / KAFKA_LOGS / "meta.properties").exists():
         return
-    cmd = kafka_java_command(STORAGE_TOOL, ["format", "-t", _cluster_id(), "-c", str(props)], heap)
+    args = ["format", "-t", _cluster_id(), "-c", str(props)]
+    cmd = kafka_java_command(
+        STORAGE_TOOL, args + (secure.format_arguments() if secure else []), heap
+    )
     log.info("formatting Kafka storage", extra={"data_dir": str(data_dir)})
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
@@ -407,14 +433,14 @@ def broker_status(data_dir: Path) -> BrokerInfo | None:
     return info
 
 
-def _accepts_requests(bootstrap: str, timeout: float) -> bool:
+def _accepts_requests(bootstrap: str, timeout: float, security: KafkaSecurity | None) -> bool:
     """True once the broker answers metadata requests and lists itself as unfenced."""
     from kafka.admin import KafkaAdminClient
 
     ms = max(1000, int(timeout * 1000))
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap,
+            **client_options(bootstrap, security),
             client_id="agentwatch-broker-probe",
             request_timeout_ms=ms,
             bootstrap_timeout_ms=ms,
@@ -448,7 +474,10 @@ def _wait_ready(proc: subprocess.Popen[bytes], info: BrokerInfo, timeout: float)
                 f"the Kafka broker did not accept requests on {info.bootstrap} within "
                 f"{timeout:g} s; last lines of {info.log_file}:\n{_tail(info.log_file)}"
             )
-        if _port_open(info.port) and _accepts_requests(info.bootstrap, min(remaining, 5.0)):
+        ready = _port_open(info.port) and _accepts_requests(
+            info.bootstrap, min(remaining, 5.0), info.client_security
+        )
+        if ready:
             return
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=min(0.1, max(remaining, 0.01)))
@@ -461,8 +490,12 @@ def start_broker(
     heap: str = DEFAULT_HEAP,
     timeout: float = DEFAULT_START_TIMEOUT,
     partitions: int = DEFAULT_PARTITIONS,
+    security: str = PLAINTEXT.lower(),
 ) -> BrokerInfo:
     """Start a broker on ``data_dir`` and return once it serves Kafka requests on ``port``.
+
+    ``security="sasl_ssl"`` serves TLS with SCRAM-SHA-512 (and PLAIN) logins only; the CA,
+    certificates and the ``agentwatch`` user are made under ``data_dir`` on first use.
 
     Idempotent: if a broker already runs on ``data_dir`` it is returned as is (even when
     it listens on another port, which is logged). Storage is formatted on first use only,
@@ -486,10 +519,12 @@ def start_broker(
         if not _port_bindable(port):
             raise BrokerError(f"port {port} on {HOST} is already in use; pick another --port")
         controller_port = _pick_controller_port(data_dir, port)
+        secure = _prepare_security(data_dir, security)
         props = data_dir / PROPERTIES_FILE
-        props.write_text(_server_properties(data_dir, port, controller_port, partitions))
+        props.write_text(_server_properties(data_dir, port, controller_port, partitions, secure))
+        props.chmod(0o600)  # a secure broker's file holds its SASL password
         (data_dir / LOG4J_FILE).write_text(_LOG4J2)
-        _format_storage(data_dir, props, heap)
+        _format_storage(data_dir, props, heap, secure)
 
         log_file = data_dir / LOG_FILE
         if log_file.exists():
@@ -512,6 +547,7 @@ def start_broker(
             bootstrap=f"{HOST}:{port}",
             data_dir=data_dir,
             started_at=time.time(),
+            security_protocol=PLAINTEXT if secure is None else secure.client_security().protocol,
         )
         _write_info(info)
         try:
@@ -525,6 +561,27 @@ def start_broker(
         extra={**_log_fields(info), "seconds": round(time.time() - info.started_at, 2)},
     )
     return info
+
+
+def _prepare_security(data_dir: Path, security: str) -> BrokerSecurity | None:
+    if security not in SECURITY_MODES:
+        raise BrokerError(
+            f"--security must be one of {', '.join(SECURITY_MODES)}, got {security!r}"
+        )
+    if security == PLAINTEXT.lower():
+        return None
+    secure = BrokerSecurity(data_dir)
+    formatted = (data_dir / KAFKA_LOGS / "meta.properties").exists()
+    if formatted and not secure.password_file.is_file():
+        raise BrokerError(
+            f"{data_dir} was formatted without SCRAM users, so it cannot serve SASL_SSL; "
+            "use a new --data-dir"
+        )
+    try:
+        secure.make()
+    except (TlsSetupError, OSError) as exc:
+        raise BrokerError(f"cannot set up TLS in {data_dir}: {exc}") from exc
+    return secure
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

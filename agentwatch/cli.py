@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agentwatch import __version__
+from agentwatch.kafka import configure as configure_kafka
+from agentwatch.kafka import security_from_settings
 from agentwatch.settings import ConfigError, Settings, load_settings
 
 Handler = Callable[[argparse.Namespace], int]
@@ -179,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     known, args_list = pre.parse_known_args(args_list)
     try:
         settings = load_settings(known.config)
+        configure_kafka(security_from_settings(settings))
         parser = build_parser(settings, command_words(args_list))
     except ConfigError as exc:
         print(f"agentwatch: {exc}", file=sys.stderr)

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentwatch.kafka import KafkaSecurity, client_options
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 30.0
@@ -31,13 +33,13 @@ class TopicSpec:
     replication_factor: int = 1
 
 
-def _admin(bootstrap: str, timeout: float) -> Any:
+def _admin(bootstrap: str, timeout: float, security: KafkaSecurity | None = None) -> Any:
     from kafka.admin import KafkaAdminClient
 
     ms = max(1000, int(timeout * 1000))
     try:
         return KafkaAdminClient(
-            bootstrap_servers=bootstrap,
+            **client_options(bootstrap, security),
             client_id="agentwatch-topics",
             request_timeout_ms=ms,
             bootstrap_timeout_ms=ms,
@@ -47,7 +49,11 @@ def _admin(bootstrap: str, timeout: float) -> Any:
 
 
 def ensure_topics(
-    bootstrap: str, topics: Sequence[TopicSpec], timeout: float = DEFAULT_TIMEOUT
+    bootstrap: str,
+    topics: Sequence[TopicSpec],
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    security: KafkaSecurity | None = None,
 ) -> None:
     """Create the topics that do not exist yet, then wait until all of them are usable.
 
@@ -58,7 +64,7 @@ def ensure_topics(
         return
     from kafka.errors import TopicAlreadyExistsError, for_code
 
-    admin = _admin(bootstrap, timeout)
+    admin = _admin(bootstrap, timeout, security)
     try:
         existing = set(admin.list_topics())
         missing = {spec.name: spec for spec in topics if spec.name not in existing}

@@ -20,6 +20,7 @@ from agentwatch.broker import (
     start_broker,
     stop_broker,
 )
+from agentwatch.broker_tls import PLAINTEXT, SECURITY_MODES, BrokerSecurity
 from agentwatch.durations import format_duration
 from agentwatch.settings import Settings
 
@@ -71,6 +72,14 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         default=settings.get("broker", "partitions", DEFAULT_PARTITIONS),
         help="default partitions of a new topic (default %(default)s)",
     )
+    start.add_argument(
+        "--security",
+        choices=SECURITY_MODES,
+        default=settings.get("broker", "security", PLAINTEXT.lower()),
+        help="plaintext, or sasl_ssl: TLS with a CA made under the data dir and SCRAM-SHA-512 "
+        "logins; clients use DATA_DIR/client.toml (env AGENTWATCH_BROKER_SECURITY; "
+        "default %(default)s)",
+    )
     start.set_defaults(handler=_cmd_start)
 
     stop = actions.add_parser(
@@ -108,11 +117,15 @@ def _cmd_start(args: argparse.Namespace) -> int:
             heap=args.heap,
             timeout=args.timeout,
             partitions=args.partitions,
+            security=args.security,
         )
     except BrokerError as exc:
         print(f"agentwatch: {exc}", file=sys.stderr)
         return 1
     print(f"broker running at {info.bootstrap} (pid {info.pid}, log {info.log_file})")
+    if info.client_security is not None:
+        config = BrokerSecurity(info.data_dir).client_config
+        print(f"{info.security_protocol}: clients connect with --config {config}")
     return 0
 
 
@@ -142,6 +155,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         table.add_row("pid", str(info.pid))
         table.add_row("bootstrap", info.bootstrap)
         table.add_row("controller", f"{HOST}:{info.controller_port}")
+        table.add_row("security", info.security_protocol)
         table.add_row("uptime", format_duration(int(info.uptime)))
         table.add_row("data dir", str(info.data_dir))
         table.add_row("log", str(info.log_file))

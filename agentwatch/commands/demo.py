@@ -36,6 +36,7 @@ from agentwatch.ingest.contract.control import Keyring
 from agentwatch.ingest.contract.events import DEFAULT_TOPIC
 from agentwatch.ingest.sim.scenario import load_scenario
 from agentwatch.ingest.sim.simulate import SimulationSummary, run_simulation
+from agentwatch.kafka import client_options
 from agentwatch.processors.query import report
 from agentwatch.processors.store.segments import CATALOG_FILE
 from agentwatch.settings import Settings
@@ -250,7 +251,7 @@ def _drift_scenario(console: Console, bootstrap: str, path: Path, data_dir: Path
 
 
 def _send_buggy_messages(bootstrap: str) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = KafkaProducer(**client_options(bootstrap), acks="all")
     for message in BUGGY_MESSAGES:
         producer.send(DEFAULT_TOPIC, key=b"legacy-bot", value=message)
     producer.flush()

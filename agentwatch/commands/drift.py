@@ -23,6 +23,7 @@ import polars as pl
 from prometheus_client import CollectorRegistry, start_http_server
 
 from agentwatch.clock import Clock, utc_now
+from agentwatch.commands.options import DEFAULT_METRICS_HOST
 from agentwatch.durations import DurationError, duration_argument, parse_duration
 from agentwatch.processors.drift.config import DriftConfig, load_config
 from agentwatch.processors.drift.evaluate import DRIFT, DriftEvaluator, backfill
@@ -146,7 +147,11 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "--metrics-port", type=int, default=settings.get("drift", "metrics_port", 0) or None,
         metavar="P", help="serve agentwatch_drift_* gauges on this port ([drift] metrics_port)",
     )  # fmt: skip
-    run.add_argument("--metrics-host", default="0.0.0.0", help="address to serve them on")
+    run.add_argument(
+        "--metrics-host",
+        default=DEFAULT_METRICS_HOST,
+        help="address to serve them on; 0.0.0.0 for every interface (default %(default)s)",
+    )
     run.set_defaults(handler=_run)
 
     fill = actions.add_parser(

@@ -11,6 +11,8 @@ from agentwatch.settings import ConfigError, Settings
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_DB = "data/agentwatch.duckdb"
 DEFAULT_CONTROL_TOPIC = "agent-control"
+# /metrics listens on loopback unless told otherwise: nothing is open by default.
+DEFAULT_METRICS_HOST = "127.0.0.1"
 
 
 def add_bootstrap_option(

@@ -9,7 +9,7 @@ import signal
 import time
 from pathlib import Path
 
-from agentwatch.commands.options import add_bootstrap_option, add_db_option
+from agentwatch.commands.options import DEFAULT_METRICS_HOST, add_bootstrap_option, add_db_option
 from agentwatch.ingest.contract.events import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TOPIC
 from agentwatch.settings import Settings
 
@@ -100,8 +100,8 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p.add_argument(
         "--metrics-host",
-        default=settings.get("process", "metrics_host", "0.0.0.0"),
-        help="address /metrics listens on (default %(default)s)",
+        default=settings.get("process", "metrics_host", DEFAULT_METRICS_HOST),
+        help="address /metrics listens on; 0.0.0.0 for every interface (default %(default)s)",
     )
     p.add_argument(
         "--max-label-values",

@@ -38,6 +38,7 @@ from agentwatch.alerts.model import Alert
 from agentwatch.alerts.response.breaker import Breaker
 from agentwatch.alerts.response.respond import Response
 from agentwatch.alerts.rules import Rule
+from agentwatch.commands.options import DEFAULT_METRICS_HOST
 from agentwatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ def add_metrics_options(parser: argparse.ArgumentParser, settings: Settings) -> 
     )
     parser.add_argument(
         "--metrics-host",
-        default=settings.get("alerts", "metrics_host", "0.0.0.0"),
+        default=settings.get("alerts", "metrics_host", DEFAULT_METRICS_HOST),
         help="address to serve them on (default %(default)s)",
     )
 

@@ -43,6 +43,7 @@ from agentwatch.ingest.contract.events import (
     ToolCall,
 )
 from agentwatch.ingest.sdk.control import BREAKER_POLICY
+from agentwatch.kafka import client_options
 from agentwatch.processors.store.segments import SegmentStore
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ class EventsTopicSource:
         from kafka import KafkaConsumer, TopicPartition
 
         consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            **client_options(self.bootstrap),
             group_id=None,
             enable_auto_commit=False,
             client_id="agentwatch-confirm",

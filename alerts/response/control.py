@@ -41,6 +41,7 @@ from agentwatch.ingest.contract.control import (
 )
 from agentwatch.ingest.sdk.control_reader import ControlReader
 from agentwatch.ingest.sdk.emitter import RateLimiter
+from agentwatch.kafka import client_options
 from agentwatch.topics import TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ class ControlTopic:
             topic,
             keyring,
             {
-                "bootstrap_servers": bootstrap,
+                **client_options(bootstrap),
                 "client_id": "agentwatch-control-reader",
                 "request_timeout_ms": ms,
                 "bootstrap_timeout_ms": ms,
@@ -177,7 +178,7 @@ class ControlTopic:
 
                 ms = int(self.timeout_s * 1000)
                 self._producer = KafkaProducer(
-                    bootstrap_servers=self.bootstrap,
+                    **client_options(self.bootstrap),
                     acks="all",
                     client_id="agentwatch-control",
                     bootstrap_timeout_ms=ms,

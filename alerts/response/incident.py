@@ -26,6 +26,7 @@ from agentwatch.clock import utc_now
 from agentwatch.ingest.contract.control import CONTROL_TOPIC, Keyring
 from agentwatch.ingest.sdk.control import AgentHalted, ControlFollower
 from agentwatch.ingest.sdk.tracer import Session, Tracer
+from agentwatch.kafka import KafkaSecurity
 
 BREAKER_POLICY = "agentwatch.breaker"
 
@@ -61,6 +62,7 @@ class MisbehavingAgent:
         steps_per_s: float = 20.0,
         violation_rate: float = 0.6,
         seed: int = 7,
+        security: KafkaSecurity | None = None,
     ) -> None:
         # Everything but its guardrail failures is as approved in the catalog, so the
         # incident is the violation burst alone, not a governance breach too.
@@ -70,9 +72,11 @@ class MisbehavingAgent:
         self.prompt_version = entry.pinned.prompt_version
         self.tracer = Tracer.to_kafka(
             bootstrap, topic, agent_id=agent_id, agent_version=entry.pinned.agent_version,
-            linger_ms=20.0,
+            linger_ms=20.0, security=security,
         )  # fmt: skip
-        self.follower = ControlFollower(bootstrap, agent_id, topic=control_topic, keyring=keyring)
+        self.follower = ControlFollower(
+            bootstrap, agent_id, topic=control_topic, keyring=keyring, security=security
+        )
         self.follower.attach(self.tracer)
         self.period = 1.0 / steps_per_s
         self.violation_rate = violation_rate

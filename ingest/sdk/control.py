@@ -40,6 +40,7 @@ from agentwatch.ingest.contract.control import (
 )
 from agentwatch.ingest.sdk.control_reader import ControlReader
 from agentwatch.ingest.sdk.emitter import RateLimiter
+from agentwatch.kafka import KafkaSecurity, client_options
 
 if TYPE_CHECKING:
     from agentwatch.ingest.sdk.tracer import CallInfo, Tracer
@@ -276,6 +277,7 @@ class ControlFollower:
         retry_backoff_s: float = 0.2,
         max_retry_backoff_s: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
+        security: KafkaSecurity | None = None,
         **consumer_options: Any,
     ) -> None:
         control_key(agent_id)  # refuses ids that cannot be keys
@@ -307,7 +309,7 @@ class ControlFollower:
             "bootstrap_timeout_ms": 5_000,
             "reconnect_backoff_max_ms": 5_000,
             **consumer_options,
-            "bootstrap_servers": bootstrap,
+            **client_options(bootstrap, security),
         }
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

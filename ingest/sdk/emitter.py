@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any, Final, Protocol
 
 from agentwatch.ingest.contract.events import DEFAULT_TOPIC
+from agentwatch.kafka import KafkaSecurity, client_options
 
 log = logging.getLogger(__name__)
 
@@ -402,7 +403,8 @@ class KafkaTransport:
     Creating the producer contacts the broker, so it happens in the sender thread, never
     in the agent's; if the broker is down, creation fails and the emitter retries it.
     ``producer_options`` go to ``KafkaProducer`` and override the defaults above
-    (e.g. ``compression_type="zstd"``, ``api_version=(4, 0)``).
+    (e.g. ``compression_type="zstd"``, ``api_version=(4, 0)``); ``security`` (TLS, SASL)
+    defaults to the ``AGENTWATCH_KAFKA_*`` environment.
     """
 
     def __init__(
@@ -411,13 +413,14 @@ class KafkaTransport:
         topic: str = DEFAULT_TOPIC,
         *,
         close_timeout_s: float = 5.0,
+        security: KafkaSecurity | None = None,
         **producer_options: Any,
     ) -> None:
         self.topic = topic
         self._options: dict[str, Any] = {
             **_PRODUCER_DEFAULTS,
             **producer_options,
-            "bootstrap_servers": bootstrap,
+            **client_options(bootstrap, security),
         }
         # Wait a little past the producer's own delivery timeout, by which every record
         # has succeeded or failed, so nothing is re-sent while still in flight.

@@ -41,6 +41,7 @@ from agentwatch.ingest.contract.events import (
     ToolCall,
 )
 from agentwatch.ingest.sdk.emitter import Emitter, EmitterStats, KafkaTransport, RateLimiter
+from agentwatch.kafka import KafkaSecurity
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +136,14 @@ class Tracer:
         buffer_size: int = 10_000,
         max_batch: int = 500,
         linger_ms: float = 50.0,
+        security: KafkaSecurity | None = None,
         **producer_options: Any,
     ) -> Tracer:
-        """A tracer sending to Kafka; returns at once, even when the broker is unreachable."""
-        transport = KafkaTransport(bootstrap, topic, **producer_options)
+        """A tracer sending to Kafka; returns at once, even when the broker is unreachable.
+
+        ``security`` (TLS, SASL) defaults to the ``AGENTWATCH_KAFKA_*`` environment.
+        """
+        transport = KafkaTransport(bootstrap, topic, security=security, **producer_options)
         emitter = Emitter(
             transport, buffer_size=buffer_size, max_batch=max_batch, linger_ms=linger_ms
         )

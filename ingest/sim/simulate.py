@@ -31,6 +31,7 @@ from agentwatch.ingest.sim.scenario import (
     Scenario,
     Scheduled,
 )
+from agentwatch.kafka import client_options
 from agentwatch.topics import TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -271,7 +272,7 @@ def run_simulation(
         changes=scheduled,
     )
     config = {"bootstrap_timeout_ms": int(timeout * 1000), **PRODUCER_CONFIG}
-    producer = KafkaProducer(bootstrap_servers=bootstrap, **{**config, **(producer_config or {})})
+    producer = KafkaProducer(**client_options(bootstrap), **{**config, **(producer_config or {})})
     log.info(
         "simulation starting",
         extra={

@@ -27,7 +27,9 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry, start_http_server
 
+from agentwatch.commands.options import DEFAULT_METRICS_HOST
 from agentwatch.ingest.contract.events import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TOPIC
+from agentwatch.kafka import client_options
 from agentwatch.processors.landing.decode import RawBatch
 from agentwatch.processors.landing.pipeline import (
     STATE_COLUMNS,
@@ -60,7 +62,7 @@ class ProcessorConfig:
     session_timeout_s: float = 10.0
     allowed_lateness_s: float = 300.0
     metrics_port: int | None = None
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = DEFAULT_METRICS_HOST
     max_label_values: int = 200
     pricing_file: Path | None = None
 
@@ -140,9 +142,9 @@ class Processor:
             cfg.bootstrap,
             [TopicSpec(cfg.topic), TopicSpec(cfg.dead_letter_topic)],
         )
-        self._producer = KafkaProducer(bootstrap_servers=cfg.bootstrap, acks="all", linger_ms=20)
+        self._producer = KafkaProducer(**client_options(cfg.bootstrap), acks="all", linger_ms=20)
         self._consumer = KafkaConsumer(
-            bootstrap_servers=cfg.bootstrap,
+            **client_options(cfg.bootstrap),
             group_id=cfg.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
