@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "agentwatch.commands.alerts_routes",
     "agentwatch.commands.dashboards",
     "agentwatch.commands.demo",
+    "agentwatch.commands.otlp",
 )
 
 Handler = Callable[[argparse.Namespace], int]

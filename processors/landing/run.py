@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from agentwatch.commands.options import add_bootstrap_option, add_db_option
 from agentwatch.ingest.contract.events import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TOPIC
+from agentwatch.ingest.otlp.collector import OtlpTopics, add_process_options
 from agentwatch.processors.landing.decode import RawBatch
 from agentwatch.processors.landing.pipeline import (
     STATE_COLUMNS,
@@ -68,6 +69,9 @@ class ProcessorConfig:
     metrics_host: str = "0.0.0.0"
     max_label_values: int = 200
     pricing_file: Path | None = None
+    otlp_topic: str | None = None  # OpenTelemetry Collector spans, also landed
+    otlp_format: str = "otlp_proto"
+    otlp_unmapped_topic: str | None = None
 
     @property
     def dead_letter_topic(self) -> str:
@@ -126,6 +130,12 @@ class Processor:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.collector = FleetCollector(config.topic, config.max_label_values)
         self.registry.register(self.collector)
+        self.otlp = OtlpTopics(
+            config.otlp_topic or None,
+            config.otlp_unmapped_topic or f"{config.topic}.otlp-unmapped",
+            config.otlp_format,
+        )
+        self.otlp.register(self.registry)
         self._pending: dict[TopicPartition, _Pending] = {}
         self._state: dict[TopicPartition, PartitionState] = {}
         self._lag_checked = 0.0
@@ -143,7 +153,7 @@ class Processor:
         self.store.prepare()
         ensure_topics(
             cfg.bootstrap,
-            [TopicSpec(cfg.topic), TopicSpec(cfg.dead_letter_topic)],
+            [TopicSpec(t) for t in (cfg.topic, cfg.dead_letter_topic, *self.otlp.topics)],
         )
         self._producer = KafkaProducer(bootstrap_servers=cfg.bootstrap, acks="all", linger_ms=20)
         self._consumer = KafkaConsumer(
@@ -159,7 +169,7 @@ class Processor:
             max_partition_fetch_bytes=8 * 1024 * 1024,
             receive_message_max_bytes=cfg.max_message_bytes * 4 + 64 * 1024 * 1024,
         )
-        self._consumer.subscribe([cfg.topic], listener=_Rebalance(self))
+        self._consumer.subscribe([cfg.topic, *self.otlp.topics], listener=_Rebalance(self))
         server = None
         if cfg.metrics_port is not None:
             server, _ = start_http_server(cfg.metrics_port, cfg.metrics_host, self.registry)
@@ -270,7 +280,10 @@ class Processor:
             pending.keys,
             pending.values,
         )
-        landed = land_batch(batch, self._state[tp], self.settings, self._price)
+        if self.otlp.lands(tp.topic):
+            landed = self.otlp.land(batch, self._state[tp], self.settings, self._price, land_batch)
+        else:
+            landed = land_batch(batch, self._state[tp], self.settings, self._price)
         if self._commit(batch, landed):
             self._export(batch, landed)
 
@@ -284,6 +297,7 @@ class Processor:
             landed.events,
             landed.dead_letters,
             before_commit=lambda: self._send_dead_letters(landed),
+            extra=landed.extra_tables,
         )
         if not committed:
             return False
@@ -453,6 +467,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
         default=_optional_path(settings.get("pricing", "file", "")),
         help="pricing table (default: the one shipped with agentwatch)",
     )
+    add_process_options(p, settings)
     p.set_defaults(handler=_run)
 
 
@@ -479,6 +494,9 @@ def _run(args: argparse.Namespace) -> int:
             metrics_host=args.metrics_host,
             max_label_values=args.max_label_values,
             pricing_file=args.pricing,
+            otlp_topic=args.otlp_topic,
+            otlp_format=args.otlp_format,
+            otlp_unmapped_topic=args.otlp_unmapped_topic,
         )
     )
     signal.signal(signal.SIGTERM, lambda *_: processor.stop())
