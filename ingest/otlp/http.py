@@ -71,9 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._plain(405 if self.path == PATH else 404, "use POST /v1/traces")
 
     def do_POST(self) -> None:
-        metrics = self.server.receiver.metrics
-        code = self._post()
-        metrics.requests.labels("http", str(code)).inc()
+        self._post()
 
     def _post(self) -> int:
         if self.path.split("?", 1)[0] != PATH:
@@ -127,6 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(code, "text/plain; charset=utf-8", message.encode(), auth=auth)
 
     def _send(self, code: int, ctype: str, body: bytes, auth: bool = False) -> int:
+        self.server.receiver.metrics.requests.labels("http", str(code)).inc()
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))

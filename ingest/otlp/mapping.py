@@ -155,7 +155,9 @@ def _emit(
     a = span.attributes
     base = _base(span, ctx, table, config, out)
     error_type = base.get("error_type")
-    if role == "agent" or (role == "chain" and span.parent_span_id is None):
+    # A root chain (OpenInference) bounds the session only when no agent span does.
+    root_chain = role == "chain" and span.parent_span_id is None
+    if role == "agent" or (root_chain and "agent" not in roles.values()):
         if role == "agent" and _has_agent_ancestor(span, index, roles):
             return None  # a nested agent: its calls belong to the outer agent's session
         start = {**base, "kind": "session_start", "event_id": _eid(span, "start")}
