@@ -87,6 +87,9 @@ COMMANDS = (
     Command("dashboards",
             "write the Grafana dashboards, or render the fleet overview as PNG and HTML",
             _C + "dashboards"),
+    Command("otlp",
+            "receive OpenTelemetry traces (OTLP/HTTP and gRPC) and turn them into events",
+            _C + "otlp"),
     Command("demo", "run broker, processor and a simulated fleet for a while, then print a summary",
             _C + "demo"),
 )  # fmt: skip

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from agentwatch.commands.options import DEFAULT_METRICS_HOST, add_bootstrap_option, add_db_option
 from agentwatch.ingest.contract.events import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TOPIC
+from agentwatch.ingest.otlp.collector import add_process_options
 from agentwatch.settings import Settings
 
 log = logging.getLogger("agentwatch.processors.landing.run")
@@ -115,6 +116,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         default=_optional_path(settings.get("pricing", "file", "")),
         help="pricing table (default: the one shipped with agentwatch)",
     )
+    add_process_options(p, settings)
     p.set_defaults(handler=_run)
 
 
@@ -143,6 +145,9 @@ def _run(args: argparse.Namespace) -> int:
             metrics_host=args.metrics_host,
             max_label_values=args.max_label_values,
             pricing_file=args.pricing,
+            otlp_topic=args.otlp_topic,
+            otlp_format=args.otlp_format,
+            otlp_unmapped_topic=args.otlp_unmapped_topic,
         )
     )
     signal.signal(signal.SIGTERM, lambda *_: processor.stop())

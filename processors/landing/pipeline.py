@@ -60,6 +60,8 @@ class LandedBatch:
     dead_letters: pl.DataFrame
     sessions_ended: pl.DataFrame
     duplicates: int
+    # Rows of other stream tables landed with the batch (``otlp_unmapped``).
+    extra_tables: dict[str, pl.DataFrame] = field(default_factory=dict)
 
     @property
     def late(self) -> int:

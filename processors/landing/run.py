@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from agentwatch.commands.options import DEFAULT_METRICS_HOST
 from agentwatch.ingest.contract.events import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TOPIC
+from agentwatch.ingest.otlp.collector import OtlpTopics
 from agentwatch.kafka import client_options
 from agentwatch.processors.landing.decode import RawBatch
 from agentwatch.processors.landing.pipeline import (
@@ -65,6 +66,9 @@ class ProcessorConfig:
     metrics_host: str = DEFAULT_METRICS_HOST
     max_label_values: int = 200
     pricing_file: Path | None = None
+    otlp_topic: str | None = None  # OpenTelemetry Collector spans, also landed
+    otlp_format: str = "otlp_proto"
+    otlp_unmapped_topic: str | None = None
 
     @property
     def dead_letter_topic(self) -> str:
@@ -123,6 +127,12 @@ class Processor:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.collector = FleetCollector(config.topic, config.max_label_values)
         self.registry.register(self.collector)
+        self.otlp = OtlpTopics(
+            config.otlp_topic or None,
+            config.otlp_unmapped_topic or f"{config.topic}.otlp-unmapped",
+            config.otlp_format,
+        )
+        self.otlp.register(self.registry)
         self._pending: dict[TopicPartition, _Pending] = {}
         self._state: dict[TopicPartition, PartitionState] = {}
         self._lag_checked = 0.0
@@ -140,7 +150,7 @@ class Processor:
         self.store.prepare()
         ensure_topics(
             cfg.bootstrap,
-            [TopicSpec(cfg.topic), TopicSpec(cfg.dead_letter_topic)],
+            [TopicSpec(t) for t in (cfg.topic, cfg.dead_letter_topic, *self.otlp.topics)],
         )
         self._producer = KafkaProducer(**client_options(cfg.bootstrap), acks="all", linger_ms=20)
         self._consumer = KafkaConsumer(
@@ -156,7 +166,7 @@ class Processor:
             max_partition_fetch_bytes=8 * 1024 * 1024,
             receive_message_max_bytes=cfg.max_message_bytes * 4 + 64 * 1024 * 1024,
         )
-        self._consumer.subscribe([cfg.topic], listener=_Rebalance(self))
+        self._consumer.subscribe([cfg.topic, *self.otlp.topics], listener=_Rebalance(self))
         server = None
         if cfg.metrics_port is not None:
             server, _ = start_http_server(cfg.metrics_port, cfg.metrics_host, self.registry)
@@ -267,7 +277,10 @@ class Processor:
             pending.keys,
             pending.values,
         )
-        landed = land_batch(batch, self._state[tp], self.settings, self._price)
+        if self.otlp.lands(tp.topic):
+            landed = self.otlp.land(batch, self._state[tp], self.settings, self._price, land_batch)
+        else:
+            landed = land_batch(batch, self._state[tp], self.settings, self._price)
         if self._commit(batch, landed):
             self._export(batch, landed)
 
@@ -281,6 +294,7 @@ class Processor:
             landed.events,
             landed.dead_letters,
             before_commit=lambda: self._send_dead_letters(landed),
+            extra=landed.extra_tables,
         )
         if not committed:
             return False

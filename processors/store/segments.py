@@ -41,6 +41,7 @@ from agentwatch.processors.store.tables import (
     DRIFT_SCORES_SCHEMA,
     EVENTS_SCHEMA,
     NOTIFICATIONS_SCHEMA,
+    OTLP_UNMAPPED_SCHEMA,
 )
 from agentwatch.processors.store.views import view_statements
 
@@ -53,6 +54,7 @@ COMMIT_TABLE: Final = "events"
 STREAM_TABLES: Final[Mapping[str, Mapping[str, pl.DataType]]] = {
     "events": EVENTS_SCHEMA,
     "dead_letters": DEAD_LETTERS_SCHEMA,
+    "otlp_unmapped": OTLP_UNMAPPED_SCHEMA,
 }
 # Append-only logs of the alerting side, one segment per append, named by time.
 LOG_TABLES: Final[Mapping[str, Mapping[str, pl.DataType]]] = {
@@ -174,13 +176,15 @@ class SegmentStore:
         events: pl.DataFrame,
         dead_letters: pl.DataFrame,
         before_commit: Callable[[], None] = lambda: None,
+        extra: Mapping[str, pl.DataFrame] | None = None,
     ) -> bool:
         """Store one batch: dead letters, then the events segment, whose rename commits it.
 
         Returns False, storing nothing, when the partition already has a commit at or
         past the batch's first offset: another instance owns the partition now.
         ``before_commit`` runs under the lock just before the commit (the processor
-        sends dead letters to their topic there).
+        sends dead letters to their topic there). ``extra`` holds rows of other stream
+        tables landed with the batch (``otlp_unmapped``).
         """
         first, last = offsets
         with self.partition_lock(topic, partition):
@@ -194,6 +198,9 @@ class SegmentStore:
             before_commit()
             if dead_letters.height:
                 self.write(SegmentName("dead_letters", topic, partition, first, last), dead_letters)
+            for table, rows in (extra or {}).items():
+                if rows.height:
+                    self.write(SegmentName(table, topic, partition, first, last), rows)
             self.write(SegmentName(COMMIT_TABLE, topic, partition, first, last), events)
             return True
 

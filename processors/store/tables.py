@@ -164,3 +164,17 @@ DRIFT_SCORES_SCHEMA: Final[dict[str, pl.DataType]] = {
     "n_ref": pl.Int64(),
     "n_cur": pl.Int64(),
 }
+
+# Samples of OTLP spans that did not map to events, with how many of their kind each
+# request held: what OpenTelemetry ingest leaves out, and why (docs/opentelemetry.md).
+OTLP_UNMAPPED_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "ts": UTC_TS,  # the span's end
+    "reason": pl.String(),  # not_genai, unknown_operation, no_model, no_tool_name
+    "scope": pl.String(),  # instrumentation scope
+    "span_name": pl.String(),
+    "service_name": pl.String(),
+    "trace_id": pl.String(),
+    "span_id": pl.String(),
+    "attributes": pl.String(),  # JSON object, message content left out
+    **KAFKA_FIELDS,
+}

@@ -1,0 +1,162 @@
+"""The ``otlp`` command: receive OpenTelemetry traces and produce contract events to Kafka."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from agentwatch.commands.options import add_bootstrap_option
+from agentwatch.ingest.contract.events import DEFAULT_TOPIC
+from agentwatch.settings import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    parser.description = (
+        "An OTLP receiver: GenAI spans from any OpenTelemetry-instrumented agent "
+        "(GenAI semantic conventions, OpenInference, OpenLLMetry) are mapped to contract "
+        "events and produced to the events topic (acks=all) before the exporter gets its "
+        "answer; when Kafka cannot take them the answer is 503 / UNAVAILABLE so the "
+        "exporter retries. Spans that do not map are counted and sampled. Settings: "
+        "[otlp] in the config file or AGENTWATCH_OTLP_*."
+    )
+    p = parser
+    add_bootstrap_option(p, settings)
+    p.add_argument("--topic", default=settings.get("kafka", "topic", DEFAULT_TOPIC),
+                   help="events topic (default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--unmapped-topic",
+        default=settings.get("otlp", "unmapped_topic", ""),
+        help="topic of unmapped-span samples, landed as otlp_unmapped "
+        "(default TOPIC.otlp-unmapped)",
+    )
+    p.add_argument("--host", default=settings.get("otlp", "host", "127.0.0.1"),
+                   help="address to listen on (default %(default)s)")  # fmt: skip
+    p.add_argument("--http-port", type=int, default=settings.get("otlp", "http_port", 4318),
+                   help="OTLP/HTTP port, 0 to turn it off (default %(default)s)")  # fmt: skip
+    p.add_argument("--grpc-port", type=int, default=settings.get("otlp", "grpc_port", 4317),
+                   help="OTLP/gRPC port, 0 to turn it off (default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=settings.get("otlp", "max_body_bytes", DEFAULT_MAX_BODY_BYTES),
+        help="larger requests (also once inflated) are refused with 413 (default %(default)s)",
+    )
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        default=_path(settings.get("otlp", "token_file", "")),
+        help="file holding the bearer token exporters must send (env AGENTWATCH_OTLP_TOKEN "
+        "gives it directly; default: none required)",
+    )
+    p.add_argument("--tls-cert", type=Path, default=_path(settings.get("otlp", "tls_cert", "")),
+                   help="PEM certificate: serve HTTPS and gRPC over TLS")  # fmt: skip
+    p.add_argument("--tls-key", type=Path, default=_path(settings.get("otlp", "tls_key", "")),
+                   help="PEM private key of --tls-cert")  # fmt: skip
+    p.add_argument(
+        "--keep-content",
+        action=argparse.BooleanOptionalAction,
+        default=settings.get("otlp", "keep_content", False),
+        help="keep message content (prompts, completions, tool arguments and results), "
+        "redacted, in the events' attributes (default: dropped)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="P",
+        default=settings.get("otlp", "metrics_port", None),
+        help="serve Prometheus /metrics on this port (default: off)",
+    )
+    p.set_defaults(handler=_run, token=settings.get("otlp", "token", ""))
+
+
+def _path(value: str) -> Path | None:
+    return Path(value) if value else None
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if args.token_file is not None:
+        try:
+            text: str = args.token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"--token-file {args.token_file}: {exc.strerror}") from None
+        if not text:
+            raise ConfigError(f"--token-file {args.token_file}: the file is empty")
+        return text
+    token: str = args.token
+    return token or None
+
+
+def _tls(args: argparse.Namespace) -> tuple[Path, Path] | None:
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if args.tls_cert is None:
+        return None
+    for path in (args.tls_cert, args.tls_key):
+        if not path.is_file():
+            raise ConfigError(f"TLS file {path} does not exist")
+    return (args.tls_cert, args.tls_key)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from agentwatch.ingest.otlp import grpc as otlp_grpc
+    from agentwatch.ingest.otlp.http import OtlpHttpServer
+    from agentwatch.ingest.otlp.mapping import MappingConfig
+    from agentwatch.ingest.otlp.metrics import OtlpMetrics
+    from agentwatch.ingest.otlp.receiver import UNMAPPED_SUFFIX, KafkaSink, Receiver
+    from agentwatch.topics import TopicSpec, ensure_topics
+
+    token, tls = _token(args), _tls(args)
+    if args.http_port == 0 and args.grpc_port == 0:
+        raise ConfigError("--http-port and --grpc-port are both 0: nothing to serve")
+    unmapped_topic = args.unmapped_topic or f"{args.topic}{UNMAPPED_SUFFIX}"
+    ensure_topics(args.bootstrap, [TopicSpec(args.topic), TopicSpec(unmapped_topic)])
+    registry = CollectorRegistry()
+    receiver = Receiver(
+        KafkaSink(args.bootstrap, args.topic, unmapped_topic),
+        MappingConfig(keep_content=args.keep_content),
+        OtlpMetrics(registry),
+    )
+    if token is None and args.host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("no bearer token: anyone who reaches this port can send spans")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    http = grpc_server = metrics = None
+    try:
+        if args.http_port:
+            http = OtlpHttpServer(
+                (args.host, args.http_port), receiver, args.max_body_bytes, token, tls
+            )
+            http.serve_in_thread()
+        if args.grpc_port:
+            grpc_server, _ = otlp_grpc.serve(
+                args.host, args.grpc_port, receiver, args.max_body_bytes, token, tls
+            )
+        if args.metrics_port is not None:
+            metrics, _ = start_http_server(args.metrics_port, args.host, registry)
+        log.info(
+            "otlp receiver started",
+            extra={"http_port": args.http_port, "grpc_port": args.grpc_port,
+                   "topic": args.topic, "tls": tls is not None, "token": token is not None},
+        )  # fmt: skip
+        stop.wait()
+    finally:
+        if http is not None:
+            http.shutdown()
+            http.server_close()
+        if grpc_server is not None:
+            grpc_server.stop(grace=5).wait()
+        if metrics is not None:
+            metrics.shutdown()
+        receiver.sink.close()
+    log.info("otlp receiver stopped")
+    return 0

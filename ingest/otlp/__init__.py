@@ -1,0 +1,1 @@
+"""OpenTelemetry in: OTLP traces from any GenAI instrumentation become contract events."""
