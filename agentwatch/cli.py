@@ -31,6 +31,9 @@ COMMAND_MODULES = (
     "agentwatch.alerts.alertmanager.receive",
     "agentwatch.commands.alerts_routes",
     "agentwatch.commands.dashboards",
+    "agentwatch.commands.agents",
+    "agentwatch.commands.releases",
+    "agentwatch.commands.archive",
     "agentwatch.commands.demo",
 )
 

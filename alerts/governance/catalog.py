@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -143,7 +144,7 @@ class AgentEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 def entry_doc(entry: AgentEntry) -> dict[str, Any]:
     """An entry as plain JSON-able data with sets sorted, so equal entries compare equal."""
-    doc: dict[str, Any] = msgspec.to_builtins(entry, order="deterministic")
+    doc: dict[str, Any] = json.loads(msgspec.json.encode(entry, order="deterministic"))
     for key in ("approved_models", "approved_tools"):
         if doc.get(key) is not None:
             doc[key] = sorted(doc[key])
