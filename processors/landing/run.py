@@ -41,6 +41,7 @@ from agentwatch.processors.landing.pipeline import (
     land_batch,
 )
 from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
+from agentwatch.processors.landing.redact import load_redaction
 from agentwatch.processors.metrics.exporter import FleetCollector, PartitionHealth
 from agentwatch.processors.store.segments import SegmentStore
 from agentwatch.settings import Settings
@@ -68,6 +69,7 @@ class ProcessorConfig:
     metrics_host: str = "0.0.0.0"
     max_label_values: int = 200
     pricing_file: Path | None = None
+    redaction_file: Path | None = None  # None: the shipped redaction.yaml
 
     @property
     def dead_letter_topic(self) -> str:
@@ -120,6 +122,7 @@ class Processor:
             allowed_lateness_s=config.allowed_lateness_s,
             dedup_horizon_s=config.dedup_horizon_s,
             dedup_max_ids=config.dedup_max_ids,
+            redactor=load_redaction(config.redaction_file),
         )
         pricing = load_pricing(config.pricing_file)
         self._price = lambda events: apply_pricing(events, pricing)
@@ -453,6 +456,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
         default=_optional_path(settings.get("pricing", "file", "")),
         help="pricing table (default: the one shipped with agentwatch)",
     )
+    p.add_argument(
+        "--redaction",
+        type=Path,
+        default=_optional_path(settings.get("redaction", "file", "")),
+        help="redaction rules applied before storage ([redaction] file; default: the shipped "
+        "redaction.yaml, which redacts attributes, reasons and labels)",
+    )
     p.set_defaults(handler=_run)
 
 
@@ -479,6 +489,7 @@ def _run(args: argparse.Namespace) -> int:
             metrics_host=args.metrics_host,
             max_label_values=args.max_label_values,
             pricing_file=args.pricing,
+            redaction_file=args.redaction,
         )
     )
     signal.signal(signal.SIGTERM, lambda *_: processor.stop())
