@@ -21,7 +21,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from agentwatch.alerts.governance.catalog import DEFAULT_CATALOG, load_catalog
+from agentwatch.alerts.governance.catalog import DEFAULT_CATALOG
+from agentwatch.alerts.governance.registry import registry_catalog
 from agentwatch.alerts.response.breaker import BreakerError
 from agentwatch.alerts.response.control import (
     BreakerControl,
@@ -126,7 +127,7 @@ def _change(args: argparse.Namespace, action: str) -> int:
     name = args.agent + (f"/{args.tool}" if args.tool else "")
     control: BreakerControl | None = None
     try:
-        retired = retired_agents(load_catalog(args.catalog))
+        retired = retired_agents(registry_catalog(args.db, args.catalog))
         control = BreakerControl.connect(args.bootstrap, args.control_topic, retired=retired)
         transition: Transition
         if action == "open_breaker":
@@ -212,7 +213,7 @@ def confirmed_ids(db: Path, ids: Iterable[str]) -> set[str] | None:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    retired = retired_agents(load_catalog(args.catalog))
+    retired = retired_agents(registry_catalog(args.db, args.catalog))
     control = BreakerControl.connect(
         args.bootstrap, args.control_topic, create=False, retired=retired
     )

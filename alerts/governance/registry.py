@@ -258,3 +258,14 @@ def load_registry(
 def entry_at(revision: Revision) -> AgentEntry | None:
     """The entry a revision recorded, as a struct (None when it removed the agent)."""
     return None if revision.entry is None else entry_from_doc(revision.entry)
+
+
+def registry_catalog(db: Path, catalog_path: Path) -> Catalog:
+    """The catalog file with the registry's retirements applied; reads, records nothing.
+
+    For the breaker control and the response side, so an agent retired through the
+    registry stays held open whoever touches its breaker.
+    """
+    catalog = load_catalog(catalog_path)
+    store = SegmentStore(db.parent, db.name)
+    return Registry(store, catalog, store.read_log(TABLE)).catalog

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentwatch.alerts.evaluation.evaluator import Evaluation
-from agentwatch.alerts.governance.catalog import Catalog, load_catalog
+from agentwatch.alerts.governance.catalog import Catalog
+from agentwatch.alerts.governance.registry import registry_catalog
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.notify.config import add_notify_config_argument
 from agentwatch.alerts.notify.notifier import Notifier, catalog_contacts, evaluation_sink
@@ -185,8 +186,8 @@ def add_response_options(parser: argparse.ArgumentParser, settings: Settings) ->
 def response_from_args(args: argparse.Namespace) -> Response | None:
     if args.no_response:
         return None
-    catalog: Catalog = load_catalog(args.catalog)
     db: Path = args.db
+    catalog: Catalog = registry_catalog(db, args.catalog)  # with registry retirements
     store = SegmentStore(db.parent, db.name)
     notifier = Notifier.from_files(args.notify_config, db.parent, catalog_contacts(catalog))
     retired = retired_agents(catalog)
