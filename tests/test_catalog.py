@@ -174,7 +174,7 @@ def test_a_missing_required_field_is_refused() -> None:
 
 def test_a_version_written_as_a_number_is_refused() -> None:
     message = problems({"agents": [agent(pinned={"agent_version": 1.1})]})
-    assert "pinned.agent_version must be a string" in message
+    assert "`pinned.agent_version` must be a string" in message
     assert "quote" in message
 
 

@@ -21,6 +21,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from agentwatch.alerts.governance.registry import apply_registry
 from agentwatch.alerts.response.breaker import BreakerError
 from agentwatch.alerts.response.control import (
     BreakerControl,
@@ -126,7 +127,8 @@ def _change(args: argparse.Namespace, action: str) -> int:
     name = args.agent + (f"/{args.tool}" if args.tool else "")
     control: BreakerControl | None = None
     keyring = control_keyring(args)  # ConfigError: exit 2 with the message, nothing recorded
-    retired = retired_agents(catalog_from_args(args, NO_CATALOG_HOLDS))
+    catalog = apply_registry(args.db, catalog_from_args(args, NO_CATALOG_HOLDS))
+    retired = retired_agents(catalog)
     try:
         control = BreakerControl.connect(
             args.bootstrap, args.control_topic, keyring=keyring, retired=retired
@@ -215,7 +217,7 @@ def confirmed_ids(db: Path, ids: Iterable[str]) -> set[str] | None:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    retired = retired_agents(catalog_from_args(args, NO_CATALOG_HOLDS))
+    retired = retired_agents(apply_registry(args.db, catalog_from_args(args, NO_CATALOG_HOLDS)))
     control = BreakerControl.connect(
         args.bootstrap,
         args.control_topic,

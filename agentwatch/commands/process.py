@@ -116,6 +116,13 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         default=_optional_path(settings.get("pricing", "file", "")),
         help="pricing table (default: the one shipped with agentwatch)",
     )
+    p.add_argument(
+        "--redaction",
+        type=Path,
+        default=_optional_path(settings.get("redaction", "file", "")),
+        help="redaction rules applied before storage ([redaction] file; default: the shipped "
+        "redaction.yaml, which redacts attributes, reasons and labels)",
+    )
     add_process_options(p, settings)
     p.set_defaults(handler=_run)
 
@@ -148,6 +155,7 @@ def _run(args: argparse.Namespace) -> int:
             otlp_topic=args.otlp_topic,
             otlp_format=args.otlp_format,
             otlp_unmapped_topic=args.otlp_unmapped_topic,
+            redaction_file=args.redaction,
         )
     )
     signal.signal(signal.SIGTERM, lambda *_: processor.stop())

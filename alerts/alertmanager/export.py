@@ -56,6 +56,15 @@ UNSUPPORTED: Mapping[str, str] = {
     "alert on agentwatch_drift_detected from `agentwatch drift run --metrics-port`",
     "drift_release": "drift gauges do not say which comparison found the drift; "
     "alert on agentwatch_drift_detected from `agentwatch drift run --metrics-port`",
+    **dict.fromkeys(
+        (
+            "unregistered_release_events",
+            "unapproved_release_events",
+            "off_release_calls",
+            "review_age_days",
+        ),
+        "the agent registry (releases, reviews) is not exported to Prometheus",
+    ),
 }
 
 

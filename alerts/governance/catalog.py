@@ -6,20 +6,26 @@ is a policy breach, a prod release other than the pinned one is an unreviewed ch
 and a retired agent that still talks is a process that was never switched off. The
 catalog is that reference, kept in YAML next to the rules so it is reviewed like code.
 
-It is loaded and validated in full before use: a typo in a key, a status that is not
-one of ``active``, ``paused``, ``retired`` or a version written as a number (YAML would
-turn ``1.10`` into ``1.1``) stops the load with a message naming the file, the agent and
-the field, rather than silently disabling a check.
+Entries decode into typed msgspec structs whose defaults are the field defaults below
+(one place). The load validates in full before use: a key the structs do not have (the
+message names the file, the agent, the key path and the closest valid key), a status
+that is not one of ``active``, ``paused``, ``retired`` or a version written as a number
+(YAML would turn ``1.10`` into ``1.1``) stops the load, rather than silently disabling a
+check. Every problem of the file is reported at once, one line each.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import difflib
+import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal, cast, get_args
+from typing import Any, Final, Literal, get_args, get_origin, get_type_hints
 
+import msgspec
 import polars as pl
 import yaml
 
@@ -31,49 +37,53 @@ NO_CATALOG: Final = "<no catalog>"
 
 Status = Literal["active", "paused", "retired"]
 RiskTier = Literal["low", "medium", "high", "critical"]
+Autonomy = Literal["suggest", "act_with_approval", "act"]
+ToolTier = Literal["read", "write", "destructive"]
 STATUSES: Final[tuple[str, ...]] = get_args(Status)
 RISK_TIERS: Final[tuple[str, ...]] = get_args(RiskTier)
+AUTONOMY_LEVELS: Final[tuple[str, ...]] = get_args(Autonomy)
+TOOL_TIERS: Final[tuple[str, ...]] = get_args(ToolTier)
 
-# Service levels an agent can promise; rules compare metrics with them by name
-# (``slo.p95_latency_ms``). Values are numbers; each has a sanity range.
+# A tool the catalog does not classify counts as one that changes state: an access
+# review then asks for its human approvals instead of passing it as harmless.
+DEFAULT_TOOL_TIER: Final[ToolTier] = "write"
+# How old an agent's last access review may be, by risk tier (``review_interval_days``
+# of an entry overrides it); the ``AccessReviewOverdue`` rule compares with it.
+REVIEW_INTERVAL_DAYS: Final[Mapping[str, float]] = {
+    "low": 180.0,
+    "medium": 90.0,
+    "high": 30.0,
+    "critical": 14.0,
+}
+# Risk tiers whose releases need an approval before they may run in prod.
+APPROVAL_TIERS: Final = frozenset({"high", "critical"})
+
+# Service levels and success metrics an agent can promise; rules compare metrics with
+# them by name (``slo.p95_latency_ms``). Values are numbers; each has a sanity range.
 SLOS: Final[Mapping[str, str]] = {
     "p95_latency_ms": "95th percentile of LLM call latency, milliseconds",
     "containment_floor": "lowest acceptable share of sessions resolved without a human (0-1)",
     "error_rate_max": "highest acceptable share of events that are errors (0-1)",
     "tool_error_rate_max": "highest acceptable share of failed calls of one tool (0-1)",
+    "cost_per_session_usd": "highest acceptable LLM spend per session, USD",
 }
 _FRACTION_SLOS: Final = frozenset({"containment_floor", "error_rate_max", "tool_error_rate_max"})
 
 # Fields a rule may use as its threshold, per agent (see ``AgentEntry.number``).
-CATALOG_FIELDS: Final[tuple[str, ...]] = ("daily_budget_usd", *(f"slo.{k}" for k in SLOS))
-
-_AGENT_KEYS: Final = frozenset(
-    {
-        "agent_id",
-        "description",
-        "owner",
-        "oncall",
-        "risk_tier",
-        "status",
-        "approved_models",
-        "approved_tools",
-        "pinned",
-        "daily_budget_usd",
-        "slo",
-    }
+CATALOG_FIELDS: Final[tuple[str, ...]] = (
+    "daily_budget_usd",
+    "review_interval_days",
+    *(f"slo.{k}" for k in SLOS),
 )
-_REQUIRED_KEYS: Final = ("agent_id", "owner", "oncall", "risk_tier", "status")
-_PINNED_KEYS: Final = frozenset({"agent_version", "prompt_version", "model"})
-_TOP_KEYS: Final = frozenset({"version", "agents"})
 CATALOG_FORMAT_VERSION: Final = 1
+_REQUIRED_KEYS: Final = ("agent_id", "owner", "oncall", "risk_tier", "status")
 
 
 class CatalogError(ConfigError):
     """A catalog that cannot be used; the message names the file, agent and field."""
 
 
-@dataclass(frozen=True)
-class Pinned:
+class Pinned(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The release reviewed for prod. ``None`` pins nothing for that field."""
 
     agent_version: str | None = None
@@ -81,12 +91,13 @@ class Pinned:
     model: str | None = None
 
 
-@dataclass(frozen=True)
-class AgentEntry:
+class AgentEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One agent as governance knows it.
 
     ``approved_models`` / ``approved_tools`` of ``None`` mean "not governed" (no check),
-    while an empty set means "nothing approved": every call is a breach.
+    while an empty set means "nothing approved": every call is a breach. ``tool_tiers``
+    classifies tools as read, write or destructive (others: ``DEFAULT_TOOL_TIER``).
+    ``credentials`` names the service accounts and secrets revoked when it is retired.
     """
 
     agent_id: str
@@ -95,19 +106,56 @@ class AgentEntry:
     risk_tier: RiskTier
     status: Status
     description: str = ""
+    purpose: str = ""
+    business_owner: str | None = None
+    technical_owner: str | None = None
+    autonomy: Autonomy | None = None
+    data_sources: tuple[str, ...] = ()
     approved_models: frozenset[str] | None = None
     approved_tools: frozenset[str] | None = None
-    pinned: Pinned = field(default_factory=Pinned)
+    tool_tiers: dict[str, ToolTier] = {}
+    pinned: Pinned = Pinned()
     daily_budget_usd: float | None = None
-    slo: Mapping[str, float] = field(default_factory=dict)
+    slo: dict[str, float] = {}
+    review_interval_days: float | None = None
+    credentials: tuple[str, ...] = ()
+    retired_on: dt.date | None = None
 
     def number(self, name: str) -> float | None:
         """A numeric field by its rule name: ``daily_budget_usd`` or ``slo.<key>``."""
         if name == "daily_budget_usd":
             return self.daily_budget_usd
+        if name == "review_interval_days":
+            return self.review_interval()
         if name.startswith("slo."):
             return self.slo.get(name[4:])
         raise KeyError(f"unknown catalog field {name!r}; known: {', '.join(CATALOG_FIELDS)}")
+
+    def review_interval(self) -> float:
+        """Days an access review stays valid: the entry's own, else its risk tier's."""
+        if self.review_interval_days is not None:
+            return self.review_interval_days
+        return REVIEW_INTERVAL_DAYS[self.risk_tier]
+
+    def tool_tier(self, tool: str) -> ToolTier:
+        return self.tool_tiers.get(tool, DEFAULT_TOOL_TIER)
+
+    def needs_release_approval(self) -> bool:
+        return self.risk_tier in APPROVAL_TIERS
+
+
+def entry_doc(entry: AgentEntry) -> dict[str, Any]:
+    """An entry as plain JSON-able data with sets sorted, so equal entries compare equal."""
+    doc: dict[str, Any] = json.loads(msgspec.json.encode(entry, order="deterministic"))
+    for key in ("approved_models", "approved_tools"):
+        if doc.get(key) is not None:
+            doc[key] = sorted(doc[key])
+    return doc
+
+
+def entry_from_doc(doc: Mapping[str, Any]) -> AgentEntry:
+    """The inverse of :func:`entry_doc` (registry history stores entries as JSON)."""
+    return msgspec.convert(dict(doc), AgentEntry)
 
 
 @dataclass(frozen=True)
@@ -152,6 +200,11 @@ class Catalog:
                 "pinned_model": a.pinned.model,
                 "daily_budget_usd": a.daily_budget_usd,
                 **{f"slo_{k}": a.slo.get(k) for k in SLOS},
+                "business_owner": a.business_owner,
+                "technical_owner": a.technical_owner,
+                "autonomy": a.autonomy,
+                "review_interval_days": a.review_interval(),
+                "needs_release_approval": a.needs_release_approval(),
             }
             for a in self.agents.values()
         ]
@@ -171,6 +224,11 @@ CATALOG_FRAME_SCHEMA: Final[dict[str, pl.DataType]] = {
     "pinned_model": pl.String(),
     "daily_budget_usd": pl.Float64(),
     **{f"slo_{k}": pl.Float64() for k in SLOS},
+    "business_owner": pl.String(),
+    "technical_owner": pl.String(),
+    "autonomy": pl.String(),
+    "review_interval_days": pl.Float64(),
+    "needs_release_approval": pl.Boolean(),
 }
 
 
@@ -225,7 +283,8 @@ def parse_catalog(doc: Any, source: str = "<memory>") -> Catalog:
         raise CatalogError(f"{source}: a catalog is a mapping with an `agents` list")
     problems: list[str] = []
     # `x-...` keys hold YAML anchors shared by several agents, as in compose files.
-    unknown = sorted(k for k in set(doc) - _TOP_KEYS if not str(k).startswith("x-"))
+    unknown = sorted(str(k) for k in doc if k not in ("version", "agents"))
+    unknown = [k for k in unknown if not k.startswith("x-")]
     if unknown:
         problems.append(f"unknown top-level key(s) {unknown}; expected version, agents, x-*")
     version = doc.get("version", CATALOG_FORMAT_VERSION)
@@ -257,129 +316,112 @@ def _parse_agent(raw: Any, where: str, problems: list[str]) -> AgentEntry | None
         problems.append(f"{where}: an agent entry must be a mapping")
         return None
     start = len(problems)
-    unknown = sorted(set(raw) - _AGENT_KEYS)
-    if unknown:
-        problems.append(f"{where}: unknown key(s) {unknown}; known: {sorted(_AGENT_KEYS)}")
+    _unknown_keys(raw, AgentEntry, "", where, problems)
     for key in _REQUIRED_KEYS:
         if key not in raw:
             problems.append(f"{where}: `{key}` is required")
-    strings = {k: _string(raw, k, where, problems) for k in ("agent_id", "owner", "oncall")}
-    description = _string(raw, "description", where, problems, required=False) or ""
-    status = _choice(raw, "status", STATUSES, where, problems)
-    risk_tier = _choice(raw, "risk_tier", RISK_TIERS, where, problems)
-    models = _name_set(raw, "approved_models", where, problems)
-    tools = _name_set(raw, "approved_tools", where, problems)
-    pinned = _pinned(raw.get("pinned"), where, problems)
-    budget = _number(raw.get("daily_budget_usd"), f"{where}: daily_budget_usd", problems)
-    if budget is not None and budget <= 0:
-        problems.append(f"{where}: daily_budget_usd must be positive, got {budget}")
-    slo = _slo(raw.get("slo"), where, problems)
+    for key in ("approved_models", "approved_tools", "data_sources", "credentials"):
+        value = raw.get(key)
+        if isinstance(value, list) and len(set(map(str, value))) != len(value):
+            problems.append(f"{where}: `{key}` lists a name twice")
     if len(problems) > start:
         return None
-    return AgentEntry(
-        agent_id=cast(str, strings["agent_id"]),
-        owner=cast(str, strings["owner"]),
-        oncall=cast(str, strings["oncall"]),
-        risk_tier=cast(RiskTier, risk_tier),
-        status=cast(Status, status),
-        description=description,
-        approved_models=models,
-        approved_tools=tools,
-        pinned=pinned,
-        daily_budget_usd=budget,
-        slo=slo,
-    )
-
-
-def _string(
-    raw: Mapping[str, Any], key: str, where: str, problems: list[str], *, required: bool = True
-) -> str | None:
-    value = raw.get(key)
-    if value is None:
-        return None  # a missing required key is reported once, by the caller
-    if not isinstance(value, str) or not value.strip():
-        problems.append(f"{where}: `{key}` must be a non-empty string, got {value!r}")
+    try:
+        entry = msgspec.convert(dict(raw), AgentEntry, strict=True)
+    except msgspec.ValidationError as exc:
+        problems.append(f"{where}: {_explain(exc, raw)}")
         return None
-    return value
+    problems.extend(f"{where}: {p}" for p in _check(entry))
+    return None if len(problems) > start else entry
 
 
-def _choice(
-    raw: Mapping[str, Any], key: str, allowed: tuple[str, ...], where: str, problems: list[str]
-) -> str | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if value not in allowed:
-        problems.append(f"{where}: `{key}` must be one of {', '.join(allowed)}, got {value!r}")
-        return None
-    return cast(str, value)
-
-
-def _name_set(
-    raw: Mapping[str, Any], key: str, where: str, problems: list[str]
-) -> frozenset[str] | None:
-    if key not in raw:
-        return None
-    value = raw[key]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        problems.append(f"{where}: `{key}` must be a list of names, got {value!r}")
-        return None
-    if len(set(value)) != len(value):
-        problems.append(f"{where}: `{key}` lists a name twice")
-    return frozenset(value)
-
-
-def _pinned(value: Any, where: str, problems: list[str]) -> Pinned:
-    if value is None:
-        return Pinned()
-    if not isinstance(value, Mapping):
-        problems.append(f"{where}: `pinned` must be a mapping of {sorted(_PINNED_KEYS)}")
-        return Pinned()
-    unknown = sorted(set(value) - _PINNED_KEYS)
-    if unknown:
-        problems.append(f"{where}: pinned: unknown key(s) {unknown}; known: {sorted(_PINNED_KEYS)}")
-    fields: dict[str, str] = {}
-    for key in sorted(_PINNED_KEYS & set(value)):
-        v = value[key]
-        if isinstance(v, str) and v:
-            fields[key] = v
-        else:
+def _unknown_keys(raw: Any, kind: Any, prefix: str, where: str, problems: list[str]) -> None:
+    """Keys a struct does not have, each with the closest valid one; nested structs too."""
+    if not isinstance(raw, Mapping):
+        return
+    hints = get_type_hints(kind)
+    known = list(msgspec.structs.fields(kind))
+    for key in raw:
+        if key not in hints:
+            close = difflib.get_close_matches(str(key), [f.name for f in known], n=1)
+            hint = f"; did you mean `{close[0]}`?" if close else ""
             problems.append(
-                f"{where}: pinned.{key} must be a string, got {v!r} (quote versions: '1.10')"
+                f"{where}: unknown key `{prefix}{key}`{hint} "
+                f"(known: {', '.join(f.name for f in known)})"
             )
-    return Pinned(**fields)
+        elif isinstance(hints[key], type) and issubclass(hints[key], msgspec.Struct):
+            _unknown_keys(raw[key], hints[key], f"{prefix}{key}.", where, problems)
 
 
-def _number(value: Any, what: str, problems: list[str]) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        problems.append(f"{what} must be a number, got {value!r}")
-        return None
-    return float(value)
+def _explain(exc: msgspec.ValidationError, raw: Mapping[str, Any]) -> str:
+    """msgspec's first type error as the catalog's message: the key path and what it takes."""
+    text = str(exc)
+    message, _, path = text.partition(" - at `$")
+    keys = [k for k in path.rstrip("`").replace("[", ".").replace("]", "").split(".") if k]
+    if not keys:
+        return message
+    value: Any = raw
+    for k in keys:
+        value = value.get(k) if isinstance(value, Mapping) else None
+    name = ".".join(keys)
+    hint = _field_hint(keys)
+    return f"`{name}` must be {hint}, got {value!r}"
 
 
-def _slo(value: Any, where: str, problems: list[str]) -> dict[str, float]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        problems.append(f"{where}: `slo` must be a mapping of {', '.join(SLOS)}")
-        return {}
-    out: dict[str, float] = {}
-    for key, raw in value.items():
+def _field_hint(keys: list[str]) -> str:
+    kind: Any = AgentEntry
+    for key in keys:
+        hints = get_type_hints(kind) if isinstance(kind, type) else {}
+        kind = hints.get(key)
+        if kind is None:
+            return "valid"
+    args = [a for a in get_args(kind) if a is not type(None)]
+    origin = get_origin(kind)
+    if kind is RiskTier or kind is Status or origin is Literal:
+        return "one of " + ", ".join(get_args(kind))
+    if any(get_origin(a) is Literal for a in args):
+        choices = [c for a in args if get_origin(a) is Literal for c in get_args(a)]
+        return "one of " + ", ".join(choices)
+    if origin is dict and get_args(kind)[1] is ToolTier:
+        return "a mapping of tool name to " + " | ".join(TOOL_TIERS)
+    if origin in (tuple, frozenset) or any(get_origin(a) in (tuple, frozenset) for a in args):
+        return "a list of names"
+    if kind is str or str in args:
+        return "a string (quote versions: '1.10')" if "version" in keys[-1] else "a string"
+    if kind is dt.date or dt.date in args:
+        return "a date (YYYY-MM-DD)"
+    if origin is dict:
+        return "a mapping of names to numbers"
+    return "a number"
+
+
+def _check(entry: AgentEntry) -> list[str]:
+    """What the types cannot say: empty names, ranges, known SLOs, tiers of approved tools."""
+    problems = [
+        f"`{k}` must be a non-empty string"
+        for k in ("agent_id", "owner", "oncall")
+        if not getattr(entry, k).strip()
+    ]
+    for key in ("daily_budget_usd", "review_interval_days"):
+        number = getattr(entry, key)
+        if number is not None and (not math.isfinite(number) or number <= 0):
+            problems.append(f"{key} must be positive, got {number}")
+    for key, number in entry.slo.items():
         if key not in SLOS:
-            problems.append(f"{where}: slo.{key} is not a known SLO; known: {', '.join(SLOS)}")
-            continue
-        number = _number(raw, f"{where}: slo.{key}", problems)
-        if number is None:
-            continue
-        if key in _FRACTION_SLOS and not 0.0 <= number <= 1.0:
-            problems.append(f"{where}: slo.{key} is a share between 0 and 1, got {number}")
-        elif key not in _FRACTION_SLOS and number <= 0:
-            problems.append(f"{where}: slo.{key} must be positive, got {number}")
-        else:
-            out[key] = number
-    return out
+            close = difflib.get_close_matches(key, list(SLOS), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"slo.{key} is not a known SLO{hint}; known: {', '.join(SLOS)}")
+        elif key in _FRACTION_SLOS and not 0.0 <= number <= 1.0:
+            problems.append(f"slo.{key} is a share between 0 and 1, got {number}")
+        elif key not in _FRACTION_SLOS and not number > 0:
+            problems.append(f"slo.{key} must be positive, got {number}")
+    if entry.approved_tools is not None:
+        stray = sorted(set(entry.tool_tiers) - entry.approved_tools)
+        if stray:
+            problems.append(f"tool_tiers names tools that are not approved: {stray}")
+    if entry.retired_on is not None and entry.status != "retired":
+        problems.append(f"retired_on is set but status is {entry.status}")
+    return problems
 
 
 def catalog_from_entries(entries: Iterable[AgentEntry], source: str = "<memory>") -> Catalog:

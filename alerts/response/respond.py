@@ -23,6 +23,7 @@ from pathlib import Path
 
 from agentwatch.alerts.evaluation.evaluator import Evaluation
 from agentwatch.alerts.governance.catalog import Catalog
+from agentwatch.alerts.governance.registry import apply_registry
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.notify.notifier import Notifier, catalog_contacts, evaluation_sink
 from agentwatch.alerts.notify.workers import ThreadedWorkers
@@ -188,9 +189,10 @@ def response_from_args(args: argparse.Namespace, catalog: Catalog | None = None)
     if args.no_response:
         return None
     keyring = control_keyring(args)  # runbooks and supervision sign what they publish
+    db: Path = args.db
     if catalog is None:
         catalog = catalog_from_args(args, NO_CATALOG_RESPONSE)
-    db: Path = args.db
+    catalog = apply_registry(db, catalog)  # with the registry's retirements
     store = SegmentStore(db.parent, db.name)
     # One worker per receiver: a receiver that hangs delays neither evaluation nor
     # the runbooks and breakers that contain an agent.

@@ -27,6 +27,7 @@ from typing import Any, Final, Literal, Protocol, cast, get_args
 import duckdb
 
 from agentwatch.alerts.governance.catalog import CATALOG_FIELDS, Catalog, read_yaml
+from agentwatch.alerts.governance.signals import LIFECYCLE_SIGNALS
 from agentwatch.durations import DurationError, format_duration, parse_duration
 from agentwatch.settings import ConfigError
 
@@ -304,11 +305,6 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         "events",
     ),
     _governance(
-        "retired_agent_events",
-        "events from an agent the catalog lists as retired",
-        "c.status = 'retired'",
-    ),
-    _governance(
         "paused_agent_events",
         "events from an agent the catalog lists as paused",
         "c.status = 'paused'",
@@ -352,7 +348,10 @@ DRIFT_METRICS: tuple[Metric, ...] = (
     _drift("release", "1 when a canary release differs from the stable one on a signal"),
 )
 
-for _metric in (*BUILTIN_METRICS, *DRIFT_METRICS):
+# The agent lifecycle's signals (alerts/governance/signals.py): releases, reviews, retirement.
+LIFECYCLE_METRICS: tuple[Metric, ...] = tuple(SqlMetric(*s) for s in LIFECYCLE_SIGNALS)
+
+for _metric in (*BUILTIN_METRICS, *DRIFT_METRICS, *LIFECYCLE_METRICS):
     register_metric(_metric)
 
 

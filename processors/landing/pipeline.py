@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from agentwatch.processors.landing.decode import RawBatch, decode_batch
+from agentwatch.processors.landing.decode import DecodedBatch, RawBatch, decode_batch
 from agentwatch.processors.landing.dedup import DedupIndex, event_hashes
+from agentwatch.processors.landing.redact import COUNTS_SCHEMA, Redactor
 from agentwatch.processors.landing.sessions import SessionTracker
 from agentwatch.processors.landing.watermark import mark_late
 from agentwatch.processors.metrics.exporter import CounterDelta, HistogramDelta, batch_deltas
@@ -35,6 +36,7 @@ class LandingSettings:
     allowed_lateness_s: float = 300.0
     dedup_horizon_s: float = 3600.0
     dedup_max_ids: int = 20_000_000
+    redactor: Redactor | None = None  # redaction before storage (redact.py); None: off
 
 
 @dataclass
@@ -62,6 +64,7 @@ class LandedBatch:
     duplicates: int
     # Rows of other stream tables landed with the batch (``otlp_unmapped``).
     extra_tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+    redactions: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=COUNTS_SCHEMA))
 
     @property
     def late(self) -> int:
@@ -73,6 +76,7 @@ class LandedBatch:
                 "events": self.events,
                 "sessions": self.sessions_ended,
                 "dead_letters": self.dead_letters,
+                "redactions": self.redactions,
             }
         )
 
@@ -81,6 +85,12 @@ def land_batch(
     batch: RawBatch, state: PartitionState, settings: LandingSettings, price: Pricer
 ) -> LandedBatch:
     decoded = decode_batch(batch, settings.max_message_bytes)
+    redactions = pl.DataFrame(schema=COUNTS_SCHEMA)
+    if settings.redactor is not None:  # before anything else sees the text
+        clean = settings.redactor.events(decoded.events)
+        letters = settings.redactor.dead_letters(decoded.dead_letters)
+        decoded = DecodedBatch(clean.frame, letters.frame)
+        redactions = pl.concat([clean.counts, letters.counts])
     fresh = state.dedup.filter(decoded.events)
     events, state.watermark = mark_late(price(fresh), state.watermark, settings.allowed_lateness_s)
     return LandedBatch(
@@ -88,6 +98,7 @@ def land_batch(
         dead_letters=decoded.dead_letters,
         sessions_ended=state.sessions.update(events),
         duplicates=decoded.events.height - fresh.height,
+        redactions=redactions,
     )
 
 

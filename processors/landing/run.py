@@ -40,6 +40,7 @@ from agentwatch.processors.landing.pipeline import (
     land_batch,
 )
 from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
+from agentwatch.processors.landing.redact import load_redaction
 from agentwatch.processors.metrics.exporter import FleetCollector, PartitionHealth
 from agentwatch.processors.store.segments import SegmentStore
 from agentwatch.topics import TopicSpec, ensure_topics
@@ -69,6 +70,7 @@ class ProcessorConfig:
     otlp_topic: str | None = None  # OpenTelemetry Collector spans, also landed
     otlp_format: str = "otlp_proto"
     otlp_unmapped_topic: str | None = None
+    redaction_file: Path | None = None  # None: the shipped redaction.yaml
 
     @property
     def dead_letter_topic(self) -> str:
@@ -121,6 +123,7 @@ class Processor:
             allowed_lateness_s=config.allowed_lateness_s,
             dedup_horizon_s=config.dedup_horizon_s,
             dedup_max_ids=config.dedup_max_ids,
+            redactor=load_redaction(config.redaction_file),
         )
         pricing = load_pricing(config.pricing_file)
         self._price = lambda events: apply_pricing(events, pricing)

@@ -35,7 +35,7 @@ FEEDBACK_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0, 2.0, 3.0, 4.0, 5.0)
 SESSION_BUCKETS_S = (1.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 OTHER = "other"
 
-Source = Literal["events", "sessions", "dead_letters"]
+Source = Literal["events", "sessions", "dead_letters", "redactions"]
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,9 @@ COUNTERS: tuple[CounterSpec, ...] = (
                 AGENT, _kind("feedback") & (pl.col("score") < 0)),
     CounterSpec("agentwatch_pipeline_dead_letters_total", "Invalid messages, by reason.",
                 "dead_letters", ("reason_code",)),
+    CounterSpec("agentwatch_redactions_total",
+                "Personal data and secrets redacted before storage, by rule and field.",
+                "redactions", ("rule", "field"), value=pl.col("count").sum()),
 )  # fmt: skip
 
 HISTOGRAMS: tuple[HistogramSpec, ...] = (

@@ -35,13 +35,16 @@ import duckdb
 import polars as pl
 
 from agentwatch.processors.store.tables import (
+    ACCESS_REVIEWS_SCHEMA,
     ACTIONS_SCHEMA,
     ALERT_EVENTS_SCHEMA,
+    CATALOG_CHANGES_SCHEMA,
     DEAD_LETTERS_SCHEMA,
     DRIFT_SCORES_SCHEMA,
     EVENTS_SCHEMA,
     NOTIFICATIONS_SCHEMA,
     OTLP_UNMAPPED_SCHEMA,
+    RELEASES_SCHEMA,
 )
 from agentwatch.processors.store.views import view_statements
 
@@ -62,6 +65,9 @@ LOG_TABLES: Final[Mapping[str, Mapping[str, pl.DataType]]] = {
     "actions": ACTIONS_SCHEMA,
     "notifications": NOTIFICATIONS_SCHEMA,
     "drift_scores": DRIFT_SCORES_SCHEMA,
+    "catalog_changes": CATALOG_CHANGES_SCHEMA,
+    "releases": RELEASES_SCHEMA,
+    "access_reviews": ACCESS_REVIEWS_SCHEMA,
 }
 TABLE_SCHEMAS: Final[Mapping[str, Mapping[str, pl.DataType]]] = {**STREAM_TABLES, **LOG_TABLES}
 _SEGMENT = re.compile(r"^L0-(\d{20})-(\d{20})\.parquet$")

@@ -178,3 +178,45 @@ OTLP_UNMAPPED_SCHEMA: Final[dict[str, pl.DataType]] = {
     "attributes": pl.String(),  # JSON object, message content left out
     **KAFKA_FIELDS,
 }
+
+# The agent registry's history (alerts/governance/registry.py): one row per change of an
+# agent's entry, with the entry as it stands after it (JSON) and the field-level diff.
+CATALOG_CHANGES_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "ts": UTC_TS,
+    "agent_id": pl.String(),
+    "change": pl.String(),  # 'added' | 'changed' | 'removed' | 'retired'
+    "actor": pl.String(),  # 'person:<name>' or 'catalog:<file>'
+    "reason": pl.String(),
+    "source": pl.String(),  # the catalog file the entry was read from
+    "entry": pl.String(),  # JSON object: the whole entry after the change; null if removed
+    "diff": pl.String(),  # JSON list of {"field", "before", "after"}
+}
+
+# Releases (alerts/governance/releases.py): registrations, approvals and rollout stages.
+RELEASES_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "ts": UTC_TS,
+    "agent_id": pl.String(),
+    "version": pl.String(),  # the agent_version events carry
+    "event": pl.String(),  # 'registered' | 'approved' | 'staged'
+    "actor": pl.String(),
+    "note": pl.String(),
+    "prompt_versions": pl.List(pl.String()),
+    "models": pl.List(pl.String()),
+    "tools": pl.List(pl.String()),
+    "tool_tiers": pl.String(),  # JSON object: tool name -> read | write | destructive
+    "eval_file": pl.String(),
+    "eval_sha256": pl.String(),
+    "eval_score": pl.Float64(),
+    "stage": pl.String(),  # 'canary' | 'full'
+    "canary_share": pl.Float64(),
+}
+
+# Access reviews (alerts/governance/review.py): one row per agent per review.
+ACCESS_REVIEWS_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "ts": UTC_TS,
+    "agent_id": pl.String(),
+    "reviewer": pl.String(),
+    "window_start": UTC_TS,
+    "window_end": UTC_TS,
+    "findings": pl.String(),  # JSON object, as `agents review --format json` prints it
+}

@@ -1,0 +1,85 @@
+"""A small catalog, a store and a registry over them, for the lifecycle tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import textwrap
+from pathlib import Path
+
+import polars as pl
+
+from agentwatch.alerts.governance.registry import Registry, load_registry
+from agentwatch.processors.store.segments import SegmentName, SegmentStore
+
+CATALOG_YAML = textwrap.dedent(
+    """
+    version: 1
+    agents:
+      - agent_id: claims-1
+        owner: claims-ops
+        oncall: claims-pager
+        business_owner: head-of-claims
+        technical_owner: claims-platform
+        purpose: First notice of loss for insurance claims.
+        autonomy: act_with_approval
+        data_sources: [policy-db, claims-db]
+        risk_tier: high
+        status: active
+        approved_models: [claude-3-5-sonnet, gpt-4o-mini]
+        approved_tools: [claims.create, claims.delete, policy.search]
+        tool_tiers: {policy.search: read, claims.create: write, claims.delete: destructive}
+        credentials: [svc-claims-1, vault:claims/api-key]
+        slo: {containment_floor: 0.5, p95_latency_ms: 9000, cost_per_session_usd: 0.4}
+      - agent_id: faq-1
+        owner: web-team
+        oncall: web-pager
+        risk_tier: low
+        status: active
+        approved_models: [gpt-4o-mini]
+        approved_tools: [kb.search]
+        tool_tiers: {kb.search: read}
+    """
+)
+
+
+def write_catalog(folder: Path, text: str = CATALOG_YAML) -> Path:
+    path = folder / "catalog.yaml"
+    path.write_text(text)
+    return path
+
+
+def make_registry(tmp_path: Path, *frames: pl.DataFrame, by: str = "person:ana") -> Registry:
+    """A store with ``frames`` as events, and the registry after its first catalog load."""
+    store = SegmentStore(tmp_path / "data")
+    for i, frame in enumerate(frames):
+        store.write(SegmentName("events", "t", 0, i * 1000, i * 1000 + 999), frame)
+    store.prepare()
+    catalog = tmp_path / "catalog.yaml"
+    if not catalog.exists():
+        write_catalog(tmp_path)
+    return load_registry(store.catalog_path, catalog, actor=by)
+
+
+def db_of(registry: Registry) -> Path:
+    return registry.store.catalog_path
+
+
+def eval_file(folder: Path, score: float = 0.91) -> Path:
+    path = folder / "eval.json"
+    path.write_text(json.dumps({"suite": "claims-regression", "score": score}))
+    return path
+
+
+class Clock:
+    """A settable clock: tests move time by hand, nothing sleeps."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> dt.datetime:
+        self.now += dt.timedelta(seconds=seconds)
+        return self.now
