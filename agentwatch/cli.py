@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "agentwatch.commands.breaker",
     "agentwatch.alerts.response.runbooks",
     "agentwatch.commands.alerts_run",
+    "agentwatch.commands.alerts_backtest",
     "agentwatch.commands.alerts_silence",
     "agentwatch.alerts.alertmanager.export",
     "agentwatch.alerts.alertmanager.receive",

@@ -94,13 +94,19 @@ def cyclic(
         .with_columns(y=pl.col("y") / pl.col("w"))
     )
     found: list[pl.DataFrame] = []
+    shortest = min(season.periods)
     for period in season.periods:
         p = int(period.total_seconds()) // grain_s
         cycles = (cur_lo - ref_lo) // p if p > 1 else 0
-        if cycles < season.min_cycles:
+        if cycles < 1:
             continue
-        chosen = _anova(means.filter(pl.col("bucket") >= cur_lo - cycles * p), p, cur_lo)
-        chosen = chosen.filter(pl.col("p_value") < season.p_value).select(*PAIR)
+        recent = means.filter(pl.col("bucket") >= cur_lo - cycles * p)
+        chosen = _anova(recent, p, cur_lo).filter(
+            (pl.col("p_value") < season.p_value) & (pl.col("buckets") >= season.min_cycles * p)
+        )
+        chosen = chosen.select(*PAIR)
+        if period == shortest:  # young history: a smooth daily cycle is seen in half a day
+            chosen = pl.concat([chosen, _harmonic(recent, p, season.p_value)]).unique()
         if found:
             chosen = chosen.join(pl.concat(found).select(*PAIR), on=list(PAIR), how="anti")
         found.append(chosen.with_columns(period=pl.lit(p, pl.Int64)))
@@ -135,6 +141,35 @@ def _anova(means: pl.DataFrame, period: int, cur_lo: int) -> pl.DataFrame:
     f = np.where(ssw > 0, f, np.where(ssb > 1e-12, np.inf, 0.0))
     p_values = np.atleast_1d(np.asarray(scipy_stats.f.sf(f, df1, df2), dtype=np.float64))
     return table.with_columns(p_value=pl.Series(p_values))
+
+
+def _harmonic(means: pl.DataFrame, period: int, alpha: float) -> pl.DataFrame:
+    """Pairs whose bucket means follow a sine of ``period`` (weighted least squares F-test).
+
+    Unlike the analysis of variance it needs no repeated cycle, so a young agent's daily
+    cycle is recognised from half a day of history; its seasonal reference is then empty
+    for the hours not seen yet, and those windows get insufficient_data, not an alarm.
+    """
+    out = []
+    for key, group in means.sort("bucket").group_by(PAIR, maintain_order=True):
+        if group.height < max(8, period // 2):
+            continue
+        w = group["w"].to_numpy()
+        y = group["y"].to_numpy()
+        phase = 2 * np.pi * (group["bucket"].to_numpy() % period) / period
+        x = np.column_stack([np.ones_like(phase), np.sin(phase), np.cos(phase)])
+        root = np.sqrt(w)
+        beta, *_ = np.linalg.lstsq(x * root[:, None], y * root, rcond=None)
+        rss1 = float(np.sum(w * (y - x @ beta) ** 2))
+        rss0 = float(np.sum(w * (y - np.average(y, weights=w)) ** 2))
+        df2 = group.height - 3
+        if rss1 <= 0:
+            p_value = 0.0 if rss0 > 1e-12 else 1.0
+        else:
+            p_value = float(scipy_stats.f.sf(((rss0 - rss1) / 2) / (rss1 / df2), 2, df2))
+        if p_value < alpha:
+            out.append(key)
+    return pl.DataFrame(out, schema=list(PAIR), orient="row")
 
 
 def seasonal_sum(
