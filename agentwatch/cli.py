@@ -47,6 +47,9 @@ _C = "agentwatch.commands."
 ALERTS = (
     Command("run", "evaluate the alert rules every interval (or once, and print the alerts)",
             _C + "alerts_run"),
+    Command("backtest",
+            "replay the rules over stored history: what would have fired, when, how often",
+            _C + "alerts_backtest"),
     Command("silence", "mute notifications of matching alerts for a while",
             _C + "alerts_silence:register_silence"),
     Command("silences", "list silences", _C + "alerts_silence:register_silences"),

@@ -219,7 +219,7 @@ def test_decide_adjusts_p_values_across_the_window_and_compares_distances() -> N
         {"statistic": 1.0, "p_value": p, "threshold": 0.01} for p in (0.001, 0.004, 0.03, 0.9)
     ] + [{"statistic": 0.3, "p_value": None, "threshold": 0.25},
          {"statistic": 0.2, "p_value": None, "threshold": 0.25}]  # fmt: skip
-    out = decide(rows)
+    out = decide(rows, fdr="window")
     assert [r["verdict"] for r in out] == ["drift", "drift", "ok", "ok", "drift", "ok"]
     assert out[1]["score"] == pytest.approx(0.008)  # 0.004 * 4 / 2
     assert out[4]["score"] == 0.3

@@ -52,6 +52,23 @@ def parse_time(text: str, now: dt.datetime | None = None) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+def is_relative(text: str) -> bool:
+    """``now`` or a duration ago, as opposed to a fixed instant."""
+    if text.strip() == "now":
+        return True
+    try:
+        parse_duration(text)
+    except DurationError:
+        return False
+    return True
+
+
+def time_text(text: str) -> str:
+    """An argument that must read as a time (checked now, resolved when the data is known)."""
+    parse_time(text)
+    return text
+
+
 def run_loop(
     db: Path,
     config: DriftConfig,
@@ -163,9 +180,10 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         ),
     )
     common(fill)
-    fill.add_argument("--from", dest="start", type=parse_time, required=True, metavar="T",
-                      help="first window end: RFC 3339, a date, or 3d (ago)")  # fmt: skip
-    fill.add_argument("--to", dest="end", type=parse_time, default=parse_time("now"),
+    fill.add_argument("--from", dest="start", type=time_text, required=True, metavar="T",
+                      help="first window end: RFC 3339, a date, or 3d (ago); a relative range "
+                      "that holds no events is taken relative to the data's end")  # fmt: skip
+    fill.add_argument("--to", dest="end", type=time_text, default="now",
                       metavar="T", help="last window end (default now)")  # fmt: skip
     fill.add_argument("--step", type=duration_argument, default=dt.timedelta(hours=1),
                       help="between window ends, a multiple of the grain (default 1h)")  # fmt: skip
@@ -225,9 +243,24 @@ def _run(args: argparse.Namespace) -> int:
 def _backfill(args: argparse.Namespace) -> int:
     if not _check_db(args.db, "backfill"):
         return 1
+    from agentwatch.commands.timerange import EmptyRange, progress_bar, resolve
+    from agentwatch.processors.drift.evaluate import window_ends
+
     config = load_config(args.drift_config)
+    now = dt.datetime.now(dt.UTC)
+    relative = is_relative(args.start) and is_relative(args.end)
     try:
-        rows = backfill(args.db, args.start, args.end, args.step, config, write=not args.dry_run)
+        start, end = resolve(
+            args.db, parse_time(args.start, now), parse_time(args.end, now), relative, "backfill"
+        )
+        total = len(window_ends(start, end, args.step, config))
+        with progress_bar("drift backfill", total) as advance:
+            rows = backfill(
+                args.db, start, end, args.step, config, write=not args.dry_run, progress=advance
+            )
+    except EmptyRange as exc:
+        print(f"agentwatch drift backfill: {exc}", file=sys.stderr)
+        return 1
     except ValueError as exc:
         print(f"agentwatch drift backfill: {exc}", file=sys.stderr)
         return 2

@@ -52,6 +52,9 @@ TOOL_LATENCY = "agentwatch_tool_call_duration_seconds"
 UNSUPPORTED: Mapping[str, str] = {
     "tool_error_rate": "tool call failures are not exported per tool (only per agent)",
     "unpinned_prod_events": "prompt_version is not an exported label",
+    "security_session_share": "sessions are not exported per security category",
+    "silence_ratio": "an agent's gaps between events are not exported; a silence_s rule "
+    "with a fixed threshold exports",
     "drift_rolling": "drift gauges do not say which comparison found the drift; "
     "alert on agentwatch_drift_detected from `agentwatch drift run --metrics-port`",
     "drift_release": "drift gauges do not say which comparison found the drift; "

@@ -470,7 +470,7 @@ class Evaluator:
             cache: dict[tuple[str, dt.datetime, dt.datetime], list[Sample]] = {}
             for rule in self.rules:
                 try:
-                    measured[rule.name] = self._measure(con, rule, at, cache)
+                    measured[rule.name] = self.measure_rule(con, rule, at, cache)
                 except duckdb.Error as exc:
                     log.warning("rule not evaluated", extra={"rule": rule.name, "error": str(exc)})
                     errors[rule.name] = str(exc).splitlines()[0]
@@ -478,13 +478,14 @@ class Evaluator:
             con.close()
         return measured, errors
 
-    def _measure(
+    def measure_rule(
         self,
         con: duckdb.DuckDBPyConnection,
         rule: Rule,
         at: dt.datetime,
         cache: dict[tuple[str, dt.datetime, dt.datetime], list[Sample]],
     ) -> list[Measurement]:
+        """One rule's measurements at ``at`` over ``con`` (also what a backtest replays)."""
         metric = self.registry[rule.metric]
 
         def samples(window: Window) -> list[Sample]:

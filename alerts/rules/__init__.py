@@ -145,6 +145,10 @@ _COST: Final = "coalesce(cost_usd_effective, cost_usd)"  # NULL when unpriced (v
 _ERROR: Final = "(status = 'error' OR kind = 'error')"
 _VIOLATION: Final = "outcome IN ('violation', 'blocked')"
 _PROD: Final = "coalesce(environment, 'prod') = 'prod'"
+# An agent is silent when it has said nothing for longer than this many times its
+# longest gap in the rule's window, and at least the floor.
+SILENCE_FACTOR: Final = 1.5
+SILENCE_FLOOR_S: Final = 600
 
 
 def _grouped(
@@ -308,6 +312,32 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         "paused_agent_events",
         "events from an agent the catalog lists as paused",
         "c.status = 'paused'",
+    ),
+    SqlMetric(
+        "security_session_share",
+        "share of the agent's sessions in the window with a security event of a category, "
+        "per agent and security_category (samples: the agent's sessions)",
+        ("agent_id", "security_category"),
+        "WITH s AS (SELECT agent_id, count(DISTINCT session_id) AS sessions FROM events "
+        f"WHERE {_IN_WINDOW} AND agent_id IS NOT NULL GROUP BY agent_id) "
+        "SELECT e.agent_id, e.category AS security_category, "
+        "count(DISTINCT e.session_id)::DOUBLE / s.sessions AS value, s.sessions AS samples "
+        "FROM events e JOIN s ON s.agent_id = e.agent_id "
+        f"WHERE e.{_IN_WINDOW} AND e.kind = 'security' AND e.category IS NOT NULL "
+        "GROUP BY e.agent_id, e.category, s.sessions",
+    ),
+    SqlMetric(
+        "silence_ratio",
+        "seconds since the last event of an active catalogued agent, over its normal "
+        "silence: 1.5 times the longest gap between its events in the window, at least "
+        "600 s (an agent not seen in the whole window has no data)",
+        ("agent_id",),
+        "WITH g AS (SELECT e.agent_id, e.ts, epoch_us(e.ts) - epoch_us(lag(e.ts) OVER "
+        "(PARTITION BY e.agent_id ORDER BY e.ts)) AS gap_us FROM events e JOIN agent_catalog c "
+        f"ON c.agent_id = e.agent_id AND c.status = 'active' WHERE e.{_IN_WINDOW}) "
+        "SELECT agent_id, (epoch_us($end::TIMESTAMPTZ) - epoch_us(max(ts))) / "
+        f"greatest({SILENCE_FLOOR_S}e6, {SILENCE_FACTOR} * coalesce(max(gap_us), 0)) AS value, "
+        "count(*) AS samples FROM g GROUP BY agent_id",
     ),
     SqlMetric(
         "silence_s",

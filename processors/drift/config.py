@@ -27,8 +27,12 @@ KINDS: Final[tuple[Kind, ...]] = ("numeric", "categorical", "rate")
 _TOP_KEYS: Final = {
     "grain", "window", "reference", "min_reference", "settle", "session_lookback", "release",
     "large_sample", "min_expected", "tests", "thresholds", "min_samples", "signals", "agents",
+    "max_window", "seasonality", "fdr",
 }  # fmt: skip
 _OVERRIDE_KEYS: Final = {"thresholds", "min_samples", "enabled"}
+_AGENT_WINDOW_KEYS: Final = {"window", "max_window"}
+FDR_FAMILIES: Final = ("window", "agent", "hierarchical")
+SEASONALITY_MODES: Final = ("auto", "off")
 
 
 def _span(value: object, source: str, key: str) -> dt.timedelta:
@@ -60,6 +64,22 @@ class AgentOverride:
     pattern: str
     own: Override
     signals: Mapping[str, Override]
+    window: dt.timedelta | None = None
+    max_window: dt.timedelta | None = None
+
+
+@dataclass(frozen=True)
+class Seasonality:
+    """When a signal follows the clock, its reference is the same time of earlier cycles.
+
+    ``mode`` auto tests each agent's signal for a cycle of each ``periods`` length (longest
+    first) over the reference; ``off`` always compares with the whole trailing reference.
+    """
+
+    mode: str = "auto"
+    periods: tuple[dt.timedelta, ...] = (dt.timedelta(days=7), dt.timedelta(days=1))
+    min_cycles: int = 2
+    p_value: float = 0.001
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,9 @@ class DriftConfig:
     signals: Mapping[str, Override]
     agents: tuple[AgentOverride, ...]
     source: str = "built-in"
+    max_window: dt.timedelta = dt.timedelta(hours=12)
+    seasonality: Seasonality = Seasonality()
+    fdr: str = "agent"
 
     @property
     def grain_s(self) -> int:
@@ -116,6 +139,14 @@ class DriftConfig:
             if layer.enabled is not None:
                 return layer.enabled
         return True
+
+    def windows_for(self, agent_id: str) -> tuple[dt.timedelta, dt.timedelta]:
+        """The agent's current window and the longest a quiet agent's window may grow to."""
+        for agent in self.agents:
+            if fnmatch.fnmatchcase(agent_id, agent.pattern):
+                window = agent.window or self.window
+                return window, max(window, agent.max_window or self.max_window)
+        return self.window, max(self.window, self.max_window)
 
     def tests_for(self, kind: Kind) -> TestChoice:
         return self.tests[kind]
@@ -207,14 +238,27 @@ def _build(data: Mapping[str, Any], source: str) -> DriftConfig:
     agents = tuple(
         AgentOverride(
             str(pattern),
-            _override(entry or {}, f"agents.{pattern}", allow_signals=True),
+            _override(
+                {k: v for k, v in (entry or {}).items() if k not in _AGENT_WINDOW_KEYS},
+                f"agents.{pattern}",
+                allow_signals=True,
+            ),
             {
                 str(sig): _override(v or {}, f"agents.{pattern}.signals.{sig}")
                 for sig, v in ((entry or {}).get("signals") or {}).items()
             },
+            *(
+                _window((entry or {}).get(key), f"agents.{pattern}.{key}", grain, source)
+                for key in ("window", "max_window")
+            ),
         )
         for pattern, entry in (data.get("agents") or {}).items()
     )
+    max_window = _window(data.get("max_window", "12h"), "max_window", grain, source)
+    assert max_window is not None
+    fdr = str(data.get("fdr", "agent"))
+    if fdr not in FDR_FAMILIES:
+        raise ConfigError(f"{source}: fdr must be one of {', '.join(FDR_FAMILIES)}, got {fdr!r}")
     signals = {
         str(sig): _override(v or {}, f"signals.{sig}")
         for sig, v in (data.get("signals") or {}).items()
@@ -237,7 +281,46 @@ def _build(data: Mapping[str, Any], source: str) -> DriftConfig:
         signals=signals,
         agents=agents,
         source=source,
+        max_window=max_window,
+        seasonality=_seasonality(data.get("seasonality") or {}, grain, source),
+        fdr=fdr,
     )
+
+
+def _window(value: Any, where: str, grain: dt.timedelta, source: str) -> dt.timedelta | None:
+    if value is None:
+        return None
+    window = parse_duration(value)
+    if window <= dt.timedelta(0) or window.total_seconds() % grain.total_seconds():
+        raise ConfigError(f"{source}: {where} must be a positive multiple of grain")
+    return window
+
+
+def _seasonality(entry: Mapping[str, Any], grain: dt.timedelta, source: str) -> Seasonality:
+    unknown = set(entry) - {"mode", "periods", "min_cycles", "p_value"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown seasonality settings {sorted(unknown)}")
+    default = Seasonality()
+    mode = str(entry.get("mode", default.mode))
+    if mode not in SEASONALITY_MODES:
+        raise ConfigError(f"{source}: seasonality.mode must be auto or off, got {mode!r}")
+    periods = (
+        tuple(
+            sorted(
+                (
+                    cast(dt.timedelta, _window(p, "seasonality.periods", grain, source))
+                    for p in entry.get("periods", ())
+                ),
+                reverse=True,
+            )
+        )
+        or default.periods
+    )
+    min_cycles = int(entry.get("min_cycles", default.min_cycles))
+    p_value = float(entry.get("p_value", default.p_value))
+    if min_cycles < 2 or not 0.0 < p_value < 1.0:
+        raise ConfigError(f"{source}: seasonality needs min_cycles >= 2 and 0 < p_value < 1")
+    return Seasonality(mode, periods, min_cycles, p_value)
 
 
 def _override(entry: Mapping[str, Any], where: str, allow_signals: bool = False) -> Override:

@@ -10,214 +10,65 @@ For a window ending at T (a bucket boundary):
   (the stable one), both over that same period.
 
 Every signal is tested with the test its kind and sample size select, plus the kind's
-``always`` tests. Below a test's minimum sample the verdict is ``insufficient_data``.
-The p-values of one window, all agents and comparisons together, are adjusted with
-Benjamini-Hochberg; a p-valued test's score is its adjusted p-value.
+``always`` tests. Below a test's minimum sample the verdict is ``insufficient_data``;
+a rolling test that lacks samples is retried over 2, 4, 8, ... windows ending at T (up
+to ``max_window``), so a quiet agent gets a later verdict instead of none. A signal that
+follows a cycle (``season``) is compared with the same hours of earlier cycles. The
+p-values are adjusted with Benjamini-Hochberg per family (``fdr``: each agent's tests by
+default); a p-valued test's score is its adjusted p-value.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-import numpy as np
 import polars as pl
 
 from agentwatch.clock import utc_now
-from agentwatch.processors.drift import stats
+from agentwatch.processors.drift.compare import (
+    DRIFT,
+    INSUFFICIENT,
+    OK,
+    RELEASE,
+    ROLLING,
+    Comparison,
+    choose_tests,
+    compare,
+    counts_for,
+    decide,
+    parse_period,
+    period_label,
+    run_tests,
+)
 from agentwatch.processors.drift.config import DriftConfig, load_config
-from agentwatch.processors.drift.signals import SESSIONS_SUFFIX, SIGNALS, Signal
-from agentwatch.processors.drift.stats import RATE_KEYS, Counts
+from agentwatch.processors.drift.rolling import rolling_rows
 from agentwatch.processors.drift.summaries import (
     AGENT_KEYS,
     PRESENCE_SIGNAL,
     SummaryCache,
     bucket_of,
     bucket_start,
+    data_bounds,
 )
 from agentwatch.processors.store.segments import SegmentStore
 from agentwatch.processors.store.tables import DRIFT_SCORES_SCHEMA
 
+__all__ = [
+    "DRIFT", "INSUFFICIENT", "OK", "RELEASE", "ROLLING", "Comparison", "DriftEvaluator",
+    "backfill", "choose_tests", "compare", "counts_for", "decide", "evaluate", "parse_period",
+    "period_label", "release_pairs", "run_tests", "to_frame", "window_ends",
+]  # fmt: skip
+
 log = logging.getLogger(__name__)
 
-ROLLING: Final = "rolling"
-RELEASE: Final = "release"
-OK: Final = "ok"
-DRIFT: Final = "drift"
-INSUFFICIENT: Final = "insufficient_data"
 # Windows a backfill evaluates between two appends to drift_scores.
 APPEND_EVERY: Final = 24
 # A backfill loads the buckets of this much event time ahead at once (fewer queries).
 PRELOAD: Final = dt.timedelta(days=1)
-
-
-def period_label(lo: dt.datetime, hi: dt.datetime) -> str:
-    """An ISO 8601 interval, e.g. ``2026-11-13T09:00Z/2026-11-20T08:00Z``."""
-    return f"{_iso(lo)}/{_iso(hi)}"
-
-
-def parse_period(label: str) -> tuple[dt.datetime, dt.datetime]:
-    lo, _, hi = label.partition("/")
-    return _parse_iso(lo), _parse_iso(hi)
-
-
-def _iso(ts: dt.datetime) -> str:
-    return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%MZ")
-
-
-def _parse_iso(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-@dataclass(frozen=True)
-class Comparison:
-    comparison: str  # rolling | release
-    dimension: str | None
-    baseline: str
-    candidate: str
-
-
-def counts_for(signal: Signal, keys: list[str], ref: np.ndarray, cur: np.ndarray) -> Counts:
-    """Aligned counts of one signal, keys in the order its tests need."""
-    ref = np.asarray(ref, dtype=np.float64)
-    cur = np.asarray(cur, dtype=np.float64)
-    if signal.kind == "numeric":
-        assert signal.bins is not None
-        index = np.array([int(k) for k in keys], dtype=np.int64)
-        order = np.argsort(index)
-        return Counts(ref[order], cur[order], signal.bins.positions(index[order]))
-    if signal.kind == "rate":
-        pos = {k: i for i, k in enumerate(keys)}
-        pick = [pos.get(k) for k in RATE_KEYS]
-        return Counts(
-            np.array([ref[i] if i is not None else 0.0 for i in pick]),
-            np.array([cur[i] if i is not None else 0.0 for i in pick]),
-        )
-    order = np.argsort(np.array(keys, dtype=object))
-    return Counts(ref[order], cur[order])
-
-
-def choose_tests(signal: Signal, counts: Counts, config: DriftConfig) -> list[str]:
-    """The kind's small- or large-sample test, then its ``always`` tests."""
-    choice = config.tests_for(signal.kind)
-    if signal.kind == "rate":
-        large = stats.min_expected(counts) >= config.min_expected
-    else:
-        large = min(counts.n_ref, counts.n_cur) >= config.large_sample
-    return [choice.large if large else choice.small, *choice.always]
-
-
-def run_tests(
-    agent_id: str,
-    environment: str,
-    signal: Signal,
-    counts: Counts,
-    config: DriftConfig,
-    guarded: bool = False,
-) -> Iterator[dict[str, Any]]:
-    """One raw result per test: statistic and p-value, or None below the minimum sample."""
-    for name in choose_tests(signal, counts, config):
-        test = stats.get(name)
-        minimum = config.min_sample(agent_id, signal.name, name)
-        guarded = guarded or min(counts.n_ref, counts.n_cur) < max(minimum, 1)
-        outcome = None if guarded else test(counts)
-        yield {
-            "agent_id": agent_id,
-            "environment": environment,
-            "signal": signal.name,
-            "test": name,
-            "statistic": None if outcome is None else outcome.statistic,
-            "p_value": None if outcome is None else outcome.p_value,
-            "threshold": config.threshold(agent_id, signal.name, name),
-            "n_ref": counts.n_ref,
-            "n_cur": counts.n_cur,
-        }
-
-
-def compare(
-    ref: pl.DataFrame,
-    cur: pl.DataFrame,
-    comparison: Comparison,
-    config: DriftConfig,
-    too_new: frozenset[tuple[str, str]] = frozenset(),
-) -> list[dict[str, Any]]:
-    """Test every signal of every agent present in either frame (agent, env, signal, key, n).
-
-    Agents in ``too_new`` (agent_id, environment) get ``insufficient_data`` throughout.
-    A clustered signal's counts are scaled to its number of sessions (its design effect
-    taken as the rows per session), so its tests do not count alike rows as independent.
-    """
-    keys = [*AGENT_KEYS, "signal", "key"]
-    joined = (
-        ref.select(*keys, pl.col("n").alias("n_ref"))
-        .join(cur.select(*keys, pl.col("n").alias("n_cur")), on=keys, how="full", coalesce=True)
-        .with_columns(pl.col("n_ref", "n_cur").fill_null(0))
-    )
-    sessions = {
-        (a, e, s.removesuffix(SESSIONS_SUFFIX)): (float(r), float(c))
-        for a, e, s, _, r, c in joined.filter(
-            pl.col("signal").str.ends_with(SESSIONS_SUFFIX)
-        ).iter_rows()
-    }
-    grouped = (
-        joined.filter(pl.col("signal").is_in(list(SIGNALS)))
-        .group_by(*AGENT_KEYS, "signal")
-        .agg(pl.col("key"), pl.col("n_ref"), pl.col("n_cur"))
-        .sort(*AGENT_KEYS, "signal")
-    )
-    out: list[dict[str, Any]] = []
-    meta = {
-        "comparison": comparison.comparison,
-        "dimension": comparison.dimension,
-        "baseline": comparison.baseline,
-        "candidate": comparison.candidate,
-    }
-    for agent_id, environment, name, key, n_ref, n_cur in grouped.iter_rows():
-        signal = SIGNALS[name]
-        if not config.enabled(agent_id, name):
-            continue
-        raw = counts_for(signal, key, np.array(n_ref), np.array(n_cur))
-        counts = raw
-        if signal.clustered:
-            units = sessions.get((agent_id, environment, name), (0.0, 0.0))
-            counts = Counts(
-                raw.ref * _unit_share(units[0], raw.ref.sum()),
-                raw.cur * _unit_share(units[1], raw.cur.sum()),
-                raw.values,
-            )
-        guarded = (agent_id, environment) in too_new
-        for row in run_tests(agent_id, environment, signal, counts, config, guarded):
-            out.append(row | meta | {"n_ref": raw.n_ref, "n_cur": raw.n_cur})
-    return out
-
-
-def _unit_share(units: float, rows: float) -> float:
-    """Sessions per row (at most 1): the factor that turns row counts into session counts."""
-    return min(1.0, units / rows) if rows > 0 and units > 0 else 1.0
-
-
-def decide(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Scores and verdicts: BH across the p-valued results, thresholds for distances."""
-    p_rows = [r for r in rows if r["p_value"] is not None]
-    q_values = stats.fdr_adjust(
-        [r["p_value"] if not math.isnan(r["p_value"]) else 1.0 for r in p_rows]
-    )
-    for row, q in zip(p_rows, q_values, strict=True):
-        row["score"] = float(q)
-        row["verdict"] = DRIFT if q <= row["threshold"] else OK
-    for row in rows:
-        if row["statistic"] is None:
-            row["score"] = None
-            row["verdict"] = INSUFFICIENT
-        elif row["p_value"] is None:
-            row["score"] = row["statistic"]
-            row["verdict"] = DRIFT if row["statistic"] >= row["threshold"] else OK
-    return rows
 
 
 def release_pairs(
@@ -281,12 +132,16 @@ class DriftEvaluator:
         ref_lo = cur_lo - int(self.config.reference.total_seconds()) // g
         release_lo = end - int(self.config.release_window.total_seconds()) // g
         history = int(self.config.release_min_history.total_seconds()) // g
+        longest = max(
+            [self.config.max_window, *(a.max_window for a in self.config.agents if a.max_window)]
+        )
+        extra = max(0, int((longest - self.config.window).total_seconds()) // g)
         return {
             "end": end,
             "cur_lo": cur_lo,
             "ref_lo": ref_lo,
             "release_lo": release_lo,
-            "lo": min(ref_lo, release_lo - history),
+            "lo": min(ref_lo - extra, release_lo - history),
             "history": history,
             "min_reference": int(self.config.min_reference.total_seconds()) // g,
         }
@@ -306,6 +161,10 @@ class DriftEvaluator:
         )
         return frozenset((a, e) for a, e, _ in first.iter_rows())
 
+    def _rolling(self, b: dict[str, int]) -> list[dict[str, Any]]:
+        too_new = self.too_new(b["ref_lo"], b["cur_lo"] - b["min_reference"])
+        return rolling_rows(self.cache, self.config, b, too_new)
+
     def preload(self, first_end: dt.datetime, last_end: dt.datetime) -> None:
         """Load at once the buckets that windows ending from ``first_end`` to ``last_end`` need."""
         first, last = self.bounds(first_end), self.bounds(last_end)
@@ -318,20 +177,7 @@ class DriftEvaluator:
         b = self.bounds(window_end)
         self.cache.ensure(b["lo"], b["end"], detail_from=b["release_lo"])
         end_ts = bucket_start(b["end"], g)
-        cur_lo_ts = bucket_start(b["cur_lo"], g)
-        rolling = Comparison(
-            ROLLING,
-            None,
-            period_label(bucket_start(b["ref_lo"], g), cur_lo_ts),
-            period_label(cur_lo_ts, end_ts),
-        )
-        rows = compare(
-            self.cache.window_sum("reference", b["ref_lo"], b["cur_lo"]),
-            self.cache.window_sum("current", b["cur_lo"], b["end"]),
-            rolling,
-            self.config,
-            self.too_new(b["ref_lo"], b["cur_lo"] - b["min_reference"]),
-        )
+        rows = self._rolling(b)
         pairs = release_pairs(self.cache.presence, b["lo"], b["release_lo"], b["history"])
         sums: dict[str, pl.DataFrame] = {}
         for agent_id, environment, dimension, candidate, stable in pairs.iter_rows():
@@ -347,7 +193,7 @@ class DriftEvaluator:
                 self.config,
             )
         self.cache.prune(b["lo"], b["release_lo"])
-        return to_frame(decide(rows), end_ts, self.clock())
+        return to_frame(decide(rows, self.config.fdr), end_ts, self.clock())
 
 
 def to_frame(
@@ -389,14 +235,21 @@ def backfill(
     *,
     write: bool = True,
     agent_id: str | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> pl.DataFrame:
     """Evaluate every window end from ``start`` to ``end`` (event time), ``step`` apart.
 
     Window ends are bucket boundaries (``start`` rounded up to the grain). With ``write``
     the rows are appended to drift_scores every few windows, so a long backfill that
-    stops keeps what it did. Returns all rows, in window order.
+    stops keeps what it did. Windows that end more than ``settle`` after the last stored
+    event are partial (the data stops inside them) and are not judged. ``progress`` is
+    called with 1 after each window. Returns all rows, in window order.
     """
     config = config or load_config()
+    bounds = data_bounds(db)
+    if bounds is not None and end > bounds[1] + config.settle:
+        log.info("windows after the last event left out", extra={"last_event": str(bounds[1])})
+        end = bounds[1] + config.settle
     evaluator = DriftEvaluator(db, config, agent_id=agent_id)
     store = SegmentStore(db.parent, db.name)
     if write:
@@ -409,6 +262,8 @@ def backfill(
         frame = evaluator.evaluate(window_end)
         frames.append(frame)
         pending.append(frame)
+        if progress is not None:
+            progress(1)
         if write and len(pending) >= APPEND_EVERY:
             store.append_log("drift_scores", pl.concat(pending))
             pending.clear()

@@ -29,6 +29,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from agentwatch.durations import parse_duration
 from agentwatch.processors.drift.config import DriftConfig
 from agentwatch.processors.drift.evaluate import (
     DRIFT,
@@ -37,7 +38,8 @@ from agentwatch.processors.drift.evaluate import (
     parse_period,
 )
 from agentwatch.processors.drift.metrics import severity_column
-from agentwatch.processors.drift.signals import SIGNALS, Signal
+from agentwatch.processors.drift.season import seasonal_sum, split_label
+from agentwatch.processors.drift.signals import Signal, signal_of
 from agentwatch.processors.drift.summaries import SummaryCache, bucket_of
 
 REF_COLOR = "#8c8c8c"
@@ -227,6 +229,13 @@ def window_counts(
     ref_lo, ref_hi = (bucket_of(t, g) for t in parse_period(row["baseline"]))
     cur_lo, cur_hi = (bucket_of(t, g) for t in parse_period(row["candidate"]))
     cache.ensure(ref_lo, cur_hi, detail_from=cur_hi)
+    cycle = split_label(row["baseline"])[1]
+    if cycle is not None:
+        period = int(parse_duration(cycle).total_seconds()) // g
+        ref, _ = seasonal_sum(cache.collapsed, cur_lo, cur_hi, ref_lo, period)
+        return ref.filter(where).select("key", "n"), (
+            cache.window_sum("report-cur", cur_lo, cur_hi).filter(where).select("key", "n")
+        )
     return (
         cache.window_sum("report-ref", ref_lo, ref_hi).filter(where).select("key", "n"),
         cache.window_sum("report-cur", cur_lo, cur_hi).filter(where).select("key", "n"),
@@ -421,7 +430,7 @@ def build_report(
     cache = SummaryCache(db, config, agent_id)
     sections = []
     for row in summary.filter(pl.col("drift_windows") > 0).iter_rows(named=True):
-        signal = SIGNALS[row["signal"]]
+        signal = signal_of(row["signal"])
         track = tracked.filter(*(pl.col(k).eq_missing(row[k]) for k in _track(tracked)))
         latest = (
             track.filter(pl.col("verdict") == DRIFT)

@@ -28,6 +28,8 @@ from agentwatch.processors.store.views import SESSIONS
 
 # Columns every family query groups by, besides the bucket.
 GROUP_COLUMNS: Final = ("agent_id", "environment", "agent_version", "model", "prompt_version")
+# Separates a split signal's subject from its key in the counting query.
+SPLIT_MARK: Final = "\x1f"
 # An error, as the views count one.
 IS_ERROR: Final = "(status = 'error' OR kind = 'error')"
 CALL_OK: Final = "coalesce(status, 'ok') <> 'error'"
@@ -127,6 +129,9 @@ class Signal:
     # The rows of one session are alike (its intent picks its tools, its context grows):
     # tests then count sessions, not rows, as independent observations.
     clustered: bool = False
+    # One test per value of this expression (e.g. tool_name): the signal is then named
+    # ``name[value]`` in the results, so a failing tool is named, not averaged away.
+    split: str | None = None
 
     def key_sql(self) -> str:
         if self.kind == "numeric":
@@ -136,6 +141,11 @@ class Signal:
             key = f"CASE WHEN coalesce({self.expr}, false) THEN 'true' ELSE 'false' END"
         else:
             key = f"CAST({self.expr} AS VARCHAR)"
+        if self.split is not None:
+            return (
+                f"CASE WHEN ({self.where}) AND {self.split} IS NOT NULL "
+                f"THEN CAST({self.split} AS VARCHAR) || '{SPLIT_MARK}' || {key} END"
+            )
         return f"CASE WHEN {self.where} THEN {key} END"
 
 
@@ -148,9 +158,10 @@ def _numeric(
     unit: str,
     description: str,
     clustered: bool = False,
+    split: str | None = None,
 ) -> Signal:
     return Signal(name, "numeric", family, expr, f"({where}) AND {expr} IS NOT NULL",
-                  description, bins, unit, clustered)  # fmt: skip
+                  description, bins, unit, clustered, split)  # fmt: skip
 
 
 SIGNALS: Final = {
@@ -197,8 +208,27 @@ SIGNALS: Final = {
                "share of policy checks that blocked the action"),
         Signal("error_rate", "rate", "events", IS_ERROR, "true",
                "share of events with status error or of kind error"),
+        Signal("tool_error_rate", "rate", "tool", "status = 'error'", "true",
+               "share of one tool's calls that failed", split="tool_name"),
+        _numeric("tool_call_latency_ms", "tool", "latency_ms", CALL_OK, MILLISECONDS, "ms",
+                 "latency of one tool's successful calls", split="tool_name"),
+        Signal("security_rate", "rate", "events", "kind = 'security'", "true",
+               "share of events that are security events (injection, jailbreak, ...)"),
+        Signal("security_mix", "categorical", "events", "category",
+               "kind = 'security' AND category IS NOT NULL",
+               "categories of security events: prompt_injection, jailbreak, ..."),
     )
 }  # fmt: skip
+
+
+def base_signal(name: str) -> str:
+    """``tool_error_rate`` for ``tool_error_rate[search_kb]``: the signal a result is of."""
+    return name.split("[", 1)[0]
+
+
+def signal_of(name: str) -> Signal:
+    """The signal of a result's name, split (``name[subject]``) or not."""
+    return SIGNALS[base_signal(name)]
 
 
 SESSIONS_SUFFIX: Final = "#sessions"

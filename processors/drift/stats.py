@@ -341,7 +341,7 @@ def min_expected(counts: Counts) -> float:
 # --------------------------------------------------------------------------- FDR
 
 
-def fdr_adjust(p_values: Sequence[float]) -> FloatArray:
+def fdr_adjust(p_values: Sequence[float] | FloatArray) -> FloatArray:
     """Benjamini-Hochberg adjusted p-values (q-values): drift where q <= the FDR level."""
     p = np.asarray(p_values, dtype=np.float64)
     if p.size == 0:
@@ -361,3 +361,49 @@ def severity(score: float | None, threshold: float, p_valued: bool) -> float | N
         return score / threshold if threshold > 0 else math.inf
     q = min(max(score, 1e-300), 1.0)
     return max(0.0, math.log(q) / math.log(threshold)) if 0.0 < threshold < 1.0 else 0.0
+
+
+def simes(p_values: Sequence[float] | FloatArray) -> float:
+    """Simes' combined p-value of a family: valid for the family's global null under
+    independence or positive dependence, and as sensitive as BH to one strong result."""
+    p = np.sort(np.asarray(p_values, dtype=np.float64))
+    if p.size == 0:
+        return 1.0
+    return float(min(1.0, np.min(p * p.size / np.arange(1, p.size + 1))))
+
+
+def fdr_by_family(p_values: Sequence[float], families: Sequence[object]) -> FloatArray:
+    """BH q-values computed separately within each family (e.g. each agent's tests)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    q = np.ones_like(p)
+    index: dict[object, list[int]] = {}
+    for i, family in enumerate(families):
+        index.setdefault(family, []).append(i)
+    for members in index.values():
+        q[members] = fdr_adjust(p[members])
+    return q
+
+
+def fdr_hierarchical(
+    p_values: Sequence[float], families: Sequence[object], level: float
+) -> FloatArray:
+    """Two-level FDR (Benjamini and Bogomolov, 2014): families, then tests within them.
+
+    Families are selected by BH at ``level`` over their Simes p-values; within each of
+    the R selected of F families, BH q-values are scaled by F / R, which controls the
+    average FDR over the selected families. Tests of unselected families get q = 1.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    index: dict[object, list[int]] = {}
+    for i, family in enumerate(families):
+        index.setdefault(family, []).append(i)
+    names = list(index)
+    family_q = fdr_adjust([simes(p[index[f]]) for f in names])
+    selected = [f for f, fq in zip(names, family_q, strict=True) if fq <= level]
+    q = np.ones_like(p)
+    if not selected:
+        return q
+    scale = len(names) / len(selected)
+    for f in selected:
+        q[index[f]] = np.minimum(1.0, fdr_adjust(p[index[f]]) * scale)
+    return q

@@ -27,6 +27,7 @@ from agentwatch.processors.drift.config import DriftConfig
 from agentwatch.processors.drift.signals import (
     FAMILIES,
     SESSIONS_SUFFIX,
+    SPLIT_MARK,
     family_query,
     setup_statements,
 )
@@ -80,6 +81,18 @@ def bucket_start(bucket: int, grain_s: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(bucket * grain_s, dt.UTC)
 
 
+def data_bounds(db: Path) -> tuple[dt.datetime, dt.datetime] | None:
+    """Event time of the first and the last stored event, or None when there is none."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        row = con.execute("SELECT min(ts), max(ts) FROM events").fetchone()
+    finally:
+        con.close()
+    if row is None or row[0] is None:
+        return None
+    return row[0].astimezone(dt.UTC), row[1].astimezone(dt.UTC)
+
+
 def load_counts(
     db: Path, lo: dt.datetime, hi: dt.datetime, config: DriftConfig, agent_id: str | None = None
 ) -> pl.DataFrame:
@@ -95,11 +108,21 @@ def load_counts(
     finally:
         con.close()
     counts = pl.concat([f.cast(COUNTS_SCHEMA) for f in frames]).select(list(COUNTS_SCHEMA))
-    # Distinct sessions come with a null key: kept as their own pseudo-signal.
+    # Distinct sessions come with a null key: kept as their own pseudo-signal. A split
+    # signal's key is ``subject<mark>key``: its results are named ``signal[subject]``.
     sessions = pl.col("key").is_null()
+    split = pl.col("key").str.contains(SPLIT_MARK, literal=True).fill_null(False)
+    parts = pl.col("key").str.split_exact(SPLIT_MARK, 1)
     return counts.with_columns(
-        signal=pl.when(sessions).then(pl.col("signal") + SESSIONS_SUFFIX).otherwise("signal"),
-        key=pl.col("key").fill_null(""),
+        signal=pl.when(sessions)
+        .then(pl.col("signal") + SESSIONS_SUFFIX)
+        .when(split)
+        .then(pl.col("signal") + "[" + parts.struct.field("field_0") + "]")
+        .otherwise("signal"),
+        key=pl.when(split)
+        .then(parts.struct.field("field_1"))
+        .otherwise(pl.col("key"))
+        .fill_null(""),
     )
 
 
