@@ -156,7 +156,12 @@ def test_a_bad_kafka_setting_stops_a_command_with_one_line_and_exit_2(
 
     config = tmp_path / "agentwatch.toml"
     config.write_text('[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_mechanism = "PLAIN"\n')
-    code = main(["--config", str(config), "breaker", "status", "--bootstrap", "127.0.0.1:1"])
+    from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG
+
+    code = main(
+        ["--config", str(config), "breaker", "status", "--bootstrap", "127.0.0.1:1",
+         "--catalog", str(EXAMPLE_CATALOG)]
+    )  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err == ["agentwatch: [kafka] sasl_username is required with SASL_SSL"]

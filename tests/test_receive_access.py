@@ -206,6 +206,9 @@ class Notified:
     def process(self, alerts: Sequence[Alert], now: Any) -> None:
         self.alerts.extend(alerts)
 
+    def silenced(self, alert: Alert, now: Any) -> str | None:
+        return None  # no silences: every runbook may run
+
 
 def _webhook_response(harness: Harness, catalog_path: Path | None) -> tuple[Notified, Any]:
     notified = Notified()

@@ -21,6 +21,7 @@ import msgspec
 from agentwatch.ingest.otlp.mapping import Mapped, MappingConfig, map_spans
 from agentwatch.ingest.otlp.metrics import OtlpMetrics
 from agentwatch.ingest.otlp.spans import flatten
+from agentwatch.kafka import client_options
 
 if TYPE_CHECKING:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -100,7 +101,7 @@ class KafkaSink:
         self.unmapped_topic = unmapped_topic
         self.timeout_s = timeout_s
         self._producer = producer or KafkaProducer(
-            bootstrap_servers=bootstrap,
+            **client_options(bootstrap),
             acks="all",
             linger_ms=5,
             batch_size=256 * 1024,
