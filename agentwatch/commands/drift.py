@@ -155,7 +155,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
         "--metrics-port", type=int, default=settings.get("drift", "metrics_port", 0) or None,
         metavar="P", help="serve agentwatch_drift_* gauges on this port ([drift] metrics_port)",
     )  # fmt: skip
-    run.add_argument("--metrics-host", default="0.0.0.0", help="address to serve them on")
+    run.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address to serve them on (0.0.0.0: every interface; default %(default)s)",
+    )
     run.set_defaults(handler=_run)
 
     fill = actions.add_parser(

@@ -128,7 +128,7 @@ def add_metrics_options(parser: argparse.ArgumentParser, settings: Settings) -> 
     )
     parser.add_argument(
         "--metrics-host",
-        default=settings.get("alerts", "metrics_host", "0.0.0.0"),
+        default=settings.get("alerts", "metrics_host", "127.0.0.1"),
         help="address to serve them on (default %(default)s)",
     )
 

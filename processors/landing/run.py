@@ -65,7 +65,7 @@ class ProcessorConfig:
     session_timeout_s: float = 10.0
     allowed_lateness_s: float = 300.0
     metrics_port: int | None = None
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = "127.0.0.1"
     max_label_values: int = 200
     pricing_file: Path | None = None
 
@@ -438,8 +438,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
     )
     p.add_argument(
         "--metrics-host",
-        default=settings.get("process", "metrics_host", "0.0.0.0"),
-        help="address /metrics listens on (default %(default)s)",
+        default=settings.get("process", "metrics_host", "127.0.0.1"),
+        help="address /metrics listens on; 0.0.0.0 for every interface (default %(default)s)",
     )
     p.add_argument(
         "--max-label-values",
