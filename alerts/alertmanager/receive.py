@@ -290,8 +290,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
         type=float,
         metavar="SECONDS",
         default=settings.get("receive", "request_timeout", DEFAULT_REQUEST_TIMEOUT_S),
-        help="longest a request may take in all, keep-alive wait included; then its "
-        "connection is closed (default %(default)s)",
+        help="longest a request may take to arrive in full, keep-alive wait included; "
+        "then its connection is closed (default %(default)s)",
     )
     limits.add_argument(
         "--max-body",
