@@ -212,7 +212,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
             "Serve an HTTP endpoint for Alertmanager's webhook_configs: each webhook v4 "
             "payload POSTed to it is checked (400 when it is not one) and its alerts are "
             "passed on as agentwatch alerts, printed as JSON lines. Alertmanager re-sends "
-            "firing alerts; only changes of state are passed on unless --all."
+            "firing alerts; only changes of state are passed on unless --all. Requests "
+            "need a bearer token or basic auth (as Alertmanager's http_config sends them); "
+            "others get 401. See docs/security.md."
         ),
     )
     p.add_argument(
