@@ -364,6 +364,7 @@ def test_a_forged_control_record_from_plain_kafka_python_does_not_halt_the_agent
         assert follower.state.loaded and follower.state.breaker_state() == "closed"
         assert follower.stats()["rejected"] == 1
         assert [s.breaker.key.agent_id for s in control.status()] == []  # not shown either
+        assert control.topic.rejected == 1
         forged["state"], forged["id"] = "closed", "f1"
         control.open("victim", reason="real incident", actor="person:ana")
         assert follower.state.wait_for(lambda st: st.breaker_state() == "open", WAIT)

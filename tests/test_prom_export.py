@@ -21,6 +21,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 
+from agentwatch.alerts.alertmanager.access import WebhookAuth
 from agentwatch.alerts.alertmanager.export import UNSUPPORTED, export_rules
 from agentwatch.alerts.alertmanager.receive import ReceiveServer
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog, parse_catalog
@@ -474,7 +475,10 @@ def test_exported_rule_fires_through_prometheus_and_alertmanager_into_receive(
     feeder.start()
 
     received: list[Alert] = []
-    receiver = ReceiveServer("127.0.0.1", 0, received.extend)
+    password = tmp_path / "receiver.password"
+    password.write_text("basic-password-0123456789\n")
+    auth = WebhookAuth(users={"alertmanager": b"basic-password-0123456789"})
+    receiver = ReceiveServer("127.0.0.1", 0, received.extend, auth=auth)
     receiver.start()
 
     am_port, prom_port = free_port(), free_port()
@@ -485,7 +489,9 @@ def test_exported_rule_fires_through_prometheus_and_alertmanager_into_receive(
                 "route": {"receiver": "agentwatch", "group_by": ["alertname", "agent_id"],
                           "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"},
                 "receivers": [{"name": "agentwatch", "webhook_configs": [
-                    {"url": f"{receiver.url}/alertmanager", "send_resolved": True}]}],
+                    {"url": f"{receiver.url}/alertmanager", "send_resolved": True,
+                     "http_config": {"basic_auth": {"username": "alertmanager",
+                                                    "password_file": str(password)}}}]}],
             }
         )
     )  # fmt: skip

@@ -31,7 +31,9 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "Serve an HTTP endpoint for Alertmanager's webhook_configs: each webhook v4 "
         "payload POSTed to it is checked (400 when it is not one) and its alerts are "
         "passed on as agentwatch alerts, printed as JSON lines. Alertmanager re-sends "
-        "firing alerts; only changes of state are passed on unless --all."
+        "firing alerts; only changes of state are passed on unless --all. Requests "
+        "need a bearer token or basic auth (as Alertmanager's http_config sends them); "
+        "others get 401. See docs/security.md."
     )
     p = parser
     p.add_argument(
@@ -109,8 +111,8 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         type=float,
         metavar="SECONDS",
         default=settings.get("receive", "request_timeout", DEFAULT_REQUEST_TIMEOUT_S),
-        help="longest a request may take in all, keep-alive wait included; then its "
-        "connection is closed (default %(default)s)",
+        help="longest a request may take to arrive in full, keep-alive wait included; "
+        "then its connection is closed (default %(default)s)",
     )
     limits.add_argument(
         "--max-body",

@@ -232,6 +232,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return 1
     finally:
         control.disconnect()
+    if control.topic.rejected:
+        print(
+            f"agentwatch: ignored {control.topic.rejected} control record(s) without a valid "
+            "signature (see docs/security.md)",
+            file=sys.stderr,
+        )
     if args.agent:
         statuses = [s for s in statuses if s.breaker.key.agent_id == args.agent]
     ids = [s.applied.message.id for s in statuses if s.applied and s.breaker.state != "closed"]

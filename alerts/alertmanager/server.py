@@ -3,8 +3,8 @@
 Why not ``ThreadingHTTPServer``: it starts a thread per connection and waits forever on
 each read, so a few dozen slow clients pin as many threads. Here connections are served
 by a fixed pool (one more is answered 503 at once), each read waits at most
-``read_timeout_s`` and each request, keep-alive wait included, at most
-``request_timeout_s`` before its connection is shut. Requests must carry a credential
+``read_timeout_s`` and each request must have arrived in full, keep-alive wait included,
+within ``request_timeout_s`` or its connection is shut. Requests must carry a credential
 ``auth`` accepts (401 before the body is read) and bodies are bounded (413).
 ``alerts receive`` serves Alertmanager webhooks with it.
 """
@@ -46,7 +46,7 @@ class GuardedServer(HTTPServer):
     Only requests whose ``Authorization`` header ``auth`` allows are read (401 before the
     body otherwise). Connections are served by at most ``workers`` threads; one more is
     answered 503 at once. Each read waits at most ``read_timeout_s`` and each request
-    (keep-alive wait included) may take ``request_timeout_s`` in all before its
+    (keep-alive wait included) must arrive in full within ``request_timeout_s`` or its
     connection is closed, so slow clients cannot hold threads. ``tls`` serves HTTPS.
     """
 
@@ -81,6 +81,7 @@ class GuardedServer(HTTPServer):
         self._deadlines_lock = threading.Lock()
         self._closing = threading.Event()
         self._refused_log = RateLimiter(10.0)
+        self._timeout_log = RateLimiter(10.0)
         super().__init__((host, port), _Handler)
         if tls is not None:  # handshakes happen in the workers, under the timeouts
             self.socket = tls.wrap_socket(
@@ -122,6 +123,11 @@ class GuardedServer(HTTPServer):
         with self._deadlines_lock:
             self._deadlines[request] = time.monotonic() + self.request_timeout_s
 
+    def read_done(self, request: socket.socket) -> None:
+        """Stop the clock: the client sent its request; handling it may take its time."""
+        with self._deadlines_lock:
+            self._deadlines.pop(request, None)
+
     def _reap(self) -> None:
         while not self._closing.wait(0.25):
             now = time.monotonic()
@@ -131,7 +137,11 @@ class GuardedServer(HTTPServer):
                     del self._deadlines[sock]
             for sock in late:
                 self.timed_out += 1
-                log.info("closed a connection that outran the request timeout")
+                if self._timeout_log.ready():
+                    log.info(
+                        "closed a connection that outran the request timeout",
+                        extra={"timed_out": self.timed_out},
+                    )
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
@@ -211,6 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "payload too large"})
             return
         body = self.rfile.read(length)
+        self.server.read_done(self.connection)  # type: ignore[arg-type]
         status, doc = self.server.on_post(body, self._peer())
         self._answer(status, doc)
 
