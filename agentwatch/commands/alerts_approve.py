@@ -9,7 +9,6 @@ from pathlib import Path
 from agentwatch.alerts.governance.catalog import DEFAULT_CATALOG
 from agentwatch.alerts.response.runbooks import RUNBOOK_DIR
 from agentwatch.commands.options import add_bootstrap_option, add_control_topic_option
-from agentwatch.processors.store.segments import CATALOG_FILE
 from agentwatch.settings import Settings
 
 
@@ -25,7 +24,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     p.add_argument(
         "--db",
         type=Path,
-        default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
+        default=Path(settings.value("storage", "db")),
         help="DuckDB catalog; the actions table lives beside it (default %(default)s)",
     )
     add_bootstrap_option(p, settings)
@@ -33,13 +32,13 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     p.add_argument(
         "--catalog",
         type=Path,
-        default=Path(settings.get("alerts", "catalog", str(DEFAULT_CATALOG))),
+        default=Path(settings.value("alerts", "catalog") or DEFAULT_CATALOG),
         help="agent catalog: the versions a rollback goes back to (default: the shipped one)",
     )
     p.add_argument(
         "--runbooks",
         type=Path,
-        default=Path(settings.get("alerts", "runbooks", str(RUNBOOK_DIR))),
+        default=Path(settings.value("alerts", "runbooks") or RUNBOOK_DIR),
         help="runbook directory (default: the shipped runbooks)",
     )
     p.set_defaults(handler=_cmd_approve)

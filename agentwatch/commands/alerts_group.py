@@ -22,7 +22,7 @@ def add_catalog_option(parser: argparse.ArgumentParser, settings: Settings) -> N
     parser.add_argument(
         "--catalog",
         type=Path,
-        default=Path(settings.get("alerts", "catalog", str(DEFAULT_CATALOG))),
+        default=Path(settings.value("alerts", "catalog") or DEFAULT_CATALOG),
         help="agent catalog YAML (default %(default)s)",
     )
 
@@ -32,7 +32,7 @@ def add_rules_option(parser: argparse.ArgumentParser, settings: Settings) -> Non
     parser.add_argument(
         "--rules",
         type=Path,
-        default=Path(settings.get("alerts", "rules", str(DEFAULT_RULES_DIR))),
+        default=Path(settings.value("alerts", "rules") or DEFAULT_RULES_DIR),
         help="directory of alert rule YAML files, *.yaml (default %(default)s)",
     )
 

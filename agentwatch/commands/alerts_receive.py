@@ -24,13 +24,13 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     p = parser
     p.add_argument(
         "--host",
-        default=settings.get("receive", "host", "127.0.0.1"),
+        default=settings.value("receive", "host"),
         help="address to listen on (default %(default)s)",
     )
     p.add_argument(
         "--port",
         type=int,
-        default=settings.get("receive", "port", 9095),
+        default=settings.value("receive", "port"),
         help="port to listen on (default %(default)s)",
     )
     p.add_argument(

@@ -34,7 +34,7 @@ from agentwatch.alerts.response.runbooks import action_row, record_actions
 from agentwatch.commands.options import add_bootstrap_option, add_control_topic_option
 from agentwatch.durations import duration_argument
 from agentwatch.ingest.sdk.control import BREAKER_POLICY, new_message_id
-from agentwatch.processors.store.segments import CATALOG_FILE, SegmentStore
+from agentwatch.processors.store.segments import SegmentStore
 from agentwatch.settings import Settings
 
 
@@ -51,13 +51,13 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     common.add_argument(
         "--db",
         type=Path,
-        default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
+        default=Path(settings.value("storage", "db")),
         help="DuckDB catalog; the actions table lives beside it (default %(default)s)",
     )
     common.add_argument(
         "--catalog",
         type=Path,
-        default=Path(settings.get("alerts", "catalog", str(DEFAULT_CATALOG))),
+        default=Path(settings.value("alerts", "catalog") or DEFAULT_CATALOG),
         help="agent catalog: its retired agents are held open (default: the shipped example)",
     )
     change = argparse.ArgumentParser(add_help=False, parents=[common])
@@ -81,7 +81,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     opened.add_argument(
         "--cooldown",
         type=duration_argument,
-        default=settings.get("breaker", "cooldown", "10m"),
+        default=settings.value("breaker", "cooldown"),
         help="time before a probe may close it again, e.g. 30s, 10m, 2h (default %(default)s)",
     )
     opened.set_defaults(handler=_cmd_open)

@@ -7,12 +7,6 @@ import sys
 from pathlib import Path
 
 from agentwatch.broker import (
-    DEFAULT_DATA_DIR,
-    DEFAULT_HEAP,
-    DEFAULT_PARTITIONS,
-    DEFAULT_PORT,
-    DEFAULT_START_TIMEOUT,
-    DEFAULT_STOP_TIMEOUT,
     EXIT_NOT_RUNNING,
     HOST,
     BrokerError,
@@ -35,7 +29,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     data_dir.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(settings.get("broker", "data_dir", DEFAULT_DATA_DIR)),
+        default=Path(settings.value("broker", "data_dir")),
         help="broker data directory (env AGENTWATCH_BROKER_DATA_DIR; default %(default)s)",
     )
 
@@ -51,24 +45,24 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     start.add_argument(
         "--port",
         type=int,
-        default=settings.get("broker", "port", DEFAULT_PORT),
+        default=settings.value("broker", "port"),
         help="client port on 127.0.0.1 (env AGENTWATCH_BROKER_PORT; default %(default)s)",
     )
     start.add_argument(
         "--heap",
-        default=settings.get("broker", "heap", DEFAULT_HEAP),
+        default=settings.value("broker", "heap"),
         help="JVM max heap (env AGENTWATCH_BROKER_HEAP; default %(default)s)",
     )
     start.add_argument(
         "--timeout",
         type=float,
-        default=settings.get("broker", "start_timeout", DEFAULT_START_TIMEOUT),
+        default=settings.value("broker", "start_timeout"),
         help="seconds to wait for the broker to be ready (default %(default)s)",
     )
     start.add_argument(
         "--partitions",
         type=int,
-        default=settings.get("broker", "partitions", DEFAULT_PARTITIONS),
+        default=settings.value("broker", "partitions"),
         help="default partitions of a new topic (default %(default)s)",
     )
     start.set_defaults(handler=_cmd_start)
@@ -82,7 +76,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     stop.add_argument(
         "--timeout",
         type=float,
-        default=settings.get("broker", "stop_timeout", DEFAULT_STOP_TIMEOUT),
+        default=settings.value("broker", "stop_timeout"),
         help="seconds to wait before SIGKILL (default %(default)s)",
     )
     stop.set_defaults(handler=_cmd_stop)

@@ -7,10 +7,6 @@ from pathlib import Path
 
 from agentwatch.settings import Settings
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
-DEFAULT_DB = "data/agentwatch.duckdb"
-DEFAULT_CONTROL_TOPIC = "agent-control"
-
 
 def add_bootstrap_option(
     parser: argparse.ArgumentParser, settings: Settings, purpose: str = "Kafka bootstrap servers"
@@ -19,7 +15,7 @@ def add_bootstrap_option(
     parser.add_argument(
         "--bootstrap",
         metavar="HOST:PORT",
-        default=settings.get("kafka", "bootstrap", DEFAULT_BOOTSTRAP),
+        default=settings.value("kafka", "bootstrap"),
         help=f"{purpose} (env AGENTWATCH_KAFKA_BOOTSTRAP; default %(default)s)",
     )
 
@@ -31,7 +27,7 @@ def add_db_option(
     parser.add_argument(
         "--db",
         type=Path,
-        default=Path(settings.get("storage", "db", DEFAULT_DB)),
+        default=Path(settings.value("storage", "db")),
         help=f"{purpose} (env AGENTWATCH_STORAGE_DB; default %(default)s)",
     )
 
@@ -40,7 +36,7 @@ def add_control_topic_option(parser: argparse.ArgumentParser, settings: Settings
     """``--control-topic``: ``[control] topic``, the compacted topic of breaker states."""
     parser.add_argument(
         "--control-topic",
-        default=settings.get("control", "topic", DEFAULT_CONTROL_TOPIC),
+        default=settings.value("control", "topic"),
         help="the compacted topic of breaker states (env AGENTWATCH_CONTROL_TOPIC; "
         "default %(default)s)",
     )

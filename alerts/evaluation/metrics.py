@@ -121,14 +121,14 @@ def add_metrics_options(parser: argparse.ArgumentParser, settings: Settings) -> 
     parser.add_argument(
         "--metrics-port",
         type=int,
-        default=settings.get("alerts", "metrics_port", 0) or None,
+        default=settings.value("alerts", "metrics_port") or None,
         metavar="P",
         help="serve alert and breaker states for Prometheus on this port, at /metrics "
         "([alerts] metrics_port; default: not served)",
     )
     parser.add_argument(
         "--metrics-host",
-        default=settings.get("alerts", "metrics_host", "0.0.0.0"),
+        default=settings.value("alerts", "metrics_host"),
         help="address to serve them on (default %(default)s)",
     )
 

@@ -54,7 +54,7 @@ def shipped_config_path() -> Path:
 
 
 def notify_config_path(settings: Settings) -> Path:
-    configured = settings.get("alerts", "notify_config", "")
+    configured = settings.value("alerts", "notify_config")
     return Path(configured) if configured else shipped_config_path()
 
 
