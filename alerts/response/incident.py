@@ -26,6 +26,7 @@ from agentwatch.alerts.response.control import CONTROL_TOPIC
 from agentwatch.clock import utc_now
 from agentwatch.ingest.sdk.control import AgentHalted, ControlFollower
 from agentwatch.ingest.sdk.tracer import Session, Tracer
+from agentwatch.processors.store.definitions import FAILED_CHECK
 
 BREAKER_POLICY = "agentwatch.breaker"
 
@@ -148,7 +149,7 @@ def chain(
 
         first_bad = one(
             "SELECT min(ts), count(*) FROM events WHERE agent_id = ? AND ts >= ? "
-            "AND kind = 'policy_check' AND outcome IN ('violation', 'blocked') "
+            f"AND kind = 'policy_check' AND {FAILED_CHECK} "
             "AND policy_id <> ?",
             agent_id, since, BREAKER_POLICY,
         )  # fmt: skip

@@ -28,6 +28,7 @@ import duckdb
 
 from agentwatch.alerts.governance.catalog import CATALOG_FIELDS, Catalog, read_yaml
 from agentwatch.durations import DurationError, format_duration, parse_duration
+from agentwatch.processors.store.definitions import ERROR, FAILED_CHECK
 from agentwatch.settings import ConfigError
 
 DEFAULT_RULES_DIR: Final = Path(__file__).parent
@@ -141,8 +142,6 @@ def metrics() -> Mapping[str, Metric]:
 
 _IN_WINDOW: Final = "ts >= $start AND ts < $end"
 _COST: Final = "coalesce(cost_usd_effective, cost_usd)"  # NULL when unpriced (views.py)
-_ERROR: Final = "(status = 'error' OR kind = 'error')"
-_VIOLATION: Final = "outcome IN ('violation', 'blocked')"
 _PROD: Final = "coalesce(environment, 'prod') = 'prod'"
 
 
@@ -202,14 +201,14 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
     _grouped(
         "policy_violations",
         "policy checks with outcome violation or blocked (samples: all checks)",
-        f"count(*) FILTER (WHERE {_VIOLATION})",
+        f"count(*) FILTER (WHERE {FAILED_CHECK})",
         where="kind = 'policy_check'",
         unit="checks",
     ),
     _grouped(
         "violation_rate",
         "share of policy checks with outcome violation or blocked",
-        f"count(*) FILTER (WHERE {_VIOLATION}) / count(*)",
+        f"count(*) FILTER (WHERE {FAILED_CHECK}) / count(*)",
         where="kind = 'policy_check'",
     ),
     _grouped(
@@ -221,7 +220,7 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
     _grouped(
         "error_rate",
         "share of events that are errors",
-        f"count(*) FILTER (WHERE {_ERROR}) / count(*)",
+        f"count(*) FILTER (WHERE {ERROR}) / count(*)",
     ),
     _grouped(
         "tool_error_rate",
