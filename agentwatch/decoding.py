@@ -8,7 +8,9 @@ wrong type (``global.retry.attempts: Expected `int`, got `str```).
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import msgspec
@@ -49,4 +51,14 @@ def decode(value: Any, struct: type[S], where: str, source: object | None = None
         raise DecodeError(f"{prefix}{where}{path}: {problem}") from None
 
 
-__all__ = ["DecodeError", "decode"]
+def did_you_mean(unknown: Iterable[object], allowed: Iterable[object]) -> str:
+    """`` (did you mean KEY?)`` for the first unknown key close to a valid one, else ``""``."""
+    valid = [str(k) for k in allowed]
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), valid, n=1)
+        if close:
+            return f" (did you mean {close[0]}?)"
+    return ""
+
+
+__all__ = ["DecodeError", "decode", "did_you_mean"]

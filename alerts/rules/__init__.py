@@ -27,6 +27,7 @@ from typing import Any, Final, Literal, Protocol, cast, get_args
 import duckdb
 
 from agentwatch.alerts.governance.catalog import CATALOG_FIELDS, Catalog, read_yaml
+from agentwatch.decoding import did_you_mean
 from agentwatch.durations import DurationError, format_duration, parse_duration
 from agentwatch.processors.store.definitions import ERROR, FAILED_CHECK
 from agentwatch.settings import ConfigError
@@ -506,7 +507,8 @@ def _parse_rule(raw: Any, index: int, source: str, problems: list[str]) -> Rule 
 
     unknown = sorted(set(raw) - _RULE_KEYS)
     if unknown:
-        bad(f"unknown key(s) {unknown}; known: {sorted(_RULE_KEYS)}")
+        hint = did_you_mean(unknown, _RULE_KEYS)
+        bad(f"unknown key(s) {unknown}{hint}; known: {sorted(_RULE_KEYS)}")
     for key in _REQUIRED_RULE_KEYS:
         if key not in raw:
             bad(f"`{key}` is required")
