@@ -10,7 +10,7 @@ Each metric is one SQL query over ``events`` (and the catalog, registered as
 ``agent_catalog``) that returns one row per group: the group's label columns, ``value``
 and ``samples``. Queries filter on ``ts`` with the window's bounds as parameters, so
 DuckDB skips the Parquet row groups outside it. A new kind of condition (drift, say) is
-one more :class:`Metric` given to :func:`register_metric`; rules name it like any other.
+one more :class:`Metric` in the :class:`MetricRegistry` the rules are loaded with.
 """
 
 from __future__ import annotations
@@ -26,16 +26,14 @@ from typing import Any, Final, Literal, cast, get_args
 
 from agentwatch.alerts.governance.catalog import CATALOG_FIELDS, Catalog, read_yaml
 from agentwatch.alerts.rules.metrics import (
-    _METRICS,
     BUILTIN_METRICS,
     DRIFT_METRICS,
     Metric,
+    MetricRegistry,
     Sample,
     SqlMetric,
     Window,
     metrics,
-    register_metric,
-    unregister_metric,
 )
 from agentwatch.alerts.rules.templates import TemplateError, render
 from agentwatch.decoding import did_you_mean
@@ -149,7 +147,9 @@ _RULE_KEYS: Final = frozenset(
 _REQUIRED_RULE_KEYS: Final = ("name", "metric", "window", "op", "threshold", "severity")
 
 
-def load_rules(directory: Path | None = None) -> list[Rule]:
+def load_rules(
+    directory: Path | None = None, registry: Mapping[str, Metric] | None = None
+) -> list[Rule]:
     """Every rule of every ``*.yaml`` file in ``directory`` (the shipped set when None).
 
     Files are read in name order; a rule name used twice, in one file or two, is an error.
@@ -162,7 +162,7 @@ def load_rules(directory: Path | None = None) -> list[Rule]:
     problems: list[str] = []
     for path in sorted(folder.glob("*.yaml")):
         try:
-            loaded = parse_rules(read_yaml(path, RuleError), str(path))
+            loaded = parse_rules(read_yaml(path, RuleError), str(path), registry)
         except RuleError as exc:
             problems.append(str(exc))
             continue
@@ -179,8 +179,11 @@ def load_rules(directory: Path | None = None) -> list[Rule]:
     return rules
 
 
-def parse_rules(doc: Any, source: str = "<memory>") -> list[Rule]:
+def parse_rules(
+    doc: Any, source: str = "<memory>", registry: Mapping[str, Metric] | None = None
+) -> list[Rule]:
     """Validate one parsed rule file: ``{rules: [...]}``; all problems are reported at once."""
+    known = registry if registry is not None else metrics()
     if not isinstance(doc, Mapping) or not isinstance(doc.get("rules"), list):
         raise RuleError(f"{source}: a rule file is a mapping with a `rules` list")
     unknown = sorted(k for k in doc if k != "rules" and not str(k).startswith("x-"))
@@ -190,7 +193,7 @@ def parse_rules(doc: Any, source: str = "<memory>") -> list[Rule]:
     rules: list[Rule] = []
     names: set[str] = set()
     for index, raw in enumerate(doc["rules"]):
-        rule = _parse_rule(raw, index, source, problems)
+        rule = _parse_rule(raw, index, source, problems, known)
         if rule is None:
             continue
         if rule.name in names:
@@ -203,7 +206,9 @@ def parse_rules(doc: Any, source: str = "<memory>") -> list[Rule]:
     return rules
 
 
-def _parse_rule(raw: Any, index: int, source: str, problems: list[str]) -> Rule | None:
+def _parse_rule(
+    raw: Any, index: int, source: str, problems: list[str], known: Mapping[str, Metric]
+) -> Rule | None:
     if not isinstance(raw, Mapping):
         problems.append(f"rules[{index}]: a rule must be a mapping")
         return None
@@ -224,9 +229,9 @@ def _parse_rule(raw: Any, index: int, source: str, problems: list[str]) -> Rule 
     if name is not None and (not isinstance(name, str) or not _NAME.match(name)):
         bad(f"name must be letters, digits and _ starting with a letter, got {name!r}")
     metric_name = raw.get("metric")
-    metric = _METRICS.get(metric_name) if isinstance(metric_name, str) else None
+    metric = known.get(metric_name) if isinstance(metric_name, str) else None
     if metric_name is not None and metric is None:
-        bad(f"unknown metric {metric_name!r}; known: {', '.join(sorted(_METRICS))}")
+        bad(f"unknown metric {metric_name!r}; known: {', '.join(sorted(known))}")
     op = raw.get("op")
     if op is not None and op not in OPS:
         bad(f"op must be one of {' '.join(OPS)}, got {op!r}")
@@ -340,8 +345,8 @@ def rules_by_name(rules: Iterable[Rule]) -> dict[str, Rule]:
 
 
 def metric_for(rule: Rule, registry: Mapping[str, Metric] | None = None) -> Metric:
-    """The metric a rule tests (from ``registry`` or the global one)."""
-    found = (registry or _METRICS).get(rule.metric)
+    """The metric a rule tests (from ``registry``, else the built-in metrics)."""
+    found = (registry if registry is not None else metrics()).get(rule.metric)
     if found is None:
         raise RuleError(f"rule {rule.name}: metric {rule.metric!r} is not registered")
     return found
@@ -360,6 +365,7 @@ __all__ = [
     "SEVERITIES",
     "CatalogThreshold",
     "Metric",
+    "MetricRegistry",
     "Rule",
     "RuleError",
     "Sample",
@@ -371,8 +377,6 @@ __all__ = [
     "metric_for",
     "metrics",
     "parse_rules",
-    "register_metric",
     "render",
     "rules_by_name",
-    "unregister_metric",
 ]

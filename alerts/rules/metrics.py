@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -75,25 +75,34 @@ class SqlMetric:
         ]
 
 
-_METRICS: dict[str, Metric] = {}
+class MetricRegistry(Mapping[str, Metric]):
+    """The metrics rules may name, by name. There is no process-wide one: the rule loader
+    and the evaluator are given a registry (the built-in metrics unless told otherwise)."""
 
+    def __init__(self, metrics: Iterable[Metric] = ()) -> None:
+        self._by_name: dict[str, Metric] = {}
+        for metric in metrics:
+            self.register(metric)
 
-def register_metric(metric: Metric, *, replace: bool = False) -> Metric:
-    """Make ``metric`` available to rules by name; refuses to shadow one by accident."""
-    if metric.name in _METRICS and not replace:
-        raise ValueError(f"a metric named {metric.name!r} is already registered")
-    _METRICS[metric.name] = metric
-    return metric
+    def register(self, metric: Metric, *, replace: bool = False) -> Metric:
+        """Make ``metric`` available by name; refuses to shadow one by accident."""
+        if metric.name in self._by_name and not replace:
+            raise ValueError(f"a metric named {metric.name!r} is already registered")
+        self._by_name[metric.name] = metric
+        return metric
 
+    def unregister(self, name: str) -> None:
+        """Remove a metric; rules naming it then fail to load."""
+        self._by_name.pop(name, None)
 
-def unregister_metric(name: str) -> None:
-    """Remove a metric (a test's, or a plugin's being unloaded); rules naming it then fail."""
-    _METRICS.pop(name, None)
+    def __getitem__(self, name: str) -> Metric:
+        return self._by_name[name]
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_name)
 
-def metrics() -> Mapping[str, Metric]:
-    """The registry: every metric a rule may name."""
-    return dict(_METRICS)
+    def __len__(self) -> int:
+        return len(self._by_name)
 
 
 _IN_WINDOW: Final = "ts >= $start AND ts < $end"
@@ -307,5 +316,7 @@ DRIFT_METRICS: tuple[Metric, ...] = (
     _drift("release", "1 when a canary release differs from the stable one on a signal"),
 )
 
-for _metric in (*BUILTIN_METRICS, *DRIFT_METRICS):
-    register_metric(_metric)
+
+def metrics() -> MetricRegistry:
+    """A new registry of the built-in metrics (SQL over the store, and drift verdicts)."""
+    return MetricRegistry((*BUILTIN_METRICS, *DRIFT_METRICS))
