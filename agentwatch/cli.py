@@ -172,13 +172,13 @@ def _add_global_options(parser: argparse.ArgumentParser, settings: Settings) -> 
     parser.add_argument("--config", metavar="FILE", help="TOML config file")
     parser.add_argument(
         "--log-level",
-        default=settings.get("log", "level", "info"),
+        default=settings.value("log", "level"),
         choices=["debug", "info", "warning", "error"],
         help="log level (env AGENTWATCH_LOG_LEVEL; default %(default)s)",
     )
     parser.add_argument(
         "--log-format",
-        default=settings.get("log", "format", "text" if sys.stderr.isatty() else "json"),
+        default=settings.value("log", "format") or ("text" if sys.stderr.isatty() else "json"),
         choices=["json", "text"],
         help="structured JSON lines or text (env AGENTWATCH_LOG_FORMAT; default %(default)s)",
     )

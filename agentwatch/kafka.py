@@ -17,11 +17,14 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from agentwatch.settings import ConfigError, Settings
+from agentwatch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agentwatch.settings import Settings
 
 PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -190,6 +193,8 @@ def default_security() -> KafkaSecurity:
     with _lock:
         if _default is not None:
             return _default
+    from agentwatch.settings import Settings
+
     return security_from_settings(Settings())
 
 

@@ -1,16 +1,25 @@
 """Settings: built-in defaults < a TOML config file < AGENTWATCH_* environment variables.
 
-Command-line flags win over all three: each command takes its flag defaults from
-``Settings.get``, so ``--help`` shows the value that will really be used.
+Every setting is a typed field of one section struct below, with its default, so each
+default is written once; commands take their flag defaults from :meth:`Settings.value`,
+and ``--help`` shows the value that will really be used. Command-line flags win over all
+three. A TOML file with an unknown section or key, or a value of the wrong type, is an
+error naming the file, the key and (for a misspelling) the closest valid key.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from agentwatch.errors import ConfigError
+from agentwatch.ingest.contract.events import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TOPIC
 
 T = TypeVar("T")
 
@@ -18,45 +27,277 @@ CONFIG_ENV = "AGENTWATCH_CONFIG"
 DEFAULT_CONFIG_FILE = "agentwatch.toml"
 
 
-class ConfigError(Exception):
-    """A config file or environment value that cannot be used."""
+__all__ = ["ConfigError", "Settings", "load_settings"]
+
+
+class _Section(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+class KafkaSettings(_Section, frozen=True):
+    bootstrap: str = "127.0.0.1:9092"
+    topic: str = DEFAULT_TOPIC
+    timeout: float = 15.0
+    """Seconds ``simulate`` waits for Kafka at the start."""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_ca_file: str = ""
+    ssl_cert_file: str = ""
+    ssl_key_file: str = ""
+    ssl_check_hostname: bool = True
+    sasl_mechanism: str = ""
+    """PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (agentwatch/kafka.py checks the combination)."""
+    sasl_username: str = ""
+    sasl_password_file: str = ""
+    """The password itself only ever comes from this file or AGENTWATCH_KAFKA_SASL_PASSWORD."""
+
+
+class StorageSettings(_Section, frozen=True):
+    db: str = "data/agentwatch.duckdb"
+    """The DuckDB catalog; segments and logs live in the directory beside it."""
+
+
+class LogSettings(_Section, frozen=True):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] | None = None
+    """None: text on a terminal, JSON lines otherwise."""
+
+
+class ProcessSettings(_Section, frozen=True):
+    group: str = "agentwatch"
+    dlq_topic: str | None = None
+    idle_timeout: float | None = None
+    max_batch: int = 20_000
+    flush_interval: float = 2.0
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    dedup_horizon: float = 3600.0
+    dedup_max_ids: int = 20_000_000
+    session_timeout: float = 10.0
+    allowed_lateness: float = 300.0
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"  # loopback unless told: nothing open by default
+    max_label_values: int = 200
+
+
+class PricingSettings(_Section, frozen=True):
+    file: str = ""
+    """"": the pricing table shipped with agentwatch."""
+
+
+class SimulateSettings(_Section, frozen=True):
+    agents: int = 8
+    rate: float = 200.0
+    duration: float = 60.0
+    sim_rate: float = 200.0
+
+
+class BrokerSettings(_Section, frozen=True):
+    port: int = 9092
+    data_dir: str = ".kafka/broker"
+    heap: str = "512m"
+    start_timeout: float = 60.0
+    stop_timeout: float = 30.0
+    partitions: int = 3
+    security: Literal["plaintext", "sasl_ssl"] = "plaintext"
+
+
+class ControlSettings(_Section, frozen=True):
+    topic: str = "agent-control"
+    """The compacted topic of breaker states."""
+    keys_file: str = ""
+    """'key-id:secret' lines that sign and verify control records."""
+
+
+class AlertsSettings(_Section, frozen=True):
+    catalog: str = ""
+    rules: str = ""
+    runbooks: str = ""
+    notify_config: str = ""
+    """Each "": the one shipped with agentwatch."""
+    interval: float = 10.0
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"  # loopback unless told: nothing open by default
+
+
+class ReceiveSettings(_Section, frozen=True):
+    host: str = "127.0.0.1"
+    port: int = 9095
+    token_file: str = ""
+    basic_auth_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    workers: int = 8
+    read_timeout: float = 10.0
+    request_timeout: float = 30.0
+    max_body: int = 4 * 1024 * 1024
+
+
+class OtlpSettings(_Section, frozen=True):
+    host: str = "127.0.0.1"
+    http_port: int = 4318
+    grpc_port: int = 4317
+    max_body_bytes: int = 8 * 1024 * 1024
+    token: str = ""
+    token_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    keep_content: bool = False
+    metrics_port: int | None = None
+    unmapped_topic: str = ""
+    collector_topic: str = ""
+    collector_format: str = "otlp_proto"
+
+
+class RedactionSettings(_Section, frozen=True):
+    file: str = ""
+    """"": the redaction rules shipped with agentwatch."""
+
+
+class LifecycleSettings(_Section, frozen=True):
+    revoke_webhook: str = ""
+    archive_dir: str = ""
+
+
+class BreakerSettings(_Section, frozen=True):
+    cooldown: str = "10m"
+
+
+class DriftSettings(_Section, frozen=True):
+    config: str = ""
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+
+
+class DashboardsSettings(_Section, frozen=True):
+    range: str = "6h"
+    daily_budget_usd: float = 1000.0
+
+
+class DemoSettings(_Section, frozen=True):
+    seconds: float = 60.0
+    data_dir: str = "data"
+    agents: int = 8
+    rate: float = 300.0
+    seed: int = 7
+    port: int = 0
+
+
+class Config(_Section, frozen=True):
+    """Every setting, by section: ``[process] max_batch`` is ``Config().process.max_batch``."""
+
+    kafka: KafkaSettings = msgspec.field(default_factory=KafkaSettings)
+    storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
+    process: ProcessSettings = msgspec.field(default_factory=ProcessSettings)
+    pricing: PricingSettings = msgspec.field(default_factory=PricingSettings)
+    simulate: SimulateSettings = msgspec.field(default_factory=SimulateSettings)
+    broker: BrokerSettings = msgspec.field(default_factory=BrokerSettings)
+    control: ControlSettings = msgspec.field(default_factory=ControlSettings)
+    alerts: AlertsSettings = msgspec.field(default_factory=AlertsSettings)
+    receive: ReceiveSettings = msgspec.field(default_factory=ReceiveSettings)
+    breaker: BreakerSettings = msgspec.field(default_factory=BreakerSettings)
+    drift: DriftSettings = msgspec.field(default_factory=DriftSettings)
+    dashboards: DashboardsSettings = msgspec.field(default_factory=DashboardsSettings)
+    demo: DemoSettings = msgspec.field(default_factory=DemoSettings)
+    otlp: OtlpSettings = msgspec.field(default_factory=OtlpSettings)
+    redaction: RedactionSettings = msgspec.field(default_factory=RedactionSettings)
+    lifecycle: LifecycleSettings = msgspec.field(default_factory=LifecycleSettings)
+
+
+DEFAULTS = Config()
+"""The built-in defaults, the one place they are written."""
+
+
+def env_name(section: str, key: str) -> str:
+    """The environment variable of a setting: ``AGENTWATCH_PROCESS_MAX_BATCH``."""
+    return f"AGENTWATCH_{section}_{key}".upper().replace("-", "_")
+
+
+def _field_type(section: str, key: str) -> Any:
+    """The declared type of ``[section] key``, or None when there is no such setting."""
+    fields = {f.name: f.type for f in msgspec.structs.fields(Config)}
+    section_type = fields.get(section)
+    if section_type is None:
+        return None
+    return {f.name: f.type for f in msgspec.structs.fields(section_type)}.get(key)
 
 
 @dataclass(frozen=True)
 class Settings:
     """Values by section and key, e.g. ``[kafka] bootstrap`` or ``AGENTWATCH_KAFKA_BOOTSTRAP``."""
 
-    file_values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    config: Config = field(default_factory=Config)
     source: Path | None = None
 
+    def value(self, section: str, key: str) -> Any:
+        """A declared setting: its environment variable, else the file, else the default."""
+        if _field_type(section, key) is None:
+            raise KeyError(f"[{section}] {key} is not a setting")
+        return self.get(section, key, getattr(getattr(DEFAULTS, section), key))
+
     def get(self, section: str, key: str, default: T) -> T:
-        env_name = f"AGENTWATCH_{section}_{key}".upper().replace("-", "_")
-        raw = os.environ.get(env_name)
+        """Like :meth:`value`, for a setting that may not be declared (``default`` if unset)."""
+        declared = _field_type(section, key)
+        raw = os.environ.get(env_name(section, key))
         if raw is not None:
-            return _coerce(raw, default, env_name)
-        value = self.file_values.get(section, {}).get(key, default)
-        if default is not None and not isinstance(value, type(default)):
-            if isinstance(default, float) and isinstance(value, int):
-                return float(value)  # type: ignore[return-value]
-            raise ConfigError(
-                f"{self.source}: [{section}] {key} must be {type(default).__name__}, got {value!r}"
-            )
-        return value  # type: ignore[no-any-return]
+            wanted = declared if declared is not None else type(default)
+            return _coerce(raw, wanted, env_name(section, key))  # type: ignore[no-any-return]
+        if declared is None:
+            return default
+        return getattr(getattr(self.config, section), key)  # type: ignore[no-any-return]
 
 
-def _coerce(raw: str, default: T, name: str) -> T:
-    if default is None or isinstance(default, str):
-        return raw  # type: ignore[return-value]
+def _coerce(raw: str, wanted: Any, name: str) -> Any:
+    if wanted is type(None) or wanted is str:
+        return raw
     try:
-        if isinstance(default, bool):
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True  # type: ignore[return-value]
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False  # type: ignore[return-value]
-            raise ValueError(raw)
-        return type(default)(raw)  # type: ignore[call-arg]
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a valid {type(default).__name__}") from None
+        return msgspec.convert(raw, wanted, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{name}={raw!r}: {_problem(exc)}") from None
+
+
+def _problem(exc: msgspec.ValidationError) -> str:
+    """msgspec's message without its ``- at `$...``` suffix (the caller names the key)."""
+    return str(exc).split(" - at `", 1)[0]
+
+
+def check_keys(
+    doc: dict[str, Any], allowed: dict[str, Any], source: object, path: str = ""
+) -> None:
+    """Reject unknown keys, naming the file, the key path and the closest valid key.
+
+    ``allowed`` maps each key to a nested ``allowed`` mapping, or to None for a leaf.
+    """
+    for key, value in doc.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), [str(k) for k in allowed], n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{source}: {where}: unknown key{hint}")
+        nested = allowed[key]
+        if nested is not None and isinstance(value, dict):
+            check_keys(value, nested, source, where)
+
+
+def struct_keys(struct: Any) -> dict[str, Any]:
+    """The keys :func:`check_keys` allows for a msgspec struct type, nested structs included."""
+    out: dict[str, Any] = {}
+    for f in msgspec.structs.fields(struct):
+        nested = f.type if isinstance(f.type, type) and issubclass(f.type, msgspec.Struct) else None
+        out[f.encode_name] = struct_keys(nested) if nested is not None else None
+    return out
+
+
+def decode_config(values: dict[str, Any], source: object) -> Config:
+    """The typed settings of a parsed TOML document, or a ConfigError saying where."""
+    check_keys(values, struct_keys(Config), source)
+    try:
+        return msgspec.convert(values, Config)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        where = message.split(" - at `$.", 1)[1].rstrip("`") if " - at `$." in message else ""
+        section, _, key = where.partition(".")
+        location = f"[{section}] {key}" if key else where
+        raise ConfigError(f"{source}: {location}: {_problem(exc)}") from None
 
 
 def load_settings(path: str | None = None) -> Settings:
@@ -72,4 +313,4 @@ def load_settings(path: str | None = None) -> Settings:
             values = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{candidate}: {exc}") from None
-    return Settings(file_values=values, source=candidate)
+    return Settings(config=decode_config(values, candidate), source=candidate)

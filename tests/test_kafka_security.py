@@ -18,7 +18,7 @@ from agentwatch.kafka import (
     configure,
     security_from_settings,
 )
-from agentwatch.settings import ConfigError, Settings
+from agentwatch.settings import ConfigError, Settings, decode_config
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIRS = ("agentwatch", "ingest", "processors", "alerts", "dashboards")
@@ -52,7 +52,8 @@ def sasl_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "sasl_password_file": str(secret),
         **overrides,
     }
-    return Settings(file_values={"kafka": kafka}, source=tmp_path / "agentwatch.toml")
+    source = tmp_path / "agentwatch.toml"
+    return Settings(config=decode_config({"kafka": kafka}, source), source=source)
 
 
 def test_without_settings_clients_connect_in_plaintext() -> None:

@@ -25,7 +25,7 @@ from agentwatch.processors.landing.pricing import (
     unpriced_models,
 )
 from agentwatch.processors.store.tables import EVENTS_SCHEMA
-from agentwatch.settings import ConfigError, Settings
+from agentwatch.settings import ConfigError, Settings, decode_config
 from tests.test_decode import batch_of
 
 UTC = dt.UTC
@@ -422,10 +422,12 @@ def test_the_path_comes_from_settings_or_the_environment(
 ) -> None:
     monkeypatch.delenv("AGENTWATCH_PRICING_FILE", raising=False)
     assert pricing_file(Settings()) is None
-    assert pricing_file(Settings({"pricing": {"file": "p.yaml"}})) == Path("p.yaml")
+    assert pricing_file(Settings(decode_config({"pricing": {"file": "p.yaml"}}, "t.toml"))) == Path(
+        "p.yaml"
+    )
     path = write(tmp_path, table_text(GOOD_ROW, head='version: "from-env"\nsource: s\n'))
     monkeypatch.setenv("AGENTWATCH_PRICING_FILE", str(path))
-    assert pricing_file(Settings({"pricing": {"file": "p.yaml"}})) == path
+    assert pricing_file(Settings(decode_config({"pricing": {"file": "p.yaml"}}, "t.toml"))) == path
     assert load_pricing().version == "from-env"
 
 

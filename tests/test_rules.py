@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 from agentwatch.alerts.governance.catalog import Catalog, parse_catalog
 from agentwatch.alerts.rules import (
     CatalogThreshold,
+    MetricRegistry,
     Rule,
     RuleError,
     Sample,
@@ -22,9 +22,7 @@ from agentwatch.alerts.rules import (
     load_rules,
     metrics,
     parse_rules,
-    register_metric,
     render,
-    unregister_metric,
 )
 from agentwatch.durations import format_duration, parse_duration
 from agentwatch.processors.store.segments import SegmentName, SegmentStore
@@ -95,9 +93,9 @@ def rule_doc(**overrides: Any) -> dict[str, Any]:
     } | overrides
 
 
-def refused(**overrides: Any) -> str:
+def refused(registry: MetricRegistry | None = None, **overrides: Any) -> str:
     with pytest.raises(RuleError) as err:
-        parse_rules({"rules": [rule_doc(**overrides)]}, "test.yaml")
+        parse_rules({"rules": [rule_doc(**overrides)]}, "test.yaml", registry)
     return str(err.value)
 
 
@@ -236,11 +234,9 @@ def test_a_catalog_threshold_needs_a_per_agent_metric() -> None:
         def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]:
             return []
 
-    register_metric(PerModel())
-    try:
-        message = refused(metric="calls_per_model", threshold={"catalog": "daily_budget_usd"})
-    finally:
-        unregister_metric("calls_per_model")
+    registry = metrics()
+    registry.register(PerModel())
+    message = refused(registry, metric="calls_per_model", threshold={"catalog": "daily_budget_usd"})
     assert "needs a per-agent metric" in message
 
 
@@ -533,21 +529,14 @@ def test_a_registered_metric_is_usable_by_rules() -> None:
         def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]:
             return [Sample({"agent_id": "hr-1"}, 0.3, 500)]
 
-    register_metric(Drift())
-    try:
-        [rule] = parse_rules({"rules": [rule_doc(metric="test_drift_score")]})
-        with pytest.raises(ValueError, match="already registered"):
-            register_metric(Drift())
-    finally:
-        unregister_metric("test_drift_score")
+    registry = metrics()
+    registry.register(Drift())
+    [rule] = parse_rules({"rules": [rule_doc(metric="test_drift_score")]}, "t.yaml", registry)
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(Drift())
     assert rule.metric == "test_drift_score"
-
-
-@pytest.fixture(autouse=True)
-def _registry_unchanged() -> Iterator[None]:
-    before = set(metrics())
-    yield
-    assert set(metrics()) == before
+    with pytest.raises(RuleError, match="unknown metric 'test_drift_score'"):
+        parse_rules({"rules": [rule_doc(metric="test_drift_score")]})  # not in the built-ins
 
 
 def drift_row(

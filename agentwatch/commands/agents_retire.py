@@ -54,14 +54,14 @@ def add_parser(
     p.add_argument(
         "--revoke-webhook",
         metavar="URL",
-        default=settings.get("lifecycle", "revoke_webhook", "") or None,
+        default=settings.value("lifecycle", "revoke_webhook") or None,
         help="POSTed once per credential to revoke ([lifecycle] revoke_webhook; bearer token "
         f"from ${TOKEN_ENV}); required when the agent lists credentials",
     )
     p.add_argument(
         "--archive-dir",
         type=Path,
-        default=settings.get("lifecycle", "archive_dir", "") or None,
+        default=settings.value("lifecycle", "archive_dir") or None,
         help="where evidence archives go ([lifecycle] archive_dir; default: archive/ beside --db)",
     )
     p.set_defaults(handler=_cmd_retire)

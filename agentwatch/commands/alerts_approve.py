@@ -13,7 +13,6 @@ from agentwatch.commands.options import (
     add_control_topic_option,
     control_keyring,
 )
-from agentwatch.processors.store.segments import CATALOG_FILE
 from agentwatch.settings import Settings
 
 
@@ -29,7 +28,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     p.add_argument(
         "--db",
         type=Path,
-        default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
+        default=Path(settings.value("storage", "db")),
         help="DuckDB catalog; the actions table lives beside it (default %(default)s)",
     )
     add_bootstrap_option(p, settings)
@@ -38,7 +37,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     p.add_argument(
         "--runbooks",
         type=Path,
-        default=Path(settings.get("alerts", "runbooks", str(RUNBOOK_DIR))),
+        default=Path(settings.value("alerts", "runbooks") or RUNBOOK_DIR),
         help="runbook directory (default: the shipped runbooks)",
     )
     p.set_defaults(handler=_cmd_approve)

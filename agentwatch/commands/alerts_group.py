@@ -24,7 +24,7 @@ def add_catalog_option(parser: argparse.ArgumentParser, settings: Settings) -> N
     The shipped example is the demo's fleet: loading it by default would hold open, and
     escalate about, agents a deployment never had.
     """
-    configured = settings.get("alerts", "catalog", "")
+    configured = settings.value("alerts", "catalog")
     parser.add_argument(
         "--catalog",
         type=Path,
@@ -47,7 +47,7 @@ def add_rules_option(parser: argparse.ArgumentParser, settings: Settings) -> Non
     parser.add_argument(
         "--rules",
         type=Path,
-        default=Path(settings.get("alerts", "rules", str(DEFAULT_RULES_DIR))),
+        default=Path(settings.value("alerts", "rules") or DEFAULT_RULES_DIR),
         help="directory of alert rule YAML files, *.yaml (default %(default)s)",
     )
 

@@ -20,12 +20,6 @@ log = logging.getLogger("agentwatch.alerts.alertmanager.receive")
 
 def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     from agentwatch.alerts.alertmanager.access import BASIC_AUTH_ENV, TOKEN_ENV
-    from agentwatch.alerts.alertmanager.server import (
-        DEFAULT_READ_TIMEOUT_S,
-        DEFAULT_REQUEST_TIMEOUT_S,
-        DEFAULT_WORKERS,
-        MAX_BODY,
-    )
 
     parser.description = (
         "Serve an HTTP endpoint for Alertmanager's webhook_configs: each webhook v4 "
@@ -38,13 +32,13 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     p = parser
     p.add_argument(
         "--host",
-        default=settings.get("receive", "host", "127.0.0.1"),
+        default=settings.value("receive", "host"),
         help="address to listen on (default %(default)s)",
     )
     p.add_argument(
         "--port",
         type=int,
-        default=settings.get("receive", "port", 9095),
+        default=settings.value("receive", "port"),
         help="port to listen on (default %(default)s)",
     )
     p.add_argument(
@@ -65,13 +59,13 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     auth.add_argument(
         "--token-file",
         metavar="PATH",
-        default=settings.get("receive", "token_file", ""),
+        default=settings.value("receive", "token_file"),
         help=f"bearer tokens, one per line (env AGENTWATCH_RECEIVE_TOKEN_FILE; or {TOKEN_ENV})",
     )
     auth.add_argument(
         "--basic-auth-file",
         metavar="PATH",
-        default=settings.get("receive", "basic_auth_file", ""),
+        default=settings.value("receive", "basic_auth_file"),
         help="'user:password' lines for basic auth (env AGENTWATCH_RECEIVE_BASIC_AUTH_FILE; "
         f"or {BASIC_AUTH_ENV}=user:password)",
     )
@@ -83,34 +77,34 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     auth.add_argument(
         "--tls-cert",
         metavar="PEM",
-        default=settings.get("receive", "tls_cert", ""),
+        default=settings.value("receive", "tls_cert"),
         help="serve HTTPS with this certificate (chain) file (env AGENTWATCH_RECEIVE_TLS_CERT)",
     )
     auth.add_argument(
         "--tls-key",
         metavar="PEM",
-        default=settings.get("receive", "tls_key", ""),
+        default=settings.value("receive", "tls_key"),
         help="the certificate's private key (env AGENTWATCH_RECEIVE_TLS_KEY)",
     )
     limits = p.add_argument_group("limits")
     limits.add_argument(
         "--workers",
         type=int,
-        default=settings.get("receive", "workers", DEFAULT_WORKERS),
+        default=settings.value("receive", "workers"),
         help="connections served at once; more are answered 503 (default %(default)s)",
     )
     limits.add_argument(
         "--read-timeout",
         type=float,
         metavar="SECONDS",
-        default=settings.get("receive", "read_timeout", DEFAULT_READ_TIMEOUT_S),
+        default=settings.value("receive", "read_timeout"),
         help="longest wait for the client's next bytes (default %(default)s)",
     )
     limits.add_argument(
         "--request-timeout",
         type=float,
         metavar="SECONDS",
-        default=settings.get("receive", "request_timeout", DEFAULT_REQUEST_TIMEOUT_S),
+        default=settings.value("receive", "request_timeout"),
         help="longest a request may take to arrive in full, keep-alive wait included; "
         "then its connection is closed (default %(default)s)",
     )
@@ -118,7 +112,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "--max-body",
         type=int,
         metavar="BYTES",
-        default=settings.get("receive", "max_body", MAX_BODY),
+        default=settings.value("receive", "max_body"),
         help="larger payloads are answered 413 (default %(default)s)",
     )
     add_db_option(p, settings)

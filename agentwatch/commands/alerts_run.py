@@ -230,7 +230,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     p.add_argument(
         "--interval",
         type=float,
-        default=settings.get("alerts", "interval", 10.0),
+        default=settings.value("alerts", "interval"),
         help="seconds between evaluations (default %(default)s)",
     )
     p.add_argument("--once", action="store_true", help="evaluate once, print the alerts, exit")

@@ -40,7 +40,7 @@ from agentwatch.commands.options import (
 from agentwatch.durations import duration_argument
 from agentwatch.ingest.contract.control import new_message_id
 from agentwatch.ingest.sdk.control import BREAKER_POLICY
-from agentwatch.processors.store.segments import CATALOG_FILE, SegmentStore
+from agentwatch.processors.store.segments import SegmentStore
 from agentwatch.settings import Settings
 
 NO_CATALOG_HOLDS = "no retired agents are held open"
@@ -59,7 +59,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     common.add_argument(
         "--db",
         type=Path,
-        default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
+        default=Path(settings.value("storage", "db")),
         help="DuckDB catalog; the actions table lives beside it (default %(default)s)",
     )
     add_catalog_option(common, settings)
@@ -84,7 +84,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     opened.add_argument(
         "--cooldown",
         type=duration_argument,
-        default=settings.get("breaker", "cooldown", "10m"),
+        default=settings.value("breaker", "cooldown"),
         help="time before a probe may close it again, e.g. 30s, 10m, 2h (default %(default)s)",
     )
     opened.set_defaults(handler=_cmd_open)

@@ -7,12 +7,6 @@ import sys
 from pathlib import Path
 
 from agentwatch.broker import (
-    DEFAULT_DATA_DIR,
-    DEFAULT_HEAP,
-    DEFAULT_PARTITIONS,
-    DEFAULT_PORT,
-    DEFAULT_START_TIMEOUT,
-    DEFAULT_STOP_TIMEOUT,
     EXIT_NOT_RUNNING,
     HOST,
     BrokerError,
@@ -20,7 +14,7 @@ from agentwatch.broker import (
     start_broker,
     stop_broker,
 )
-from agentwatch.broker_tls import PLAINTEXT, SECURITY_MODES, BrokerSecurity
+from agentwatch.broker_tls import SECURITY_MODES, BrokerSecurity
 from agentwatch.durations import format_duration
 from agentwatch.settings import Settings
 
@@ -36,7 +30,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     data_dir.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(settings.get("broker", "data_dir", DEFAULT_DATA_DIR)),
+        default=Path(settings.value("broker", "data_dir")),
         help="broker data directory (env AGENTWATCH_BROKER_DATA_DIR; default %(default)s)",
     )
 
@@ -52,30 +46,30 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     start.add_argument(
         "--port",
         type=int,
-        default=settings.get("broker", "port", DEFAULT_PORT),
+        default=settings.value("broker", "port"),
         help="client port on 127.0.0.1 (env AGENTWATCH_BROKER_PORT; default %(default)s)",
     )
     start.add_argument(
         "--heap",
-        default=settings.get("broker", "heap", DEFAULT_HEAP),
+        default=settings.value("broker", "heap"),
         help="JVM max heap (env AGENTWATCH_BROKER_HEAP; default %(default)s)",
     )
     start.add_argument(
         "--timeout",
         type=float,
-        default=settings.get("broker", "start_timeout", DEFAULT_START_TIMEOUT),
+        default=settings.value("broker", "start_timeout"),
         help="seconds to wait for the broker to be ready (default %(default)s)",
     )
     start.add_argument(
         "--partitions",
         type=int,
-        default=settings.get("broker", "partitions", DEFAULT_PARTITIONS),
+        default=settings.value("broker", "partitions"),
         help="default partitions of a new topic (default %(default)s)",
     )
     start.add_argument(
         "--security",
         choices=SECURITY_MODES,
-        default=settings.get("broker", "security", PLAINTEXT.lower()),
+        default=settings.value("broker", "security"),
         help="plaintext, or sasl_ssl: TLS with a CA made under the data dir and SCRAM-SHA-512 "
         "logins; clients use DATA_DIR/client.toml (env AGENTWATCH_BROKER_SECURITY; "
         "default %(default)s)",
@@ -91,7 +85,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     stop.add_argument(
         "--timeout",
         type=float,
-        default=settings.get("broker", "stop_timeout", DEFAULT_STOP_TIMEOUT),
+        default=settings.value("broker", "stop_timeout"),
         help="seconds to wait before SIGKILL (default %(default)s)",
     )
     stop.set_defaults(handler=_cmd_stop)

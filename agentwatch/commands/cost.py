@@ -38,7 +38,7 @@ from agentwatch.processors.landing.pricing import (
     pricing_file,
     unpriced_models,
 )
-from agentwatch.processors.store.segments import CATALOG_FILE, SegmentName, SegmentStore
+from agentwatch.processors.store.segments import SegmentName, SegmentStore
 from agentwatch.processors.store.tables import EVENTS_SCHEMA, UTC_TS
 from agentwatch.settings import Settings
 
@@ -223,7 +223,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     rep.add_argument(
         "--db",
         type=Path,
-        default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
+        default=Path(settings.value("storage", "db")),
         help="catalog file; its segments live beside it (default %(default)s)",
     )
     rep.add_argument(

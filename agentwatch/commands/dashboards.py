@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from agentwatch.durations import duration_argument
-from agentwatch.processors.store.segments import CATALOG_FILE
 from agentwatch.settings import Settings
 
 
@@ -48,21 +47,21 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     source.add_argument(
         "--db",
         type=Path,
-        default=Path(settings.get("storage", "db", f"data/{CATALOG_FILE}")),
+        default=Path(settings.value("storage", "db")),
         help="DuckDB catalog to read when no --prometheus is given (default %(default)s)",
     )
     snap.add_argument(
         "--range",
         dest="span",
         type=duration_argument,
-        default=settings.get("dashboards", "range", "6h"),
+        default=settings.value("dashboards", "range"),
         metavar="DURATION",
         help="time range shown, e.g. 30m, 6h, 2d (default %(default)s)",
     )
     snap.add_argument(
         "--budget",
         type=float,
-        default=settings.get("dashboards", "daily_budget_usd", 1000.0),
+        default=settings.value("dashboards", "daily_budget_usd"),
         metavar="USD",
         help="daily LLM budget the 'budget used' tile compares with (default %(default)s)",
     )

@@ -67,21 +67,21 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p = parser
     p.add_argument(
-        "--seconds", type=float, default=settings.get("demo", "seconds", 60.0),
+        "--seconds", type=float, default=settings.value("demo", "seconds"),
         help="how long the fleet runs (default %(default)s)",
     )  # fmt: skip
     p.add_argument(
-        "--data-dir", type=Path, default=Path(settings.get("demo", "data_dir", "data")),
+        "--data-dir", type=Path, default=Path(settings.value("demo", "data_dir")),
         help="where the broker, segments and catalog live (default %(default)s)",
     )  # fmt: skip
-    p.add_argument("--agents", type=int, default=settings.get("demo", "agents", 8))
+    p.add_argument("--agents", type=int, default=settings.value("demo", "agents"))
     p.add_argument(
-        "--rate", type=float, default=settings.get("demo", "rate", 300.0),
+        "--rate", type=float, default=settings.value("demo", "rate"),
         help="events per second from the fleet (default %(default)s)",
     )  # fmt: skip
-    p.add_argument("--seed", type=int, default=settings.get("demo", "seed", 7))
+    p.add_argument("--seed", type=int, default=settings.value("demo", "seed"))
     p.add_argument(
-        "--port", type=int, default=settings.get("demo", "port", 0),
+        "--port", type=int, default=settings.value("demo", "port"),
         help="broker port (default: a free one)",
     )  # fmt: skip
     p.add_argument(

@@ -23,12 +23,11 @@ import polars as pl
 from prometheus_client import CollectorRegistry, start_http_server
 
 from agentwatch.clock import Clock, utc_now
-from agentwatch.commands.options import DEFAULT_METRICS_HOST
 from agentwatch.durations import DurationError, duration_argument, parse_duration
 from agentwatch.processors.drift.config import DriftConfig, load_config
 from agentwatch.processors.drift.evaluate import DRIFT, DriftEvaluator, backfill
 from agentwatch.processors.drift.metrics import DriftCollector
-from agentwatch.processors.store.segments import CATALOG_FILE, SegmentStore
+from agentwatch.processors.store.segments import SegmentStore
 from agentwatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -130,8 +129,8 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p = parser
     actions = p.add_subparsers(dest="drift_action", metavar="ACTION", required=True)
-    default_db = Path(settings.get("storage", "db", f"data/{CATALOG_FILE}"))
-    default_cfg = settings.get("drift", "config", "")
+    default_db = Path(settings.value("storage", "db"))
+    default_cfg = settings.value("drift", "config")
 
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument(
@@ -161,12 +160,12 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )  # fmt: skip
     run.add_argument("--once", action="store_true", help="evaluate the latest window and exit")
     run.add_argument(
-        "--metrics-port", type=int, default=settings.get("drift", "metrics_port", 0) or None,
+        "--metrics-port", type=int, default=settings.value("drift", "metrics_port") or None,
         metavar="P", help="serve agentwatch_drift_* gauges on this port ([drift] metrics_port)",
     )  # fmt: skip
     run.add_argument(
         "--metrics-host",
-        default=DEFAULT_METRICS_HOST,
+        default=settings.value("drift", "metrics_host"),
         help="address to serve them on; 0.0.0.0 for every interface (default %(default)s)",
     )
     run.set_defaults(handler=_run)

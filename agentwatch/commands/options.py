@@ -8,12 +8,6 @@ from pathlib import Path
 from agentwatch.ingest.contract.control import KEYS_ENV, ControlKeyError, Keyring
 from agentwatch.settings import ConfigError, Settings
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
-DEFAULT_DB = "data/agentwatch.duckdb"
-DEFAULT_CONTROL_TOPIC = "agent-control"
-# /metrics listens on loopback unless told otherwise: nothing is open by default.
-DEFAULT_METRICS_HOST = "127.0.0.1"
-
 
 def add_bootstrap_option(
     parser: argparse.ArgumentParser, settings: Settings, purpose: str = "Kafka bootstrap servers"
@@ -22,7 +16,7 @@ def add_bootstrap_option(
     parser.add_argument(
         "--bootstrap",
         metavar="HOST:PORT",
-        default=settings.get("kafka", "bootstrap", DEFAULT_BOOTSTRAP),
+        default=settings.value("kafka", "bootstrap"),
         help=f"{purpose} (env AGENTWATCH_KAFKA_BOOTSTRAP; default %(default)s)",
     )
 
@@ -34,7 +28,7 @@ def add_db_option(
     parser.add_argument(
         "--db",
         type=Path,
-        default=Path(settings.get("storage", "db", DEFAULT_DB)),
+        default=Path(settings.value("storage", "db")),
         help=f"{purpose} (env AGENTWATCH_STORAGE_DB; default %(default)s)",
     )
 
@@ -43,14 +37,14 @@ def add_control_topic_option(parser: argparse.ArgumentParser, settings: Settings
     """``--control-topic``: ``[control] topic``, the compacted topic of breaker states."""
     parser.add_argument(
         "--control-topic",
-        default=settings.get("control", "topic", DEFAULT_CONTROL_TOPIC),
+        default=settings.value("control", "topic"),
         help="the compacted topic of breaker states (env AGENTWATCH_CONTROL_TOPIC; "
         "default %(default)s)",
     )
     parser.add_argument(
         "--control-keys-file",
         metavar="PATH",
-        default=settings.get("control", "keys_file", ""),
+        default=settings.value("control", "keys_file"),
         help="file of 'key-id:secret' lines that sign and verify control records; the "
         f"first signs (env AGENTWATCH_CONTROL_KEYS_FILE; or the keys themselves in {KEYS_ENV})",
     )

@@ -9,12 +9,9 @@ import threading
 from pathlib import Path
 
 from agentwatch.commands.options import add_bootstrap_option
-from agentwatch.ingest.contract.events import DEFAULT_TOPIC
 from agentwatch.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
@@ -28,41 +25,41 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p = parser
     add_bootstrap_option(p, settings)
-    p.add_argument("--topic", default=settings.get("kafka", "topic", DEFAULT_TOPIC),
+    p.add_argument("--topic", default=settings.value("kafka", "topic"),
                    help="events topic (default %(default)s)")  # fmt: skip
     p.add_argument(
         "--unmapped-topic",
-        default=settings.get("otlp", "unmapped_topic", ""),
+        default=settings.value("otlp", "unmapped_topic"),
         help="topic of unmapped-span samples, landed as otlp_unmapped "
         "(default TOPIC.otlp-unmapped)",
     )
-    p.add_argument("--host", default=settings.get("otlp", "host", "127.0.0.1"),
+    p.add_argument("--host", default=settings.value("otlp", "host"),
                    help="address to listen on (default %(default)s)")  # fmt: skip
-    p.add_argument("--http-port", type=int, default=settings.get("otlp", "http_port", 4318),
+    p.add_argument("--http-port", type=int, default=settings.value("otlp", "http_port"),
                    help="OTLP/HTTP port, 0 to turn it off (default %(default)s)")  # fmt: skip
-    p.add_argument("--grpc-port", type=int, default=settings.get("otlp", "grpc_port", 4317),
+    p.add_argument("--grpc-port", type=int, default=settings.value("otlp", "grpc_port"),
                    help="OTLP/gRPC port, 0 to turn it off (default %(default)s)")  # fmt: skip
     p.add_argument(
         "--max-body-bytes",
         type=int,
-        default=settings.get("otlp", "max_body_bytes", DEFAULT_MAX_BODY_BYTES),
+        default=settings.value("otlp", "max_body_bytes"),
         help="larger requests (also once inflated) are refused with 413 (default %(default)s)",
     )
     p.add_argument(
         "--token-file",
         type=Path,
-        default=_path(settings.get("otlp", "token_file", "")),
+        default=_path(settings.value("otlp", "token_file")),
         help="file holding the bearer token exporters must send (env AGENTWATCH_OTLP_TOKEN "
         "gives it directly; default: none required)",
     )
-    p.add_argument("--tls-cert", type=Path, default=_path(settings.get("otlp", "tls_cert", "")),
+    p.add_argument("--tls-cert", type=Path, default=_path(settings.value("otlp", "tls_cert")),
                    help="PEM certificate: serve HTTPS and gRPC over TLS")  # fmt: skip
-    p.add_argument("--tls-key", type=Path, default=_path(settings.get("otlp", "tls_key", "")),
+    p.add_argument("--tls-key", type=Path, default=_path(settings.value("otlp", "tls_key")),
                    help="PEM private key of --tls-cert")  # fmt: skip
     p.add_argument(
         "--keep-content",
         action=argparse.BooleanOptionalAction,
-        default=settings.get("otlp", "keep_content", False),
+        default=settings.value("otlp", "keep_content"),
         help="keep message content (prompts, completions, tool arguments and results), "
         "redacted, in the events' attributes (default: dropped)",
     )
@@ -70,10 +67,10 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "--metrics-port",
         type=int,
         metavar="P",
-        default=settings.get("otlp", "metrics_port", None),
+        default=settings.value("otlp", "metrics_port"),
         help="serve Prometheus /metrics on this port (default: off)",
     )
-    p.set_defaults(handler=_run, token=settings.get("otlp", "token", ""))
+    p.set_defaults(handler=_run, token=settings.value("otlp", "token"))
 
 
 def _path(value: str) -> Path | None:

@@ -9,8 +9,7 @@ import signal
 import time
 from pathlib import Path
 
-from agentwatch.commands.options import DEFAULT_METRICS_HOST, add_bootstrap_option, add_db_option
-from agentwatch.ingest.contract.events import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TOPIC
+from agentwatch.commands.options import add_bootstrap_option, add_db_option
 from agentwatch.ingest.otlp.collector import add_process_options
 from agentwatch.settings import Settings
 
@@ -29,50 +28,50 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     add_bootstrap_option(p, settings)
     p.add_argument(
         "--topic",
-        default=settings.get("kafka", "topic", DEFAULT_TOPIC),
+        default=settings.value("kafka", "topic"),
         help="events topic (default %(default)s)",
     )
     p.add_argument(
         "--group",
-        default=settings.get("process", "group", "agentwatch"),
+        default=settings.value("process", "group"),
         help="consumer group id (default %(default)s)",
     )
     add_db_option(p, settings, "DuckDB catalog analysts open; segments live beside it")
     p.add_argument(
         "--dlq-topic",
-        default=settings.get("process", "dlq_topic", None),
+        default=settings.value("process", "dlq_topic"),
         help="dead-letter topic (default: TOPIC.dlq)",
     )
     p.add_argument(
         "--idle-timeout",
         type=float,
         metavar="S",
-        default=settings.get("process", "idle_timeout", None),
+        default=settings.value("process", "idle_timeout"),
         help="exit 0 after S seconds with no new record (for batch runs and tests)",
     )
     p.add_argument(
         "--max-batch",
         type=int,
-        default=settings.get("process", "max_batch", 20_000),
+        default=settings.value("process", "max_batch"),
         help="records per partition that force a segment (default %(default)s)",
     )
     p.add_argument(
         "--flush-interval",
         type=float,
-        default=settings.get("process", "flush_interval", 2.0),
+        default=settings.value("process", "flush_interval"),
         help="seconds a partition's records may wait before they are landed (default %(default)s)",
     )
     p.add_argument(
         "--max-message-bytes",
         type=int,
-        default=settings.get("process", "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES),
+        default=settings.value("process", "max_message_bytes"),
         help="larger messages are dead letters (default %(default)s)",
     )
     p.add_argument(
         "--dedup-horizon",
         type=float,
         metavar="S",
-        default=settings.get("process", "dedup_horizon", 3600.0),
+        default=settings.value("process", "dedup_horizon"),
         help="an event_id re-sent within S seconds (Kafka time) is stored once "
         "(default %(default)s)",
     )
@@ -80,7 +79,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "--session-timeout",
         type=float,
         metavar="S",
-        default=settings.get("process", "session_timeout", 10.0),
+        default=settings.value("process", "session_timeout"),
         help="consumer-group session timeout: how soon the partitions of a crashed "
         "instance move to another (default %(default)s)",
     )
@@ -88,7 +87,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "--allowed-lateness",
         type=float,
         metavar="S",
-        default=settings.get("process", "allowed_lateness", 300.0),
+        default=settings.value("process", "allowed_lateness"),
         help="events up to S seconds behind the partition's newest event time still update "
         "their one-minute window; later ones are stored and counted as late (default %(default)s)",
     )
@@ -96,30 +95,30 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "--metrics-port",
         type=int,
         metavar="P",
-        default=settings.get("process", "metrics_port", None),
+        default=settings.value("process", "metrics_port"),
         help="serve Prometheus /metrics on this port (default: off)",
     )
     p.add_argument(
         "--metrics-host",
-        default=settings.get("process", "metrics_host", DEFAULT_METRICS_HOST),
+        default=settings.value("process", "metrics_host"),
         help="address /metrics listens on; 0.0.0.0 for every interface (default %(default)s)",
     )
     p.add_argument(
         "--max-label-values",
         type=int,
-        default=settings.get("process", "max_label_values", 200),
+        default=settings.value("process", "max_label_values"),
         help="distinct values kept per label before folding into 'other' (default %(default)s)",
     )
     p.add_argument(
         "--pricing",
         type=Path,
-        default=_optional_path(settings.get("pricing", "file", "")),
+        default=_optional_path(settings.value("pricing", "file")),
         help="pricing table (default: the one shipped with agentwatch)",
     )
     p.add_argument(
         "--redaction",
         type=Path,
-        default=_optional_path(settings.get("redaction", "file", "")),
+        default=_optional_path(settings.value("redaction", "file")),
         help="redaction rules applied before storage ([redaction] file; default: the shipped "
         "redaction.yaml, which redacts attributes, reasons and labels)",
     )

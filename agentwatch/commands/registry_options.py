@@ -31,7 +31,7 @@ def registry_parent(settings: Settings) -> argparse.ArgumentParser:
     """``--db``, ``--catalog`` and ``--by``: where the registry lives and who acts."""
     parent = argparse.ArgumentParser(add_help=False)
     add_db_option(parent, settings, "DuckDB catalog; the registry's history lives beside it")
-    configured = settings.get("alerts", "catalog", "")
+    configured = settings.value("alerts", "catalog")
     parent.add_argument(
         "--catalog",
         type=Path,

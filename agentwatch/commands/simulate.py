@@ -10,13 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from agentwatch.commands.options import add_bootstrap_option
-from agentwatch.ingest.contract.events import DEFAULT_TOPIC
 from agentwatch.ingest.sim.scenario import Scenario, ScenarioError, load_scenario, parse_start
 from agentwatch.ingest.sim.simulate import (
-    DEFAULT_AGENTS,
-    DEFAULT_DURATION,
-    DEFAULT_RATE,
-    DEFAULT_TIMEOUT,
     print_summary,
     run_simulation,
 )
@@ -62,15 +57,15 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "--seed, start time and scenario give the same events, ids included."
     )
     fallbacks = {
-        "agents": settings.get("simulate", "agents", DEFAULT_AGENTS),
-        "rate": settings.get("simulate", "rate", DEFAULT_RATE),
-        "duration": settings.get("simulate", "duration", DEFAULT_DURATION),
-        "sim_rate": settings.get("simulate", "sim_rate", DEFAULT_RATE),
+        "agents": settings.value("simulate", "agents"),
+        "rate": settings.value("simulate", "rate"),
+        "duration": settings.value("simulate", "duration"),
+        "sim_rate": settings.value("simulate", "sim_rate"),
     }
     add_bootstrap_option(parser, settings)
     parser.add_argument(
         "--topic",
-        default=settings.get("kafka", "topic", DEFAULT_TOPIC),
+        default=settings.value("kafka", "topic"),
         help="events topic, created if missing (env AGENTWATCH_KAFKA_TOPIC; default %(default)s)",
     )
     parser.add_argument(
@@ -127,7 +122,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "--timeout",
         type=_positive,
         metavar="S",
-        default=settings.get("kafka", "timeout", DEFAULT_TIMEOUT),
+        default=settings.value("kafka", "timeout"),
         help="seconds to wait for Kafka at the start (default %(default)s)",
     )
     parser.add_argument(

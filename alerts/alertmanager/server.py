@@ -27,13 +27,15 @@ from typing import Any, Final
 
 from agentwatch.alerts.alertmanager.access import CHALLENGE, WebhookAuth
 from agentwatch.ingest.sdk.emitter import RateLimiter
+from agentwatch.settings import DEFAULTS
 
 log = logging.getLogger(__name__)
 
-MAX_BODY: Final = 4 * 1024 * 1024
-DEFAULT_WORKERS: Final = 8
-DEFAULT_READ_TIMEOUT_S: Final = 10.0
-DEFAULT_REQUEST_TIMEOUT_S: Final = 30.0
+# The defaults are the settings' ([receive]), written once in agentwatch/settings.py.
+MAX_BODY: Final = DEFAULTS.receive.max_body
+DEFAULT_WORKERS: Final = DEFAULTS.receive.workers
+DEFAULT_READ_TIMEOUT_S: Final = DEFAULTS.receive.read_timeout
+DEFAULT_REQUEST_TIMEOUT_S: Final = DEFAULTS.receive.request_timeout
 
 Answer = tuple[HTTPStatus, Mapping[str, Any]]
 PostHandler = Callable[[bytes, str], Answer]

@@ -38,7 +38,6 @@ from agentwatch.alerts.model import Alert
 from agentwatch.alerts.response.breaker import Breaker
 from agentwatch.alerts.response.respond import Response
 from agentwatch.alerts.rules import Rule
-from agentwatch.commands.options import DEFAULT_METRICS_HOST
 from agentwatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -122,14 +121,14 @@ def add_metrics_options(parser: argparse.ArgumentParser, settings: Settings) -> 
     parser.add_argument(
         "--metrics-port",
         type=int,
-        default=settings.get("alerts", "metrics_port", 0) or None,
+        default=settings.value("alerts", "metrics_port") or None,
         metavar="P",
         help="serve alert and breaker states for Prometheus on this port, at /metrics "
         "([alerts] metrics_port; default: not served)",
     )
     parser.add_argument(
         "--metrics-host",
-        default=settings.get("alerts", "metrics_host", DEFAULT_METRICS_HOST),
+        default=settings.value("alerts", "metrics_host"),
         help="address to serve them on (default %(default)s)",
     )
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import yaml
 
 from agentwatch.alerts.notify.receivers import (
@@ -42,8 +43,9 @@ from agentwatch.alerts.notify.routing import (
     matches_all,
     parse_route,
 )
-from agentwatch.durations import parse_duration
-from agentwatch.settings import ConfigError, Settings
+from agentwatch.decoding import decode
+from agentwatch.durations import DurationError, parse_duration
+from agentwatch.settings import ConfigError, Settings, check_keys
 
 DEFAULT_FILE = "notify.yaml"
 
@@ -54,7 +56,7 @@ def shipped_config_path() -> Path:
 
 
 def notify_config_path(settings: Settings) -> Path:
-    configured = settings.get("alerts", "notify_config", "")
+    configured = settings.value("alerts", "notify_config")
     return Path(configured) if configured else shipped_config_path()
 
 
@@ -70,14 +72,44 @@ def add_notify_config_argument(parser: argparse.ArgumentParser, settings: Settin
     )
 
 
+class RetrySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``global.retry`` as written in the file."""
+
+    attempts: int = 5
+    initial_backoff: str | float = "1s"
+    max_backoff: str | float = "1m"
+    multiplier: float = 2.0
+
+
+class GlobalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The ``global`` block as written in the file."""
+
+    external_url: str = ""
+    generator_url: str = ""
+    http_timeout: str | float = "10s"
+    retry: RetrySettings = msgspec.field(default_factory=RetrySettings)
+
+
+_RETRY = RetrySettings()
+_INITIAL_BACKOFF = parse_duration(_RETRY.initial_backoff)
+_MAX_BACKOFF = parse_duration(_RETRY.max_backoff)
+
+
+def _span(value: str | float, where: str) -> dt.timedelta:
+    try:
+        return parse_duration(value)
+    except DurationError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff for one delivery, bounded in attempts and in delay."""
 
-    attempts: int = 5
-    initial_backoff: dt.timedelta = dt.timedelta(seconds=1)
-    max_backoff: dt.timedelta = dt.timedelta(seconds=60)
-    multiplier: float = 2.0
+    attempts: int = _RETRY.attempts
+    initial_backoff: dt.timedelta = _INITIAL_BACKOFF
+    max_backoff: dt.timedelta = _MAX_BACKOFF
+    multiplier: float = _RETRY.multiplier
 
     def delay(self, failed_attempts: int) -> dt.timedelta:
         """The wait after the ``failed_attempts``-th failure (1-based)."""
@@ -132,12 +164,13 @@ def parse_notify_config(doc: Any, data_dir: Path, base: Path | None = None) -> N
     """A config from its parsed YAML; raises ``ValueError`` on anything unusable."""
     if not isinstance(doc, Mapping):
         raise ValueError("the top level must be a mapping")
-    unknown = set(doc) - {"global", "route", "receivers", "inhibit_rules", "templates"}
-    if unknown:
-        raise ValueError(f"unknown top-level keys {sorted(unknown)}")
-    glob = doc.get("global") or {}
-    _mapping(glob, "global")
-    timeout = parse_duration(glob.get("http_timeout", "10s")).total_seconds()
+    top = dict.fromkeys(("global", "route", "receivers", "inhibit_rules", "templates"))
+    try:
+        check_keys(dict(doc), top, "")
+    except ConfigError as exc:
+        raise ValueError(str(exc).removeprefix(": ")) from None
+    glob = decode(doc.get("global"), GlobalSettings, "global")
+    timeout = _span(glob.http_timeout, "global.http_timeout").total_seconds()
     receivers: dict[str, list[Integration]] = {}
     for i, rdoc in enumerate(doc.get("receivers") or []):
         _mapping(rdoc, f"receivers[{i}]")
@@ -154,13 +187,11 @@ def parse_notify_config(doc: Any, data_dir: Path, base: Path | None = None) -> N
     inhibit = [_inhibit_rule(r, f"inhibit_rules[{i}]") for i, r in enumerate(
         doc.get("inhibit_rules") or []
     )]  # fmt: skip
-    retry_doc = glob.get("retry") or {}
-    _mapping(retry_doc, "global.retry")
     retry = RetryPolicy(
-        attempts=int(retry_doc.get("attempts", 5)),
-        initial_backoff=parse_duration(retry_doc.get("initial_backoff", "1s")),
-        max_backoff=parse_duration(retry_doc.get("max_backoff", "1m")),
-        multiplier=float(retry_doc.get("multiplier", 2.0)),
+        attempts=glob.retry.attempts,
+        initial_backoff=_span(glob.retry.initial_backoff, "global.retry.initial_backoff"),
+        max_backoff=_span(glob.retry.max_backoff, "global.retry.max_backoff"),
+        multiplier=glob.retry.multiplier,
     )
     if retry.attempts < 1 or retry.multiplier < 1:
         raise ValueError("global.retry: attempts must be >= 1 and multiplier >= 1")
@@ -168,8 +199,8 @@ def parse_notify_config(doc: Any, data_dir: Path, base: Path | None = None) -> N
         route=route,
         receivers=receivers,
         inhibit_rules=inhibit,
-        external_url=str(glob.get("external_url", "")),
-        generator_url=str(glob.get("generator_url", "")),
+        external_url=glob.external_url,
+        generator_url=glob.generator_url,
         retry=retry,
     )
     Router(route, list(receivers))  # checks that every route names a defined receiver

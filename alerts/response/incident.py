@@ -27,6 +27,7 @@ from agentwatch.ingest.contract.control import CONTROL_TOPIC, Keyring
 from agentwatch.ingest.sdk.control import AgentHalted, ControlFollower
 from agentwatch.ingest.sdk.tracer import Session, Tracer
 from agentwatch.kafka import KafkaSecurity
+from agentwatch.processors.store.definitions import FAILED_CHECK
 
 BREAKER_POLICY = "agentwatch.breaker"
 
@@ -153,7 +154,7 @@ def chain(
 
         first_bad = one(
             "SELECT min(ts), count(*) FROM events WHERE agent_id = ? AND ts >= ? "
-            "AND kind = 'policy_check' AND outcome IN ('violation', 'blocked') "
+            f"AND kind = 'policy_check' AND {FAILED_CHECK} "
             "AND policy_id <> ?",
             agent_id, since, BREAKER_POLICY,
         )  # fmt: skip

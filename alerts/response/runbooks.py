@@ -34,6 +34,7 @@ from prometheus_client import Counter
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.model import Alert, AlertState
 from agentwatch.clock import Clock, utc_now
+from agentwatch.decoding import did_you_mean
 from agentwatch.durations import DurationError, parse_seconds
 from agentwatch.processors.store.segments import SegmentStore
 from agentwatch.processors.store.tables import ACTIONS_SCHEMA
@@ -121,7 +122,8 @@ def parse_runbook(doc: object, source: str = "<runbook>") -> Runbook:
         params = {k: v for k, v in raw.items() if k not in ("action", "why", "on_failure")}
         unknown = set(params) - _STEP_PARAMS[action]
         if unknown:
-            raise RunbookError(f"{where}: {action} takes no {', '.join(sorted(unknown))}")
+            hint = did_you_mean(sorted(unknown), _STEP_PARAMS[action])
+            raise RunbookError(f"{where}: {action} takes no {', '.join(sorted(unknown))}{hint}")
         if "cooldown" in params:
             try:
                 params["cooldown"] = parse_seconds(params["cooldown"])

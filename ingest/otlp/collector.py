@@ -39,19 +39,19 @@ Lander = Callable[[RawBatch, PartitionState, LandingSettings, Any], LandedBatch]
 def add_process_options(parser: argparse.ArgumentParser, settings: Settings) -> None:
     parser.add_argument(
         "--otlp-topic",
-        default=settings.get("otlp", "collector_topic", ""),
+        default=settings.value("otlp", "collector_topic"),
         help="also land this topic of OpenTelemetry Collector spans (Kafka exporter; "
         "default: none)",
     )
     parser.add_argument(
         "--otlp-format",
         choices=FORMATS,
-        default=settings.get("otlp", "collector_format", "otlp_proto"),
+        default=settings.value("otlp", "collector_format"),
         help="the Kafka exporter's encoding of --otlp-topic (default %(default)s)",
     )
     parser.add_argument(
         "--otlp-unmapped-topic",
-        default=settings.get("otlp", "unmapped_topic", ""),
+        default=settings.value("otlp", "unmapped_topic"),
         help="the receivers' unmapped-span samples, landed as otlp_unmapped "
         "(default TOPIC.otlp-unmapped)",
     )

@@ -30,6 +30,7 @@ from typing import Any, Final
 
 import yaml
 
+from agentwatch.decoding import did_you_mean
 from agentwatch.durations import DurationError, format_duration, parse_seconds
 from agentwatch.ingest.sim.fleet import (
     AGENT_TYPES,
@@ -544,8 +545,8 @@ def _no_unknown(doc: Mapping[str, Any], allowed: Iterable[str], source: str, whe
     if unknown:
         place = f"{where}: " if where else ""
         raise ScenarioError(
-            f"{source}: {place}unknown key {', '.join(map(repr, unknown))}; "
-            f"expected {', '.join(sorted(allowed))}"
+            f"{source}: {place}unknown key {', '.join(map(repr, unknown))}"
+            f"{did_you_mean(unknown, allowed)}; expected {', '.join(sorted(allowed))}"
         )
 
 

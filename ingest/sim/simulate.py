@@ -32,15 +32,17 @@ from agentwatch.ingest.sim.scenario import (
     Scheduled,
 )
 from agentwatch.kafka import client_options
+from agentwatch.settings import DEFAULTS
 from agentwatch.topics import TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BOOTSTRAP: Final = "127.0.0.1:9092"
-DEFAULT_AGENTS: Final = 8
-DEFAULT_RATE: Final = 200.0
-DEFAULT_DURATION: Final = 60.0
-DEFAULT_TIMEOUT: Final = 15.0
+# The settings' defaults ([simulate], [kafka] timeout), for callers without a CLI.
+DEFAULT_AGENTS: Final = DEFAULTS.simulate.agents
+DEFAULT_RATE: Final = DEFAULTS.simulate.rate
+DEFAULT_DURATION: Final = DEFAULTS.simulate.duration
+DEFAULT_SIM_RATE: Final = DEFAULTS.simulate.sim_rate
+DEFAULT_TIMEOUT: Final = DEFAULTS.kafka.timeout
 LOG_EVERY_S: Final = 5.0
 
 # Throughput over latency: a few ms of linger fills large batches; acks=all with the
@@ -221,7 +223,7 @@ def run_simulation(
     seed: int | None = None,
     progress: bool = False,
     *,
-    sim_rate: float = DEFAULT_RATE,
+    sim_rate: float = DEFAULT_SIM_RATE,
     start: float | dt.datetime | None = None,
     max_events: int | None = None,
     create_topic: bool = True,

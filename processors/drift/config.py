@@ -16,6 +16,7 @@ from typing import Any, Final, cast
 
 import yaml
 
+from agentwatch.decoding import did_you_mean
 from agentwatch.durations import DurationError, format_duration, parse_duration
 from agentwatch.processors.drift import stats
 from agentwatch.processors.drift.stats import Kind
@@ -195,7 +196,8 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 def _build(data: Mapping[str, Any], source: str) -> DriftConfig:
     unknown = set(data) - _TOP_KEYS
     if unknown:
-        raise ConfigError(f"{source}: unknown drift settings {sorted(unknown)}")
+        hint = did_you_mean(sorted(unknown), _TOP_KEYS)
+        raise ConfigError(f"{source}: unknown drift settings {sorted(unknown)}{hint}")
     durations = {
         k: _span(data[k], source, k)
         for k in ("grain", "window", "reference", "min_reference", "settle", "session_lookback")
@@ -327,7 +329,8 @@ def _override(entry: Mapping[str, Any], where: str, allow_signals: bool = False)
     allowed = _OVERRIDE_KEYS | ({"signals"} if allow_signals else set())
     unknown = set(entry) - allowed
     if unknown:
-        raise ConfigError(f"{where}: unknown settings {sorted(unknown)}")
+        hint = did_you_mean(sorted(unknown), allowed)
+        raise ConfigError(f"{where}: unknown settings {sorted(unknown)}{hint}")
     for test in (*(entry.get("thresholds") or {}), *(entry.get("min_samples") or {})):
         stats.get(test)
     enabled = entry.get("enabled")

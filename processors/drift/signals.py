@@ -23,6 +23,7 @@ from typing import Final, Literal
 import numpy as np
 
 from agentwatch.processors.drift.stats import FloatArray, Kind
+from agentwatch.processors.store.definitions import BLOCKED, ERROR, VIOLATION
 from agentwatch.processors.store.tables import EVENTS_SCHEMA
 from agentwatch.processors.store.views import SESSIONS
 
@@ -31,7 +32,7 @@ GROUP_COLUMNS: Final = ("agent_id", "environment", "agent_version", "model", "pr
 # Separates a split signal's subject from its key in the counting query.
 SPLIT_MARK: Final = "\x1f"
 # An error, as the views count one.
-IS_ERROR: Final = "(status = 'error' OR kind = 'error')"
+IS_ERROR: Final = ERROR
 CALL_OK: Final = "coalesce(status, 'ok') <> 'error'"
 
 
@@ -202,9 +203,9 @@ SIGNALS: Final = {
                "share of ended sessions with an escalation"),
         Signal("containment_rate", "rate", "session", "contained", "contained IS NOT NULL",
                "share of ended sessions resolved without escalation"),
-        Signal("violation_rate", "rate", "policy", "outcome = 'violation'", "true",
+        Signal("violation_rate", "rate", "policy", VIOLATION, "true",
                "share of policy checks that found a violation (not blocked)"),
-        Signal("block_rate", "rate", "policy", "outcome = 'blocked'", "true",
+        Signal("block_rate", "rate", "policy", BLOCKED, "true",
                "share of policy checks that blocked the action"),
         Signal("error_rate", "rate", "events", IS_ERROR, "true",
                "share of events with status error or of kind error"),

@@ -20,6 +20,7 @@ from agentwatch.processors.landing.redact import COUNTS_SCHEMA, Redactor
 from agentwatch.processors.landing.sessions import SessionTracker
 from agentwatch.processors.landing.watermark import mark_late
 from agentwatch.processors.metrics.exporter import CounterDelta, HistogramDelta, batch_deltas
+from agentwatch.settings import DEFAULTS
 
 Pricer = Callable[[pl.DataFrame], pl.DataFrame]
 
@@ -32,10 +33,12 @@ STATE_COLUMNS = (
 
 @dataclass(frozen=True)
 class LandingSettings:
+    """The processor settings landing needs; defaults are the settings' (``[process]``)."""
+
     max_message_bytes: int
-    allowed_lateness_s: float = 300.0
-    dedup_horizon_s: float = 3600.0
-    dedup_max_ids: int = 20_000_000
+    allowed_lateness_s: float = DEFAULTS.process.allowed_lateness
+    dedup_horizon_s: float = DEFAULTS.process.dedup_horizon
+    dedup_max_ids: int = DEFAULTS.process.dedup_max_ids
     redactor: Redactor | None = None  # redaction before storage (redact.py); None: off
 
 

@@ -268,12 +268,8 @@ def load_pricing(path: Path | None = None) -> PricingTable:
 
 def pricing_file(settings: Settings) -> Path | None:
     """The configured table (``[pricing] file`` or ``$AGENTWATCH_PRICING_FILE``), if any."""
-    value = settings.get("pricing", "file", None)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(f"{settings.source}: [pricing] file must be a path, got {value!r}")
-    return Path(value)
+    value: str = settings.value("pricing", "file")
+    return Path(value) if value else None
 
 
 def apply_pricing(events: pl.DataFrame, table: PricingTable) -> pl.DataFrame:

@@ -27,8 +27,6 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry, start_http_server
 
-from agentwatch.commands.options import DEFAULT_METRICS_HOST
-from agentwatch.ingest.contract.events import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TOPIC
 from agentwatch.ingest.otlp.collector import OtlpTopics
 from agentwatch.kafka import client_options
 from agentwatch.processors.landing.decode import RawBatch
@@ -43,29 +41,33 @@ from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
 from agentwatch.processors.landing.redact import load_redaction
 from agentwatch.processors.metrics.exporter import FleetCollector, PartitionHealth
 from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.settings import DEFAULTS
 from agentwatch.topics import TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
+_PROCESS = DEFAULTS.process
 
 
 @dataclass(frozen=True)
 class ProcessorConfig:
     bootstrap: str
     db: Path
-    topic: str = DEFAULT_TOPIC
-    group: str = "agentwatch"
-    dlq_topic: str | None = None
-    idle_timeout_s: float | None = None
-    max_batch: int = 20_000
-    flush_interval_s: float = 2.0
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    dedup_horizon_s: float = 3600.0
-    dedup_max_ids: int = 20_000_000
-    session_timeout_s: float = 10.0
-    allowed_lateness_s: float = 300.0
-    metrics_port: int | None = None
-    metrics_host: str = DEFAULT_METRICS_HOST
-    max_label_values: int = 200
+    """What ``agentwatch process`` runs with; the defaults are the settings' (``[process]``)."""
+
+    topic: str = DEFAULTS.kafka.topic
+    group: str = _PROCESS.group
+    dlq_topic: str | None = _PROCESS.dlq_topic
+    idle_timeout_s: float | None = _PROCESS.idle_timeout
+    max_batch: int = _PROCESS.max_batch
+    flush_interval_s: float = _PROCESS.flush_interval
+    max_message_bytes: int = _PROCESS.max_message_bytes
+    dedup_horizon_s: float = _PROCESS.dedup_horizon
+    dedup_max_ids: int = _PROCESS.dedup_max_ids
+    session_timeout_s: float = _PROCESS.session_timeout
+    allowed_lateness_s: float = _PROCESS.allowed_lateness
+    metrics_port: int | None = _PROCESS.metrics_port
+    metrics_host: str = _PROCESS.metrics_host
+    max_label_values: int = _PROCESS.max_label_values
     pricing_file: Path | None = None
     otlp_topic: str | None = None  # OpenTelemetry Collector spans, also landed
     otlp_format: str = "otlp_proto"

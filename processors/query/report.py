@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agentwatch.processors.query.sql import query
+from agentwatch.processors.store.definitions import ERROR
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ SECTIONS: tuple[Section, ...] = (
     ),
     Section(
         "Per agent: health, cost and safety",
-        """
+        f"""
         WITH ends AS (
             SELECT e.agent_id, e.resolution = 'resolved' AND NOT EXISTS (
                 SELECT 1 FROM events x
@@ -51,7 +52,7 @@ SECTIONS: tuple[Section, ...] = (
                count(*) FILTER (kind = 'policy_check' AND outcome = 'blocked') AS blocked,
                count(*) FILTER (kind = 'escalation') AS escalated,
                count(*) FILTER (kind = 'security') AS security,
-               count(*) FILTER (status = 'error') AS errors
+               count(*) FILTER ({ERROR}) AS errors
         FROM events LEFT JOIN per_agent p USING (agent_id)
         GROUP BY agent_id ORDER BY agent_id
         """,

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from typing import Final
 
+from agentwatch.processors.store.definitions import BLOCKED, CONTAINED, ERROR, VIOLATION
+
 # The cost of an LLM call, NULL when unpriced (same as cost_source = 'unpriced' on rows
 # the processor priced; older rows with neither column are judged by cost_usd alone).
 _COST: Final = "coalesce(cost_usd_effective, cost_usd)"
 _UNPRICED: Final = f"kind = 'llm_call' AND {_COST} IS NULL"
-_ERROR: Final = "(status = 'error' OR kind = 'error')"
 _NOT_LATE: Final = "NOT coalesce(_late, false)"
 # Event order within a session: by event time, then by Kafka position, so that "first"
 # is deterministic when two events share a timestamp.
@@ -64,7 +65,7 @@ SELECT
     cost_usd, unpriced_llm_calls,
     policy_checks, policy_violations, policy_blocks, security_events, errors,
     escalated,
-    CASE WHEN ended_at IS NOT NULL THEN resolution = 'resolved' AND NOT escalated END
+    CASE WHEN ended_at IS NOT NULL THEN {CONTAINED} END
         AS contained,
     feedback_score, model, prompt_version, first_event_at, last_event_at
 FROM (
@@ -88,10 +89,10 @@ FROM (
         sum({_COST}) FILTER (WHERE kind = 'llm_call') AS cost_usd,
         {_count(_UNPRICED)} AS unpriced_llm_calls,
         {_count("kind = 'policy_check'")} AS policy_checks,
-        {_count("kind = 'policy_check' AND outcome = 'violation'")} AS policy_violations,
-        {_count("kind = 'policy_check' AND outcome = 'blocked'")} AS policy_blocks,
+        {_count(f"kind = 'policy_check' AND {VIOLATION}")} AS policy_violations,
+        {_count(f"kind = 'policy_check' AND {BLOCKED}")} AS policy_blocks,
         {_count("kind = 'security'")} AS security_events,
-        {_count(_ERROR)} AS errors,
+        {_count(ERROR)} AS errors,
         coalesce(bool_or(kind = 'escalation'), false) AS escalated,
         avg(score) FILTER (WHERE kind = 'feedback') AS feedback_score,
         {_first("model", "kind = 'llm_call'")} AS model,
@@ -145,7 +146,7 @@ FROM (
         {_count(end)} AS sessions_ended,
         {_count("kind = 'llm_call'")} AS llm_calls,
         {_count("kind = 'tool_call'")} AS tool_calls,
-        {_count(_ERROR)} AS errors,
+        {_count(ERROR)} AS errors,
         quantile_cont(latency_ms, [0.5, 0.95, 0.99]) FILTER (WHERE kind = 'llm_call')
             AS llm_q,
         quantile_cont(latency_ms, [0.5, 0.95, 0.99]) FILTER (WHERE kind = 'tool_call')
@@ -161,8 +162,8 @@ FROM (
         sum({_COST}) FILTER (WHERE kind = 'llm_call') AS priced_cost,
         {_count(_UNPRICED)} AS unpriced_llm_calls,
         {_count("kind = 'policy_check'")} AS policy_checks,
-        {_count("kind = 'policy_check' AND outcome = 'violation'")} AS policy_violations,
-        {_count("kind = 'policy_check' AND outcome = 'blocked'")} AS policy_blocks,
+        {_count(f"kind = 'policy_check' AND {VIOLATION}")} AS policy_violations,
+        {_count(f"kind = 'policy_check' AND {BLOCKED}")} AS policy_blocks,
         {_count("kind = 'security'")} AS security_events,
         {_count("kind = 'escalation'")} AS escalations,
         {_count(f"{end} AND resolution = 'resolved' AND NOT session_escalated")}
@@ -206,7 +207,7 @@ TOOL_METRICS: Final = _breakdown(
     "tool_metrics_1m",
     "tool_name",
     "kind = 'tool_call'",
-    f"count(*) AS calls, {_count(_ERROR)} AS errors, "
+    f"count(*) AS calls, {_count(ERROR)} AS errors, "
     "quantile_cont(latency_ms, [0.5, 0.95, 0.99]) AS q",
     "window_start, agent_id, agent_version, environment, tool_name, calls, errors, "
     "q[1] AS latency_p50_ms, q[2] AS latency_p95_ms, q[3] AS latency_p99_ms",
@@ -221,7 +222,7 @@ SECURITY_METRICS: Final = _breakdown(
     "security_metrics_1m", "category, action, severity", "kind = 'security'", "count(*) AS events"
 )
 ERROR_METRICS: Final = _breakdown(
-    "error_metrics_1m", "error_type, kind", _ERROR, "count(*) AS errors"
+    "error_metrics_1m", "error_type, kind", ERROR, "count(*) AS errors"
 )
 
 LATE_EVENTS: Final = f"""

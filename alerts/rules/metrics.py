@@ -1,0 +1,352 @@
+"""The metrics rules test: each one SQL query over the store, registered by name."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import duckdb
+
+from agentwatch.alerts.governance.signals import LIFECYCLE_SIGNALS
+from agentwatch.processors.store.definitions import ERROR, FAILED_CHECK
+
+
+@dataclass(frozen=True)
+class Window:
+    """The half-open span of event time ``[start, end)`` a metric is computed over."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One group's measurement: its labels (the metric's ``by`` columns), value, basis."""
+
+    labels: Mapping[str, str]
+    value: float | None
+    samples: int
+
+
+class Metric(Protocol):
+    """What a rule can test. ``by`` names the label columns of each group."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def help(self) -> str: ...
+
+    @property
+    def by(self) -> tuple[str, ...]: ...
+
+    def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]: ...
+
+
+@dataclass(frozen=True)
+class SqlMetric:
+    """A metric computed by one query with ``$start`` and ``$end`` parameters.
+
+    The query returns the ``by`` columns, ``value`` (DOUBLE, may be NULL) and ``samples``
+    (how many observations the value rests on: policy checks for a violation rate, LLM
+    calls for a latency percentile, ended sessions for containment).
+    """
+
+    name: str
+    help: str
+    by: tuple[str, ...]
+    sql: str
+    unit: str = ""
+
+    def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]:
+        rows = con.execute(self.sql, {"start": window.start, "end": window.end}).fetchall()
+        n = len(self.by)
+        return [
+            Sample(
+                labels={
+                    k: "" if v is None else str(v) for k, v in zip(self.by, row[:n], strict=True)
+                },
+                value=None if row[n] is None or not math.isfinite(row[n]) else float(row[n]),
+                samples=int(row[n + 1] or 0),
+            )
+            for row in rows
+        ]
+
+
+class MetricRegistry(Mapping[str, Metric]):
+    """The metrics rules may name, by name. There is no process-wide one: the rule loader
+    and the evaluator are given a registry (the built-in metrics unless told otherwise)."""
+
+    def __init__(self, metrics: Iterable[Metric] = ()) -> None:
+        self._by_name: dict[str, Metric] = {}
+        for metric in metrics:
+            self.register(metric)
+
+    def register(self, metric: Metric, *, replace: bool = False) -> Metric:
+        """Make ``metric`` available by name; refuses to shadow one by accident."""
+        if metric.name in self._by_name and not replace:
+            raise ValueError(f"a metric named {metric.name!r} is already registered")
+        self._by_name[metric.name] = metric
+        return metric
+
+    def unregister(self, name: str) -> None:
+        """Remove a metric; rules naming it then fail to load."""
+        self._by_name.pop(name, None)
+
+    def __getitem__(self, name: str) -> Metric:
+        return self._by_name[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_name)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+
+_IN_WINDOW: Final = "ts >= $start AND ts < $end"
+_COST: Final = "coalesce(cost_usd_effective, cost_usd)"  # NULL when unpriced (views.py)
+_PROD: Final = "coalesce(environment, 'prod') = 'prod'"
+# An agent is silent when it has said nothing for longer than this many times its
+# longest gap in the rule's window, and at least the floor.
+SILENCE_FACTOR: Final = 1.5
+SILENCE_FLOOR_S: Final = 600
+
+
+def _grouped(
+    name: str,
+    help: str,
+    value: str,
+    samples: str = "count(*)",
+    where: str = "true",
+    by: tuple[str, ...] = ("agent_id",),
+    unit: str = "",
+) -> SqlMetric:
+    """An aggregate over the window's events, per group."""
+    keys = ", ".join(by)
+    sql = (
+        f"SELECT {keys}, ({value})::DOUBLE AS value, ({samples})::BIGINT AS samples "
+        f"FROM events WHERE {_IN_WINDOW} AND ({where}) "
+        + " ".join(f"AND {k} IS NOT NULL" for k in by)
+        + f" GROUP BY {keys}"
+    )
+    return SqlMetric(name, help, by, sql, unit)
+
+
+def _governance(name: str, help: str, where: str, by: tuple[str, ...] = ("agent_id",)) -> SqlMetric:
+    """Events of catalogued agents that break a catalog rule; value = samples = the count."""
+    keys = ", ".join(f"e.{k}" for k in by)
+    sql = (
+        f"SELECT {keys}, count(*)::DOUBLE AS value, count(*) AS samples "
+        f"FROM events e JOIN agent_catalog c ON c.agent_id = e.agent_id "
+        f"WHERE e.{_IN_WINDOW} AND ({where}) GROUP BY {keys}"
+    )
+    return SqlMetric(name, help, by, sql, "events")
+
+
+def _unpinned_sql() -> str:
+    parts = []
+    for fld, extra in (
+        ("agent_version", "true"),
+        ("prompt_version", "e.kind = 'llm_call'"),
+        ("model", "e.kind = 'llm_call'"),
+    ):
+        parts.append(
+            f"SELECT e.agent_id, '{fld}' AS field, coalesce(e.{fld}, '(unset)') AS version "
+            f"FROM events e JOIN agent_catalog c ON c.agent_id = e.agent_id "
+            f"WHERE e.{_IN_WINDOW} AND coalesce(e.environment, 'prod') = 'prod' AND {extra} "
+            f"AND c.pinned_{fld} IS NOT NULL AND e.{fld} IS DISTINCT FROM c.pinned_{fld}"
+        )
+    union = " UNION ALL ".join(parts)
+    return (
+        "SELECT agent_id, field, version, count(*)::DOUBLE AS value, count(*) AS samples "
+        f"FROM ({union}) GROUP BY agent_id, field, version"
+    )
+
+
+BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
+    _grouped("events", "events of the agent", "count(*)", unit="events"),
+    _grouped(
+        "policy_violations",
+        "policy checks with outcome violation or blocked (samples: all checks)",
+        f"count(*) FILTER (WHERE {FAILED_CHECK})",
+        where="kind = 'policy_check'",
+        unit="checks",
+    ),
+    _grouped(
+        "violation_rate",
+        "share of policy checks with outcome violation or blocked",
+        f"count(*) FILTER (WHERE {FAILED_CHECK}) / count(*)",
+        where="kind = 'policy_check'",
+    ),
+    _grouped(
+        "security_events",
+        "security events: prompt injection, jailbreak, exfiltration attempts (samples: events)",
+        "count(*) FILTER (WHERE kind = 'security')",
+        unit="events",
+    ),
+    _grouped(
+        "error_rate",
+        "share of events that are errors",
+        f"count(*) FILTER (WHERE {ERROR}) / count(*)",
+    ),
+    _grouped(
+        "tool_error_rate",
+        "share of a tool's calls that failed, per agent and tool",
+        "count(*) FILTER (WHERE status = 'error') / count(*)",
+        where="kind = 'tool_call'",
+        by=("agent_id", "tool_name"),
+    ),
+    _grouped(
+        "llm_latency_p95_ms",
+        "95th percentile of LLM call latency",
+        "quantile_cont(latency_ms, 0.95)",
+        where="kind = 'llm_call' AND latency_ms IS NOT NULL",
+        unit="ms",
+    ),
+    _grouped(
+        "tool_latency_p95_ms",
+        "95th percentile of a tool's call latency, per agent and tool",
+        "quantile_cont(latency_ms, 0.95)",
+        where="kind = 'tool_call' AND latency_ms IS NOT NULL",
+        by=("agent_id", "tool_name"),
+        unit="ms",
+    ),
+    SqlMetric(
+        "containment_rate",
+        "share of the sessions ended in the window that were resolved without escalation "
+        "(samples: ended sessions; escalations looked up to an hour before the window)",
+        ("agent_id",),
+        "WITH escalated AS (SELECT DISTINCT session_id FROM events WHERE kind = 'escalation' "
+        "AND ts >= $start - INTERVAL 1 HOUR AND ts < $end) "
+        "SELECT e.agent_id, avg(CASE WHEN e.resolution = 'resolved' AND x.session_id IS NULL "
+        "THEN 1.0 ELSE 0.0 END) AS value, count(*) AS samples "
+        "FROM events e LEFT JOIN escalated x ON x.session_id = e.session_id "
+        f"WHERE e.kind = 'session_end' AND e.{_IN_WINDOW} GROUP BY e.agent_id",
+    ),
+    _grouped(
+        "cost_usd",
+        "LLM spend of priced calls (samples: LLM calls; NULL when none was priced)",
+        f"sum({_COST})",
+        where="kind = 'llm_call'",
+        unit="USD",
+    ),
+    _grouped(
+        "unpriced_llm_calls",
+        "LLM calls with no cost (no cost_usd and no price), per agent and model",
+        f"count(*) FILTER (WHERE {_COST} IS NULL)",
+        where="kind = 'llm_call'",
+        by=("agent_id", "model"),
+        unit="calls",
+    ),
+    SqlMetric(
+        "shadow_agent_events",
+        "events from an agent_id the catalog does not list (shadow AI)",
+        ("agent_id",),
+        "SELECT agent_id, count(*)::DOUBLE AS value, count(*) AS samples FROM events e "
+        f"WHERE {_IN_WINDOW} AND agent_id IS NOT NULL AND NOT EXISTS "
+        "(SELECT 1 FROM agent_catalog c WHERE c.agent_id = e.agent_id) GROUP BY agent_id",
+        "events",
+    ),
+    _governance(
+        "unapproved_model_calls",
+        "LLM calls to a model outside the agent's approved_models",
+        "e.kind = 'llm_call' AND e.model IS NOT NULL AND c.approved_models IS NOT NULL "
+        "AND NOT list_contains(c.approved_models, e.model)",
+        by=("agent_id", "model"),
+    ),
+    _governance(
+        "unapproved_tool_calls",
+        "tool calls to a tool outside the agent's approved_tools",
+        "e.kind = 'tool_call' AND e.tool_name IS NOT NULL AND c.approved_tools IS NOT NULL "
+        "AND NOT list_contains(c.approved_tools, e.tool_name)",
+        by=("agent_id", "tool_name"),
+    ),
+    SqlMetric(
+        "unpinned_prod_events",
+        "prod events whose agent_version, prompt_version or model differs from the pinned one, "
+        "per agent, field and version found",
+        ("agent_id", "field", "version"),
+        _unpinned_sql(),
+        "events",
+    ),
+    _governance(
+        "paused_agent_events",
+        "events from an agent the catalog lists as paused",
+        "c.status = 'paused'",
+    ),
+    SqlMetric(
+        "security_session_share",
+        "share of the agent's sessions in the window with a security event of a category, "
+        "per agent and security_category (samples: the agent's sessions)",
+        ("agent_id", "security_category"),
+        "WITH s AS (SELECT agent_id, count(DISTINCT session_id) AS sessions FROM events "
+        f"WHERE {_IN_WINDOW} AND agent_id IS NOT NULL GROUP BY agent_id) "
+        "SELECT e.agent_id, e.category AS security_category, "
+        "count(DISTINCT e.session_id)::DOUBLE / s.sessions AS value, s.sessions AS samples "
+        "FROM events e JOIN s ON s.agent_id = e.agent_id "
+        f"WHERE e.{_IN_WINDOW} AND e.kind = 'security' AND e.category IS NOT NULL "
+        "GROUP BY e.agent_id, e.category, s.sessions",
+    ),
+    SqlMetric(
+        "silence_ratio",
+        "seconds since the last event of an active catalogued agent, over its normal "
+        "silence: 1.5 times the longest gap between its events in the window, at least "
+        "600 s (an agent not seen in the whole window has no data)",
+        ("agent_id",),
+        "WITH g AS (SELECT e.agent_id, e.ts, epoch_us(e.ts) - epoch_us(lag(e.ts) OVER "
+        "(PARTITION BY e.agent_id ORDER BY e.ts)) AS gap_us FROM events e JOIN agent_catalog c "
+        f"ON c.agent_id = e.agent_id AND c.status = 'active' WHERE e.{_IN_WINDOW}) "
+        "SELECT agent_id, (epoch_us($end::TIMESTAMPTZ) - epoch_us(max(ts))) / "
+        f"greatest({SILENCE_FLOOR_S}e6, {SILENCE_FACTOR} * coalesce(max(gap_us), 0)) AS value, "
+        "count(*) AS samples FROM g GROUP BY agent_id",
+    ),
+    SqlMetric(
+        "silence_s",
+        "seconds since the last event of an active catalogued agent seen in the window "
+        "(an agent not seen in the whole window has no data)",
+        ("agent_id",),
+        "SELECT e.agent_id, (epoch_us($end::TIMESTAMPTZ) - epoch_us(max(e.ts))) / 1e6 AS value, "
+        "count(*) AS samples FROM events e JOIN agent_catalog c "
+        "ON c.agent_id = e.agent_id AND c.status = 'active' "
+        f"WHERE e.{_IN_WINDOW} GROUP BY e.agent_id",
+        "s",
+    ),
+)
+
+
+def _drift(comparison: str, help: str) -> SqlMetric:
+    """1 when the latest drift verdict of a signal in the window is `drift`, else 0.
+
+    Reads ``drift_scores`` (written by ``agentwatch drift run``); samples are the
+    current window's observations, so min_samples applies as for any metric.
+    """
+    return SqlMetric(
+        f"drift_{comparison}",
+        help,
+        ("agent_id", "signal"),
+        "SELECT agent_id, signal, "
+        "CASE WHEN arg_max(verdict, window_end) = 'drift' THEN 1.0 ELSE 0.0 END AS value, "
+        "arg_max(n_cur, window_end) AS samples FROM drift_scores "
+        "WHERE window_end > $start AND window_end <= $end "
+        f"AND comparison = '{comparison}' AND verdict <> 'insufficient_data' "
+        "GROUP BY agent_id, signal",
+        "verdict",
+    )
+
+
+DRIFT_METRICS: tuple[Metric, ...] = (
+    _drift("rolling", "1 when a signal of the agent drifted from its reference period"),
+    _drift("release", "1 when a canary release differs from the stable one on a signal"),
+)
+
+
+# The agent lifecycle's signals (alerts/governance/signals.py): releases, reviews, retirement.
+LIFECYCLE_METRICS: tuple[Metric, ...] = tuple(SqlMetric(*s) for s in LIFECYCLE_SIGNALS)
+
+
+def metrics() -> MetricRegistry:
+    """A new registry of the built-in metrics (SQL over the store, drift verdicts, lifecycle)."""
+    return MetricRegistry((*BUILTIN_METRICS, *DRIFT_METRICS, *LIFECYCLE_METRICS))

@@ -1,0 +1,76 @@
+"""Settings: typed sections, defaults written once, and errors that say where."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentwatch.cli import main
+from agentwatch.processors.landing.pipeline import LandingSettings
+from agentwatch.processors.landing.run import ProcessorConfig
+from agentwatch.settings import DEFAULTS, ConfigError, Settings, load_settings
+
+
+def toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agentwatch.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_file_value_wins_over_the_default_and_the_environment_over_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(str(toml(tmp_path, "[process]\nmax_batch = 500\n")))
+    assert settings.value("process", "max_batch") == 500
+    monkeypatch.setenv("AGENTWATCH_PROCESS_MAX_BATCH", "700")
+    assert settings.value("process", "max_batch") == 700
+    assert Settings().value("process", "flush_interval") == DEFAULTS.process.flush_interval
+
+
+def test_a_misspelt_key_names_the_file_the_key_and_the_closest_valid_one(tmp_path: Path) -> None:
+    path = toml(tmp_path, "[process]\nmax_bach = 500\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(path))
+    assert str(caught.value) == f"{path}: process.max_bach: unknown key (did you mean max_batch?)"
+
+
+def test_an_unknown_section_is_refused_with_the_closest_one(tmp_path: Path) -> None:
+    path = toml(tmp_path, "[procss]\ngroup = 'g'\n")
+    with pytest.raises(ConfigError, match=r"procss: unknown key \(did you mean process\?\)"):
+        load_settings(str(path))
+
+
+def test_a_value_of_the_wrong_type_names_the_section_and_key(tmp_path: Path) -> None:
+    path = toml(tmp_path, "[process]\nmax_batch = 'many'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(path))
+    assert str(caught.value) == f"{path}: [process] max_batch: Expected `int`, got `str`"
+
+
+def test_a_bad_environment_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTWATCH_PROCESS_MAX_BATCH", "many")
+    with pytest.raises(ConfigError, match="AGENTWATCH_PROCESS_MAX_BATCH='many'"):
+        Settings().value("process", "max_batch")
+
+
+def test_the_command_line_reports_a_bad_config_file_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = toml(tmp_path, "[kafka]\nbootstrapp = 'x:1'\n")
+    assert main(["--config", str(path), "sql", "SELECT 1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"agentwatch: {path}: kafka.bootstrapp: unknown key (did you mean bootstrap?)"
+
+
+def test_the_processor_defaults_are_the_settings_defaults() -> None:
+    config = ProcessorConfig(bootstrap="b", db=Path("d"))
+    process = DEFAULTS.process
+    assert (config.max_batch, config.flush_interval_s, config.dedup_horizon_s) == (
+        process.max_batch,
+        process.flush_interval,
+        process.dedup_horizon,
+    )
+    landing = LandingSettings(max_message_bytes=1)
+    assert landing.allowed_lateness_s == process.allowed_lateness
+    assert landing.dedup_max_ids == process.dedup_max_ids
