@@ -25,7 +25,7 @@ from agentwatch.ingest.otlp import grpc as otlp_grpc
 from agentwatch.ingest.otlp.http import OtlpHttpServer
 from agentwatch.ingest.otlp.mapping import MappingConfig
 from agentwatch.ingest.otlp.metrics import OtlpMetrics
-from agentwatch.ingest.otlp.receiver import Receiver, Unavailable
+from agentwatch.ingest.otlp.receiver import KafkaSink, Receiver, Unavailable
 
 TOKEN = "s3cret-token"
 
@@ -171,7 +171,7 @@ def test_the_sdk_grpc_exporter_delivers_an_agent_run(receiver: Receiver, kafka: 
         assert exporter.export(agent_run(fail_tool=True)) == SpanExportResult.SUCCESS
     finally:
         server.stop(grace=None)
-    assert kafka.kinds() == ["error", "llm_call", "session_end", "session_start", "tool_call"]
+    assert kafka.kinds() == ["llm_call", "session_end", "session_start", "tool_call"]
     tool = next(e for e in kafka.events if e["kind"] == "tool_call")
     assert tool["status"] == "error" and tool["error_type"] == "ValueError"
 
@@ -312,3 +312,24 @@ def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
     with urllib.request.urlopen(request, timeout=10) as response:
         data: bytes = response.read()
         return data
+
+
+class _FailingFuture:
+    def get(self, timeout: float) -> None:
+        from kafka.errors import NotEnoughReplicasError
+
+        raise NotEnoughReplicasError("not enough in-sync replicas")
+
+
+class _Producer:
+    def send(self, topic: str, key: bytes | None = None, value: bytes = b"") -> _FailingFuture:
+        return _FailingFuture()
+
+    def flush(self, timeout: float) -> None:
+        pass
+
+
+def test_a_record_kafka_does_not_acknowledge_makes_the_sink_unavailable() -> None:
+    sink = KafkaSink("unused:9092", "events", "events.otlp-unmapped", producer=_Producer())
+    with pytest.raises(Unavailable, match="in-sync replicas"):
+        sink.send([(b"k", b"{}")], [])
