@@ -63,3 +63,14 @@ def test_a_pydantic_ai_agent_with_one_tool_lands_as_a_contained_session(
     assert tool["tool_name"] == "lookup_order"
     assert "jane@example.com" not in json.dumps(kafka.events)
     assert "where is my order" not in json.dumps(kafka.events)
+
+
+def test_the_demos_otel_agent_sends_sessions_through_the_receiver(
+    url: str, kafka: FakeKafka
+) -> None:
+    from agentwatch.commands.demo_otel import AGENT_NAME, run_agent
+
+    assert run_agent(url, runs=3) == 12
+    ends = [e for e in kafka.events if e["kind"] == "session_end"]
+    assert len(ends) == 3 and {e["agent_id"] for e in ends} == {AGENT_NAME}
+    assert {e["environment"] for e in kafka.events} == {"prod"}
