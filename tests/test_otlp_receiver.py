@@ -11,6 +11,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -333,3 +334,34 @@ def test_a_record_kafka_does_not_acknowledge_makes_the_sink_unavailable() -> Non
     sink = KafkaSink("unused:9092", "events", "events.otlp-unmapped", producer=_Producer())
     with pytest.raises(Unavailable, match="in-sync replicas"):
         sink.send([(b"k", b"{}")], [])
+
+
+def test_with_a_certificate_the_receiver_serves_https(
+    receiver: Receiver, kafka: FakeKafka, tmp_path: Path
+) -> None:
+    import ssl
+    import subprocess
+
+    from tests.conftest import require_tool
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = OtlpHttpServer(("127.0.0.1", 0), receiver, 1 << 20, tls=(cert, key))
+    server.serve_in_thread()
+    try:
+        url = f"https://127.0.0.1:{server.server_address[1]}/v1/traces"
+        context = ssl.create_default_context(cafile=str(cert))
+        request = urllib.request.Request(
+            url, data=_request_body(), headers={"Content-Type": "application/x-protobuf"}
+        )
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+            assert response.status == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(kafka.events) == 4
