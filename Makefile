@@ -70,10 +70,11 @@ lint: install ## ruff and mypy (strict) over the installed layout, the tests and
 demo: install ## start a local broker, a processor and a simulated fleet, then print a summary
 	$(BIN)/agentwatch --log-format text demo --seconds $(DEMO_SECONDS) --data-dir data
 
-bench: install ## CLI start-up, throughput against Kafka's own consumer, containment latency (JSON lines)
+bench: install ## CLI start-up, throughput against Kafka's own consumer, containment latency, OTLP receiver spans/s (JSON lines)
 	$(BIN)/python -m bench.startup
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.containment
+	$(BIN)/python -m bench.otlp
 
 bench-drift: install ## drift detection delay per scenario and false alarms on the control (JSON last)
 	$(BIN)/python -m bench.drift

@@ -589,6 +589,7 @@ DELAY: Final = "agentwatch_pipeline_processing_delay_seconds"
 LAST_COMMIT: Final = "agentwatch_pipeline_last_commit_timestamp_seconds"
 DEAD_LETTERS: Final = "agentwatch_pipeline_dead_letters_total"
 FOLDED: Final = "agentwatch_label_values_folded_total"
+OTLP_SPANS: Final = "agentwatch_otlp_spans_total"
 PARTITION: Final = ("partition",)
 LAG_LEVELS: Final = higher_is_worse(1_000, 10_000)
 DELAY_LEVELS: Final = higher_is_worse(60, 300)
@@ -665,6 +666,15 @@ PIPELINE: Final = DashboardSpec(
                        "by label.", PER_MINUTE,
                        Query(rate(FOLDED, by=("label",), per=60, scope=""), "{{label}}"),
                        width=24, height=6),
+        )),
+        Row("OpenTelemetry in", (
+            timeseries("OTLP spans by outcome", "OpenTelemetry spans per minute, from the "
+                       "OTLP receivers and the Collector topic, by outcome and reason: mapped "
+                       "to events, skipped (nothing to record), unmapped (sampled in the "
+                       "otlp_unmapped table) or rejected (reported to the exporter).",
+                       PER_MINUTE,
+                       Query(rate(OTLP_SPANS, by=("outcome", "reason"), per=60, scope=""),
+                             "{{outcome}} {{reason}}"), stack=True, width=24, height=6),
         )),
     ),
 )  # fmt: skip

@@ -37,6 +37,8 @@ from agentwatch.commands.demo import BUGGY_MESSAGES
 from agentwatch.dashboards.boards import DASHBOARDS
 from agentwatch.dashboards.build import render
 from agentwatch.ingest.contract.events import Error, Event, LlmCall, PolicyCheck, Security
+from agentwatch.ingest.otlp.mapping import Mapped
+from agentwatch.ingest.otlp.metrics import OtlpMetrics
 from agentwatch.ingest.sim.fleet import Fleet, make_agents
 from agentwatch.processors.drift.metrics import DriftCollector
 from agentwatch.processors.landing.decode import RawBatch
@@ -437,6 +439,12 @@ def exported_series_names() -> frozenset[str]:
         registry.register(each)
         text = generate_latest(registry).decode()
         names |= set(re.findall(r"^(agentwatch_\w+)[{ ]", text, flags=re.MULTILINE))
+    # the OTLP receiver's and the Collector path's counters, once a span was counted
+    otlp, mapped = CollectorRegistry(), Mapped()
+    mapped.spans[("mapped", "llm", "scope")] += 1
+    OtlpMetrics(otlp).record(mapped)
+    text = generate_latest(otlp).decode()
+    names |= set(re.findall(r"^(agentwatch_\w+)[{ ]", text, flags=re.MULTILINE))
     return frozenset(names)
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import msgspec
 import pytest
 import yaml
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 import agentwatch.alerts
 from agentwatch.broker import BrokerInfo, free_port
@@ -60,6 +61,7 @@ from tests.pipeline_helpers import AGENTWATCH, count, process_cmd, produce, wait
 from tests.promserver import Prometheus, running_prometheus
 from tests.test_dashboards import incidents
 from tests.test_dashboards_snapshot import run_snapshot
+from tests.test_otlp_receiver import agent_run
 
 AGENTS, SEED = 4, 7
 RATE, SECONDS = 250.0, 45.0
@@ -157,6 +159,7 @@ def live(kafka_broker: BrokerInfo, tmp_path_factory: pytest.TempPathFactory) -> 
         "processor": process_cmd(
             kafka_broker, topic, db, "--metrics-port", str(ports["processor"]), *local,
             "--flush-interval", "1", "--max-label-values", str(MAX_LABEL_VALUES),
+            "--otlp-topic", f"{topic}-otlp",
         ),
         "alerts": [
             *AGENTWATCH, "alerts", "run", "--db", str(db), "--rules",
@@ -188,10 +191,14 @@ def live(kafka_broker: BrokerInfo, tmp_path_factory: pytest.TempPathFactory) -> 
                     + [(b"buggy", m) for m in BUGGY_MESSAGES])  # fmt: skip
             sim2 = run_simulation(kafka_broker.bootstrap, topic, agents=AGENTS, rate=RATE,
                                   duration=SECONDS / 2, seed=SEED + 1)  # fmt: skip
-            events = sim.events + sim2.events + len(extra)
+            # an OpenTelemetry agent run via the Collector topic: 4 spans (1 unmapped), 4 events
+            produce(kafka_broker.bootstrap, f"{topic}-otlp",
+                    [(b"trace", encode_spans(agent_run()).SerializeToString())])  # fmt: skip
+            events = sim.events + sim2.events + len(extra) + 4
             wait_for(lambda: db.exists() and count(db, "SELECT count(*) FROM events") == events,
                      120, "every event landed")  # fmt: skip
             prom.wait_for("sum(agentwatch_pipeline_events_total)", events)
+            prom.wait_for("sum(agentwatch_otlp_spans_total)", 4)
             burst = f'agent_id="{BURST_AGENT.agent_id}"'
             prom.wait_for(f'sum(agentwatch_alerts{{{burst}, state="firing"}})', 1)
             prom.wait_for(f"max(agentwatch_breaker_open{{{burst}}})", 1)
@@ -306,9 +313,10 @@ def test_the_snapshot_renders_the_fleet_overview_from_prometheus(
     snap = from_prometheus(live.prometheus.url, dt.timedelta(minutes=5), budget_usd=1000.0)
     assert all(value is not None for value in snap.stats.values()), snap.stats
     assert all(snap.trends[key] for key in TREND_KEYS), snap.trends.keys()
+    # the simulated fleet, and the OpenTelemetry agent from the Collector topic
     assert {row["agent_id"] for row in snap.table} == {
         a.agent_id for a in make_agents(AGENTS, SEED)
-    }
+    } | {"helpdesk-agent"}
     done = run_snapshot("--out", str(tmp_path), "--prometheus", live.prometheus.url,
                         "--range", "5m")  # fmt: skip
     assert done.returncode == 0, done.stderr

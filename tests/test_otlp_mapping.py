@@ -102,12 +102,19 @@ def test_an_agent_run_becomes_a_session_with_its_calls() -> None:
                             ("mapped", "tool", "test.scope"): 1}  # fmt: skip
 
 
-def test_a_failed_agent_span_ends_its_session_failed_and_exceptions_become_errors() -> None:
+def test_a_failed_agent_span_ends_its_session_failed_with_the_exception_type() -> None:
     exc = SpanEvent("exception", T0 + 50_000_000, {"exception.type": "TimeoutError"})
     mapped = map_spans([span("1", AGENT, status=2, events=[exc])])
     end = one(mapped, "session_end")
     assert end["resolution"] == "failed" and end["error_type"] == "TimeoutError"
-    assert one(mapped, "error")["error_type"] == "TimeoutError"
+    assert "error" not in kinds(mapped)  # the failed span is the error, counted once
+
+
+def test_an_exception_on_a_span_that_succeeded_becomes_an_error_event() -> None:
+    exc = SpanEvent("exception", T0 + 50_000_000, {"exception.type": "RateLimitError"})
+    mapped = map_spans([span("2", CHAT, events=[exc])])
+    assert one(mapped, "llm_call").get("status") is None
+    assert one(mapped, "error")["error_type"] == "RateLimitError"
 
 
 def test_an_escalation_tool_makes_the_session_not_contained() -> None:

@@ -11,6 +11,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from agentwatch.ingest.otlp import grpc as otlp_grpc
 from agentwatch.ingest.otlp.http import OtlpHttpServer
 from agentwatch.ingest.otlp.mapping import MappingConfig
 from agentwatch.ingest.otlp.metrics import OtlpMetrics
-from agentwatch.ingest.otlp.receiver import Receiver, Unavailable
+from agentwatch.ingest.otlp.receiver import KafkaSink, Receiver, Unavailable
 
 TOKEN = "s3cret-token"
 
@@ -171,7 +172,7 @@ def test_the_sdk_grpc_exporter_delivers_an_agent_run(receiver: Receiver, kafka: 
         assert exporter.export(agent_run(fail_tool=True)) == SpanExportResult.SUCCESS
     finally:
         server.stop(grace=None)
-    assert kafka.kinds() == ["error", "llm_call", "session_end", "session_start", "tool_call"]
+    assert kafka.kinds() == ["llm_call", "session_end", "session_start", "tool_call"]
     tool = next(e for e in kafka.events if e["kind"] == "tool_call")
     assert tool["status"] == "error" and tool["error_type"] == "ValueError"
 
@@ -312,3 +313,55 @@ def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
     with urllib.request.urlopen(request, timeout=10) as response:
         data: bytes = response.read()
         return data
+
+
+class _FailingFuture:
+    def get(self, timeout: float) -> None:
+        from kafka.errors import NotEnoughReplicasError
+
+        raise NotEnoughReplicasError("not enough in-sync replicas")
+
+
+class _Producer:
+    def send(self, topic: str, key: bytes | None = None, value: bytes = b"") -> _FailingFuture:
+        return _FailingFuture()
+
+    def flush(self, timeout: float) -> None:
+        pass
+
+
+def test_a_record_kafka_does_not_acknowledge_makes_the_sink_unavailable() -> None:
+    sink = KafkaSink("unused:9092", "events", "events.otlp-unmapped", producer=_Producer())
+    with pytest.raises(Unavailable, match="in-sync replicas"):
+        sink.send([(b"k", b"{}")], [])
+
+
+def test_with_a_certificate_the_receiver_serves_https(
+    receiver: Receiver, kafka: FakeKafka, tmp_path: Path
+) -> None:
+    import ssl
+    import subprocess
+
+    from tests.conftest import require_tool
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = OtlpHttpServer(("127.0.0.1", 0), receiver, 1 << 20, tls=(cert, key))
+    server.serve_in_thread()
+    try:
+        url = f"https://127.0.0.1:{server.server_address[1]}/v1/traces"
+        context = ssl.create_default_context(cafile=str(cert))
+        request = urllib.request.Request(
+            url, data=_request_body(), headers={"Content-Type": "application/x-protobuf"}
+        )
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+            assert response.status == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(kafka.events) == 4

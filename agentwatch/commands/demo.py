@@ -3,6 +3,7 @@
 It starts the local broker, runs ``agentwatch process`` and ``agentwatch alerts run`` as
 processes of their own (as in a deployment), drives a simulated fleet into Kafka for a
 while, adds a few malformed messages from a "buggy agent" so the dead-letter path shows,
+runs one OpenTelemetry-instrumented agent (pydantic-ai) through ``agentwatch otlp``,
 and meanwhile lets one SDK agent start failing its policy checks: the alert fires, on-call
 is notified, the runbook opens the agent's circuit breaker and the agent halts and
 confirms. It waits until the processor has landed everything, prints a summary from
@@ -122,6 +123,7 @@ def _run(args: argparse.Namespace) -> int:
             duration=args.seconds, seed=args.seed, progress=sys.stderr.isatty(),
         )  # fmt: skip
         _send_buggy_messages(info.bootstrap)
+        _otel_agent(console, info.bootstrap, data_dir)
         console.print("Waiting for the incident to be contained ...")
         steps = wait_for_chain(db, agent.agent_id, agent.run.started_at, timeout_s=150)
         agent.close()
@@ -248,6 +250,25 @@ def _drift_scenario(console: Console, bootstrap: str, path: Path, data_dir: Path
         at = dt.datetime.fromtimestamp(change.at.resolve(start.timestamp()), dt.UTC)
         console.print(f"The scenario: {change.describe()}, from {at:%Y-%m-%d %H:%M} UTC.")
     console.print(f"Details: agentwatch drift report --agent AGENT --db {db}")
+
+
+def _otel_agent(console: Console, bootstrap: str, data_dir: Path, runs: int = 5) -> None:
+    """An OpenTelemetry-instrumented agent (pydantic-ai) through ``agentwatch otlp``."""
+    from agentwatch.commands import demo_otel
+
+    missing = demo_otel.missing_packages()
+    if missing:  # they come with the dev extra, which `make demo` installs
+        console.print(f"[yellow]No OpenTelemetry agent: {', '.join(missing)} not installed[/]")
+        return
+    port = free_port()
+    receiver = demo_otel.start_receiver(bootstrap, DEFAULT_TOPIC, data_dir, port)
+    try:
+        spans = demo_otel.run_agent(f"http://127.0.0.1:{port}/v1/traces", runs)
+        console.print(f"[bold]OpenTelemetry agent[/] {demo_otel.AGENT_NAME} (pydantic-ai) sent "
+                      f"{spans} spans through agentwatch otlp")  # fmt: skip
+    finally:
+        receiver.terminate()
+        receiver.wait(timeout=30)
 
 
 def _send_buggy_messages(bootstrap: str) -> None:

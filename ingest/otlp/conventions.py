@@ -69,7 +69,8 @@ _GENAI_CONTENT: Final = (
     "gen_ai.tool.definitions",
     "gen_ai.prompt",
     "gen_ai.completion",
-    "tool_arguments",  # pydantic-ai
+    "pydantic_ai.all_messages",  # pydantic-ai
+    "tool_arguments",
     "tool_response",
     "final_result",
     "all_messages_events",

@@ -212,10 +212,11 @@ def _emit(
 
 
 def _span_events(span: Span, base: dict[str, Any], out: Mapped) -> None:
-    """Exceptions become ``error`` events, evaluation results ``feedback``."""
+    """Handled exceptions become ``error`` events, evaluation results ``feedback``."""
     for n, ev in enumerate(span.events):
         common = {**_strip(base), "ts": _ts(ev.time_ns or span.end_ns)}
-        if ev.name == EXCEPTION_EVENT:
+        if ev.name == EXCEPTION_EVENT and "error_type" not in base:
+            # a handled exception; a failed span's own event already says error
             etype = ev.attributes.get("exception.type") or "exception"
             out.events.append(
                 {**common, "kind": "error", "event_id": _eid(span, f"exc{n}"),

@@ -1,0 +1,192 @@
+"""OTLP receiver throughput: spans/s over OTLP/HTTP protobuf into Kafka, and into the store.
+
+A real broker, one ``agentwatch otlp`` process, and clients posting pre-encoded export
+requests (agent runs of an agent, an inference and a tool span, 128 runs a request: about
+the 512 spans a BatchSpanProcessor sends at a time) over keep-alive connections.
+``into_kafka`` counts from the first request to the last 200 (each 200 means acks=all
+from Kafka); ``into_store`` from the first request until ``agentwatch process`` has
+landed every event. The last line printed is one JSON object:
+``{"spans_per_s_into_kafka", "spans_per_s_into_store", "receiver_peak_rss_mb", ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from rich.console import Console
+
+from agentwatch.broker import free_port, start_broker, stop_broker
+
+TOPIC = "bench-otlp-events"
+AGENT = sys.executable, "-m", "agentwatch.cli", "--log-format", "json"
+
+
+def agent_runs(runs: int, offset: int) -> list[ReadableSpan]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench-agent"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("bench")
+    for i in range(runs):
+        agent = {"gen_ai.operation.name": "invoke_agent", "gen_ai.provider.name": "openai",
+                 "gen_ai.agent.name": f"agent-{i % 16}",
+                 "gen_ai.conversation.id": f"conv-{offset + i}"}  # fmt: skip
+        with tracer.start_as_current_span("invoke_agent", attributes=agent):
+            chat = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+                    "gen_ai.request.model": "gpt-4o-mini", "gen_ai.usage.input_tokens": 900,
+                    "gen_ai.usage.output_tokens": 120,
+                    "gen_ai.usage.cache_read.input_tokens": 512}  # fmt: skip
+            with tracer.start_as_current_span("chat gpt-4o-mini", attributes=chat):
+                pass
+            tool = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search"}
+            with tracer.start_as_current_span("execute_tool search", attributes=tool):
+                pass
+    provider.shutdown()
+    return list(memory.get_finished_spans())
+
+
+def post_all(port: int, bodies: list[bytes], clients: int) -> float:
+    """Send every body (round robin over clients); seconds until the last 200."""
+    errors: list[str] = []
+
+    def client(mine: list[bytes]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        headers = {"Content-Type": "application/x-protobuf"}
+        for body in mine:
+            while True:
+                conn.request("POST", "/v1/traces", body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                if response.status == 200:
+                    break
+                if response.status != 503:
+                    errors.append(f"HTTP {response.status}")
+                    return
+                time.sleep(1)
+
+    threads = [threading.Thread(target=client, args=(bodies[i::clients],)) for i in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise SystemExit(f"the receiver refused requests: {errors[:3]}")
+    return time.perf_counter() - start
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit("the receiver exited")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit("the receiver did not start") from None
+            time.sleep(0.1)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def landed(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            row = con.execute("SELECT count(*) FROM events").fetchone()
+        finally:
+            con.close()
+    except duckdb.Error:
+        return 0
+    return int(row[0]) if row else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--runs-per-request", type=int, default=128)
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+    console = Console(stderr=True)
+    console.print(f"encoding {args.requests} requests of {args.runs_per_request} agent runs ...")
+    bodies = [
+        encode_spans(
+            agent_runs(args.runs_per_request, r * args.runs_per_request)
+        ).SerializeToString()
+        for r in range(args.requests)
+    ]
+    spans_per_request = args.runs_per_request * 3
+    events_expected = args.requests * args.runs_per_request * 4
+    with tempfile.TemporaryDirectory(prefix="agentwatch-bench-otlp-") as tmp:
+        broker_dir, db = Path(tmp) / "kafka", Path(tmp) / "data" / "agentwatch.duckdb"
+        info = start_broker(broker_dir, free_port(), heap="1g")
+        port = free_port()
+        receiver = subprocess.Popen(
+            [*AGENT, "otlp", "--bootstrap", info.bootstrap, "--topic", TOPIC,
+             "--http-port", str(port), "--grpc-port", "0"],
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        processor = None
+        try:
+            wait_for_port(port, receiver)
+            processor = subprocess.Popen(
+                [*AGENT, "process", "--bootstrap", info.bootstrap, "--topic", TOPIC,
+                 "--db", str(db), "--flush-interval", "1"],
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            console.print(f"posting {args.requests * spans_per_request:,} spans ...")
+            start = time.perf_counter()
+            into_kafka_s = post_all(port, bodies, args.clients)
+            while landed(db) < events_expected:
+                if time.perf_counter() - start > 600:
+                    raise SystemExit(f"only {landed(db)} of {events_expected} events landed")
+                time.sleep(0.2)
+            into_store_s = time.perf_counter() - start
+            rss = peak_rss_mb(receiver.pid)
+        finally:
+            for proc in (receiver, processor):
+                if proc is not None:
+                    proc.terminate()
+                    proc.wait(timeout=60)
+            stop_broker(broker_dir)
+    spans = args.requests * spans_per_request
+    result: dict[str, Any] = {
+        "spans": spans,
+        "spans_per_request": spans_per_request,
+        "spans_per_s_into_kafka": round(spans / into_kafka_s),
+        "spans_per_s_into_store": round(spans / into_store_s),
+        "receiver_peak_rss_mb": rss,
+        "events_landed": events_expected,
+        "clients": args.clients,
+    }
+    console.print(result)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
