@@ -6,12 +6,14 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
+from agentwatch.alerts.evaluation.evaluator import AlertSink
 from agentwatch.alerts.governance.catalog import TOOL_TIERS, entry_doc
-from agentwatch.alerts.governance.registry import diff_entries
+from agentwatch.alerts.governance.registry import diff_entries, recorder
 from agentwatch.alerts.governance.releases import Releases
 from agentwatch.alerts.governance.review import record_review, run_review
 from agentwatch.alerts.response.runbooks import parse_duration
 from agentwatch.commands import agents_retire
+from agentwatch.commands.alerts_run import add_sink_factory
 from agentwatch.commands.registry_options import (
     cell,
     format_parent,
@@ -86,6 +88,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
     p.set_defaults(handler=_cmd_review)
 
     agents_retire.add_parser(actions, common, settings)
+    add_sink_factory(_record_catalog_changes)
+
+
+def _record_catalog_changes(args: argparse.Namespace) -> AlertSink:
+    """``alerts run`` records the catalog file's changes after each evaluation."""
+    record = recorder(args.db, args.catalog, f"catalog:{args.catalog.name}")
+    return lambda evaluation: record()
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -55,7 +55,8 @@ def add_sink_factory(factory: SinkFactory) -> None:
     Called from another command module's ``register``; the factory runs once the
     arguments are parsed, so it can read options of its own from ``args``.
     """
-    _SINK_FACTORIES.append(factory)
+    if factory not in _SINK_FACTORIES:  # the parser may be built more than once
+        _SINK_FACTORIES.append(factory)
 
 
 def fan_out(sinks: Sequence[AlertSink]) -> AlertSink:
