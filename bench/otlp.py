@@ -43,11 +43,13 @@ def agent_runs(runs: int, offset: int) -> list[ReadableSpan]:
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("bench")
     for i in range(runs):
-        agent = {"gen_ai.operation.name": "invoke_agent", "gen_ai.provider.name": "openai",
+        agent: dict[str, str] = {
+                 "gen_ai.operation.name": "invoke_agent", "gen_ai.provider.name": "openai",
                  "gen_ai.agent.name": f"agent-{i % 16}",
                  "gen_ai.conversation.id": f"conv-{offset + i}"}  # fmt: skip
         with tracer.start_as_current_span("invoke_agent", attributes=agent):
-            chat = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+            chat: dict[str, str | int] = {
+                    "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
                     "gen_ai.request.model": "gpt-4o-mini", "gen_ai.usage.input_tokens": 900,
                     "gen_ai.usage.output_tokens": 120,
                     "gen_ai.usage.cache_read.input_tokens": 512}  # fmt: skip

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+from agentwatch.dashboards.governance import GOVERNANCE
 from agentwatch.dashboards.panels import (
     AGENT_VARIABLES,
     COUNT,
@@ -879,4 +880,5 @@ DASHBOARDS: Final[tuple[DashboardSpec, ...]] = (
     DRIFT,
     ALERTS_DASHBOARD,
     PIPELINE,
+    GOVERNANCE,
 )

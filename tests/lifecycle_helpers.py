@@ -83,3 +83,22 @@ class Clock:
     def advance(self, seconds: float) -> dt.datetime:
         self.now += dt.timedelta(seconds=seconds)
         return self.now
+
+
+def registry_with_a_release(folder: Path) -> Registry:
+    """A registry with one release of claims-1 registered and approved, one review done."""
+    from agentwatch.alerts.governance.releases import Releases, read_evaluation
+    from agentwatch.alerts.governance.review import record_review, run_review
+
+    registry = make_registry(folder)
+    releases = Releases(registry)
+    releases.register(
+        "claims-1", "1.4.0", actor="person:ana", prompt_versions=["v5"],
+        models=["claude-3-5-sonnet"], tools=["claims.create"],
+        evaluation=read_evaluation(eval_file(folder), None),
+    )  # fmt: skip
+    releases.approve("claims-1", "1.4.0", actor="person:bo")
+    now = dt.datetime.now(dt.UTC)
+    review = run_review(registry, db_of(registry), now - dt.timedelta(days=30), now)
+    record_review(registry, review, "person:dana", now)
+    return registry

@@ -17,6 +17,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -30,6 +31,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from agentwatch.alerts.evaluation.evaluator import Evaluation
 from agentwatch.alerts.evaluation.metrics import AlertsCollector
+from agentwatch.alerts.governance.metrics import LifecycleCollector
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.response.breaker import Breaker, BreakerKey
 from agentwatch.alerts.rules import DEFAULT_RULES_DIR, load_rules
@@ -52,6 +54,7 @@ from agentwatch.processors.landing.pipeline import (
 from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
 from agentwatch.processors.metrics.exporter import FleetCollector, PartitionHealth
 from agentwatch.processors.store.tables import DRIFT_SCORES_SCHEMA
+from tests.lifecycle_helpers import db_of, registry_with_a_release
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKED_IN = ROOT / "dashboards" / "json"
@@ -409,6 +412,12 @@ def drift_rows(window_end: dt.datetime) -> pl.DataFrame:
 
 
 @cache
+def _exposition(collector: Any) -> str:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return generate_latest(registry).decode()
+
+
 def exported_series_names() -> frozenset[str]:
     """Every series name on agentwatch's /metrics endpoints: a processor's once it landed
     a fleet, bad messages and all; the drift evaluator's after a window; the alert
@@ -433,11 +442,17 @@ def exported_series_names() -> frozenset[str]:
                   {}, "firing", end)  # fmt: skip
     alerts.observe(Evaluation(end, (), (burst,), ()))
     alerts.set_breakers([Breaker(BreakerKey("hr-1"), state="open")])
-    names: set[str] = set()
+    with tempfile.TemporaryDirectory() as folder:
+        registry = registry_with_a_release(Path(folder))
+        lifecycle = LifecycleCollector(db_of(registry), Path(folder) / "catalog.yaml")
+        lifecycle_names = set(
+            re.findall(r"^(agentwatch_\w+)[{ ]", _exposition(lifecycle), flags=re.MULTILINE)
+        )
+    names: set[str] = set(lifecycle_names)
     for each in (collector, drift, alerts):
-        registry = CollectorRegistry()
-        registry.register(each)
-        text = generate_latest(registry).decode()
+        exposed = CollectorRegistry()
+        exposed.register(each)
+        text = generate_latest(exposed).decode()
         names |= set(re.findall(r"^(agentwatch_\w+)[{ ]", text, flags=re.MULTILINE))
     # the OTLP receiver's and the Collector path's counters, once a span was counted
     otlp, mapped = CollectorRegistry(), Mapped()

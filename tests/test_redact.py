@@ -216,6 +216,15 @@ def test_the_pipeline_stores_and_counts_only_redacted_text() -> None:
     }
 
 
+def test_a_dead_letter_that_is_not_utf8_is_kept_without_its_raw_bytes() -> None:
+    settings = LandingSettings(max_message_bytes=1 << 20, redactor=load_redaction())
+    state = PartitionState.rebuilt(settings, pl.DataFrame(schema=events().schema))
+    landed = land_batch(raw(b"\xff\xfenot even text", b"{}"), state, settings, lambda f: f)
+    assert landed.dead_letters.height == 2
+    assert landed.dead_letters["raw"].to_list()[0] is None
+    assert landed.dead_letters["raw"].to_list()[1] == b"{}"
+
+
 def test_redaction_off_leaves_the_text() -> None:
     redactor = Redactor(RedactionConfig(enabled=False))
     assert redact("jane@example.com", redactor)[0] == "jane@example.com"

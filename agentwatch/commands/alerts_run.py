@@ -269,6 +269,11 @@ def _run(args: argparse.Namespace) -> int:
     evaluator = Evaluator(args.db, sources.rules, sources.catalog)
     response = response_from_args(args, sources.catalog)
     sinks: list[AlertSink] = [log_sink]
+    if args.catalog is not None:  # the registry's history follows edits of the catalog file
+        from agentwatch.alerts.governance.registry import recorder
+
+        record = recorder(args.db, args.catalog, f"catalog:{args.catalog.name}")
+        sinks.append(lambda evaluation: record())
     metrics = serve_metrics(args, lambda: sources.rules, response)
     if metrics is not None:
         sinks.append(metrics.collector.observe)

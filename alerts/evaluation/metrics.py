@@ -34,6 +34,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from agentwatch.alerts.evaluation.evaluator import Evaluation
+from agentwatch.alerts.governance.metrics import LifecycleCollector
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.response.breaker import Breaker
 from agentwatch.alerts.response.respond import Response
@@ -154,6 +155,7 @@ def serve_metrics(
     collector = AlertsCollector(rules)
     registry = CollectorRegistry()
     registry.register(collector)
+    registry.register(LifecycleCollector(args.db, args.catalog))  # the agent registry
     server, thread = start_http_server(args.metrics_port, args.metrics_host, registry)
     if response is not None:
         response.breaker_sink = collector.set_breakers

@@ -273,3 +273,22 @@ def apply_registry(db: Path, catalog: Catalog) -> Catalog:
     """``catalog`` with the retirements the registry beside ``db`` recorded."""
     store = SegmentStore(db.parent, db.name)
     return Registry(store, catalog, store.read_log(TABLE)).catalog
+
+
+def recorder(db: Path, catalog_path: Path, actor: str) -> Callable[[], None]:
+    """Records the catalog file's changes whenever its modification time moves.
+
+    ``alerts run`` calls it after every evaluation, so edits picked up by the evaluator
+    are in the history even when nobody runs an ``agents`` command.
+    """
+    seen: list[float] = []
+
+    def record() -> None:
+        stamp = catalog_path.stat().st_mtime
+        if seen and seen[0] == stamp:
+            return
+        store = SegmentStore(db.parent, db.name)
+        sync(store, load_catalog(catalog_path), actor=actor, reason="catalog file loaded")
+        seen[:] = [stamp]
+
+    return record

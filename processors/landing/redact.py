@@ -173,14 +173,23 @@ class Redactor:
         """Redact invalid messages: their raw text (kept only if UTF-8) and their reason."""
         if not self.dead_letter_rules or frame.height == 0:
             return Redacted(frame, pl.DataFrame(schema=COUNTS_SCHEMA))
-        # Bytes that are not UTF-8 cannot be searched: they are not kept.
-        text = frame.with_columns(pl.col("raw").cast(pl.String, strict=False).alias("raw"))
+        # Bytes that are not UTF-8 cannot be searched: they are not kept. (A loop over the
+        # batch's dead letters only, the rare path: polars cannot cast bad UTF-8 leniently.)
+        raw = pl.Series("raw", [_utf8(v) for v in frame["raw"].to_list()], pl.String())
+        text = frame.with_columns(raw)
         counts: list[pl.DataFrame] = []
         for column in ("raw", "reason"):
             for rule in self.dead_letter_rules:
                 text = _apply(text, column, rule, self.patterns[rule], pl.lit(True), counts)
         out = text.with_columns(pl.col("raw").cast(pl.Binary)).select(list(DEAD_LETTERS_SCHEMA))
         return Redacted(out, _counts(counts, prefix="dead_letters."))
+
+
+def _utf8(value: bytes | None) -> str | None:
+    try:
+        return None if value is None else value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _apply(
