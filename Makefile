@@ -76,8 +76,8 @@ bench: install ## CLI start-up, throughput against Kafka's own consumer, contain
 	$(BIN)/python -m bench.containment
 	$(BIN)/python -m bench.otlp
 
-bench-drift: install ## drift detection delay per scenario and false alarms on the control (JSON last)
-	$(BIN)/python -m bench.drift
+bench-drift: install ## drift detection delay and false alarms: scenarios, then non-flat traffic (JSON last)
+	$(BIN)/python -m bench.drift; a=$$?; $(BIN)/python -m bench.drift_cases; b=$$?; exit $$((a || b))
 
 clean: ## remove the venv, fetched jars and demo data
 	rm -rf $(VENV) .kafka data .pytest_cache .mypy_cache .ruff_cache

@@ -197,5 +197,8 @@ def test_report_prints_the_drift_and_writes_html(
     assert main(["drift", "report", "--agent", "slow", "--db", str(db), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "llm_latency_ms" in printed and "drift" in printed
+    first = printed.split("\n\n")[0]
+    assert first.startswith("slow: llm_latency_ms changed (p95 ") and "x) since" in first
+    assert max(len(line) for line in printed.splitlines()) <= 100
     page = out.read_text()
     assert page.count("data:image/png;base64,") >= 2 and "llm_latency_ms" in page

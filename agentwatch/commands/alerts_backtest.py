@@ -82,7 +82,7 @@ def _backtest(args: argparse.Namespace) -> int:
         return 1
     with progress_bar("alerts backtest", len(instants(start, end, interval))) as advance:
         result = backtest(args.db, rules, catalog, start, end, interval, progress=advance)
-    console = Console(width=min(100, Console().width))
+    console = Console(width=min(100, Console().width) if sys.stdout.isatty() else 100)
     table = Table(
         title=f"Backtest {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC, "
         f"{result.evaluations:,} evaluations every {args.interval:g} s: "
@@ -91,7 +91,13 @@ def _backtest(args: argparse.Namespace) -> int:
         box=box.SIMPLE_HEAD,
     )
     for name in ("rule", "labels", "first fired", "fired", "flaps", "firing"):
-        table.add_column(name, justify="right" if name in ("fired", "flaps", "firing") else "left")
+        right = name in ("fired", "flaps", "firing")
+        table.add_column(
+            name,
+            justify="right" if right else "left",
+            no_wrap=name != "labels",
+            overflow="fold",
+        )
     for row in result.summary():
         labels = ", ".join(
             f"{k}={v}" for k, v in row["labels"].items() if k not in ("severity", "category")

@@ -65,6 +65,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# A release comparison by this dimension leaves out the signal that is its own mix.
+SPLIT_MIX: Final = {"model": "model_mix"}
 # Windows a backfill evaluates between two appends to drift_scores.
 APPEND_EVERY: Final = 24
 # A backfill loads the buckets of this much event time ahead at once (fewer queries).
@@ -183,8 +185,11 @@ class DriftEvaluator:
         for agent_id, environment, dimension, candidate, stable in pairs.iter_rows():
             if dimension not in sums:
                 sums[dimension] = self.cache.dimension_sum(dimension, b["release_lo"], b["end"])
+            # The mix of the very thing being split always differs: not compared.
             mine = sums[dimension].filter(
-                (pl.col("agent_id") == agent_id) & (pl.col("environment") == environment)
+                (pl.col("agent_id") == agent_id)
+                & (pl.col("environment") == environment)
+                & (pl.col("signal") != SPLIT_MIX.get(dimension, ""))
             )
             rows += compare(
                 mine.filter(pl.col("value") == stable),

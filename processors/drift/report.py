@@ -39,12 +39,14 @@ from agentwatch.processors.drift.evaluate import (
 )
 from agentwatch.processors.drift.metrics import severity_column
 from agentwatch.processors.drift.season import seasonal_sum, split_label
+from agentwatch.processors.drift.sentences import effect, sentence
 from agentwatch.processors.drift.signals import Signal, signal_of
 from agentwatch.processors.drift.summaries import SummaryCache, bucket_of
 
 REF_COLOR = "#8c8c8c"
 CUR_COLOR = "#d62728"
 TOP_CATEGORIES = 10
+SENTENCES = 10  # drifted signals told in sentences before the table
 
 
 def load_scores(db: Path, agent_id: str, since: dt.datetime | None) -> pl.DataFrame:
@@ -159,7 +161,12 @@ def summary_table(agent_id: str, summary: pl.DataFrame) -> Table:
     for name in ("signal", "comparison", "verdict", "since", "drifted", "severity", "peak",
                  "test", "n ref", "n cur"):  # fmt: skip
         right = name in ("severity", "peak", "n ref", "n cur", "drifted")
-        table.add_column(name, justify="right" if right else "left", no_wrap=True)
+        table.add_column(
+            name,
+            justify="right" if right else "left",
+            no_wrap=name not in ("signal", "comparison"),
+            overflow="fold",
+        )
     styles = {DRIFT: "bold red", "ok": "green", INSUFFICIENT: "dim"}
     for row in summary.iter_rows(named=True):
         table.add_row(
@@ -402,8 +409,9 @@ def render_html(
 
 
 def wide_console() -> Console:
-    """A console at least 160 columns wide, so that tables keep one line per row."""
-    return Console(width=max(160, Console().width))
+    """A console of at most 100 columns (100 when the output is not a terminal)."""
+    width = Console().width
+    return Console(width=min(100, width) if Console().is_terminal else 100)
 
 
 def build_report(
@@ -423,11 +431,20 @@ def build_report(
         )
         return 1
     summary = summarise(scores)
+    tracked = with_track(scores)
+    cache = SummaryCache(db, config, agent_id)
+    drifted = summary.filter(pl.col("verdict") == DRIFT)
+    if drifted.is_empty():
+        console.print(f"{agent_id}: no signal is drifting in its latest window.")
+    for row in drifted.head(SENTENCES).iter_rows(named=True):
+        track = tracked.filter(*(pl.col(k).eq_missing(row[k]) for k in _track(tracked)))
+        latest = track.filter(pl.col("verdict") == DRIFT).sort("window_end").row(-1, named=True)
+        ref, cur = window_counts(cache, latest, config)
+        console.print(sentence(agent_id, row, effect(signal_of(row["signal"]), ref, cur)))
+    console.print()
     console.print(summary_table(agent_id, summary))
     if out is None:
         return 0
-    tracked = with_track(scores)
-    cache = SummaryCache(db, config, agent_id)
     sections = []
     for row in summary.filter(pl.col("drift_windows") > 0).iter_rows(named=True):
         signal = signal_of(row["signal"])
