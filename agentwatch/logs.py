@@ -6,10 +6,13 @@ JSON line, so logs can be filtered by agent, partition or offset without parsing
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 _STANDARD_ATTRS = frozenset(
@@ -55,8 +58,68 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
     """Configure the root logger once, for the CLI; libraries only call getLogger."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RateLimitFilter(KAFKA_LOG_INTERVAL_S))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # kafka-python is chatty at INFO about every connection; keep its warnings.
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
+    # kafka-python is chatty at INFO about every connection; keep its warnings, each
+    # kind at most once a minute (a broker outage would otherwise print one per retry).
+    logging.getLogger(LIBRARY).setLevel(max(logging.WARNING, root.level))
+
+
+KAFKA_LOG_INTERVAL_S = 60.0
+LIBRARY = "kafka"
+
+
+class RateLimitFilter(logging.Filter):
+    """Pass each kind of kafka-python record (logger, message template) once per interval.
+
+    The next record of a kind after its interval carries ``suppressed``: how many of
+    that kind were dropped meanwhile. ``quiet`` drops everything (while the caller
+    reports the situation itself, e.g. while first connecting).
+    """
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self.clock = clock
+        self.quiet = False
+        self._last: dict[tuple[str, str], float] = {}
+        self._dropped: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != LIBRARY and not record.name.startswith(LIBRARY + "."):
+            return True
+        if self.quiet:
+            return False
+        kind = (record.name, str(record.msg))
+        now = self.clock()
+        with self._lock:
+            last = self._last.get(kind)
+            if last is not None and now - last < self.interval_s:
+                self._dropped[kind] = self._dropped.get(kind, 0) + 1
+                return False
+            self._last[kind] = now
+            dropped = self._dropped.pop(kind, 0)
+        if dropped:
+            record.suppressed = dropped
+        return True
+
+
+@contextlib.contextmanager
+def quiet_library_logs() -> Iterator[None]:
+    """Silence kafka-python's own lines for a while (the caller logs what matters)."""
+    filters = [
+        f
+        for handler in logging.getLogger().handlers
+        for f in handler.filters
+        if isinstance(f, RateLimitFilter)
+    ]
+    for f in filters:
+        f.quiet = True
+    try:
+        yield
+    finally:
+        for f in filters:
+            f.quiet = False

@@ -76,6 +76,8 @@ class ProcessSettings(_Section, frozen=True):
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"  # loopback unless told: nothing open by default
     max_label_values: int = 200
+    connect_timeout: float = 5.0
+    """Seconds to wait for a first answer from Kafka; later outages are waited out."""
 
 
 class PricingSettings(_Section, frozen=True):

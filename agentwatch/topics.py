@@ -23,6 +23,10 @@ class TopicError(RuntimeError):
     """A topic could not be created or did not become usable in time."""
 
 
+class BrokerUnreachable(TopicError):
+    """No broker answered at the bootstrap address (wrong address, or Kafka is down)."""
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     """A topic to exist: name, partitions and topic-level config such as cleanup.policy."""
@@ -45,7 +49,7 @@ def _admin(bootstrap: str, timeout: float, security: KafkaSecurity | None = None
             bootstrap_timeout_ms=ms,
         )
     except Exception as exc:
-        raise TopicError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from exc
+        raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
 
 
 def ensure_topics(

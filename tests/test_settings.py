@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from agentwatch.cli import main
+from agentwatch.processors.landing.config import ProcessorConfig
 from agentwatch.processors.landing.pipeline import LandingSettings
-from agentwatch.processors.landing.run import ProcessorConfig
 from agentwatch.settings import DEFAULTS, ConfigError, Settings, load_settings
 
 

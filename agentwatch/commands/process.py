@@ -1,4 +1,8 @@
-"""``agentwatch process``: land trace events from Kafka in DuckDB-queryable storage."""
+"""``agentwatch process``: land trace events from Kafka in DuckDB-queryable storage.
+
+Exit codes: 0 when stopped or idle, 1 when Kafka cannot be used (no broker answers at
+--bootstrap, credentials refused), 4 when the data directory cannot be written.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import logging
 import resource
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +18,7 @@ from agentwatch.commands.options import add_bootstrap_option, add_db_option
 from agentwatch.ingest.otlp.collector import add_process_options
 from agentwatch.settings import Settings
 
-log = logging.getLogger("agentwatch.processors.landing.run")
+log = logging.getLogger("agentwatch.processors.landing.processor")
 
 
 def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
@@ -104,6 +109,14 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         help="address /metrics listens on; 0.0.0.0 for every interface (default %(default)s)",
     )
     p.add_argument(
+        "--connect-timeout",
+        type=float,
+        metavar="S",
+        default=settings.value("process", "connect_timeout"),
+        help="give up (exit 1) if no Kafka broker answers within S seconds of starting; "
+        "once one has, outages are waited out (default %(default)s)",
+    )
+    p.add_argument(
         "--max-label-values",
         type=int,
         default=settings.value("process", "max_label_values"),
@@ -131,7 +144,9 @@ def _optional_path(value: str) -> Path | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from agentwatch.processors.landing.run import Processor, ProcessorConfig
+    from agentwatch.processors.landing.config import ProcessorConfig
+    from agentwatch.processors.landing.faults import ProcessorFault
+    from agentwatch.processors.landing.processor import Processor
 
     processor = Processor(
         ProcessorConfig(
@@ -155,11 +170,17 @@ def _run(args: argparse.Namespace) -> int:
             otlp_format=args.otlp_format,
             otlp_unmapped_topic=args.otlp_unmapped_topic,
             redaction_file=args.redaction,
+            connect_timeout_s=args.connect_timeout,
         )
     )
     signal.signal(signal.SIGTERM, lambda *_: processor.stop())
     signal.signal(signal.SIGINT, lambda *_: processor.stop())
-    stats = processor.run()
+    try:
+        stats = processor.run()
+    except ProcessorFault as exc:
+        logging.shutdown()  # the kafka-python threads' last lines go before ours
+        print(f"agentwatch: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
     elapsed = time.monotonic() - stats.started
     log.info(
         "processor stopped",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import logging
 import os
 import re
@@ -202,12 +203,20 @@ class SegmentStore:
                 )
                 return False
             before_commit()
-            if dead_letters.height:
-                self.write(SegmentName("dead_letters", topic, partition, first, last), dead_letters)
-            for table, rows in (extra or {}).items():
-                if rows.height:
-                    self.write(SegmentName(table, topic, partition, first, last), rows)
-            self.write(SegmentName(COMMIT_TABLE, topic, partition, first, last), events)
+            written: list[Path] = []
+            try:
+                if dead_letters.height:
+                    name = SegmentName("dead_letters", topic, partition, first, last)
+                    written.append(self.write(name, dead_letters))
+                for table, rows in (extra or {}).items():
+                    if rows.height:
+                        name = SegmentName(table, topic, partition, first, last)
+                        written.append(self.write(name, rows))
+                self.write(SegmentName(COMMIT_TABLE, topic, partition, first, last), events)
+            except BaseException:
+                for path in written:  # the batch did not commit: nothing of it stays
+                    path.unlink(missing_ok=True)
+                raise
             return True
 
     def write(self, name: SegmentName, frame: pl.DataFrame) -> Path:
@@ -312,10 +321,19 @@ def _sql_str(text: str) -> str:
 
 
 def _atomic_parquet(frame: pl.DataFrame, path: Path) -> None:
+    # Encoded in memory, written by Python: a full disk then raises OSError with its
+    # errno, where polars would report only "Invalid thrift: transport error".
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, compression="zstd", statistics=True)
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    frame.write_parquet(tmp, compression="zstd", statistics=True)
-    _fsync(tmp)
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(buffer.getbuffer())
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not also leave half a file behind
+        raise
     _fsync_dir(path.parent)
 
 

@@ -1,0 +1,81 @@
+"""The processor's configuration, run statistics and per-partition buffer of records."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentwatch.settings import DEFAULTS
+
+_PROCESS = DEFAULTS.process
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    """What ``agentwatch process`` runs with; the defaults are the settings' (``[process]``)."""
+
+    bootstrap: str
+    db: Path
+    topic: str = DEFAULTS.kafka.topic
+    group: str = _PROCESS.group
+    dlq_topic: str | None = _PROCESS.dlq_topic
+    idle_timeout_s: float | None = _PROCESS.idle_timeout
+    max_batch: int = _PROCESS.max_batch
+    flush_interval_s: float = _PROCESS.flush_interval
+    max_message_bytes: int = _PROCESS.max_message_bytes
+    dedup_horizon_s: float = _PROCESS.dedup_horizon
+    dedup_max_ids: int = _PROCESS.dedup_max_ids
+    session_timeout_s: float = _PROCESS.session_timeout
+    allowed_lateness_s: float = _PROCESS.allowed_lateness
+    metrics_port: int | None = _PROCESS.metrics_port
+    metrics_host: str = _PROCESS.metrics_host
+    max_label_values: int = _PROCESS.max_label_values
+    pricing_file: Path | None = None
+    connect_timeout_s: float = _PROCESS.connect_timeout
+    otlp_topic: str | None = None  # OpenTelemetry Collector spans, also landed
+    otlp_format: str = "otlp_proto"
+    otlp_unmapped_topic: str | None = None
+    redaction_file: Path | None = None  # None: the shipped redaction.yaml
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.dlq_topic or f"{self.topic}.dlq"
+
+
+@dataclass
+class RunStats:
+    records: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    duplicates: int = 0
+    segments: int = 0
+    started: float = field(default_factory=time.monotonic)
+    first_record_at: float | None = None
+    last_commit_at: float | None = None
+
+    @property
+    def records_per_s(self) -> float:
+        """Records landed per second, from the first record polled to the last commit."""
+        if self.first_record_at is None or self.last_commit_at is None:
+            return 0.0
+        return self.records / max(self.last_commit_at - self.first_record_at, 1e-9)
+
+
+@dataclass
+class Pending:
+    offsets: list[int] = field(default_factory=list)
+    timestamps_ms: list[int] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
+    values: list[bytes | None] = field(default_factory=list)
+    since: float = field(default_factory=time.monotonic)
+
+    def extend(self, records: Sequence[Any]) -> None:
+        if not self.offsets:
+            self.since = time.monotonic()
+        self.offsets.extend(r.offset for r in records)
+        self.timestamps_ms.extend(r.timestamp for r in records)
+        self.keys.extend(r.key for r in records)
+        self.values.extend(r.value for r in records)

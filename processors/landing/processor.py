@@ -1,0 +1,464 @@
+"""The processor: a consumer-group member that lands events exactly once.
+
+Kafka is the edge here; decoding and dedup are pure (``pipeline``) and storage is the
+segment store. The order of effects per partition batch is what makes a crash safe:
+
+1. dead letters go to the dead-letter topic (flushed) and to a ``dead_letters`` segment;
+2. the ``events`` segment is renamed into place: this commits the batch;
+3. the consumed offset is committed to Kafka, for lag tooling only.
+
+On (re)assignment a partition resumes after its last committed segment, not after the
+group's Kafka offset, so a SIGKILL between 2 and 3 neither loses nor repeats anything.
+Dead-letter messages on the topic may repeat after a crash (at least once); the
+``dead_letters`` table does not. Kafka outages and storage errors: see ``faults``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.structs import OffsetAndMetadata, TopicPartition
+from prometheus_client import CollectorRegistry, start_http_server
+
+from agentwatch.ingest.otlp.collector import OtlpTopics
+from agentwatch.kafka import client_options
+from agentwatch.logs import quiet_library_logs
+from agentwatch.processors.landing.config import Pending, ProcessorConfig, RunStats
+from agentwatch.processors.landing.decode import RawBatch
+from agentwatch.processors.landing.faults import (
+    KafkaUnreachable,
+    Outage,
+    StorageFault,
+    is_transient,
+)
+from agentwatch.processors.landing.pipeline import (
+    STATE_COLUMNS,
+    LandedBatch,
+    LandingSettings,
+    PartitionState,
+    land_batch,
+)
+from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
+from agentwatch.processors.landing.redact import load_redaction
+from agentwatch.processors.metrics.exporter import FleetCollector, PartitionHealth
+from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.topics import BrokerUnreachable, TopicError, TopicSpec, ensure_topics
+
+log = logging.getLogger(__name__)
+
+# Offset look-ups give up this soon, so an outage is noticed (and logged) within seconds.
+OFFSETS_TIMEOUT_MS = 2000
+
+
+class Processor:
+    def __init__(self, config: ProcessorConfig, registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        self.store = SegmentStore(config.db.parent, config.db.name)
+        self.stats = RunStats()
+        self.settings = LandingSettings(
+            max_message_bytes=config.max_message_bytes,
+            allowed_lateness_s=config.allowed_lateness_s,
+            dedup_horizon_s=config.dedup_horizon_s,
+            dedup_max_ids=config.dedup_max_ids,
+            redactor=load_redaction(config.redaction_file),
+        )
+        pricing = load_pricing(config.pricing_file)
+        self._price = lambda events: apply_pricing(events, pricing)
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.collector = FleetCollector(config.topic, config.max_label_values)
+        self.registry.register(self.collector)
+        self.otlp = OtlpTopics(
+            config.otlp_topic or None,
+            config.otlp_unmapped_topic or f"{config.topic}.otlp-unmapped",
+            config.otlp_format,
+        )
+        self.otlp.register(self.registry)
+        self._pending: dict[TopicPartition, Pending] = {}
+        self._state: dict[TopicPartition, PartitionState] = {}
+        self._lag_checked = 0.0
+        self._stop = False
+        # None until the group first assigns partitions: waiting for a rebalance is not idling.
+        self._last_activity: float | None = None
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+        self._outage = Outage()
+        self._resumed_after: dict[TopicPartition, int | None] = {}
+        self._callback_fault: Exception | None = None
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def run(self) -> RunStats:
+        """Land records until stopped or idle; raise ProcessorFault for what ends the run."""
+        cfg = self.config
+        self._connect()
+        try:
+            self.store.prepare()
+        except OSError as exc:
+            raise StorageFault(f"cannot use the data directory {cfg.db.parent}: {exc}") from exc
+        server = None
+        if cfg.metrics_port is not None:
+            server, _ = start_http_server(cfg.metrics_port, cfg.metrics_host, self.registry)
+            log.info("serving /metrics", extra={"port": cfg.metrics_port, "host": cfg.metrics_host})
+        log.info(
+            "processor started",
+            extra={"topic": cfg.topic, "group": cfg.group, "db": str(cfg.db)},
+        )
+        try:
+            while not self._stop:
+                try:
+                    if self._step(time.monotonic()):
+                        break
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    self._wait_out(exc, "consuming")
+            self._flush_all()
+        except BaseException:
+            self._pending.clear()  # nothing of it committed: the next run lands it again
+            raise
+        finally:
+            self._close(server)
+        return self.stats
+
+    def _connect(self) -> None:
+        """Make the topics and clients: give up on a broker never reached, ride out others."""
+        cfg = self.config
+        topics = [TopicSpec(t) for t in (cfg.topic, cfg.dead_letter_topic, *self.otlp.topics)]
+        deadline = time.monotonic() + cfg.connect_timeout_s
+        reached = False
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                with quiet_library_logs():
+                    ensure_topics(cfg.bootstrap, topics, timeout=max(1.0, remaining))
+                break
+            except BrokerUnreachable as exc:
+                if not reached and (deadline - time.monotonic() < 1.0 or self._stop):
+                    raise KafkaUnreachable(
+                        f"no Kafka broker answered at {cfg.bootstrap} within "
+                        f"{cfg.connect_timeout_s:g} s (check --bootstrap and the [kafka] "
+                        f"settings): {exc.__cause__ or exc}"
+                    ) from exc
+                if reached:
+                    self._wait_out(exc, "creating topics")
+                else:
+                    time.sleep(min(0.5, max(0.0, remaining - 1.0)))
+            except TopicError as exc:  # a broker answered: e.g. leaders not elected yet
+                reached = True
+                self._wait_out(exc, "creating topics")
+            if self._stop:
+                raise KafkaUnreachable("stopped before the topics were ready")
+        # A broker answered once: from now on every Kafka error is an outage to wait out.
+        while not self._stop:
+            try:
+                if self._producer is None:
+                    self._producer = KafkaProducer(
+                        **client_options(cfg.bootstrap), acks="all", linger_ms=20
+                    )
+                if self._consumer is None:
+                    self._consumer = self._new_consumer()
+                self._outage.recovered()
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self._wait_out(exc, "connecting")
+        raise KafkaUnreachable("stopped before Kafka was reachable")
+
+    def _new_consumer(self) -> KafkaConsumer:
+        cfg = self.config
+        consumer = KafkaConsumer(
+            **client_options(cfg.bootstrap),
+            group_id=cfg.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # A crashed member holds its partitions until its session expires.
+            session_timeout_ms=int(cfg.session_timeout_s * 1000),
+            heartbeat_interval_ms=max(500, int(cfg.session_timeout_s * 1000 / 4)),
+            max_poll_records=10_000,
+            fetch_max_bytes=32 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            receive_message_max_bytes=cfg.max_message_bytes * 4 + 64 * 1024 * 1024,
+        )
+        # Fetch the topic's metadata before joining the group, so that a topic created
+        # a moment ago is not assigned as "no partition metadata".
+        for topic in (cfg.topic, *self.otlp.topics):
+            consumer.partitions_for_topic(topic)
+        consumer.subscribe([cfg.topic, *self.otlp.topics], listener=_Rebalance(self))
+        return consumer
+
+    def _step(self, now: float) -> bool:
+        """One poll and what is due after it; True once the idle timeout is reached."""
+        assert self._consumer is not None
+        cfg = self.config
+        polled = self._consumer.poll(timeout_ms=200)
+        self._raise_callback_fault()
+        if polled and self.stats.first_record_at is None:
+            self.stats.first_record_at = now
+        for tp, records in polled.items():
+            self._pending.setdefault(tp, Pending()).extend(records)
+            self.stats.records += len(records)
+            self._last_activity = now
+        for tp, pending in list(self._pending.items()):
+            due = now - pending.since >= cfg.flush_interval_s
+            if pending.offsets and (len(pending.offsets) >= cfg.max_batch or due):
+                self._flush(tp)
+        if now - self._lag_checked >= 1.0:
+            self._update_lag()
+            self._lag_checked = now
+            self._outage.recovered()
+        if self._idle(now):
+            log.info("idle timeout reached", extra={"idle_s": cfg.idle_timeout_s})
+            return True
+        return False
+
+    def _wait_out(self, exc: BaseException, during: str) -> None:
+        """Back off after a Kafka error; uncommitted batches are landed again afterwards."""
+        delay = self._outage.failed(exc, during)
+        if self._consumer is not None:
+            for tp in list(self._pending):
+                self._resume(tp)
+        deadline = time.monotonic() + delay
+        while not self._stop and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def _flush_all(self) -> None:
+        for tp in list(self._pending):
+            try:
+                self._flush(tp)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning(
+                    "Kafka unreachable at shutdown; the batch lands on the next run",
+                    extra={"partition": tp.partition, "error": repr(exc)},
+                )
+
+    def _close(self, server: Any) -> None:
+        for client in (self._consumer, self._producer):
+            if client is None:
+                continue
+            try:
+                client.close(**({"autocommit": False} if client is self._consumer else {}))
+            except Exception as exc:  # leaving anyway; the group notices by itself
+                log.debug("closing a Kafka client failed", extra={"error": repr(exc)})
+        if server is not None:
+            server.shutdown()
+
+    def _update_lag(self) -> None:
+        """Lag per assigned partition; asking the broker also notices a lost broker."""
+        assert self._consumer is not None
+        assigned = list(self._consumer.assignment())
+        ends = self._consumer.end_offsets(assigned, timeout_ms=OFFSETS_TIMEOUT_MS)
+        for tp in assigned:
+            health = self.collector.partitions.get(tp.partition)
+            if tp in ends and health is not None:
+                position = self._consumer.position(tp, timeout_ms=OFFSETS_TIMEOUT_MS)
+                health.lag = max(0, ends[tp] - position)
+
+    def _idle(self, now: float) -> bool:
+        """True once no record came for the idle timeout and every partition is caught up."""
+        timeout = self.config.idle_timeout_s
+        if timeout is None or self._last_activity is None or self._pending:
+            return False
+        if now - self._last_activity < timeout:
+            return False
+        behind = self._behind()
+        if behind:
+            log.debug("idle but partitions are behind", extra={"partitions": behind})
+            self._last_activity = now
+            return False
+        return True
+
+    def _behind(self) -> list[int]:
+        """Partitions of the topic whose records are not all in committed segments.
+
+        The whole topic counts, not only this member's partitions: a member that was
+        killed still holds its partitions until its session expires, and exiting then
+        would leave their records unlanded.
+        """
+        assert self._consumer is not None
+        topic = self.config.topic
+        partitions = self._consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        ends = self._consumer.end_offsets(tps, timeout_ms=OFFSETS_TIMEOUT_MS) if tps else {}
+        behind = []
+        for tp in tps:
+            last = self.store.committed_last_offset(topic, tp.partition)
+            if (-1 if last is None else last) + 1 < ends.get(tp, 0):
+                behind.append(tp.partition)
+        return behind
+
+    # -- partition lifecycle -------------------------------------------------------------
+
+    def _assigned(self, partitions: Sequence[TopicPartition]) -> None:
+        for tp in partitions:
+            state = self._resume(tp)
+            self.collector.partitions[tp.partition] = PartitionHealth()
+            self._last_activity = time.monotonic()
+            log.info(
+                "partition assigned",
+                extra={
+                    "partition": tp.partition,
+                    "resume_after": self._resumed_after.get(tp),
+                    "dedup_ids": state.dedup.size,
+                    "open_sessions": len(state.sessions.open),
+                    "watermark": state.watermark.isoformat() if state.watermark else None,
+                },
+            )
+
+    def _resume(self, tp: TopicPartition) -> PartitionState:
+        """Drop what is pending and continue after the partition's last committed segment."""
+        assert self._consumer is not None
+        last = self.store.recover(tp.topic, tp.partition)
+        stored = self.store.read_partition("events", tp.topic, tp.partition, STATE_COLUMNS)
+        state = PartitionState.rebuilt(self.settings, stored)
+        self._state[tp] = state
+        self._pending.pop(tp, None)
+        self._resumed_after[tp] = last
+        if last is None:
+            self._consumer.seek_to_beginning(tp)
+        else:
+            self._consumer.seek(tp, last + 1)
+        return state
+
+    def _revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        for tp in partitions:
+            if tp in self._pending:
+                try:
+                    self._flush(tp)
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    log.info("batch of a revoked partition left to its next owner")
+            self._pending.pop(tp, None)
+            self._state.pop(tp, None)
+            self.collector.forget_partition(tp.partition)
+
+    def _raise_callback_fault(self) -> None:
+        """kafka-python logs and swallows what a rebalance callback raises: raise it here."""
+        fault, self._callback_fault = self._callback_fault, None
+        if fault is not None:
+            raise fault
+
+    # -- one batch -----------------------------------------------------------------------
+
+    def _flush(self, tp: TopicPartition) -> None:
+        pending = self._pending.pop(tp, None)
+        if pending is None or not pending.offsets:
+            return
+        batch = RawBatch(
+            tp.topic,
+            tp.partition,
+            pending.offsets,
+            pending.timestamps_ms,
+            pending.keys,
+            pending.values,
+        )
+        if self.otlp.lands(tp.topic):
+            landed = self.otlp.land(batch, self._state[tp], self.settings, self._price, land_batch)
+        else:
+            landed = land_batch(batch, self._state[tp], self.settings, self._price)
+        try:
+            committed = self._commit(batch, landed)
+        except OSError as exc:
+            raise StorageFault(
+                f"storing partition {tp.partition} offsets {batch.offsets[0]}-"
+                f"{batch.offsets[-1]} in {self.config.db.parent} failed: {exc}"
+            ) from exc
+        except Exception:
+            self._resume(tp)  # the batch's dedup and session state never committed
+            raise
+        if committed:
+            self._export(batch, landed)
+
+    def _commit(self, batch: RawBatch, landed: LandedBatch) -> bool:
+        assert self._consumer is not None
+        first, last = batch.offsets[0], batch.offsets[-1]
+        committed = self.store.commit_batch(
+            batch.topic,
+            batch.partition,
+            (first, last),
+            landed.events,
+            landed.dead_letters,
+            before_commit=lambda: self._send_dead_letters(landed),
+            extra=landed.extra_tables,
+        )
+        if not committed:
+            return False
+        tp = TopicPartition(batch.topic, batch.partition)
+        self._consumer.commit_async({tp: OffsetAndMetadata(last + 1, "", -1)})
+        self.stats.events += landed.events.height
+        self.stats.dead_letters += landed.dead_letters.height
+        self.stats.duplicates += landed.duplicates
+        self.stats.segments += 1
+        self.stats.last_commit_at = time.monotonic()
+        log.debug(
+            "batch committed",
+            extra={
+                "partition": batch.partition,
+                "first_offset": first,
+                "last_offset": last,
+                "events": landed.events.height,
+                "dead_letters": landed.dead_letters.height,
+                "duplicates": landed.duplicates,
+            },
+        )
+        return True
+
+    def _export(self, batch: RawBatch, landed: LandedBatch) -> None:
+        self.collector.apply(landed.metric_deltas())
+        pipeline = self.collector.pipeline
+        pipeline["records"] += len(batch)
+        pipeline["events"] += landed.events.height
+        pipeline["duplicates"] += landed.duplicates
+        pipeline["late_events"] += landed.late
+        health = self.collector.partitions.setdefault(batch.partition, PartitionHealth())
+        now = time.time()
+        newest = landed.events["ts"].max()
+        if isinstance(newest, dt.datetime):
+            health.processing_delay_s = max(0.0, now - newest.timestamp())
+        health.last_commit_ts = now
+        health.records += len(batch)
+
+    def _send_dead_letters(self, landed: LandedBatch) -> None:
+        assert self._producer is not None
+        dl = landed.dead_letters
+        if dl.is_empty():
+            return
+        for row in dl.select(
+            "reason_code", "reason", "_topic", "_partition", "_offset", "key", "raw"
+        ).iter_rows():
+            code, reason, topic, partition, offset, key, raw = row
+            headers = [
+                ("reason_code", code.encode()),
+                ("reason", reason.encode()[:1024]),
+                ("source", f"{topic}/{partition}/{offset}".encode()),
+            ]
+            self._producer.send(self.config.dead_letter_topic, key=key, value=raw, headers=headers)
+        self._producer.flush()
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
+
+    def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        try:
+            self.processor._revoked(revoked)
+        except Exception as exc:
+            self.processor._callback_fault = exc
+            raise
+
+    def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        try:
+            self.processor._assigned(assigned)
+        except Exception as exc:
+            self.processor._callback_fault = exc
+            raise
