@@ -495,6 +495,8 @@ def test_alerts_run_once_prints_the_firing_alerts(
             "--once",
             "--at",
             at(60).isoformat(),
+            "--catalog",
+            str(EXAMPLE_CATALOG),
         ]
     )
     out = capsys.readouterr().out
@@ -502,6 +504,15 @@ def test_alerts_run_once_prints_the_firing_alerts(
     assert "Firing (1)" in out
     assert "ShadowAgent" in out
     assert "rogue-bot" in out
+
+
+def test_without_a_catalog_no_agent_is_a_shadow_agent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = store_with(tmp_path, checks(0, 120, 60, agent="rogue-bot"))
+    args = ["alerts", "run", "--db", str(db), "--once", "--at", at(60).isoformat()]
+    assert main(args) == 0
+    assert "ShadowAgent" not in capsys.readouterr().out
 
 
 def test_alerts_run_refuses_at_without_once(tmp_path: Path) -> None:

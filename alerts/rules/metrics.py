@@ -243,11 +243,13 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
     ),
     SqlMetric(
         "shadow_agent_events",
-        "events from an agent_id the catalog does not list (shadow AI)",
+        "events from an agent_id the catalog does not list (shadow AI); none without a "
+        "catalog, where there is no inventory to be missing from",
         ("agent_id",),
         "SELECT agent_id, count(*)::DOUBLE AS value, count(*) AS samples FROM events e "
         f"WHERE {_IN_WINDOW} AND agent_id IS NOT NULL AND NOT EXISTS "
-        "(SELECT 1 FROM agent_catalog c WHERE c.agent_id = e.agent_id) GROUP BY agent_id",
+        "(SELECT 1 FROM agent_catalog c WHERE c.agent_id = e.agent_id) "
+        "AND EXISTS (SELECT 1 FROM agent_catalog) GROUP BY agent_id",
         "events",
     ),
     _governance(
