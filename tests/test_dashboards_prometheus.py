@@ -35,6 +35,7 @@ import pytest
 import yaml
 
 import agentwatch.alerts
+from agentwatch.alerts.governance.catalog import DEFAULT_CATALOG
 from agentwatch.broker import BrokerInfo, free_port
 from agentwatch.commands.demo import BUGGY_MESSAGES
 from agentwatch.dashboards.boards import DASHBOARDS
@@ -161,6 +162,7 @@ def live(kafka_broker: BrokerInfo, tmp_path_factory: pytest.TempPathFactory) -> 
         "alerts": [
             *AGENTWATCH, "alerts", "run", "--db", str(db), "--rules",
             str(fast_burst_rule(tmp / "rules")), "--interval", "1",
+            "--catalog", str(DEFAULT_CATALOG),
             "--bootstrap", kafka_broker.bootstrap, "--control-topic", f"{topic}-control",
             "--metrics-port", str(ports["alerts"]), *local,
         ],
