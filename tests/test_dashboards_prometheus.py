@@ -36,6 +36,7 @@ import yaml
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 import agentwatch.alerts
+from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG
 from agentwatch.broker import BrokerInfo, free_port
 from agentwatch.commands.demo import BUGGY_MESSAGES
 from agentwatch.dashboards.boards import DASHBOARDS
@@ -164,6 +165,7 @@ def live(kafka_broker: BrokerInfo, tmp_path_factory: pytest.TempPathFactory) -> 
         "alerts": [
             *AGENTWATCH, "alerts", "run", "--db", str(db), "--rules",
             str(fast_burst_rule(tmp / "rules")), "--interval", "1",
+            "--catalog", str(EXAMPLE_CATALOG),
             "--bootstrap", kafka_broker.bootstrap, "--control-topic", f"{topic}-control",
             "--metrics-port", str(ports["alerts"]), *local,
         ],

@@ -7,7 +7,9 @@ runs one OpenTelemetry-instrumented agent (pydantic-ai) through ``agentwatch otl
 and meanwhile lets one SDK agent start failing its policy checks: the alert fires, on-call
 is notified, the runbook opens the agent's circuit breaker and the agent halts and
 confirms. It waits until the processor has landed everything, prints a summary from
-DuckDB with the incident's chain of steps, replays a drift scenario's days of event time
+DuckDB with the incident's chain of steps, shows one agent lifecycle (a release registered
+before the fleet starts, watched, the agent's access reviewed, the agent retired and its
+evidence archive verified: demo_lifecycle.py), replays a drift scenario's days of event time
 in seconds and names the drift found, and stops the broker. The data stays under
 the data dir (runs accumulate; ``make clean`` starts over).
 """
@@ -33,6 +35,7 @@ from rich.table import Table
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.response.incident import ChainStep, MisbehavingAgent, wait_for_chain
 from agentwatch.broker import broker_status, free_port, start_broker, stop_broker
+from agentwatch.commands import demo_lifecycle
 from agentwatch.ingest.contract.control import Keyring
 from agentwatch.ingest.contract.events import DEFAULT_TOPIC
 from agentwatch.ingest.sim.scenario import load_scenario
@@ -42,7 +45,7 @@ from agentwatch.processors.query import report
 from agentwatch.processors.store.segments import CATALOG_FILE
 from agentwatch.settings import Settings
 
-DEMO_SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "latency-shift.yaml"
+DEMO_SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "latency-shift.yaml"
 # An SDK agent of the shipped catalog that the simulated fleet does not run.
 INCIDENT_AGENT = "it-support-3"
 
@@ -102,6 +105,7 @@ def _run(args: argparse.Namespace) -> int:
     info = existing or start_broker(broker_dir, args.port or free_port())
     console.print(f"[bold]Kafka[/] broker at {info.bootstrap} (data in {broker_dir})")
     try:
+        registered = demo_lifecycle.register_release(console, db, args.agents, args.seed)
         metrics_port = free_port()
         processor, processor_log = _start_processor(info.bootstrap, db, data_dir, metrics_port)
         console.print(f"[bold]Processor[/] pid {processor.pid}, logs in {processor_log}")
@@ -136,6 +140,7 @@ def _run(args: argparse.Namespace) -> int:
             return 1
         _summary(console, db, sim, _last_stats(processor_log))
         _incident(console, agent.agent_id, steps, data_dir)
+        demo_lifecycle.finish(console, db, info.bootstrap, registered, keys)
         if args.scenario is not None:
             _drift_scenario(console, info.bootstrap, args.scenario, data_dir / "drift")
     finally:
