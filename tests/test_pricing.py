@@ -373,7 +373,11 @@ def test_a_table_file_loads_with_optional_prices_defaulting_to_none(tmp_path: Pa
         ),
         (
             table_text(GOOD_ROW.replace("output: 2", "output: 2, ouput: 3")),
-            r"unknown column\(s\): ouput",
+            r"unknown column\(s\): ouput \(did you mean output\?\)",
+        ),
+        (
+            table_text(GOOD_ROW.replace("effective_from", "effective_form")),
+            r"unknown column\(s\): effective_form \(did you mean effective_from\?\)",
         ),
         (table_text(GOOD_ROW, head="source: test\n"), r"missing top-level key 'version'"),
         (table_text(GOOD_ROW, head="version: 1.10\nsource: x\n"), r"version must be a string"),
@@ -389,6 +393,7 @@ def test_a_table_file_loads_with_optional_prices_defaulting_to_none(tmp_path: Pa
         "bad-date",
         "string-price",
         "unknown-column",
+        "misspelt-required-column",
         "no-version",
         "float-version",
         "no-rows",

@@ -29,6 +29,7 @@ from typing import Any, Final
 import polars as pl
 import yaml
 
+from agentwatch.decoding import did_you_mean
 from agentwatch.processors.store.tables import EVENTS_SCHEMA, UTC_TS
 from agentwatch.settings import ConfigError, Settings
 
@@ -138,7 +139,8 @@ class PricingTable:
             raise PricingError(f"{origin}: expected a mapping with version, source and prices")
         unknown = sorted(str(k) for k in data if k not in _TABLE_KEYS)
         if unknown:
-            raise PricingError(f"{origin}: unknown top-level key(s): {', '.join(unknown)}")
+            hint = did_you_mean(unknown, _TABLE_KEYS)
+            raise PricingError(f"{origin}: unknown top-level key(s): {', '.join(unknown)}{hint}")
         for key in sorted(_TABLE_KEYS):
             if key not in data:
                 raise PricingError(f"{origin}: missing top-level key {key!r}")
@@ -206,15 +208,17 @@ def _parse_row(raw: object, index: int, origin: str) -> PriceRow:
         raise PricingError(f"{where}: expected a mapping of columns, got {raw!r}")
     label = f"{raw.get('provider', '?')}/{raw.get('model', '?')}"
     where = f"{where} ({label})"
+    # An unknown column first: a misspelt one is also why a required one is missing.
+    unknown = sorted(str(k) for k in raw if k not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
+    if unknown:
+        hint = did_you_mean(unknown, REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
+        raise PricingError(
+            f"{where}: unknown column(s): {', '.join(unknown)}{hint} (columns are "
+            f"{', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)})"
+        )
     missing = [c for c in REQUIRED_COLUMNS if c not in raw]
     if missing:
         raise PricingError(f"{where}: missing column(s): {', '.join(missing)}")
-    unknown = sorted(str(k) for k in raw if k not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
-    if unknown:
-        raise PricingError(
-            f"{where}: unknown column(s): {', '.join(unknown)} (columns are "
-            f"{', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)})"
-        )
     values: dict[str, Any] = dict(raw)
     effective = values["effective_from"]
     if isinstance(effective, str):
