@@ -39,7 +39,8 @@ class KafkaSettings(_Section, frozen=True):
     topic: str = DEFAULT_TOPIC
     timeout: float = 15.0
     """Seconds ``simulate`` waits for Kafka at the start."""
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    security_protocol: str = "PLAINTEXT"
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, in any case (agentwatch/kafka.py checks it)."""
     ssl_ca_file: str = ""
     ssl_cert_file: str = ""
     ssl_key_file: str = ""

@@ -302,7 +302,9 @@ def test_alerts_run_serves_the_runbook_step_failures_on_its_metrics_port(tmp_pat
     topic.fail = True
     response = _response(tmp_path, n, topic)
     port = free_port()
-    args = argparse.Namespace(metrics_port=port, metrics_host="127.0.0.1")
+    args = argparse.Namespace(
+        metrics_port=port, metrics_host="127.0.0.1", db=tmp_path / "agentwatch.duckdb", catalog=None
+    )
     server = serve_metrics(args, lambda: (), response)
     assert server is not None
     try:

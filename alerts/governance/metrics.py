@@ -42,7 +42,7 @@ INFO_LABELS = (
 
 
 class LifecycleCollector(Collector):
-    def __init__(self, db: Path, catalog_path: Path, refresh_s: float = 10.0) -> None:
+    def __init__(self, db: Path, catalog_path: Path | None, refresh_s: float = 10.0) -> None:
         self.db = db
         self.catalog_path = catalog_path
         self.refresh_s = refresh_s
