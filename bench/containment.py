@@ -84,11 +84,14 @@ def main() -> int:
         "breaker_open_to_agent_halted_s": round((halted - opened).total_seconds(), 2)
         if halted
         else None,
+        # Where the time goes: each step of the chain, in seconds after the first bad event.
+        "steps_s": {s: round((at - first).total_seconds(), 2) for s, at in steps.items() if at},
     }
     table = Table(title="containment latency")
-    for key in result:
+    shown = {k: v for k, v in result.items() if k != "steps_s"}
+    for key in shown:
         table.add_column(key, justify="right")
-    table.add_row(*(str(v) for v in result.values()))
+    table.add_row(*(str(v) for v in shown.values()))
     console.print(table)
     print(json.dumps(result))
     return 0 if to_open - for_s <= TARGET_BEYOND_FOR_S else 1
