@@ -10,12 +10,20 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, Catalog, load_catalog
 from agentwatch.alerts.notify.config import add_notify_config_argument
 from agentwatch.alerts.rules import DEFAULT_RULES_DIR
-from agentwatch.commands.options import add_bootstrap_option, add_control_topic_option
+from agentwatch.commands.options import (
+    add_bootstrap_option,
+    add_control_topic_option,
+    control_keyring,
+)
 from agentwatch.settings import Settings
+
+if TYPE_CHECKING:
+    from agentwatch.alerts.response.respond import Response
 
 
 def add_catalog_option(parser: argparse.ArgumentParser, settings: Settings) -> None:
@@ -61,4 +69,18 @@ def add_response_options(parser: argparse.ArgumentParser, settings: Settings) ->
         "--no-response",
         action="store_true",
         help="only evaluate and record: no notifications, runbooks or breaker supervision",
+    )
+
+
+def response_from_args(args: argparse.Namespace, catalog: Catalog | None = None) -> Response | None:
+    """The response ``args`` ask for, over ``catalog`` (else the one ``--catalog`` names)."""
+    from agentwatch.alerts.response.respond import NO_CATALOG_RESPONSE, build_response
+
+    if args.no_response:
+        return None
+    keyring = control_keyring(args)  # runbooks and supervision sign what they publish
+    if catalog is None:
+        catalog = catalog_from_args(args, NO_CATALOG_RESPONSE)
+    return build_response(
+        args.db, args.notify_config, args.bootstrap, args.control_topic, keyring, catalog
     )

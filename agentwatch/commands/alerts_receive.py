@@ -11,6 +11,7 @@ from agentwatch.commands.alerts_group import (
     add_catalog_option,
     add_response_options,
     catalog_from_args,
+    response_from_args,
 )
 from agentwatch.commands.options import add_db_option
 from agentwatch.settings import ConfigError, Settings
@@ -132,7 +133,6 @@ def _run(args: argparse.Namespace) -> int:
         tls_context,
     )
     from agentwatch.alerts.model import Alert
-    from agentwatch.alerts.response.respond import response_from_args
 
     auth = WebhookAuth.load(args.token_file, args.basic_auth_file)
     if args.runbooks and not auth.required and not args.insecure_no_auth:

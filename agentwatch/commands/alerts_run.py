@@ -33,12 +33,13 @@ from agentwatch.alerts.evaluation.evaluator import AlertSink, Evaluation, Evalua
 from agentwatch.alerts.evaluation.metrics import add_metrics_options, serve_metrics
 from agentwatch.alerts.governance.catalog import Catalog, load_catalog
 from agentwatch.alerts.model import Alert
-from agentwatch.alerts.response.respond import NO_CATALOG_RESPONSE, response_from_args
+from agentwatch.alerts.response.respond import NO_CATALOG_RESPONSE
 from agentwatch.alerts.rules import Rule, load_rules
 from agentwatch.commands.alerts_group import (
     add_catalog_option,
     add_response_options,
     add_rules_option,
+    response_from_args,
 )
 from agentwatch.commands.options import add_db_option
 from agentwatch.settings import ConfigError, Settings

@@ -13,7 +13,6 @@ without a broker, and one that cannot reach it keeps notifying and retries next 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
 import logging
@@ -39,8 +38,7 @@ from agentwatch.alerts.response.runbooks import (
     run_runbook,
 )
 from agentwatch.clock import Clock, utc_now
-from agentwatch.commands.alerts_group import catalog_from_args
-from agentwatch.commands.options import control_keyring
+from agentwatch.ingest.contract.control import Keyring
 from agentwatch.processors.store.segments import SegmentStore
 
 log = logging.getLogger(__name__)
@@ -184,26 +182,27 @@ def owner_notifier(notifier: Notifier, clock: Clock) -> Callable[[Alert, str], N
     return notify
 
 
-def response_from_args(args: argparse.Namespace, catalog: Catalog | None = None) -> Response | None:
-    """The response ``args`` ask for, over ``catalog`` (else the one ``--catalog`` names)."""
-    if args.no_response:
-        return None
-    keyring = control_keyring(args)  # runbooks and supervision sign what they publish
-    db: Path = args.db
-    if catalog is None:
-        catalog = catalog_from_args(args, NO_CATALOG_RESPONSE)
+def build_response(
+    db: Path,
+    notify_config: Path,
+    bootstrap: str,
+    control_topic: str,
+    keyring: Keyring,
+    catalog: Catalog,
+) -> Response:
+    """Notifications, runbooks and breaker supervision over ``catalog`` and the store at ``db``."""
     catalog = apply_registry(db, catalog)  # with the registry's retirements
     store = SegmentStore(db.parent, db.name)
     # One worker per receiver: a receiver that hangs delays neither evaluation nor
     # the runbooks and breakers that contain an agent.
     notifier = Notifier.from_files(
-        args.notify_config, db.parent, catalog_contacts(catalog), ThreadedWorkers()
+        notify_config, db.parent, catalog_contacts(catalog), ThreadedWorkers()
     )
     retired = retired_agents(catalog)
 
     def connect() -> BreakerControl:
         return BreakerControl.connect(
-            args.bootstrap, args.control_topic, keyring=keyring, timeout_s=5.0, retired=retired
+            bootstrap, control_topic, keyring=keyring, timeout_s=5.0, retired=retired
         )
 
     context = RunbookContext(
