@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from agentwatch import __version__
 from agentwatch.kafka import configure as configure_kafka
 from agentwatch.kafka import security_from_settings
+from agentwatch.processors.store.location import configure as configure_store
 from agentwatch.settings import ConfigError, Settings, load_settings
 
 Handler = Callable[[argparse.Namespace], int]
@@ -193,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(known.config)
         configure_kafka(security_from_settings(settings))
+        configure_store(settings.value("storage", "data_path"))
         parser = build_parser(settings, command_words(args_list))
     except ConfigError as exc:
         print(f"agentwatch: {exc}", file=sys.stderr)

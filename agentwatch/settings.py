@@ -52,9 +52,27 @@ class KafkaSettings(_Section, frozen=True):
     """The password itself only ever comes from this file or AGENTWATCH_KAFKA_SASL_PASSWORD."""
 
 
+def _retention_days() -> dict[str, int]:
+    """Days each table keeps its rows: raw traffic a month, alerting and audit 400 days."""
+    raw = dict.fromkeys(("events", "dead_letters", "otlp_unmapped"), 30)
+    audit = ("alert_events", "actions", "notifications", "drift_scores")
+    governance = ("catalog_changes", "releases", "access_reviews")
+    return {**raw, **dict.fromkeys(audit + governance, 400)}
+
+
 class StorageSettings(_Section, frozen=True):
-    db: str = "data/agentwatch.duckdb"
-    """The DuckDB catalog; segments and logs live in the directory beside it."""
+    db: str = "data/agentwatch.sqlite"
+    """The lake's catalog: a SQLite file (data in ``lake/`` beside it) or ``postgres:<dsn>``."""
+    data_path: str = ""
+    """Where the Parquet data lives: "" beside a SQLite catalog; a folder or ``s3://...``."""
+    maintain_interval: float = 600.0
+    """Seconds between maintenance runs inside ``agentwatch process``; 0 turns them off."""
+    snapshot_grace: float = 3600.0
+    """Seconds old snapshots and replaced files stay readable: longer than any query runs."""
+    retention_days: dict[str, int] = msgspec.field(default_factory=_retention_days)
+    """Days of rows kept per table; 0 keeps a table's rows forever."""
+    legal_hold: list[str] = msgspec.field(default_factory=list)
+    """Agent ids whose rows retention never deletes."""
 
 
 class LogSettings(_Section, frozen=True):

@@ -37,7 +37,7 @@ def main() -> int:
     for_s = rule.for_.total_seconds()
     with tempfile.TemporaryDirectory(prefix="agentwatch-containment-") as tmp:
         broker_dir = Path(tmp) / "kafka"
-        db = Path(tmp) / "data" / "agentwatch.duckdb"
+        db = Path(tmp) / "data" / "agentwatch.sqlite"
         keys = control_keys_file(db.parent)
         info = start_broker(broker_dir, free_port())
         procs: list[subprocess.Popen[bytes]] = []

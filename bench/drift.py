@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import polars as pl
 from rich.console import Console
 from rich.table import Table
@@ -43,6 +42,7 @@ from rich.table import Table
 from agentwatch.broker import free_port, start_broker, stop_broker
 from agentwatch.ingest.sim.scenario import Scenario, load_scenario
 from agentwatch.ingest.sim.simulate import run_simulation
+from agentwatch.processors.store.lake import connect as connect_lake
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 CONTROL = "control"
@@ -222,9 +222,9 @@ def run_scenario(
     if summary.delivery_errors:
         raise SystemExit(f"{scenario.name}: {summary.delivery_errors} events not delivered")
     simulated = time.monotonic()
-    db = workdir / scenario.name / "agentwatch.duckdb"
+    db = workdir / scenario.name / "agentwatch.sqlite"
     attempts = process(bootstrap, topic, db, summary.events)
-    landed = duckdb.connect(str(db), read_only=True)
+    landed = connect_lake(db)
     try:
         row = landed.execute("SELECT count(*) FROM events").fetchone()
     finally:

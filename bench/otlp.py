@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from rich.console import Console
 
 from agentwatch.broker import free_port, start_broker, stop_broker
+from agentwatch.processors.store.lake import connect as connect_lake
 
 TOPIC = "bench-otlp-events"
 AGENT = sys.executable, "-m", "agentwatch.cli", "--log-format", "json"
@@ -117,7 +118,7 @@ def landed(db: Path) -> int:
     if not db.exists():
         return 0
     try:
-        con = duckdb.connect(str(db), read_only=True)
+        con = connect_lake(db)
         try:
             row = con.execute("SELECT count(*) FROM events").fetchone()
         finally:
@@ -144,7 +145,7 @@ def main() -> int:
     spans_per_request = args.runs_per_request * 3
     events_expected = args.requests * args.runs_per_request * 4
     with tempfile.TemporaryDirectory(prefix="agentwatch-bench-otlp-") as tmp:
-        broker_dir, db = Path(tmp) / "kafka", Path(tmp) / "data" / "agentwatch.duckdb"
+        broker_dir, db = Path(tmp) / "kafka", Path(tmp) / "data" / "agentwatch.sqlite"
         info = start_broker(broker_dir, free_port(), heap="1g")
         port = free_port()
         receiver = subprocess.Popen(

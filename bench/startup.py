@@ -44,7 +44,7 @@ def main() -> int:
     import duckdb
 
     with tempfile.TemporaryDirectory(prefix="agentwatch-startup-") as tmp:
-        db = Path(tmp) / "agentwatch.duckdb"
+        db = Path(tmp) / "agentwatch.sqlite"
         duckdb.connect(str(db)).close()
         agentwatch = agentwatch_command()
         commands = {

@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import duckdb
 from rich.console import Console
 from rich.table import Table
 
 from agentwatch.broker import free_port, kafka_java_command, start_broker, stop_broker
 from agentwatch.ingest.sim.simulate import run_simulation
+from agentwatch.processors.store.lake import connect as connect_lake
 
 TOPIC = "bench-events"
 
@@ -80,9 +80,9 @@ def main() -> int:
             console.print("Kafka's ConsumerPerformance ...")
             kafka_rate = kafka_consumer_perf(info.bootstrap, filled["events"])
             console.print("agentwatch process ...")
-            db = Path(tmp) / "data" / "agentwatch.duckdb"
+            db = Path(tmp) / "data" / "agentwatch.sqlite"
             stats = agentwatch_process(info.bootstrap, db)
-            con = duckdb.connect(str(db), read_only=True)
+            con = connect_lake(db)
             landed = con.execute("SELECT count(*) FROM events").fetchone()
             con.close()
         finally:

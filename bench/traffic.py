@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from agentwatch.processors.store.segments import SegmentName, SegmentStore
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.location import CATALOG_FILE
 from agentwatch.processors.store.tables import EVENTS_SCHEMA
 
 TOOLS = ("search_kb", "create_ticket", "lookup_user")
@@ -194,9 +195,9 @@ def _finish(events: pl.DataFrame) -> pl.DataFrame:
 
 def write_store(events: pl.DataFrame, data_dir: Path) -> Path:
     """``events`` as one committed segment of a new store; returns the catalog path."""
-    store = SegmentStore(data_dir)
+    store = LakeStore(data_dir / CATALOG_FILE)
     store.prepare()
-    store.write(SegmentName("events", "bench", 0, 0, events.height - 1), events)
+    store.insert("events", events)
     return store.catalog_path
 
 

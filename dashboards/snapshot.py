@@ -25,6 +25,7 @@ import duckdb
 
 from agentwatch.dashboards.boards import FLEET
 from agentwatch.dashboards.panels import DAILY_BUDGET, PanelSpec
+from agentwatch.processors.store.lake import connect as connect_lake
 
 STAT_KEYS: Final = (
     "sessions", "containment", "spend_today", "budget_used",
@@ -301,7 +302,7 @@ def from_duckdb(db: Path, span: dt.timedelta, budget_usd: float) -> Snapshot:
     """The key panels over the ``span`` that ends with the newest landed event."""
     if not db.exists():
         raise SnapshotError(f"{db} does not exist: run `agentwatch process --db {db}` first")
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect_lake(db)
     try:
         newest = con.execute("SELECT max(ts) FROM events").fetchone()
         if newest is None or newest[0] is None:

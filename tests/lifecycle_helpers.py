@@ -10,7 +10,8 @@ from pathlib import Path
 import polars as pl
 
 from agentwatch.alerts.governance.registry import Registry, load_registry
-from agentwatch.processors.store.segments import SegmentName, SegmentStore
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.location import CATALOG_FILE
 
 CATALOG_YAML = textwrap.dedent(
     """
@@ -51,9 +52,9 @@ def write_catalog(folder: Path, text: str = CATALOG_YAML) -> Path:
 
 def make_registry(tmp_path: Path, *frames: pl.DataFrame, by: str = "person:ana") -> Registry:
     """A store with ``frames`` as events, and the registry after its first catalog load."""
-    store = SegmentStore(tmp_path / "data")
+    store = LakeStore(tmp_path / "data" / CATALOG_FILE)
     for i, frame in enumerate(frames):
-        store.write(SegmentName("events", "t", 0, i * 1000, i * 1000 + 999), frame)
+        store.insert("events", frame)
     store.prepare()
     catalog = tmp_path / "catalog.yaml"
     if not catalog.exists():

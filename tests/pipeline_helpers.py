@@ -9,10 +9,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import duckdb
 from kafka import KafkaProducer
 
 from agentwatch.broker import BrokerInfo
+from agentwatch.processors.store.lake import connect as connect_lake
 from tests.examples import valid_lines
 
 AGENTWATCH = [sys.executable, "-m", "agentwatch.cli"]
@@ -58,7 +58,7 @@ def run_to_idle(broker: BrokerInfo, topic: str, db: Path, *extra: str) -> None:
 
 
 def count(db: Path, sql: str) -> int:
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect_lake(db)
     try:
         row = con.execute(sql).fetchone()
     finally:

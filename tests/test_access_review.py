@@ -15,6 +15,7 @@ from agentwatch.alerts.governance.review import record_review, run_review
 from agentwatch.alerts.governance.review_report import render_html
 from agentwatch.alerts.rules import Window, metrics
 from agentwatch.cli import main
+from agentwatch.processors.store.lake import connect as connect_lake
 from tests.frames import T0, at, events
 from tests.lifecycle_helpers import db_of, make_registry
 
@@ -124,7 +125,7 @@ def test_agents_review_prints_a_table_within_100_columns(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     make_registry(tmp_path, events(*fleet()))
-    db = str(tmp_path / "data" / "agentwatch.duckdb")
+    db = str(tmp_path / "data" / "agentwatch.sqlite")
     catalog = str(tmp_path / "catalog.yaml")
     # the fleet's events are from T0; a window reaching back to it covers them
     since = f"{(dt.datetime.now(dt.UTC) - T0).days + 1}d"
@@ -138,7 +139,7 @@ def test_agents_review_writes_html_and_records_with_json_output(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     make_registry(tmp_path, events(*fleet()))
-    db = str(tmp_path / "data" / "agentwatch.duckdb")
+    db = str(tmp_path / "data" / "agentwatch.sqlite")
     catalog = str(tmp_path / "catalog.yaml")
     page = tmp_path / "review.html"
     args = ["--db", db, "--catalog", catalog]
@@ -146,7 +147,7 @@ def test_agents_review_writes_html_and_records_with_json_output(
     assert page.read_text().startswith("<!doctype html>")
     assert main(["agents", "review", "faq-1", "--record", "--format", "json", *args]) == 0
     capsys.readouterr()
-    rows = duckdb.connect(db, read_only=True).sql("SELECT agent_id FROM access_reviews").fetchall()
+    rows = connect_lake(db).sql("SELECT agent_id FROM access_reviews").fetchall()
     assert rows == [("faq-1",)]
 
 
@@ -154,7 +155,7 @@ def test_agents_review_of_an_unknown_agent_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     make_registry(tmp_path)
-    db = str(tmp_path / "data" / "agentwatch.duckdb")
+    db = str(tmp_path / "data" / "agentwatch.sqlite")
     catalog = str(tmp_path / "catalog.yaml")
     assert main(["agents", "review", "ghost", "--db", db, "--catalog", catalog]) == 2
     assert "unknown agent 'ghost'" in capsys.readouterr().err

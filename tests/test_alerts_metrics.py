@@ -25,7 +25,8 @@ from agentwatch.alerts.response.control import BreakerStatus
 from agentwatch.alerts.response.respond import Response
 from agentwatch.alerts.rules import DEFAULT_RULES_DIR, load_rules
 from agentwatch.broker import free_port
-from agentwatch.processors.store.segments import SegmentName, SegmentStore
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.location import CATALOG_FILE
 from tests.frames import events
 from tests.pipeline_helpers import AGENTWATCH
 
@@ -181,7 +182,7 @@ def test_each_supervisor_cycle_hands_every_breaker_to_the_breaker_sink(tmp_path:
     supervisor = _Supervisor(_Control([Breaker(BreakerKey("hr-1"), state="open")]))
     response = Response(
         notifier=cast(Any, None), runbooks={}, context=cast(Any, None), connect_control=None,
-        db=tmp_path / "agentwatch.duckdb", _supervisor=cast(Any, supervisor),
+        db=tmp_path / "agentwatch.sqlite", _supervisor=cast(Any, supervisor),
     )  # fmt: skip
     collector = AlertsCollector()
     response.breaker_sink = collector.set_breakers
@@ -202,8 +203,8 @@ def test_alerts_run_serves_the_alerts_on_its_metrics_port(tmp_path: Path) -> Non
          "outcome": "violation" if i % 2 else "pass", "event_id": f"c{i}"}
         for i in range(60)
     ))  # fmt: skip
-    store = SegmentStore(tmp_path / "data")
-    store.write(SegmentName("events", "t", 0, 0, checks.height - 1), checks)
+    store = LakeStore(tmp_path / "data" / CATALOG_FILE)
+    store.insert("events", checks)
     store.prepare()
     rules = tmp_path / "rules"
     rules.mkdir()

@@ -22,7 +22,8 @@ from agentwatch.cli import main
 from agentwatch.ingest.sim.fleet import Fleet, make_agents
 from agentwatch.ingest.sim.scenario import load_scenario
 from agentwatch.processors.landing.decode import RawBatch, decode_batch
-from agentwatch.processors.store.segments import SegmentName, SegmentStore
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.location import CATALOG_FILE
 from tests.frames import events
 
 SCENARIOS = sorted((Path(__file__).resolve().parent.parent / "scenarios").glob("*.yaml"))
@@ -31,9 +32,9 @@ AGENT = "hr-assistant-1"
 
 
 def _store(tmp: Path, frame: pl.DataFrame) -> Path:
-    store = SegmentStore(tmp)
+    store = LakeStore(tmp / CATALOG_FILE)
     store.prepare()
-    store.write(SegmentName("events", "t", 0, 0, frame.height - 1), frame)
+    store.insert("events", frame)
     return store.catalog_path
 
 

@@ -58,7 +58,7 @@ def test_version_imports_no_command_module() -> None:
 
 
 def test_sql_imports_only_its_own_command_and_no_heavy_library(tmp_path: Path) -> None:
-    db = tmp_path / "agentwatch.duckdb"
+    db = tmp_path / "agentwatch.sqlite"
     duckdb.connect(str(db)).close()
     loaded = _modules_after(["sql", "SELECT 1", "--db", str(db)])
     commands = {m for m in loaded if m.startswith("agentwatch.commands.")}

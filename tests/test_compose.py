@@ -142,7 +142,7 @@ def test_the_processor_keeps_its_catalog_on_a_named_volume(
     compose: dict[str, Any], parse_service: ParseService
 ) -> None:
     args = parse_service(PROCESSOR)
-    assert args.db == Path("/data/agentwatch.duckdb")
+    assert args.db == Path("/data/agentwatch.sqlite")
     assert named_volume_at(compose, service(compose, PROCESSOR), "/data") is not None
 
 

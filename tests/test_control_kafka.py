@@ -23,7 +23,8 @@ from agentwatch.broker import BrokerInfo, free_port, start_broker, stop_broker
 from agentwatch.cli import build_parser
 from agentwatch.ingest.sdk.control import AgentHalted, ControlFollower, ControlState
 from agentwatch.ingest.sdk.tracer import Tracer
-from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.location import CATALOG_FILE
 from agentwatch.settings import Settings
 from tests.conftest import TEST_KEYRING, TopicFactory, require_tool
 
@@ -57,7 +58,7 @@ def cycle_until(
 
 
 def actions(data_dir: Path) -> list[dict[str, object]]:
-    rows = SegmentStore(data_dir).read_log("actions").sort("ts")
+    rows = LakeStore(data_dir / CATALOG_FILE).read_log("actions").sort("ts")
     return list(rows.iter_rows(named=True))
 
 
@@ -78,14 +79,14 @@ def test_a_person_opens_a_breaker_the_agent_halts_confirms_and_resumes_once_clos
     bootstrap = kafka_broker.bootstrap
     control_topic = topic(partitions=1, config=COMPACT)
     events_topic = topic(partitions=3)
-    db = tmp_path / "data" / "agentwatch.duckdb"
+    db = tmp_path / "data" / "agentwatch.sqlite"
     where = ["--bootstrap", bootstrap, "--control-topic", control_topic, "--db", str(db)]
 
     tracer = Tracer.to_kafka(bootstrap, events_topic, agent_id="hr-assistant", linger_ms=0)
     follower = ControlFollower(bootstrap, "hr-assistant", topic=control_topic).attach(tracer)
     control = BreakerControl.connect(bootstrap, control_topic, keyring=TEST_KEYRING)
     source = EventsTopicSource(bootstrap, events_topic, agents=["hr-assistant"])
-    supervisor = BreakerSupervisor(control, source, timeout_s=60, store=SegmentStore(db.parent))
+    supervisor = BreakerSupervisor(control, source, timeout_s=60, store=LakeStore(db))
     try:
         follower.start(wait_s=WAIT)
         assert follower.state.loaded
@@ -156,7 +157,7 @@ def test_breaker_status_shows_each_breaker_and_retired_agents_are_held_open(
     control_topic = topic(partitions=1, config=COMPACT)
     where = ["--bootstrap", kafka_broker.bootstrap, "--control-topic", control_topic]
     where += ["--catalog", str(EXAMPLE_CATALOG)]
-    where += ["--db", str(tmp_path / "agentwatch.duckdb")]
+    where += ["--db", str(tmp_path / "agentwatch.sqlite")]
     assert cli("breaker", "status", *where) == 0
     table = capsys.readouterr().out
     assert "finance-compliance-3" in table and "held (retired)" in table
@@ -196,7 +197,7 @@ def test_a_runbook_disables_a_tool_and_probes_close_it_through_half_open(
     bootstrap = kafka_broker.bootstrap
     control_topic = topic(partitions=1, config=COMPACT)
     events_topic = topic(partitions=3)
-    store = SegmentStore(tmp_path / "data")
+    store = LakeStore(tmp_path / "data" / CATALOG_FILE)
     clock = Clock()
     alert = Alert(
         rule="ToolErrorBurst",

@@ -146,8 +146,8 @@ def test_a_publishing_command_without_keys_fails_with_one_line(
 ) -> None:
     monkeypatch.delenv(KEYS_ENV, raising=False)
     monkeypatch.delenv(KEYS_FILE_ENV, raising=False)
-    argv = ["breaker", "open", "a", "--reason", "r", "--db", str(tmp_path / "x.duckdb")]
+    argv = ["breaker", "open", "a", "--reason", "r", "--db", str(tmp_path / "x.sqlite")]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("agentwatch: no control keys: control records are signed")
-    assert not (tmp_path / "x.duckdb").exists() and not list(tmp_path.iterdir())
+    assert not (tmp_path / "x.sqlite").exists() and not list(tmp_path.iterdir())

@@ -1,23 +1,23 @@
-"""Repricing stored segments after the pricing table changes, and the ``cost`` command."""
+"""Repricing stored events after the pricing table changes, and the ``cost`` command."""
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import polars as pl
 import pytest
 
 from agentwatch.cli import main
-from agentwatch.commands import cost as cost_cmd
 from agentwatch.commands.cost import reprice
 from agentwatch.processors.landing.pricing import PriceRow, PricingTable, apply_pricing
-from agentwatch.processors.store.segments import SegmentName, SegmentStore
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.location import CATALOG_FILE
 from agentwatch.processors.store.tables import EVENTS_SCHEMA
 from tests.test_pricing import at, frame, llm
 
@@ -48,35 +48,45 @@ prices:
   - {provider: acme, model: new, effective_from: 2025-01-01, input: 10.0, output: 10.0}
 """
 
-OLD_SEGMENT = SegmentName("events", TOPIC, 0, 0, 4)
-MIXED_SEGMENT = SegmentName("events", TOPIC, 0, 5, 12)
-OTHER_KINDS = SegmentName("events", TOPIC, 1, 0, 1)
+
+@dataclass(frozen=True)
+class Batch:
+    """Rows landed together: a partition's offsets from ``first`` to ``last``."""
+
+    partition: int
+    first: int
+    last: int
 
 
-def land(store: SegmentStore, name: SegmentName, *rows: dict[str, Any]) -> Path:
+OLD_BATCH = Batch(0, 0, 4)
+MIXED_BATCH = Batch(0, 5, 12)
+OTHER_KINDS = Batch(1, 0, 1)
+
+
+def land(store: LakeStore, batch: Batch, *rows: dict[str, Any]) -> None:
     """Write rows priced with the old table, as the processor would have landed them."""
     events = frame(*rows).with_columns(
-        _topic=pl.lit(name.topic),
-        _partition=pl.lit(name.partition, pl.Int32),
-        _offset=pl.int_range(name.first_offset, name.first_offset + len(rows), dtype=pl.Int64),
+        _topic=pl.lit(TOPIC),
+        _partition=pl.lit(batch.partition, pl.Int32),
+        _offset=pl.int_range(batch.first, batch.first + len(rows), dtype=pl.Int64),
     )
-    return store.write(name, apply_pricing(events, OLD))
+    store.insert("events", apply_pricing(events, OLD))
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SegmentStore:
-    store = SegmentStore(tmp_path / "data")
+def store(tmp_path: Path) -> LakeStore:
+    store = LakeStore(tmp_path / "data" / CATALOG_FILE)
     store.prepare()
     land(
         store,
-        OLD_SEGMENT,
+        OLD_BATCH,
         llm(ts=at("2025-01-20")),
         llm(ts=at("2025-01-31", "23:59:59"), model="new"),
         {"kind": "tool_call", "ts": at("2025-01-20"), "tool_name": "t"},
     )
     land(
         store,
-        MIXED_SEGMENT,
+        MIXED_BATCH,
         llm(ts=at("2025-01-25")),  # before --since: stays at the old price
         llm(ts=at("2025-02-01", "00:00:00")),  # 1000 x $1 + 100 x $4 = 1400 (was 2800)
         llm(ts=at("2025-02-03"), inp=2000, out=0),  # 2000 x $1 (was 4000)
@@ -94,27 +104,32 @@ def store(tmp_path: Path) -> SegmentStore:
     return store
 
 
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def stored(store: LakeStore, batch: Batch) -> pl.DataFrame:
+    with connect_lake(store.db) as con:
+        return con.execute(
+            "SELECT * FROM events WHERE _partition = ? AND _offset BETWEEN ? AND ? "
+            "ORDER BY _offset",
+            [batch.partition, batch.first, batch.last],
+        ).pl()
 
 
-def stored(store: SegmentStore, name: SegmentName) -> pl.DataFrame:
-    return pl.read_parquet(store.data_dir / name.relpath)
-
-
-def costs(store: SegmentStore, name: SegmentName) -> list[tuple[Any, ...]]:
+def costs(store: LakeStore, batch: Batch) -> list[tuple[Any, ...]]:
     cols = ["model", "cost_usd_effective", "cost_source", "pricing_version"]
-    return stored(store, name).select(cols).rows()
+    return stored(store, batch).select(cols).rows()
 
 
-def test_reprice_recomputes_priced_and_unpriced_rows_from_since_on(store: SegmentStore) -> None:
-    paths = {n: store.data_dir / n.relpath for n in (OLD_SEGMENT, MIXED_SEGMENT, OTHER_KINDS)}
-    before = {n: digest(p) for n, p in paths.items()}
-    untouched = stored(store, MIXED_SEGMENT)
+def snapshot(store: LakeStore) -> pl.DataFrame:
+    with connect_lake(store.db) as con:
+        return con.execute("SELECT * FROM events ORDER BY _partition, _offset").pl()
+
+
+def test_reprice_recomputes_priced_and_unpriced_rows_from_since_on(store: LakeStore) -> None:
+    before = {b: stored(store, b) for b in (OLD_BATCH, OTHER_KINDS)}
+    untouched = stored(store, MIXED_BATCH)
 
     report = reprice(store, NEW, SINCE)
 
-    assert costs(store, MIXED_SEGMENT) == [
+    assert costs(store, MIXED_BATCH) == [
         ("m", pytest.approx(0.0028), "pricing", "v1"),
         ("m", pytest.approx(0.0014), "pricing", "v2"),
         ("m", pytest.approx(0.002), "pricing", "v2"),
@@ -123,29 +138,27 @@ def test_reprice_recomputes_priced_and_unpriced_rows_from_since_on(store: Segmen
         ("m", 0.5, "event", None),
         (None, None, None, None),
     ]
-    # Segments with nothing from --since on, or no LLM calls, are not rewritten.
-    assert digest(paths[OLD_SEGMENT]) == before[OLD_SEGMENT]
-    assert digest(paths[OTHER_KINDS]) == before[OTHER_KINDS]
-    assert costs(store, OLD_SEGMENT)[1] == ("new", None, "unpriced", None)
+    # Rows before --since, or not LLM calls, are as they were.
+    assert stored(store, OLD_BATCH).equals(before[OLD_BATCH])
+    assert stored(store, OTHER_KINDS).equals(before[OTHER_KINDS])
+    assert costs(store, OLD_BATCH)[1] == ("new", None, "unpriced", None)
     # Everything but the derived cost columns is as it was, in the table's layout.
-    after = stored(store, MIXED_SEGMENT)
+    after = stored(store, MIXED_BATCH)
     assert list(after.schema.items()) == list(EVENTS_SCHEMA.items())
     derived = ["cost_usd_effective", "cost_source", "pricing_version"]
     assert after.drop(derived).equals(untouched.drop(derived))
 
-    assert (report.segments_scanned, report.segments_matched) == (3, 1)
-    assert (report.segments_changing, report.segments_rewritten) == (1, 1)
+    assert report.rows_rewritten == 3
     assert (report.rows_repriced, report.rows_changed, report.rows_cost_changed) == (4, 3, 3)
     assert report.cost_before == pytest.approx(0.0028 + 0.004)
     assert report.cost_after == pytest.approx(0.0014 + 0.002 + 0.002)
     assert (report.unpriced_before, report.unpriced_after) == (2, 1)
     assert dict(report.unpriced_models) == {"ghost": 1}
-    assert report.skipped == []
 
 
-def test_the_catalog_sees_the_repriced_values(store: SegmentStore) -> None:
+def test_the_catalog_sees_the_repriced_values(store: LakeStore) -> None:
     reprice(store, NEW, SINCE)
-    con = duckdb.connect(str(store.catalog_path), read_only=True)
+    con = connect_lake(store.db)
     rows = con.execute(
         "SELECT pricing_version, count(*), round(sum(cost_usd_effective), 6) FROM events "
         "WHERE cost_source = 'pricing' GROUP BY 1 ORDER BY 1"
@@ -153,69 +166,50 @@ def test_the_catalog_sees_the_repriced_values(store: SegmentStore) -> None:
     assert rows == [("v1", 2, 0.0056), ("v2", 3, 0.0054)]
 
 
-def test_reprice_again_changes_nothing(store: SegmentStore) -> None:
+def test_reprice_again_changes_nothing(store: LakeStore) -> None:
     reprice(store, NEW, SINCE)
-    path = store.data_dir / MIXED_SEGMENT.relpath
-    before = digest(path)
+    before = snapshot(store)
     again = reprice(store, NEW, SINCE)
-    assert (again.rows_repriced, again.rows_changed, again.segments_rewritten) == (4, 0, 0)
-    assert digest(path) == before
+    assert (again.rows_repriced, again.rows_changed, again.rows_rewritten) == (4, 0, 0)
+    assert snapshot(store).equals(before)
 
 
-def test_an_earlier_since_reaches_older_segments(store: SegmentStore) -> None:
+def test_an_earlier_since_reaches_older_segments(store: LakeStore) -> None:
     report = reprice(store, NEW, at("2025-01-01", "00:00:00"))
-    assert report.segments_rewritten == 2
+    assert report.rows_rewritten == 6
     # The old row of m keeps its cost but is now priced by v2: changed, cost the same.
     assert (report.rows_changed, report.rows_cost_changed) == (6, 4)
-    assert costs(store, OLD_SEGMENT)[:2] == [
+    assert costs(store, OLD_BATCH)[:2] == [
         ("m", pytest.approx(0.0028), "pricing", "v2"),
         ("new", pytest.approx(0.011), "pricing", "v2"),
     ]
 
 
-def test_a_dry_run_reports_but_writes_nothing(store: SegmentStore) -> None:
-    paths = sorted((store.data_dir / "segments").rglob("*.parquet"))
-    before = [digest(p) for p in paths]
+def test_a_dry_run_reports_but_writes_nothing(store: LakeStore) -> None:
+    before = snapshot(store)
     report = reprice(store, NEW, SINCE, dry_run=True)
-    assert (report.rows_changed, report.segments_changing, report.segments_rewritten) == (3, 1, 0)
+    assert (report.rows_changed, report.rows_rewritten) == (3, 0)
     assert report.cost_after == pytest.approx(0.0054)
-    assert sorted((store.data_dir / "segments").rglob("*.parquet")) == paths
-    assert [digest(p) for p in paths] == before
+    assert snapshot(store).equals(before)
 
 
-def test_segments_landed_before_pricing_existed_are_priced(tmp_path: Path) -> None:
-    store = SegmentStore(tmp_path)
+def test_events_landed_before_pricing_existed_are_priced(tmp_path: Path) -> None:
+    store = LakeStore(tmp_path / CATALOG_FILE)
     store.prepare()
     derived = ["cost_usd_effective", "cost_source", "pricing_version"]
     legacy = frame(llm(ts=at("2025-02-02")), llm(ts=at("2025-02-02"), cost=0.25)).drop(derived)
-    name = SegmentName("events", TOPIC, 0, 0, 1)
-    store.write(name, legacy)
+    legacy = legacy.with_columns(
+        _topic=pl.lit(TOPIC), _partition=pl.lit(0, pl.Int32), _offset=pl.int_range(2)
+    )
+    store.insert("events", legacy)
     report = reprice(store, NEW, SINCE)
     assert report.rows_repriced == 2
-    after = stored(store, name)
+    after = stored(store, Batch(0, 0, 1))
     assert list(after.schema.items()) == list(EVENTS_SCHEMA.items())
     assert after.select(derived).rows() == [
         (pytest.approx(0.0014), "pricing", "v2"),
         (0.25, "event", None),
     ]
-
-
-def test_a_segment_replaced_while_repricing_is_skipped(
-    store: SegmentStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Writing back a copy read before someone else replaced the file would undo them."""
-    real = apply_pricing
-    theirs = stored(store, MIXED_SEGMENT).with_columns(pricing_version=pl.lit("theirs"))
-
-    def meanwhile(events: pl.DataFrame, table: PricingTable) -> pl.DataFrame:
-        store.write(MIXED_SEGMENT, theirs)
-        return real(events, table)
-
-    monkeypatch.setattr(cost_cmd, "apply_pricing", meanwhile)
-    report = reprice(store, NEW, SINCE)
-    assert report.skipped == [store.data_dir / MIXED_SEGMENT.relpath]
-    assert report.segments_rewritten == 0
-    assert set(stored(store, MIXED_SEGMENT)["pricing_version"]) == {"theirs"}
 
 
 # --------------------------------------------------------------------------- the command
@@ -232,35 +226,35 @@ def _keep_logging() -> Iterator[None]:
 
 
 def test_cli_reprice_rewrites_and_summarises(
-    store: SegmentStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    store: LakeStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pricing = tmp_path / "new.yaml"
     pricing.write_text(NEW_YAML)
-    db = str(store.catalog_path)
+    db = store.db
     code = main(["cost", "reprice", "--since", "2025-02-01", "--db", db, "--pricing", str(pricing)])
     assert code == 0
     out = capsys.readouterr().out
     assert "Reprice from 2025-02-01T00:00:00+00:00, pricing v2" in out
     assert "rows whose cost changed" in out
     assert "Models still unpriced" in out and "ghost" in out
-    assert costs(store, MIXED_SEGMENT)[1] == ("m", pytest.approx(0.0014), "pricing", "v2")
+    assert costs(store, MIXED_BATCH)[1] == ("m", pytest.approx(0.0014), "pricing", "v2")
 
 
 def test_cli_dry_run_exits_0_and_changes_nothing(
-    store: SegmentStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    store: LakeStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pricing = tmp_path / "new.yaml"
     pricing.write_text(NEW_YAML)
-    before = digest(store.data_dir / MIXED_SEGMENT.relpath)
+    before = snapshot(store)
     argv = ["cost", "reprice", "--since", "2025-02-01T00:00:00Z", "--dry-run"]
-    code = main([*argv, "--db", str(store.catalog_path), "--pricing", str(pricing)])
+    code = main([*argv, "--db", store.db, "--pricing", str(pricing)])
     assert code == 0
     assert "dry run: nothing written" in capsys.readouterr().out
-    assert digest(store.data_dir / MIXED_SEGMENT.relpath) == before
+    assert snapshot(store).equals(before)
 
 
 def test_cli_takes_the_table_from_the_environment(
-    store: SegmentStore,
+    store: LakeStore,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -268,23 +262,23 @@ def test_cli_takes_the_table_from_the_environment(
     pricing = tmp_path / "new.yaml"
     pricing.write_text(NEW_YAML)
     monkeypatch.setenv("AGENTWATCH_PRICING_FILE", str(pricing))
-    assert main(["cost", "reprice", "--since", "2025-02-01", "--db", str(store.catalog_path)]) == 0
+    assert main(["cost", "reprice", "--since", "2025-02-01", "--db", store.db]) == 0
     assert ", pricing v2" in capsys.readouterr().out
 
 
 def test_cli_exit_codes_for_what_cannot_be_done(
-    store: SegmentStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    store: LakeStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text('version: "x"\nsource: s\nprices:\n  - {provider: a, model: m, input: 1}\n')
-    db = str(store.catalog_path)
+    db = store.db
     assert (
         main(["cost", "reprice", "--since", "2025-02-01", "--db", db, "--pricing", str(bad)]) == 2
     )
     assert "missing column(s): effective_from, output" in capsys.readouterr().err
-    empty_db = str(tmp_path / "elsewhere" / "agentwatch.duckdb")
+    empty_db = str(tmp_path / "elsewhere" / "agentwatch.sqlite")
     assert main(["cost", "reprice", "--since", "2025-02-01", "--db", empty_db]) == 1
-    assert "no events segments" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["cost", "reprice", "--since", "last tuesday", "--db", db])
     assert exc.value.code == 2

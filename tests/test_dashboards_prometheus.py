@@ -56,7 +56,8 @@ from agentwatch.processors.landing.decode import RawBatch
 from agentwatch.processors.landing.dedup import DedupIndex
 from agentwatch.processors.landing.pipeline import LandingSettings, PartitionState, land_batch
 from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
-from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.location import CATALOG_FILE
 from tests.conftest import require_tool
 from tests.pipeline_helpers import AGENTWATCH, count, process_cmd, produce, wait_for
 from tests.promserver import Prometheus, running_prometheus
@@ -139,7 +140,7 @@ def drift_history(data_dir: Path, now: dt.datetime) -> Path:
     state = PartitionState(DedupIndex(settings.dedup_horizon_s, settings.dedup_max_ids))
     pricing = load_pricing(None)
     landed = land_batch(batch, state, settings, lambda frame: apply_pricing(frame, pricing))
-    store = SegmentStore(data_dir)
+    store = LakeStore(data_dir / CATALOG_FILE)
     store.commit_batch("history", 0, (0, len(history) - 1), landed.events, landed.dead_letters)
     store.prepare()
     return store.catalog_path
@@ -149,7 +150,7 @@ def drift_history(data_dir: Path, now: dt.datetime) -> Path:
 def live(kafka_broker: BrokerInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveFleet]:
     prometheus = require_tool("prometheus")
     tmp = tmp_path_factory.mktemp("dashboards")
-    db = tmp / "data" / "agentwatch.duckdb"
+    db = tmp / "data" / "agentwatch.sqlite"
     topic = "dashboards-e2e"
     ports = {name: free_port() for name in ("processor", "alerts", "drift")}
     drift_db = drift_history(tmp / "drift", dt.datetime.now(dt.UTC))

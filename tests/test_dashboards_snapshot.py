@@ -27,7 +27,8 @@ from agentwatch.dashboards.snapshot import (
 )
 from agentwatch.durations import parse_duration
 from agentwatch.ingest.sim.fleet import make_agents
-from agentwatch.processors.store.segments import CATALOG_FILE, SegmentName, SegmentStore
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.location import CATALOG_FILE
 from tests.test_dashboards import landed_fleet
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -40,11 +41,11 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three hours of a six-agent fleet, landed as one segment behind a catalog."""
     data = tmp_path_factory.mktemp("snapshot-data")
     landed = landed_fleet(6, 4, END - dt.timedelta(hours=HOURS), END, 2.0)
-    store = SegmentStore(data)
+    store = LakeStore(data / CATALOG_FILE)
     store.prepare()
     last = landed.events["_offset"].max()
     assert isinstance(last, int)
-    store.write(SegmentName("events", "events", 0, 0, last), landed.events)
+    store.insert("events", landed.events)
     return data / CATALOG_FILE
 
 
@@ -107,7 +108,7 @@ def test_numbers_come_from_the_catalog_over_the_window_ending_at_the_newest_even
 
 
 def test_a_missing_catalog_is_an_error_not_an_empty_report(tmp_path: Path) -> None:
-    done = run_snapshot("--out", str(tmp_path / "r"), "--db", str(tmp_path / "none.duckdb"))
+    done = run_snapshot("--out", str(tmp_path / "r"), "--db", str(tmp_path / "none.sqlite"))
     assert done.returncode == 1
     assert "does not exist" in done.stderr
     assert not (tmp_path / "r").exists()

@@ -8,7 +8,6 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 import polars as pl
 import pytest
@@ -20,7 +19,9 @@ from agentwatch.processors.drift.evaluate import DriftEvaluator
 from agentwatch.processors.drift.metrics import DriftCollector
 from agentwatch.processors.drift.signals import MILLISECONDS
 from agentwatch.processors.drift.summaries import bucket_of, load_counts
-from agentwatch.processors.store.segments import SegmentName, SegmentStore
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.location import CATALOG_FILE
 from agentwatch.processors.store.tables import DRIFT_SCORES_SCHEMA, EVENTS_SCHEMA
 
 T0 = dt.datetime(2026, 11, 20, 0, 0, tzinfo=dt.UTC)
@@ -85,9 +86,9 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for i, row in enumerate(rows)
     ]  # fmt: skip
     frame = pl.DataFrame(full, schema=EVENTS_SCHEMA)
-    store = SegmentStore(tmp_path_factory.mktemp("drift"))
+    store = LakeStore(tmp_path_factory.mktemp("drift") / CATALOG_FILE)
     store.prepare()
-    store.write(SegmentName("events", "t", 0, 0, frame.height - 1), frame)
+    store.insert("events", frame)
     return store.catalog_path
 
 
@@ -105,7 +106,7 @@ def test_summaries_equal_direct_counts(db: Path) -> None:
         counts.filter(pl.col("signal") == "llm_latency_ms")
         .group_by("bucket", "key").agg(pl.col("n").sum()).sort("bucket", "key")
     )  # fmt: skip
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect_lake(db)
     events = con.sql(
         "SELECT ts, latency_ms FROM events WHERE agent_id = 'slow' AND kind = 'llm_call' "
         "AND ts < $hi", params={"hi": T0 + dt.timedelta(hours=2)}
@@ -172,7 +173,7 @@ def test_young_reference_and_empty_window_are_insufficient_data(db: Path) -> Non
 def test_backfill_writes_drift_scores_and_feeds_the_gauges(db: Path) -> None:
     rows = backfill(db, END - dt.timedelta(hours=1), END, dt.timedelta(hours=1), CONFIG)
     assert rows["window_end"].unique().sort().to_list() == [END - dt.timedelta(hours=1), END]
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect_lake(db)
     stored = con.execute(
         "SELECT count(*) FROM drift_scores WHERE agent_id = 'slow' AND verdict = 'drift' "
         "AND signal = 'llm_latency_ms' AND window_end = $end", {"end": END}

@@ -7,7 +7,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import polars as pl
 import pytest
 
@@ -25,7 +24,9 @@ from agentwatch.alerts.rules import Rule, load_rules, parse_rules
 from agentwatch.cli import build_parser, main
 from agentwatch.clock import ManualClock
 from agentwatch.commands.alerts_run import Sources, fan_out, run_loop
-from agentwatch.processors.store.segments import SegmentName, SegmentStore
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.location import CATALOG_FILE
 from agentwatch.settings import Settings
 from tests.frames import T0, at, events
 
@@ -264,9 +265,9 @@ def test_restore_keeps_the_latest_state_of_each_alert() -> None:
 
 
 def store_with(tmp_path: Path, *frames: pl.DataFrame) -> Path:
-    segments = SegmentStore(tmp_path)
+    segments = LakeStore(tmp_path / CATALOG_FILE)
     for i, frame in enumerate(frames):
-        segments.write(SegmentName("events", "t", 0, i * 1000, i * 1000 + 999), frame)
+        segments.insert("events", frame)
     segments.prepare()
     return segments.catalog_path
 
@@ -298,7 +299,7 @@ def test_transitions_are_appended_to_alert_events(burst_db: Path) -> None:
     evaluator = Evaluator(burst_db, [BURST], CATALOG, clock=clock)
     evaluator.evaluate()
     evaluator.evaluate(clock.advance(60))  # the last minute is calm: 0 violations
-    log = SegmentStore(burst_db.parent).read_log("alert_events")
+    log = LakeStore(burst_db).read_log("alert_events")
     assert log["state"].to_list() == ["pending", "resolved"]
     assert log["agent_id"].to_list() == ["hr-1", "hr-1"]
     assert log["starts_at"].to_list() == [at(60), at(60)]
@@ -308,7 +309,7 @@ def test_the_alerts_view_shows_each_alerts_latest_state(tmp_path: Path) -> None:
     rule = Rule("Now", "violation_rate", ">", 0.05, MINUTE, severity="critical")
     db = store_with(tmp_path, checks(0, 60, 30))
     Evaluator(db, [rule], CATALOG).evaluate(at(60))
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect_lake(db)
     try:
         rows = con.execute("SELECT rule, state, agent_id, value FROM alerts").fetchall()
     finally:
@@ -350,7 +351,7 @@ def test_a_restarted_evaluator_fires_a_restored_pending_alert_on_time(tmp_path: 
 
 
 def test_a_missing_catalog_file_is_reported_and_changes_nothing(tmp_path: Path) -> None:
-    evaluation = Evaluator(tmp_path / "absent.duckdb", [BURST], CATALOG).evaluate(T0)
+    evaluation = Evaluator(tmp_path / "absent.sqlite", [BURST], CATALOG).evaluate(T0)
     assert "does not exist yet" in evaluation.errors["AgentViolationBurst"]
     assert evaluation.transitions == ()
 

@@ -43,7 +43,7 @@ def incident(
     name = f"incident-{uuid.uuid4().hex[:8]}"
     ensure_topics(kafka_broker.bootstrap, [TopicSpec(name, 3)])
     control = f"control-{uuid.uuid4().hex[:8]}"
-    db = tmp_path / "data" / "agentwatch.duckdb"
+    db = tmp_path / "data" / "agentwatch.sqlite"
     rules = fast_violation_rule(tmp_path / "rules")
     procs = [
         subprocess.Popen(process_cmd(kafka_broker, name, db, "--flush-interval", "0.3"),

@@ -94,7 +94,7 @@ def test_the_pipeline_contains_an_agent_over_tls_and_scram(
     events = f"events-{uuid.uuid4().hex[:8]}"
     control = f"control-{uuid.uuid4().hex[:8]}"
     ensure_topics(secure_broker.bootstrap, [TopicSpec(events, 3)], security=security)
-    db = tmp_path / "data" / "agentwatch.duckdb"
+    db = tmp_path / "data" / "agentwatch.sqlite"
     catalog = one_agent_catalog(tmp_path)
     rules = fast_violation_rule(tmp_path / "rules")
     entry = load_catalog(catalog).get(AGENT)

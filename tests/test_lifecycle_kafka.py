@@ -80,7 +80,7 @@ def lifecycle(
     ensure_topics(kafka_broker.bootstrap, [TopicSpec(topic, 1)])
     life = Lifecycle(
         kafka_broker, topic, f"control-{uuid.uuid4().hex[:8]}",
-        folder / "data" / "agentwatch.duckdb", write_catalog(folder), folder,
+        folder / "data" / "agentwatch.sqlite", write_catalog(folder), folder,
     )  # fmt: skip
     produce(
         kafka_broker.bootstrap,

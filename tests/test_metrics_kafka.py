@@ -23,7 +23,7 @@ def scraped(
     """One simulated fleet, landed by a processor serving /metrics, scraped by Prometheus."""
     prometheus = require_tool("prometheus")
     tmp = tmp_path_factory.mktemp("metrics")
-    db = tmp / "data" / "agentwatch.duckdb"
+    db = tmp / "data" / "agentwatch.sqlite"
     topic = "metrics-e2e"
     sim = run_simulation(
         kafka_broker.bootstrap, topic, agents=6, rate=None, duration=1800.0, seed=11,

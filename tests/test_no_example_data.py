@@ -53,7 +53,7 @@ def test_breaker_open_without_a_catalog_publishes_only_the_breaker_it_was_told(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     topic = _fake_control(monkeypatch)
-    db = str(tmp_path / "agentwatch.duckdb")
+    db = str(tmp_path / "agentwatch.sqlite")
     assert main(["breaker", "open", "my-agent", "--reason", "drill", "--db", db]) == 0
     assert [(m.agent_id, m.state) for m in topic.published] == [("my-agent", "open")]
     assert "no agent catalog (--catalog): no retired agents are held open" in (

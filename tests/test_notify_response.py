@@ -30,7 +30,8 @@ from agentwatch.alerts.response.control import BreakerControl
 from agentwatch.alerts.response.respond import Response, owner_notifier
 from agentwatch.alerts.response.runbooks import RunbookContext, load_runbooks, parse_runbook
 from agentwatch.broker import free_port
-from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.location import CATALOG_FILE
 from tests.test_runbooks import FakeTopic
 
 T0 = dt.datetime(2025, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -181,7 +182,7 @@ def test_a_resolved_notice_says_resolved_with_the_value_at_resolution() -> None:
 
 
 def _response(tmp_path: Path, notifier: Notifier, topic: FakeTopic) -> Response:
-    store = SegmentStore(tmp_path / "data")
+    store = LakeStore(tmp_path / "data" / CATALOG_FILE)
     control = BreakerControl(topic, clock=lambda: T0)  # type: ignore[arg-type]
     context = RunbookContext(
         store=store,
@@ -303,7 +304,7 @@ def test_alerts_run_serves_the_runbook_step_failures_on_its_metrics_port(tmp_pat
     response = _response(tmp_path, n, topic)
     port = free_port()
     args = argparse.Namespace(
-        metrics_port=port, metrics_host="127.0.0.1", db=tmp_path / "agentwatch.duckdb", catalog=None
+        metrics_port=port, metrics_host="127.0.0.1", db=tmp_path / "agentwatch.sqlite", catalog=None
     )
     server = serve_metrics(args, lambda: (), response)
     assert server is not None

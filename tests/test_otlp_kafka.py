@@ -8,12 +8,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import duckdb
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from agentwatch.broker import BrokerInfo, free_port
+from agentwatch.processors.store.lake import connect as connect_lake
 from tests.conftest import TopicFactory
 from tests.pipeline_helpers import AGENTWATCH, produce, run_to_idle
 from tests.test_otlp_receiver import agent_run, http_exporter
@@ -21,7 +21,7 @@ from tests.test_otlp_receiver import agent_run, http_exporter
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "agentwatch.duckdb"
+    return tmp_path / "data" / "agentwatch.sqlite"
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def receiver_url(kafka_broker: BrokerInfo, topic: TopicFactory) -> Iterator[tupl
 
 
 def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect_lake(db)
     try:
         return con.execute(sql).fetchall()
     finally:

@@ -21,7 +21,7 @@ from agentwatch.logs import RateLimitFilter
 from agentwatch.processors.landing.config import ProcessorConfig
 from agentwatch.processors.landing.faults import EXIT_STORAGE, Outage, is_transient
 from agentwatch.processors.landing.processor import Processor
-from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.processors.store.lake import LakeStore
 from agentwatch.settings import Settings
 from tests.conftest import TopicFactory, require_tool
 from tests.pipeline_helpers import count, make_events, process_cmd, produce, wait_for
@@ -40,7 +40,7 @@ def test_a_wrong_bootstrap_fails_within_10_s_with_one_line_and_exit_1(
     address = f"127.0.0.1:{free_port()}"  # nothing listens there
     build_parser(Settings())  # imports done: time the command, not a cold interpreter
     began = time.monotonic()
-    code = main(["process", "--bootstrap", address, "--db", str(tmp_path / "a.duckdb")])
+    code = main(["process", "--bootstrap", address, "--db", str(tmp_path / "a.sqlite")])
     elapsed = time.monotonic() - began
     lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
     assert code == 1
@@ -88,7 +88,7 @@ def test_the_processor_rides_out_a_broker_outage_mid_run_and_lands_each_event_on
 ) -> None:
     if broker_status(outages.data_dir) is None:
         outages.start()
-    topic, db, log = "mid-run", tmp_path / "data" / "a.duckdb", tmp_path / "process.log"
+    topic, db, log = "mid-run", tmp_path / "data" / "a.sqlite", tmp_path / "process.log"
     with log.open("wb") as err:
         proc = subprocess.Popen(
             process_cmd(outages.info, topic, db, "--idle-timeout", "3", "--flush-interval", "0.3"),
@@ -118,7 +118,7 @@ def test_the_processor_waits_out_a_broker_that_is_down_at_start(
     outages: Outages, tmp_path: Path
 ) -> None:
     outages.stop()
-    topic, db, log = "at-start", tmp_path / "data" / "a.duckdb", tmp_path / "process.log"
+    topic, db, log = "at-start", tmp_path / "data" / "a.sqlite", tmp_path / "process.log"
     with log.open("wb") as err:
         proc = subprocess.Popen(
             process_cmd(outages.info, topic, db, "--idle-timeout", "3",
@@ -141,7 +141,7 @@ def test_the_processor_waits_out_a_broker_that_is_down_at_start(
 def test_idle_timeout_waits_for_the_partitions_of_a_killed_member(
     kafka_broker: BrokerInfo, topic: TopicFactory, tmp_path: Path
 ) -> None:
-    name, db = topic(partitions=4), tmp_path / "data" / "a.duckdb"
+    name, db = topic(partitions=4), tmp_path / "data" / "a.sqlite"
     logs = [tmp_path / "slow.log", tmp_path / "idle.log"]
     # The first member never lands by itself; the second exits once idle.
     commands = [
@@ -174,8 +174,8 @@ def _small_files() -> None:
 def test_a_full_disk_ends_the_run_with_that_error_last_and_no_temp_files(
     kafka_broker: BrokerInfo, topic: TopicFactory, tmp_path: Path
 ) -> None:
-    name, db = topic(), tmp_path / "data" / "a.duckdb"
-    SegmentStore(db.parent, db.name).prepare()  # the catalog fits; the first batch does not
+    name, db = topic(), tmp_path / "data" / "a.sqlite"
+    LakeStore(db).prepare()  # the catalog fits; the first batch does not
     produce(kafka_broker.bootstrap, name, make_events(3000, "big"))
     done = subprocess.run(
         process_cmd(kafka_broker, name, db, "--idle-timeout", "5", "--max-batch", "3000"),
@@ -246,7 +246,7 @@ def test_a_processor_started_right_after_its_topic_is_created_gets_partitions_20
     for attempt in range(20):
         name = topic()
         produce(kafka_broker.bootstrap, name, make_events(5, f"a{attempt}"))
-        db = tmp_path / f"run{attempt}" / "a.duckdb"
+        db = tmp_path / f"run{attempt}" / "a.sqlite"
         config = ProcessorConfig(
             bootstrap=kafka_broker.bootstrap, db=db, topic=name, group=f"g-{name}",
             idle_timeout_s=0.5, flush_interval_s=0.1, session_timeout_s=6.0,

@@ -13,11 +13,11 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import duckdb
 import pytest
 from kafka import KafkaConsumer
 
 from agentwatch.broker import BrokerInfo
+from agentwatch.processors.store.lake import connect as connect_lake
 from tests.conftest import TopicFactory
 from tests.examples import invalid_examples
 from tests.pipeline_helpers import (
@@ -34,7 +34,7 @@ from tests.pipeline_helpers import (
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "agentwatch.duckdb"
+    return tmp_path / "data" / "agentwatch.sqlite"
 
 
 @pytest.fixture
@@ -151,7 +151,7 @@ def test_analysts_query_read_only_while_the_processor_runs(
     wait_for(lambda: db.exists() and committed_segments(db) > 0, 60, "first segment")
     wait_for(lambda: count(db, "SELECT count(*) FROM events") == 3_000, 60, "all events")
 
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect_lake(db)
     assert con.execute("SELECT count(DISTINCT agent_id) FROM events").fetchone() == (2,)
     con.close()
     cli = subprocess.run(

@@ -212,7 +212,7 @@ class Notified:
 
 def _webhook_response(harness: Harness, catalog_path: Path | None) -> tuple[Notified, Any]:
     notified = Notified()
-    response = Response(notified, load_runbooks(), harness.context, None, Path("x.duckdb"))  # type: ignore[arg-type]
+    response = Response(notified, load_runbooks(), harness.context, None, Path("x.sqlite"))  # type: ignore[arg-type]
     return notified, response.received_sink(catalogued_only(load_catalog(catalog_path)))
 
 

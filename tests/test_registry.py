@@ -14,7 +14,7 @@ from tests.lifecycle_helpers import CATALOG_YAML, db_of, make_registry, write_ca
 
 
 def agents_cli(tmp_path: Path, *args: str) -> int:
-    db = tmp_path / "data" / "agentwatch.duckdb"
+    db = tmp_path / "data" / "agentwatch.sqlite"
     return main(["agents", *args, "--db", str(db), "--catalog", str(tmp_path / "catalog.yaml")])
 
 

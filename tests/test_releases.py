@@ -179,7 +179,7 @@ def test_the_shipped_rules_name_the_release_signals() -> None:
 
 
 def cli(tmp_path: Path, *args: str) -> int:
-    db = tmp_path / "data" / "agentwatch.duckdb"
+    db = tmp_path / "data" / "agentwatch.sqlite"
     return main(
         [*args, "--db", str(db), "--catalog", str(tmp_path / "catalog.yaml"), "--by", "ana"]
     )

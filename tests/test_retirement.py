@@ -24,7 +24,6 @@ from agentwatch.alerts.governance.retirement import (
 )
 from agentwatch.alerts.rules import Window, metrics
 from agentwatch.cli import main
-from agentwatch.processors.store.segments import SegmentName
 from tests.frames import at, events
 from tests.lifecycle_helpers import db_of, make_registry
 
@@ -162,7 +161,7 @@ def test_events_after_the_retirement_count_as_a_retired_agent_active(tmp_path: P
         {"agent_id": "faq-1", "kind": "tool_call", "tool_name": "kb.search", "ts": retired_at}
     )
     later = late.with_columns(pl.col("ts").dt.offset_by("1s"), pl.lit(7).alias("_offset"))
-    registry.store.write(SegmentName("events", "t", 1, 0, 0), later)
+    registry.store.insert("events", later)
     con = duckdb.connect(str(db_of(registry)), read_only=True)
     try:
         con.register("agent_catalog", registry.file_catalog.frame().to_arrow())

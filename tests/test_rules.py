@@ -25,7 +25,9 @@ from agentwatch.alerts.rules import (
     render,
 )
 from agentwatch.durations import format_duration, parse_duration
-from agentwatch.processors.store.segments import SegmentName, SegmentStore
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.location import CATALOG_FILE
 from tests.frames import at, events
 
 WINDOW_START, WINDOW_END = at(0), at(600)
@@ -111,7 +113,7 @@ class Store:
         catalog: Catalog = CATALOG,
     ) -> dict[tuple[str, ...], Sample]:
         """The metric's samples keyed by their label values, in label order."""
-        con = duckdb.connect(str(self.path), read_only=True)
+        con = connect_lake(self.path)
         try:
             con.register("agent_catalog", catalog.frame().to_arrow())
             found = metrics()[metric].measure(con, Window(start, end))
@@ -121,7 +123,7 @@ class Store:
 
 
 def store(tmp_path: Path, *rows: dict[str, Any]) -> Store:
-    segments = SegmentStore(tmp_path)
+    segments = LakeStore(tmp_path / CATALOG_FILE)
     segments.write(SegmentName("events", "t", 0, 0, max(len(rows) - 1, 0)), events(*rows))
     segments.prepare()
     return Store(segments.catalog_path)
@@ -552,7 +554,7 @@ def drift_row(
 
 def test_drift_metrics_take_the_latest_verdict_of_each_signal(tmp_path: Path) -> None:
     s = store(tmp_path, ev("hr-1", 10))
-    log = SegmentStore(tmp_path)
+    log = LakeStore(tmp_path / CATALOG_FILE)
     log.append_log("drift_scores", pl.DataFrame([
         drift_row("hr-1", "llm_latency_ms", 100, "ok", "rolling"),
         drift_row("hr-1", "llm_latency_ms", 400, "drift", "rolling"),

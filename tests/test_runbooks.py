@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 import yaml
 
@@ -29,7 +28,9 @@ from agentwatch.alerts.response.runbooks import (
 )
 from agentwatch.durations import parse_seconds
 from agentwatch.ingest.contract.control import Applied, ControlMessage
-from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.location import CATALOG_FILE
 
 T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -59,7 +60,7 @@ class FakeTopic:
 class Harness:
     def __init__(self, tmp_path: Path) -> None:
         self.topic = FakeTopic()
-        self.store = SegmentStore(tmp_path / "data")
+        self.store = LakeStore(tmp_path / "data" / CATALOG_FILE)
         self.notified: list[tuple[str, str]] = []
         self.control = BreakerControl(self.topic, clock=lambda: T0)  # type: ignore[arg-type]
         self.context = RunbookContext(
@@ -277,7 +278,7 @@ def test_the_actions_table_is_queryable_in_the_catalog(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     h.store.prepare()
     h.run("contain-agent", alert())
-    con = duckdb.connect(str(h.store.catalog_path), read_only=True)
+    con = connect_lake(h.store.catalog_path)
     try:
         rows = con.execute(
             "SELECT step, action, actor, result FROM actions ORDER BY step"

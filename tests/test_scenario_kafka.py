@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import duckdb
 import polars as pl
 import pytest
 
@@ -17,6 +16,7 @@ from agentwatch.broker import BrokerInfo
 from agentwatch.cli import main
 from agentwatch.ingest.sim.scenario import load_scenario
 from agentwatch.processors.drift import backfill, load_config
+from agentwatch.processors.store.lake import connect as connect_lake
 from tests.pipeline_helpers import run_to_idle
 
 pytestmark = pytest.mark.integration
@@ -64,7 +64,7 @@ def test_a_scenario_is_detected_on_the_right_agent_and_signals(
     assert "scenario short-prompt-regression: 1 change(s)" in out
     assert "it-support-1 from" in out and "prompt v13" in out
 
-    db = tmp_path / "data" / "agentwatch.duckdb"
+    db = tmp_path / "data" / "agentwatch.sqlite"
     run_to_idle(kafka_broker, name, db)
     end = start + dt.timedelta(hours=16)
     scores = backfill(db, start, end, dt.timedelta(hours=1), load_config())
@@ -88,7 +88,7 @@ def test_a_scenario_is_detected_on_the_right_agent_and_signals(
     )
     assert elsewhere.height == 0
 
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect_lake(db)
     try:
         stored = con.execute(
             "SELECT signal, min(window_end) FROM drift_scores WHERE verdict = 'drift' "

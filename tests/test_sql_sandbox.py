@@ -17,14 +17,15 @@ import pytest
 
 from agentwatch.processors.query.sandbox import SandboxError
 from agentwatch.processors.query.sql import query
-from agentwatch.processors.store.segments import SegmentName, SegmentStore
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.location import CATALOG_FILE
 from agentwatch.processors.store.tables import EVENTS_SCHEMA
 
 T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
 
 
 def _store(data: Path) -> Path:
-    store = SegmentStore(data)
+    store = LakeStore(data / CATALOG_FILE)
     store.prepare()
     rows = [
         {
@@ -43,7 +44,7 @@ def _store(data: Path) -> Path:
         }
         for i in range(3)
     ]
-    store.write(SegmentName("events", "t", 0, 0, 2), pl.DataFrame(rows, schema=EVENTS_SCHEMA))
+    store.insert("events", pl.DataFrame(rows, schema=EVENTS_SCHEMA))
     return store.catalog_path
 
 
@@ -110,7 +111,7 @@ def escape_attempts(db: Path, out: Path) -> list[tuple[str, str]]:
     ]
 
 
-ATTEMPTS = [name for name, _sql in escape_attempts(Path("/x/agentwatch.duckdb"), Path("/x/o"))]
+ATTEMPTS = [name for name, _sql in escape_attempts(Path("/x/agentwatch.sqlite"), Path("/x/o"))]
 
 
 def test_the_corpus_has_at_least_thirty_escape_attempts() -> None:

@@ -4,24 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import polars as pl
 
 from agentwatch.processors.landing.decode import decode_batch
-from agentwatch.processors.store.segments import SegmentName, SegmentStore
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.location import CATALOG_FILE
 from tests.examples import invalid_examples, valid_lines
 from tests.test_decode import batch_of
 
 
-def landed(tmp_path: Path) -> SegmentStore:
-    store = SegmentStore(tmp_path)
+def landed(tmp_path: Path) -> LakeStore:
+    store = LakeStore(tmp_path / CATALOG_FILE)
     store.prepare()
     return store
 
 
 def test_views_work_before_any_segment_exists(tmp_path: Path) -> None:
     store = landed(tmp_path)
-    con = duckdb.connect(str(store.catalog_path), read_only=True)
+    con = connect_lake(store.catalog_path)
     assert con.execute("SELECT count(*) FROM events").fetchone() == (0,)
     assert con.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
 
@@ -29,8 +30,8 @@ def test_views_work_before_any_segment_exists(tmp_path: Path) -> None:
 def test_committed_segments_are_visible_through_the_catalog(tmp_path: Path) -> None:
     store = landed(tmp_path)
     decoded = decode_batch(batch_of(list(valid_lines())))
-    store.write(SegmentName("events", "agent-events", 0, 100, 112), decoded.events)
-    con = duckdb.connect(str(store.catalog_path), read_only=True)
+    store.insert("events", decoded.events)
+    con = connect_lake(store.catalog_path)
     assert con.execute("SELECT count(*) FROM events").fetchone() == (len(valid_lines()),)
     assert con.execute("SELECT count(DISTINCT kind) FROM events").fetchone() == (9,)
 
@@ -48,8 +49,8 @@ def test_the_committed_offset_is_the_end_of_the_last_events_segment(tmp_path: Pa
     store = landed(tmp_path)
     empty = decode_batch(batch_of([])).events
     assert store.committed_last_offset("t", 0) is None
-    store.write(SegmentName("events", "t", 0, 0, 9), empty)
-    store.write(SegmentName("events", "t", 0, 10, 41), empty)
+    store.insert("events", empty)
+    store.insert("events", empty)
     assert store.committed_last_offset("t", 0) == 41
     assert store.committed_last_offset("t", 1) is None
 
@@ -57,9 +58,9 @@ def test_the_committed_offset_is_the_end_of_the_last_events_segment(tmp_path: Pa
 def test_recovery_drops_temp_files_and_dead_letters_of_uncommitted_batches(tmp_path: Path) -> None:
     store = landed(tmp_path)
     decoded = decode_batch(batch_of([valid_lines()[0], invalid_examples()[0][1]]))
-    store.write(SegmentName("events", "t", 0, 0, 9), decoded.events)
-    store.write(SegmentName("dead_letters", "t", 0, 0, 9), decoded.dead_letters)
-    orphan = store.write(SegmentName("dead_letters", "t", 0, 10, 19), decoded.dead_letters)
+    store.insert("events", decoded.events)
+    store.insert("dead_letters", decoded.dead_letters)
+    orphan = store.insert("dead_letters", decoded.dead_letters)
     half_written = store.partition_dir("events", "t", 0) / ".tmp-abc-L0-x.parquet"
     half_written.write_bytes(b"PAR1 partial")
     assert store.recover("t", 0) == 9
@@ -71,17 +72,17 @@ def test_recovery_drops_temp_files_and_dead_letters_of_uncommitted_batches(tmp_p
 def test_catalog_is_rebuilt_when_the_data_dir_moves(tmp_path: Path) -> None:
     landed(tmp_path / "a")
     (tmp_path / "a").rename(tmp_path / "b")
-    store = SegmentStore(tmp_path / "b")
+    store = LakeStore(tmp_path / "b" / CATALOG_FILE)
     store.prepare()
-    con = duckdb.connect(str(store.catalog_path), read_only=True)
+    con = connect_lake(store.catalog_path)
     row = con.execute("SELECT data_dir FROM agentwatch_catalog").fetchone()
     assert row == (str((tmp_path / "b").resolve()),)
 
 
 def test_a_reader_keeps_working_while_the_catalog_is_replaced(tmp_path: Path) -> None:
     store = landed(tmp_path)
-    reader = duckdb.connect(str(store.catalog_path), read_only=True)
-    store.build_catalog()
+    reader = connect_lake(store.catalog_path)
+    store.prepare()
     assert reader.execute("SELECT count(*) FROM events").fetchone() == (0,)
     frame = pl.read_parquet(tmp_path / "segments" / "events" / "L0-schema.parquet")
     assert frame.height == 0
@@ -123,5 +124,5 @@ def test_prepare_brings_an_old_schema_file_up_to_date(tmp_path: Path) -> None:
     schema_file = tmp_path / "segments" / "events" / "L0-schema.parquet"
     pl.DataFrame(schema={"event_id": pl.String, "kind": pl.String}).write_parquet(schema_file)
     store.prepare()
-    con = duckdb.connect(str(store.catalog_path), read_only=True)
+    con = connect_lake(store.catalog_path)
     assert con.execute("SELECT count(cost_usd_effective) FROM events").fetchone() == (0,)

@@ -19,7 +19,9 @@ import polars as pl
 import pytest
 
 from agentwatch.processors.query.sql import query
-from agentwatch.processors.store.segments import CATALOG_FILE, SegmentName, SegmentStore
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.location import CATALOG_FILE
 from agentwatch.processors.store.tables import EVENTS_SCHEMA
 from agentwatch.processors.store.views import view_statements
 
@@ -73,14 +75,14 @@ def session(session_id: str, start_s: float, end_s: float | None, **end: Any) ->
 
 def land(tmp_path: Path, *segments: Iterable[Row]) -> duckdb.DuckDBPyConnection:
     """Write each group of rows as one segment and open the catalog read-only."""
-    store = SegmentStore(tmp_path)
+    store = LakeStore(tmp_path / CATALOG_FILE)
     store.prepare()
     for rows in segments:
         frame = pl.DataFrame(list(rows), schema=EVENTS_SCHEMA)
         first, last = frame["_offset"].min(), frame["_offset"].max()
         assert isinstance(first, int) and isinstance(last, int)
-        store.write(SegmentName("events", "t", 0, first, last), frame)
-    return duckdb.connect(str(store.catalog_path), read_only=True)
+        store.insert("events", frame)
+    return connect_lake(store.catalog_path)
 
 
 def rows_of(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
@@ -380,11 +382,11 @@ def test_late_rows_are_left_out_of_metrics_but_counted_as_late(tmp_path: Path) -
 def test_rows_without_a_late_flag_count_as_on_time(tmp_path: Path) -> None:
     old = pl.DataFrame([event("tool_call", "s1", 1, tool_name="kb.search")], schema=EVENTS_SCHEMA)
     unflagged = pl.DataFrame([event("tool_call", "s1", 2, _late=None)], schema=EVENTS_SCHEMA)
-    store = SegmentStore(tmp_path)
+    store = LakeStore(tmp_path / CATALOG_FILE)
     store.prepare()
-    store.write(SegmentName("events", "t", 0, 0, 0), old.drop("_late"))  # an older layout
-    store.write(SegmentName("events", "t", 0, 1, 1), unflagged)
-    con = duckdb.connect(str(store.catalog_path), read_only=True)
+    store.insert("events", old.drop("_late"))  # an older layout
+    store.insert("events", unflagged)
+    con = connect_lake(store.catalog_path)
     assert one(con, "SELECT events FROM metrics_1m") == {"events": 2}
     assert rows_of(con, "SELECT * FROM late_events") == []
 

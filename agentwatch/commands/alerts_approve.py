@@ -53,11 +53,11 @@ def _cmd_approve(args: argparse.Namespace) -> int:
         load_runbooks,
         resume,
     )
-    from agentwatch.processors.store.segments import SegmentStore
+    from agentwatch.processors.store.lake import LakeStore
 
     keyring = control_keyring(args)
     catalog = catalog_from_args(args, "no pinned versions to roll back to")
-    store = SegmentStore(args.db.parent, args.db.name)
+    store = LakeStore(args.db)
     try:
         waiting = approve(store, args.action_id, args.by)
     except RunbookError as exc:

@@ -40,7 +40,8 @@ from agentwatch.commands.options import (
 from agentwatch.durations import duration_argument
 from agentwatch.ingest.contract.control import new_message_id
 from agentwatch.ingest.sdk.control import BREAKER_POLICY
-from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.settings import Settings
 
 NO_CATALOG_HOLDS = "no retired agents are held open"
@@ -103,7 +104,7 @@ def _user() -> str:
 
 
 def _record(args: argparse.Namespace, action: str, result: str, detail: dict[str, Any]) -> None:
-    store = SegmentStore(args.db.parent, args.db.name)
+    store = LakeStore(args.db)
     control_id = detail.get("control_id")
     record_actions(
         store,
@@ -198,7 +199,7 @@ def confirmed_ids(db: Path, ids: Iterable[str]) -> set[str] | None:
     if not wanted:
         return set()
     try:
-        con = duckdb.connect(str(db), read_only=True)
+        con = connect_lake(db)
     except duckdb.Error:
         return None
     try:

@@ -2,7 +2,7 @@
 
 Repricing rewrites whole segments, because segments are immutable Parquet files: each
 one that holds rows to reprice is read, repriced and written back under the same name
-by ``SegmentStore.write`` (a temporary file renamed over the old one). A reader that has
+by ``LakeStore.write`` (a temporary file renamed over the old one). A reader that has
 the old file open keeps reading it; the next query sees the new one. A running processor
 only ever adds segments of later offsets, so the two never write the same file.
 
@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import os
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import duckdb
 import polars as pl
 from rich import box
 from rich.console import Console
@@ -38,8 +37,9 @@ from agentwatch.processors.landing.pricing import (
     pricing_file,
     unpriced_models,
 )
-from agentwatch.processors.store.segments import SegmentName, SegmentStore
-from agentwatch.processors.store.tables import EVENTS_SCHEMA, UTC_TS
+from agentwatch.processors.store.lake import LakeStore, StoreMissing
+from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.tables import UTC_TS
 from agentwatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,11 +55,8 @@ class RepriceReport:
     since: dt.datetime
     pricing_version: str
     dry_run: bool
-    segments_scanned: int = 0
-    segments_matched: int = 0
-    segments_changing: int = 0
-    segments_rewritten: int = 0
     rows_repriced: int = 0
+    rows_rewritten: int = 0
     rows_changed: int = 0
     rows_cost_changed: int = 0
     cost_before: float = 0.0
@@ -67,7 +64,6 @@ class RepriceReport:
     unpriced_before: int = 0
     unpriced_after: int = 0
     unpriced_models: Counter[str] = field(default_factory=Counter)
-    skipped: list[Path] = field(default_factory=list)
 
 
 def reprice_mask(since: dt.datetime) -> pl.Expr:
@@ -94,85 +90,61 @@ def reprice_frame(frame: pl.DataFrame, table: PricingTable, since: dt.datetime) 
 
 
 def reprice(
-    store: SegmentStore, table: PricingTable, since: dt.datetime, *, dry_run: bool = False
+    store: LakeStore, table: PricingTable, since: dt.datetime, *, dry_run: bool = False
 ) -> RepriceReport:
-    """Reprice every events segment holding rows to reprice; rewrite those that change."""
-    report = RepriceReport(since=since, pricing_version=table.version, dry_run=dry_run)
-    mask = reprice_mask(since)
-    for name, path in _event_segments(store):
-        report.segments_scanned += 1
-        matched = (
-            _with_event_columns(pl.scan_parquet(path)).filter(mask).select(pl.len()).collect()
-        ).item()
-        if not matched:
-            continue
-        report.segments_matched += 1
-        before_stat = os.stat(path)
-        frame = _with_event_columns(pl.read_parquet(path))
-        new = reprice_frame(frame, table, since)
+    """Recompute the rows of :func:`reprice_mask` and update those that change, atomically.
+
+    The read and the update are one transaction: a concurrent landing either committed
+    before it (and its rows are repriced) or after it (and was priced when it landed).
+    """
+
+    def work(con: duckdb.DuckDBPyConnection) -> RepriceReport:
+        report = RepriceReport(since=since, pricing_version=table.version, dry_run=dry_run)
+        frame = con.execute(
+            "SELECT * FROM events WHERE kind = 'llm_call' AND ts >= ? "
+            "AND (cost_source IS NULL OR cost_source IN (?, ?))",
+            [since, SOURCE_PRICING, SOURCE_UNPRICED],
+        ).pl()
+        mask = reprice_mask(since)
         old_rows = frame.filter(mask)
-        new_rows = new.filter(mask)
+        new_rows = reprice_frame(frame, table, since).filter(mask)
         differs = old_rows.select(
             pl.col(c).ne_missing(new_rows.get_column(c)) for c in DERIVED_COST_COLUMNS
         )
-        changed = int(differs.select(pl.any_horizontal(pl.all()).sum()).item())
-        report.rows_repriced += old_rows.height
-        report.rows_changed += changed
-        report.rows_cost_changed += int(differs.get_column("cost_usd_effective").sum())
-        report.cost_before += float(old_rows.get_column("cost_usd_effective").sum())
-        report.cost_after += float(new_rows.get_column("cost_usd_effective").sum())
-        report.unpriced_before += _count_unpriced(old_rows)
-        report.unpriced_after += _count_unpriced(new_rows)
+        changed = differs.select(pl.any_horizontal(pl.all())).to_series()
+        report.rows_repriced = old_rows.height
+        report.rows_changed = int(changed.sum())
+        report.rows_cost_changed = int(differs.get_column("cost_usd_effective").sum())
+        report.cost_before = float(old_rows.get_column("cost_usd_effective").sum())
+        report.cost_after = float(new_rows.get_column("cost_usd_effective").sum())
+        report.unpriced_before = _count_unpriced(old_rows)
+        report.unpriced_after = _count_unpriced(new_rows)
         for model, events in unpriced_models(new_rows).select("model", "events").iter_rows():
             report.unpriced_models[model or "(none)"] += events
-        if not changed:
-            continue
-        report.segments_changing += 1
-        if dry_run:
-            continue
-        with store.partition_lock(name.topic, name.partition):
-            if _identity(os.stat(path)) != _identity(before_stat):
-                # Replaced while we read it: writing ours back would undo that change.
-                log.warning(
-                    "segment changed while repricing; skipped", extra={"segment": str(path)}
-                )
-                report.skipped.append(path)
-                continue
-            store.write(name, new)
-        report.segments_rewritten += 1
-        log.info("segment repriced", extra={"segment": str(path), "rows": changed})
-    return report
+        if dry_run or not report.rows_changed:
+            return report
+        updates = new_rows.filter(changed).select(*_ROW_KEY, *DERIVED_COST_COLUMNS)
+        con.register("_repriced", updates.to_arrow())
+        try:
+            assignments = ", ".join(f"{c} = r.{c}" for c in DERIVED_COST_COLUMNS)
+            keys = " AND ".join(f"e.{c} = r.{c}" for c in _ROW_KEY)
+            con.execute(f"UPDATE events AS e SET {assignments} FROM _repriced AS r WHERE {keys}")
+        finally:
+            con.unregister("_repriced")
+        report.rows_rewritten = report.rows_changed
+        log.info("events repriced", extra={"rows": report.rows_changed})
+        return report
+
+    with store.write_lock():
+        return store.transaction(work)
 
 
-def _event_segments(store: SegmentStore) -> Iterator[tuple[SegmentName, Path]]:
-    root = store.data_dir / "segments" / EVENTS_TABLE
-    if not root.is_dir():
-        return
-    for topic_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for part_dir in sorted(p for p in topic_dir.iterdir() if p.is_dir()):
-            if not part_dir.name.isdigit():
-                continue
-            partition = int(part_dir.name)
-            for first, last, path in store.segments(EVENTS_TABLE, topic_dir.name, partition):
-                yield SegmentName(EVENTS_TABLE, topic_dir.name, partition, first, last), path
-
-
-def _with_event_columns(frame: _Frame) -> _Frame:
-    """Add the columns an older segment lacks (as nulls), in the table's order."""
-    present = frame.collect_schema().names()
-    missing = [pl.lit(None, t).alias(c) for c, t in EVENTS_SCHEMA.items() if c not in present]
-    if not missing:
-        return frame
-    extra: list[str] = [c for c in present if c not in EVENTS_SCHEMA]
-    return frame.with_columns(missing).select([*EVENTS_SCHEMA, *extra])
+# A stored event's identity: its Kafka position, and its id (one OTLP message holds many).
+_ROW_KEY = ("_topic", "_partition", "_offset", "event_id")
 
 
 def _count_unpriced(rows: pl.DataFrame) -> int:
     return int((rows.get_column("cost_source") == SOURCE_UNPRICED).sum())
-
-
-def _identity(stat: os.stat_result) -> tuple[int, int, int]:
-    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
 # --------------------------------------------------------------------------- command
@@ -206,11 +178,10 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         help="recompute stored LLM costs from the pricing table",
         description=(
             "Recompute the cost of stored llm_call events from --since on that were priced "
-            "from the table or left unpriced, and rewrite their segments atomically. Costs "
+            "from the table or left unpriced, and update them in one transaction. Costs "
             "that came with the event, and older events, are left as they are. Safe while "
             "`agentwatch process` runs; restart processors first so that they land new "
-            "events with the new table too. Exit 1 when there is nothing to reprice in, or "
-            "when a segment changed underneath (run it again)."
+            "events with the new table too. Exit 1 when there is no store to reprice in."
         ),
     )
     rep.add_argument(
@@ -224,7 +195,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "--db",
         type=Path,
         default=Path(settings.value("storage", "db")),
-        help="catalog file; its segments live beside it (default %(default)s)",
+        help="the store: its catalog file or PostgreSQL DSN (default %(default)s)",
     )
     rep.add_argument(
         "--pricing", type=Path, metavar="FILE", default=default_pricing, help=pricing_help
@@ -290,14 +261,13 @@ def _usd(value: float) -> str:
 
 def _reprice(args: argparse.Namespace) -> int:
     table = load_pricing(args.pricing)
-    store = SegmentStore(args.db.parent, args.db.name)
-    if not (store.data_dir / "segments" / EVENTS_TABLE).is_dir():
-        print(
-            f"agentwatch cost reprice: no events segments under {store.data_dir}: "
-            "is --db the catalog that `agentwatch process` writes?",
-            file=sys.stderr,
-        )
+    try:
+        con = connect_lake(args.db)
+    except StoreMissing as exc:
+        print(f"agentwatch cost reprice: {exc}", file=sys.stderr)
         return 1
+    con.close()
+    store = LakeStore(args.db)
     console = Console()
     report = reprice(store, table, args.since, dry_run=args.dry_run)
     console.print(summary_heading(report), style="bold", highlight=False, soft_wrap=True)
@@ -310,13 +280,6 @@ def _reprice(args: argparse.Namespace) -> int:
         for model, n in report.unpriced_models.most_common():
             unpriced.add_row(model, f"{n:,}")
         console.print(unpriced)
-    if report.skipped:
-        print(
-            f"agentwatch cost reprice: {len(report.skipped)} segment(s) changed while "
-            "repricing and were left as they were; run the command again.",
-            file=sys.stderr,
-        )
-        return 1
     return 0
 
 
@@ -331,12 +294,10 @@ def summary_view(report: RepriceReport) -> Table:
     view = Table(show_header=False)
     view.add_column("what")
     view.add_column("value", justify="right")
-    changing = report.segments_changing if report.dry_run else report.segments_rewritten
+    changing = report.rows_changed if report.dry_run else report.rows_rewritten
     for label, value in (
-        ("segments scanned", f"{report.segments_scanned:,}"),
-        ("segments with rows to reprice", f"{report.segments_matched:,}"),
-        (f"segments {verb}", f"{changing:,}"),
         ("rows repriced", f"{report.rows_repriced:,}"),
+        (f"rows {verb}", f"{changing:,}"),
         ("rows changed (cost, source or version)", f"{report.rows_changed:,}"),
         ("rows whose cost changed", f"{report.rows_cost_changed:,}"),
         ("cost before (USD)", f"{report.cost_before:,.6f}"),

@@ -42,7 +42,7 @@ from agentwatch.ingest.sim.scenario import load_scenario
 from agentwatch.ingest.sim.simulate import SimulationSummary, run_simulation
 from agentwatch.kafka import client_options
 from agentwatch.processors.query import report
-from agentwatch.processors.store.segments import CATALOG_FILE
+from agentwatch.processors.store.location import CATALOG_FILE
 from agentwatch.settings import Settings
 
 DEMO_SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "latency-shift.yaml"

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 from rich.console import Console
 from rich.table import Table
 
@@ -34,6 +33,7 @@ from agentwatch.alerts.response.control import BreakerControl
 from agentwatch.alerts.rules import Window, metrics
 from agentwatch.ingest.contract.control import Keyring
 from agentwatch.ingest.sim.fleet import make_agents
+from agentwatch.processors.store.lake import connect as connect_lake
 
 ACTOR = "demo"
 SIGNALS = ("unregistered_release_events", "unapproved_release_events", "off_release_calls")
@@ -77,7 +77,7 @@ def finish(console: Console, db: Path, bootstrap: str, registered: Registered, k
     agent = registered.agent_id
     now = dt.datetime.now(dt.UTC)
     console.rule(f"[bold]Lifecycle: {agent}")
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect_lake(db)
     try:
         con.register("agent_catalog", registry.catalog.frame().to_arrow())
         window = Window(registered.since, now)

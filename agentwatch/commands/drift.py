@@ -27,7 +27,7 @@ from agentwatch.durations import DurationError, duration_argument, parse_duratio
 from agentwatch.processors.drift.config import DriftConfig, load_config
 from agentwatch.processors.drift.evaluate import DRIFT, DriftEvaluator, backfill
 from agentwatch.processors.drift.metrics import DriftCollector
-from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.processors.store.lake import LakeStore
 from agentwatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def run_loop(
 ) -> int:
     """Evaluate each window end as it becomes due, catching up on any missed ones."""
     evaluator = DriftEvaluator(db, config, clock=clock)
-    store = SegmentStore(db.parent, db.name)
+    store = LakeStore(db)
     store.prepare()
     last: dt.datetime | None = None
     while True:

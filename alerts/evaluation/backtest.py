@@ -25,6 +25,7 @@ import duckdb
 from agentwatch.alerts.evaluation.evaluator import AlertStates, Evaluator, Transition
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.rules import Rule, Sample
+from agentwatch.processors.store.lake import connect as connect_lake
 
 BATCH: Final = dt.timedelta(hours=1)
 
@@ -140,7 +141,7 @@ def backtest(
     open_episodes: dict[str, Episode] = {}
     times = instants(start, end, interval)
     back = lookback(rules)
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect_lake(db)
     try:
         con.register("agent_catalog", catalog.frame().to_arrow())
         for batch_start in range(0, len(times), max(1, int(BATCH / interval))):

@@ -38,7 +38,8 @@ from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.model import Alert, AlertState, fingerprint
 from agentwatch.alerts.rules import Metric, Rule, Sample, Window, by_labels, metrics, render
 from agentwatch.clock import Clock, utc_now
-from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.processors.store.tables import ALERT_EVENTS_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -396,7 +397,7 @@ class Evaluator:
         registry: Mapping[str, Metric] | None = None,
     ) -> None:
         self.db = db
-        self.store = SegmentStore(db.parent, db.name)
+        self.store = LakeStore(db)
         self.rules: list[Rule] = list(rules)
         self.catalog = catalog
         self.clock = clock
@@ -462,7 +463,7 @@ class Evaluator:
         measured: dict[str, list[Measurement]] = {}
         errors: dict[str, str] = {}
         try:
-            con = duckdb.connect(str(self.db), read_only=True)
+            con = connect_lake(self.db)
         except duckdb.Error as exc:
             return {}, {r.name: f"cannot open {self.db}: {exc}" for r in self.rules}
         try:

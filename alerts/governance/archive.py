@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import duckdb
 import msgspec
 import polars as pl
 
+from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.settings import ConfigError
 
 MANIFEST: Final = "manifest.json"
@@ -108,7 +108,7 @@ def write_archive(
         raise ArchiveError(f"{folder}: the archive folder exists and is not empty")
     folder.mkdir(parents=True, exist_ok=True)
     files = []
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect_lake(db)
     try:
         for table, sql in ARCHIVE_QUERIES.items():
             frame = con.sql(sql, params={"agent": agent_id}).pl()

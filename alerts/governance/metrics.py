@@ -32,7 +32,7 @@ from agentwatch.alerts.governance.registry import TABLE as CHANGES
 from agentwatch.alerts.governance.registry import Registry, utc_now
 from agentwatch.alerts.governance.releases import Releases
 from agentwatch.alerts.governance.review import TABLE as REVIEWS
-from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.processors.store.lake import LakeStore
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class LifecycleCollector(Collector):
         yield from self._families
 
     def _read(self, now: dt.datetime) -> list[Metric]:
-        store = SegmentStore(self.db.parent, self.db.name)
+        store = LakeStore(self.db)
         history = store.read_log(CHANGES)
         registry = Registry(store, load_catalog(self.catalog_path), history)
         info = GaugeMetricFamily(

@@ -33,7 +33,7 @@ from agentwatch.alerts.governance.catalog import (
     entry_from_doc,
     load_catalog,
 )
-from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.processors.store.lake import LakeStore
 
 TABLE: Final = "catalog_changes"
 DECLARED: Final = frozenset({"added", "changed", "removed"})
@@ -153,7 +153,7 @@ def catalog_diff(
 class Registry:
     """The catalog as governance sees it, and the store its history lives in."""
 
-    def __init__(self, store: SegmentStore, catalog: Catalog, history: pl.DataFrame) -> None:
+    def __init__(self, store: LakeStore, catalog: Catalog, history: pl.DataFrame) -> None:
         self.store = store
         self.file_catalog = catalog
         self._refresh(history)
@@ -227,7 +227,7 @@ class Registry:
 
 
 def sync(
-    store: SegmentStore, catalog: Catalog, *, actor: str, reason: str, clock: Clock = utc_now
+    store: LakeStore, catalog: Catalog, *, actor: str, reason: str, clock: Clock = utc_now
 ) -> int:
     """Record how ``catalog`` differs from the history; returns how many rows were added."""
     history = store.read_log(TABLE)
@@ -249,7 +249,7 @@ def load_registry(
 ) -> Registry:
     """Load the catalog file, record what changed since the last load, and overlay history."""
     catalog = load_catalog(catalog_path)
-    store = SegmentStore(db.parent, db.name)
+    store = LakeStore(db)
     store.prepare()
     sync(store, catalog, actor=actor, reason=reason or "catalog file loaded", clock=clock)
     return Registry(store, catalog, store.read_log(TABLE))
@@ -271,7 +271,7 @@ def registry_catalog(db: Path, catalog_path: Path) -> Catalog:
 
 def apply_registry(db: Path, catalog: Catalog) -> Catalog:
     """``catalog`` with the retirements the registry beside ``db`` recorded."""
-    store = SegmentStore(db.parent, db.name)
+    store = LakeStore(db)
     return Registry(store, catalog, store.read_log(TABLE)).catalog
 
 
@@ -287,7 +287,7 @@ def recorder(db: Path, catalog_path: Path, actor: str) -> Callable[[], None]:
         stamp = catalog_path.stat().st_mtime
         if seen and seen[0] == stamp:
             return
-        store = SegmentStore(db.parent, db.name)
+        store = LakeStore(db)
         sync(store, load_catalog(catalog_path), actor=actor, reason="catalog file loaded")
         seen[:] = [stamp]
 

@@ -26,6 +26,7 @@ import polars as pl
 
 from agentwatch.alerts.governance.catalog import TOOL_TIERS, AgentEntry
 from agentwatch.alerts.governance.registry import Registry
+from agentwatch.processors.store.lake import connect as connect_lake
 
 TABLE: Final = "access_reviews"
 APPROVED_CALL: Final = "json_extract_string(attributes, '$.approved_by') IS NOT NULL"
@@ -86,7 +87,7 @@ def usage(db: Path, start: dt.datetime, end: dt.datetime) -> dict[str, pl.DataFr
     """The window's model calls, tool calls (with human approvals) and escalations."""
     params = {"start": start, "end": end}
     window = "ts >= $start AND ts < $end AND agent_id IS NOT NULL"
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect_lake(db)
     try:
         return {
             "models": _query(

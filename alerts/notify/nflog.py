@@ -18,7 +18,7 @@ import polars as pl
 
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.notify.receivers import Notification
-from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.tables import NOTIFICATIONS_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class NotificationLog(Protocol):
 class StoreLog:
     """The ``notifications`` log table of a data dir (one segment per append)."""
 
-    def __init__(self, store: SegmentStore) -> None:
+    def __init__(self, store: LakeStore) -> None:
         self.store = store
 
     def append(self, records: Sequence[NotificationRecord]) -> None:

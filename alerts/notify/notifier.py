@@ -65,7 +65,8 @@ from agentwatch.alerts.notify.stages import (
     resolved_notice,
 )
 from agentwatch.alerts.notify.workers import InlineWorkers, Workers
-from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.location import CATALOG_FILE
 
 __all__ = [
     "NotificationRecord",
@@ -177,7 +178,7 @@ class Notifier:
         workers: Workers | None = None,
     ) -> Notifier:
         """A notifier over a data dir: its silences, and its notifications log (restored)."""
-        store = SegmentStore(data_dir)
+        store = LakeStore(data_dir / CATALOG_FILE)
         store_log = StoreLog(store)
         notifier = cls(
             load_notify_config(config_path, data_dir),

@@ -44,7 +44,8 @@ from agentwatch.ingest.contract.events import (
 )
 from agentwatch.ingest.sdk.control import BREAKER_POLICY
 from agentwatch.kafka import client_options
-from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.lake import connect as connect_lake
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ class CatalogSource:
         if not self.db.exists():
             return []
         start = since if self._floor is None else max(since, self._floor)
-        con = duckdb.connect(str(self.db), read_only=True)
+        con = connect_lake(self.db)
         try:
             cursor = con.execute(
                 "SELECT event_id, ts, kind, agent_id, session_id, policy_id, outcome, status, "
@@ -503,7 +504,7 @@ class BreakerSupervisor:
         source: ObservationSource,
         *,
         timeout_s: float = DEFAULT_CONFIRM_TIMEOUT_S,
-        store: SegmentStore | None = None,
+        store: LakeStore | None = None,
         lookback_s: float = 3600.0,
         clock: Clock | None = None,
     ) -> None:

@@ -28,6 +28,7 @@ from agentwatch.ingest.sdk.control import AgentHalted, ControlFollower
 from agentwatch.ingest.sdk.tracer import Session, Tracer
 from agentwatch.kafka import KafkaSecurity
 from agentwatch.processors.store.definitions import FAILED_CHECK
+from agentwatch.processors.store.lake import connect as connect_lake
 
 BREAKER_POLICY = "agentwatch.breaker"
 
@@ -146,7 +147,7 @@ def chain(
     db: Path, agent_id: str, since: dt.datetime, rule: str = VIOLATION_RULE
 ) -> list[ChainStep]:
     """The incident as the tables record it, in order; a missing step has no time."""
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect_lake(db)
     try:
 
         def one(sql: str, *params: object) -> tuple[object, ...] | None:

@@ -39,7 +39,7 @@ from agentwatch.alerts.response.runbooks import (
 )
 from agentwatch.clock import Clock, utc_now
 from agentwatch.ingest.contract.control import Keyring
-from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.processors.store.lake import LakeStore
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def build_response(
 ) -> Response:
     """Notifications, runbooks and breaker supervision over ``catalog`` and the store at ``db``."""
     catalog = apply_registry(db, catalog)  # with the registry's retirements
-    store = SegmentStore(db.parent, db.name)
+    store = LakeStore(db)
     # One worker per receiver: a receiver that hangs delays neither evaluation nor
     # the runbooks and breakers that contain an agent.
     notifier = Notifier.from_files(

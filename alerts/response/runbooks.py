@@ -36,7 +36,7 @@ from agentwatch.alerts.model import Alert, AlertState
 from agentwatch.clock import Clock, utc_now
 from agentwatch.decoding import did_you_mean
 from agentwatch.durations import DurationError, parse_seconds
-from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.tables import ACTIONS_SCHEMA
 
 if TYPE_CHECKING:
@@ -236,7 +236,7 @@ def action_row(
     }
 
 
-def record_actions(store: SegmentStore, rows: Iterable[Mapping[str, Any]]) -> None:
+def record_actions(store: LakeStore, rows: Iterable[Mapping[str, Any]]) -> None:
     """Append rows to the ``actions`` table as one segment."""
     rows = list(rows)
     if rows:
@@ -282,7 +282,7 @@ class RunbookContext:
     without it is ``skipped``); ``pinned_versions`` reads the catalog for rollbacks.
     """
 
-    store: SegmentStore
+    store: LakeStore
     control: BreakerControl | None = None
     connect_control: Callable[[], BreakerControl] | None = None
     notify_owner: NotifyOwner | None = None
@@ -311,7 +311,7 @@ def step_action_id(rid: str, index: int) -> str:
     return f"{rid}-{index}"
 
 
-def _history(store: SegmentStore, rid: str) -> dict[str, list[dict[str, Any]]]:
+def _history(store: LakeStore, rid: str) -> dict[str, list[dict[str, Any]]]:
     rows = store.read_log("actions").filter(pl.col("action_id").str.starts_with(f"{rid}-"))
     found: dict[str, list[dict[str, Any]]] = {}
     for row in rows.sort("ts").iter_rows(named=True):
@@ -543,7 +543,7 @@ _ACTIONS: Final[Mapping[str, Callable[[Step, Alert, str | None, RunbookContext, 
 # --------------------------------------------------------------------------- approval
 
 
-def approve(store: SegmentStore, action_id: str, by: str, clock: Clock = utc_now) -> dict[str, Any]:
+def approve(store: LakeStore, action_id: str, by: str, clock: Clock = utc_now) -> dict[str, Any]:
     """Record a person's approval of a waiting step; returns the waiting row it approves.
 
     Raises RunbookError when no step waits under ``action_id`` or it is approved already.

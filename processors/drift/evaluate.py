@@ -54,7 +54,7 @@ from agentwatch.processors.drift.summaries import (
     bucket_start,
     data_bounds,
 )
-from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.tables import DRIFT_SCORES_SCHEMA
 
 __all__ = [
@@ -256,7 +256,7 @@ def backfill(
         log.info("windows after the last event left out", extra={"last_event": str(bounds[1])})
         end = bounds[1] + config.settle
     evaluator = DriftEvaluator(db, config, agent_id=agent_id)
-    store = SegmentStore(db.parent, db.name)
+    store = LakeStore(db)
     if write:
         store.prepare()
     frames: list[pl.DataFrame] = []

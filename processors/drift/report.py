@@ -17,7 +17,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import matplotlib
 
 matplotlib.use("Agg")
@@ -42,6 +41,7 @@ from agentwatch.processors.drift.season import seasonal_sum, split_label
 from agentwatch.processors.drift.sentences import effect, sentence
 from agentwatch.processors.drift.signals import Signal, signal_of
 from agentwatch.processors.drift.summaries import SummaryCache, bucket_of
+from agentwatch.processors.store.lake import connect as connect_lake
 
 REF_COLOR = "#8c8c8c"
 CUR_COLOR = "#d62728"
@@ -51,7 +51,7 @@ SENTENCES = 10  # drifted signals told in sentences before the table
 
 def load_scores(db: Path, agent_id: str, since: dt.datetime | None) -> pl.DataFrame:
     """The agent's drift_scores rows from ``since`` (default: 7 days before its latest)."""
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect_lake(db)
     try:
         frame: pl.DataFrame = con.sql(
             "SELECT * FROM drift_scores WHERE agent_id = $agent ORDER BY window_end",

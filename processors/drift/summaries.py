@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import duckdb
 import polars as pl
 
 from agentwatch.processors.drift.config import DriftConfig
@@ -31,6 +30,7 @@ from agentwatch.processors.drift.signals import (
     family_query,
     setup_statements,
 )
+from agentwatch.processors.store.lake import connect as connect_lake
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def bucket_start(bucket: int, grain_s: int) -> dt.datetime:
 
 def data_bounds(db: Path) -> tuple[dt.datetime, dt.datetime] | None:
     """Event time of the first and the last stored event, or None when there is none."""
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect_lake(db)
     try:
         row = con.execute("SELECT min(ts), max(ts) FROM events").fetchone()
     finally:
@@ -97,7 +97,7 @@ def load_counts(
     db: Path, lo: dt.datetime, hi: dt.datetime, config: DriftConfig, agent_id: str | None = None
 ) -> pl.DataFrame:
     """Counts of every signal in ``[lo, hi)``: one query per family, one short connection."""
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect_lake(db)
     try:
         for statement in setup_statements(lo, hi, config.session_lookback, agent_id):
             con.execute(statement)

@@ -1,14 +1,16 @@
 """The processor: a consumer-group member that lands events exactly once.
 
 Kafka is the edge here; decoding and dedup are pure (``pipeline``) and storage is the
-segment store. The order of effects per partition batch is what makes a crash safe:
+lake (``store.lake``). The order of effects per partition batch is what makes a crash safe:
 
-1. dead letters go to the dead-letter topic (flushed) and to a ``dead_letters`` segment;
-2. the ``events`` segment is renamed into place: this commits the batch;
+1. dead letters go to the dead-letter topic (flushed);
+2. one lake transaction stores the batch's events, dead letters and other rows and moves
+   the partition's stored offset (compare-and-set): its commit commits the batch;
 3. the consumed offset is committed to Kafka, for lag tooling only.
 
-On (re)assignment a partition resumes after its last committed segment, not after the
-group's Kafka offset, so a SIGKILL between 2 and 3 neither loses nor repeats anything.
+On (re)assignment a partition resumes after its stored offset, not after the group's
+Kafka offset, so a SIGKILL between 2 and 3 neither loses nor repeats anything, and a
+member that lost the partition cannot commit over its new owner.
 Dead-letter messages on the topic may repeat after a crash (at least once); the
 ``dead_letters`` table does not. Kafka outages and storage errors: see ``faults``.
 """
@@ -21,6 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import duckdb
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry, start_http_server
@@ -46,7 +49,7 @@ from agentwatch.processors.landing.pipeline import (
 from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
 from agentwatch.processors.landing.redact import load_redaction
 from agentwatch.processors.metrics.exporter import FleetCollector, PartitionHealth
-from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.processors.store.lake import LakeStore
 from agentwatch.topics import BrokerUnreachable, TopicError, TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -58,7 +61,7 @@ OFFSETS_TIMEOUT_MS = 2000
 class Processor:
     def __init__(self, config: ProcessorConfig, registry: CollectorRegistry | None = None) -> None:
         self.config = config
-        self.store = SegmentStore(config.db.parent, config.db.name)
+        self.store = LakeStore(config.db)
         self.stats = RunStats()
         self.settings = LandingSettings(
             max_message_bytes=config.max_message_bytes,
@@ -99,7 +102,7 @@ class Processor:
         self._connect()
         try:
             self.store.prepare()
-        except OSError as exc:
+        except (OSError, duckdb.IOException) as exc:
             raise StorageFault(f"cannot use the data directory {cfg.db.parent}: {exc}") from exc
         server = None
         if cfg.metrics_port is not None:
@@ -317,7 +320,13 @@ class Processor:
         """Drop what is pending and continue after the partition's last committed segment."""
         assert self._consumer is not None
         last = self.store.recover(tp.topic, tp.partition)
-        stored = self.store.read_partition("events", tp.topic, tp.partition, STATE_COLUMNS)
+        # State lives only as long as the dedup horizon, the lateness allowance or a
+        # session's timeout: rebuilding it reads that much history, not all of it.
+        config = self.config
+        within = max(config.dedup_horizon_s, config.allowed_lateness_s, config.session_timeout_s)
+        stored = self.store.read_partition(
+            "events", tp.topic, tp.partition, STATE_COLUMNS, within_s=within
+        )
         state = PartitionState.rebuilt(self.settings, stored)
         self._state[tp] = state
         self._pending.pop(tp, None)
@@ -367,10 +376,11 @@ class Processor:
             landed = land_batch(batch, self._state[tp], self.settings, self._price)
         try:
             committed = self._commit(batch, landed)
-        except OSError as exc:
+        except (OSError, duckdb.IOException) as exc:
+            where = self.store.location.describe()
             raise StorageFault(
                 f"storing partition {tp.partition} offsets {batch.offsets[0]}-"
-                f"{batch.offsets[-1]} in {self.config.db.parent} failed: {exc}"
+                f"{batch.offsets[-1]} in {where} failed: {_first_line(exc)}"
             ) from exc
         except Exception:
             self._resume(tp)  # the batch's dedup and session state never committed
@@ -462,3 +472,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         except Exception as exc:
             self.processor._callback_fault = exc
             raise
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -2,10 +2,11 @@
 
 Two independent walls, so that a hole in one is not a way out:
 
-- **The connection.** Opened read-only, with extension auto-install and auto-load off,
-  file access limited to the store's ``segments`` directory (``allowed_directories``
-  with ``enable_external_access`` off: no other file, URL, database or extension can be
-  reached), and the configuration locked, so no statement can loosen it again.
+- **The connection.** The lake attached read-only, with extension auto-install and
+  auto-load off, file access limited to the lake's catalog folder and data path
+  (``allowed_directories`` with ``enable_external_access`` off: no other file, URL,
+  database or extension can be reached), and the configuration locked, so no statement
+  can loosen it again.
 - **The statements.** Each one is parsed by DuckDB's own parser and only queries run:
   ``SELECT`` (with ``WITH``, ``VALUES``, ``DESCRIBE``, ``SHOW``, ``SUMMARIZE``) and
   ``EXPLAIN [ANALYZE]`` of a query. The query inside an ``EXPLAIN`` is checked the same
@@ -13,8 +14,8 @@ Two independent walls, so that a hole in one is not a way out:
   run SQL the checker cannot see are refused. ``COPY``, ``EXPORT``, ``ATTACH``,
   ``INSTALL``, ``LOAD``, ``SET``, ``PRAGMA``, ``CALL``, ``CREATE`` and every other
   statement are refused before anything runs. The read-only connection cannot write
-  the database, but ``COPY ... TO`` could still write files (a forged segment in the
-  store would be read as events): the statement check is what stops it.
+  the lake, but ``COPY ... TO`` could still write files (a forged Parquet file in the
+  data path): the statement check is what stops it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+
+from agentwatch.processors.store import extensions
+from agentwatch.processors.store.layout import refuse_old_layout
+from agentwatch.processors.store.location import ALIAS, create_s3_secret, locate
 
 # Statement types that only read (DuckDB parses DESCRIBE, SHOW, SUMMARIZE as SELECT).
 QUERY_TYPES = frozenset({"SELECT"})
@@ -42,23 +47,29 @@ class SandboxError(Exception):
     """A statement the analysts' connection refuses; the message is one line."""
 
 
-def connect(db: Path) -> duckdb.DuckDBPyConnection:
-    """Open the catalog ``db`` read-only, able to read only its store's segments."""
-    db = db.resolve()
-    if not db.exists():
+def connect(db: Path | str) -> duckdb.DuckDBPyConnection:
+    """Attach the lake ``db`` read-only, able to read only the lake's own files."""
+    location = locate(db)
+    refuse_old_layout(location)
+    if location.catalog_file is not None and not location.catalog_file.exists():
         raise FileNotFoundError(
-            f"{db} does not exist: run `agentwatch process --db {db}` (or `make demo`) first"
+            f"{location.catalog_file} does not exist: run `agentwatch process --db "
+            f"{location.catalog_file}` (or `make demo`) first"
         )
-    segments = db.parent / "segments"
-    con = duckdb.connect(
-        str(db),
-        read_only=True,
-        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
-    )
+    # Its own instance, not the process's shared one: its configuration gets locked.
+    con = duckdb.connect(config=extensions.config())
     try:
+        con.execute("SET GLOBAL TimeZone = 'UTC'")
+        extensions.load(con, location.extensions)
+        create_s3_secret(con, location)
+        con.execute(location.attach_sql(read_only=True))
+        con.execute(f"USE {ALIAS}")
+        allowed = [location.data_path]
+        if location.catalog_file is not None:
+            allowed.append(f"{location.catalog_file.parent}/")
         # DuckDB takes the allowed directories only once the database runs, and only
         # before external access is switched off; locking keeps both as they are.
-        con.execute("SET allowed_directories = ?", [[f"{segments}/"]])
+        con.execute("SET allowed_directories = ?", [allowed])
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     except BaseException:

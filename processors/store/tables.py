@@ -220,3 +220,22 @@ ACCESS_REVIEWS_SCHEMA: Final[dict[str, pl.DataType]] = {
     "window_end": UTC_TS,
     "findings": pl.String(),  # JSON object, as `agents review --format json` prints it
 }
+
+
+# Tables landed from a topic-partition with each batch, in its transaction.
+STREAM_TABLES: Final[dict[str, dict[str, pl.DataType]]] = {
+    "events": EVENTS_SCHEMA,
+    "dead_letters": DEAD_LETTERS_SCHEMA,
+    "otlp_unmapped": OTLP_UNMAPPED_SCHEMA,
+}
+# Append-only logs of the alerting and governance side.
+LOG_TABLES: Final[dict[str, dict[str, pl.DataType]]] = {
+    "alert_events": ALERT_EVENTS_SCHEMA,
+    "actions": ACTIONS_SCHEMA,
+    "notifications": NOTIFICATIONS_SCHEMA,
+    "drift_scores": DRIFT_SCORES_SCHEMA,
+    "catalog_changes": CATALOG_CHANGES_SCHEMA,
+    "releases": RELEASES_SCHEMA,
+    "access_reviews": ACCESS_REVIEWS_SCHEMA,
+}
+TABLE_SCHEMAS: Final[dict[str, dict[str, pl.DataType]]] = {**STREAM_TABLES, **LOG_TABLES}

@@ -1,0 +1,427 @@
+"""The store: a DuckLake lake whose catalog transactions make every landing exactly once.
+
+Why DuckLake: a SQL catalog keeps the list of data files with their statistics and
+snapshots, so a query opens only the files its filters can touch, several processes
+write at once, readers see consistent snapshots while writers commit, and small files
+can be merged without stopping anyone (:mod:`.maintain`).
+
+Exactly once, by transaction. One catalog transaction holds a batch's events, its dead
+letters, its other per-batch rows and the partition's new last offset in ``_offsets``.
+The offset is moved by compare-and-set: the update names the offset the batch started
+from, and a batch whose update matches no row (another member committed past it after
+a rebalance) rolls back and stores nothing. Two transactions that overlap conflict at
+commit; the loser retries from a fresh snapshot and then sees the winner's offset.
+
+A SQLite catalog takes one writer at a time: the processes of one machine queue on a
+lock file beside it instead of failing with "database is locked". Readers never wait.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Final, TypeVar
+
+import duckdb
+import polars as pl
+
+from agentwatch.processors.store import extensions
+from agentwatch.processors.store.layout import refuse_old_layout
+from agentwatch.processors.store.location import (
+    ALIAS,
+    StoreLocation,
+    create_s3_secret,
+    locate,
+)
+from agentwatch.processors.store.tables import LOG_TABLES, TABLE_SCHEMAS
+from agentwatch.processors.store.views import view_statements
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+OFFSETS_TABLE: Final = "_offsets"
+VERSION_TABLE: Final = "agentwatch_catalog"
+MAX_CONFLICT_RETRIES: Final = 20
+
+
+class StoreMissing(FileNotFoundError):
+    """A reader asked for a lake that nothing has created yet."""
+
+
+def connect(
+    db: str | Path, *, read_only: bool = True, data_path: str = ""
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the lake attached as ``lake`` and in use.
+
+    Readers get a read-only attachment: they see each committed snapshot and never block
+    a writer. Plain DuckDB users do the same with the statement ``attach_statement`` gives.
+    """
+    location = locate(db, data_path)
+    refuse_old_layout(location)
+    if read_only and location.catalog_file is not None and not location.catalog_file.exists():
+        raise StoreMissing(
+            f"{location.catalog_file} does not exist: run `agentwatch process --db "
+            f"{location.catalog_file}` (or `make demo`) first"
+        )
+    return attach(location, read_only=read_only)
+
+
+def attach(location: StoreLocation, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """A new connection to the lake, sharing one attached DuckDB instance per process.
+
+    Attaching loads the extensions and reads the catalog, which takes a while; every
+    connection after the first is a cursor of the same instance, so it costs nothing and
+    still has its own transactions.
+    """
+    key = (location, read_only)
+    with _attach_lock:
+        base = _attached.get(key)
+        if base is None:
+            base = duckdb.connect(config=extensions.config())
+            try:
+                # Zoned timestamps come back in UTC, as every table stores them.
+                base.execute("SET GLOBAL TimeZone = 'UTC'")
+                extensions.load(base, location.extensions)
+                create_s3_secret(base, location)
+                base.execute(location.attach_sql(read_only=read_only))
+            except BaseException:
+                base.close()
+                raise
+            _attached[key] = base
+    con = base.cursor()
+    con.execute(f"USE {ALIAS}")
+    return con
+
+
+def detach_all() -> None:
+    """Close every shared instance (tests that delete a lake's files, forked workers)."""
+    with _attach_lock:
+        for base in _attached.values():
+            base.close()
+        _attached.clear()
+
+
+_attach_lock = threading.Lock()
+_attached: dict[tuple[StoreLocation, bool], duckdb.DuckDBPyConnection] = {}
+
+
+def attach_statement(db: str | Path, data_path: str = "") -> str:
+    """The one statement a plain DuckDB session runs to read the lake."""
+    return locate(db, data_path).attach_sql(read_only=True) + f"; USE {ALIAS};"
+
+
+class LakeStore:
+    """Lands batches and log rows in the lake, and answers where each partition ended."""
+
+    def __init__(self, db: str | Path, data_path: str = "") -> None:
+        self.location = locate(db, data_path)
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._lock_depth = 0
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The writer's connection, attached (and the schema brought up to date) on first use."""
+        if self._con is None:
+            refuse_old_layout(self.location)
+            if self.location.catalog_file is not None:
+                self.location.catalog_file.parent.mkdir(parents=True, exist_ok=True)
+            with self.write_lock():
+                self._con = attach(self.location, read_only=False)
+                self.transaction(self._prepare)
+        return self._con
+
+    @property
+    def db(self) -> str:
+        """What ``--db`` names: the catalog file, or the PostgreSQL DSN."""
+        catalog = self.location.catalog_file
+        return str(catalog) if catalog is not None else self.location.catalog
+
+    def close(self) -> None:
+        """Close this store's connection (the shared instance stays for the next one)."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    # -- schema --------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Create missing tables and columns, the offsets table, and the current views."""
+        self.con  # noqa: B018 - attaching prepares
+
+    def _prepare(self, con: duckdb.DuckDBPyConnection) -> None:
+        existing = _columns(con)
+        for table, schema in {**TABLE_SCHEMAS, OFFSETS_TABLE: _OFFSETS_SCHEMA}.items():
+            have = existing.get(table)
+            if have is None:
+                con.register("_empty", pl.DataFrame(schema=dict(schema)).to_arrow())
+                con.execute(f"CREATE TABLE {ALIAS}.{table} AS SELECT * FROM _empty")
+                con.unregister("_empty")
+                continue
+            for column, dtype in schema.items():
+                if column not in have:
+                    sql_type = _sql_type(con, column, dtype)
+                    con.execute(f'ALTER TABLE {ALIAS}.{table} ADD COLUMN "{column}" {sql_type}')
+        digest = views_digest()
+        if VERSION_TABLE in existing:
+            row = con.execute(f"SELECT max(digest) FROM {ALIAS}.{VERSION_TABLE}").fetchone()
+            if row is not None and row[0] == digest:
+                return
+        else:
+            con.execute(f"CREATE TABLE {ALIAS}.{VERSION_TABLE} (digest VARCHAR)")
+        for statement in view_definitions():
+            con.execute(statement.replace("CREATE VIEW", "CREATE OR REPLACE VIEW", 1))
+        con.execute(f"DELETE FROM {ALIAS}.{VERSION_TABLE}")
+        con.execute(f"INSERT INTO {ALIAS}.{VERSION_TABLE} VALUES (?)", [digest])
+        log.info("views written", extra={"store": self.location.describe()})
+
+    # -- landing -------------------------------------------------------------------------
+
+    def committed_last_offset(self, topic: str, partition: int) -> int | None:
+        """The last offset whose batch is committed, or None when nothing is."""
+        return _last_offset(self.con, topic, partition)
+
+    def recover(self, topic: str, partition: int) -> int | None:
+        """Make sure the partition has its offsets row; return its committed end.
+
+        Nothing is ever half-written (a batch is one transaction), so there is nothing to
+        clean. The row is created here, not by a batch, so that two members racing for a
+        new partition's first batch still meet at one compare-and-set.
+        """
+
+        def ensure(con: duckdb.DuckDBPyConnection) -> int | None:
+            rows = con.execute(
+                f"SELECT count(*) FROM {ALIAS}.{OFFSETS_TABLE} WHERE topic = ? AND partition = ?",
+                [topic, partition],
+            ).fetchone()
+            if rows is not None and rows[0] == 0:
+                con.execute(
+                    f"INSERT INTO {ALIAS}.{OFFSETS_TABLE} VALUES (?, ?, -1)", [topic, partition]
+                )
+            return _last_offset(con, topic, partition)
+
+        with self.write_lock():
+            return self.transaction(ensure)
+
+    def commit_batch(
+        self,
+        topic: str,
+        partition: int,
+        offsets: tuple[int, int],
+        events: pl.DataFrame,
+        dead_letters: pl.DataFrame,
+        before_commit: Callable[[], None] = lambda: None,
+        extra: Mapping[str, pl.DataFrame] | None = None,
+    ) -> bool:
+        """Store one batch and move the partition's offset, all in one transaction.
+
+        Returns False, storing nothing, when the partition's offset is already at or past
+        the batch's first offset: another member owns the partition now.
+        ``before_commit`` runs once, inside the transaction, before anything is written
+        (the processor sends dead letters to their topic there).
+        """
+        first, last = offsets
+        tables = {"dead_letters": dead_letters, **(extra or {}), "events": events}
+        called = False
+
+        def land(con: duckdb.DuckDBPyConnection) -> bool:
+            nonlocal called
+            committed = _last_offset(con, topic, partition)
+            if committed is not None and committed >= first:
+                log.warning(
+                    "dropping a batch another member already committed",
+                    extra={"partition": partition, "first_offset": first, "committed": committed},
+                )
+                return False
+            if not called:
+                called = True
+                before_commit()
+            for table, rows in tables.items():
+                if rows.height:
+                    _insert(con, table, rows)
+            moved = con.execute(
+                f"UPDATE {ALIAS}.{OFFSETS_TABLE} SET last_offset = ? "
+                "WHERE topic = ? AND partition = ? AND last_offset = ?",
+                [last, topic, partition, -1 if committed is None else committed],
+            ).fetchone()
+            if moved is None or moved[0] == 0:
+                raise _Fenced
+            return True
+
+        with self.write_lock():
+            try:
+                return self.transaction(land)
+            except _Fenced:
+                log.warning(
+                    "dropping a batch: the partition's offset moved under it",
+                    extra={"partition": partition, "first_offset": first},
+                )
+                return False
+
+    def append_log(self, table: str, frame: pl.DataFrame) -> None:
+        """Append rows to an alerting or audit log table, in one transaction."""
+        assert table in LOG_TABLES, table
+        schema = LOG_TABLES[table]
+        rows = frame.select(list(schema)).cast(pl.Schema(schema))
+        with self.write_lock():
+            self.transaction(lambda con: _insert(con, table, rows))
+
+    def insert(self, table: str, frame: pl.DataFrame) -> None:
+        """Append rows to any table in one transaction (tools and tests; landing uses
+        :meth:`commit_batch`)."""
+        with self.write_lock():
+            self.transaction(lambda con: _insert(con, table, frame))
+
+    def read_log(self, table: str) -> pl.DataFrame:
+        """A log table's rows; empty (with its columns) before the lake exists."""
+        if self._con is None:
+            catalog = self.location.catalog_file
+            if catalog is not None and not catalog.exists():
+                return pl.DataFrame(schema=dict(LOG_TABLES[table]))
+            with attach(self.location, read_only=True) as con:
+                if table not in _columns(con):
+                    return pl.DataFrame(schema=dict(LOG_TABLES[table]))
+                return con.execute(f"SELECT * FROM {ALIAS}.{table}").pl()
+        return self.con.execute(f"SELECT * FROM {ALIAS}.{table}").pl()
+
+    def read_partition(
+        self,
+        table: str,
+        topic: str,
+        partition: int,
+        columns: Iterable[str],
+        within_s: float | None = None,
+    ) -> pl.DataFrame:
+        """A partition's rows; with ``within_s``, only those within that many seconds of
+        Kafka time before its newest row, so rebuilding state costs the horizon, not the
+        history."""
+        cols = ", ".join(f'"{c}"' for c in columns)
+        where = "_topic = ? AND _partition = ?"
+        params: list[object] = [topic, partition]
+        if within_s is not None:
+            where += (
+                f" AND _kafka_ts >= (SELECT max(_kafka_ts) FROM {ALIAS}.{table} WHERE {where})"
+                f" - to_microseconds(?::BIGINT)"
+            )
+            params += [topic, partition, int(within_s * 1_000_000)]
+        return self.con.execute(f"SELECT {cols} FROM {ALIAS}.{table} WHERE {where}", params).pl()
+
+    # -- transactions --------------------------------------------------------------------
+
+    @contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """One writer at a time on a SQLite catalog; PostgreSQL arbitrates by itself."""
+        catalog = self.location.catalog_file
+        if catalog is None or self._lock_depth:  # re-entrant: flock is per open file
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        catalog.parent.mkdir(parents=True, exist_ok=True)
+        with catalog.with_name(catalog.name + ".lock").open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def transaction(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run ``work`` in one transaction, retrying it whole after a write conflict."""
+        con = self.con
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            con.execute("BEGIN TRANSACTION")
+            try:
+                result = work(con)
+                con.execute("COMMIT")
+                return result
+            except duckdb.Error as exc:
+                _rollback(con)
+                if not _is_conflict(exc) or attempt == MAX_CONFLICT_RETRIES - 1:
+                    raise
+                log.info("write conflict, retrying", extra={"attempt": attempt + 1})
+                time.sleep(min(0.05 * 2**attempt, 1.0))
+            except BaseException:
+                _rollback(con)
+                raise
+        raise AssertionError("unreachable")
+
+
+class _Fenced(Exception):
+    """The offsets row did not hold the offset this batch started from."""
+
+
+_OFFSETS_SCHEMA: Final[Mapping[str, pl.DataType]] = {
+    "topic": pl.String(),
+    "partition": pl.Int32(),
+    "last_offset": pl.Int64(),
+}
+
+
+def view_definitions() -> list[str]:
+    """The views every reader of the lake sees, stored in the lake itself."""
+    return [
+        # Current state of every alert: its latest transition.
+        "CREATE VIEW alerts AS SELECT * FROM alert_events "
+        "QUALIFY row_number() OVER (PARTITION BY fingerprint ORDER BY ts DESC) = 1",
+        *view_statements(),
+    ]
+
+
+def views_digest() -> str:
+    """Identifies the view definitions: any change rewrites them at the next start."""
+    return hashlib.sha256("\n".join(view_definitions()).encode()).hexdigest()[:16]
+
+
+def _last_offset(con: duckdb.DuckDBPyConnection, topic: str, partition: int) -> int | None:
+    row = con.execute(
+        f"SELECT max(last_offset) FROM {ALIAS}.{OFFSETS_TABLE} WHERE topic = ? AND partition = ?",
+        [topic, partition],
+    ).fetchone()
+    if row is None or row[0] is None or row[0] < 0:
+        return None
+    return int(row[0])
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> None:
+    con.register("_rows", rows.to_arrow())
+    try:
+        con.execute(f"INSERT INTO {ALIAS}.{table} BY NAME SELECT * FROM _rows")
+    finally:
+        con.unregister("_rows")
+
+
+def _columns(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for table, column in con.execute(
+        "SELECT table_name, column_name FROM duckdb_columns() WHERE database_name = ?", [ALIAS]
+    ).fetchall():
+        found.setdefault(table, set()).add(column)
+    return found
+
+
+def _sql_type(con: duckdb.DuckDBPyConnection, column: str, dtype: pl.DataType) -> str:
+    con.register("_probe", pl.DataFrame(schema={column: dtype}).to_arrow())
+    try:
+        described = con.execute("DESCRIBE _probe").fetchall()
+    finally:
+        con.unregister("_probe")
+    return str(described[0][1])
+
+
+def _is_conflict(exc: duckdb.Error) -> bool:
+    text = str(exc).lower()
+    return "conflict" in text or "database is locked" in text
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    with suppress(duckdb.Error):
+        con.execute("ROLLBACK")
