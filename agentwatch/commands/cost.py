@@ -105,9 +105,10 @@ def reprice(
             "AND (cost_source IS NULL OR cost_source IN (?, ?))",
             [since, SOURCE_PRICING, SOURCE_UNPRICED],
         ).pl()
-        mask = reprice_mask(since)
-        old_rows = frame.filter(mask)
-        new_rows = reprice_frame(frame, table, since).filter(mask)
+        # The rows to reprice are chosen before repricing (which may change their source).
+        chosen = frame.select(reprice_mask(since)).to_series()
+        old_rows = frame.filter(chosen)
+        new_rows = reprice_frame(frame, table, since).filter(chosen)
         differs = old_rows.select(
             pl.col(c).ne_missing(new_rows.get_column(c)) for c in DERIVED_COST_COLUMNS
         )
