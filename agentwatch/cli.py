@@ -76,6 +76,8 @@ COMMANDS = (
             "consume trace events from Kafka and land them in DuckDB-queryable storage",
             _C + "process"),
     Command("sql", "run read-only SQL over the events, dead letters and metrics", _C + "sql"),
+    Command("store", "maintain the lake, migrate an old data dir, attach from plain DuckDB",
+            _C + "store"),
     Command("contract", "the trace-event contract: its JSON Schema, or check events against it",
             _C + "contract"),
     Command("cost", "show the LLM pricing table, or reprice stored events after it changes",

@@ -53,7 +53,7 @@ def write_catalog(folder: Path, text: str = CATALOG_YAML) -> Path:
 def make_registry(tmp_path: Path, *frames: pl.DataFrame, by: str = "person:ana") -> Registry:
     """A store with ``frames`` as events, and the registry after its first catalog load."""
     store = LakeStore(tmp_path / "data" / CATALOG_FILE)
-    for i, frame in enumerate(frames):
+    for frame in frames:
         store.insert("events", frame)
     store.prepare()
     catalog = tmp_path / "catalog.yaml"

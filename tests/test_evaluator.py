@@ -266,7 +266,7 @@ def test_restore_keeps_the_latest_state_of_each_alert() -> None:
 
 def store_with(tmp_path: Path, *frames: pl.DataFrame) -> Path:
     segments = LakeStore(tmp_path / CATALOG_FILE)
-    for i, frame in enumerate(frames):
+    for frame in frames:
         segments.insert("events", frame)
     segments.prepare()
     return segments.catalog_path

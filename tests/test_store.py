@@ -1,128 +1,193 @@
-"""Segments: atomic, idempotent by name, recoverable after a crash, readable by DuckDB."""
+"""The lake: a batch lands whole or not at all, once, and readers are never in the way."""
 
 from __future__ import annotations
 
+import shutil
+import threading
 from pathlib import Path
 
+import duckdb
 import polars as pl
+import pytest
 
+from agentwatch.errors import ConfigError
 from agentwatch.processors.landing.decode import decode_batch
-from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.lake import LakeStore, StoreMissing, attach_statement
 from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.migrate import migrate
 from tests.examples import invalid_examples, valid_lines
 from tests.test_decode import batch_of
 
+TOPIC = "agent-events"
 
-def landed(tmp_path: Path) -> LakeStore:
+
+def lake(tmp_path: Path) -> LakeStore:
     store = LakeStore(tmp_path / CATALOG_FILE)
     store.prepare()
+    store.recover(TOPIC, 0)
     return store
 
 
-def test_views_work_before_any_segment_exists(tmp_path: Path) -> None:
-    store = landed(tmp_path)
-    con = connect_lake(store.catalog_path)
-    assert con.execute("SELECT count(*) FROM events").fetchone() == (0,)
-    assert con.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
+def events(n: int | None = None) -> pl.DataFrame:
+    """The valid examples as one batch at offsets 100.. of partition 0."""
+    lines = valid_lines()[:n] if n is not None else valid_lines()
+    return decode_batch(batch_of(list(lines))).events
 
 
-def test_committed_segments_are_visible_through_the_catalog(tmp_path: Path) -> None:
-    store = landed(tmp_path)
-    decoded = decode_batch(batch_of(list(valid_lines())))
-    store.insert("events", decoded.events)
-    con = connect_lake(store.catalog_path)
-    assert con.execute("SELECT count(*) FROM events").fetchone() == (len(valid_lines()),)
-    assert con.execute("SELECT count(DISTINCT kind) FROM events").fetchone() == (9,)
+def count(store: LakeStore, table: str = "events") -> int:
+    with connect_lake(store.db) as con:
+        row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert row is not None
+    return int(row[0])
 
 
-def test_rewriting_a_segment_name_replaces_it(tmp_path: Path) -> None:
-    store = landed(tmp_path)
-    decoded = decode_batch(batch_of(list(valid_lines())))
-    name = SegmentName("events", "agent-events", 0, 100, 112)
-    store.write(name, decoded.events)
-    store.write(name, decoded.events)
-    assert store.read_partition("events", "agent-events", 0, ["event_id"]).height == 13
+def commit(store: LakeStore, first: int, last: int, frame: pl.DataFrame | None = None) -> bool:
+    frame = events() if frame is None else frame
+    return store.commit_batch(TOPIC, 0, (first, last), frame, pl.DataFrame())
 
 
-def test_the_committed_offset_is_the_end_of_the_last_events_segment(tmp_path: Path) -> None:
-    store = landed(tmp_path)
-    empty = decode_batch(batch_of([])).events
-    assert store.committed_last_offset("t", 0) is None
-    store.insert("events", empty)
-    store.insert("events", empty)
-    assert store.committed_last_offset("t", 0) == 41
-    assert store.committed_last_offset("t", 1) is None
+def test_the_views_work_before_any_batch_lands(tmp_path: Path) -> None:
+    store = lake(tmp_path)
+    assert count(store) == 0
+    assert count(store, "dead_letters") == 0
+    assert count(store, "metrics_1m") == 0
 
 
-def test_recovery_drops_temp_files_and_dead_letters_of_uncommitted_batches(tmp_path: Path) -> None:
-    store = landed(tmp_path)
-    decoded = decode_batch(batch_of([valid_lines()[0], invalid_examples()[0][1]]))
-    store.insert("events", decoded.events)
-    store.insert("dead_letters", decoded.dead_letters)
-    orphan = store.insert("dead_letters", decoded.dead_letters)
-    half_written = store.partition_dir("events", "t", 0) / ".tmp-abc-L0-x.parquet"
-    half_written.write_bytes(b"PAR1 partial")
-    assert store.recover("t", 0) == 9
-    assert not orphan.exists()
-    assert not half_written.exists()
-    assert len(store.segments("dead_letters", "t", 0)) == 1
+def test_a_committed_batch_is_visible_to_a_reader(tmp_path: Path) -> None:
+    store = lake(tmp_path)
+    assert commit(store, 100, 100 + len(valid_lines()) - 1)
+    assert count(store) == len(valid_lines())
+    with connect_lake(store.db) as con:
+        assert con.execute("SELECT count(DISTINCT kind) FROM events").fetchone() == (9,)
 
 
-def test_catalog_is_rebuilt_when_the_data_dir_moves(tmp_path: Path) -> None:
-    landed(tmp_path / "a")
-    (tmp_path / "a").rename(tmp_path / "b")
-    store = LakeStore(tmp_path / "b" / CATALOG_FILE)
-    store.prepare()
-    con = connect_lake(store.catalog_path)
-    row = con.execute("SELECT data_dir FROM agentwatch_catalog").fetchone()
-    assert row == (str((tmp_path / "b").resolve()),)
+def test_the_committed_offset_is_the_last_offset_of_the_last_batch(tmp_path: Path) -> None:
+    store = lake(tmp_path)
+    assert store.committed_last_offset(TOPIC, 0) is None
+    commit(store, 0, 9, events(0))
+    commit(store, 10, 41, events(0))
+    assert store.committed_last_offset(TOPIC, 0) == 41
+    assert store.committed_last_offset(TOPIC, 1) is None
 
 
-def test_a_reader_keeps_working_while_the_catalog_is_replaced(tmp_path: Path) -> None:
-    store = landed(tmp_path)
-    reader = connect_lake(store.catalog_path)
-    store.prepare()
-    assert reader.execute("SELECT count(*) FROM events").fetchone() == (0,)
-    frame = pl.read_parquet(tmp_path / "segments" / "events" / "L0-schema.parquet")
-    assert frame.height == 0
+def test_a_batch_replayed_after_a_crash_stores_nothing_twice(tmp_path: Path) -> None:
+    store = lake(tmp_path)
+    assert commit(store, 100, 112)
+    assert not commit(store, 100, 112)
+    assert not commit(store, 105, 120)  # overlaps what is stored
+    assert count(store) == len(valid_lines())
 
 
-def test_a_batch_overlapping_a_commit_of_another_instance_is_refused(tmp_path: Path) -> None:
-    store = landed(tmp_path)
-    decoded = decode_batch(batch_of(list(valid_lines())))
-    assert store.commit_batch("t", 0, (100, 112), decoded.events, decoded.dead_letters)
-    assert not store.commit_batch("t", 0, (105, 130), decoded.events, decoded.dead_letters)
-    assert [(a, b) for a, b, _ in store.segments("events", "t", 0)] == [(100, 112)]
-
-
-def test_dead_letters_are_written_before_the_commit_and_the_hook_runs_first(
+def test_a_member_that_lost_its_partition_cannot_commit_over_the_new_owner(
     tmp_path: Path,
 ) -> None:
-    store = landed(tmp_path)
+    owner, zombie = lake(tmp_path), LakeStore(tmp_path / CATALOG_FILE)
+    assert zombie.committed_last_offset(TOPIC, 0) is None  # the zombie read this, then stalled
+    assert owner.commit_batch(TOPIC, 0, (100, 149), events(), pl.DataFrame())
+    assert not zombie.commit_batch(TOPIC, 0, (100, 112), events(), pl.DataFrame())
+    assert count(owner) == len(valid_lines())
+    assert owner.committed_last_offset(TOPIC, 0) == 149
+
+
+def test_a_batch_that_fails_midway_leaves_nothing_behind(tmp_path: Path) -> None:
+    store = lake(tmp_path)
     decoded = decode_batch(batch_of([valid_lines()[0], invalid_examples()[0][1]]))
-    seen: list[int] = []
-    store.commit_batch(
-        "t", 0, (100, 101), decoded.events, decoded.dead_letters,
-        before_commit=lambda: seen.append(len(store.segments("events", "t", 0))),
-    )  # fmt: skip
-    assert seen == [0]
-    assert len(store.segments("dead_letters", "t", 0)) == 1
-    assert store.committed_last_offset("t", 0) == 101
+
+    def refuse() -> None:
+        raise RuntimeError("the dead-letter topic is gone")
+
+    with pytest.raises(RuntimeError):
+        store.commit_batch(TOPIC, 0, (100, 101), decoded.events, decoded.dead_letters, refuse)
+    bad_rows = decoded.events.with_columns(_offset=pl.lit("not a number"))
+    with pytest.raises(duckdb.Error):
+        store.commit_batch(TOPIC, 0, (100, 101), bad_rows, decoded.dead_letters)
+    assert (count(store), count(store, "dead_letters")) == (0, 0)
+    assert store.committed_last_offset(TOPIC, 0) is None
 
 
-def test_prepare_is_a_no_op_on_a_current_layout(tmp_path: Path) -> None:
-    store = landed(tmp_path)
-    schema_file = tmp_path / "segments" / "events" / "L0-schema.parquet"
-    before = (schema_file.stat().st_mtime_ns, store.catalog_path.stat().st_mtime_ns)
-    store.prepare()
-    assert (schema_file.stat().st_mtime_ns, store.catalog_path.stat().st_mtime_ns) == before
+def test_dead_letters_and_events_of_a_batch_commit_together(tmp_path: Path) -> None:
+    store = lake(tmp_path)
+    decoded = decode_batch(batch_of([valid_lines()[0], invalid_examples()[0][1]]))
+    assert store.commit_batch(TOPIC, 0, (100, 101), decoded.events, decoded.dead_letters)
+    assert (count(store), count(store, "dead_letters")) == (1, 1)
 
 
-def test_prepare_brings_an_old_schema_file_up_to_date(tmp_path: Path) -> None:
-    store = landed(tmp_path)
-    schema_file = tmp_path / "segments" / "events" / "L0-schema.parquet"
-    pl.DataFrame(schema={"event_id": pl.String, "kind": pl.String}).write_parquet(schema_file)
-    store.prepare()
-    con = connect_lake(store.catalog_path)
-    assert con.execute("SELECT count(cost_usd_effective) FROM events").fetchone() == (0,)
+def test_state_is_rebuilt_from_the_horizon_not_the_whole_history(tmp_path: Path) -> None:
+    store = lake(tmp_path)
+    old = events().with_columns(pl.col("_kafka_ts") - pl.duration(days=2))
+    commit(store, 0, 12, old.with_columns(_offset=pl.int_range(13, dtype=pl.Int64)))
+    commit(store, 100, 112)
+    cols = ["event_id", "_offset"]
+    assert store.read_partition("events", TOPIC, 0, cols).height == 2 * len(valid_lines())
+    recent = store.read_partition("events", TOPIC, 0, cols, within_s=3600)
+    assert sorted(recent["_offset"]) == list(range(100, 113))
+
+
+def test_a_reader_holding_a_half_read_result_does_not_block_a_writer(tmp_path: Path) -> None:
+    store = lake(tmp_path)
+    commit(store, 100, 112)
+    reader = connect_lake(store.db)
+    cursor = reader.execute("SELECT * FROM events, range(1000)")
+    assert cursor.fetchone() is not None  # and holds the rest
+    done = threading.Event()
+
+    def land() -> None:
+        writer = LakeStore(store.db)
+        writer.commit_batch(TOPIC, 0, (200, 212), events(), pl.DataFrame())
+        done.set()
+
+    threading.Thread(target=land, daemon=True).start()
+    assert done.wait(60), "the writer waited for the reader"
+    assert count(store) == 2 * len(valid_lines())
+    assert len(cursor.fetchall()) == len(valid_lines()) * 1000 - 1
+
+
+def test_a_moved_data_dir_reads_its_own_files(tmp_path: Path) -> None:
+    store = lake(tmp_path / "a")
+    commit(store, 100, 112)
+    store.close()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "a")
+    moved = LakeStore(tmp_path / "b" / CATALOG_FILE)
+    assert count(moved) == len(valid_lines())
+    assert "/a/" not in attach_statement(moved.db)
+
+
+def test_reading_a_lake_that_does_not_exist_says_what_to_run(tmp_path: Path) -> None:
+    with pytest.raises(StoreMissing, match="agentwatch process --db"):
+        connect_lake(tmp_path / "nothing" / CATALOG_FILE)
+
+
+def test_a_data_dir_in_the_old_layout_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    write_old_layout(tmp_path)
+    with pytest.raises(ConfigError, match="agentwatch store migrate"):
+        LakeStore(tmp_path / CATALOG_FILE).prepare()
+    with pytest.raises(ConfigError, match="old layout"):
+        connect_lake(tmp_path / "agentwatch.duckdb")
+
+
+def test_migration_keeps_committed_rows_and_offsets_and_drops_uncommitted_ones(
+    tmp_path: Path,
+) -> None:
+    write_old_layout(tmp_path)
+    report = migrate(tmp_path / "agentwatch.duckdb")
+    assert report.target == str(tmp_path / CATALOG_FILE)
+    store = LakeStore(tmp_path / CATALOG_FILE)
+    assert count(store) == len(valid_lines())
+    assert count(store, "dead_letters") == 1  # the one after the committed end is not
+    assert store.committed_last_offset(TOPIC, 0) == 112
+    assert not commit(store, 100, 112)
+
+
+def write_old_layout(root: Path) -> None:
+    """A data dir as the segment store left it: one committed batch, one that never was."""
+    decoded = decode_batch(batch_of([valid_lines()[0], invalid_examples()[0][1]]))
+    part = root / "segments" / "events" / TOPIC / "0"
+    part.mkdir(parents=True)
+    events().write_parquet(part / f"L0-{100:020d}-{112:020d}.parquet")
+    dead = root / "segments" / "dead_letters" / TOPIC / "0"
+    dead.mkdir(parents=True)
+    decoded.dead_letters.write_parquet(dead / f"L0-{100:020d}-{112:020d}.parquet")
+    decoded.dead_letters.write_parquet(dead / f"L0-{113:020d}-{120:020d}.parquet")
+    duckdb.connect(str(root / "agentwatch.duckdb")).close()

@@ -22,9 +22,11 @@ def add_bootstrap_option(
 
 
 def add_db_option(
-    parser: argparse.ArgumentParser, settings: Settings, purpose: str = "the DuckDB catalog"
+    parser: argparse.ArgumentParser,
+    settings: Settings,
+    purpose: str = "the store: its SQLite catalog file (data in lake/ beside it) or postgres:<dsn>",
 ) -> None:
-    """``--db``: ``[storage] db``; segments and logs live in the directory beside it."""
+    """``--db``: ``[storage] db``, the lake's catalog."""
     parser.add_argument(
         "--db",
         type=Path,

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from agentwatch.commands.options import add_bootstrap_option, add_db_option
+from agentwatch.commands.store import add_maintenance_options, retention_from_args
 from agentwatch.ingest.otlp.collector import add_process_options
 from agentwatch.settings import Settings
 
@@ -25,12 +26,23 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     parser.description = (
         "Consume the events topic as a member of a consumer group (run more instances "
         "to scale out by partitions), validate each event against the contract, land "
-        "valid events as Parquet segments behind a DuckDB catalog (--db), and send "
+        "valid events in the lake (--db) exactly once, and send "
         "invalid ones to the dead-letter topic and table with a reason. A crash or "
         "restart loses and duplicates nothing."
     )
     p = parser
     add_bootstrap_option(p, settings)
+    p.add_argument(
+        "--maintain-interval",
+        type=float,
+        default=settings.value("storage", "maintain_interval"),
+        metavar="S",
+        help=(
+            "seconds between lake maintenance passes (retention, merging, expiry), run by "
+            "one member at a time; 0 turns it off here (default %(default)s)"
+        ),
+    )
+    add_maintenance_options(p, settings)
     p.add_argument(
         "--topic",
         default=settings.value("kafka", "topic"),
@@ -171,6 +183,10 @@ def _run(args: argparse.Namespace) -> int:
             otlp_unmapped_topic=args.otlp_unmapped_topic,
             redaction_file=args.redaction,
             connect_timeout_s=args.connect_timeout,
+            maintain_interval_s=args.maintain_interval,
+            retention_days=retention_from_args(args),
+            legal_hold=tuple(args.legal_hold),
+            snapshot_grace_s=args.snapshot_grace,
         )
     )
     signal.signal(signal.SIGTERM, lambda *_: processor.stop())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 from agentwatch.settings import DEFAULTS
 
 _PROCESS = DEFAULTS.process
+_STORAGE = DEFAULTS.storage
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class ProcessorConfig:
     otlp_format: str = "otlp_proto"
     otlp_unmapped_topic: str | None = None
     redaction_file: Path | None = None  # None: the shipped redaction.yaml
+    maintain_interval_s: float = _STORAGE.maintain_interval  # 0: no maintenance here
+    retention_days: Mapping[str, int] = field(default_factory=lambda: _STORAGE.retention_days)
+    legal_hold: tuple[str, ...] = tuple(_STORAGE.legal_hold)
+    snapshot_grace_s: float = _STORAGE.snapshot_grace
 
     @property
     def dead_letter_topic(self) -> str:

@@ -50,6 +50,7 @@ from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
 from agentwatch.processors.landing.redact import load_redaction
 from agentwatch.processors.metrics.exporter import FleetCollector, PartitionHealth
 from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.maintain import MaintenanceLoop, MaintenancePolicy
 from agentwatch.topics import BrokerUnreachable, TopicError, TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,13 @@ class Processor:
         try:
             self.store.prepare()
         except (OSError, duckdb.IOException) as exc:
-            raise StorageFault(f"cannot use the data directory {cfg.db.parent}: {exc}") from exc
+            where = self.store.location.describe()
+            raise StorageFault(f"cannot use the store {where}: {_first_line(exc)}") from exc
+        maintenance = None
+        if cfg.maintain_interval_s > 0:
+            policy = MaintenancePolicy(cfg.retention_days, cfg.legal_hold, cfg.snapshot_grace_s)
+            maintenance = MaintenanceLoop(self.store.db, policy, cfg.maintain_interval_s)
+            maintenance.start()
         server = None
         if cfg.metrics_port is not None:
             server, _ = start_http_server(cfg.metrics_port, cfg.metrics_host, self.registry)
@@ -126,6 +133,8 @@ class Processor:
             self._pending.clear()  # nothing of it committed: the next run lands it again
             raise
         finally:
+            if maintenance is not None:
+                maintenance.stop()
             self._close(server)
         return self.stats
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -73,42 +74,86 @@ def connect(
 
 
 def attach(location: StoreLocation, *, read_only: bool) -> duckdb.DuckDBPyConnection:
-    """A new connection to the lake, sharing one attached DuckDB instance per process.
+    """A new connection with the lake attached and in use; one DuckDB instance per process.
 
-    Attaching loads the extensions and reads the catalog, which takes a while; every
-    connection after the first is a cursor of the same instance, so it costs nothing and
-    still has its own transactions.
+    Loading the extensions and attaching a lake take a while, so each process does both
+    once: every connection is a cursor of one shared instance (its own transactions), and
+    each lake is attached there once per mode under an alias of its own.
     """
-    key = (location, read_only)
     with _attach_lock:
-        base = _attached.get(key)
-        if base is None:
-            base = duckdb.connect(config=extensions.config())
-            try:
-                # Zoned timestamps come back in UTC, as every table stores them.
-                base.execute("SET GLOBAL TimeZone = 'UTC'")
-                extensions.load(base, location.extensions)
-                create_s3_secret(base, location)
-                base.execute(location.attach_sql(read_only=read_only))
-            except BaseException:
-                base.close()
-                raise
-            _attached[key] = base
-    con = base.cursor()
-    con.execute(f"USE {ALIAS}")
+        key = (location, read_only, _identity(location))
+        alias = _aliases.get(key)
+        if alias is None:
+            if not read_only and location.catalog_file is not None:
+                _create_sqlite_catalog(location.catalog_file)
+            base = _shared_instance(location.extensions)
+            alias = f"{ALIAS}_{len(_aliases) + 1}_{'ro' if read_only else 'rw'}"
+            create_s3_secret(base, location)
+            base.execute(location.attach_sql(read_only=read_only, alias=alias))
+            _aliases[(location, read_only, _identity(location))] = alias
+        assert _instance is not None
+        con = _instance.cursor()
+    con.execute(f"USE {alias}")
     return con
 
 
 def detach_all() -> None:
-    """Close every shared instance (tests that delete a lake's files, forked workers)."""
+    """Close the shared instance (tests that delete a lake's files, forked workers)."""
+    global _instance
     with _attach_lock:
-        for base in _attached.values():
-            base.close()
-        _attached.clear()
+        if _instance is not None:
+            _instance.close()
+        _instance = None
+        _aliases.clear()
+        _loaded.clear()
+
+
+def _shared_instance(names: tuple[str, ...]) -> duckdb.DuckDBPyConnection:
+    global _instance
+    if _instance is None:
+        _instance = duckdb.connect(config=extensions.config())
+        # Zoned timestamps come back in UTC, as every table stores them.
+        _instance.execute("SET GLOBAL TimeZone = 'UTC'")
+    missing = tuple(n for n in names if n not in _loaded)
+    if missing:
+        extensions.load(_instance, missing)
+        _loaded.update(missing)
+    return _instance
+
+
+def _create_sqlite_catalog(path: Path) -> None:
+    """Create a SQLite catalog in WAL mode, in which readers never block the writer.
+
+    In SQLite's default journal mode an analyst holding a half-read result keeps every
+    writer out; WAL mode is a property of the file, so it is set once, before DuckLake
+    creates its tables.
+    """
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+    finally:
+        con.close()
+
+
+def _identity(location: StoreLocation) -> tuple[int, int] | None:
+    """A local catalog file's identity: a lake deleted and created anew is another lake."""
+    catalog = location.catalog_file
+    if catalog is None:
+        return None
+    try:
+        stat = catalog.stat()
+    except FileNotFoundError:
+        return None
+    return (stat.st_dev, stat.st_ino)
 
 
 _attach_lock = threading.Lock()
-_attached: dict[tuple[StoreLocation, bool], duckdb.DuckDBPyConnection] = {}
+_instance: duckdb.DuckDBPyConnection | None = None
+_loaded: set[str] = set()
+_aliases: dict[tuple[StoreLocation, bool, tuple[int, int] | None], str] = {}
 
 
 def attach_statement(db: str | Path, data_path: str = "") -> str:
@@ -119,8 +164,9 @@ def attach_statement(db: str | Path, data_path: str = "") -> str:
 class LakeStore:
     """Lands batches and log rows in the lake, and answers where each partition ended."""
 
-    def __init__(self, db: str | Path, data_path: str = "") -> None:
+    def __init__(self, db: str | Path, data_path: str = "", *, check_layout: bool = True) -> None:
         self.location = locate(db, data_path)
+        self._check_layout = check_layout  # off only for the migration that converts it
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock_depth = 0
 
@@ -128,13 +174,21 @@ class LakeStore:
     def con(self) -> duckdb.DuckDBPyConnection:
         """The writer's connection, attached (and the schema brought up to date) on first use."""
         if self._con is None:
-            refuse_old_layout(self.location)
+            if self._check_layout:
+                refuse_old_layout(self.location)
             if self.location.catalog_file is not None:
                 self.location.catalog_file.parent.mkdir(parents=True, exist_ok=True)
             with self.write_lock():
                 self._con = attach(self.location, read_only=False)
                 self.transaction(self._prepare)
         return self._con
+
+    @property
+    def alias(self) -> str:
+        """The name the lake is attached under in this process (for DuckLake's functions)."""
+        row = self.con.execute("SELECT current_database()").fetchone()
+        assert row is not None
+        return str(row[0])
 
     @property
     def db(self) -> str:
@@ -160,24 +214,24 @@ class LakeStore:
             have = existing.get(table)
             if have is None:
                 con.register("_empty", pl.DataFrame(schema=dict(schema)).to_arrow())
-                con.execute(f"CREATE TABLE {ALIAS}.{table} AS SELECT * FROM _empty")
+                con.execute(f"CREATE TABLE {table} AS SELECT * FROM _empty")
                 con.unregister("_empty")
                 continue
             for column, dtype in schema.items():
                 if column not in have:
                     sql_type = _sql_type(con, column, dtype)
-                    con.execute(f'ALTER TABLE {ALIAS}.{table} ADD COLUMN "{column}" {sql_type}')
+                    con.execute(f'ALTER TABLE {table} ADD COLUMN "{column}" {sql_type}')
         digest = views_digest()
         if VERSION_TABLE in existing:
-            row = con.execute(f"SELECT max(digest) FROM {ALIAS}.{VERSION_TABLE}").fetchone()
+            row = con.execute(f"SELECT max(digest) FROM {VERSION_TABLE}").fetchone()
             if row is not None and row[0] == digest:
                 return
         else:
-            con.execute(f"CREATE TABLE {ALIAS}.{VERSION_TABLE} (digest VARCHAR)")
+            con.execute(f"CREATE TABLE {VERSION_TABLE} (digest VARCHAR)")
         for statement in view_definitions():
             con.execute(statement.replace("CREATE VIEW", "CREATE OR REPLACE VIEW", 1))
-        con.execute(f"DELETE FROM {ALIAS}.{VERSION_TABLE}")
-        con.execute(f"INSERT INTO {ALIAS}.{VERSION_TABLE} VALUES (?)", [digest])
+        con.execute(f"DELETE FROM {VERSION_TABLE}")
+        con.execute(f"INSERT INTO {VERSION_TABLE} VALUES (?)", [digest])
         log.info("views written", extra={"store": self.location.describe()})
 
     # -- landing -------------------------------------------------------------------------
@@ -196,13 +250,11 @@ class LakeStore:
 
         def ensure(con: duckdb.DuckDBPyConnection) -> int | None:
             rows = con.execute(
-                f"SELECT count(*) FROM {ALIAS}.{OFFSETS_TABLE} WHERE topic = ? AND partition = ?",
+                f"SELECT count(*) FROM {OFFSETS_TABLE} WHERE topic = ? AND partition = ?",
                 [topic, partition],
             ).fetchone()
             if rows is not None and rows[0] == 0:
-                con.execute(
-                    f"INSERT INTO {ALIAS}.{OFFSETS_TABLE} VALUES (?, ?, -1)", [topic, partition]
-                )
+                con.execute(f"INSERT INTO {OFFSETS_TABLE} VALUES (?, ?, -1)", [topic, partition])
             return _last_offset(con, topic, partition)
 
         with self.write_lock():
@@ -245,7 +297,7 @@ class LakeStore:
                 if rows.height:
                     _insert(con, table, rows)
             moved = con.execute(
-                f"UPDATE {ALIAS}.{OFFSETS_TABLE} SET last_offset = ? "
+                f"UPDATE {OFFSETS_TABLE} SET last_offset = ? "
                 "WHERE topic = ? AND partition = ? AND last_offset = ?",
                 [last, topic, partition, -1 if committed is None else committed],
             ).fetchone()
@@ -286,8 +338,8 @@ class LakeStore:
             with attach(self.location, read_only=True) as con:
                 if table not in _columns(con):
                     return pl.DataFrame(schema=dict(LOG_TABLES[table]))
-                return con.execute(f"SELECT * FROM {ALIAS}.{table}").pl()
-        return self.con.execute(f"SELECT * FROM {ALIAS}.{table}").pl()
+                return con.execute(f"SELECT * FROM {table}").pl()
+        return self.con.execute(f"SELECT * FROM {table}").pl()
 
     def read_partition(
         self,
@@ -305,11 +357,11 @@ class LakeStore:
         params: list[object] = [topic, partition]
         if within_s is not None:
             where += (
-                f" AND _kafka_ts >= (SELECT max(_kafka_ts) FROM {ALIAS}.{table} WHERE {where})"
+                f" AND _kafka_ts >= (SELECT max(_kafka_ts) FROM {table} WHERE {where})"
                 f" - to_microseconds(?::BIGINT)"
             )
             params += [topic, partition, int(within_s * 1_000_000)]
-        return self.con.execute(f"SELECT {cols} FROM {ALIAS}.{table} WHERE {where}", params).pl()
+        return self.con.execute(f"SELECT {cols} FROM {table} WHERE {where}", params).pl()
 
     # -- transactions --------------------------------------------------------------------
 
@@ -383,7 +435,7 @@ def views_digest() -> str:
 
 def _last_offset(con: duckdb.DuckDBPyConnection, topic: str, partition: int) -> int | None:
     row = con.execute(
-        f"SELECT max(last_offset) FROM {ALIAS}.{OFFSETS_TABLE} WHERE topic = ? AND partition = ?",
+        f"SELECT max(last_offset) FROM {OFFSETS_TABLE} WHERE topic = ? AND partition = ?",
         [topic, partition],
     ).fetchone()
     if row is None or row[0] is None or row[0] < 0:
@@ -394,7 +446,7 @@ def _last_offset(con: duckdb.DuckDBPyConnection, topic: str, partition: int) -> 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> None:
     con.register("_rows", rows.to_arrow())
     try:
-        con.execute(f"INSERT INTO {ALIAS}.{table} BY NAME SELECT * FROM _rows")
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rows")
     finally:
         con.unregister("_rows")
 
@@ -402,7 +454,8 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> N
 def _columns(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for table, column in con.execute(
-        "SELECT table_name, column_name FROM duckdb_columns() WHERE database_name = ?", [ALIAS]
+        "SELECT table_name, column_name FROM duckdb_columns() "
+        "WHERE database_name = current_database()"
     ).fetchall():
         found.setdefault(table, set()).add(column)
     return found

@@ -60,7 +60,7 @@ class StoreLocation:
         remote = ("httpfs",) if self.data_path.startswith(("s3://", "http")) else ()
         return ("ducklake", scanner, *remote)
 
-    def attach_sql(self, *, read_only: bool) -> str:
+    def attach_sql(self, *, read_only: bool, alias: str = ALIAS) -> str:
         """The ``ATTACH`` statement; a local catalog always gets its data path from its place."""
         options = []
         if self.data_path:
@@ -70,7 +70,7 @@ class StoreLocation:
         if read_only:
             options.append("READ_ONLY")
         suffix = f" ({', '.join(options)})" if options else ""
-        return f"ATTACH {_sql_str('ducklake:' + self.catalog)} AS {ALIAS}{suffix}"
+        return f"ATTACH {_sql_str('ducklake:' + self.catalog)} AS {alias}{suffix}"
 
     def describe(self) -> str:
         """For messages: the catalog file, or the PostgreSQL database without secrets."""

@@ -1,0 +1,168 @@
+"""The ``store`` command: maintain the lake, migrate an old data dir, attach from plain DuckDB."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping
+
+from agentwatch.commands.options import add_db_option
+from agentwatch.errors import ConfigError
+from agentwatch.settings import Settings
+
+
+def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    parser.description = (
+        "The store is a DuckLake lake: a catalog (a SQLite file on one machine, PostgreSQL "
+        "for several) and Parquet data files. `agentwatch process` maintains it by itself "
+        "every [storage] maintain_interval seconds; `maintain` runs one pass now. "
+        "`migrate` converts a data dir of the older segment layout; `attach` prints the "
+        "statement that opens the lake read-only in a plain DuckDB session."
+    )
+    actions = parser.add_subparsers(dest="store_action", metavar="ACTION", required=True)
+
+    maintain = actions.add_parser(
+        "maintain",
+        help="apply retention, merge small files, expire snapshots, delete dead files",
+        description=(
+            "One maintenance pass: delete rows older than each table's retention (except "
+            "agents under legal hold), merge small files, expire snapshots older than the "
+            "grace period and delete the files nothing reads any more. Safe while "
+            "processors land and analysts query. Prints a JSON summary."
+        ),
+    )
+    add_db_option(maintain, settings, "the lake's catalog: a SQLite file or postgres:<dsn>")
+    add_maintenance_options(maintain, settings)
+    maintain.set_defaults(handler=_maintain)
+
+    migrate = actions.add_parser(
+        "migrate",
+        help="convert a data dir of the older segment layout into a lake",
+        description=(
+            "Read every Parquet segment of a data dir in the layout before the lake "
+            "(segments/ and a DuckDB file of views) into a new lake beside it, with each "
+            "partition's landed offset, so processors resume exactly where they were. "
+            "The old files are left in place (delete them once you are satisfied)."
+        ),
+    )
+    add_db_option(migrate, settings, "the old layout's DuckDB file (or its data dir)")
+    migrate.add_argument(
+        "--to",
+        default=None,
+        metavar="DB",
+        help="the new lake's catalog (default: agentwatch.sqlite in the same data dir)",
+    )
+    migrate.set_defaults(handler=_migrate)
+
+    attach = actions.add_parser(
+        "attach",
+        help="print the SQL that attaches the lake read-only in a plain DuckDB session",
+        description=(
+            "Print the statements a plain DuckDB session (CLI or Python) runs to read the "
+            "lake: ATTACH ... (READ_ONLY) and USE. Save them as a startup file: "
+            "`agentwatch store attach > attach.sql; duckdb -init attach.sql`."
+        ),
+    )
+    add_db_option(attach, settings, "the lake's catalog: a SQLite file or postgres:<dsn>")
+    attach.set_defaults(handler=_attach)
+
+
+def add_maintenance_options(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    """Retention, legal hold and grace: shared by ``process`` and ``store maintain``."""
+    parser.add_argument(
+        "--retention",
+        action="append",
+        default=[],
+        metavar="TABLE=DAYS",
+        help=(
+            "days of rows a table keeps, 0 for ever; repeatable (default [storage] "
+            "retention_days: events 30, alerting and audit tables 400)"
+        ),
+    )
+    parser.add_argument(
+        "--legal-hold",
+        action="append",
+        default=list(settings.value("storage", "legal_hold")),
+        metavar="AGENT",
+        help="an agent whose rows retention never deletes; repeatable ([storage] legal_hold)",
+    )
+    parser.add_argument(
+        "--snapshot-grace",
+        type=float,
+        default=settings.value("storage", "snapshot_grace"),
+        metavar="S",
+        help=(
+            "seconds replaced files stay readable, longer than any query runs (default %(default)s)"
+        ),
+    )
+    parser.set_defaults(retention_defaults=dict(settings.value("storage", "retention_days")))
+
+
+def retention_from_args(args: argparse.Namespace) -> dict[str, int]:
+    """The settings' retention with each ``--retention TABLE=DAYS`` applied."""
+    from agentwatch.processors.store.tables import TABLE_SCHEMAS
+
+    days: dict[str, int] = dict(args.retention_defaults)
+    for item in args.retention:
+        table, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise ConfigError(f"--retention {item!r}: expected TABLE=DAYS, e.g. events=30")
+        if table not in TABLE_SCHEMAS:
+            raise ConfigError(
+                f"--retention {item!r}: no table {table!r}; tables: {', '.join(TABLE_SCHEMAS)}"
+            )
+        days[table] = int(value)
+    return days
+
+
+def check_retention(days: Mapping[str, int]) -> None:
+    from agentwatch.processors.store.tables import TABLE_SCHEMAS
+
+    for table, value in days.items():
+        if table not in TABLE_SCHEMAS:
+            raise ConfigError(f"[storage] retention_days: no table {table!r}")
+        if value < 0:
+            raise ConfigError(f"[storage] retention_days.{table}: {value} is below 0")
+
+
+def _maintain(args: argparse.Namespace) -> int:
+    from agentwatch.processors.store.lake import LakeStore
+    from agentwatch.processors.store.maintain import MaintenancePolicy, maintain
+
+    days = retention_from_args(args)
+    check_retention(days)
+    store = LakeStore(args.db)
+    report = maintain(store, MaintenancePolicy(days, tuple(args.legal_hold), args.snapshot_grace))
+    print(
+        json.dumps(
+            {
+                "rows_deleted": report.rows_deleted,
+                "files_before": report.files_before,
+                "files_after": report.files_after,
+                "snapshots_expired": report.snapshots_expired,
+                "files_removed": report.files_removed,
+                "seconds": round(report.seconds, 3),
+            }
+        )
+    )
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from agentwatch.processors.store.migrate import migrate
+
+    report = migrate(args.db, args.to)
+    print(
+        f"Migrated {report.events:,} events and {report.other_rows:,} other rows from "
+        f"{report.source} into {report.target}; {report.partitions} partition offsets kept. "
+        f"Use --db {report.target} from now on."
+    )
+    return 0
+
+
+def _attach(args: argparse.Namespace) -> int:
+    from agentwatch.processors.store.lake import attach_statement
+
+    sys.stdout.write(attach_statement(args.db) + "\n")
+    return 0
