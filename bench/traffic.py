@@ -198,7 +198,7 @@ def write_store(events: pl.DataFrame, data_dir: Path) -> Path:
     store = LakeStore(data_dir / CATALOG_FILE)
     store.prepare()
     store.insert("events", events)
-    return store.catalog_path
+    return Path(store.db)
 
 
 def scaled(**fields: float) -> Callable[[Profile, float], Profile]:

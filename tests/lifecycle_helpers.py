@@ -59,11 +59,11 @@ def make_registry(tmp_path: Path, *frames: pl.DataFrame, by: str = "person:ana")
     catalog = tmp_path / "catalog.yaml"
     if not catalog.exists():
         write_catalog(tmp_path)
-    return load_registry(store.catalog_path, catalog, actor=by)
+    return load_registry(Path(store.db), catalog, actor=by)
 
 
 def db_of(registry: Registry) -> Path:
-    return registry.store.catalog_path
+    return Path(registry.store.db)
 
 
 def eval_file(folder: Path, score: float = 0.91) -> Path:

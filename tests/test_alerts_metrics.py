@@ -215,7 +215,7 @@ def test_alerts_run_serves_the_alerts_on_its_metrics_port(tmp_path: Path) -> Non
     }]}))  # fmt: skip
     port = free_port()
     proc = subprocess.Popen(
-        [*AGENTWATCH, "alerts", "run", "--db", str(store.catalog_path), "--rules", str(rules),
+        [*AGENTWATCH, "alerts", "run", "--db", str(Path(store.db)), "--rules", str(rules),
          "--no-response", "--interval", "0.5", "--metrics-port", str(port),
          "--metrics-host", "127.0.0.1"],
         stdout=subprocess.DEVNULL, stderr=(tmp_path / "alerts.log").open("wb"),

@@ -35,7 +35,7 @@ def _store(tmp: Path, frame: pl.DataFrame) -> Path:
     store = LakeStore(tmp / CATALOG_FILE)
     store.prepare()
     store.insert("events", frame)
-    return store.catalog_path
+    return Path(store.db)
 
 
 def _incident(minutes_calm: int = 4, minutes_burst: int = 3) -> pl.DataFrame:

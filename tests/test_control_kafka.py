@@ -284,7 +284,7 @@ def test_a_runbook_disables_a_tool_and_probes_close_it_through_half_open(
         source.close()
         control.disconnect()
 
-    audit = [(r["action"], r["result"]) for r in actions(store.data_dir)]
+    audit = [(r["action"], r["result"]) for r in actions(Path(store.db).parent)]
     assert audit == [
         ("disable_tool", "ok"),
         ("notify_owner", "skipped"),

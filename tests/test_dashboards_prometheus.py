@@ -143,7 +143,7 @@ def drift_history(data_dir: Path, now: dt.datetime) -> Path:
     store = LakeStore(data_dir / CATALOG_FILE)
     store.commit_batch("history", 0, (0, len(history) - 1), landed.events, landed.dead_letters)
     store.prepare()
-    return store.catalog_path
+    return Path(store.db)
 
 
 @pytest.fixture(scope="module")

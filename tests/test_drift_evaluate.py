@@ -89,7 +89,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = LakeStore(tmp_path_factory.mktemp("drift") / CATALOG_FILE)
     store.prepare()
     store.insert("events", frame)
-    return store.catalog_path
+    return Path(store.db)
 
 
 END = T0 + dt.timedelta(hours=HOURS)

@@ -269,7 +269,7 @@ def store_with(tmp_path: Path, *frames: pl.DataFrame) -> Path:
     for frame in frames:
         segments.insert("events", frame)
     segments.prepare()
-    return segments.catalog_path
+    return Path(segments.db)
 
 
 def checks(start_s: float, count: int, violations: int, agent: str = "hr-1") -> pl.DataFrame:

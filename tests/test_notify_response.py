@@ -190,7 +190,7 @@ def _response(tmp_path: Path, notifier: Notifier, topic: FakeTopic) -> Response:
         notify_owner=owner_notifier(notifier, lambda: T0),
         clock=lambda: T0,
     )
-    return Response(notifier, load_runbooks(), context, None, store.catalog_path, lambda: T0)
+    return Response(notifier, load_runbooks(), context, None, Path(store.db), lambda: T0)
 
 
 def _silence(data_dir: Path) -> None:

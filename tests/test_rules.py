@@ -124,9 +124,9 @@ class Store:
 
 def store(tmp_path: Path, *rows: dict[str, Any]) -> Store:
     segments = LakeStore(tmp_path / CATALOG_FILE)
-    segments.write(SegmentName("events", "t", 0, 0, max(len(rows) - 1, 0)), events(*rows))
+    segments.insert("events", events(*rows))
     segments.prepare()
-    return Store(segments.catalog_path)
+    return Store(Path(segments.db))
 
 
 def ev(agent: str, seconds: float, kind: str = "tool_call", **fields: Any) -> dict[str, Any]:

@@ -278,7 +278,7 @@ def test_the_actions_table_is_queryable_in_the_catalog(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     h.store.prepare()
     h.run("contain-agent", alert())
-    con = connect_lake(h.store.catalog_path)
+    con = connect_lake(h.store.db)
     try:
         rows = con.execute(
             "SELECT step, action, actor, result FROM actions ORDER BY step"
@@ -300,7 +300,7 @@ def test_alerts_approve_on_the_command_line_records_the_person_and_goes_on(
     h = Harness(tmp_path)
     waiting = h.run("rollback-release", alert("QualityDrift"))[-1]
     monkeypatch.setattr(BreakerControl, "connect", classmethod(lambda cls, *a, **k: h.control))
-    db = str(h.store.catalog_path)
+    db = str(h.store.db)
 
     def approve_cli(*args: str) -> int:
         parsed = build_parser(Settings()).parse_args(["alerts", "approve", *args, "--db", db])

@@ -45,7 +45,7 @@ def _store(data: Path) -> Path:
         for i in range(3)
     ]
     store.insert("events", pl.DataFrame(rows, schema=EVENTS_SCHEMA))
-    return store.catalog_path
+    return Path(store.db)
 
 
 @pytest.fixture

@@ -82,7 +82,7 @@ def land(tmp_path: Path, *segments: Iterable[Row]) -> duckdb.DuckDBPyConnection:
         first, last = frame["_offset"].min(), frame["_offset"].max()
         assert isinstance(first, int) and isinstance(last, int)
         store.insert("events", frame)
-    return connect_lake(store.catalog_path)
+    return connect_lake(Path(store.db))
 
 
 def rows_of(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
@@ -386,7 +386,7 @@ def test_rows_without_a_late_flag_count_as_on_time(tmp_path: Path) -> None:
     store.prepare()
     store.insert("events", old.drop("_late"))  # an older layout
     store.insert("events", unflagged)
-    con = connect_lake(store.catalog_path)
+    con = connect_lake(Path(store.db))
     assert one(con, "SELECT events FROM metrics_1m") == {"events": 2}
     assert rows_of(con, "SELECT * FROM late_events") == []
 

@@ -76,7 +76,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )  # fmt: skip
     p.add_argument(
         "--data-dir", type=Path, default=Path(settings.value("demo", "data_dir")),
-        help="where the broker, segments and catalog live (default %(default)s)",
+        help="where the broker and the lake live (default %(default)s)",
     )  # fmt: skip
     p.add_argument("--agents", type=int, default=settings.value("demo", "agents"))
     p.add_argument(
@@ -308,4 +308,7 @@ def _summary(console: Console, db: Path, sim: SimulationSummary, stats: dict[str
     for title, sql in report.TRY_QUERIES:
         console.print(f"[bold]# {title}[/]")
         console.print(f'.venv/bin/agentwatch sql "{sql}" --db {db}\n', soft_wrap=True)
-    console.print(f"Or open it in DuckDB: duckdb.connect('{db}', read_only=True)")
+    console.print(
+        "Or in plain DuckDB: `agentwatch store attach --db "
+        f"{db} > attach.sql; duckdb -init attach.sql`"
+    )

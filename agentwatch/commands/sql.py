@@ -14,7 +14,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "Run a read-only SQL query over the catalog (views: events, dead_letters, ...). "
         "Safe while `agentwatch process` runs. It reads only the store: writes, files "
         "outside it, URLs, extensions and settings are refused with exit code 1. "
-        "Plain duckdb works too: duckdb.connect(PATH, read_only=True)."
+        "Plain DuckDB works too: `agentwatch store attach` prints the ATTACH statement."
     )
     p = parser
     p.add_argument("sql", help='the query, e.g. "SELECT kind, count(*) FROM events GROUP BY 1"')
