@@ -22,7 +22,13 @@ from typing import Any, Final
 
 import duckdb
 
-from agentwatch.alerts.evaluation.evaluator import AlertStates, Evaluator, Transition
+from agentwatch.alerts.evaluation.evaluator import (
+    AlertStates,
+    Evaluator,
+    Transition,
+    lookback,
+    snapshot_rule_tables,
+)
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.rules import Rule, Sample
 from agentwatch.processors.store.lake import connect as connect_lake
@@ -119,11 +125,6 @@ def instants(start: dt.datetime, end: dt.datetime, interval: dt.timedelta) -> li
     return [start + i * interval for i in range(count + 1)]
 
 
-def lookback(rules: Sequence[Rule]) -> dt.timedelta:
-    """How much event time before an instant its rules read: 3 windows for a change rule."""
-    return max((r.window * (3 if r.change else 1) for r in rules), default=dt.timedelta(0))
-
-
 def backtest(
     db: Path,
     rules: Sequence[Rule],
@@ -143,6 +144,7 @@ def backtest(
     back = lookback(rules)
     con = connect_lake(db)
     try:
+        con.execute("BEGIN TRANSACTION")  # one snapshot of the lake for the whole run
         con.register("agent_catalog", catalog.frame().to_arrow())
         for batch_start in range(0, len(times), max(1, int(BATCH / interval))):
             batch = times[batch_start : batch_start + max(1, int(BATCH / interval))]
@@ -167,12 +169,8 @@ def backtest(
 
 
 def _load_batch(con: duckdb.DuckDBPyConnection, lo: dt.datetime, hi: dt.datetime) -> None:
-    """Events of ``[lo, hi]`` as a temporary ``events`` table, which the queries then read."""
-    con.execute("DROP TABLE IF EXISTS temp.events")
-    con.execute(
-        "CREATE TEMP TABLE events AS SELECT * FROM main.events WHERE ts >= $lo AND ts <= $hi",
-        {"lo": lo, "hi": hi},
-    )
+    """What the rules read of ``[lo, hi]``, as temporary tables the queries then read."""
+    snapshot_rule_tables(con, hi, hi - lo, until=hi)
 
 
 def _record(

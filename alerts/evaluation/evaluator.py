@@ -38,7 +38,7 @@ from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.model import Alert, AlertState, fingerprint
 from agentwatch.alerts.rules import Metric, Rule, Sample, Window, by_labels, metrics, render
 from agentwatch.clock import Clock, utc_now
-from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.lake import LakeStore, StoreMissing
 from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.processors.store.tables import ALERT_EVENTS_SCHEMA
 
@@ -457,16 +457,19 @@ class Evaluator:
     # ------------------------------------------------------------------ measuring
 
     def _measure_all(self, at: dt.datetime) -> tuple[dict[str, list[Measurement]], dict[str, str]]:
-        if not self.db.exists():
-            why = f"{self.db} does not exist yet (run `agentwatch process --db {self.db}`)"
-            return {}, {r.name: why for r in self.rules}
         measured: dict[str, list[Measurement]] = {}
         errors: dict[str, str] = {}
         try:
             con = connect_lake(self.db)
+        except StoreMissing as exc:
+            return {}, {r.name: str(exc) for r in self.rules}
         except duckdb.Error as exc:
             return {}, {r.name: f"cannot open {self.db}: {exc}" for r in self.rules}
         try:
+            # One snapshot for every rule of an evaluation: consistent, and each table
+            # is read from the lake once, not once per rule.
+            con.execute("BEGIN TRANSACTION")
+            snapshot_rule_tables(con, at, lookback(self.rules))
             con.register("agent_catalog", self.catalog.frame().to_arrow())
             cache: dict[tuple[str, dt.datetime, dt.datetime], list[Sample]] = {}
             for rule in self.rules:
@@ -546,3 +549,36 @@ def _change(rule: Rule, current: Sample, previous: Sample | None) -> tuple[float
     if previous.value == 0:
         return None, "the previous window's value is 0, so a ratio is undefined"
     return current.value / previous.value, ""
+
+
+# The lake tables rule metrics read, and whether only the time before an evaluation does.
+RULE_TABLES: Final = {"events": True, "drift_scores": True, "releases": False}
+# Metrics look a little before their window (escalations up to an hour before it).
+LOOKBACK_MARGIN: Final = dt.timedelta(hours=1)
+
+
+def lookback(rules: Sequence[Rule]) -> dt.timedelta:
+    """How much event time before an instant its rules read: 3 windows for a change rule."""
+    return max((r.window * (3 if r.change else 1) for r in rules), default=dt.timedelta(0))
+
+
+def snapshot_rule_tables(
+    con: duckdb.DuckDBPyConnection,
+    at: dt.datetime,
+    back: dt.timedelta,
+    until: dt.datetime | None = None,
+) -> None:
+    """Copy what the rules read into temporary tables of the same names, which shadow the
+    lake's: a lake scan costs a catalog round trip, so each table is scanned once."""
+    row = con.execute("SELECT current_database()").fetchone()
+    assert row is not None
+    lake = row[0]
+    since = at - back - LOOKBACK_MARGIN
+    for table, windowed in RULE_TABLES.items():
+        where, params = (" WHERE ts >= ?", [since]) if windowed else ("", [])
+        if windowed and until is not None:
+            where, params = where + " AND ts <= ?", [since, until]
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {lake}.main.{table}{where}",
+            params,
+        )

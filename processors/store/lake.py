@@ -67,7 +67,7 @@ def connect(
     refuse_old_layout(location)
     if read_only and location.catalog_file is not None and not location.catalog_file.exists():
         raise StoreMissing(
-            f"{location.catalog_file} does not exist: run `agentwatch process --db "
+            f"{location.catalog_file} does not exist yet: run `agentwatch process --db "
             f"{location.catalog_file}` (or `make demo`) first"
         )
     return attach(location, read_only=read_only)
