@@ -144,7 +144,6 @@ def backtest(
     back = lookback(rules)
     con = connect_lake(db)
     try:
-        con.execute("BEGIN TRANSACTION")  # one snapshot of the lake for the whole run
         con.register("agent_catalog", catalog.frame().to_arrow())
         for batch_start in range(0, len(times), max(1, int(BATCH / interval))):
             batch = times[batch_start : batch_start + max(1, int(BATCH / interval))]

@@ -1,0 +1,110 @@
+"""Lake maintenance: what retention keeps, that small files merge, and that readers never fail."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+
+from agentwatch.cli import main
+from agentwatch.processors.landing.decode import decode_batch
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.maintain import (
+    MaintenancePolicy,
+    data_files,
+    maintain,
+    try_lease,
+)
+from tests.examples import valid_lines
+from tests.test_decode import batch_of
+
+TOPIC = "agent-events"
+NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+KEEP_30_DAYS = MaintenancePolicy({"events": 30}, grace_s=0)
+
+
+def batch(first: int, age_days: float, agent: str = "hr-1") -> pl.DataFrame:
+    frame = decode_batch(batch_of(list(valid_lines()))).events
+    return frame.with_columns(
+        ts=pl.lit(NOW - dt.timedelta(days=age_days)).cast(pl.Datetime("us", "UTC")),
+        agent_id=pl.lit(agent),
+        _offset=pl.int_range(first, first + frame.height, dtype=pl.Int64),
+    )
+
+
+def landed(tmp_path: Path, *frames: pl.DataFrame) -> LakeStore:
+    store = LakeStore(tmp_path / CATALOG_FILE)
+    store.recover(TOPIC, 0)
+    for frame in frames:
+        first, last = frame["_offset"].min(), frame["_offset"].max()
+        assert isinstance(first, int) and isinstance(last, int)
+        assert store.commit_batch(TOPIC, 0, (first, last), frame, pl.DataFrame())
+    return store
+
+
+def agents(store: LakeStore) -> list[tuple[str, int]]:
+    with connect_lake(store.db) as con:
+        rows = con.execute("SELECT agent_id, count(*) FROM events GROUP BY 1 ORDER BY 1")
+        return [(str(a), int(n)) for a, n in rows.fetchall()]
+
+
+def test_retention_deletes_rows_older_than_the_table_keeps(tmp_path: Path) -> None:
+    store = landed(tmp_path, batch(0, 40), batch(100, 2, agent="it-1"))
+    report = maintain(store, KEEP_30_DAYS, clock=lambda: NOW)
+    assert report.rows_deleted == {"events": len(valid_lines())}
+    assert agents(store) == [("it-1", len(valid_lines()))]
+
+
+def test_an_agent_under_legal_hold_keeps_its_rows_past_retention(tmp_path: Path) -> None:
+    store = landed(tmp_path, batch(0, 40, agent="legal-1"), batch(100, 40, agent="hr-1"))
+    policy = MaintenancePolicy({"events": 30}, legal_hold=("legal-1",), grace_s=0)
+    maintain(store, policy, clock=lambda: NOW)
+    assert agents(store) == [("legal-1", len(valid_lines()))]
+
+
+def test_zero_days_keeps_a_table_for_ever(tmp_path: Path) -> None:
+    store = landed(tmp_path, batch(0, 4000))
+    maintain(store, MaintenancePolicy({"events": 0}, grace_s=0), clock=lambda: NOW)
+    assert agents(store) == [("hr-1", len(valid_lines()))]
+
+
+def test_small_files_are_merged_and_nothing_is_lost(tmp_path: Path) -> None:
+    store = landed(tmp_path, *(batch(100 * i, 1) for i in range(12)))
+    before = data_files(store)
+    report = maintain(store, KEEP_30_DAYS, clock=lambda: NOW)
+    assert before == 12
+    assert report.files_after < before
+    assert agents(store) == [("hr-1", 12 * len(valid_lines()))]
+
+
+def test_a_reader_opened_before_maintenance_keeps_working_after_it(tmp_path: Path) -> None:
+    store = landed(tmp_path, *(batch(100 * i, 40 if i < 3 else 1) for i in range(8)))
+    reader = connect_lake(store.db)
+    assert reader.execute("SELECT count(*) FROM events").fetchone() == (8 * len(valid_lines()),)
+    maintain(store, KEEP_30_DAYS, clock=lambda: NOW)  # grace 0: replaced files go at once
+    assert reader.execute("SELECT count(*) FROM events").fetchone() == (5 * len(valid_lines()),)
+
+
+def test_one_member_at_a_time_holds_the_maintenance_lease(tmp_path: Path) -> None:
+    store = landed(tmp_path)
+    t = NOW
+    assert try_lease(store, "a", 60, clock=lambda: t)
+    assert not try_lease(store, "b", 60, clock=lambda: t)
+    assert try_lease(store, "a", 60, clock=lambda: t)  # renewed
+    t = NOW + dt.timedelta(seconds=61)
+    assert try_lease(store, "b", 60, clock=lambda: t)  # a's lease ran out
+
+
+def test_store_maintain_applies_retention_from_its_flags(tmp_path: Path) -> None:
+    store = landed(tmp_path, batch(0, 2000), batch(100, 1))  # NOW is months before today
+    code = main(["store", "maintain", "--db", store.db, "--retention", "events=1000"])
+    assert code == 0
+    assert agents(store) == [("hr-1", len(valid_lines()))]
+
+
+def test_store_maintain_refuses_an_unknown_table(tmp_path: Path) -> None:
+    store = landed(tmp_path)
+    assert main(["store", "maintain", "--db", store.db, "--retention", "evnts=30"]) == 2
