@@ -50,7 +50,7 @@ def extension_dir() -> Path:
     return cache / "agentwatch" / "duckdb-extensions"
 
 
-def config() -> dict[str, str | bool]:
+def config() -> dict[str, str | bool | int | float | list[str]]:
     """Connection settings that keep DuckDB from fetching anything on its own."""
     return {
         "extension_directory": str(extension_dir()),
