@@ -691,6 +691,23 @@ def test_every_view_is_created_in_the_catalog(tmp_path: Path) -> None:
     assert created <= names
 
 
+def test_a_reader_reads_the_lake_as_it_stood_at_an_earlier_snapshot(tmp_path: Path) -> None:
+    # docs/sql.md, "Snapshots and time travel": AT (VERSION => n) through `agentwatch sql`.
+    land(tmp_path, *([event("tool_call", "s1", i, tool_name="kb.search")] for i in range(3)))
+    db = tmp_path / CATALOG_FILE
+    _, snapshots = query(
+        db, "SELECT snapshot_id FROM ducklake_snapshots(current_database()) ORDER BY 1"
+    )
+    latest = snapshots[-1][0]
+    counts = [
+        query(db, f"SELECT count(*) FROM events AT (VERSION => {latest - back})")[1][0][0]
+        for back in (2, 1, 0)
+    ]
+    assert counts == [1, 2, 3]
+    _, rows = query(db, f"SELECT sum(calls) FROM tool_metrics_1m AT (VERSION => {latest - 1})")
+    assert rows == [(2,)]
+
+
 def sql_examples() -> list[Any]:
     """Each ```sql block of docs/sql.md, named by the bold question before it."""
     text = DOCS_SQL.read_text(encoding="utf-8")
