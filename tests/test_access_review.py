@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 from agentwatch.alerts.governance.registry import Registry
@@ -97,7 +96,7 @@ def test_the_html_page_carries_both_plots_and_each_agent(tmp_path: Path) -> None
 
 
 def review_age(registry: Registry, end: dt.datetime) -> dict[str, float | None]:
-    con = duckdb.connect(str(db_of(registry)), read_only=True)
+    con = connect_lake(db_of(registry))
     try:
         con.register("agent_catalog", registry.catalog.frame().to_arrow())
         found = metrics()["review_age_days"].measure(

@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from agentwatch.cli import ALERTS, COMMANDS, build_parser, command_words, main
+from agentwatch.processors.store.lake import LakeStore
 from agentwatch.settings import Settings
 
 HEAVY = ("scipy", "matplotlib", "polars", "kafka", "grafanalib", "prometheus_client")
@@ -59,7 +59,7 @@ def test_version_imports_no_command_module() -> None:
 
 def test_sql_imports_only_its_own_command_and_no_heavy_library(tmp_path: Path) -> None:
     db = tmp_path / "agentwatch.sqlite"
-    duckdb.connect(str(db)).close()
+    LakeStore(db).prepare()
     loaded = _modules_after(["sql", "SELECT 1", "--db", str(db)])
     commands = {m for m in loaded if m.startswith("agentwatch.commands.")}
     assert commands == {"agentwatch.commands.sql", "agentwatch.commands.options"}

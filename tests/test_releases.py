@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 from agentwatch.alerts.governance.registry import Registry
 from agentwatch.alerts.governance.releases import ReleaseError, Releases, read_evaluation
 from agentwatch.alerts.rules import Window, metrics
 from agentwatch.cli import main
+from agentwatch.processors.store.lake import connect as connect_lake
 from tests.frames import T0, at, events
 from tests.lifecycle_helpers import db_of, eval_file, make_registry
 
@@ -31,7 +31,7 @@ def register(registry: Registry, tmp_path: Path, version: str = "1.4.0", **kw: A
 
 
 def measure(registry: Registry, name: str) -> dict[tuple[str, ...], float | None]:
-    con = duckdb.connect(str(db_of(registry)), read_only=True)
+    con = connect_lake(db_of(registry))
     try:
         con.register("agent_catalog", registry.catalog.frame().to_arrow())
         found = metrics()[name].measure(con, Window(T0, at(600)))

@@ -10,7 +10,6 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import polars as pl
 import pytest
 
@@ -24,6 +23,7 @@ from agentwatch.alerts.governance.retirement import (
 )
 from agentwatch.alerts.rules import Window, metrics
 from agentwatch.cli import main
+from agentwatch.processors.store.lake import connect as connect_lake
 from tests.frames import at, events
 from tests.lifecycle_helpers import db_of, make_registry
 
@@ -162,7 +162,7 @@ def test_events_after_the_retirement_count_as_a_retired_agent_active(tmp_path: P
     )
     later = late.with_columns(pl.col("ts").dt.offset_by("1s"), pl.lit(7).alias("_offset"))
     registry.store.insert("events", later)
-    con = duckdb.connect(str(db_of(registry)), read_only=True)
+    con = connect_lake(db_of(registry))
     try:
         con.register("agent_catalog", registry.file_catalog.frame().to_arrow())
         found = metrics()["retired_agent_events"].measure(
