@@ -154,6 +154,18 @@ def test_a_moved_data_dir_reads_its_own_files(tmp_path: Path) -> None:
     assert "/a/" not in attach_statement(moved.db)
 
 
+def test_a_process_opens_a_new_lake_after_an_earlier_one_was_deleted(tmp_path: Path) -> None:
+    # One DuckDB instance per process keeps every lake it opened attached; a deleted one
+    # must not break the next lake's catalog listings.
+    first = lake(tmp_path / "first")
+    commit(first, 100, 112)
+    first.close()
+    shutil.rmtree(tmp_path / "first")
+    second = lake(tmp_path / "second")
+    commit(second, 200, 212)
+    assert count(second) == len(valid_lines())
+
+
 def test_reading_a_lake_that_does_not_exist_says_what_to_run(tmp_path: Path) -> None:
     with pytest.raises(StoreMissing, match="agentwatch process --db"):
         connect_lake(tmp_path / "nothing" / CATALOG_FILE)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import itertools
 import logging
 import sqlite3
 import threading
@@ -84,10 +85,11 @@ def attach(location: StoreLocation, *, read_only: bool) -> duckdb.DuckDBPyConnec
         key = (location, read_only, _identity(location))
         alias = _aliases.get(key)
         if alias is None:
+            _detach_replaced()
             if not read_only and location.catalog_file is not None:
                 _create_sqlite_catalog(location.catalog_file)
             base = _shared_instance(location.extensions)
-            alias = f"{ALIAS}_{len(_aliases) + 1}_{'ro' if read_only else 'rw'}"
+            alias = f"{ALIAS}_{next(_attached)}_{'ro' if read_only else 'rw'}"
             create_s3_secret(base, location)
             base.execute(location.attach_sql(read_only=read_only, alias=alias))
             _aliases[(location, read_only, _identity(location))] = alias
@@ -95,6 +97,19 @@ def attach(location: StoreLocation, *, read_only: bool) -> duckdb.DuckDBPyConnec
         con = _instance.cursor()
     con.execute(f"USE {alias}")
     return con
+
+
+def _detach_replaced() -> None:
+    """Detach local lakes whose catalog file was deleted or replaced since they were
+    attached: catalog-wide listings (such as ``duckdb_columns()``) would fail on them."""
+    if _instance is None:
+        return
+    for key, alias in list(_aliases.items()):
+        location, _, identity = key
+        if location.catalog_file is not None and _identity(location) != identity:
+            with suppress(duckdb.Error):
+                _instance.execute(f"DETACH {alias}")
+            del _aliases[key]
 
 
 def detach_all() -> None:
@@ -154,6 +169,7 @@ _attach_lock = threading.Lock()
 _instance: duckdb.DuckDBPyConnection | None = None
 _loaded: set[str] = set()
 _aliases: dict[tuple[StoreLocation, bool, tuple[int, int] | None], str] = {}
+_attached = itertools.count(1)
 
 
 def attach_statement(db: str | Path, data_path: str = "") -> str:
