@@ -45,7 +45,7 @@ def split_label(label: str) -> tuple[str, str | None]:
     return period, cycle or None
 
 
-def _positions(keys: pl.DataFrame) -> pl.DataFrame:
+def key_positions(keys: pl.DataFrame) -> pl.DataFrame:
     """Each (signal, key)'s value for the cycle test: a numeric bin's position, 1.0 for a
     rate's ``true``; categories get null here (their top category is found per pair)."""
     out: list[float | None] = []
@@ -83,7 +83,7 @@ def cyclic(
         .first()
         .select(*PAIR, top_key="key")
     )
-    positions = _positions(ref.select(*COUNT_KEYS).unique())
+    positions = key_positions(ref.select(*COUNT_KEYS).unique())
     top = (pl.col("key") == pl.col("top_key")).cast(pl.Float64)
     means = (
         ref.join(tops, on=list(PAIR), how="left")
@@ -206,4 +206,11 @@ def assign(
     return pl.concat(parts)
 
 
-__all__ = ["base_signal", "cyclic", "seasonal_label", "seasonal_sum", "split_label"]
+__all__ = [
+    "base_signal",
+    "cyclic",
+    "key_positions",
+    "seasonal_label",
+    "seasonal_sum",
+    "split_label",
+]
