@@ -173,11 +173,12 @@ class DriftEvaluator:
         config, g = self.config, self.config.grain_s
         too_new = self.too_new(b["ref_lo"], b["cur_lo"] - b["min_reference"])
         collapsed = self.cache.collapsed
-        choice = season.cyclic(collapsed, b["ref_lo"], b["cur_lo"], g, config.seasonality)
+        span = int((config.cumulative.horizon + config.reference).total_seconds()) // g
+        lo = min(b["end"] - span, b["ref_lo"])
+        moments = self.moments.between(collapsed, lo, b["end"])
+        choice = season.cyclic(collapsed, b["ref_lo"], b["cur_lo"], g, config.seasonality, moments)
         rows = rolling_rows(self.cache, config, b, too_new, choice)
         if config.cumulative.tests:
-            span = int((config.cumulative.horizon + config.reference).total_seconds()) // g
-            moments = self.moments.between(collapsed, b["end"] - span, b["end"])
             rows += cumulative_rows(moments, choice, config, b["end"], too_new)
         return rows
 
