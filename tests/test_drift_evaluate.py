@@ -198,6 +198,8 @@ def test_report_prints_the_drift_and_writes_html(
     assert main(["drift", "report", "--agent", "slow", "--db", str(db), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "llm_latency_ms" in printed and "drift" in printed
+    # Key columns whole (a split signal's subject is not taken for a style), counts too.
+    assert "tool_error_rate[lookup]" in printed and "9,853/4,906" in printed
     first = printed.split("\n\n")[0]
     assert first.startswith("slow: latency of successful LLM calls changed (p95 ")
     assert "x) since" in first and "evidence" in first

@@ -18,6 +18,7 @@ from typing import Any
 import polars as pl
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from agentwatch.durations import parse_duration
@@ -39,6 +40,7 @@ from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.progress import progress_bar
 
 SENTENCES = 10  # drifted signals told in sentences before the table
+SIGNAL_WIDTH = 28  # the terminal table's signal column at least (longer names fold)
 
 
 def load_scores(db: Path, agent_id: str, since: dt.datetime | None) -> pl.DataFrame:
@@ -149,30 +151,32 @@ def summary_table(agent_id: str, summary: pl.DataFrame) -> Table:
         "of drifted windows (UTC); too few: not enough data for a verdict",
         caption_justify="left",
         box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
     )
-    # Short cells, so that the key columns (signal, comparison) keep room in 100 columns;
-    # the HTML report has the peak and the full dates.
-    for name in ("signal", "comparison", "verdict", "since", "drifted", "severity", "test",
-                 "n ref/cur"):  # fmt: skip
+    # Short cells, so that the key columns (signal, comparison) are whole in 100 columns;
+    # the HTML report has the test, the peak and the full dates.
+    longest = max((len(s) for s in summary["signal"]), default=6)
+    for name in ("signal", "comparison", "verdict", "since", "drifted", "severity", "n ref/cur"):
         right = name in ("severity", "n ref/cur", "drifted")
         table.add_column(
             name,
             justify="right" if right else "left",
             no_wrap=name not in ("signal", "comparison"),
             overflow="fold",
+            min_width=min(longest, SIGNAL_WIDTH) if name == "signal" else None,
         )
     styles = {DRIFT: "bold red", "ok": "green", INSUFFICIENT: "dim"}
     words = {INSUFFICIENT: "too few"}
     for row in summary.iter_rows(named=True):
         since = row["drifting_since"]
         table.add_row(
-            row["signal"],
-            _comparison(row),
+            escape(row["signal"]),  # tool_error_rate[lookup] is not a style
+            escape(_comparison(row)),
             f"[{styles[row['verdict']]}]{words.get(row['verdict'], row['verdict'])}[/]",
             since.strftime("%m-%d %H:%M") if isinstance(since, dt.datetime) else "-",
             f"{row['drift_windows']}/{row['windows']}",
             _num(row["severity"]),
-            row["test"] or "-",
             f"{row['n_ref']:,}/{row['n_cur']:,}",
         )
     return table
@@ -197,7 +201,8 @@ def backfill_summary(rows: pl.DataFrame, *, dry_run: bool) -> Table:
         .sort("window_end", "agent_id", "signal")
     )
     for agent_id, signal, comparison, windows, first in drifted.iter_rows():
-        table.add_row(agent_id, signal, comparison, str(windows), _when(first))
+        cells = (escape(agent_id), escape(signal), escape(comparison))
+        table.add_row(*cells, str(windows), _when(first))
     return table
 
 
@@ -347,7 +352,7 @@ def build_report(
             sections.append(_section(agent_id, row, tracked, cache, config))
             advance(1)
     for text in sentences or [f"{agent_id}: no signal is drifting in its latest window."]:
-        console.print(text)
+        console.print(escape(text))
     console.print()
     console.print(summary_table(agent_id, summary))
     if out is None:
