@@ -14,7 +14,7 @@ import datetime as dt
 import html
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -331,13 +331,24 @@ def _table_cells(
 # --------------------------------------------------------------------------- the page
 
 
-def write_report(snap: Snapshot, out: Path) -> list[Path]:
+def pictures_count() -> int:
+    """Pictures a report draws (headline, each trend, the agents table): its progress."""
+    return len(Snapshot.panels()[1]) + 2
+
+
+def write_report(
+    snap: Snapshot, out: Path, progress: Callable[[int], None] = lambda n: None
+) -> list[Path]:
     """Every picture plus ``index.html`` (pictures embedded) under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     stats, trends, agents = Snapshot.panels()
     pictures = [headline(snap, stats, out / "headline.png")]
-    pictures += [trend(snap, panel, out / f"{panel.key}.png") for panel in trends]
+    progress(1)
+    for panel in trends:
+        pictures.append(trend(snap, panel, out / f"{panel.key}.png"))
+        progress(1)
     pictures.append(agents_table(snap, agents, out / "agents.png"))
+    progress(1)
     page = out / "index.html"
     page.write_text(_page(snap, trends, agents, pictures))
     return [*pictures, page]

@@ -16,7 +16,7 @@ import math
 import re
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -163,7 +163,18 @@ def legend(template: str, labels: Mapping[str, str]) -> str:
     return text or ", ".join(f"{k}={v}" for k, v in labels.items() if k != "__name__")
 
 
-def from_prometheus(url: str, span: dt.timedelta, budget_usd: float) -> Snapshot:
+def steps() -> int:
+    """Queries a snapshot runs (each stat, each trend, the agents table): its progress."""
+    stats, trends, _ = Snapshot.panels()
+    return len(stats) + len(trends) + 1
+
+
+def from_prometheus(
+    url: str,
+    span: dt.timedelta,
+    budget_usd: float,
+    progress: Callable[[int], None] = lambda n: None,
+) -> Snapshot:
     """The key panels over the last ``span``, all agents, from their own PromQL."""
     end = dt.datetime.now(dt.UTC).replace(microsecond=0)
     window = Window(end - span, end)
@@ -183,6 +194,7 @@ def from_prometheus(url: str, span: dt.timedelta, budget_usd: float) -> Snapshot
         seconds = round((end - window.start_of(panel)).total_seconds())
         result = client.instant(fill(panel.queries[0].expr, max(seconds, 1)), end)
         snap.stats[panel.key] = _finite(result[0]["value"][1]) if result else None
+        progress(1)
     for panel in trends:
         lines = []
         for query in panel.queries:
@@ -195,6 +207,7 @@ def from_prometheus(url: str, span: dt.timedelta, budget_usd: float) -> Snapshot
                     tuple(v for _, v in kept if v is not None),
                 ))  # fmt: skip
         snap.trends[panel.key] = sorted(lines, key=lambda line: line.label)
+        progress(1)
     rows: dict[tuple[str, ...], dict[str, Any]] = {}
     for query in agents.queries:
         for series in client.instant(fill(query.expr, window.seconds), end):
@@ -202,6 +215,7 @@ def from_prometheus(url: str, span: dt.timedelta, budget_usd: float) -> Snapshot
             row = rows.setdefault(key, dict(zip(agents.row_labels, key, strict=True)))
             row[query.column] = _finite(series["value"][1])
     snap.table = sorted(rows.values(), key=lambda r: -(r.get(agents.queries[0].column) or 0))
+    progress(1)
     return snap
 
 
@@ -298,7 +312,12 @@ TABLE_SQL: Final = f"""
 """
 
 
-def from_duckdb(db: Path, span: dt.timedelta, budget_usd: float) -> Snapshot:
+def from_duckdb(
+    db: Path,
+    span: dt.timedelta,
+    budget_usd: float,
+    progress: Callable[[int], None] = lambda n: None,
+) -> Snapshot:
     """The key panels over the ``span`` that ends with the newest landed event."""
     if not db.exists():
         raise SnapshotError(f"{db} does not exist: run `agentwatch process --db {db}` first")
@@ -318,16 +337,19 @@ def from_duckdb(db: Path, span: dt.timedelta, budget_usd: float) -> Snapshot:
                 params["budget"] = budget_usd
             row = con.execute(STAT_SQL[panel.key], params).fetchone()
             snap.stats[panel.key] = _finite(row[0]) if row else None
+            progress(1)
         for panel in trends:
             sql = TREND_SQL[panel.key].replace("{step}", str(window.bucket_s))
             rows = con.execute(sql, {"start": window.start, "end": end}).fetchall()
             snap.trends[panel.key] = _lines(rows)
+            progress(1)
         cursor = con.execute(TABLE_SQL, {"start": window.start, "end": end})
         names = [d[0] for d in cursor.description or []]
         snap.table = [
             {k: v if isinstance(v, str) else _finite(v) for k, v in zip(names, r, strict=True)}
             for r in cursor.fetchall()
         ]
+        progress(1)
         return snap
     except duckdb.Error as exc:
         raise SnapshotError(f"{db}: {exc}") from exc

@@ -163,3 +163,12 @@ def test_a_fleet_with_no_traffic_yet_still_gets_a_report(tmp_path: Path) -> None
     written = write_report(empty, tmp_path)
     assert {p.name for p in written} >= {"headline.png", "agents.png", "index.html"}
     assert "no agents in this window" in (tmp_path / "index.html").read_text()
+
+
+def test_the_snapshot_command_logs_its_progress_when_stderr_is_not_a_terminal(
+    catalog: Path, tmp_path: Path
+) -> None:
+    done = run_snapshot("--out", str(tmp_path / "r"), "--db", str(catalog), "--range", "2h")
+    assert done.returncode == 0, done.stderr
+    lines = re.findall(r"dashboards snapshot: (\d+) of (\d+)", done.stderr)
+    assert len(lines) == 10 and lines[-1][0] == lines[-1][1]

@@ -198,8 +198,14 @@ def test_report_prints_the_drift_and_writes_html(
     assert main(["drift", "report", "--agent", "slow", "--db", str(db), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "llm_latency_ms" in printed and "drift" in printed
+    # Key columns whole (a split signal's subject is not taken for a style), counts too.
+    assert "tool_error_rate[lookup]" in printed and "9,853/4,906" in printed
     first = printed.split("\n\n")[0]
-    assert first.startswith("slow: llm_latency_ms changed (p95 ") and "x) since" in first
+    assert first.startswith("slow: latency of successful LLM calls changed (p95 ")
+    assert "x) since" in first and "evidence" in first
     assert max(len(line) for line in printed.splitlines()) <= 100
     page = out.read_text()
     assert page.count("data:image/png;base64,") >= 2 and "llm_latency_ms" in page
+    told = page.index("<h2>What changed</h2>")
+    assert told < page.index("<table>") < page.index("<section>")
+    assert page[told:].split("<li>", 1)[1].startswith("slow: latency of successful LLM calls")

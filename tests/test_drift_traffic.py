@@ -142,7 +142,9 @@ def test_a_quiet_agents_window_grows_until_its_escalations_get_a_verdict(
     scores: pl.DataFrame,
 ) -> None:
     escalation = scores.filter(
-        (pl.col("agent_id") == "quiet") & (pl.col("signal") == "escalation_rate")
+        (pl.col("agent_id") == "quiet")
+        & (pl.col("signal") == "escalation_rate")
+        & (pl.col("test") != "cusum_rate")
     )
     assert escalation["verdict"].to_list() == ["drift"]
     lo, hi = parse_period(escalation["candidate"][0])

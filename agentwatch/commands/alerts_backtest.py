@@ -56,7 +56,8 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
 def _backtest(args: argparse.Namespace) -> int:
     from agentwatch.alerts.evaluation.backtest import backtest, instants
     from agentwatch.alerts.rules import load_rules
-    from agentwatch.commands.timerange import EmptyRange, progress_bar, resolve
+    from agentwatch.commands.timerange import EmptyRange, resolve
+    from agentwatch.progress import progress_bar
 
     if not args.db.exists():
         print(f"agentwatch alerts backtest: {args.db} does not exist", file=sys.stderr)

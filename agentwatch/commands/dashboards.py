@@ -78,22 +78,26 @@ def _build(args: argparse.Namespace) -> int:
 
 def _snapshot(args: argparse.Namespace) -> int:
     # matplotlib is imported only here: building JSON must not need it.
-    from agentwatch.dashboards.render import write_report
+    from agentwatch.dashboards.render import pictures_count, write_report
     from agentwatch.dashboards.snapshot import (
         SnapshotError,
         from_duckdb,
         from_prometheus,
+        steps,
     )
+    from agentwatch.progress import progress_bar
 
-    try:
-        span = args.span
-        if args.prometheus:
-            snapshot = from_prometheus(args.prometheus, span, args.budget)
-        else:
-            snapshot = from_duckdb(args.db, span, args.budget)
-    except (SnapshotError, ValueError) as exc:
-        print(f"agentwatch dashboards snapshot: {exc}", file=sys.stderr)
-        return 1
-    for path in write_report(snapshot, args.out):
+    with progress_bar("dashboards snapshot", steps() + pictures_count()) as advance:
+        try:
+            span = args.span
+            if args.prometheus:
+                snapshot = from_prometheus(args.prometheus, span, args.budget, advance)
+            else:
+                snapshot = from_duckdb(args.db, span, args.budget, advance)
+        except (SnapshotError, ValueError) as exc:
+            print(f"agentwatch dashboards snapshot: {exc}", file=sys.stderr)
+            return 1
+        paths = write_report(snapshot, args.out, advance)
+    for path in paths:
         print(path)
     return 0

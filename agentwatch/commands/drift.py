@@ -242,8 +242,9 @@ def _run(args: argparse.Namespace) -> int:
 def _backfill(args: argparse.Namespace) -> int:
     if not _check_db(args.db, "backfill"):
         return 1
-    from agentwatch.commands.timerange import EmptyRange, progress_bar, resolve
+    from agentwatch.commands.timerange import EmptyRange, resolve
     from agentwatch.processors.drift.evaluate import window_ends
+    from agentwatch.progress import progress_bar
 
     config = load_config(args.drift_config)
     now = dt.datetime.now(dt.UTC)

@@ -1,4 +1,4 @@
-"""Event-time ranges of the history commands (backfill, backtest), and their progress bars.
+"""Event-time ranges of the history commands (backfill, backtest).
 
 ``--from 48h`` means 48 hours before now. When that range holds no events but the store
 has some (replayed or simulated history whose event time lies further back), the range
@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from agentwatch.processors.drift.summaries import data_bounds
 
@@ -48,16 +43,3 @@ def resolve(
         file=sys.stderr,
     )
     return moved
-
-
-@contextmanager
-def progress_bar(what: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr (when it is a terminal); yields ``advance(n)``."""
-    if not enabled or total <= 1 or not sys.stderr.isatty():
-        yield lambda n: None
-        return
-    console = Console(stderr=True)
-    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(what, total=total)
-        yield lambda n: bar.advance(task, n)

@@ -28,7 +28,7 @@ KINDS: Final[tuple[Kind, ...]] = ("numeric", "categorical", "rate")
 _TOP_KEYS: Final = {
     "grain", "window", "reference", "min_reference", "settle", "session_lookback", "release",
     "large_sample", "min_expected", "tests", "thresholds", "min_samples", "signals", "agents",
-    "max_window", "seasonality", "fdr",
+    "max_window", "seasonality", "fdr", "cumulative",
 }  # fmt: skip
 _OVERRIDE_KEYS: Final = {"thresholds", "min_samples", "enabled"}
 _AGENT_WINDOW_KEYS: Final = {"window", "max_window"}
@@ -84,6 +84,20 @@ class Seasonality:
 
 
 @dataclass(frozen=True)
+class Cumulative:
+    """A cumulative test per signal beside the windowed ones, for drift that builds up.
+
+    The test sums each bucket's deviation from its baseline over the last buckets, up
+    to ``horizon``; ``tests`` names the test of each kind (a kind left out gets none).
+    """
+
+    horizon: dt.timedelta = dt.timedelta(hours=12)
+    tests: Mapping[Kind, str] = field(
+        default_factory=lambda: cast(dict[Kind, str], {"numeric": "cusum", "rate": "cusum_rate"})
+    )
+
+
+@dataclass(frozen=True)
 class DriftConfig:
     grain: dt.timedelta
     window: dt.timedelta
@@ -105,6 +119,7 @@ class DriftConfig:
     max_window: dt.timedelta = dt.timedelta(hours=12)
     seasonality: Seasonality = Seasonality()
     fdr: str = "agent"
+    cumulative: Cumulative = Cumulative()
 
     @property
     def grain_s(self) -> int:
@@ -231,6 +246,8 @@ def _build(data: Mapping[str, Any], source: str) -> DriftConfig:
         for name in (choice.small, choice.large, *choice.always):
             if stats.get(name).kind != kind:
                 raise ConfigError(f"{source}: test {name!r} is not a {kind} test")
+            if stats.get(name).steps:
+                raise ConfigError(f"{source}: test {name!r} is cumulative: set it in cumulative")
         tests[kind] = choice
     thresholds = {str(k): float(v) for k, v in data["thresholds"].items()}
     min_samples = {str(k): int(v) for k, v in data["min_samples"].items()}
@@ -286,6 +303,7 @@ def _build(data: Mapping[str, Any], source: str) -> DriftConfig:
         max_window=max_window,
         seasonality=_seasonality(data.get("seasonality") or {}, grain, source),
         fdr=fdr,
+        cumulative=_cumulative(data.get("cumulative") or {}, grain, source),
     )
 
 
@@ -323,6 +341,25 @@ def _seasonality(entry: Mapping[str, Any], grain: dt.timedelta, source: str) -> 
     if min_cycles < 2 or not 0.0 < p_value < 1.0:
         raise ConfigError(f"{source}: seasonality needs min_cycles >= 2 and 0 < p_value < 1")
     return Seasonality(mode, periods, min_cycles, p_value)
+
+
+def _cumulative(entry: Mapping[str, Any], grain: dt.timedelta, source: str) -> Cumulative:
+    unknown = set(entry) - {"horizon", "tests"}
+    if unknown:
+        hint = did_you_mean(sorted(unknown), {"horizon", "tests"})
+        raise ConfigError(f"{source}: unknown cumulative settings {sorted(unknown)}{hint}")
+    default = Cumulative()
+    horizon = _window(entry.get("horizon", "12h"), "cumulative.horizon", grain, source)
+    assert horizon is not None
+    raw = entry.get("tests", default.tests) or {}
+    tests: dict[Kind, str] = {}
+    for kind, name in raw.items():
+        if kind not in ("numeric", "rate"):
+            raise ConfigError(f"{source}: cumulative.tests: {kind!r} is not numeric or rate")
+        if stats.get(str(name)).kind != kind or not stats.get(str(name)).steps:
+            raise ConfigError(f"{source}: cumulative.tests: {name!r} is no cumulative {kind} test")
+        tests[cast(Kind, kind)] = str(name)
+    return Cumulative(horizon, tests)
 
 
 def _override(entry: Mapping[str, Any], where: str, allow_signals: bool = False) -> Override:

@@ -29,6 +29,7 @@ from typing import Any, Final
 import polars as pl
 
 from agentwatch.clock import utc_now
+from agentwatch.processors.drift import season
 from agentwatch.processors.drift.compare import (
     DRIFT,
     INSUFFICIENT,
@@ -45,6 +46,7 @@ from agentwatch.processors.drift.compare import (
     run_tests,
 )
 from agentwatch.processors.drift.config import DriftConfig, load_config
+from agentwatch.processors.drift.cumulative import Moments, cumulative_rows
 from agentwatch.processors.drift.rolling import rolling_rows
 from agentwatch.processors.drift.summaries import (
     AGENT_KEYS,
@@ -121,6 +123,7 @@ class DriftEvaluator:
         self.db = db
         self.config = config or load_config()
         self.cache = SummaryCache(db, self.config, agent_id)
+        self.moments = Moments()
         self.clock = clock
 
     def align(self, ts: dt.datetime) -> dt.datetime:
@@ -137,6 +140,8 @@ class DriftEvaluator:
         longest = max(
             [self.config.max_window, *(a.max_window for a in self.config.agents if a.max_window)]
         )
+        if self.config.cumulative.tests:
+            longest = max(longest, self.config.cumulative.horizon)
         extra = max(0, int((longest - self.config.window).total_seconds()) // g)
         return {
             "end": end,
@@ -164,8 +169,18 @@ class DriftEvaluator:
         return frozenset((a, e) for a, e, _ in first.iter_rows())
 
     def _rolling(self, b: dict[str, int]) -> list[dict[str, Any]]:
+        """The windowed rolling results, then the cumulative ones."""
+        config, g = self.config, self.config.grain_s
         too_new = self.too_new(b["ref_lo"], b["cur_lo"] - b["min_reference"])
-        return rolling_rows(self.cache, self.config, b, too_new)
+        collapsed = self.cache.collapsed
+        span = int((config.cumulative.horizon + config.reference).total_seconds()) // g
+        lo = min(b["end"] - span, b["ref_lo"])
+        moments = self.moments.between(collapsed, lo, b["end"])
+        choice = season.cyclic(collapsed, b["ref_lo"], b["cur_lo"], g, config.seasonality, moments)
+        rows = rolling_rows(self.cache, config, b, too_new, choice)
+        if config.cumulative.tests:
+            rows += cumulative_rows(moments, choice, config, b["end"], too_new)
+        return rows
 
     def preload(self, first_end: dt.datetime, last_end: dt.datetime) -> None:
         """Load at once the buckets that windows ending from ``first_end`` to ``last_end`` need."""

@@ -9,26 +9,20 @@ severity over time. Plots are PNGs embedded as base64, so the file stands alone.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
-import io
 import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
 import polars as pl
-from matplotlib.figure import Figure
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from agentwatch.durations import parse_duration
+from agentwatch.processors.drift import stats
 from agentwatch.processors.drift.config import DriftConfig
 from agentwatch.processors.drift.evaluate import (
     DRIFT,
@@ -37,16 +31,16 @@ from agentwatch.processors.drift.evaluate import (
     parse_period,
 )
 from agentwatch.processors.drift.metrics import severity_column
+from agentwatch.processors.drift.plots import distribution_plot, timeline_plot
 from agentwatch.processors.drift.season import seasonal_sum, split_label
 from agentwatch.processors.drift.sentences import effect, sentence
-from agentwatch.processors.drift.signals import Signal, signal_of
+from agentwatch.processors.drift.signals import signal_of
 from agentwatch.processors.drift.summaries import SummaryCache, bucket_of
 from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.progress import progress_bar
 
-REF_COLOR = "#8c8c8c"
-CUR_COLOR = "#d62728"
-TOP_CATEGORIES = 10
 SENTENCES = 10  # drifted signals told in sentences before the table
+SIGNAL_WIDTH = 28  # the terminal table's signal column at least (longer names fold)
 
 
 def load_scores(db: Path, agent_id: str, since: dt.datetime | None) -> pl.DataFrame:
@@ -154,32 +148,36 @@ def summary_table(agent_id: str, summary: pl.DataFrame) -> Table:
         title_justify="left",
         title_style="bold",
         caption="severity: 1.0 is the test's threshold; since: start of the current run "
-        "of drifted windows",
+        "of drifted windows (UTC); too few: not enough data for a verdict",
         caption_justify="left",
         box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
     )
-    for name in ("signal", "comparison", "verdict", "since", "drifted", "severity", "peak",
-                 "test", "n ref", "n cur"):  # fmt: skip
-        right = name in ("severity", "peak", "n ref", "n cur", "drifted")
+    # Short cells, so that the key columns (signal, comparison) are whole in 100 columns;
+    # the HTML report has the test, the peak and the full dates.
+    longest = max((len(s) for s in summary["signal"]), default=6)
+    for name in ("signal", "comparison", "verdict", "since", "drifted", "severity", "n ref/cur"):
+        right = name in ("severity", "n ref/cur", "drifted")
         table.add_column(
             name,
             justify="right" if right else "left",
             no_wrap=name not in ("signal", "comparison"),
             overflow="fold",
+            min_width=min(longest, SIGNAL_WIDTH) if name == "signal" else None,
         )
     styles = {DRIFT: "bold red", "ok": "green", INSUFFICIENT: "dim"}
+    words = {INSUFFICIENT: "too few"}
     for row in summary.iter_rows(named=True):
+        since = row["drifting_since"]
         table.add_row(
-            row["signal"],
-            _comparison(row),
-            f"[{styles[row['verdict']]}]{row['verdict']}[/]",
-            _when(row["drifting_since"]),
+            escape(row["signal"]),  # tool_error_rate[lookup] is not a style
+            escape(_comparison(row)),
+            f"[{styles[row['verdict']]}]{words.get(row['verdict'], row['verdict'])}[/]",
+            since.strftime("%m-%d %H:%M") if isinstance(since, dt.datetime) else "-",
             f"{row['drift_windows']}/{row['windows']}",
             _num(row["severity"]),
-            _num(row["peak_severity"]),
-            row["test"] or "-",
-            f"{row['n_ref']:,}",
-            f"{row['n_cur']:,}",
+            f"{row['n_ref']:,}/{row['n_cur']:,}",
         )
     return table
 
@@ -203,18 +201,12 @@ def backfill_summary(rows: pl.DataFrame, *, dry_run: bool) -> Table:
         .sort("window_end", "agent_id", "signal")
     )
     for agent_id, signal, comparison, windows, first in drifted.iter_rows():
-        table.add_row(agent_id, signal, comparison, str(windows), _when(first))
+        cells = (escape(agent_id), escape(signal), escape(comparison))
+        table.add_row(*cells, str(windows), _when(first))
     return table
 
 
-# --------------------------------------------------------------------------- plots
-
-
-def _png(fig: Figure) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+# --------------------------------------------------------------------------- counts
 
 
 def window_counts(
@@ -249,110 +241,6 @@ def window_counts(
     )
 
 
-def distribution_plot(
-    signal: Signal,
-    ref: pl.DataFrame,
-    cur: pl.DataFrame,
-    title: str,
-    names: tuple[str, str] = ("reference", "current"),
-) -> str:
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    n_ref, n_cur = int(ref["n"].sum()), int(cur["n"].sum())
-    labels = (f"{names[0]} (n={n_ref:,})", f"{names[1]} (n={n_cur:,})")
-    if signal.kind == "numeric":
-        _numeric_plot(ax, signal, ref, cur)
-    elif signal.kind == "categorical":
-        _categorical_plot(ax, ref, cur)
-    else:
-        _rate_plot(ax, ref, cur, labels)
-    ax.set_title(title, fontsize=10, loc="left")
-    if signal.kind != "rate":
-        ax.legend(labels, fontsize=8, frameon=False)
-    ax.spines[["top", "right"]].set_visible(False)
-    return _png(fig)
-
-
-def _shares(frame: pl.DataFrame, keys: list[str]) -> np.ndarray:
-    lookup = dict(frame.select("key", "n").iter_rows())
-    counts = np.array([float(lookup.get(k, 0)) for k in keys])
-    total = counts.sum()
-    return counts / total if total else counts
-
-
-def _numeric_plot(ax: Any, signal: Signal, ref: pl.DataFrame, cur: pl.DataFrame) -> None:
-    assert signal.bins is not None
-    used = sorted({int(k) for k in (*ref["key"].to_list(), *cur["key"].to_list())})
-    lo, hi = max(used[0] - 1, 0), min(used[-1] + 2, signal.bins.count)
-    keys = [str(i) for i in range(lo, hi)]
-    edges = signal.bins.edges()[lo : hi + 1]
-    r, c = _shares(ref, keys), _shares(cur, keys)
-    ax.stairs(r, edges, fill=True, color=REF_COLOR, alpha=0.45)
-    ax.stairs(c, edges, color=CUR_COLOR, linewidth=1.6)
-    centres = signal.bins.values(np.arange(lo, hi))
-    for shares, color in ((r, REF_COLOR), (c, CUR_COLOR)):
-        if shares.sum() > 0:
-            median = centres[int(np.searchsorted(np.cumsum(shares), 0.5))]
-            ax.axvline(median, color=color, linestyle="--", linewidth=1)
-    if signal.bins.scale == "log":
-        ax.set_xscale("log")
-    ax.set_xlabel(f"{signal.name} ({signal.unit}); dashed: medians", fontsize=8)
-    ax.set_ylabel("share of observations", fontsize=8)
-
-
-def _categorical_plot(ax: Any, ref: pl.DataFrame, cur: pl.DataFrame) -> None:
-    keys = sorted(set(ref["key"].to_list()) | set(cur["key"].to_list()))
-    r, c = _shares(ref, keys), _shares(cur, keys)
-    order = np.argsort(-np.maximum(r, c))[:TOP_CATEGORIES]
-    labels = [keys[i] for i in order]
-    y = np.arange(len(labels))
-    ax.barh(y - 0.2, r[order], height=0.4, color=REF_COLOR)
-    ax.barh(y + 0.2, c[order], height=0.4, color=CUR_COLOR)
-    ax.set_yticks(y, labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("share", fontsize=8)
-
-
-def _rate_plot(ax: Any, ref: pl.DataFrame, cur: pl.DataFrame, labels: tuple[str, str]) -> None:
-    values, errors = [], []
-    for frame in (ref, cur):
-        lookup = dict(frame.select("key", "n").iter_rows())
-        s, n = float(lookup.get("true", 0)), float(lookup.get("true", 0) + lookup.get("false", 0))
-        p = s / n if n else 0.0
-        values.append(p)
-        errors.append(1.96 * math.sqrt(p * (1 - p) / n) if n else 0.0)
-    bars = ax.bar([0, 1], values, yerr=errors, color=[REF_COLOR, CUR_COLOR], capsize=6)
-    for bar, p, err in zip(bars, values, errors, strict=True):
-        ax.annotate(f"{p:.1%}", (bar.get_x() + bar.get_width() / 2, p + err), ha="center",
-                    va="bottom", fontsize=9, xytext=(0, 4), textcoords="offset points")  # fmt: skip
-    ax.set_xticks([0, 1], list(labels), fontsize=8)
-    ax.set_ylabel("rate (95% interval)", fontsize=8)
-
-
-def timeline_plot(track: pl.DataFrame, title: str) -> str:
-    """Severity per window end, the threshold at 1, drifted windows in red."""
-    per_window = (
-        track.group_by("window_end")
-        .agg(pl.col("severity").max(), (pl.col("verdict") == DRIFT).any().alias("drift"))
-        .sort("window_end")
-    )
-    fig, ax = plt.subplots(figsize=(6.4, 3.0))
-    x = per_window["window_end"].to_list()
-    y = [max(v, 0.01) if v is not None else np.nan for v in per_window["severity"].to_list()]
-    ax.plot(x, y, color="#1f77b4", linewidth=1.2, marker=".", markersize=4)
-    hits = [(a, b) for a, b, d in zip(x, y, per_window["drift"].to_list(), strict=True) if d]
-    if hits:
-        hit_x, hit_y = zip(*hits, strict=True)
-        ax.scatter(hit_x, hit_y, color=CUR_COLOR, zorder=3, s=18, label="drift")
-    ax.axhline(1.0, color="black", linestyle="--", linewidth=0.8, label="threshold")
-    ax.set_yscale("log")
-    ax.set_ylabel("severity (1 = threshold)", fontsize=8)
-    ax.set_title(title, fontsize=10, loc="left")
-    ax.legend(fontsize=8, frameon=False)
-    ax.spines[["top", "right"]].set_visible(False)
-    fig.autofmt_xdate()
-    return _png(fig)
-
-
 # --------------------------------------------------------------------------- HTML
 
 _CSS = """
@@ -361,12 +249,18 @@ table{border-collapse:collapse;font-size:13px}td,th{padding:3px 10px;border-bott
 text-align:left}th{background:#f4f4f4}.drift{color:#c00;font-weight:600}.ok{color:#280}
 .insufficient_data{color:#999}.plots{display:flex;gap:12px;flex-wrap:wrap}
 img{max-width:100%;border:1px solid #eee}section{margin:2em 0}.note{color:#666;font-size:13px}
+.told li{margin:.4em 0;font-size:15px}
 """
 
 
 def render_html(
-    agent_id: str, summary: pl.DataFrame, sections: list[tuple[str, str, list[str]]]
+    agent_id: str,
+    summary: pl.DataFrame,
+    sections: list[tuple[str, str, str, list[str]]],
+    sentences: list[str] | None = None,
 ) -> str:
+    """The page: what changed in plain sentences, then the table, then each drifted
+    signal's sentence, plots and statistics."""
     head = ["signal", "comparison", "verdict", "since", "drifted windows", "severity", "peak",
             "test", "n ref", "n cur"]  # fmt: skip
     body = []
@@ -384,10 +278,15 @@ def render_html(
             for i, c in enumerate(cells)
         )
         body.append(f"<tr>{tds}</tr>")
+    told = sentences or [f"{agent_id}: no signal is drifting in its latest window."]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>Drift report: {html.escape(agent_id)}</title><style>{_CSS}</style></head><body>",
         f"<h1>Drift report: {html.escape(agent_id)}</h1>",
+        "<h2>What changed</h2><ul class='told'>",
+        *(f"<li>{html.escape(text)}</li>" for text in told),
+        "</ul>",
+        "<h2>Every signal</h2>",
         f"<p class='note'>Generated {_when(dt.datetime.now(dt.UTC))} UTC. Severity 1.0 is a "
         "test's threshold: a distance at its threshold, or an FDR-adjusted p-value at its "
         "level. Rolling comparisons set the current window against the reference period "
@@ -399,11 +298,11 @@ def render_html(
     ]
     if not sections:
         parts.append("<p>No signal drifted in this period.</p>")
-    for heading, caption, images in sections:
+    for heading, text, statistics, images in sections:
         parts.append(f"<section><h2>{html.escape(heading)}</h2>")
-        parts.append(f"<p class='note'>{html.escape(caption)}</p><div class='plots'>")
+        parts.append(f"<p>{html.escape(text)}</p><div class='plots'>")
         parts.extend(f"<img src='data:image/png;base64,{img}' alt=''>" for img in images)
-        parts.append("</div></section>")
+        parts.append(f"</div><p class='note'>{html.escape(statistics)}</p></section>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -422,7 +321,12 @@ def build_report(
     config: DriftConfig,
     console: Console,
 ) -> int:
-    """Print the summary; with ``out``, write the HTML report. 1 when there is nothing."""
+    """Print the sentences and the summary; with ``out``, write the HTML report too.
+
+    1 when there is nothing to report. Recounting each drifted signal's windows and
+    drawing its plots takes a while on a long history: a progress bar (or log lines)
+    shows it.
+    """
     scores = load_scores(db, agent_id, since)
     if scores.is_empty():
         console.print(
@@ -433,51 +337,75 @@ def build_report(
     summary = summarise(scores)
     tracked = with_track(scores)
     cache = SummaryCache(db, config, agent_id)
-    drifted = summary.filter(pl.col("verdict") == DRIFT)
-    if drifted.is_empty():
-        console.print(f"{agent_id}: no signal is drifting in its latest window.")
-    for row in drifted.head(SENTENCES).iter_rows(named=True):
-        track = tracked.filter(*(pl.col(k).eq_missing(row[k]) for k in _track(tracked)))
-        latest = track.filter(pl.col("verdict") == DRIFT).sort("window_end").row(-1, named=True)
-        ref, cur = window_counts(cache, latest, config)
-        console.print(sentence(agent_id, row, effect(signal_of(row["signal"]), ref, cur)))
+    told = summary.filter(pl.col("verdict") == DRIFT).head(SENTENCES)
+    drawn = summary.filter(pl.col("drift_windows") > 0) if out is not None else summary.clear()
+    sentences: list[str] = []
+    sections = []
+    with progress_bar("drift report", told.height + drawn.height) as advance:
+        for row in told.iter_rows(named=True):
+            latest = _latest_drift(tracked, row)
+            ref, cur = window_counts(cache, latest, config)
+            change = effect(signal_of(row["signal"]), ref, cur)
+            sentences.append(sentence(agent_id, row, change, latest))
+            advance(1)
+        for row in drawn.iter_rows(named=True):
+            sections.append(_section(agent_id, row, tracked, cache, config))
+            advance(1)
+    for text in sentences or [f"{agent_id}: no signal is drifting in its latest window."]:
+        console.print(escape(text))
     console.print()
     console.print(summary_table(agent_id, summary))
     if out is None:
         return 0
-    sections = []
-    for row in summary.filter(pl.col("drift_windows") > 0).iter_rows(named=True):
-        signal = signal_of(row["signal"])
-        track = tracked.filter(*(pl.col(k).eq_missing(row[k]) for k in _track(tracked)))
-        latest = (
-            track.filter(pl.col("verdict") == DRIFT)
-            .sort("window_end", "severity", descending=[True, True])
-            .row(0, named=True)
-        )
-        ref, cur = window_counts(cache, latest, config)
-        label = _comparison(row)
-        names = ("reference period", "current window")
-        if row["comparison"] == RELEASE:
-            names = (f"{latest['baseline']} (stable)", f"{latest['candidate']} (new)")
-        images = [
-            distribution_plot(
-                signal, ref, cur,
-                f"{signal.name}: {names[0]} vs {names[1]}, to {_when(latest['window_end'])}",
-                names,
-            ),
-            timeline_plot(track, f"{signal.name} ({label}): severity over time"),
-        ]  # fmt: skip
-        baseline = latest["baseline"]
-        candidate = latest["candidate"]
-        caption = (
-            f"{signal.description}. {label}: reference {baseline}, current {candidate}. "
-            f"Latest drift by {latest['test']}: statistic {_num(latest['statistic'], 4)}, "
-            f"score {_num(latest['score'], 4)} against threshold {latest['threshold']}. "
-            f"Drifted in {row['drift_windows']} of {row['windows']} windows, first at "
-            f"{_when(row['first_drift'])}."
-        )
-        sections.append((f"{signal.name} · {label}", caption, images))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_html(agent_id, summary, sections), encoding="utf-8")
+    out.write_text(render_html(agent_id, summary, sections, sentences), encoding="utf-8")
     console.print(f"HTML report written to {out}")
     return 0
+
+
+def _latest_drift(tracked: pl.DataFrame, row: dict[str, Any]) -> dict[str, Any]:
+    """The latest drifted result of ``row``'s comparison (the most severe in its window)."""
+    track = tracked.filter(*(pl.col(k).eq_missing(row[k]) for k in _track(tracked)))
+    # In the latest window, a windowed test's counts tell the change better than the
+    # cumulative test's, whose current period is its whole horizon.
+    cumulative = pl.col("test").is_in([t.name for t in stats.REGISTRY.values() if t.steps])
+    return (
+        track.filter(pl.col("verdict") == DRIFT)
+        .sort(pl.col("window_end"), cumulative, pl.col("severity"), descending=[True, False, True])
+        .row(0, named=True)
+    )
+
+
+def _section(
+    agent_id: str,
+    row: dict[str, Any],
+    tracked: pl.DataFrame,
+    cache: SummaryCache,
+    config: DriftConfig,
+) -> tuple[str, str, str, list[str]]:
+    """Heading, plain sentence, statistics and plots of one drifted signal."""
+    signal = signal_of(row["signal"])
+    track = tracked.filter(*(pl.col(k).eq_missing(row[k]) for k in _track(tracked)))
+    latest = _latest_drift(tracked, row)
+    ref, cur = window_counts(cache, latest, config)
+    label = _comparison(row)
+    names = ("reference period", "current window")
+    if row["comparison"] == RELEASE:
+        names = (f"{latest['baseline']} (stable)", f"{latest['candidate']} (new)")
+    images = [
+        distribution_plot(
+            signal, ref, cur,
+            f"{signal.name}: {names[0]} vs {names[1]}, to {_when(latest['window_end'])}",
+            names,
+        ),
+        timeline_plot(track, f"{signal.name} ({label}): severity over time"),
+    ]  # fmt: skip
+    told = sentence(agent_id, row, effect(signal, ref, cur), latest)
+    statistics = (
+        f"{label}: reference {latest['baseline']}, current {latest['candidate']}. "
+        f"Latest drift by {latest['test']}: statistic {_num(latest['statistic'], 4)}, "
+        f"score {_num(latest['score'], 4)} against threshold {latest['threshold']}. "
+        f"Drifted in {row['drift_windows']} of {row['windows']} windows, first at "
+        f"{_when(row['first_drift'])}."
+    )
+    return f"{row['signal']} · {label}", told, statistics, images

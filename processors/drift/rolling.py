@@ -35,8 +35,12 @@ def rolling_rows(
     config: DriftConfig,
     b: dict[str, int],
     too_new: frozenset[tuple[str, str]],
+    choice: pl.DataFrame,
 ) -> list[dict[str, Any]]:
-    """Rolling results of every agent: its own window, retried longer while too quiet."""
+    """Rolling results of every agent: its own window, retried longer while too quiet.
+
+    ``choice`` holds the signals that follow a cycle (``season.cyclic``) and its period.
+    """
     g = config.grain_s
     end, ref_len = b["end"], b["cur_lo"] - b["ref_lo"]
     present = (
@@ -45,7 +49,6 @@ def rolling_rows(
         .unique()
     )
     ladders = {(a, e): ladder(config, a) for a, e in present.iter_rows()}
-    choice = season.cyclic(cache.collapsed, b["ref_lo"], b["cur_lo"], g, config.seasonality)
     periods = {p: dt.timedelta(seconds=p * g) for p in choice["period"].unique().to_list()}
     seasonal_pairs = {(a, e, sig): p for a, e, sig, p in choice.iter_rows()}
     kept: dict[tuple[str, str, str], list[dict[str, Any]]] = {}

@@ -23,7 +23,7 @@ from scipy import stats as scipy_stats
 
 from agentwatch.durations import format_duration
 from agentwatch.processors.drift.config import Seasonality
-from agentwatch.processors.drift.signals import SESSIONS_SUFFIX, base_signal, signal_of
+from agentwatch.processors.drift.signals import SESSIONS_SUFFIX, SIGNALS, base_signal, signal_of
 from agentwatch.processors.drift.summaries import AGENT_KEYS, COUNT_KEYS
 
 PAIR: Final = (*AGENT_KEYS, "signal")
@@ -45,7 +45,7 @@ def split_label(label: str) -> tuple[str, str | None]:
     return period, cycle or None
 
 
-def _positions(keys: pl.DataFrame) -> pl.DataFrame:
+def key_positions(keys: pl.DataFrame) -> pl.DataFrame:
     """Each (signal, key)'s value for the cycle test: a numeric bin's position, 1.0 for a
     rate's ``true``; categories get null here (their top category is found per pair)."""
     out: list[float | None] = []
@@ -64,16 +64,33 @@ def _positions(keys: pl.DataFrame) -> pl.DataFrame:
 
 
 def cyclic(
-    collapsed: pl.DataFrame, ref_lo: int, cur_lo: int, grain_s: int, season: Seasonality
+    collapsed: pl.DataFrame,
+    ref_lo: int,
+    cur_lo: int,
+    grain_s: int,
+    season: Seasonality,
+    moments: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """(agent_id, environment, signal, period in buckets) of the signals that follow a cycle."""
+    """(agent_id, environment, signal, period in buckets) of the signals that follow a cycle.
+
+    ``moments`` (``cumulative.Moments``: count ``n`` and sum ``s1`` of the value per bucket
+    and pair), when given, supplies the bucket means of numeric and rate signals, which
+    are then not recounted from ``collapsed`` for every window.
+    """
     if season.mode == "off":
         return pl.DataFrame(schema=CHOICE_SCHEMA)
     ref = collapsed.filter(
         pl.col("bucket").is_between(ref_lo, cur_lo - 1)
         & ~pl.col("signal").str.ends_with(SESSIONS_SUFFIX)
     )
-    if ref.is_empty():
+    if moments is not None:
+        categorical = (
+            pl.col("signal")
+            .str.replace(r"\[.*$", "")
+            .is_in([n for n, s in SIGNALS.items() if s.kind == "categorical"])
+        )
+        ref = ref.filter(categorical)
+    if ref.is_empty() and moments is None:
         return pl.DataFrame(schema=CHOICE_SCHEMA)
     tops = (
         ref.group_by(*PAIR, "key")
@@ -83,7 +100,7 @@ def cyclic(
         .first()
         .select(*PAIR, top_key="key")
     )
-    positions = _positions(ref.select(*COUNT_KEYS).unique())
+    positions = key_positions(ref.select(*COUNT_KEYS).unique())
     top = (pl.col("key") == pl.col("top_key")).cast(pl.Float64)
     means = (
         ref.join(tops, on=list(PAIR), how="left")
@@ -91,9 +108,14 @@ def cyclic(
         .with_columns(y=pl.coalesce(pl.col("pos"), top))
         .group_by(*PAIR, "bucket")
         .agg(w=pl.col("n").sum().cast(pl.Float64), y=(pl.col("n") * pl.col("y")).sum())
-        .filter(pl.col("w") > 0)
-        .with_columns(y=pl.col("y") / pl.col("w"))
     )
+    if moments is not None:
+        valued = moments.filter(pl.col("bucket").is_between(ref_lo, cur_lo - 1))
+        means = pl.concat(
+            [means, valued.select(*PAIR, "bucket", w=pl.col("n"), y=pl.col("s1"))],
+            how="vertical_relaxed",
+        )
+    means = means.filter(pl.col("w") > 0).with_columns(y=pl.col("y") / pl.col("w"))
     found: list[pl.DataFrame] = []
     shortest = min(season.periods)
     for period in season.periods:
@@ -151,26 +173,46 @@ def _harmonic(means: pl.DataFrame, period: int, alpha: float) -> pl.DataFrame:
     cycle is recognised from half a day of history; its seasonal reference is then empty
     for the hours not seen yet, and those windows get insufficient_data, not an alarm.
     """
-    out = []
-    for key, group in means.sort("bucket").group_by(PAIR, maintain_order=True):
-        if group.height < max(8, period // 2):
-            continue
-        w = group["w"].to_numpy()
-        y = group["y"].to_numpy()
-        phase = 2 * np.pi * (group["bucket"].to_numpy() % period) / period
-        x = np.column_stack([np.ones_like(phase), np.sin(phase), np.cos(phase)])
-        root = np.sqrt(w)
-        beta, *_ = np.linalg.lstsq(x * root[:, None], y * root, rcond=None)
-        rss1 = float(np.sum(w * (y - x @ beta) ** 2))
-        rss0 = float(np.sum(w * (y - np.average(y, weights=w)) ** 2))
-        df2 = group.height - 3
-        if rss1 <= 0:
-            p_value = 0.0 if rss0 > 1e-12 else 1.0
-        else:
-            p_value = float(scipy_stats.f.sf(((rss0 - rss1) / 2) / (rss1 / df2), 2, df2))
-        if p_value < alpha:
-            out.append(key)
-    return pl.DataFrame(out, schema=list(PAIR), orient="row")
+    weighted_mean = (pl.col("w") * pl.col("y")).sum().over(PAIR) / pl.col("w").sum().over(PAIR)
+    angle = 2 * np.pi * (pl.col("bucket") % period) / period
+    terms = means.with_columns(s=angle.sin(), c=angle.cos(), y=pl.col("y") - weighted_mean)
+    w, s, c, y = (pl.col(n) for n in ("w", "s", "c", "y"))
+    # The weighted normal equations of y ~ 1 + sin + cos, per pair, in one pass.
+    sums = (
+        terms.group_by(PAIR)
+        .agg(
+            n=pl.len(),
+            a00=w.sum(),
+            a01=(w * s).sum(),
+            a02=(w * c).sum(),
+            a11=(w * s * s).sum(),
+            a12=(w * s * c).sum(),
+            a22=(w * c * c).sum(),
+            b0=(w * y).sum(),
+            b1=(w * s * y).sum(),
+            b2=(w * c * y).sum(),
+            rss0=(w * y * y).sum(),
+        )
+        .filter(pl.col("n") >= max(8, period // 2))
+    )
+    if sums.is_empty():
+        return pl.DataFrame(schema=dict.fromkeys(PAIR, pl.String()))
+    col = {name: sums[name].to_numpy() for name in sums.columns if name not in PAIR}
+    a = np.stack(
+        [np.stack([col["a00"], col["a01"], col["a02"]], -1),
+         np.stack([col["a01"], col["a11"], col["a12"]], -1),
+         np.stack([col["a02"], col["a12"], col["a22"]], -1)], 1,
+    )  # fmt: skip
+    b = np.stack([col["b0"], col["b1"], col["b2"]], -1)
+    beta = np.einsum("kij,kj->ki", np.linalg.pinv(a, hermitian=True), b)
+    rss0 = col["rss0"]
+    rss1 = np.maximum(rss0 - np.einsum("ki,ki->k", beta, b), 0.0)
+    df2 = col["n"].astype(np.float64) - 3
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = ((rss0 - rss1) / 2) / (rss1 / df2)
+    exact = rss1 <= 1e-12 * np.maximum(rss0, 1e-300)
+    p_value = np.where(exact, np.where(rss0 > 1e-12, 0.0, 1.0), scipy_stats.f.sf(f, 2, df2))
+    return sums.filter(pl.Series(p_value < alpha)).select(PAIR)
 
 
 def seasonal_sum(
@@ -206,4 +248,11 @@ def assign(
     return pl.concat(parts)
 
 
-__all__ = ["base_signal", "cyclic", "seasonal_label", "seasonal_sum", "split_label"]
+__all__ = [
+    "base_signal",
+    "cyclic",
+    "key_positions",
+    "seasonal_label",
+    "seasonal_sum",
+    "split_label",
+]

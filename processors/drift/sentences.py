@@ -1,7 +1,9 @@
 """Drift in plain sentences: what changed, by how much in the signal's own units, since when.
 
 The report and the terminal open with these, the statistics below for those who want
-them: ``hr-assistant-1: llm_latency_ms changed (p95 4.1 s -> 8.6 s, 2.1x) since ...``.
+them: ``hr-assistant-1: latency of successful LLM calls changed (p95 4.1 s -> 8.6 s,
+2.1x) since 2026-11-06 01:00 UTC, drifting in 3 of the last 12 windows; very strong
+evidence (adjusted p-value 4e-09, alarm at 0.01).``
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from agentwatch.processors.drift import stats
 from agentwatch.processors.drift.compare import RELEASE
 from agentwatch.processors.drift.signals import Signal, signal_of
 
@@ -63,16 +66,38 @@ def effect(signal: Signal, ref: pl.DataFrame, cur: pl.DataFrame) -> str | None:
     return f"{key} {100 * before.get(key, 0.0):.0f}% -> {100 * after.get(key, 0.0):.0f}% of the mix"
 
 
-def sentence(agent_id: str, row: dict[str, Any], change: str | None) -> str:
-    """One plain sentence for a drifted signal: what, how much, since when, how steadily."""
+def certainty(latest: dict[str, Any]) -> str:
+    """How sure the latest drifted result is, in words, its figure in brackets."""
+    score, threshold, name = latest.get("score"), latest.get("threshold"), latest.get("test")
+    if score is None or threshold is None or name not in stats.REGISTRY:
+        return ""
+    if stats.get(name).p_valued:
+        words = "very strong evidence" if score <= threshold / 100 else "strong evidence"
+        if score > threshold / 10:
+            words = "evidence just past the alarm level"
+        return f"{words} (adjusted p-value {score:.1g}, alarm at {threshold:g})"
+    words = "far past its alarm level" if score >= 2 * threshold else "past its alarm level"
+    return f"a change {words} ({name} {score:.3g}, alarm at {threshold:g})"
+
+
+def sentence(
+    agent_id: str, row: dict[str, Any], change: str | None, latest: dict[str, Any] | None = None
+) -> str:
+    """One plain sentence for a drifted signal: what changed, for which agent, version or
+    model, by how much in its own units, since when, how steadily and how sure."""
     signal = signal_of(row["signal"])
-    subject = row["signal"]
+    who = agent_id
     if row["comparison"] == RELEASE:
-        subject += f" of {row['dimension']} {row['candidate_key']} against {row['baseline_key']}"
+        who += f", {row['dimension']} {row['candidate_key']} against {row['baseline_key']}"
+    what = signal.description
+    subject = row["signal"].partition("[")[2].rstrip("]")
+    if subject:
+        what += f" ({subject})"
     how = f" ({change})" if change else ""
     since = row["drifting_since"] or row["first_drift"]
-    steady = row["windows"] - (row["windows"] - row["drift_windows"])
+    sure = certainty(latest) if latest is not None else ""
     return (
-        f"{agent_id}: {subject} changed{how} since {_when(since)} UTC: "
-        f"{signal.description}; drifted in {steady} of the last {row['windows']} windows."
+        f"{who}: {what} changed{how} since {_when(since)} UTC, drifting in "
+        f"{row['drift_windows']} of the last {row['windows']} windows"
+        + (f"; {sure}." if sure else ".")
     )

@@ -7,6 +7,10 @@ a test runs equally on a compact precomputed summary and, for the golden tests, 
 samples (:meth:`Counts.from_samples` keeps every distinct value as its own key, which
 makes the results equal scipy's on the raw data).
 
+A cumulative test (``cusum``) also receives :class:`Steps`: how far each bucket before
+the window end stood from its baseline, in standard errors (:func:`mean_scores`,
+:func:`rate_scores`), so that a small shift that persists adds up across buckets.
+
 A test returns its statistic and, when it has one, a p-value. Tests with a p-value are
 decided after Benjamini-Hochberg across a window (:func:`fdr_adjust`); distance scores
 are compared with their threshold as they are. Adding a test is one decorated function.
@@ -38,16 +42,33 @@ CHI2_MIN_EXPECTED: Final = 5.0
 
 
 @dataclass(frozen=True)
+class Steps:
+    """Each bucket's standardised deviation from its baseline, for a cumulative test.
+
+    ``z``: the deviation in standard errors; ``age``: buckets from each to the window
+    end (0 for the last one); ``dispersion``: the variance of the same scores over the
+    reference's own buckets (at least 1), so that traffic whose buckets vary more than
+    sampling alone explains does not read as drift.
+    """
+
+    z: FloatArray
+    age: FloatArray
+    dispersion: float = 1.0
+
+
+@dataclass(frozen=True)
 class Counts:
     """Counts of the reference and the current window over the same keys.
 
     ``values`` gives each key's position for numeric signals (ascending; a bin's
-    representative value); it is None for categories and rates.
+    representative value); it is None for categories and rates. ``steps`` holds the
+    per-bucket scores a cumulative test reads (None for the windowed tests).
     """
 
     ref: FloatArray
     cur: FloatArray
     values: FloatArray | None = None
+    steps: Steps | None = None
 
     def __post_init__(self) -> None:
         if self.ref.shape != self.cur.shape:
@@ -117,6 +138,7 @@ class StatTest:
     p_valued: bool
     fn: TestFn
     description: str
+    steps: bool = False  # cumulative: reads the per-bucket ``Counts.steps``
 
     def __call__(self, counts: Counts) -> Outcome:
         return self.fn(counts)
@@ -126,14 +148,14 @@ REGISTRY: dict[str, StatTest] = {}
 
 
 def register(
-    name: str, kind: Kind, *, p_valued: bool, description: str
+    name: str, kind: Kind, *, p_valued: bool, description: str, steps: bool = False
 ) -> Callable[[TestFn], TestFn]:
     """Add a test to the registry under ``name`` (the ``test`` column of drift_scores)."""
 
     def add(fn: TestFn) -> TestFn:
         if name in REGISTRY:
             raise ValueError(f"drift test {name!r} is registered twice")
-        REGISTRY[name] = StatTest(name, kind, p_valued, fn, description)
+        REGISTRY[name] = StatTest(name, kind, p_valued, fn, description, steps)
         return fn
 
     return add
@@ -336,6 +358,79 @@ def min_expected(counts: Counts) -> float:
     if total == 0:
         return 0.0
     return float((np.outer(table.sum(axis=1), table.sum(axis=0)) / total).min())
+
+
+# --------------------------------------------------------------------------- cumulative
+
+
+def mean_scores(
+    n: FloatArray, mean: FloatArray, base_n: FloatArray, base_mean: FloatArray,
+    base_var: FloatArray,
+) -> FloatArray:  # fmt: skip
+    """How far each bucket's mean lies from its baseline's, in standard errors.
+
+    The standard error counts both the bucket's and the baseline's sampling noise
+    (``var * (1/n + 1/N)``); a bucket without data or a constant baseline scores 0.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se = np.sqrt(base_var * (1.0 / n + 1.0 / base_n))
+        z = (mean - base_mean) / se
+    return np.asarray(np.where((se > 0) & np.isfinite(z), z, 0.0), dtype=np.float64)
+
+
+def rate_scores(x: FloatArray, n: FloatArray, base_x: FloatArray, base_n: FloatArray) -> FloatArray:
+    """Each bucket's count of successes as a normal score under its baseline's rate.
+
+    The exact binomial mid-p upper tail, ``P(X > x) + P(X = x) / 2``, is turned into the
+    normal quantile it has: unlike ``(p - p0) / se`` it keeps its meaning for a quiet
+    bucket or a rare event (a tenth of an expected event), where the normal
+    approximation of a rate would raise false alarms. The baseline's rate is smoothed by
+    half an event, so a rate that was never seen before can still be scored.
+    """
+    p0 = (base_x + 0.5) / (base_n + 1.0)
+    upper = stats.binom.sf(x, n, p0) + 0.5 * stats.binom.pmf(x, n, p0)
+    z = stats.norm.isf(np.clip(upper, 1e-300, 1.0 - 1e-16))
+    return np.asarray(np.where(n > 0, z, 0.0), dtype=np.float64)
+
+
+def spans(horizon: int) -> list[int]:
+    """The lengths a cumulative test sums over: 1, 2, 4, ... buckets, and the horizon."""
+    out = [1]
+    while out[-1] * 2 < horizon:
+        out.append(out[-1] * 2)
+    return out if horizon <= 1 else [*out, horizon]
+
+
+def _cusum(counts: Counts) -> Outcome:
+    steps = counts.steps
+    if steps is None:
+        raise ValueError("a cumulative test needs the per-bucket steps")
+    lengths = spans(int(steps.age.max()) + 1) if steps.age.size else []
+    best = 0.0
+    for length in lengths:
+        recent = steps.z[steps.age < length]
+        if recent.size:
+            z = float(recent.sum()) / math.sqrt(steps.dispersion * recent.size)
+            best = z if abs(z) > abs(best) else best
+    p = min(1.0, len(lengths) * 2.0 * float(stats.norm.sf(abs(best)))) if lengths else 1.0
+    return Outcome(best, p)
+
+
+_CUSUM_DOC = (
+    "cumulative sum of the last 1, 2, 4, ... buckets' deviations from their baseline (in "
+    "standard errors; {what}) over the square root of its length: the largest of those "
+    "z-scores, so a shift is weighed from about when it began, whether it is abrupt, "
+    "small and persistent, or growing; p-value Bonferroni-corrected over the lengths; "
+    "statistic is that z (positive: above the baseline)"
+)
+cusum = register(
+    "cusum", "numeric", p_valued=True, steps=True,
+    description=_CUSUM_DOC.format(what="the mean value"),
+)(_cusum)  # fmt: skip
+cusum_rate = register(
+    "cusum_rate", "rate", p_valued=True, steps=True,
+    description=_CUSUM_DOC.format(what="the binomial mid-p score of the rate"),
+)(_cusum)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- FDR
