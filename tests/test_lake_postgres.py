@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,6 +100,30 @@ def test_processors_on_several_machines_land_one_topic_into_one_lake_exactly_onc
         _, err = proc.communicate(timeout=280)
         assert proc.returncode == 0, err[-3000:]
     assert count(lake, ROWS) == count(lake, DISTINCT) == 12_000
+
+
+PREPARE_AT = """
+import sys, time
+from agentwatch.processors.store.lake import LakeStore
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+LakeStore(sys.argv[1]).prepare()
+"""
+
+
+def test_processors_starting_together_on_an_empty_catalog_all_attach(lake: str) -> None:
+    # Each finds no catalog and creates one; PostgreSQL lets one win, the others attach.
+    at = str(time.time() + 8)  # after every interpreter has started
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PREPARE_AT, lake, at],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    errors = [proc.communicate(timeout=240)[1].decode(errors="replace") for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 4, "\n".join(errors)[-3000:]
+    assert count(lake, ROWS) == 0
 
 
 def test_the_catalog_password_can_come_from_pgpassword_instead_of_the_dsn(
