@@ -8,8 +8,9 @@ BIN := $(VENV)/bin
 KAFKA_LIBS := .kafka/libs
 DEMO_SECONDS ?= 60
 PYTEST_ARGS ?=
+HISTORY_SCALE ?= 1
 
-.PHONY: help install prereqs test-tools test unit integration lint demo bench bench-drift clean
+.PHONY: help install prereqs test-tools test unit integration lint demo bench bench-drift bench-history clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -43,12 +44,14 @@ $(KAFKA_LIBS)/.fetched: kafka-runtime/pom.xml | prereqs
 
 install: $(BIN)/.installed $(KAFKA_LIBS)/.fetched ## venv, editable install, Kafka broker jars (idempotent)
 
-test-tools: ## check the system tools the tests run for real (Prometheus, promtool, Alertmanager, docker-compose)
+test-tools: ## check the system tools the tests run for real (Prometheus, promtool, Alertmanager, docker-compose, PostgreSQL)
 	@missing=""; for t in prometheus promtool prometheus-alertmanager docker-compose; do \
 	  command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null || \
+	  missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "warning: missing$$missing: the tests that need them skip (they fail when CI=true)."; \
-	  echo "  Debian/Ubuntu: sudo apt-get install prometheus prometheus-alertmanager docker-compose"; fi
+	  echo "  Debian/Ubuntu: sudo apt-get install prometheus prometheus-alertmanager docker-compose postgresql"; fi
 
 test: install test-tools ## run the whole test suite (unit and integration, against a real broker)
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -78,6 +81,9 @@ bench: install ## CLI start-up, throughput against Kafka's own consumer, contain
 
 bench-drift: install ## drift detection delay and false alarms: scenarios, then non-flat traffic (JSON last)
 	$(BIN)/python -m bench.drift; a=$$?; $(BIN)/python -m bench.drift_cases; b=$$?; exit $$((a || b))
+
+bench-history: install ## weeks of history in small commits: queries, alert evaluation, commits, restart, files at 3 sizes (JSON last; HISTORY_SCALE=4 lands 4x longer)
+	$(BIN)/python -m bench.history --scale $(HISTORY_SCALE)
 
 clean: ## remove the venv, fetched jars and demo data
 	rm -rf $(VENV) .kafka data .pytest_cache .mypy_cache .ruff_cache

@@ -9,8 +9,9 @@
   skipping. Import it (``from tests.conftest import require_tool``) or request the
   ``require_tool`` fixture.
 
-Tests that use ``kafka_broker`` (directly or via ``topic``) are marked ``integration``
-automatically, so ``pytest -m 'not integration'`` never starts a JVM.
+Tests that use ``kafka_broker`` (directly or via ``topic``), PostgreSQL or the S3 server
+(``tests/services.py``) are marked ``integration`` automatically, so ``pytest -m 'not
+integration'`` never starts a JVM or a server.
 """
 
 from __future__ import annotations
@@ -81,9 +82,14 @@ def _require_tool_fixture() -> Callable[[str], str]:
     return require_tool
 
 
+# PostgreSQL and S3 (moto) for the lake on several machines: tests/services.py.
+pytest_plugins = ["tests.services"]
+_SERVICES = frozenset({"kafka_broker", "postgres_server", "s3_server"})
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "kafka_broker" in getattr(item, "fixturenames", ()):
+        if _SERVICES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
 
 

@@ -91,7 +91,7 @@ def attach(location: StoreLocation, *, read_only: bool) -> duckdb.DuckDBPyConnec
             base = _shared_instance(location.extensions)
             alias = f"{ALIAS}_{next(_attached)}_{'ro' if read_only else 'rw'}"
             create_s3_secret(base, location)
-            base.execute(location.attach_sql(read_only=read_only, alias=alias))
+            _attach_new(base, location.attach_sql(read_only=read_only, alias=alias))
             _aliases[(location, read_only, _identity(location))] = alias
         assert _instance is not None
         con = _instance.cursor()
@@ -110,6 +110,28 @@ def _detach_replaced() -> None:
             with suppress(duckdb.Error):
                 _instance.execute(f"DETACH {alias}")
             del _aliases[key]
+
+
+CREATE_RACE_RETRIES: Final = 10
+
+
+def _attach_new(base: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Attach, waiting out another process that is creating the same new catalog.
+
+    Processors started together on an empty PostgreSQL database all find no catalog and
+    all create its tables; PostgreSQL lets one of them do it and the others fail with a
+    duplicate key. They attach again, then find the catalog the first one created.
+    """
+    for attempt in range(CREATE_RACE_RETRIES):
+        try:
+            base.execute(sql)
+            return
+        except duckdb.Error as e:
+            racing = "Failed to initialize DuckLake" in str(e) and "already exists" in str(e)
+            if not racing or attempt == CREATE_RACE_RETRIES - 1:
+                raise
+            log.info("another process is creating the lake's catalog; attaching again")
+            time.sleep(0.2 * (attempt + 1))
 
 
 def detach_all() -> None:
