@@ -46,6 +46,8 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     last = landed.events["_offset"].max()
     assert isinstance(last, int)
     store.insert("events", landed.events)
+    for table, rows in landed.extra_tables.items():
+        store.insert(table, rows)
     return data / CATALOG_FILE
 
 
