@@ -58,7 +58,8 @@ def bin_expr(value: pl.Expr) -> pl.Expr:
 def bin_sql(value: str) -> str:
     """The same bin as ``bin_expr``, in SQL, for windows cut from raw events."""
     index = (
-        f"least(greatest(ceil(ln(greatest(abs({value}), 1e-320)) / {_LN_GAMMA!r}), "
+        # ln is given 1 for 0 (whose bin is set apart), which it cannot take.
+        f"least(greatest(ceil(ln(abs({value}) + ({value} = 0)::DOUBLE) / {_LN_GAMMA!r}), "
         f"{-MAX_INDEX}), {MAX_INDEX})"
     )
     return (

@@ -93,6 +93,54 @@ def minute_rollups(events: pl.DataFrame, sessions: pl.DataFrame) -> pl.DataFrame
     return rows.select(list(MINUTE_ROLLUPS_SCHEMA)).cast(pl.Schema(MINUTE_ROLLUPS_SCHEMA))
 
 
+def cost_corrections(before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
+    """Rollup rows that move the minutes' LLM costs from ``before`` to ``after``.
+
+    ``before`` and ``after`` are the same repriced events, as stored and as repriced.
+    The rows carry no events, only the cost and priced-call differences, keyed by the
+    calls' own columns (a call without a prompt version of its own keeps its correction
+    without its session's): merged by sum, each minute's cost is then the repriced one.
+    Reprice adds them in the transaction that updates the events, so they land once.
+    """
+    own = [k for k in KEYS if not k.startswith("session_")]
+
+    def costs(events: pl.DataFrame, name: str) -> pl.DataFrame:
+        return (
+            events.filter(pl.col("kind") == "llm_call")
+            .with_columns(
+                window_start=pl.col("ts").dt.truncate(_MINUTE),
+                late=pl.col("_late").fill_null(False),
+                resolution=pl.lit(None, pl.String()),
+                _cost=pl.coalesce("cost_usd_effective", "cost_usd"),
+            )
+            .group_by(own)
+            .agg(
+                pl.col("_cost").sum().alias(f"_{name}_cost"),
+                pl.col("_cost").count().cast(pl.Int64).alias(f"_{name}_priced"),
+            )
+        )
+
+    diff = (
+        costs(after, "new")
+        .join(costs(before, "old"), on=own, how="full", coalesce=True, nulls_equal=True)
+        .with_columns(
+            cost_usd=pl.col("_new_cost").fill_null(0.0) - pl.col("_old_cost").fill_null(0.0),
+            priced_calls=pl.col("_new_priced").fill_null(0) - pl.col("_old_priced").fill_null(0),
+        )
+    )
+    changed = diff.filter((pl.col("cost_usd") != 0) | (pl.col("priced_calls") != 0))
+    zero = {"events", "errors", "violations", "blocked", "contained", "scored", "input_tokens",
+            "output_tokens", "cache_read_tokens", "reasoning_tokens"}  # fmt: skip
+    return changed.select(
+        *(
+            pl.col(c)
+            if c in changed.columns and c not in zero
+            else pl.lit(0 if c in zero else None, dtype=t).alias(c)
+            for c, t in MINUTE_ROLLUPS_SCHEMA.items()
+        )
+    ).cast(pl.Schema(MINUTE_ROLLUPS_SCHEMA))
+
+
 # ---------------------------------------------------------------------------- windows
 # A rule's window [$start, $end) rarely starts or ends on a minute. Its whole minutes
 # are read from the rollups and its partial minutes at each end from the raw events,
@@ -142,4 +190,4 @@ def window_sql() -> str:
     return f"({whole} UNION ALL BY NAME {edges})"
 
 
-__all__ = ["KEYS", "TABLE", "WINDOW_KEYS", "minute_rollups", "window_sql"]
+__all__ = ["KEYS", "TABLE", "WINDOW_KEYS", "cost_corrections", "minute_rollups", "window_sql"]

@@ -179,7 +179,9 @@ m AS (
         {_sum(column="output_tokens")} AS output_tokens,
         {_sum(column="cache_read_tokens")} AS cache_read_tokens,
         {_sum(column="reasoning_tokens")} AS reasoning_tokens,
-        sum(cost_usd) FILTER (WHERE kind = 'llm_call') AS priced_cost,
+        -- NULL unless a call was priced (a reprice's corrections may sum to 0).
+        CASE WHEN sum(priced_calls) FILTER (WHERE kind = 'llm_call') > 0
+            THEN sum(cost_usd) FILTER (WHERE kind = 'llm_call') END AS priced_cost,
         {_sum("kind = 'llm_call'", "events - priced_calls")} AS unpriced_llm_calls,
         {_sum("kind = 'policy_check'")} AS policy_checks,
         {_sum("kind = 'policy_check'", "violations")} AS policy_violations,
