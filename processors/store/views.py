@@ -1,7 +1,8 @@
-"""Analysts' views over ``events``: sessions, windowed metrics and their breakdowns.
+"""Analysts' views: sessions, windowed metrics and their breakdowns.
 
-Everything is a view over the raw events, so a metric is always recomputable from the
-rows it summarises and a fix here applies to all history at once. Definitions live in
+``metrics_1m``/``1h``/``1d`` read the minute rollups (rollups.py), so their cost is the
+range asked; everything else is a view over the raw events, recomputable from the rows
+it summarises, and a fix there applies to all history at once. Definitions live in
 one place each: a session property (its model, its start, whether it escalated) is
 computed by ``sessions`` and joined back, so the metrics cut by model or prompt version
 agree with the per-session numbers.
