@@ -185,12 +185,13 @@ def _unpinned_sql() -> str:
     ):
         parts.append(
             f"SELECT e.agent_id, '{fld}' AS field, coalesce(e.{fld}, '(unset)') AS version, "
-            f"e.events FROM {_ROWS} JOIN agent_catalog c ON c.agent_id = e.agent_id "
+            "e.events FROM w AS e JOIN agent_catalog c ON c.agent_id = e.agent_id "
             f"WHERE coalesce(e.environment, 'prod') = 'prod' AND {extra} "
             f"AND c.pinned_{fld} IS NOT NULL AND e.{fld} IS DISTINCT FROM c.pinned_{fld}"
         )
     union = " UNION ALL ".join(parts)
     return (
+        f"WITH w AS MATERIALIZED (SELECT * FROM {_ROWS}) "  # read once for the three fields
         "SELECT agent_id, field, version, sum(events)::DOUBLE AS value, "
         f"sum(events)::BIGINT AS samples FROM ({union}) GROUP BY agent_id, field, version"
     )
