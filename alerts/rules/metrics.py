@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -21,7 +22,7 @@ import duckdb
 
 from agentwatch.alerts.governance.signals import LIFECYCLE_SIGNALS
 from agentwatch.processors.store.histograms import quantile_sql
-from agentwatch.processors.store.rollups import window_sql
+from agentwatch.processors.store.rollups import WINDOW_MEASURES, window_sql
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,12 @@ SILENCE_FLOOR_S: Final = 600
 # Gaps are measured between minutes of the rollups, so gaps inside one minute are not
 # seen; they are under 60 s, which the floor makes irrelevant as long as this holds.
 assert SILENCE_FLOOR_S >= SILENCE_FACTOR * 60
-# The window's rows (rollups.window_sql), aliased ``e``.
-_ROWS: Final = f"{window_sql()} AS e"
+
+
+def _rows(*sql: str) -> str:
+    """The window's rows (rollups.window_sql) as ``e``, with the measures ``sql`` uses."""
+    used = set(re.findall(r"\be\.(\w+)", " ".join(sql)))
+    return f"{window_sql([m for m in WINDOW_MEASURES if m in used or m == 'events'])} AS e"
 
 
 def _n(condition: str = "true") -> str:
@@ -146,7 +151,7 @@ def _grouped(
     keys = ", ".join(f"e.{k}" for k in by)
     sql = (
         f"SELECT {keys}, ({value})::DOUBLE AS value, ({samples})::BIGINT AS samples "
-        f"FROM {_ROWS} WHERE ({where}) "
+        f"FROM {_rows(value, samples, where)} WHERE ({where}) "
         + " ".join(f"AND e.{k} IS NOT NULL" for k in by)
         + f" GROUP BY {keys}"
     )
@@ -157,7 +162,8 @@ def _percentile(name: str, help: str, q: float, kind: str, by: tuple[str, ...]) 
     """A latency percentile of one kind of event, from the window's merged histograms."""
     keys = ", ".join(f"e.{k}" for k in by)
     bins = (
-        f"SELECT {keys}, x.bin AS bin, x.n AS n FROM {_ROWS}, unnest(e.latency_ms) AS t(x) "
+        f"SELECT {keys}, x.bin AS bin, x.n AS n FROM {_rows('e.latency_ms')}, "
+        "unnest(e.latency_ms) AS t(x) "
         f"WHERE e.kind = '{kind}' " + " ".join(f"AND e.{k} IS NOT NULL" for k in by)
     )
     names = ", ".join(by)
@@ -170,7 +176,7 @@ def _governance(name: str, help: str, where: str, by: tuple[str, ...] = ("agent_
     keys = ", ".join(f"e.{k}" for k in by)
     sql = (
         f"SELECT {keys}, sum(e.events)::DOUBLE AS value, sum(e.events)::BIGINT AS samples "
-        f"FROM {_ROWS} JOIN agent_catalog c ON c.agent_id = e.agent_id "
+        f"FROM {_rows()} JOIN agent_catalog c ON c.agent_id = e.agent_id "
         f"WHERE ({where}) GROUP BY {keys}"
     )
     return SqlMetric(name, help, by, sql, "events")
@@ -191,7 +197,7 @@ def _unpinned_sql() -> str:
         )
     union = " UNION ALL ".join(parts)
     return (
-        f"WITH w AS MATERIALIZED (SELECT * FROM {_ROWS}) "  # read once for the three fields
+        f"WITH w AS MATERIALIZED (SELECT * FROM {_rows()}) "  # read once for the three fields
         "SELECT agent_id, field, version, sum(events)::DOUBLE AS value, "
         f"sum(events)::BIGINT AS samples FROM ({union}) GROUP BY agent_id, field, version"
     )
@@ -278,7 +284,7 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         "catalog, where there is no inventory to be missing from",
         ("agent_id",),
         "SELECT e.agent_id, sum(e.events)::DOUBLE AS value, sum(e.events)::BIGINT AS samples "
-        f"FROM {_ROWS} WHERE e.agent_id IS NOT NULL AND NOT EXISTS "
+        f"FROM {_rows()} WHERE e.agent_id IS NOT NULL AND NOT EXISTS "
         "(SELECT 1 FROM agent_catalog c WHERE c.agent_id = e.agent_id) "
         "AND EXISTS (SELECT 1 FROM agent_catalog) GROUP BY e.agent_id",
         "events",
@@ -330,7 +336,8 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         "600 s (an agent not seen in the whole window has no data)",
         ("agent_id",),
         "WITH m AS (SELECT e.agent_id, e.window_start, min(e.first_ts) AS lo, "
-        f"max(e.last_ts) AS hi, sum(e.events) AS n FROM {_ROWS} JOIN agent_catalog c "
+        f"max(e.last_ts) AS hi, sum(e.events) AS n FROM {_rows('e.first_ts e.last_ts')} "
+        "JOIN agent_catalog c "
         "ON c.agent_id = e.agent_id AND c.status = 'active' GROUP BY ALL), "
         "g AS (SELECT agent_id, hi, n, epoch_us(lo) - epoch_us(lag(hi) OVER "
         "(PARTITION BY agent_id ORDER BY window_start)) AS gap_us FROM m) "
@@ -344,8 +351,9 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         "(an agent not seen in the whole window has no data)",
         ("agent_id",),
         "SELECT e.agent_id, (epoch_us($end::TIMESTAMPTZ) - epoch_us(max(e.last_ts))) / 1e6 "
-        f"AS value, sum(e.events)::BIGINT AS samples FROM {_ROWS} JOIN agent_catalog c "
-        "ON c.agent_id = e.agent_id AND c.status = 'active' GROUP BY e.agent_id",
+        f"AS value, sum(e.events)::BIGINT AS samples FROM {_rows('e.last_ts')} "
+        "JOIN agent_catalog c ON c.agent_id = e.agent_id AND c.status = 'active' "
+        "GROUP BY e.agent_id",
         "s",
     ),
 )
