@@ -8,9 +8,9 @@ from typing import Any
 import polars as pl
 
 from agentwatch.processors.landing.sessions import SessionTracker
+from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.rollups import TABLE as ROLLUPS
 from agentwatch.processors.store.rollups import minute_rollups
-from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.tables import EVENTS_SCHEMA
 
 T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
@@ -51,5 +51,4 @@ def store_batch(store: LakeStore, events: pl.DataFrame) -> None:
     has just been assigned the partition would give them.
     """
     rollups = minute_rollups(events, SessionTracker().context(events))
-    store.insert(ROLLUPS, rollups)
-    store.insert("events", events)
+    store.insert_tables({ROLLUPS: rollups, "events": events})

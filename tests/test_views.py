@@ -81,8 +81,7 @@ def write_batch(store: LakeStore, frame: pl.DataFrame, sessions: SessionTracker)
     """Store one batch of events with its minute rollups, as the processor lands it."""
     context = sessions.context(frame)
     sessions.update(frame)
-    store.insert(ROLLUPS, minute_rollups(frame, context))
-    store.insert("events", frame)
+    store.insert_tables({ROLLUPS: minute_rollups(frame, context), "events": frame})
 
 
 def land(tmp_path: Path, *segments: Iterable[Row]) -> duckdb.DuckDBPyConnection:
