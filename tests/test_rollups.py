@@ -24,10 +24,10 @@ from agentwatch.processors.store.histograms import (
     histogram_agg_sql,
     quantile_sql,
 )
-from agentwatch.processors.store.rollups import KEYS, cost_corrections, minute_rollups
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.rollups import KEYS, cost_corrections, minute_rollups
 from tests.frames import T0, at, events, store_batch
 
 QUANTILES = (0.0, 0.25, 0.5, 0.9, 0.95, 0.99, 1.0)
