@@ -2,9 +2,10 @@
 
 ``python -m bench.rollups --land DIR`` lands a fleet's history (bench/traffic.py) into a
 new lake as the processor would: one ``commit_batch`` transaction per ``--batch-minutes``
-of event time, each with its minute rollups, through the same session state. ``--evaluate DIR`` then times
-evaluations of every shipped rule at the newest event, in a fresh process, with the
-installed code: run it with the code before rollups too, for a before/after figure.
+of event time, each with its minute rollups, through the same session state.
+``--evaluate DIR`` then times evaluations of every shipped rule at the newest event, in a
+fresh process, with the installed code: run it with the code before rollups too, for a
+before/after figure.
 Last line: one JSON object.
 """
 
