@@ -25,6 +25,7 @@ import duckdb
 
 from agentwatch.dashboards.boards import FLEET
 from agentwatch.dashboards.panels import DAILY_BUDGET, PanelSpec
+from agentwatch.processors.store.histograms import quantile_sql
 from agentwatch.processors.store.lake import connect as connect_lake
 
 STAT_KEYS: Final = (
@@ -222,10 +223,23 @@ def from_prometheus(
 # --------------------------------------------------------------------------- DuckDB
 
 # The same numbers from the analysts' views (docs/sql.md): metrics_1m for counts and
-# sums, events for latency quantiles (quantiles do not add up across minutes).
+# sums, the minute rollups' merged histograms for latency quantiles (quantiles do not
+# add up across minutes; histograms do, within 1 %), events for blocked actions.
 # Parameters: $start, $end (TIMESTAMPTZ); {step} is the bucket width in seconds.
 _IN_WINDOW: Final = "window_start >= $start AND window_start < $end"
 _EVENTS_IN_WINDOW: Final = "ts >= $start AND ts < $end"
+
+
+def _llm_latency(keys: Sequence[str], columns: str, quantiles: Sequence[float]) -> str:
+    """LLM call latency quantiles (q0, q1, ...) per ``keys``, from the minute rollups."""
+    bins = (
+        f"SELECT {columns}x.bin AS bin, x.n AS n FROM minute_rollups, "
+        f"unnest(latency_ms) AS u(x) WHERE kind = 'llm_call' AND {_IN_WINDOW}"
+    )
+    return quantile_sql(bins, keys, quantiles)
+
+
+_BY_AGENT: Final = ("agent_id", "agent_version", "environment")
 
 STAT_SQL: Final[Mapping[str, str]] = {
     "sessions": f"SELECT sum(sessions_started) FROM metrics_1m WHERE {_IN_WINDOW}",
@@ -233,8 +247,7 @@ STAT_SQL: Final[Mapping[str, str]] = {
     f"FROM metrics_1m WHERE {_IN_WINDOW}",
     "spend_today": f"SELECT sum(cost_usd) FROM metrics_1m WHERE {_IN_WINDOW}",
     "budget_used": f"SELECT sum(cost_usd) / $budget FROM metrics_1m WHERE {_IN_WINDOW}",
-    "llm_p95": "SELECT quantile_cont(latency_ms, 0.95) / 1000 FROM events "
-    f"WHERE kind = 'llm_call' AND {_EVENTS_IN_WINDOW}",
+    "llm_p95": f"SELECT q0 / 1000 FROM ({_llm_latency((), '', (0.95,))})",
     "error_rate": f"SELECT sum(errors) / nullif(sum(events), 0) FROM metrics_1m WHERE {_IN_WINDOW}",
     "violations": "SELECT 100 * sum(policy_violations) / nullif(sum(sessions_started), 0) "
     f"FROM metrics_1m WHERE {_IN_WINDOW}",
@@ -274,12 +287,17 @@ TREND_SQL: Final[Mapping[str, str]] = {
                agent_id AS series, sum(cost_usd) * 3600 / {{step}} AS value
         FROM metrics_1m WHERE {_IN_WINDOW} GROUP BY t, series ORDER BY t
     """,
-    "llm_latency": _buckets(
-        "events", ("p50", "p95"),
-        "quantile_cont(latency_ms, 0.5) / 1000 AS p50, "
-        "quantile_cont(latency_ms, 0.95) / 1000 AS p95",
-        f"kind = 'llm_call' AND {_EVENTS_IN_WINDOW}",
-    ),
+    "llm_latency": f"""
+        SELECT t, series, value FROM (
+            UNPIVOT (
+                SELECT t, q0 / 1000 AS p50, q1 / 1000 AS p95 FROM ({_llm_latency(
+                    ("t",),
+                    "time_bucket(INTERVAL '{step} seconds', window_start, $start) AS t, ",
+                    (0.5, 0.95),
+                )})
+            ) ON p50, p95 INTO NAME series VALUE value
+        ) ORDER BY t
+    """,
     "safety": _buckets(
         "events", ("violations", "blocked actions"),
         "count(*) FILTER (WHERE kind = 'policy_check' AND outcome = 'violation') * 60 / {step} "
@@ -301,9 +319,8 @@ TABLE_SQL: Final = f"""
                    AS "Violations / 100 sessions"
         FROM metrics_1m WHERE {_IN_WINDOW} GROUP BY ALL
     ), latency AS (
-        SELECT agent_id, agent_version, environment,
-               quantile_cont(latency_ms, 0.95) / 1000 AS "LLM p95"
-        FROM events WHERE kind = 'llm_call' AND {_EVENTS_IN_WINDOW} GROUP BY ALL
+        SELECT agent_id, agent_version, environment, q0 / 1000 AS "LLM p95"
+        FROM ({_llm_latency(_BY_AGENT, "agent_id, agent_version, environment, ", (0.95,))})
     )
     SELECT m.agent_id, m.agent_version, m.environment, "Sessions", "Containment", "Spend",
            "LLM p95", "Error rate", "Violations / 100 sessions"

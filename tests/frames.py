@@ -7,6 +7,10 @@ from typing import Any
 
 import polars as pl
 
+from agentwatch.processors.landing.sessions import SessionTracker
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.rollups import TABLE as ROLLUPS
+from agentwatch.processors.store.rollups import minute_rollups
 from agentwatch.processors.store.tables import EVENTS_SCHEMA
 
 T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
@@ -38,3 +42,13 @@ def events(*rows: dict[str, Any]) -> pl.DataFrame:
         }
         full.append(base | row)
     return pl.DataFrame(full, schema=EVENTS_SCHEMA)
+
+
+def store_batch(store: LakeStore, events: pl.DataFrame) -> None:
+    """Store ``events`` as one landed batch: its minute rollups and its events.
+
+    The rollups get the session context the batch itself shows, as a processor that
+    has just been assigned the partition would give them.
+    """
+    rollups = minute_rollups(events, SessionTracker().context(events))
+    store.insert_tables({ROLLUPS: rollups, "events": events})

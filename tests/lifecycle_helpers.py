@@ -12,6 +12,7 @@ import polars as pl
 from agentwatch.alerts.governance.registry import Registry, load_registry
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE
+from tests.frames import store_batch
 
 CATALOG_YAML = textwrap.dedent(
     """
@@ -54,7 +55,7 @@ def make_registry(tmp_path: Path, *frames: pl.DataFrame, by: str = "person:ana")
     """A store with ``frames`` as events, and the registry after its first catalog load."""
     store = LakeStore(tmp_path / "data" / CATALOG_FILE)
     for frame in frames:
-        store.insert("events", frame)
+        store_batch(store, frame)
     store.prepare()
     catalog = tmp_path / "catalog.yaml"
     if not catalog.exists():

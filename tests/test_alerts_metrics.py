@@ -27,7 +27,7 @@ from agentwatch.alerts.rules import DEFAULT_RULES_DIR, load_rules
 from agentwatch.broker import free_port
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE
-from tests.frames import events
+from tests.frames import events, store_batch
 from tests.pipeline_helpers import AGENTWATCH
 
 NOW = dt.datetime(2026, 11, 20, 9, 30, tzinfo=dt.UTC)
@@ -204,7 +204,7 @@ def test_alerts_run_serves_the_alerts_on_its_metrics_port(tmp_path: Path) -> Non
         for i in range(60)
     ))  # fmt: skip
     store = LakeStore(tmp_path / "data" / CATALOG_FILE)
-    store.insert("events", checks)
+    store_batch(store, checks)
     store.prepare()
     rules = tmp_path / "rules"
     rules.mkdir()

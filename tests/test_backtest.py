@@ -24,7 +24,7 @@ from agentwatch.ingest.sim.scenario import load_scenario
 from agentwatch.processors.landing.decode import RawBatch, decode_batch
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE
-from tests.frames import events
+from tests.frames import events, store_batch
 
 SCENARIOS = sorted((Path(__file__).resolve().parent.parent / "scenarios").glob("*.yaml"))
 T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
@@ -34,7 +34,7 @@ AGENT = "hr-assistant-1"
 def _store(tmp: Path, frame: pl.DataFrame) -> Path:
     store = LakeStore(tmp / CATALOG_FILE)
     store.prepare()
-    store.insert("events", frame)
+    store_batch(store, frame)
     return Path(store.db)
 
 

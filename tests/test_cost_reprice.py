@@ -18,7 +18,9 @@ from agentwatch.processors.landing.pricing import PriceRow, PricingTable, apply_
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.rollups import TABLE as ROLLUPS
 from agentwatch.processors.store.tables import EVENTS_SCHEMA
+from tests.frames import store_batch
 from tests.test_pricing import at, frame, llm
 
 TOPIC = "agent-events"
@@ -70,7 +72,7 @@ def land(store: LakeStore, batch: Batch, *rows: dict[str, Any]) -> None:
         _partition=pl.lit(batch.partition, pl.Int32),
         _offset=pl.int_range(batch.first, batch.first + len(rows), dtype=pl.Int64),
     )
-    store.insert("events", apply_pricing(events, OLD))
+    store_batch(store, apply_pricing(events, OLD))
 
 
 @pytest.fixture
@@ -164,6 +166,39 @@ def test_the_catalog_sees_the_repriced_values(store: LakeStore) -> None:
         "WHERE cost_source = 'pricing' GROUP BY 1 ORDER BY 1"
     ).fetchall()
     assert rows == [("v1", 2, 0.0056), ("v2", 3, 0.0054)]
+
+
+def rollup_rows(store: LakeStore) -> int:
+    with connect_lake(store.db) as con:
+        row = con.execute(f"SELECT count(*) FROM {ROLLUPS}").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_the_metrics_views_see_the_repriced_costs_once(store: LakeStore) -> None:
+    reprice(store, NEW, SINCE)
+    corrected = rollup_rows(store)
+    reprice(store, NEW, SINCE)
+    assert rollup_rows(store) == corrected
+    with connect_lake(store.db) as con:
+        from_events = con.execute(
+            "SELECT round(sum(cost_usd_effective), 9), count(*) FILTER (WHERE "
+            "cost_usd_effective IS NULL) FROM events WHERE kind = 'llm_call'"
+        ).fetchone()
+        from_views = con.execute(
+            "SELECT round(sum(cost_usd), 9), sum(unpriced_llm_calls) FROM metrics_1d"
+        ).fetchone()
+    assert from_views == from_events
+
+
+def test_rows_stored_without_rollups_get_no_correction(tmp_path: Path) -> None:
+    store = LakeStore(tmp_path / CATALOG_FILE)
+    events = frame(llm(ts=at("2025-02-02"))).with_columns(
+        _topic=pl.lit(TOPIC), _partition=pl.lit(0, pl.Int32), _offset=pl.int_range(1)
+    )
+    store.insert("events", apply_pricing(events, OLD))
+    assert reprice(store, NEW, SINCE).rows_changed == 1
+    assert rollup_rows(store) == 0
 
 
 def test_reprice_again_changes_nothing(store: LakeStore) -> None:

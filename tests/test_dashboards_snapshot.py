@@ -45,7 +45,7 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store.prepare()
     last = landed.events["_offset"].max()
     assert isinstance(last, int)
-    store.insert("events", landed.events)
+    store.insert_tables({"events": landed.events, **landed.extra_tables})
     return data / CATALOG_FILE
 
 

@@ -28,7 +28,7 @@ from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.processors.store.location import CATALOG_FILE
 from agentwatch.settings import Settings
-from tests.frames import T0, at, events
+from tests.frames import T0, at, events, store_batch
 
 MINUTE = dt.timedelta(minutes=1)
 
@@ -267,7 +267,7 @@ def test_restore_keeps_the_latest_state_of_each_alert() -> None:
 def store_with(tmp_path: Path, *frames: pl.DataFrame) -> Path:
     segments = LakeStore(tmp_path / CATALOG_FILE)
     for frame in frames:
-        segments.insert("events", frame)
+        store_batch(segments, frame)
     segments.prepare()
     return Path(segments.db)
 

@@ -24,7 +24,7 @@ from agentwatch.alerts.governance.retirement import (
 from agentwatch.alerts.rules import Window, metrics
 from agentwatch.cli import main
 from agentwatch.processors.store.lake import connect as connect_lake
-from tests.frames import at, events
+from tests.frames import at, events, store_batch
 from tests.lifecycle_helpers import db_of, make_registry
 
 
@@ -161,7 +161,7 @@ def test_events_after_the_retirement_count_as_a_retired_agent_active(tmp_path: P
         {"agent_id": "faq-1", "kind": "tool_call", "tool_name": "kb.search", "ts": retired_at}
     )
     later = late.with_columns(pl.col("ts").dt.offset_by("1s"), pl.lit(7).alias("_offset"))
-    registry.store.insert("events", later)
+    store_batch(registry.store, later)
     con = connect_lake(db_of(registry))
     try:
         con.register("agent_catalog", registry.file_catalog.frame().to_arrow())

@@ -25,10 +25,11 @@ from agentwatch.alerts.rules import (
     render,
 )
 from agentwatch.durations import format_duration, parse_duration
+from agentwatch.processors.store.histograms import RELATIVE_ERROR
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.processors.store.location import CATALOG_FILE
-from tests.frames import at, events
+from tests.frames import at, events, store_batch
 
 WINDOW_START, WINDOW_END = at(0), at(600)
 RUNBOOK_IDS = {"contain-agent", "disable-tool", "rollback-release", "notify-owner"}
@@ -124,7 +125,7 @@ class Store:
 
 def store(tmp_path: Path, *rows: dict[str, Any]) -> Store:
     segments = LakeStore(tmp_path / CATALOG_FILE)
-    segments.insert("events", events(*rows))
+    store_batch(segments, events(*rows))
     segments.prepare()
     return Store(Path(segments.db))
 
@@ -404,10 +405,10 @@ def test_containment_rate_counts_resolved_sessions_without_escalation(tmp_path: 
     assert (sample.value, sample.samples) == (0.5, 4)
 
 
-def test_p95_llm_latency_is_exact_over_the_window(tmp_path: Path) -> None:
+def test_p95_llm_latency_is_within_the_histogram_error_over_the_window(tmp_path: Path) -> None:
     s = store(tmp_path, *(ev("hr-1", i, "llm_call", latency_ms=float(i + 1)) for i in range(100)))
     sample = s.measure("llm_latency_p95_ms")[("hr-1",)]
-    assert sample.value == pytest.approx(95.05)
+    assert sample.value == pytest.approx(95.05, rel=RELATIVE_ERROR)  # exact: 95.05
     assert sample.samples == 100
 
 

@@ -188,6 +188,9 @@ def test_migration_keeps_committed_rows_and_offsets_and_drops_uncommitted_ones(
     store = LakeStore(tmp_path / CATALOG_FILE)
     assert count(store) == len(valid_lines())
     assert count(store, "dead_letters") == 1  # the one after the committed end is not
+    with connect_lake(store.db) as con:  # the old layout had no rollups: computed
+        rolled = con.execute("SELECT sum(events) FROM minute_rollups").fetchone()
+    assert rolled == (len(valid_lines()),)
     assert store.committed_last_offset(TOPIC, 0) == 112
     assert not commit(store, 100, 112)
 

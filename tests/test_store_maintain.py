@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -18,7 +19,9 @@ from agentwatch.processors.store.maintain import (
     maintain,
     try_lease,
 )
+from agentwatch.settings import DEFAULTS
 from tests.examples import valid_lines
+from tests.frames import store_batch
 from tests.test_decode import batch_of
 
 TOPIC = "agent-events"
@@ -63,6 +66,21 @@ def test_an_agent_under_legal_hold_keeps_its_rows_past_retention(tmp_path: Path)
     policy = MaintenancePolicy({"events": 30}, legal_hold=("legal-1",), grace_s=0)
     maintain(store, policy, clock=lambda: NOW)
     assert agents(store) == [("legal-1", len(valid_lines()))]
+
+
+def test_minute_rollups_outlive_the_events_by_default(tmp_path: Path) -> None:
+    store = LakeStore(tmp_path / CATALOG_FILE)
+    old, recent = batch(0, 40), batch(100, 2)
+    for frame in (old, recent):
+        store_batch(store, frame)
+    policy = MaintenancePolicy(DEFAULTS.storage.retention_days, grace_s=0)
+    report = maintain(store, policy, clock=lambda: NOW)
+    assert report.rows_deleted == {"events": old.height}
+    with connect_lake(store.db) as con:
+        row = con.execute("SELECT sum(events) FROM metrics_1d").fetchone()
+    assert row == (old.height + recent.height,)
+    report = maintain(store, replace(policy, retention_days={"minute_rollups": 30}), lambda: NOW)
+    assert report.rows_deleted.keys() == {"minute_rollups"}
 
 
 def test_zero_days_keeps_a_table_for_ever(tmp_path: Path) -> None:

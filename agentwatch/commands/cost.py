@@ -1,10 +1,10 @@
 """The ``cost`` command: show the pricing table, and reprice stored events after it changes.
 
-Repricing rewrites whole segments, because segments are immutable Parquet files: each
-one that holds rows to reprice is read, repriced and written back under the same name
-by ``LakeStore.write`` (a temporary file renamed over the old one). A reader that has
-the old file open keeps reading it; the next query sees the new one. A running processor
-only ever adds segments of later offsets, so the two never write the same file.
+Repricing is one lake transaction: it reads the rows to reprice, updates those whose
+cost changes, and adds the minute rollups' corrections (``rollups.cost_corrections``),
+so readers see either none of it or all of it, and the metrics views and the alert
+rules, which read the rollups, see the repriced costs exactly once. Minutes that have
+no rollup rows for a call (rows stored before rollups existed) are not corrected.
 
 Only costs the project computed are touched: rows whose cost came from the event, rows
 before ``--since`` and rows of other kinds keep their stored values.
@@ -39,6 +39,9 @@ from agentwatch.processors.landing.pricing import (
 )
 from agentwatch.processors.store.lake import LakeStore, StoreMissing
 from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.rollups import KEYS as ROLLUP_KEYS
+from agentwatch.processors.store.rollups import TABLE as ROLLUPS
+from agentwatch.processors.store.rollups import cost_corrections
 from agentwatch.processors.store.tables import UTC_TS
 from agentwatch.settings import Settings
 
@@ -94,8 +97,9 @@ def reprice(
 ) -> RepriceReport:
     """Recompute the rows of :func:`reprice_mask` and update those that change, atomically.
 
-    The read and the update are one transaction: a concurrent landing either committed
-    before it (and its rows are repriced) or after it (and was priced when it landed).
+    The read, the update and the rollups' corrections are one transaction: a concurrent
+    landing either committed before it (and its rows are repriced) or after it (and was
+    priced when it landed).
     """
 
     def work(con: duckdb.DuckDBPyConnection) -> RepriceReport:
@@ -132,6 +136,7 @@ def reprice(
             con.execute(f"UPDATE events AS e SET {assignments} FROM _repriced AS r WHERE {keys}")
         finally:
             con.unregister("_repriced")
+        _correct_rollups(con, old_rows.filter(changed), new_rows.filter(changed))
         report.rows_rewritten = report.rows_changed
         log.info("events repriced", extra={"rows": report.rows_changed})
         return report
@@ -142,6 +147,36 @@ def reprice(
 
 # A stored event's identity: its Kafka position, and its id (one OTLP message holds many).
 _ROW_KEY = ("_topic", "_partition", "_offset", "event_id")
+
+
+def _correct_rollups(
+    con: duckdb.DuckDBPyConnection, before: pl.DataFrame, after: pl.DataFrame
+) -> None:
+    """Add the rollup rows that move the repriced minutes' costs, in the caller's transaction.
+
+    Only groups (minute and keys) that the rollups hold LLM calls for are corrected: rows
+    stored before rollups existed are not in them, and a correction alone would show
+    their cost difference as if it were their whole cost.
+    """
+    corrections = cost_corrections(before, after)
+    if corrections.is_empty():
+        return
+    own = [k for k in ROLLUP_KEYS if not k.startswith("session_")]
+    cols = ", ".join(own)
+    held = con.execute(
+        f"SELECT DISTINCT {cols} FROM {ROLLUPS} WHERE kind = 'llm_call' AND events > 0 "
+        "AND window_start >= ? AND window_start <= ?",
+        [corrections["window_start"].min(), corrections["window_start"].max()],
+    ).pl()
+    rows = corrections.join(held, on=own, how="semi", nulls_equal=True)
+    if rows.is_empty():
+        return
+    con.register("_corrections", rows.to_arrow())
+    try:
+        con.execute(f"INSERT INTO {ROLLUPS} BY NAME SELECT * FROM _corrections")
+    finally:
+        con.unregister("_corrections")
+    log.info("rollups corrected", extra={"rows": rows.height})
 
 
 def _count_unpriced(rows: pl.DataFrame) -> int:

@@ -77,7 +77,7 @@ def add_maintenance_options(parser: argparse.ArgumentParser, settings: Settings)
         metavar="TABLE=DAYS",
         help=(
             "days of rows a table keeps, 0 for ever; repeatable (default [storage] "
-            "retention_days: events 30, alerting and audit tables 400)"
+            "retention_days: events 30; minute rollups, alerting and audit tables 400)"
         ),
     )
     parser.add_argument(

@@ -551,8 +551,16 @@ def _change(rule: Rule, current: Sample, previous: Sample | None) -> tuple[float
     return current.value / previous.value, ""
 
 
-# The lake tables rule metrics read, and whether only the time before an evaluation does.
-RULE_TABLES: Final = {"events": True, "drift_scores": True, "releases": False}
+# The lake tables rule metrics read, and the time column by which only the time before an
+# evaluation is read (None: the whole table). Most metrics read their windows' whole
+# minutes from the minute rollups and the partial minutes at each end from events; a few
+# (sessions, escalations, lifecycle signals) still read events over the whole window.
+RULE_TABLES: Final[dict[str, str | None]] = {
+    "events": "ts",
+    "minute_rollups": "window_start",
+    "drift_scores": "ts",
+    "releases": None,
+}
 # Metrics look a little before their window (escalations up to an hour before it).
 LOOKBACK_MARGIN: Final = dt.timedelta(hours=1)
 
@@ -574,10 +582,10 @@ def snapshot_rule_tables(
     assert row is not None
     lake = row[0]
     since = at - back - LOOKBACK_MARGIN
-    for table, windowed in RULE_TABLES.items():
-        where, params = (" WHERE ts >= ?", [since]) if windowed else ("", [])
-        if windowed and until is not None:
-            where, params = where + " AND ts <= ?", [since, until]
+    for table, column in RULE_TABLES.items():
+        where, params = (f" WHERE {column} >= ?", [since]) if column else ("", [])
+        if column and until is not None:
+            where, params = where + f" AND {column} <= ?", [since, until]
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {lake}.main.{table}{where}",
             params,

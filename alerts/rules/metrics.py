@@ -1,9 +1,19 @@
-"""The metrics rules test: each one SQL query over the store, registered by name."""
+"""The metrics rules test: each one SQL query over the store, registered by name.
+
+The metrics of counts, sums, latencies and times read the window's rows of the minute
+rollups, with the window's partial minutes at each end aggregated from the raw events
+(processors/store/rollups.py): the same numbers as counting the events, at a cost that
+grows with the window, not with the history. Latency percentiles come from the merged
+histograms, within 1 % of the exact value (processors/store/histograms.py). Metrics that
+need each session or each event (containment, sessions with a security event) read
+the raw events of their window.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -11,7 +21,8 @@ from typing import Final, Protocol
 import duckdb
 
 from agentwatch.alerts.governance.signals import LIFECYCLE_SIGNALS
-from agentwatch.processors.store.definitions import ERROR, FAILED_CHECK
+from agentwatch.processors.store.histograms import quantile_sql
+from agentwatch.processors.store.rollups import WINDOW_MEASURES, window_sql
 
 
 @dataclass(frozen=True)
@@ -107,41 +118,66 @@ class MetricRegistry(Mapping[str, Metric]):
 
 
 _IN_WINDOW: Final = "ts >= $start AND ts < $end"
-_COST: Final = "coalesce(cost_usd_effective, cost_usd)"  # NULL when unpriced (views.py)
-_PROD: Final = "coalesce(environment, 'prod') = 'prod'"
 # An agent is silent when it has said nothing for longer than this many times its
 # longest gap in the rule's window, and at least the floor.
 SILENCE_FACTOR: Final = 1.5
 SILENCE_FLOOR_S: Final = 600
+# Gaps are measured between minutes of the rollups, so gaps inside one minute are not
+# seen; they are under 60 s, which the floor makes irrelevant as long as this holds.
+assert SILENCE_FLOOR_S >= SILENCE_FACTOR * 60
+
+
+def _rows(*sql: str) -> str:
+    """The window's rows (rollups.window_sql) as ``e``, with the measures ``sql`` uses."""
+    used = set(re.findall(r"\be\.(\w+)", " ".join(sql)))
+    return f"{window_sql([m for m in WINDOW_MEASURES if m in used or m == 'events'])} AS e"
+
+
+def _n(condition: str = "true") -> str:
+    """How many of the window's events meet the condition (0 when none)."""
+    return f"coalesce(sum(e.events) FILTER (WHERE {condition}), 0)"
 
 
 def _grouped(
     name: str,
     help: str,
     value: str,
-    samples: str = "count(*)",
+    samples: str = "sum(e.events)",
     where: str = "true",
     by: tuple[str, ...] = ("agent_id",),
     unit: str = "",
 ) -> SqlMetric:
-    """An aggregate over the window's events, per group."""
-    keys = ", ".join(by)
+    """An aggregate over the window's rows, per group."""
+    keys = ", ".join(f"e.{k}" for k in by)
     sql = (
         f"SELECT {keys}, ({value})::DOUBLE AS value, ({samples})::BIGINT AS samples "
-        f"FROM events WHERE {_IN_WINDOW} AND ({where}) "
-        + " ".join(f"AND {k} IS NOT NULL" for k in by)
+        f"FROM {_rows(value, samples, where)} WHERE ({where}) "
+        + " ".join(f"AND e.{k} IS NOT NULL" for k in by)
         + f" GROUP BY {keys}"
     )
     return SqlMetric(name, help, by, sql, unit)
+
+
+def _percentile(name: str, help: str, q: float, kind: str, by: tuple[str, ...]) -> SqlMetric:
+    """A latency percentile of one kind of event, from the window's merged histograms."""
+    keys = ", ".join(f"e.{k}" for k in by)
+    bins = (
+        f"SELECT {keys}, x.bin AS bin, x.n AS n FROM {_rows('e.latency_ms')}, "
+        "unnest(e.latency_ms) AS t(x) "
+        f"WHERE e.kind = '{kind}' " + " ".join(f"AND e.{k} IS NOT NULL" for k in by)
+    )
+    names = ", ".join(by)
+    sql = f"SELECT {names}, q0 AS value, samples FROM ({quantile_sql(bins, by, [q])})"
+    return SqlMetric(name, help, by, sql, "ms")
 
 
 def _governance(name: str, help: str, where: str, by: tuple[str, ...] = ("agent_id",)) -> SqlMetric:
     """Events of catalogued agents that break a catalog rule; value = samples = the count."""
     keys = ", ".join(f"e.{k}" for k in by)
     sql = (
-        f"SELECT {keys}, count(*)::DOUBLE AS value, count(*) AS samples "
-        f"FROM events e JOIN agent_catalog c ON c.agent_id = e.agent_id "
-        f"WHERE e.{_IN_WINDOW} AND ({where}) GROUP BY {keys}"
+        f"SELECT {keys}, sum(e.events)::DOUBLE AS value, sum(e.events)::BIGINT AS samples "
+        f"FROM {_rows()} JOIN agent_catalog c ON c.agent_id = e.agent_id "
+        f"WHERE ({where}) GROUP BY {keys}"
     )
     return SqlMetric(name, help, by, sql, "events")
 
@@ -154,65 +190,66 @@ def _unpinned_sql() -> str:
         ("model", "e.kind = 'llm_call'"),
     ):
         parts.append(
-            f"SELECT e.agent_id, '{fld}' AS field, coalesce(e.{fld}, '(unset)') AS version "
-            f"FROM events e JOIN agent_catalog c ON c.agent_id = e.agent_id "
-            f"WHERE e.{_IN_WINDOW} AND coalesce(e.environment, 'prod') = 'prod' AND {extra} "
+            f"SELECT e.agent_id, '{fld}' AS field, coalesce(e.{fld}, '(unset)') AS version, "
+            "e.events FROM w AS e JOIN agent_catalog c ON c.agent_id = e.agent_id "
+            f"WHERE coalesce(e.environment, 'prod') = 'prod' AND {extra} "
             f"AND c.pinned_{fld} IS NOT NULL AND e.{fld} IS DISTINCT FROM c.pinned_{fld}"
         )
     union = " UNION ALL ".join(parts)
     return (
-        "SELECT agent_id, field, version, count(*)::DOUBLE AS value, count(*) AS samples "
-        f"FROM ({union}) GROUP BY agent_id, field, version"
+        f"WITH w AS MATERIALIZED (SELECT * FROM {_rows()}) "  # read once for the three fields
+        "SELECT agent_id, field, version, sum(events)::DOUBLE AS value, "
+        f"sum(events)::BIGINT AS samples FROM ({union}) GROUP BY agent_id, field, version"
     )
 
 
 BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
-    _grouped("events", "events of the agent", "count(*)", unit="events"),
+    _grouped("events", "events of the agent", "sum(e.events)", unit="events"),
     _grouped(
         "policy_violations",
         "policy checks with outcome violation or blocked (samples: all checks)",
-        f"count(*) FILTER (WHERE {FAILED_CHECK})",
-        where="kind = 'policy_check'",
+        "sum(e.violations + e.blocked)",
+        where="e.kind = 'policy_check'",
         unit="checks",
     ),
     _grouped(
         "violation_rate",
         "share of policy checks with outcome violation or blocked",
-        f"count(*) FILTER (WHERE {FAILED_CHECK}) / count(*)",
-        where="kind = 'policy_check'",
+        "sum(e.violations + e.blocked) / sum(e.events)",
+        where="e.kind = 'policy_check'",
     ),
     _grouped(
         "security_events",
         "security events: prompt injection, jailbreak, exfiltration attempts (samples: events)",
-        "count(*) FILTER (WHERE kind = 'security')",
+        _n("e.kind = 'security'"),
         unit="events",
     ),
     _grouped(
         "error_rate",
         "share of events that are errors",
-        f"count(*) FILTER (WHERE {ERROR}) / count(*)",
+        "sum(e.errors) / sum(e.events)",
     ),
     _grouped(
         "tool_error_rate",
         "share of a tool's calls that failed, per agent and tool",
-        "count(*) FILTER (WHERE status = 'error') / count(*)",
-        where="kind = 'tool_call'",
+        # A tool call is an error when its status is (definitions.ERROR).
+        "sum(e.errors) / sum(e.events)",
+        where="e.kind = 'tool_call'",
         by=("agent_id", "tool_name"),
     ),
-    _grouped(
+    _percentile(
         "llm_latency_p95_ms",
-        "95th percentile of LLM call latency",
-        "quantile_cont(latency_ms, 0.95)",
-        where="kind = 'llm_call' AND latency_ms IS NOT NULL",
-        unit="ms",
+        "95th percentile of LLM call latency (within 1 %)",
+        0.95,
+        "llm_call",
+        ("agent_id",),
     ),
-    _grouped(
+    _percentile(
         "tool_latency_p95_ms",
-        "95th percentile of a tool's call latency, per agent and tool",
-        "quantile_cont(latency_ms, 0.95)",
-        where="kind = 'tool_call' AND latency_ms IS NOT NULL",
-        by=("agent_id", "tool_name"),
-        unit="ms",
+        "95th percentile of a tool's call latency, per agent and tool (within 1 %)",
+        0.95,
+        "tool_call",
+        ("agent_id", "tool_name"),
     ),
     SqlMetric(
         "containment_rate",
@@ -229,15 +266,15 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
     _grouped(
         "cost_usd",
         "LLM spend of priced calls (samples: LLM calls; NULL when none was priced)",
-        f"sum({_COST})",
-        where="kind = 'llm_call'",
+        "CASE WHEN sum(e.priced_calls) > 0 THEN sum(e.cost_usd) END",
+        where="e.kind = 'llm_call'",
         unit="USD",
     ),
     _grouped(
         "unpriced_llm_calls",
         "LLM calls with no cost (no cost_usd and no price), per agent and model",
-        f"count(*) FILTER (WHERE {_COST} IS NULL)",
-        where="kind = 'llm_call'",
+        "sum(e.events - e.priced_calls)",
+        where="e.kind = 'llm_call'",
         by=("agent_id", "model"),
         unit="calls",
     ),
@@ -246,10 +283,10 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         "events from an agent_id the catalog does not list (shadow AI); none without a "
         "catalog, where there is no inventory to be missing from",
         ("agent_id",),
-        "SELECT agent_id, count(*)::DOUBLE AS value, count(*) AS samples FROM events e "
-        f"WHERE {_IN_WINDOW} AND agent_id IS NOT NULL AND NOT EXISTS "
+        "SELECT e.agent_id, sum(e.events)::DOUBLE AS value, sum(e.events)::BIGINT AS samples "
+        f"FROM {_rows()} WHERE e.agent_id IS NOT NULL AND NOT EXISTS "
         "(SELECT 1 FROM agent_catalog c WHERE c.agent_id = e.agent_id) "
-        "AND EXISTS (SELECT 1 FROM agent_catalog) GROUP BY agent_id",
+        "AND EXISTS (SELECT 1 FROM agent_catalog) GROUP BY e.agent_id",
         "events",
     ),
     _governance(
@@ -298,22 +335,25 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         "silence: 1.5 times the longest gap between its events in the window, at least "
         "600 s (an agent not seen in the whole window has no data)",
         ("agent_id",),
-        "WITH g AS (SELECT e.agent_id, e.ts, epoch_us(e.ts) - epoch_us(lag(e.ts) OVER "
-        "(PARTITION BY e.agent_id ORDER BY e.ts)) AS gap_us FROM events e JOIN agent_catalog c "
-        f"ON c.agent_id = e.agent_id AND c.status = 'active' WHERE e.{_IN_WINDOW}) "
-        "SELECT agent_id, (epoch_us($end::TIMESTAMPTZ) - epoch_us(max(ts))) / "
+        "WITH m AS (SELECT e.agent_id, e.window_start, min(e.first_ts) AS lo, "
+        f"max(e.last_ts) AS hi, sum(e.events) AS n FROM {_rows('e.first_ts e.last_ts')} "
+        "JOIN agent_catalog c "
+        "ON c.agent_id = e.agent_id AND c.status = 'active' GROUP BY ALL), "
+        "g AS (SELECT agent_id, hi, n, epoch_us(lo) - epoch_us(lag(hi) OVER "
+        "(PARTITION BY agent_id ORDER BY window_start)) AS gap_us FROM m) "
+        "SELECT agent_id, (epoch_us($end::TIMESTAMPTZ) - epoch_us(max(hi))) / "
         f"greatest({SILENCE_FLOOR_S}e6, {SILENCE_FACTOR} * coalesce(max(gap_us), 0)) AS value, "
-        "count(*) AS samples FROM g GROUP BY agent_id",
+        "sum(n)::BIGINT AS samples FROM g GROUP BY agent_id",
     ),
     SqlMetric(
         "silence_s",
         "seconds since the last event of an active catalogued agent seen in the window "
         "(an agent not seen in the whole window has no data)",
         ("agent_id",),
-        "SELECT e.agent_id, (epoch_us($end::TIMESTAMPTZ) - epoch_us(max(e.ts))) / 1e6 AS value, "
-        "count(*) AS samples FROM events e JOIN agent_catalog c "
-        "ON c.agent_id = e.agent_id AND c.status = 'active' "
-        f"WHERE e.{_IN_WINDOW} GROUP BY e.agent_id",
+        "SELECT e.agent_id, (epoch_us($end::TIMESTAMPTZ) - epoch_us(max(e.last_ts))) / 1e6 "
+        f"AS value, sum(e.events)::BIGINT AS samples FROM {_rows('e.last_ts')} "
+        "JOIN agent_catalog c ON c.agent_id = e.agent_id AND c.status = 'active' "
+        "GROUP BY e.agent_id",
         "s",
     ),
 )

@@ -20,6 +20,7 @@ from agentwatch.processors.landing.redact import COUNTS_SCHEMA, Redactor
 from agentwatch.processors.landing.sessions import SessionTracker
 from agentwatch.processors.landing.watermark import mark_late
 from agentwatch.processors.metrics.exporter import CounterDelta, HistogramDelta, batch_deltas
+from agentwatch.processors.store import rollups
 from agentwatch.settings import DEFAULTS
 
 Pricer = Callable[[pl.DataFrame], pl.DataFrame]
@@ -27,7 +28,7 @@ Pricer = Callable[[pl.DataFrame], pl.DataFrame]
 # Stored columns each piece of partition state is rebuilt from after a (re)assignment.
 STATE_COLUMNS = (
     "event_id", "_kafka_ts", "_offset", "ts", "kind", "session_id",
-    "agent_id", "agent_version", "environment", "resolution",
+    "agent_id", "agent_version", "environment", "resolution", "model", "prompt_version",
 )  # fmt: skip
 
 
@@ -65,7 +66,8 @@ class LandedBatch:
     dead_letters: pl.DataFrame
     sessions_ended: pl.DataFrame
     duplicates: int
-    # Rows of other stream tables landed with the batch (``otlp_unmapped``).
+    # Rows of other stream tables landed with the batch (``minute_rollups``,
+    # ``otlp_unmapped``).
     extra_tables: dict[str, pl.DataFrame] = field(default_factory=dict)
     redactions: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=COUNTS_SCHEMA))
 
@@ -96,11 +98,13 @@ def land_batch(
         redactions = pl.concat([clean.counts, letters.counts])
     fresh = state.dedup.filter(decoded.events)
     events, state.watermark = mark_late(price(fresh), state.watermark, settings.allowed_lateness_s)
+    sessions = state.sessions.context(events)  # as known before this batch's update
     return LandedBatch(
         events=events,
         dead_letters=decoded.dead_letters,
         sessions_ended=state.sessions.update(events),
         duplicates=decoded.events.height - fresh.height,
+        extra_tables={rollups.TABLE: rollups.minute_rollups(events, sessions)},
         redactions=redactions,
     )
 

@@ -364,8 +364,18 @@ class LakeStore:
     def insert(self, table: str, frame: pl.DataFrame) -> None:
         """Append rows to any table in one transaction (tools and tests; landing uses
         :meth:`commit_batch`)."""
+        self.insert_tables({table: frame})
+
+    def insert_tables(self, tables: Mapping[str, pl.DataFrame]) -> None:
+        """Append rows to several tables in one transaction (a batch's events with their
+        rollups, in tools and tests)."""
+
+        def insert_all(con: duckdb.DuckDBPyConnection) -> None:
+            for table, frame in tables.items():
+                _insert(con, table, frame)
+
         with self.write_lock():
-            self.transaction(lambda con: _insert(con, table, frame))
+            self.transaction(insert_all)
 
     def read_log(self, table: str) -> pl.DataFrame:
         """A log table's rows; empty (with its columns) before the lake exists."""

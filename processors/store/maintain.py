@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 LEASES_TABLE: Final = "_leases"
 LEASE_NAME: Final = "maintenance"
 # The column a table's age is judged by, where it is not ``ts``.
-AGE_COLUMN: Final = {"dead_letters": "_kafka_ts"}
+AGE_COLUMN: Final = {"dead_letters": "_kafka_ts", "minute_rollups": "window_start"}
 
 
 @dataclass(frozen=True)

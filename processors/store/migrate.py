@@ -7,6 +7,10 @@ reads every table's segments in one pass each, lands them in one lake transactio
 those offsets, so a processor started on the lake resumes exactly where the old one
 stopped. Segments of batches that never committed (a crash between files) are left out,
 as the old store's recovery would have dropped them. The old files stay untouched.
+
+The old layout had no rollups: the migrated events' minute rollups are computed in the
+same pass (with the session context the whole history gives) and land in the same
+transaction, so ``metrics_1m/1h/1d`` and the alert rules see the migrated history.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ import duckdb
 import polars as pl
 
 from agentwatch.errors import ConfigError
+from agentwatch.processors.landing.sessions import SessionTracker
 from agentwatch.processors.store.lake import OFFSETS_TABLE, LakeStore
 from agentwatch.processors.store.layout import OLD_SEGMENTS, is_duckdb_file
 from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.rollups import TABLE as ROLLUPS
+from agentwatch.processors.store.rollups import minute_rollups
 from agentwatch.processors.store.tables import LOG_TABLES, STREAM_TABLES
 
 log = logging.getLogger(__name__)
@@ -61,6 +68,9 @@ def migrate(old: str | Path, to: str | Path | None = None) -> MigrationReport:
             frame = pl.read_parquet(paths, missing_columns="insert")
             missing = [pl.lit(None, t).alias(c) for c, t in schema.items() if c not in frame]
             frames[table] = frame.with_columns(missing).select(list(schema)).cast(pl.Schema(schema))
+    if "events" in frames and ROLLUPS not in frames:
+        history = frames["events"].sort("_topic", "_partition", "_offset")
+        frames[ROLLUPS] = minute_rollups(history, SessionTracker().context(history))
     store = LakeStore(target, check_layout=False)
 
     def land(con: duckdb.DuckDBPyConnection) -> None:

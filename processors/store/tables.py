@@ -12,6 +12,8 @@ from typing import Final
 
 import polars as pl
 
+from agentwatch.processors.store.histograms import HISTOGRAM_TYPE
+
 UTC_TS = pl.Datetime("us", "UTC")
 
 # Fields as they appear in the JSON message, read by polars with this exact schema.
@@ -89,6 +91,42 @@ EVENTS_SCHEMA: Final[dict[str, pl.DataType]] = {
     "ts": UTC_TS,
     **DERIVED_FIELDS,
     **KAFKA_FIELDS,
+}
+
+# Partial per-minute aggregates of a batch's events (processors/store/rollups.py): the
+# keys, then measures that merge by sum (min/max for the times, bin counts for the
+# histograms). Readers GROUP BY the keys: several rows may share a minute and keys.
+MINUTE_ROLLUPS_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "window_start": UTC_TS,  # the event-time minute
+    "late": pl.Boolean(),  # rows of late events: in the rules, not in the metrics views
+    "agent_id": pl.String(),
+    "agent_version": pl.String(),
+    "environment": pl.String(),
+    "kind": pl.String(),
+    "model": pl.String(),  # the event's own
+    "prompt_version": pl.String(),  # the event's own
+    "session_model": pl.String(),  # its session's first LLM call's, where it has none
+    "session_prompt_version": pl.String(),  # likewise
+    "tool_name": pl.String(),
+    "resolution": pl.String(),  # of session ends
+    "events": pl.Int64(),
+    "errors": pl.Int64(),
+    "violations": pl.Int64(),
+    "blocked": pl.Int64(),
+    "contained": pl.Int64(),  # session ends resolved without escalation
+    "input_tokens": pl.Int64(),
+    "output_tokens": pl.Int64(),
+    "cache_read_tokens": pl.Int64(),
+    "reasoning_tokens": pl.Int64(),
+    "cost_usd": pl.Float64(),  # of priced LLM calls; null when none was priced
+    "priced_calls": pl.Int64(),
+    "score_sum": pl.Float64(),  # feedback scores
+    "scored": pl.Int64(),
+    "first_ts": UTC_TS,
+    "last_ts": UTC_TS,
+    "latency_ms": HISTOGRAM_TYPE,
+    "ttft_ms": HISTOGRAM_TYPE,  # time to first token of LLM calls
+    "duration_s": HISTOGRAM_TYPE,  # of session ends: since the session's start
 }
 
 DEAD_LETTERS_SCHEMA: Final[dict[str, pl.DataType]] = {
@@ -227,6 +265,7 @@ STREAM_TABLES: Final[dict[str, dict[str, pl.DataType]]] = {
     "events": EVENTS_SCHEMA,
     "dead_letters": DEAD_LETTERS_SCHEMA,
     "otlp_unmapped": OTLP_UNMAPPED_SCHEMA,
+    "minute_rollups": MINUTE_ROLLUPS_SCHEMA,
 }
 # Append-only logs of the alerting and governance side.
 LOG_TABLES: Final[dict[str, dict[str, pl.DataType]]] = {

@@ -1,7 +1,8 @@
-"""Analysts' views over ``events``: sessions, windowed metrics and their breakdowns.
+"""Analysts' views: sessions, windowed metrics and their breakdowns.
 
-Everything is a view over the raw events, so a metric is always recomputable from the
-rows it summarises and a fix here applies to all history at once. Definitions live in
+``metrics_1m``/``1h``/``1d`` read the minute rollups (rollups.py), so their cost is the
+range asked; everything else is a view over the raw events, recomputable from the rows
+it summarises, and a fix there applies to all history at once. Definitions live in
 one place each: a session property (its model, its start, whether it escalated) is
 computed by ``sessions`` and joined back, so the metrics cut by model or prompt version
 agree with the per-session numbers.
@@ -22,6 +23,8 @@ from __future__ import annotations
 from typing import Final
 
 from agentwatch.processors.store.definitions import BLOCKED, CONTAINED, ERROR, VIOLATION
+from agentwatch.processors.store.histograms import quantile_sql
+from agentwatch.processors.store.rollups import TABLE as ROLLUPS
 
 # The cost of an LLM call, NULL when unpriced (same as cost_source = 'unpriced' on rows
 # the processor priced; older rows with neither column are judged by cost_usd alone).
@@ -105,27 +108,109 @@ FROM (
 """
 
 
+_GROUP: Final = (
+    "window_start",
+    "agent_id",
+    "agent_version",
+    "environment",
+    "model",
+    "prompt_version",
+)
+# Distributions of the metrics views: name, histogram column, the kind of row it is of.
+_HISTOGRAMS: Final = (
+    ("llm", "latency_ms", "llm_call"),
+    ("tool", "latency_ms", "tool_call"),
+    ("ttft", "ttft_ms", "llm_call"),
+    ("duration", "duration_s", "session_end"),
+)
+
+
+def _sum(condition: str | None = None, column: str = "events") -> str:
+    # sum(BIGINT) is HUGEINT in DuckDB, which many clients read as float.
+    where = f" FILTER (WHERE {condition})" if condition else ""
+    return f"coalesce(sum({column}){where}, 0)::BIGINT"
+
+
 def metrics_view(name: str, width: str) -> str:
     """One metrics view at a bucket width: the 1m, 1h and 1d views differ only in it.
 
-    Each event is attributed to its session's model and prompt version when it has none
-    itself, so session outcomes (containment, escalations) can be cut by both. Quantiles
-    are exact (``quantile_cont`` over the raw values), computed as one list per group.
+    They read the minute rollups (rollups.py), never the raw events, so a query costs
+    what its range holds. An event is attributed to its session's model and prompt
+    version when it has none itself, so session outcomes (containment, escalations) can
+    be cut by both. Quantiles come from the merged histograms (histograms.py), within
+    1 % of the exact ``quantile_cont`` of the raw values; docs/sql.md shows the exact
+    query over ``events`` for short ranges.
     """
     end = "kind = 'session_end'"
+    group = ", ".join(_GROUP)
+    rows = (
+        f"SELECT time_bucket(INTERVAL '{width}', window_start, 'UTC') AS window_start, "
+        "agent_id, agent_version, environment, "
+        "coalesce(model, session_model) AS model, "
+        "coalesce(prompt_version, session_prompt_version) AS prompt_version, * "
+        "EXCLUDE (window_start, agent_id, agent_version, environment, model, prompt_version) "
+        f"FROM {ROLLUPS} WHERE NOT late"
+    )
+    bins = " UNION ALL ".join(
+        f"SELECT {group}, '{h}' AS h, x.bin AS bin, x.n AS n "
+        f"FROM r, unnest(r.{column}) AS t(x) WHERE kind = '{kind}'"
+        for h, column, kind in _HISTOGRAMS
+    )
+    quantiles = quantile_sql(f"SELECT * FROM ({bins})", [*_GROUP, "h"], (0.5, 0.95, 0.99))
+    pivot = ", ".join(
+        f"max(q{i}) FILTER (WHERE h = '{h}') AS {h}_{p}"
+        for h, _, _ in _HISTOGRAMS
+        for i, p in enumerate(("p50", "p95", "p99"))
+    )
+    same = " AND ".join(f"m.{k} IS NOT DISTINCT FROM q.{k}" for k in _GROUP)
     return f"""
 CREATE VIEW {name} AS
+WITH r AS ({rows}),
+q AS (SELECT {group}, {pivot} FROM ({quantiles}) GROUP BY ALL),
+m AS (
+    SELECT
+        {group},
+        {_sum()} AS events,
+        {_sum("kind = 'session_start'")} AS sessions_started,
+        {_sum(end)} AS sessions_ended,
+        {_sum("kind = 'llm_call'")} AS llm_calls,
+        {_sum("kind = 'tool_call'")} AS tool_calls,
+        {_sum(column="errors")} AS errors,
+        {_sum(column="input_tokens")} AS input_tokens,
+        {_sum(column="output_tokens")} AS output_tokens,
+        {_sum(column="cache_read_tokens")} AS cache_read_tokens,
+        {_sum(column="reasoning_tokens")} AS reasoning_tokens,
+        -- NULL unless a call was priced (a reprice's corrections may sum to 0).
+        CASE WHEN sum(priced_calls) FILTER (WHERE kind = 'llm_call') > 0
+            THEN sum(cost_usd) FILTER (WHERE kind = 'llm_call') END AS priced_cost,
+        {_sum("kind = 'llm_call'", "events - priced_calls")} AS unpriced_llm_calls,
+        {_sum("kind = 'policy_check'")} AS policy_checks,
+        {_sum("kind = 'policy_check'", "violations")} AS policy_violations,
+        {_sum("kind = 'policy_check'", "blocked")} AS policy_blocks,
+        {_sum("kind = 'security'")} AS security_events,
+        {_sum("kind = 'escalation'")} AS escalations,
+        {_sum(end, "contained")} AS contained_sessions,
+        {_sum(f"{end} AND resolution = 'resolved'")} AS resolved_sessions,
+        {_sum(f"{end} AND resolution = 'escalated'")} AS escalated_sessions,
+        {_sum(f"{end} AND resolution = 'abandoned'")} AS abandoned_sessions,
+        {_sum(f"{end} AND resolution = 'failed'")} AS failed_sessions,
+        {_sum("kind = 'feedback'")} AS feedback_count,
+        sum(score_sum) FILTER (WHERE kind = 'feedback')
+            / nullif(sum(scored) FILTER (WHERE kind = 'feedback'), 0) AS feedback_mean
+    FROM r
+    GROUP BY ALL
+)
 SELECT
-    window_start, agent_id, agent_version, environment, model, prompt_version,
+    m.window_start, m.agent_id, m.agent_version, m.environment, m.model, m.prompt_version,
     events, sessions_started, sessions_ended, llm_calls, tool_calls, errors,
     errors / events AS error_rate,
-    llm_q[1] AS llm_latency_p50_ms, llm_q[2] AS llm_latency_p95_ms,
-    llm_q[3] AS llm_latency_p99_ms,
-    tool_q[1] AS tool_latency_p50_ms, tool_q[2] AS tool_latency_p95_ms,
-    tool_q[3] AS tool_latency_p99_ms,
-    duration_q[1] AS session_duration_p50_s, duration_q[2] AS session_duration_p95_s,
-    duration_q[3] AS session_duration_p99_s,
-    ttft_q[1] AS ttft_p50_ms, ttft_q[2] AS ttft_p95_ms,
+    llm_p50 AS llm_latency_p50_ms, llm_p95 AS llm_latency_p95_ms,
+    llm_p99 AS llm_latency_p99_ms,
+    tool_p50 AS tool_latency_p50_ms, tool_p95 AS tool_latency_p95_ms,
+    tool_p99 AS tool_latency_p99_ms,
+    duration_p50 AS session_duration_p50_s, duration_p95 AS session_duration_p95_s,
+    duration_p99 AS session_duration_p99_s,
+    ttft_p50 AS ttft_p50_ms, ttft_p95 AS ttft_p95_ms,
     input_tokens, output_tokens, cache_read_tokens, reasoning_tokens,
     -- 0 without LLM calls; NULL when every call was unpriced (see unpriced_llm_calls).
     coalesce(priced_cost, CASE WHEN llm_calls = 0 THEN 0.0 END) AS cost_usd,
@@ -135,55 +220,7 @@ SELECT
     contained_sessions / nullif(sessions_ended, 0) AS containment_rate,
     resolved_sessions, escalated_sessions, abandoned_sessions, failed_sessions,
     feedback_count, feedback_mean
-FROM (
-    SELECT
-        {_bucket(width)} AS window_start,
-        agent_id, agent_version, environment,
-        coalesce(model, session_model) AS model,
-        coalesce(prompt_version, session_prompt_version) AS prompt_version,
-        count(*) AS events,
-        {_count("kind = 'session_start'")} AS sessions_started,
-        {_count(end)} AS sessions_ended,
-        {_count("kind = 'llm_call'")} AS llm_calls,
-        {_count("kind = 'tool_call'")} AS tool_calls,
-        {_count(ERROR)} AS errors,
-        quantile_cont(latency_ms, [0.5, 0.95, 0.99]) FILTER (WHERE kind = 'llm_call')
-            AS llm_q,
-        quantile_cont(latency_ms, [0.5, 0.95, 0.99]) FILTER (WHERE kind = 'tool_call')
-            AS tool_q,
-        quantile_cont((epoch_us(ts) - epoch_us(session_started_at)) / 1e6, [0.5, 0.95, 0.99])
-            FILTER (WHERE {end}) AS duration_q,
-        quantile_cont(time_to_first_token_ms, [0.5, 0.95]) FILTER (WHERE kind = 'llm_call')
-            AS ttft_q,
-        {_total("input_tokens")} AS input_tokens,
-        {_total("output_tokens")} AS output_tokens,
-        {_total("cache_read_tokens")} AS cache_read_tokens,
-        {_total("reasoning_tokens")} AS reasoning_tokens,
-        sum({_COST}) FILTER (WHERE kind = 'llm_call') AS priced_cost,
-        {_count(_UNPRICED)} AS unpriced_llm_calls,
-        {_count("kind = 'policy_check'")} AS policy_checks,
-        {_count(f"kind = 'policy_check' AND {VIOLATION}")} AS policy_violations,
-        {_count(f"kind = 'policy_check' AND {BLOCKED}")} AS policy_blocks,
-        {_count("kind = 'security'")} AS security_events,
-        {_count("kind = 'escalation'")} AS escalations,
-        {_count(f"{end} AND resolution = 'resolved' AND NOT session_escalated")}
-            AS contained_sessions,
-        {_count(f"{end} AND resolution = 'resolved'")} AS resolved_sessions,
-        {_count(f"{end} AND resolution = 'escalated'")} AS escalated_sessions,
-        {_count(f"{end} AND resolution = 'abandoned'")} AS abandoned_sessions,
-        {_count(f"{end} AND resolution = 'failed'")} AS failed_sessions,
-        {_count("kind = 'feedback'")} AS feedback_count,
-        avg(score) FILTER (WHERE kind = 'feedback') AS feedback_mean
-    FROM events
-    LEFT JOIN (
-        SELECT
-            session_id, model AS session_model, prompt_version AS session_prompt_version,
-            started_at AS session_started_at, escalated AS session_escalated
-        FROM sessions
-    ) USING (session_id)
-    WHERE {_NOT_LATE}
-    GROUP BY ALL
-)
+FROM m LEFT JOIN q ON {same}
 """
 
 
