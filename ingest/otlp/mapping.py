@@ -142,6 +142,7 @@ def _map_trace(
     tables = {s.span_id: detect(s.attributes) for s in trace}
     roles = {s.span_id: _role(s, tables[s.span_id]) for s in trace}
     session = _first(trace, tables, "session") or trace[0].trace_id
+    named = _named_agent(trace, tables, roles)
     for span in trace:
         if not _valid_ids(span):
             _reject(out, span, "invalid_ids", f"span {span.name!r}: trace or span id malformed")
@@ -153,7 +154,7 @@ def _map_trace(
                       config, samples)  # fmt: skip
             continue
         agent_span = _nearest_agent(span, index, roles)
-        ctx = _context(span, agent_span, tables, session)
+        ctx = _context(span, agent_span, tables, session, named)
         before = len(out.events)
         reason = _emit(span, table, role, ctx, index, roles, config, out)
         if reason is not None:
@@ -380,7 +381,11 @@ def _tokens(a: Mapping[str, Any], table: Convention) -> dict[str, int]:
 
 
 def _context(
-    span: Span, agent_span: Span | None, tables: Mapping[str, Convention | None], session: str
+    span: Span,
+    agent_span: Span | None,
+    tables: Mapping[str, Convention | None],
+    session: str,
+    named: tuple[str, str | None] | None,
 ) -> _Context:
     own = tables[span.span_id]
     agent_id, version = _agent(span, own, span is agent_span) if own else (None, None)
@@ -389,6 +394,8 @@ def _context(
         if agent_table is not None:
             agent_id, version = _agent(agent_span, agent_table, True)
     res = span.resource
+    if agent_id is None and named is not None:
+        agent_id, version = named  # an unnamed outer agent span: the agent it runs
     if agent_id is None:
         agent_id = str(res.get("service.name") or "unknown_service")
         service_version = res.get("service.version")
@@ -402,6 +409,20 @@ def _context(
         agent_version=version,
         environment=env if isinstance(env, str) else None,
     )
+
+
+def _named_agent(
+    trace: list[Span], tables: Mapping[str, Convention | None], roles: Mapping[str, Role | None]
+) -> tuple[str, str | None] | None:
+    """The first agent span of the trace that names its agent (for spans whose agent
+    span does not, such as openai-agents' ``Agent workflow`` around the agent)."""
+    for span in trace:
+        table = tables[span.span_id]
+        if table is not None and roles[span.span_id] == "agent":
+            agent_id, version = _agent(span, table, True)
+            if agent_id is not None:
+                return agent_id, version
+    return None
 
 
 def _agent(span: Span, table: Convention, is_agent: bool) -> tuple[str | None, str | None]:
