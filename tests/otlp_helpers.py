@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import duckdb
 from kafka import KafkaConsumer, TopicPartition
 
 from agentwatch.broker import BrokerInfo, free_port
+from agentwatch.processors.store.lake import connect as connect_lake
 from tests.pipeline_helpers import AGENTWATCH
 
 
@@ -64,7 +64,7 @@ def wait_for_records(broker: BrokerInfo, topic: str, at_least: int, timeout: flo
 
 
 def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect_lake(db)
     try:
         return con.execute(sql).fetchall()
     finally:
