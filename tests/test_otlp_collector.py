@@ -24,6 +24,8 @@ from tests.pipeline_helpers import run_to_idle
 from tests.test_otlp_receiver import agent_run, http_exporter
 
 ROOT = Path(__file__).resolve().parent.parent
+# the first test builds the Collector when build/ holds none: minutes of Go on a cold cache
+pytestmark = pytest.mark.timeout(1800)
 SESSION = ("c-1", "helpdesk-agent", "dev", 1, 1, 80, 12, "resolved", True)
 SESSION_SQL = (
     "SELECT session_id, agent_id, environment, llm_calls, tool_calls, input_tokens, "

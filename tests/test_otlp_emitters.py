@@ -25,6 +25,7 @@ from tests.otlp_helpers import otlp_receiver, rows, wait_for_records
 from tests.pipeline_helpers import run_to_idle
 
 EMIT = Path(__file__).resolve().parent / "frameworks" / "emit.py"
+pytestmark = pytest.mark.timeout(900)  # the first test runs every scenario and the processor
 
 # scenario -> (session id, None for the trace id; agent; provider; model prefix; input,
 # cache read (None where the instrumentation does not report it) and output tokens per call)
