@@ -6,7 +6,9 @@ the 512 spans a BatchSpanProcessor sends at a time) over keep-alive connections.
 ``into_kafka`` counts from the first request to the last 200 (each 200 means acks=all
 from Kafka); ``into_store`` from the first request until ``agentwatch process`` has
 landed every event. The last line printed is one JSON object:
-``{"spans_per_s_into_kafka", "spans_per_s_into_store", "receiver_peak_rss_mb", ...}``.
+``{"spans_per_s_into_kafka", "spans_per_s_into_store", "receiver_peak_rss_mb", ...}``,
+with ``spans_per_receiver_cpu_s`` (spans over the receiver's CPU time while they were
+posted): on a shared machine a steadier measure of the receiver's own cost than wall time.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -114,6 +117,14 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (a measure the machine's load skews
+    less than wall time: it is what one receiver process spent on the spans)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def landed(db: Path) -> int:
     if not db.exists():
         return 0
@@ -162,8 +173,10 @@ def main() -> int:
                 stderr=subprocess.DEVNULL,
             )  # fmt: skip
             console.print(f"posting {args.requests * spans_per_request:,} spans ...")
+            cpu_before = cpu_seconds(receiver.pid)
             start = time.perf_counter()
             into_kafka_s = post_all(port, bodies, args.clients)
+            receiver_cpu_s = cpu_seconds(receiver.pid) - cpu_before
             while landed(db) < events_expected:
                 if time.perf_counter() - start > 600:
                     raise SystemExit(f"only {landed(db)} of {events_expected} events landed")
@@ -183,6 +196,9 @@ def main() -> int:
         "spans_per_s_into_kafka": round(spans / into_kafka_s),
         "spans_per_s_into_store": round(spans / into_store_s),
         "receiver_peak_rss_mb": rss,
+        "receiver_cpu_s": round(receiver_cpu_s, 2),
+        "spans_per_receiver_cpu_s": round(spans / receiver_cpu_s),
+        "load_average_1m": os.getloadavg()[0],
         "events_landed": events_expected,
         "clients": args.clients,
     }

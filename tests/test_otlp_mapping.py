@@ -140,6 +140,22 @@ def test_placeholder_agent_names_fall_back_to_the_service_name() -> None:
     assert one(mapped, "session_start")["agent_id"] == "billing-svc"
 
 
+def test_an_unnamed_outer_agent_span_takes_the_agent_the_trace_names() -> None:
+    # openai-agents under OpenInference: "Agent workflow" around the named agent
+    workflow = {"openinference.span.kind": "AGENT"}
+    named = {"openinference.span.kind": "AGENT"}
+    llm = {"openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-mini",
+           "llm.system": "openai", "llm.token_count.prompt": 60}  # fmt: skip
+    mapped = map_spans(
+        [
+            span("1", workflow, name="Agent workflow"),
+            span("2", named, parent="1", name="orders-agent"),
+            span("3", llm, parent="2"),
+        ]
+    )
+    assert {e["agent_id"] for e in mapped.events} == {"orders-agent"}
+
+
 def test_a_nested_agent_span_adds_no_second_session() -> None:
     inner = {**AGENT, "gen_ai.agent.name": "researcher"}
     mapped = map_spans([span("1", AGENT), span("2", inner, parent="1")])

@@ -316,6 +316,11 @@ def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
 
 
 class _FailingFuture:
+    is_done = True
+
+    def failed(self) -> bool:
+        return True
+
     def get(self, timeout: float) -> None:
         from kafka.errors import NotEnoughReplicasError
 
@@ -323,11 +328,54 @@ class _FailingFuture:
 
 
 class _Producer:
-    def send(self, topic: str, key: bytes | None = None, value: bytes = b"") -> _FailingFuture:
+    def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2}
+
+    def send(
+        self, topic: str, key: bytes | None = None, value: bytes = b"", partition: int = 0
+    ) -> _FailingFuture:
         return _FailingFuture()
 
     def flush(self, timeout: float) -> None:
         pass
+
+
+class _Cluster:
+    def topics(self) -> set[str]:
+        return {"events"}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {0, 1, 2}
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return {0, 1, 2}
+
+
+def test_the_sink_puts_a_session_on_the_partition_kafkas_default_partitioner_picks() -> None:
+    from kafka.partitioner.default import DefaultPartitioner
+
+    sent: list[tuple[bytes, int]] = []
+
+    class Recording(_Producer):
+        def send(
+            self, topic: str, key: bytes | None = None, value: bytes = b"", partition: int = 0
+        ) -> _FailingFuture:
+            sent.append((key or b"", partition))
+            return _DoneFuture()
+
+    sink = KafkaSink("unused:9092", "events", "events.otlp-unmapped", producer=Recording())
+    keys = [f"conv-{i}".encode() for i in range(40)]
+    sink.send([(k, b"{}") for k in keys + keys], [])
+    expected = DefaultPartitioner()
+    assert sent == [
+        (k, expected.partition("events", k, k, None, None, _Cluster())) for k in keys + keys
+    ]
+    assert len({p for _, p in sent}) == 3
+
+
+class _DoneFuture(_FailingFuture):
+    def failed(self) -> bool:
+        return False
 
 
 def test_a_record_kafka_does_not_acknowledge_makes_the_sink_unavailable() -> None:

@@ -255,8 +255,11 @@ CONTENT_EVENT_PREFIXES: Final = (
     "gen_ai.client.inference",
 )
 
-# Agent names some emitters use when the application named none: never an agent id.
-PLACEHOLDER_NAMES: Final = frozenset({"", "unknown", "agent", "Agent", "unknown_service"})
+# Agent names some emitters use when the application named none: never an agent id
+# ("Agent workflow" is openai-agents' default name for the run around its agents).
+PLACEHOLDER_NAMES: Final = frozenset(
+    {"", "unknown", "agent", "Agent", "unknown_service", "Agent workflow"}
+)
 
 # An explicit outcome an agent span may carry (resolved, escalated, abandoned, failed).
 RESOLUTION_ATTRIBUTE: Final = "agentwatch.session.resolution"

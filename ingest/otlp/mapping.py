@@ -45,6 +45,7 @@ from agentwatch.ingest.otlp.redact import Redactor, redact_text
 from agentwatch.ingest.otlp.spans import STATUS_ERROR, Span
 
 _VALIDATOR: Final = msgspec.json.Decoder(AnyEvent)
+_BATCH_VALIDATOR: Final = msgspec.json.Decoder(list[AnyEvent])
 _ENCODER: Final = msgspec.json.Encoder()
 _RESOLUTIONS: Final = frozenset({"resolved", "escalated", "abandoned", "failed"})
 MAX_ATTRIBUTE_CHARS: Final = 256
@@ -65,6 +66,7 @@ class Mapped:
     """What one request became: events (JSON-ready) and the account of everything else."""
 
     events: list[dict[str, Any]] = field(default_factory=list)
+    values: list[bytes] = field(default_factory=list)  # the events, JSON-encoded and checked
     spans: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # outcome, reason, scope
     attributes: Counter[tuple[str, str]] = field(default_factory=Counter)  # outcome, scope
     unmapped: list[dict[str, Any]] = field(default_factory=list)
@@ -73,7 +75,9 @@ class Mapped:
 
     def encoded(self) -> list[tuple[bytes, bytes]]:
         """(key, value) per event: keyed by session id like the SDK."""
-        return [(e["session_id"].encode(), _ENCODER.encode(e)) for e in self.events]
+        return [
+            (e["session_id"].encode(), v) for e, v in zip(self.events, self.values, strict=True)
+        ]
 
 
 def map_spans(spans: Iterable[Span], config: MappingConfig = MappingConfig()) -> Mapped:
@@ -82,12 +86,44 @@ def map_spans(spans: Iterable[Span], config: MappingConfig = MappingConfig()) ->
     for span in spans:
         by_trace.setdefault(span.trace_id, []).append(span)
     samples: Counter[tuple[str, str]] = Counter()
+    produced: list[tuple[Span, str, int, int]] = []  # span, role, its events' range
     for trace in by_trace.values():
-        _map_trace(trace, config, out, samples)
+        _map_trace(trace, config, out, samples, produced)
+    _check(out, produced)
     return out
 
 
-@dataclass
+def _check(out: Mapped, produced: list[tuple[Span, str, int, int]]) -> None:
+    """Encode every event once and check the lot against the contract in one call.
+
+    Only when the batch fails is each event checked alone, to reject the spans whose
+    events break the contract (and only those).
+    """
+    values = [_ENCODER.encode(e) for e in out.events]
+    try:
+        _BATCH_VALIDATOR.decode(b"[" + b",".join(values) + b"]")
+    except msgspec.ValidationError:
+        pass
+    else:
+        out.values = values
+        return
+    events: list[dict[str, Any]] = []
+    kept: list[bytes] = []
+    for span, role, start, end in produced:
+        problem = next(filter(None, (_invalid(v) for v in values[start:end])), None)
+        if problem is None:
+            events += out.events[start:end]
+            kept += values[start:end]
+            continue
+        key = ("mapped", role, span.scope)
+        out.spans[key] -= 1
+        if not out.spans[key]:
+            del out.spans[key]
+        _reject(out, span, "invalid_event", f"span {span.name!r}: {problem}")
+    out.events, out.values = events, kept
+
+
+@dataclass(slots=True)
 class _Context:
     session_id: str
     agent_id: str
@@ -96,12 +132,17 @@ class _Context:
 
 
 def _map_trace(
-    trace: list[Span], config: MappingConfig, out: Mapped, samples: Counter[tuple[str, str]]
+    trace: list[Span],
+    config: MappingConfig,
+    out: Mapped,
+    samples: Counter[tuple[str, str]],
+    produced: list[tuple[Span, str, int, int]],
 ) -> None:
     index = {s.span_id: s for s in trace}
     tables = {s.span_id: detect(s.attributes) for s in trace}
     roles = {s.span_id: _role(s, tables[s.span_id]) for s in trace}
     session = _first(trace, tables, "session") or trace[0].trace_id
+    named = _named_agent(trace, tables, roles)
     for span in trace:
         if not _valid_ids(span):
             _reject(out, span, "invalid_ids", f"span {span.name!r}: trace or span id malformed")
@@ -113,21 +154,18 @@ def _map_trace(
                       config, samples)  # fmt: skip
             continue
         agent_span = _nearest_agent(span, index, roles)
-        ctx = _context(span, agent_span, tables, session)
+        ctx = _context(span, agent_span, tables, session, named)
         before = len(out.events)
         reason = _emit(span, table, role, ctx, index, roles, config, out)
         if reason is not None:
             _unmapped(out, span, reason, config, samples)
             continue
-        for event in out.events[before:]:
-            problem = _invalid(event)
-            if problem is not None:
-                del out.events[before:]
-                _reject(out, span, "invalid_event", f"span {span.name!r}: {problem}")
-                break
+        after = len(out.events)
+        if after > before:
+            produced.append((span, role, before, after))
+            out.spans[("mapped", role, span.scope)] += 1
         else:
-            outcome = "mapped" if len(out.events) > before else "skipped"
-            out.spans[(outcome, role, span.scope)] += 1
+            out.spans[("skipped", role, span.scope)] += 1
 
 
 def _role(span: Span, table: Convention | None) -> Role | None:
@@ -343,38 +381,64 @@ def _tokens(a: Mapping[str, Any], table: Convention) -> dict[str, int]:
 
 
 def _context(
-    span: Span, agent_span: Span | None, tables: Mapping[str, Convention | None], session: str
+    span: Span,
+    agent_span: Span | None,
+    tables: Mapping[str, Convention | None],
+    session: str,
+    named: tuple[str, str | None] | None,
 ) -> _Context:
+    own = tables[span.span_id]
+    agent_id, version = _agent(span, own, span is agent_span) if own else (None, None)
+    if agent_id is None and agent_span is not None and agent_span is not span:
+        agent_table = tables[agent_span.span_id]
+        if agent_table is not None:
+            agent_id, version = _agent(agent_span, agent_table, True)
     res = span.resource
-    agent_id = agent_version = None
-    for s in (span, agent_span):
-        if s is None or agent_id is not None:
-            continue
-        table = tables[s.span_id]
-        if table is None:
-            continue
-        for keys in (table.agent_id, table.agent_name):
-            value = _get(s.attributes, keys)
-            if isinstance(value, str) and value not in PLACEHOLDER_NAMES:
-                agent_id = value
-                break
-        if agent_id is None and table.name_is_entity and s is agent_span:
-            agent_id = s.name if s.name not in PLACEHOLDER_NAMES else None
-        version = _get(s.attributes, table.agent_version)
-        agent_version = version if isinstance(version, str) else None
+    if agent_id is None and named is not None:
+        agent_id, version = named  # an unnamed outer agent span: the agent it runs
     if agent_id is None:
         agent_id = str(res.get("service.name") or "unknown_service")
-        version = res.get("service.version")
-        agent_version = agent_version or (version if isinstance(version, str) else None)
+        service_version = res.get("service.version")
+        if version is None and isinstance(service_version, str):
+            version = service_version
     env = res.get("deployment.environment.name") or res.get("deployment.environment")
-    own = tables[span.span_id]
     own_session = _get(span.attributes, own.session) if own else None
     return _Context(
         session_id=str(own_session or session)[:256],
         agent_id=agent_id[:128],
-        agent_version=agent_version,
+        agent_version=version,
         environment=env if isinstance(env, str) else None,
     )
+
+
+def _named_agent(
+    trace: list[Span], tables: Mapping[str, Convention | None], roles: Mapping[str, Role | None]
+) -> tuple[str, str | None] | None:
+    """The first agent span of the trace that names its agent (for spans whose agent
+    span does not, such as openai-agents' ``Agent workflow`` around the agent)."""
+    for span in trace:
+        table = tables[span.span_id]
+        if table is not None and roles[span.span_id] == "agent":
+            agent_id, version = _agent(span, table, True)
+            if agent_id is not None:
+                return agent_id, version
+    return None
+
+
+def _agent(span: Span, table: Convention, is_agent: bool) -> tuple[str | None, str | None]:
+    """The agent a span names (id, else name; an agent span's own name where that is the
+    convention), and its version."""
+    a = span.attributes
+    agent_id = None
+    for keys in (table.agent_id, table.agent_name):
+        value = _get(a, keys)
+        if isinstance(value, str) and value not in PLACEHOLDER_NAMES:
+            agent_id = value
+            break
+    if agent_id is None and is_agent and table.name_is_entity:
+        agent_id = span.name if span.name not in PLACEHOLDER_NAMES else None
+    version = _get(a, table.agent_version)
+    return agent_id, version if isinstance(version, str) else None
 
 
 def _first(trace: list[Span], tables: Mapping[str, Convention | None], what: str) -> str | None:
@@ -453,9 +517,9 @@ def _reject(out: Mapped, span: Span, reason: str, message: str) -> None:
         out.errors.append(message)
 
 
-def _invalid(event: dict[str, Any]) -> str | None:
+def _invalid(value: bytes) -> str | None:
     try:
-        _VALIDATOR.decode(_ENCODER.encode(event))
+        _VALIDATOR.decode(value)
     except msgspec.ValidationError as exc:
         return str(exc)
     return None
@@ -477,8 +541,19 @@ def _eid(span: Span, part: str) -> str:
     return f"otel-{span.trace_id}-{span.span_id}-{part}"
 
 
+_SECONDS: dict[int, str] = {}
+
+
 def _ts(ns: int) -> str:
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat().replace("+00:00", "Z")
+    """RFC 3339 in UTC to the microsecond; the date part is formatted once per second."""
+    seconds, micros = divmod(ns // 1000, 1_000_000)
+    prefix = _SECONDS.get(seconds)
+    if prefix is None:
+        if len(_SECONDS) > 4096:
+            _SECONDS.clear()
+        prefix = dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _SECONDS[seconds] = prefix
+    return f"{prefix}.{micros:06d}Z"
 
 
 def _strip(base: dict[str, Any]) -> dict[str, Any]:

@@ -114,16 +114,39 @@ class KafkaSink:
     def send(self, events: Sequence[tuple[bytes, bytes]], unmapped: Sequence[bytes]) -> None:
         from kafka.errors import KafkaError
 
+        producer = self._producer
         try:
-            futures = [self._producer.send(self.topic, key=k, value=v) for k, v in events]
-            futures += [self._producer.send(self.unmapped_topic, value=v) for v in unmapped]
+            # The partition is the default partitioner's (murmur2 of the key, as the SDK's
+            # records get), computed once per session of the request, not once per event.
+            partition = _Partitions(producer.partitions_for(self.topic))
+            send = producer.send
+            topic = self.topic
+            futures = [send(topic, key=k, value=v, partition=partition[k]) for k, v in events]
+            futures += [send(self.unmapped_topic, value=v) for v in unmapped]
             if futures:
-                self._producer.flush(timeout=self.timeout_s)
+                producer.flush(timeout=self.timeout_s)
             for future in futures:
-                future.get(timeout=self.timeout_s)
+                if not future.is_done or future.failed():
+                    future.get(timeout=self.timeout_s)  # raises the record's error
         except KafkaError as exc:
             log.warning("kafka did not take the events", extra={"error": str(exc)})
             raise Unavailable(str(exc)) from exc
 
     def close(self) -> None:
         self._producer.close(timeout=self.timeout_s)
+
+
+class _Partitions(dict[bytes, int]):
+    """Key -> partition as Kafka's default partitioner picks it, memoised."""
+
+    def __init__(self, partitions: set[int]) -> None:
+        super().__init__()
+        self._partitions = sorted(partitions)
+
+    def __missing__(self, key: bytes) -> int:
+        from kafka.partitioner.default import murmur2
+
+        index = int(murmur2(key) & 0x7FFFFFFF) % len(self._partitions)
+        partition: int = self._partitions[index]
+        self[key] = partition
+        return partition

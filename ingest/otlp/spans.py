@@ -160,8 +160,16 @@ def flatten(request: ExportTraceServiceRequest) -> list[Span]:
     return spans
 
 
+_SCALARS: Final = frozenset({"string_value", "int_value", "double_value", "bool_value"})
+
+
 def attributes(kvs: Any) -> dict[str, Any]:
-    return {kv.key: any_value(kv.value) for kv in kvs}
+    out: dict[str, Any] = {}
+    for kv in kvs:
+        value = kv.value
+        which = value.WhichOneof("value")
+        out[kv.key] = getattr(value, which) if which in _SCALARS else any_value(value)
+    return out
 
 
 def any_value(v: AnyValue) -> Any:
