@@ -64,9 +64,9 @@ def connect(db: Path | str) -> duckdb.DuckDBPyConnection:
         create_s3_secret(con, location)
         con.execute(location.attach_sql(read_only=True))
         con.execute(f"USE {ALIAS}")
+        # Only the lake's data files: the catalog is read by SQLite (or PostgreSQL), not
+        # through DuckDB's file system, so the folder beside it (silences, keys) stays shut.
         allowed = [location.data_path]
-        if location.catalog_file is not None:
-            allowed.append(f"{location.catalog_file.parent}/")
         # DuckDB takes the allowed directories only once the database runs, and only
         # before external access is switched off; locking keeps both as they are.
         con.execute("SET allowed_directories = ?", [allowed])
@@ -172,7 +172,8 @@ def _functions(node: Any) -> Iterator[tuple[str, list[Any]]]:
     """Every function call in a serialized statement: its name and its arguments."""
     if isinstance(node, dict):
         if node.get("class") == "FUNCTION" and "function_name" in node:
-            yield str(node["function_name"]).lower(), list(node.get("arguments") or [])
+            arguments = node.get("children") or node.get("arguments") or []
+            yield str(node["function_name"]).lower(), list(arguments)
         for value in node.values():
             yield from _functions(value)
     elif isinstance(node, list):
@@ -188,7 +189,10 @@ def _constant_text(arguments: list[Any]) -> str | None:
     if not isinstance(expression, dict) or expression.get("class") != "CONSTANT":
         return None
     literal = expression.get("literal") or expression.get("value") or {}
-    text = literal.get("text") if isinstance(literal, dict) else None
+    if not isinstance(literal, dict) or literal.get("is_null"):
+        return None
+    # DuckDB 1.5 serialises a string constant's text as "value"; earlier releases as "text".
+    text = literal.get("value", literal.get("text"))
     return text if isinstance(text, str) else None
 
 
