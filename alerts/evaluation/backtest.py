@@ -22,13 +22,8 @@ from typing import Any, Final
 
 import duckdb
 
-from agentwatch.alerts.evaluation.evaluator import (
-    AlertStates,
-    Evaluator,
-    Transition,
-    lookback,
-    snapshot_rule_tables,
-)
+from agentwatch.alerts.evaluation.evaluator import Evaluator, lookback, snapshot_rule_tables
+from agentwatch.alerts.evaluation.states import AlertStates, Transition
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.rules import Rule, Sample
 from agentwatch.processors.store.lake import connect as connect_lake
