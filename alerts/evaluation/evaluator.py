@@ -9,6 +9,10 @@ alert that must be acted on is acted on as soon as its own rule is decided, not 
 every other rule has been measured. Its state is rebuilt from ``alert_events`` on
 start, so a restart neither forgets a firing alert nor announces it twice.
 
+Rules that read little event time (:data:`SHARED_SPAN`) are measured over one shared
+read of the recent events per evaluation, taken when the first of them is due, and are
+evaluated at that read's time; the others query the store themselves.
+
 Rules whose alerts act on agents (``urgent``: their runbook opens a breaker) are
 measured first and, on a live clock, measured again between the other rules whenever
 ``recheck`` has passed since their last measurement (:func:`schedule`): their ``for``
@@ -38,7 +42,7 @@ from agentwatch.alerts.evaluation.states import (
 )
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.model import Alert
-from agentwatch.alerts.rules import Metric, Rule, Sample, Window, by_labels, metrics
+from agentwatch.alerts.rules import Metric, Rule, Sample, SqlMetric, Window, by_labels, metrics
 from agentwatch.clock import Clock, utc_now
 from agentwatch.processors.store.lake import LakeStore, StoreMissing
 from agentwatch.processors.store.lake import connect as connect_lake
@@ -46,6 +50,9 @@ from agentwatch.processors.store.lake import connect as connect_lake
 log = logging.getLogger(__name__)
 
 ALERT_EVENTS: Final = "alert_events"
+# Rules that read at most this much event time before their evaluation time share one
+# read of it per evaluation; rules that reach further back read the store themselves.
+SHARED_SPAN: Final = dt.timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -98,17 +105,49 @@ def schedule(
     rules: Sequence[Rule], urgent: Urgent, recheck: dt.timedelta | None, clock: Clock
 ) -> Iterator[Rule]:
     """The order one evaluation measures ``rules`` in: the urgent ones first, in their
-    given order, then the others; before each of the others, the urgent ones again if
-    ``recheck`` has passed since they were last begun (never when ``recheck`` is None)."""
+    given order, then the others; before each of the others, the urgent ones again once
+    ``recheck`` has passed since they were last begun (never when ``recheck`` is None)
+    and the others have had at least as long as the urgent ones took, so however slow
+    the urgent rules get, they take at most half of an evaluation."""
     first = [r for r in rules if urgent(r)]
     rest = [r for r in rules if not urgent(r)]
     begun = clock()
     yield from first
+    ended = clock()  # resumed once the last urgent rule has been measured
     for rule in rest:
-        if first and recheck is not None and clock() - begun >= recheck:
-            begun = clock()
+        now = clock()
+        if (
+            first
+            and recheck is not None
+            and now - begun >= recheck
+            and now - ended >= ended - begun
+        ):
+            begun = now
             yield from first
+            ended = clock()
         yield rule
+
+
+def reach(rule: Rule, metric: Metric) -> dt.timedelta | None:
+    """How far before its evaluation time ``rule`` reads events: its window (three for a
+    change rule) plus what its metric reads before a window; None when not known."""
+    if not isinstance(metric, SqlMetric):
+        return None
+    return rule.window * (3 if rule.change else 1) + metric.before
+
+
+@dataclass
+class _SharedRead:
+    """The recent events, read once per evaluation into a temporary ``events`` table on a
+    cursor of its own, and the time they were read at (the evaluation time of the rules
+    measured over them)."""
+
+    at: dt.datetime | None = None
+    cursor: duckdb.DuckDBPyConnection | None = None
+
+    def close(self) -> None:
+        if self.cursor is not None:
+            self.cursor.close()
 
 
 class Evaluator:
@@ -176,6 +215,7 @@ class Evaluator:
         errors: dict[str, str] = {}
         cache: dict[tuple[str, dt.datetime, dt.datetime], list[Sample]] = {}
         con = self._connect(start, errors)
+        shared = _SharedRead()
         try:
             order = schedule(self.rules, self.urgent, recheck if live else None, self.clock)
             for n, rule in enumerate(order):
@@ -184,8 +224,14 @@ class Evaluator:
                     why = errors[rule.name]
                     verdicts[rule.name] = self.states.hold(rule, f"not evaluated: {why}")
                     continue
+                reader = con
+                if self._shares(rule, live):
+                    if shared.at is None:
+                        shared.at, shared.cursor = at, self._read_recent(con, at)
+                    if shared.cursor is not None:
+                        reader, at = shared.cursor, shared.at
                 try:
-                    changed, verdicts[rule.name] = self._decide(con, rule, at, cache, errors)
+                    changed, verdicts[rule.name] = self._decide(reader, rule, at, cache, errors)
                 except BaseException:
                     self._unreported = transitions
                     raise
@@ -193,6 +239,7 @@ class Evaluator:
                 if on_rule is not None:
                     _hand_on(on_rule, RuleEvaluation(rule.name, at, tuple(changed)))
         finally:
+            shared.close()
             if con is not None:
                 con.close()
         end = self.clock() if live else start
@@ -234,6 +281,39 @@ class Evaluator:
             return None
         con.register("agent_catalog", self.catalog.frame().to_arrow())
         return con
+
+    def _shares(self, rule: Rule, live: bool) -> bool:
+        """Whether ``rule`` is measured over the shared read: not an urgent rule on a live
+        clock (those read the freshest events, at their own time), not one reaching back
+        further than :data:`SHARED_SPAN` or by an unknown amount."""
+        if live and self.urgent(rule):
+            return False
+        span = reach(rule, self.registry[rule.metric])
+        return span is not None and span <= SHARED_SPAN
+
+    def _read_recent(
+        self, con: duckdb.DuckDBPyConnection, at: dt.datetime
+    ) -> duckdb.DuckDBPyConnection | None:
+        """One read of the events every sharing rule needs, on a new cursor whose
+        temporary ``events`` table hides the store's; None (each rule then reads the
+        store) when it fails."""
+        spans = [reach(r, self.registry[r.metric]) for r in self.rules]
+        lo = at - max((s for s in spans if s is not None and s <= SHARED_SPAN), default=SHARED_SPAN)
+        cursor = con.cursor()
+        try:
+            cursor.register("agent_catalog", self.catalog.frame().to_arrow())
+            cursor.execute(
+                "CREATE TEMP TABLE events AS SELECT * FROM main.events "
+                "WHERE ts >= $lo AND ts < $at",
+                {"lo": lo, "at": at},
+            )
+        except duckdb.Error as exc:
+            cursor.close()
+            log.warning(
+                "no shared read of recent events; each rule reads them", extra={"error": str(exc)}
+            )
+            return None
+        return cursor
 
     def _decide(
         self,
