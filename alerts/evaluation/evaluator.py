@@ -10,14 +10,15 @@ every other rule has been measured. Its state is rebuilt from ``alert_events`` o
 start, so a restart neither forgets a firing alert nor announces it twice.
 
 Rules that read little event time (:data:`SHARED_SPAN`) are measured over one shared
-read of the recent events per evaluation, taken when the first of them is due, and are
-evaluated at that read's time; the others query the store themselves.
+read of the recent events, taken when the first of them is due, and are evaluated at
+that read's time: one read per evaluation for most rules, one per round for the urgent
+ones (so each round sees the freshest events); the others query the store themselves.
 
 Rules whose alerts act on agents (``urgent``: their runbook opens a breaker) are
-measured first and, on a live clock, measured again between the other rules whenever
-``recheck`` has passed since their last measurement (:func:`schedule`): their ``for``
-is checked about that often however many slow rules there are. On a live clock each
-rule is evaluated at the time it is measured, so its ``for`` counts from when its
+measured first and, on a live clock, again between the other rules once ``recheck`` has
+passed, taking at most half of the time (:func:`schedule`): their ``for`` is checked
+about that often however many slow rules there are. On a live clock each rule is
+evaluated at the time its events are read, so its ``for`` counts from when its
 condition was seen, not from when the evaluation began.
 """
 
@@ -138,12 +139,13 @@ def reach(rule: Rule, metric: Metric) -> dt.timedelta | None:
 
 @dataclass
 class _SharedRead:
-    """The recent events, read once per evaluation into a temporary ``events`` table on a
-    cursor of its own, and the time they were read at (the evaluation time of the rules
-    measured over them)."""
+    """Recent events read once into a temporary ``events`` table on a cursor of its own,
+    the time they were read at (the evaluation time of the rules measured over them),
+    and the rules measured over them so far."""
 
     at: dt.datetime | None = None
     cursor: duckdb.DuckDBPyConnection | None = None
+    measured: set[str] = field(default_factory=set)
 
     def close(self) -> None:
         if self.cursor is not None:
@@ -215,7 +217,8 @@ class Evaluator:
         errors: dict[str, str] = {}
         cache: dict[tuple[str, dt.datetime, dt.datetime], list[Sample]] = {}
         con = self._connect(start, errors)
-        shared = _SharedRead()
+        # One read for the other rules; one per round for the urgent ones on a live clock.
+        reads = {False: _SharedRead(), True: _SharedRead()}
         try:
             order = schedule(self.rules, self.urgent, recheck if live else None, self.clock)
             for n, rule in enumerate(order):
@@ -225,11 +228,18 @@ class Evaluator:
                     verdicts[rule.name] = self.states.hold(rule, f"not evaluated: {why}")
                     continue
                 reader = con
-                if self._shares(rule, live):
-                    if shared.at is None:
-                        shared.at, shared.cursor = at, self._read_recent(con, at)
-                    if shared.cursor is not None:
-                        reader, at = shared.cursor, shared.at
+                if self._shares(rule):
+                    group = live and self.urgent(rule)
+                    if rule.name in reads[group].measured:  # the urgent rules' next round
+                        reads[group].close()
+                        reads[group] = _SharedRead()
+                    read = reads[group]
+                    if read.at is None:
+                        peers = [r for r in self.rules if (live and self.urgent(r)) == group]
+                        read.at, read.cursor = at, self._read_recent(con, at, peers)
+                    read.measured.add(rule.name)
+                    if read.cursor is not None:
+                        reader, at = read.cursor, read.at
                 try:
                     changed, verdicts[rule.name] = self._decide(reader, rule, at, cache, errors)
                 except BaseException:
@@ -239,7 +249,8 @@ class Evaluator:
                 if on_rule is not None:
                     _hand_on(on_rule, RuleEvaluation(rule.name, at, tuple(changed)))
         finally:
-            shared.close()
+            for read in reads.values():
+                read.close()
             if con is not None:
                 con.close()
         end = self.clock() if live else start
@@ -282,22 +293,19 @@ class Evaluator:
         con.register("agent_catalog", self.catalog.frame().to_arrow())
         return con
 
-    def _shares(self, rule: Rule, live: bool) -> bool:
-        """Whether ``rule`` is measured over the shared read: not an urgent rule on a live
-        clock (those read the freshest events, at their own time), not one reaching back
+    def _shares(self, rule: Rule) -> bool:
+        """Whether ``rule`` is measured over a shared read: not when it reaches back
         further than :data:`SHARED_SPAN` or by an unknown amount."""
-        if live and self.urgent(rule):
-            return False
         span = reach(rule, self.registry[rule.metric])
         return span is not None and span <= SHARED_SPAN
 
     def _read_recent(
-        self, con: duckdb.DuckDBPyConnection, at: dt.datetime
+        self, con: duckdb.DuckDBPyConnection, at: dt.datetime, rules: Sequence[Rule]
     ) -> duckdb.DuckDBPyConnection | None:
-        """One read of the events every sharing rule needs, on a new cursor whose
-        temporary ``events`` table hides the store's; None (each rule then reads the
-        store) when it fails."""
-        spans = [reach(r, self.registry[r.metric]) for r in self.rules]
+        """One read of the events ``rules`` need, on a new cursor whose temporary
+        ``events`` table hides the store's; None (each rule then reads the store) when
+        it fails."""
+        spans = [reach(r, self.registry[r.metric]) for r in rules]
         lo = at - max((s for s in spans if s is not None and s <= SHARED_SPAN), default=SHARED_SPAN)
         cursor = con.cursor()
         try:
