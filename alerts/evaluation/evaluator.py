@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ from agentwatch.alerts.rules import Metric, Rule, Sample, SqlMetric, Window, by_
 from agentwatch.clock import Clock, utc_now
 from agentwatch.processors.store.lake import LakeStore, StoreMissing
 from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.tables import EVENTS_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,10 @@ def schedule(
             yield from first
             ended = clock()
         yield rule
+
+
+def _sql(metric: Metric) -> str:
+    return metric.sql if isinstance(metric, SqlMetric) else ""
 
 
 def reach(rule: Rule, metric: Metric) -> dt.timedelta | None:
@@ -305,13 +311,17 @@ class Evaluator:
         """One read of the events ``rules`` need, on a new cursor whose temporary
         ``events`` table hides the store's; None (each rule then reads the store) when
         it fails."""
-        spans = [reach(r, self.registry[r.metric]) for r in rules]
-        lo = at - max((s for s in spans if s is not None and s <= SHARED_SPAN), default=SHARED_SPAN)
+        sharing = [r for r in rules if self._shares(r)]
+        spans = [reach(r, self.registry[r.metric]) for r in sharing]
+        lo = at - max((s for s in spans if s is not None), default=SHARED_SPAN)
+        # Only the columns the queries name: a column left out fails a query, loudly.
+        words = {w for r in sharing for w in re.findall(r"\w+", _sql(self.registry[r.metric]))}
+        columns = ", ".join(c for c in EVENTS_SCHEMA if c in words or c == "ts")
         cursor = con.cursor()
         try:
             cursor.register("agent_catalog", self.catalog.frame().to_arrow())
             cursor.execute(
-                "CREATE TEMP TABLE events AS SELECT * FROM main.events "
+                f"CREATE TEMP TABLE events AS SELECT {columns} FROM main.events "
                 "WHERE ts >= $lo AND ts < $at",
                 {"lo": lo, "at": at},
             )
