@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from agentwatch.alerts.evaluation.evaluator import (
     reach,
     schedule,
 )
+from agentwatch.alerts.evaluation.loop import run_loop
 from agentwatch.alerts.governance.catalog import parse_catalog
 from agentwatch.alerts.rules import Metric, Rule, Sample, Window, load_rules, metrics
 from agentwatch.alerts.rules.metrics import MetricRegistry
@@ -110,6 +113,33 @@ def test_urgent_rules_take_at_most_half_of_an_evaluation_however_slow_they_are()
         order.append(r.name)
         clock.advance(3 if r.name == "Burst" else 1)
     assert order == ["Burst", "Slow1", "Slow2", "Slow3", "Burst", "Slow4"]
+
+
+def test_urgent_rules_are_measured_again_as_soon_as_a_pending_alerts_for_runs_out() -> None:
+    clock = ManualClock(at(0))
+    rules = [rule("Burst"), *(rule(f"Slow{i}") for i in range(1, 5))]
+    order = []
+    due = at(2.5)  # an urgent pending alert's `for` runs out then
+    for r in schedule(rules, lambda r: r.name == "Burst", 60 * S, clock, lambda: due):
+        order.append(r.name)
+        clock.advance(1)
+    assert order == ["Burst", "Slow1", "Slow2", "Burst", "Slow3", "Slow4"]
+
+
+def test_the_loop_wakes_up_when_an_urgent_alerts_for_runs_out(tmp_path: Path) -> None:
+    db = store_with(tmp_path, checks(0, 180, 90))
+    clock = ManualClock(at(60))
+    evaluator = Evaluator(db, [BURST], CATALOG, clock=clock, urgent=lambda r: True)
+    seen: list[list[str]] = []
+
+    def sink(evaluation: Evaluation) -> None:
+        seen.append([t.alert.state for t in evaluation.transitions])
+        clock.now = at(119.9)  # its `for` (1 min from 60 s) runs out in 0.1 s
+
+    began = time.monotonic()
+    run_loop(evaluator, sink, interval=600, stop=threading.Event(), max_evaluations=2)
+    assert time.monotonic() - began < 60  # not the 600 s interval
+    assert seen == [["pending"], []]
 
 
 def test_without_a_recheck_every_rule_is_measured_once() -> None:

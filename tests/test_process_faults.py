@@ -8,7 +8,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -135,11 +135,11 @@ def test_a_broker_that_stops_during_a_commit_loses_and_duplicates_nothing(
     stopped = threading.Event()
     commit = processor.store.commit_batch
 
-    def commit_while_the_broker_stops(*args: Any, **kwargs: Any) -> bool:
-        before = kwargs.pop("before_commit", lambda: None)
-
+    def commit_while_the_broker_stops(
+        *args: Any, before_commit: Callable[[], None] = lambda: None, **kwargs: Any
+    ) -> bool:
         def then_stop_the_broker() -> None:
-            before()
+            before_commit()
             if not stopped.is_set():  # the batch's files are written, its commit is next
                 outages.stop()
                 stopped.set()

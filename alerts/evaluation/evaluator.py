@@ -105,13 +105,18 @@ def never_urgent(rule: Rule) -> bool:
 
 
 def schedule(
-    rules: Sequence[Rule], urgent: Urgent, recheck: dt.timedelta | None, clock: Clock
+    rules: Sequence[Rule],
+    urgent: Urgent,
+    recheck: dt.timedelta | None,
+    clock: Clock,
+    due: Callable[[], dt.datetime | None] = lambda: None,
 ) -> Iterator[Rule]:
     """The order one evaluation measures ``rules`` in: the urgent ones first, in their
     given order, then the others; before each of the others, the urgent ones again once
     ``recheck`` has passed since they were last begun (never when ``recheck`` is None)
     and the others have had at least as long as the urgent ones took, so however slow
-    the urgent rules get, they take at most half of an evaluation."""
+    the urgent rules get, they take at most half of an evaluation; and, whatever that
+    share, once ``due`` (when an urgent pending alert's ``for`` runs out) has come."""
     first = [r for r in rules if urgent(r)]
     rest = [r for r in rules if not urgent(r)]
     begun = clock()
@@ -119,12 +124,9 @@ def schedule(
     ended = clock()  # resumed once the last urgent rule has been measured
     for rule in rest:
         now = clock()
-        if (
-            first
-            and recheck is not None
-            and now - begun >= recheck
-            and now - ended >= ended - begun
-        ):
+        again = recheck is not None and now - begun >= recheck and now - ended >= ended - begun
+        when = due() if recheck is not None else None
+        if first and (again or (when is not None and now >= when > begun)):
             begun = now
             yield from first
             ended = clock()
@@ -226,7 +228,9 @@ class Evaluator:
         # One read for the other rules; one per round for the urgent ones on a live clock.
         reads = {False: _SharedRead(), True: _SharedRead()}
         try:
-            order = schedule(self.rules, self.urgent, recheck if live else None, self.clock)
+            order = schedule(
+                self.rules, self.urgent, recheck if live else None, self.clock, self.due
+            )
             for n, rule in enumerate(order):
                 at = self.clock() if live and n else start
                 if con is None or rule.name in errors:
@@ -274,6 +278,17 @@ class Evaluator:
         return Evaluation(
             start, tuple(transitions), tuple(self.states.alerts), tuple(ordered), errors
         )
+
+    def due(self) -> dt.datetime | None:
+        """When the ``for`` of the first pending alert of an urgent rule runs out: the
+        moment to measure the urgent rules again (the loop wakes up for it too)."""
+        urgent = {r.name: r for r in self.rules if self.urgent(r)}
+        times = [
+            a.starts_at + urgent[a.rule].for_
+            for a in self.states.alerts
+            if a.state == "pending" and a.rule in urgent
+        ]
+        return min(times, default=None)
 
     def _connect(
         self, at: dt.datetime, errors: dict[str, str]

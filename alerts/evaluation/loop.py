@@ -108,7 +108,8 @@ def run_loop(
     """Evaluate every ``interval`` seconds until ``stop`` is set; return how many ran.
 
     The urgent rules are also measured again every ``interval`` within an evaluation
-    that takes longer (see :func:`~agentwatch.alerts.evaluation.evaluator.schedule`).
+    that takes longer, and when an urgent pending alert's ``for`` runs out the next
+    evaluation starts then (see :func:`~agentwatch.alerts.evaluation.evaluator.schedule`).
     An evaluation that fails (a full disk, say) is logged and retried at the next tick,
     with the alert states as they were before it.
     """
@@ -125,5 +126,9 @@ def run_loop(
         else:
             sink(evaluation)
         done += 1
-        stop.wait(max(0.0, interval - (time.monotonic() - started)))
+        wait = interval - (time.monotonic() - started)
+        due, now = evaluator.due(), evaluator.clock()
+        if due is not None and due > now:  # an urgent alert's `for` runs out sooner
+            wait = min(wait, (due - now).total_seconds())
+        stop.wait(max(0.0, wait))
     return done
