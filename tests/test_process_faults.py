@@ -8,11 +8,11 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
 
+import polars as pl
 import pytest
 from kafka.errors import KafkaConnectionError, SaslAuthenticationFailedError
 
@@ -136,7 +136,13 @@ def test_a_broker_that_stops_during_a_commit_loses_and_duplicates_nothing(
     commit = processor.store.commit_batch
 
     def commit_while_the_broker_stops(
-        *args: Any, before_commit: Callable[[], None] = lambda: None, **kwargs: Any
+        topic: str,
+        partition: int,
+        offsets: tuple[int, int],
+        events: pl.DataFrame,
+        dead_letters: pl.DataFrame,
+        before_commit: Callable[[], None] = lambda: None,
+        extra: Mapping[str, pl.DataFrame] | None = None,
     ) -> bool:
         def then_stop_the_broker() -> None:
             before_commit()
@@ -144,7 +150,7 @@ def test_a_broker_that_stops_during_a_commit_loses_and_duplicates_nothing(
                 outages.stop()
                 stopped.set()
 
-        return commit(*args, before_commit=then_stop_the_broker, **kwargs)
+        return commit(topic, partition, offsets, events, dead_letters, then_stop_the_broker, extra)
 
     monkeypatch.setattr(processor.store, "commit_batch", commit_while_the_broker_stops)
     ran: dict[str, object] = {}
