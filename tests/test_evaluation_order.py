@@ -1,5 +1,6 @@
 """The order rules are decided in: urgent rules first and often, each rule's transitions
-handed on as soon as it is decided, each rule on the clock at the time it is measured."""
+handed on as soon as it is decided, each rule at the time its read of the lake was taken:
+one read per evaluation, and one fresh read per round of the urgent rules."""
 
 from __future__ import annotations
 
@@ -14,20 +15,14 @@ import duckdb
 import polars as pl
 import pytest
 
-from agentwatch.alerts.evaluation.evaluator import (
-    SHARED_SPAN,
-    Evaluation,
-    Evaluator,
-    RuleEvaluation,
-    reach,
-    schedule,
-)
+from agentwatch.alerts.evaluation.evaluator import Evaluation, Evaluator, RuleEvaluation, schedule
 from agentwatch.alerts.evaluation.loop import run_loop
+from agentwatch.alerts.evaluation.reads import UNKNOWN_BEFORE, RuleRead, needs, reach
 from agentwatch.alerts.governance.catalog import parse_catalog
 from agentwatch.alerts.rules import Metric, Rule, Sample, Window, load_rules, metrics
-from agentwatch.alerts.rules.metrics import MetricRegistry
+from agentwatch.alerts.rules.metrics import MetricRegistry, SqlMetric
 from agentwatch.clock import ManualClock
-from agentwatch.processors.store.segments import SegmentStore
+from agentwatch.processors.store.lake import LakeStore
 from tests.frames import at
 from tests.test_evaluator import BURST, CATALOG, checks, store_with
 
@@ -37,6 +32,11 @@ MINUTE = 60 * S
 
 def rule(name: str, metric: str = "slow", **kw: object) -> Rule:
     return Rule(name, metric, ">", 0.0, MINUTE, **kw)  # type: ignore[arg-type]
+
+
+def slow_rules(count: int) -> list[Rule]:
+    """Slow rules of different windows: each takes a query of its own."""
+    return [dataclasses.replace(rule(f"Slow{i}"), window=i * MINUTE) for i in range(1, count + 1)]
 
 
 def names(rules: list[Rule]) -> list[str]:
@@ -178,7 +178,7 @@ def test_each_rules_transitions_reach_the_rule_sink_before_the_next_rule_is_meas
 def test_transitions_are_recorded_before_the_rule_sink_sees_them(tmp_path: Path) -> None:
     burst = rule("Burst", "violation_rate", min_samples=10)
     run = slow_run(tmp_path, [burst], 5, at(60), urgent=set())
-    store = SegmentStore(run.evaluator.db.parent)
+    store = LakeStore(run.evaluator.db)
     recorded: list[list[str]] = []
     run.evaluator.evaluate(
         on_rule=lambda r: recorded.append(store.read_log("alert_events")["rule"].to_list())
@@ -186,29 +186,34 @@ def test_transitions_are_recorded_before_the_rule_sink_sees_them(tmp_path: Path)
     assert recorded == [["Burst"]]
 
 
-def test_on_a_live_clock_each_rule_is_evaluated_at_the_time_it_is_measured(
+def test_on_a_live_clock_each_rule_is_evaluated_at_the_time_its_read_was_taken(
     tmp_path: Path,
 ) -> None:
-    run = slow_run(tmp_path, [rule("Slow"), BURST], 10, at(60), urgent=set())
-    run.evaluator.evaluate(on_rule=run.on_rule)
+    run = slow_run(tmp_path, [rule("Slow"), BURST], 10, at(60), urgent={BURST.name})
+    run.evaluator.evaluate(on_rule=run.on_rule, recheck=5 * S)
     [pending] = run.evaluator.states.alerts
-    assert pending.starts_at == at(70)  # after the slow rule, not when the evaluation began
-    log = SegmentStore(run.evaluator.db.parent).read_log("alert_events")
-    assert log["ts"].to_list() == [at(70)]
+    assert pending.starts_at == at(60)
+    assert run.log == [
+        "decided AgentViolationBurst at 09:01:00 pending",
+        "measure slow at 09:01:00",  # the evaluation's read was taken then
+        "decided Slow at 09:01:00",
+    ]
+    log = LakeStore(run.evaluator.db).read_log("alert_events")
+    assert log["ts"].to_list() == [at(60)]
 
 
 def test_an_urgent_alert_fires_while_slow_rules_are_still_being_measured(
     tmp_path: Path,
 ) -> None:
     burst = dataclasses.replace(BURST, for_=30 * S)
-    slow = [rule(f"Slow{i}") for i in range(1, 4)]
+    slow = slow_rules(3)
     run = slow_run(tmp_path, [*slow, burst], 20, at(30), urgent={burst.name})
     evaluation = run.evaluator.evaluate(on_rule=run.on_rule, recheck=15 * S)
     assert [line for line in run.log if "AgentViolationBurst" in line or "Slow3" in line] == [
         "decided AgentViolationBurst at 09:00:30 pending",
         "decided AgentViolationBurst at 09:00:50",
         "decided AgentViolationBurst at 09:01:10 firing",  # 40 s after pending: for is 30 s
-        "decided Slow3 at 09:01:10",
+        "decided Slow3 at 09:00:30",  # over the evaluation's read, taken after the first round
     ]
     assert [t.alert.state for t in evaluation.transitions] == ["pending", "firing"]
     assert [v.rule for v in evaluation.verdicts].count("AgentViolationBurst") == 1
@@ -239,12 +244,12 @@ def test_transitions_recorded_before_a_failed_recording_reach_the_next_evaluatio
     real = evaluator.store.append_log
     calls = 0
 
-    def full_disk_on_the_second(table: str, frame: pl.DataFrame) -> Path:
+    def full_disk_on_the_second(table: str, frame: pl.DataFrame) -> None:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise OSError("No space left on device")
-        return real(table, frame)
+        real(table, frame)
 
     monkeypatch.setattr(evaluator.store, "append_log", full_disk_on_the_second)
     with pytest.raises(OSError):
@@ -282,16 +287,104 @@ class OwnRead:
         return self.metric.measure(con, window)
 
 
-def test_the_shared_read_reaches_back_as_far_as_a_rule_reads() -> None:
+def test_a_read_reaches_back_as_far_as_a_rule_reads() -> None:
     registry = metrics()
     rules = {r.name: r for r in load_rules()}
     burst, floor = rules["AgentViolationBurst"], rules["AgentContainmentBelowFloor"]
     assert reach(burst, registry[burst.metric]) == MINUTE
     # containment looks for escalations up to an hour before its 15 minute window
-    assert reach(floor, registry[floor.metric]) == 75 * MINUTE > SHARED_SPAN
+    assert reach(floor, registry[floor.metric]) == 75 * MINUTE
     spike = dataclasses.replace(burst, change="ratio", window=5 * MINUTE)
     assert reach(spike, registry[spike.metric]) == 15 * MINUTE  # and the two windows before
-    assert reach(burst, OwnRead(registry[burst.metric])) is None
+    assert reach(burst, OwnRead(registry[burst.metric])) == MINUTE + UNKNOWN_BEFORE
+
+
+def test_a_read_copies_only_the_tables_and_columns_the_queries_name() -> None:
+    registry = metrics()
+    wanted = needs([registry["violation_rate"]])
+    assert list(wanted) == ["events"]
+    columns = wanted["events"]
+    assert columns is not None and "ts" in columns and "agent_id" in columns
+    assert "cost_usd" not in columns
+    everything = SqlMetric("all", "every column", ("agent_id",), "SELECT * FROM events")
+    assert needs([registry["violation_rate"], everything]) == {"events": None}
+    assert needs([OwnRead(registry["violation_rate"])]) == dict.fromkeys(
+        ["events", "drift_scores", "releases"]
+    )
+
+
+class Reads:
+    """Counts the reads of the lake an evaluator takes, and what each read copied."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.taken: list[tuple[dt.datetime, list[str]]] = []
+        take = RuleRead.take.__func__  # type: ignore[attr-defined]
+
+        def counted(
+            cls: type[RuleRead], db: Path, at: dt.datetime, rules: list[Rule], *a: object
+        ) -> RuleRead:
+            self.taken.append((at, sorted(r.name for r in rules)))
+            read: RuleRead = take(cls, db, at, rules, *a)
+            return read
+
+        monkeypatch.setattr(RuleRead, "take", classmethod(counted))
+
+
+def test_an_evaluation_reads_the_lake_once_for_all_its_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = store_with(tmp_path, checks(0, 600, 200))
+    rules = load_rules()
+    reads = Reads(monkeypatch)
+    evaluator = Evaluator(db, rules, CATALOG, urgent=lambda r: r.name == BURST.name)
+    evaluator.evaluate(at(600))
+    assert reads.taken == [(at(600), sorted(r.name for r in rules))]
+
+
+def test_on_a_live_clock_urgent_rules_take_a_fresh_read_each_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    burst = dataclasses.replace(BURST, for_=30 * S)
+    slow = slow_rules(3)
+    run = slow_run(tmp_path, [*slow, burst], 20, at(30), urgent={burst.name})
+    reads = Reads(monkeypatch)
+    run.evaluator.evaluate(on_rule=run.on_rule, recheck=15 * S)
+    assert reads.taken == [
+        (at(30), [burst.name]),
+        (at(30), ["Slow1", "Slow2", "Slow3"]),  # the others' read, once
+        (at(50), [burst.name]),
+        (at(70), [burst.name]),
+    ]
+
+
+def test_an_urgent_round_sees_events_landed_since_the_last(tmp_path: Path) -> None:
+    db = store_with(tmp_path, checks(0, 30, 0))
+    clock = ManualClock(at(30))
+    log: list[str] = []
+    store = LakeStore(db)
+
+    @dataclass
+    class Landing(SlowMetric):
+        """Slow rules while which the agent starts failing every check."""
+
+        landed: bool = False
+
+        def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]:
+            if not self.landed:
+                self.landed = True
+                store.insert("events", checks(window.end.timestamp() - at(0).timestamp(), 20, 20))
+            return super().measure(con, window)
+
+    registry = MetricRegistry(metrics().values())
+    registry.register(Landing(clock, 20, log))
+    burst = dataclasses.replace(BURST, min_samples=10)
+    evaluator = Evaluator(
+        db, [*slow_rules(2), burst], CATALOG, clock=clock, registry=registry,
+        urgent=lambda r: r.name == burst.name,
+    )  # fmt: skip
+    evaluation = evaluator.evaluate(recheck=15 * S)
+    decided = [v for v in evaluation.verdicts if v.rule == burst.name]
+    assert [v.outcome for v in decided] == ["true"]  # the second round's, over the new checks
 
 
 def verdicts(evaluation: Evaluation) -> list[tuple[str, str, str, float | None, int | None]]:

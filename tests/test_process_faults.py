@@ -124,7 +124,7 @@ def test_a_broker_that_stops_during_a_commit_loses_and_duplicates_nothing(
 ) -> None:
     if broker_status(outages.data_dir) is None:
         outages.start()
-    topic, db = "in-commit", tmp_path / "data" / "a.duckdb"
+    topic, db = "in-commit", tmp_path / "data" / "a.sqlite"
     ensure_topics(outages.info.bootstrap, [TopicSpec(topic)])
     produce(outages.info.bootstrap, topic, make_events(300, "before"))
     config = ProcessorConfig(
@@ -146,7 +146,7 @@ def test_a_broker_that_stops_during_a_commit_loses_and_duplicates_nothing(
     ) -> bool:
         def then_stop_the_broker() -> None:
             before_commit()
-            if not stopped.is_set():  # the batch's files are written, its commit is next
+            if not stopped.is_set():  # the batch's transaction is open, its commit is next
                 outages.stop()
                 stopped.set()
 

@@ -1,18 +1,18 @@
 """The rule evaluator: each rule measured, decided, recorded and handed on in turn.
 
-:class:`Evaluator` does the I/O around the state machine (:mod:`.states`): per
-evaluation it opens the DuckDB catalog read-only (processors and analysts share the
-file, so it is never held) and then, rule after rule, measures the rule's metric over
-the window ending at that rule's evaluation time, applies the state machine, appends
-the transitions to ``alert_events`` and only then hands them to the rule sink. So an
-alert that must be acted on is acted on as soon as its own rule is decided, not after
-every other rule has been measured. Its state is rebuilt from ``alert_events`` on
-start, so a restart neither forgets a firing alert nor announces it twice.
+:class:`Evaluator` does the I/O around the state machine (:mod:`.states`): it measures
+rule after rule over a read of the lake (:mod:`.reads`), applies the state machine to
+each rule's measurements, appends its transitions to ``alert_events`` and only then
+hands them to the rule sink. So an alert that must be acted on is acted on as soon as its
+own rule is decided, not after every other rule has been measured. Its state is rebuilt
+from ``alert_events`` on start, so a restart neither forgets a firing alert nor
+announces it twice.
 
-Rules that read little event time (:data:`SHARED_SPAN`) are measured over one shared
-read of the recent events, taken when the first of them is due, and are evaluated at
-that read's time: one read per evaluation for most rules, one per round for the urgent
-ones (so each round sees the freshest events); the others query the store themselves.
+Each query through the lake costs a catalog round trip, so rules are measured over
+reads (:class:`~agentwatch.alerts.evaluation.reads.RuleRead`): the rules of an
+evaluation over one read, taken when the first of them is due, at whose time they are
+evaluated; on a live clock the urgent rules instead over a fresh read of only what they
+need, one per round, so each round sees the freshest events.
 
 Rules whose alerts act on agents (``urgent``: their runbook opens a breaker) are
 measured first and, on a live clock, again between the other rules once ``recheck`` has
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Final
 
 import duckdb
 
+from agentwatch.alerts.evaluation.reads import Cache, RuleRead
 from agentwatch.alerts.evaluation.states import (
     AlertStates,
     Measurement,
@@ -44,18 +44,13 @@ from agentwatch.alerts.evaluation.states import (
 )
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.model import Alert
-from agentwatch.alerts.rules import Metric, Rule, Sample, SqlMetric, Window, by_labels, metrics
+from agentwatch.alerts.rules import Metric, Rule, Sample, Window, by_labels, metrics
 from agentwatch.clock import Clock, utc_now
 from agentwatch.processors.store.lake import LakeStore, StoreMissing
-from agentwatch.processors.store.lake import connect as connect_lake
-from agentwatch.processors.store.tables import EVENTS_SCHEMA
 
 log = logging.getLogger(__name__)
 
 ALERT_EVENTS: Final = "alert_events"
-# Rules that read at most this much event time before their evaluation time share one
-# read of it per evaluation; rules that reach further back read the store themselves.
-SHARED_SPAN: Final = dt.timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -133,38 +128,11 @@ def schedule(
         yield rule
 
 
-def _sql(metric: Metric) -> str:
-    return metric.sql if isinstance(metric, SqlMetric) else ""
-
-
-def reach(rule: Rule, metric: Metric) -> dt.timedelta | None:
-    """How far before its evaluation time ``rule`` reads events: its window (three for a
-    change rule) plus what its metric reads before a window; None when not known."""
-    if not isinstance(metric, SqlMetric):
-        return None
-    return rule.window * (3 if rule.change else 1) + metric.before
-
-
-@dataclass
-class _SharedRead:
-    """Recent events read once into a temporary ``events`` table on a cursor of its own,
-    the time they were read at (the evaluation time of the rules measured over them),
-    and the rules measured over them so far."""
-
-    at: dt.datetime | None = None
-    cursor: duckdb.DuckDBPyConnection | None = None
-    measured: set[str] = field(default_factory=set)
-
-    def close(self) -> None:
-        if self.cursor is not None:
-            self.cursor.close()
-
-
 class Evaluator:
     """Evaluates rules against the catalog file and records transitions beside it.
 
-    ``db`` is the DuckDB catalog written by ``agentwatch process``; ``alert_events``
-    segments go to the data dir that holds it. ``clock`` gives the evaluation times when
+    ``db`` is the lake's catalog (``--db``) written by ``agentwatch process``;
+    ``alert_events`` go into the same lake. ``clock`` gives the evaluation times when
     :meth:`evaluate` is called without one; tests inject theirs. ``urgent`` picks the
     rules measured first (see the module doc).
     """
@@ -223,46 +191,38 @@ class Evaluator:
         transitions, self._unreported = self._unreported, []
         verdicts: dict[str, list[Verdict]] = {}
         errors: dict[str, str] = {}
-        cache: dict[tuple[str, dt.datetime, dt.datetime], list[Sample]] = {}
-        con = self._connect(start, errors)
-        # One read for the other rules; one per round for the urgent ones on a live clock.
-        reads = {False: _SharedRead(), True: _SharedRead()}
+        # The evaluation's read; on a live clock the urgent rules' read of this round.
+        reads: dict[bool, RuleRead | str] = {}
         try:
             order = schedule(
                 self.rules, self.urgent, recheck if live else None, self.clock, self.due
             )
             for n, rule in enumerate(order):
-                at = self.clock() if live and n else start
-                if con is None or rule.name in errors:
-                    why = errors[rule.name]
-                    verdicts[rule.name] = self.states.hold(rule, f"not evaluated: {why}")
+                group = live and self.urgent(rule)
+                read = reads.get(group)
+                if read is None or (isinstance(read, RuleRead) and rule.name in read.measured):
+                    if isinstance(read, RuleRead):  # the urgent rules' next round
+                        read.close()
+                    at = self.clock() if live and n else start
+                    peers = [r for r in self.rules if (live and self.urgent(r)) == group]
+                    read = reads[group] = self._read(at, peers)
+                if isinstance(read, str):
+                    errors[rule.name] = read
+                    verdicts[rule.name] = self.states.hold(rule, f"not evaluated: {read}")
                     continue
-                reader = con
-                if self._shares(rule):
-                    group = live and self.urgent(rule)
-                    if rule.name in reads[group].measured:  # the urgent rules' next round
-                        reads[group].close()
-                        reads[group] = _SharedRead()
-                    read = reads[group]
-                    if read.at is None:
-                        peers = [r for r in self.rules if (live and self.urgent(r)) == group]
-                        read.at, read.cursor = at, self._read_recent(con, at, peers)
-                    read.measured.add(rule.name)
-                    if read.cursor is not None:
-                        reader, at = read.cursor, read.at
+                read.measured.add(rule.name)
                 try:
-                    changed, verdicts[rule.name] = self._decide(reader, rule, at, cache, errors)
+                    changed, verdicts[rule.name] = self._decide(read, rule, errors)
                 except BaseException:
                     self._unreported = transitions
                     raise
                 transitions += changed
                 if on_rule is not None:
-                    _hand_on(on_rule, RuleEvaluation(rule.name, at, tuple(changed)))
+                    _hand_on(on_rule, RuleEvaluation(rule.name, read.at, tuple(changed)))
         finally:
-            for read in reads.values():
-                read.close()
-            if con is not None:
-                con.close()
+            for each in reads.values():
+                if isinstance(each, RuleRead):
+                    each.close()
         end = self.clock() if live else start
         before = self.states.snapshot()
         retired = self.states.retire((r.name for r in self.rules), end)
@@ -290,75 +250,24 @@ class Evaluator:
         ]
         return min(times, default=None)
 
-    def _connect(
-        self, at: dt.datetime, errors: dict[str, str]
-    ) -> duckdb.DuckDBPyConnection | None:
-        """The lake, read-only, in one snapshot whose rule tables are read once (see
-        :func:`snapshot_rule_tables`), with the agent catalog registered; None (and every
-        rule's error set) when it cannot be read."""
+    def _read(self, at: dt.datetime, rules: Sequence[Rule]) -> RuleRead | str:
+        """A read of what ``rules`` need at ``at``, or why the lake cannot be read."""
         try:
-            con = connect_lake(self.db)
+            return RuleRead.take(self.db, at, rules, self.registry, self.catalog)
         except StoreMissing as exc:
-            errors.update((r.name, str(exc)) for r in self.rules)
-            return None
+            return str(exc)
         except duckdb.Error as exc:
-            errors.update((r.name, f"cannot open {self.db}: {exc}") for r in self.rules)
-            return None
-        try:
-            con.execute("BEGIN TRANSACTION")
-            snapshot_rule_tables(con, at, lookback(self.rules))
-        except duckdb.Error as exc:
-            con.close()
-            errors.update((r.name, f"cannot read {self.db}: {exc}") for r in self.rules)
-            return None
-        con.register("agent_catalog", self.catalog.frame().to_arrow())
-        return con
-
-    def _shares(self, rule: Rule) -> bool:
-        """Whether ``rule`` is measured over a shared read: not when it reaches back
-        further than :data:`SHARED_SPAN` or by an unknown amount."""
-        span = reach(rule, self.registry[rule.metric])
-        return span is not None and span <= SHARED_SPAN
-
-    def _read_recent(
-        self, con: duckdb.DuckDBPyConnection, at: dt.datetime, rules: Sequence[Rule]
-    ) -> duckdb.DuckDBPyConnection | None:
-        """One read of the events ``rules`` need, on a new cursor whose temporary
-        ``events`` table hides the store's; None (each rule then reads the store) when
-        it fails."""
-        sharing = [r for r in rules if self._shares(r)]
-        spans = [reach(r, self.registry[r.metric]) for r in sharing]
-        lo = at - max((s for s in spans if s is not None), default=SHARED_SPAN)
-        # Only the columns the queries name: a column left out fails a query, loudly.
-        words = {w for r in sharing for w in re.findall(r"\w+", _sql(self.registry[r.metric]))}
-        columns = ", ".join(c for c in EVENTS_SCHEMA if c in words or c == "ts")
-        cursor = con.cursor()
-        try:
-            cursor.register("agent_catalog", self.catalog.frame().to_arrow())
-            cursor.execute(
-                f"CREATE TEMP TABLE events AS SELECT {columns} FROM main.events "
-                "WHERE ts >= $lo AND ts < $at",
-                {"lo": lo, "at": at},
-            )
-        except duckdb.Error as exc:
-            cursor.close()
-            log.warning(
-                "no shared read of recent events; each rule reads them", extra={"error": str(exc)}
-            )
-            return None
-        return cursor
+            log.warning("lake not read", extra={"error": str(exc)})
+            return f"cannot read {self.db}: {str(exc).splitlines()[0]}"
 
     def _decide(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        rule: Rule,
-        at: dt.datetime,
-        cache: dict[tuple[str, dt.datetime, dt.datetime], list[Sample]],
-        errors: dict[str, str],
+        self, read: RuleRead, rule: Rule, errors: dict[str, str]
     ) -> tuple[list[Transition], list[Verdict]]:
-        """Measure, decide and record one rule; a query that fails holds its alerts."""
+        """Measure ``rule`` over ``read``, decide and record; a query that fails holds
+        its alerts."""
+        at = read.at
         try:
-            measured = self.measure_rule(con, rule, at, cache)
+            measured = self.measure_rule(read.con, rule, at, read.cache)
         except duckdb.Error as exc:
             log.warning("rule not evaluated", extra={"rule": rule.name, "error": str(exc)})
             errors[rule.name] = str(exc).splitlines()[0]
@@ -395,7 +304,7 @@ class Evaluator:
         con: duckdb.DuckDBPyConnection,
         rule: Rule,
         at: dt.datetime,
-        cache: dict[tuple[str, dt.datetime, dt.datetime], list[Sample]],
+        cache: Cache,
     ) -> list[Measurement]:
         """One rule's measurements at ``at`` over ``con`` (also what a backtest replays)."""
         metric = self.registry[rule.metric]
@@ -465,36 +374,3 @@ def _hand_on(sink: RuleSink, result: RuleEvaluation) -> None:
         sink(result)
     except Exception:
         log.exception("rule sink failed", extra={"rule": result.rule})
-
-
-# The lake tables rule metrics read, and whether only the time before an evaluation does.
-RULE_TABLES: Final = {"events": True, "drift_scores": True, "releases": False}
-# Metrics look a little before their window (escalations up to an hour before it).
-LOOKBACK_MARGIN: Final = dt.timedelta(hours=1)
-
-
-def lookback(rules: Sequence[Rule]) -> dt.timedelta:
-    """How much event time before an instant its rules read: 3 windows for a change rule."""
-    return max((r.window * (3 if r.change else 1) for r in rules), default=dt.timedelta(0))
-
-
-def snapshot_rule_tables(
-    con: duckdb.DuckDBPyConnection,
-    at: dt.datetime,
-    back: dt.timedelta,
-    until: dt.datetime | None = None,
-) -> None:
-    """Copy what the rules read into temporary tables of the same names, which shadow the
-    lake's: a lake scan costs a catalog round trip, so each table is scanned once."""
-    row = con.execute("SELECT current_database()").fetchone()
-    assert row is not None
-    lake = row[0]
-    since = at - back - LOOKBACK_MARGIN
-    for table, windowed in RULE_TABLES.items():
-        where, params = (" WHERE ts >= ?", [since]) if windowed else ("", [])
-        if windowed and until is not None:
-            where, params = where + " AND ts <= ?", [since, until]
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {lake}.main.{table}{where}",
-            params,
-        )
