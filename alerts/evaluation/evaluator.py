@@ -179,8 +179,9 @@ class Evaluator:
     ) -> Evaluation:
         """Evaluate every rule, record and return the result.
 
-        At ``now`` when given (every rule at that instant), else on the clock: each rule
-        at the time it is measured, the urgent ones again every ``recheck``. ``on_rule``
+        At ``now`` when given (every rule at that instant, over one read), else on the
+        clock: each rule at the time its read was taken (the evaluation's, or for the
+        urgent rules their round's), the urgent ones again every ``recheck``. ``on_rule``
         gets each rule's transitions as soon as they are recorded. A recording that fails
         raises with the failing rule's alerts as they were before it.
         """
