@@ -131,6 +131,9 @@ class RuleRead:
             con.execute("BEGIN TRANSACTION")  # one snapshot of the lake for every table
             used = [registry[r.metric] for r in rules]
             snapshot_rule_tables(con, at, lookback(rules, registry), tables=needs(used))
+            # The copies outlive the transaction: no catalog transaction stays open while
+            # the rules are measured and their transitions written.
+            con.execute("COMMIT")
             con.register("agent_catalog", catalog.frame().to_arrow())
         except BaseException:
             con.close()
