@@ -10,10 +10,10 @@ from typing import Any
 import polars as pl
 import pytest
 
-from agentwatch.alerts.evaluation.evaluator import (
+from agentwatch.alerts.evaluation.evaluator import Evaluation, Evaluator
+from agentwatch.alerts.evaluation.loop import Sources, fan_out, run_loop
+from agentwatch.alerts.evaluation.states import (
     AlertStates,
-    Evaluation,
-    Evaluator,
     Measurement,
     Transition,
     restore_alerts,
@@ -23,7 +23,6 @@ from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog, 
 from agentwatch.alerts.rules import Rule, load_rules, parse_rules
 from agentwatch.cli import build_parser, main
 from agentwatch.clock import ManualClock
-from agentwatch.commands.alerts_run import Sources, fan_out, run_loop
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.processors.store.location import CATALOG_FILE

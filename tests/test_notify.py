@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
-from agentwatch.alerts.evaluation.evaluator import Evaluation, Transition
+from agentwatch.alerts.evaluation.evaluator import Evaluation
+from agentwatch.alerts.evaluation.states import Transition
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.notify.config import parse_notify_config, shipped_config_path

@@ -17,8 +17,9 @@ from typing import ClassVar
 import pytest
 import yaml
 
-from agentwatch.alerts.evaluation.evaluator import Evaluation, Transition
+from agentwatch.alerts.evaluation.evaluator import Evaluation
 from agentwatch.alerts.evaluation.metrics import serve_metrics
+from agentwatch.alerts.evaluation.states import Transition
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.notify.config import parse_notify_config
 from agentwatch.alerts.notify.notifier import Notifier

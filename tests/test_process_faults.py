@@ -8,10 +8,11 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 
+import polars as pl
 import pytest
 from kafka.errors import KafkaConnectionError, SaslAuthenticationFailedError
 
@@ -23,6 +24,7 @@ from agentwatch.processors.landing.faults import EXIT_STORAGE, Outage, is_transi
 from agentwatch.processors.landing.processor import Processor
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.settings import Settings
+from agentwatch.topics import TopicSpec, ensure_topics
 from tests.conftest import TopicFactory, require_tool
 from tests.pipeline_helpers import count, make_events, process_cmd, produce, wait_for
 
@@ -110,6 +112,63 @@ def test_the_processor_rides_out_a_broker_outage_mid_run_and_lands_each_event_on
     text = stderr_of(log)
     assert text.count("lost contact with Kafka") == 1
     assert "Kafka reachable again" in text
+    assert count(db, ROWS) == count(db, LANDED) == 600
+
+
+@pytest.mark.integration
+def test_a_broker_that_stops_during_a_commit_loses_and_duplicates_nothing(
+    outages: Outages,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    if broker_status(outages.data_dir) is None:
+        outages.start()
+    topic, db = "in-commit", tmp_path / "data" / "a.sqlite"
+    ensure_topics(outages.info.bootstrap, [TopicSpec(topic)])
+    produce(outages.info.bootstrap, topic, make_events(300, "before"))
+    config = ProcessorConfig(
+        bootstrap=outages.info.bootstrap, db=db, topic=topic, group=f"g-{topic}",
+        idle_timeout_s=3.0, flush_interval_s=0.3, max_batch=100, session_timeout_s=6.0,
+    )  # fmt: skip
+    processor = Processor(config)
+    stopped = threading.Event()
+    commit = processor.store.commit_batch
+
+    def commit_while_the_broker_stops(
+        topic: str,
+        partition: int,
+        offsets: tuple[int, int],
+        events: pl.DataFrame,
+        dead_letters: pl.DataFrame,
+        before_commit: Callable[[], None] = lambda: None,
+        extra: Mapping[str, pl.DataFrame] | None = None,
+    ) -> bool:
+        def then_stop_the_broker() -> None:
+            before_commit()
+            if not stopped.is_set():  # the batch's transaction is open, its commit is next
+                outages.stop()
+                stopped.set()
+
+        return commit(topic, partition, offsets, events, dead_letters, then_stop_the_broker, extra)
+
+    monkeypatch.setattr(processor.store, "commit_batch", commit_while_the_broker_stops)
+    ran: dict[str, object] = {}
+    thread = threading.Thread(target=lambda: ran.update(stats=processor.run()), daemon=True)
+    with caplog.at_level(logging.INFO, logger="agentwatch.processors.landing.faults"):
+        thread.start()
+        try:
+            assert stopped.wait(120), "no batch was committed"
+            wait_for(lambda: "lost contact with Kafka" in caplog.text, 60, "the outage noticed")
+            outages.start()
+            produce(outages.info.bootstrap, topic, make_events(300, "after"))
+            thread.join(180)
+            assert not thread.is_alive(), "the processor did not finish after the outage"
+        finally:
+            processor.stop()
+            thread.join(30)
+    assert "stats" in ran, caplog.text[-3000:]
+    assert "Kafka reachable again" in caplog.text
     assert count(db, ROWS) == count(db, LANDED) == 600
 
 

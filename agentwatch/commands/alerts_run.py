@@ -1,14 +1,9 @@
 """``agentwatch alerts run``: evaluate the rules every interval, or once and print them.
 
-Each evaluation goes to a *sink*, a function of the :class:`Evaluation` (transitions,
-active alerts, verdicts). The command's own sink logs, and the response (notifier,
-runbooks, breaker supervision) is a second one; a caller of :func:`run_loop` passes its
-own, so the evaluator never needs to know who listens. A sink that raises is logged
-and the loop goes on: the transitions are already in ``alert_events``.
-
-The catalog and the rules are re-read when their files change, so a governance edit
-(retiring an agent, approving a model) takes effect at the next evaluation; a file
-that no longer validates is reported and the previous version stays in force.
+The loop, its sinks and the rule files it follows are in
+:mod:`agentwatch.alerts.evaluation.loop`; this module wires them: the log sink, the
+registry recorder, /metrics, and the response (the runbooks per rule as soon as it is
+decided, supervision and notifications per evaluation).
 """
 
 from __future__ import annotations
@@ -19,9 +14,7 @@ import logging
 import signal
 import sys
 import threading
-import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from types import FrameType
 from typing import TextIO
 
@@ -29,12 +22,17 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from agentwatch.alerts.evaluation.evaluator import AlertSink, Evaluation, Evaluator
+from agentwatch.alerts.evaluation.evaluator import (
+    AlertSink,
+    Evaluation,
+    Evaluator,
+    RuleSink,
+    never_urgent,
+)
+from agentwatch.alerts.evaluation.loop import Sources, fan_out, log_sink, run_loop
 from agentwatch.alerts.evaluation.metrics import add_metrics_options, serve_metrics
-from agentwatch.alerts.governance.catalog import Catalog, load_catalog
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.response.respond import NO_CATALOG_RESPONSE
-from agentwatch.alerts.rules import Rule, load_rules
 from agentwatch.commands.alerts_group import (
     add_catalog_option,
     add_response_options,
@@ -42,105 +40,9 @@ from agentwatch.commands.alerts_group import (
     response_from_args,
 )
 from agentwatch.commands.options import add_db_option
-from agentwatch.settings import ConfigError, Settings
+from agentwatch.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def fan_out(sinks: Sequence[AlertSink]) -> AlertSink:
-    """One sink that feeds several in order; one that fails does not starve the others."""
-
-    def sink(evaluation: Evaluation) -> None:
-        for each in sinks:
-            try:
-                each(evaluation)
-            except Exception:
-                log.exception("alert sink failed", extra={"sink": repr(each)})
-
-    return sink
-
-
-def log_sink(evaluation: Evaluation) -> None:
-    """The default sink: one summary line per evaluation that changed something."""
-    if evaluation.transitions or evaluation.errors:
-        log.info(
-            "alerts evaluated",
-            extra={
-                "at": evaluation.at.isoformat(),
-                "transitions": len(evaluation.transitions),
-                "firing": len(evaluation.firing),
-                "pending": len(evaluation.pending),
-                "held": len(evaluation.held),
-                "rule_errors": dict(evaluation.errors),
-            },
-        )
-
-
-class Sources:
-    """The catalog file and the rules directory, re-read when they change on disk."""
-
-    def __init__(self, catalog_path: Path | None, rules_dir: Path) -> None:
-        self.catalog_path = catalog_path
-        self.rules_dir = rules_dir
-        self._stamp = self._stamps()
-        self.catalog: Catalog = load_catalog(catalog_path)
-        self.rules: list[Rule] = load_rules(rules_dir)
-
-    def _stamps(self) -> tuple[tuple[str, float], ...]:
-        paths = [self.catalog_path, *sorted(self.rules_dir.glob("*.yaml"))]
-        return tuple((str(p), p.stat().st_mtime) for p in paths if p is not None and p.exists())
-
-    def reload(self, evaluator: Evaluator, *, force: bool = False) -> None:
-        """Give the evaluator the files' current versions if they changed and validate.
-
-        ``force`` re-reads even when no modification time moved (a coarse file system
-        clock can hide an edit made within the same tick).
-        """
-        stamp = self._stamps()
-        if stamp == self._stamp and not force:
-            return
-        self._stamp = stamp
-        try:
-            catalog = load_catalog(self.catalog_path)
-            rules = load_rules(self.rules_dir)
-            evaluator.update(rules=rules, catalog=catalog)
-        except (ConfigError, ValueError) as exc:
-            log.error(
-                "catalog or rules not reloaded; the previous ones stay", extra={"error": str(exc)}
-            )
-            return
-        self.catalog, self.rules = catalog, rules
-        log.info("catalog and rules reloaded", extra={"agents": len(catalog), "rules": len(rules)})
-
-
-def run_loop(
-    evaluator: Evaluator,
-    sink: AlertSink,
-    *,
-    interval: float,
-    stop: threading.Event,
-    before_each: Callable[[], None] | None = None,
-    max_evaluations: int | None = None,
-) -> int:
-    """Evaluate every ``interval`` seconds until ``stop`` is set; return how many ran.
-
-    An evaluation that fails (a full disk, say) is logged and retried at the next tick,
-    with the alert states as they were before it.
-    """
-    done = 0
-    while not stop.is_set() and (max_evaluations is None or done < max_evaluations):
-        started = time.monotonic()
-        if before_each is not None:
-            before_each()
-        try:
-            evaluation = evaluator.evaluate()
-        except Exception:
-            log.exception("evaluation failed; retrying at the next interval")
-        else:
-            sink(evaluation)
-        done += 1
-        stop.wait(max(0.0, interval - (time.monotonic() - started)))
-    return done
 
 
 # --------------------------------------------------------------------------- output
@@ -267,8 +169,10 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     sources = Sources(args.catalog, args.rules)  # ConfigError: exit 2 with the message
-    evaluator = Evaluator(args.db, sources.rules, sources.catalog)
     response = response_from_args(args, sources.catalog)
+    # Rules whose runbook opens a breaker are decided first, and their runbooks run at once.
+    urgent = response.urgent if response is not None else never_urgent
+    evaluator = Evaluator(args.db, sources.rules, sources.catalog, urgent=urgent)
     sinks: list[AlertSink] = [log_sink]
     if args.catalog is not None:  # the registry's history follows edits of the catalog file
         from agentwatch.alerts.governance.registry import recorder
@@ -278,21 +182,27 @@ def _run(args: argparse.Namespace) -> int:
     metrics = serve_metrics(args, lambda: sources.rules, response)
     if metrics is not None:
         sinks.append(metrics.collector.observe)
+    on_rule: RuleSink | None = None
     if response is not None:
-        sinks.append(response.evaluation_sink())
+        on_rule = response.rule_sink()
+        sinks.append(response.evaluation_sink(run_runbooks=False))
     sink = fan_out(sinks)
     try:
-        return _evaluate(args, sources, evaluator, sink)
+        return _evaluate(args, sources, evaluator, sink, on_rule)
     finally:
         if metrics is not None:
             metrics.close()
 
 
 def _evaluate(
-    args: argparse.Namespace, sources: Sources, evaluator: Evaluator, sink: AlertSink
+    args: argparse.Namespace,
+    sources: Sources,
+    evaluator: Evaluator,
+    sink: AlertSink,
+    on_rule: RuleSink | None,
 ) -> int:
     if args.once:
-        evaluation = evaluator.evaluate(args.at)
+        evaluation = evaluator.evaluate(args.at, on_rule=on_rule)
         sink(evaluation)
         print_evaluation(evaluation, sys.stdout)
         return 1 if evaluation.errors else 0
@@ -313,6 +223,7 @@ def _evaluate(
             sink,
             interval=args.interval,
             stop=stop,
+            on_rule=on_rule,
             before_each=lambda: sources.reload(evaluator),
         )
     finally:

@@ -22,13 +22,9 @@ from typing import Any, Final
 
 import duckdb
 
-from agentwatch.alerts.evaluation.evaluator import (
-    AlertStates,
-    Evaluator,
-    Transition,
-    lookback,
-    snapshot_rule_tables,
-)
+from agentwatch.alerts.evaluation.evaluator import Evaluator
+from agentwatch.alerts.evaluation.reads import Needs, lookback, needs, snapshot_rule_tables
+from agentwatch.alerts.evaluation.states import AlertStates, Transition
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.rules import Rule, Sample
 from agentwatch.processors.store.lake import connect as connect_lake
@@ -141,13 +137,14 @@ def backtest(
     result = Backtest(start, end, interval)
     open_episodes: dict[str, Episode] = {}
     times = instants(start, end, interval)
-    back = lookback(rules)
+    back = lookback(rules, evaluator.registry)
+    tables = needs(evaluator.registry[r.metric] for r in rules)
     con = connect_lake(db)
     try:
         con.register("agent_catalog", catalog.frame().to_arrow())
         for batch_start in range(0, len(times), max(1, int(BATCH / interval))):
             batch = times[batch_start : batch_start + max(1, int(BATCH / interval))]
-            _load_batch(con, batch[0] - back, batch[-1])
+            _load_batch(con, batch[0] - back, batch[-1], tables)
             for at in batch:
                 cache: dict[tuple[str, dt.datetime, dt.datetime], list[Sample]] = {}
                 for rule in rules:
@@ -167,9 +164,11 @@ def backtest(
     return result
 
 
-def _load_batch(con: duckdb.DuckDBPyConnection, lo: dt.datetime, hi: dt.datetime) -> None:
+def _load_batch(
+    con: duckdb.DuckDBPyConnection, lo: dt.datetime, hi: dt.datetime, tables: Needs
+) -> None:
     """What the rules read of ``[lo, hi]``, as temporary tables the queries then read."""
-    snapshot_rule_tables(con, hi, hi - lo, until=hi)
+    snapshot_rule_tables(con, hi, hi - lo, until=hi, tables=tables)
 
 
 def _record(

@@ -28,6 +28,7 @@ from agentwatch.ingest.sdk.control import AgentHalted, ControlFollower
 from agentwatch.ingest.sdk.tracer import Session, Tracer
 from agentwatch.kafka import KafkaSecurity
 from agentwatch.processors.store.definitions import FAILED_CHECK
+from agentwatch.processors.store.lake import StoreMissing
 from agentwatch.processors.store.lake import connect as connect_lake
 
 BREAKER_POLICY = "agentwatch.breaker"
@@ -219,7 +220,7 @@ def wait_for_chain(
     while True:
         try:
             steps = chain(db, agent_id, since, rule)
-        except duckdb.Error:
+        except (duckdb.Error, StoreMissing):  # the processor has not created the lake yet
             steps = []
         if steps and all(s.at is not None for s in steps):
             return steps

@@ -3,7 +3,9 @@
 The evaluator (``alerts run``) and the webhook receiver (``alerts receive``) only decide
 *that* something is wrong; this module is what they hand each alert to. A firing alert
 goes to the notifier (routing, grouping, silences, inhibition) and to the runbook its
-``runbook_url`` names, which may open a circuit breaker on the control topic. Once per
+``runbook_url`` names, which may open a circuit breaker on the control topic; from the
+evaluator the runbooks run as soon as the alert's own rule is decided (:meth:`Response.
+rule_sink`), and rules whose runbook opens a breaker are decided first. Once per
 evaluation the breaker supervisor moves breakers through cooldown and probe, checks that
 each agent confirmed its halt, and escalates the ones that did not.
 
@@ -20,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentwatch.alerts.evaluation.evaluator import Evaluation
+from agentwatch.alerts.evaluation.evaluator import Evaluation, RuleEvaluation
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.governance.registry import apply_registry
 from agentwatch.alerts.model import Alert
@@ -35,8 +37,10 @@ from agentwatch.alerts.response.runbooks import (
     catalog_pins,
     find_runbook,
     load_runbooks,
+    opens_breaker,
     run_runbook,
 )
+from agentwatch.alerts.rules import Rule
 from agentwatch.clock import Clock, utc_now
 from agentwatch.ingest.contract.control import Keyring
 from agentwatch.processors.store.lake import LakeStore
@@ -131,12 +135,31 @@ class Response:
                 self.context.control = control
         return self._supervisor
 
-    def evaluation_sink(self) -> Callable[[Evaluation], None]:
+    def urgent(self, rule: Rule) -> bool:
+        """True when ``rule``'s runbook can open a breaker: the evaluator measures such
+        rules first and most often, since their alerts contain agents."""
+        url = rule.annotations.get("runbook_url", "")
+        runbook = find_runbook(url, self.runbooks) if url else None
+        return runbook is not None and opens_breaker(runbook)
+
+    def rule_sink(self) -> Callable[[RuleEvaluation], None]:
+        """The evaluator's rule sink: the runbooks of a rule's alerts that start firing
+        run as soon as that rule is decided, before the next rule is measured."""
+
+        def sink(result: RuleEvaluation) -> None:
+            self.respond([t.alert for t in result.transitions])
+
+        return sink
+
+    def evaluation_sink(self, *, run_runbooks: bool = True) -> Callable[[Evaluation], None]:
+        """The evaluator's sink: breaker supervision, the runbooks (unless the rule sink
+        already ran them: ``run_runbooks=False``), then the notifier."""
         notify = evaluation_sink(self.notifier)
 
         def sink(evaluation: Evaluation) -> None:
             self.supervise(evaluation.at)
-            self.respond([t.alert for t in evaluation.transitions])
+            if run_runbooks:
+                self.respond([t.alert for t in evaluation.transitions])
             notify(evaluation)
 
         return sink

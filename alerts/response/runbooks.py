@@ -53,6 +53,8 @@ STEP_ACTIONS: Final = (
     "notify_owner",
     "wait_for_approval",
 )
+# The steps that halt an agent or a tool: a rule whose runbook has one is urgent.
+BREAKER_ACTIONS: Final = frozenset({"open_breaker", "disable_tool"})
 APPROVE_ACTION: Final = "approve"
 DONE: Final = frozenset({"ok", "skipped"})
 
@@ -179,6 +181,11 @@ def runbook_id(url: str) -> str:
 
 def find_runbook(url: str, runbooks: Mapping[str, Runbook]) -> Runbook | None:
     return runbooks.get(runbook_id(url))
+
+
+def opens_breaker(runbook: Runbook) -> bool:
+    """True when a step of ``runbook`` halts an agent or one of its tools."""
+    return any(step.action in BREAKER_ACTIONS for step in runbook.steps)
 
 
 def catalog_pins(catalog: Catalog) -> PinnedVersions:
@@ -589,6 +596,7 @@ def resume(
 
 
 __all__ = [
+    "BREAKER_ACTIONS",
     "RUNBOOK_DIR",
     "STEP_ACTIONS",
     "NotifyOwner",
@@ -603,6 +611,7 @@ __all__ = [
     "find_runbook",
     "load_runbook",
     "load_runbooks",
+    "opens_breaker",
     "parse_runbook",
     "record_actions",
     "resume",

@@ -63,7 +63,9 @@ class SqlMetric:
 
     The query returns the ``by`` columns, ``value`` (DOUBLE, may be NULL) and ``samples``
     (how many observations the value rests on: policy checks for a violation rate, LLM
-    calls for a latency percentile, ended sessions for containment).
+    calls for a latency percentile, ended sessions for containment). ``before`` is how
+    much event time before ``$start`` the query also reads: the evaluator's shared read
+    of recent events must reach back that far.
     """
 
     name: str
@@ -71,6 +73,7 @@ class SqlMetric:
     by: tuple[str, ...]
     sql: str
     unit: str = ""
+    before: dt.timedelta = dt.timedelta(0)
 
     def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]:
         rows = con.execute(self.sql, {"start": window.start, "end": window.end}).fetchall()
@@ -262,6 +265,7 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         "THEN 1.0 ELSE 0.0 END) AS value, count(*) AS samples "
         "FROM events e LEFT JOIN escalated x ON x.session_id = e.session_id "
         f"WHERE e.kind = 'session_end' AND e.{_IN_WINDOW} GROUP BY e.agent_id",
+        before=dt.timedelta(hours=1),
     ),
     _grouped(
         "cost_usd",

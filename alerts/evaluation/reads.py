@@ -1,0 +1,151 @@
+"""What rules read: one read of the lake, shared by the rules measured over it.
+
+A query through the lake costs a catalog round trip (tens to hundreds of milliseconds
+under load), however little it reads. So rules never query the lake themselves: a
+:class:`RuleRead` opens one snapshot of the lake and copies, once, what a set of rules
+needs of it (the tables their queries name, only the columns they name, only the event
+time they reach back to) into temporary tables of the same names, which hide the lake's
+on that read's own connection. The rules are then measured over those tables.
+
+The evaluator takes one read per evaluation for all its rules and, on a live clock, a
+fresh small read per round for the urgent ones (their runbooks contain agents), so each
+round sees the events landed since the last at the cost of only what they need. A
+backtest takes one per batch of instants (:func:`snapshot_rule_tables`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import duckdb
+
+from agentwatch.alerts.governance.catalog import Catalog
+from agentwatch.alerts.rules import Metric, Rule, Sample, SqlMetric, metrics
+from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.tables import TABLE_SCHEMAS
+
+# The lake tables rule metrics read, and the time column by which only the time before an
+# evaluation is read (None: the whole table). Most metrics read their windows' whole
+# minutes from the minute rollups and the partial minutes at each end from events.
+RULE_TABLES: Final[dict[str, str | None]] = {
+    "events": "ts",
+    "minute_rollups": "window_start",
+    "drift_scores": "ts",
+    "releases": None,
+}
+# How far before its window a metric that is not one query may read (escalations are
+# looked up to an hour before the window).
+UNKNOWN_BEFORE: Final = dt.timedelta(hours=1)
+
+# Table -> the columns to copy (None: all of them).
+Needs = Mapping[str, tuple[str, ...] | None]
+Cache = dict[tuple[str, dt.datetime, dt.datetime], list[Sample]]
+
+
+def reach(rule: Rule, metric: Metric) -> dt.timedelta:
+    """How far before its evaluation time ``rule`` reads events: its window (three for a
+    change rule) plus what its metric reads before a window."""
+    before = metric.before if isinstance(metric, SqlMetric) else UNKNOWN_BEFORE
+    return rule.window * (3 if rule.change else 1) + before
+
+
+def lookback(rules: Sequence[Rule], registry: Mapping[str, Metric] | None = None) -> dt.timedelta:
+    """How much event time before an instant its rules read, together."""
+    registry = registry if registry is not None else metrics()
+    return max((reach(r, registry[r.metric]) for r in rules), default=dt.timedelta(0))
+
+
+def needs(used: Iterable[Metric]) -> dict[str, tuple[str, ...] | None]:
+    """The rule tables ``used`` metrics name and the columns of each they name: every
+    column of a table a query reads with ``*`` (or of every table for a metric that is
+    not one query). A column left out fails its query, loudly, never silently."""
+    wanted: dict[str, set[str] | None] = {}
+    for metric in used:
+        if not isinstance(metric, SqlMetric):
+            return dict.fromkeys(RULE_TABLES)
+        words = set(re.findall(r"\w+", metric.sql))
+        star = "*" in re.sub(r"count\s*\(\s*\*\s*\)", "", metric.sql, flags=re.IGNORECASE)
+        for table in RULE_TABLES:
+            if table not in words:
+                continue
+            columns = {c for c in TABLE_SCHEMAS[table] if c in words}
+            have = wanted.get(table, set())
+            wanted[table] = None if star or have is None else have | columns
+    return {
+        table: None
+        if columns is None
+        else tuple(c for c in TABLE_SCHEMAS[table] if c in columns or c == RULE_TABLES[table])
+        for table, columns in wanted.items()
+    }
+
+
+def snapshot_rule_tables(
+    con: duckdb.DuckDBPyConnection,
+    at: dt.datetime,
+    back: dt.timedelta,
+    until: dt.datetime | None = None,
+    tables: Needs | None = None,
+) -> None:
+    """Copy ``tables`` (default: every rule table, whole rows) from ``back`` before ``at``
+    (and up to ``until``) into temporary tables of the same names, which hide the lake's
+    on ``con``: each table is read from the lake once."""
+    row = con.execute("SELECT current_database()").fetchone()
+    assert row is not None
+    lake = row[0]
+    since = at - back
+    for table, columns in (tables if tables is not None else dict.fromkeys(RULE_TABLES)).items():
+        column = RULE_TABLES[table]
+        where, params = (f" WHERE {column} >= ?", [since]) if column else ("", [])
+        if column and until is not None:
+            where, params = where + f" AND {column} <= ?", [since, until]
+        names = "*" if columns is None else ", ".join(columns)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {table} AS "
+            f"SELECT {names} FROM {lake}.main.{table}{where}",
+            params,
+        )
+
+
+@dataclass
+class RuleRead:
+    """One snapshot of what some rules read, taken at ``at`` (the evaluation time of the
+    rules measured over it), on a connection of its own; the rules measured over it so
+    far, and their samples by metric and window."""
+
+    at: dt.datetime
+    con: duckdb.DuckDBPyConnection
+    measured: set[str] = field(default_factory=set)
+    cache: Cache = field(default_factory=dict)
+
+    @classmethod
+    def take(
+        cls,
+        db: Path,
+        at: dt.datetime,
+        rules: Sequence[Rule],
+        registry: Mapping[str, Metric],
+        catalog: Catalog,
+    ) -> RuleRead:
+        """Read what ``rules`` need at ``at``; raises what opening or reading the lake
+        raises (:class:`~agentwatch.processors.store.lake.StoreMissing`, ``duckdb.Error``)."""
+        con = connect_lake(db)
+        try:
+            con.execute("BEGIN TRANSACTION")  # one snapshot of the lake for every table
+            used = [registry[r.metric] for r in rules]
+            snapshot_rule_tables(con, at, lookback(rules, registry), tables=needs(used))
+            # The copies outlive the transaction: no catalog transaction stays open while
+            # the rules are measured and their transitions written.
+            con.execute("COMMIT")
+            con.register("agent_catalog", catalog.frame().to_arrow())
+        except BaseException:
+            con.close()
+            raise
+        return cls(at, con)
+
+    def close(self) -> None:
+        self.con.close()
