@@ -93,6 +93,14 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "(default %(default)s)",
     )
     p.add_argument(
+        "--dedup-memory-mb",
+        type=float,
+        metavar="MB",
+        default=settings.value("process", "dedup_memory_mb"),
+        help="memory the dedup indexes of this process share, 8 bytes an event id; past it "
+        "a partition forgets its oldest ids before the horizon (default %(default)s)",
+    )
+    p.add_argument(
         "--session-timeout",
         type=float,
         metavar="S",
@@ -172,6 +180,7 @@ def _run(args: argparse.Namespace) -> int:
             flush_interval_s=args.flush_interval,
             max_message_bytes=args.max_message_bytes,
             dedup_horizon_s=args.dedup_horizon,
+            dedup_memory_mb=args.dedup_memory_mb,
             session_timeout_s=args.session_timeout,
             allowed_lateness_s=args.allowed_lateness,
             metrics_port=args.metrics_port,

@@ -21,6 +21,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import duckdb
@@ -33,6 +34,7 @@ from agentwatch.kafka import client_options
 from agentwatch.logs import quiet_library_logs
 from agentwatch.processors.landing.config import Pending, ProcessorConfig, RunStats
 from agentwatch.processors.landing.decode import RawBatch
+from agentwatch.processors.landing.dedup import ids_within
 from agentwatch.processors.landing.faults import (
     KafkaUnreachable,
     Outage,
@@ -310,6 +312,8 @@ class Processor:
     # -- partition lifecycle -------------------------------------------------------------
 
     def _assigned(self, partitions: Sequence[TopicPartition]) -> None:
+        assert self._consumer is not None
+        self._share_dedup_budget(max(len(self._consumer.assignment()), len(partitions)))
         for tp in partitions:
             state = self._resume(tp)
             self.collector.partitions[tp.partition] = PartitionHealth()
@@ -324,6 +328,14 @@ class Processor:
                     "watermark": state.watermark.isoformat() if state.watermark else None,
                 },
             )
+
+    def _share_dedup_budget(self, partitions: int) -> None:
+        """Split the process's dedup memory budget evenly over its assigned partitions."""
+        cfg = self.config
+        cap = min(cfg.dedup_max_ids, ids_within(cfg.dedup_memory_mb, partitions))
+        self.settings = replace(self.settings, dedup_max_ids=cap)
+        for state in self._state.values():
+            state.dedup.max_ids = cap
 
     def _resume(self, tp: TopicPartition) -> PartitionState:
         """Drop what is pending and continue after the partition's last committed segment."""
