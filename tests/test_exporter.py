@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -146,7 +148,7 @@ def test_histogram_buckets_equal_a_direct_count(latencies: list[float]) -> None:
     assert sample(s, "agentwatch_llm_call_duration_seconds_count") == len(latencies)
 
 
-KINDS_MIX = [
+KINDS_MIX: list[dict[str, Any]] = [
     LLM | {"agent_id": "a", "latency_ms": 900.0, "cost_source": "unpriced"},
     LLM | {"agent_id": "b", "model": "small", "latency_ms": 40.0, "status": "error"},
     {"kind": "tool_call", "agent_id": "a", "tool_name": "kb.search", "latency_ms": 300.0},

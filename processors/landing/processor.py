@@ -140,6 +140,14 @@ class Processor:
             self._close(server)
         return self.stats
 
+    def check_kafka(self) -> None:
+        """Reach Kafka and make the topics as ``run`` does first, then let go of the clients."""
+        try:
+            self._connect()
+        finally:
+            self._close(None)
+            self._consumer = self._producer = None
+
     def _connect(self) -> None:
         """Make the topics and clients: give up on a broker never reached, ride out others."""
         cfg = self.config

@@ -181,7 +181,9 @@ def batch_deltas(frames: Mapping[Source, pl.DataFrame]) -> list[CounterDelta | H
 def _source_deltas(source: Source, frame: pl.DataFrame) -> list[CounterDelta | HistogramDelta]:
     counters = [(i, c) for i, c in enumerate(COUNTERS) if c.source == source]
     histograms = [(i, h) for i, h in enumerate(HISTOGRAMS) if h.source == source]
-    labels = list(dict.fromkeys(n for _, m in (*counters, *histograms) for n in m.labels))
+    specs: list[CounterSpec | HistogramSpec] = [c for _, c in counters]
+    specs.extend(h for _, h in histograms)
+    labels = list(dict.fromkeys(n for spec in specs for n in spec.labels))
     keys = [
         *(
             (m.where if m.where is not None else pl.lit(True)).fill_null(False).alias(f"_w{i}")
