@@ -24,8 +24,9 @@ log = logging.getLogger("agentwatch.processors.landing.processor")
 
 def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     parser.description = (
-        "Consume the events topic as a member of a consumer group (run more instances "
-        "to scale out by partitions), validate each event against the contract, land "
+        "Consume the events topic as members of a consumer group (--workers processes, "
+        "one per core by default; run more instances to scale out further by partitions), "
+        "validate each event against the contract, land "
         "valid events in the lake (--db) exactly once, and send "
         "invalid ones to the dead-letter topic and table with a reason. A crash or "
         "restart loses and duplicates nothing."
