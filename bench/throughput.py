@@ -38,6 +38,7 @@ from agentwatch.processors.landing.workers import default_workers
 from agentwatch.processors.query.sql import query
 from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.settings import DEFAULTS
 from agentwatch.topics import TopicSpec, ensure_topics
 
 TOPIC = "bench-events"
@@ -111,7 +112,7 @@ def probe(i: int) -> bytes:
 
 
 def freshness(
-    bootstrap: str, tmp: Path, rate: float, seconds: float, workers: int
+    bootstrap: str, tmp: Path, rate: float, seconds: float, workers: int, flush: float | None
 ) -> dict[str, Any]:
     """Probe events timed from send to visible in the store, under load at ``rate``."""
 
@@ -121,7 +122,15 @@ def freshness(
     log = tmp / "fresh.log"
     with log.open("wb") as err:
         processor = subprocess.Popen(
-            process_cmd(bootstrap, FRESH_TOPIC, db, workers), stdout=subprocess.DEVNULL, stderr=err
+            process_cmd(
+                bootstrap,
+                FRESH_TOPIC,
+                db,
+                workers,
+                *(("--flush-interval", str(flush)) if flush is not None else ()),
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
         )
     try:
         deadline = time.monotonic() + 120
@@ -155,6 +164,7 @@ def freshness(
         "probes": len(sent),
         "probes_unseen": len(sent) - len(seen),
         "freshness_load_events_per_s": round(rate),
+        "flush_interval_s": flush if flush is not None else DEFAULTS.process.flush_interval,
     }
 
 
@@ -204,6 +214,12 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--fresh-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--flush-interval",
+        type=float,
+        default=None,
+        help="the live processor's --flush-interval (default: the processor's default)",
+    )
     args = parser.parse_args()
     console = Console(stderr=True)
     with tempfile.TemporaryDirectory(prefix="agentwatch-bench-") as tmp:
@@ -222,7 +238,14 @@ def main() -> int:
             con.close()
             rate = float(stats["records_per_s"]) / 2
             console.print(f"freshness at {rate:,.0f} events/s (half the rate landed) ...")
-            fresh = freshness(info.bootstrap, Path(tmp), rate, args.fresh_seconds, args.workers)
+            fresh = freshness(
+                info.bootstrap,
+                Path(tmp),
+                rate,
+                args.fresh_seconds,
+                args.workers,
+                args.flush_interval,
+            )
         finally:
             stop_broker(broker_dir)
     ours = float(stats["records_per_s"])
@@ -239,10 +262,11 @@ def main() -> int:
         "fill_events_per_s": filled["fill_events_per_s"],
         **{k: v for k, v in fresh.items() if k not in ("freshness_p50_s", "freshness_p99_s")},
     }
-    table = Table(title="throughput (events/s)")
-    for key in result:
-        table.add_column(key, justify="right")
-    table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in result.values()))
+    table = Table(title="throughput and freshness")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
     console.print(table)
     print(json.dumps(result))
     return 0 if result["landed"] == result["events"] else 1
