@@ -14,10 +14,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agentwatch.broker import BrokerInfo, free_port
+from agentwatch.processors.store.location import CATALOG_FILE
 from tests.conftest import TopicFactory
 from tests.pipeline_helpers import (
     AGENTWATCH,
-    committed_segments,
+    committed_batches,
     count,
     make_events,
     process_cmd,
@@ -28,7 +29,7 @@ from tests.pipeline_helpers import (
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "agentwatch.duckdb"
+    return tmp_path / "data" / CATALOG_FILE
 
 
 @pytest.fixture
@@ -82,7 +83,7 @@ def test_a_worker_killed_mid_stream_is_restarted_and_nothing_is_lost_or_duplicat
         )
     running.append(proc)
     wait_for(lambda: len(log_lines(log, "worker started")) == 2, 60, "two workers")
-    wait_for(lambda: db.exists() and committed_segments(db) >= 3, 120, "segments to commit")
+    wait_for(lambda: db.exists() and committed_batches(db) >= 3, 120, "batches to commit")
     victim = int(log_lines(log, "worker started")[0]["pid"])  # type: ignore[call-overload]
     os.kill(victim, signal.SIGKILL)
     assert count(db, "SELECT count(*) FROM events") < 60_000, "the kill came late"
