@@ -83,7 +83,7 @@ def test_a_worker_killed_mid_stream_is_restarted_and_nothing_is_lost_or_duplicat
         )
     running.append(proc)
     wait_for(lambda: len(log_lines(log, "worker started")) == 2, 60, "two workers")
-    wait_for(lambda: db.exists() and committed_batches(db) >= 3, 120, "batches to commit")
+    wait_for(lambda: committed_batches(db) >= 3, 120, "batches to commit")
     victim = int(log_lines(log, "worker started")[0]["pid"])  # type: ignore[call-overload]
     os.kill(victim, signal.SIGKILL)
     assert count(db, "SELECT count(*) FROM events") < 60_000, "the kill came late"
@@ -115,7 +115,8 @@ def test_the_workers_serve_one_metrics_endpoint_with_their_sums(
         stderr=subprocess.DEVNULL,
     )
     running.append(proc)
-    wait_for(lambda: db.exists() and count(db, "SELECT count(*) FROM events") == 4_000, 120, "all")
+    wait_for(lambda: committed_batches(db) > 0, 120, "a first batch")
+    wait_for(lambda: count(db, "SELECT count(*) FROM events") == 4_000, 120, "all")
 
     def landed_per_metrics() -> float:
         try:
