@@ -41,11 +41,13 @@ def timed(argv: list[str]) -> tuple[float, float]:
 
 
 def main() -> int:
-    import duckdb
+    from agentwatch.processors.store.lake import LakeStore
 
     with tempfile.TemporaryDirectory(prefix="agentwatch-startup-") as tmp:
         db = Path(tmp) / "agentwatch.sqlite"
-        duckdb.connect(str(db)).close()
+        store = LakeStore(db)
+        store.prepare()  # `sql` reads a lake that exists
+        store.close()
         agentwatch = agentwatch_command()
         commands = {
             "import_duckdb": [sys.executable, "-c", "import duckdb"],
