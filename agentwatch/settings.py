@@ -91,6 +91,11 @@ class ProcessSettings(_Section, frozen=True):
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     dedup_horizon: float = 3600.0
     dedup_max_ids: int = 20_000_000
+    """The most event ids one partition's dedup index holds."""
+    workers: int = 0
+    """Consumer-group members run as processes; 0: one per core."""
+    dedup_memory_mb: float = 128.0
+    """The dedup indexes of one process share this budget (8 bytes an id; see dedup.py)."""
     session_timeout: float = 10.0
     allowed_lateness: float = 300.0
     metrics_port: int | None = None

@@ -45,7 +45,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="agentwatch-startup-") as tmp:
         db = Path(tmp) / "agentwatch.sqlite"
-        LakeStore(db).prepare()
+        store = LakeStore(db)
+        store.prepare()  # `sql` reads a lake that exists
+        store.close()
         agentwatch = agentwatch_command()
         commands = {
             "import_duckdb": [sys.executable, "-c", "import duckdb"],

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 from kafka import KafkaProducer
@@ -75,5 +77,21 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def committed_segments(db: Path) -> int:
-    return sum(1 for _ in (db.parent / "segments" / "events").glob("*/*/L0-*.parquet"))
+def committed_batches(db: Path, table: str = "events") -> int:
+    """Batches committed so far: the lake snapshots that inserted into ``table`` (as a data
+    file or inlined rows), read straight from the SQLite catalog, cheap enough to poll."""
+    if not db.exists():
+        return 0
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as con:
+            ids = [r[0] for r in con.execute(DUCKLAKE_TABLE_IDS, [table])]
+            changes = [
+                r[0] for r in con.execute("SELECT changes_made FROM ducklake_snapshot_changes")
+            ]
+    except sqlite3.OperationalError:  # the catalog is still being created
+        return 0
+    marks = {f"{kind}:{i}" for i in ids for kind in ("inserted_into_table", "inlined_insert")}
+    return sum(1 for made in changes if marks & set((made or "").split(",")))
+
+
+DUCKLAKE_TABLE_IDS = "SELECT DISTINCT table_id FROM ducklake_table WHERE table_name = ?"

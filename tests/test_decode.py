@@ -202,3 +202,54 @@ def test_every_typed_column_is_a_field_the_contract_checks() -> None:
     from agentwatch.processors.store.tables import CONTRACT_FIELDS
 
     assert set(CONTRACT_FIELDS) <= set(contract_fields()) | {"kind"}
+
+
+# Edges the column checks (ts text, raw attributes, 64-bit integers) hand to the contract
+# decoder: each dead letter carries exactly the verdict ``validate`` gives the message.
+COLUMN_EDGES = {
+    "leap second": {"ts": "2026-11-20T09:00:60Z"},
+    "naive timestamp": {"ts": "2026-11-20T09:00:00"},
+    "impossible date": {"ts": "2026-02-30T09:00:00Z"},
+    "ts is a number": {"ts": 1_763_629_200},
+    "attributes is a string": {"attributes": "ticket"},
+    "attributes is a list": {"attributes": [1, 2]},
+    "attributes is a number": {"attributes": 7},
+}
+
+
+@pytest.mark.parametrize("edge", sorted(COLUMN_EDGES))
+def test_a_message_the_column_checks_doubt_gets_the_contract_decoders_verdict(edge: str) -> None:
+    raw = json.dumps(json.loads(valid_lines()[0]) | COLUMN_EDGES[edge]).encode()
+    decoded = decode_batch(batch_of([valid_lines()[1], raw]))
+    assert decoded.events["_offset"].to_list() == [100]
+    letter = decoded.dead_letters.row(0, named=True)
+    assert (letter["reason_code"], letter["reason"]) == validate(raw, 256 * 1024)
+
+
+def test_invalid_utf8_inside_attributes_is_a_dead_letter() -> None:
+    raw = json.dumps(json.loads(valid_lines()[0]) | {"attributes": {"note": "X"}}).encode()
+    raw = raw.replace(b'"X"', b'"\xff"')
+    decoded = decode_batch(batch_of([raw]))
+    assert decoded.dead_letters["reason_code"].to_list() == ["not_utf8"]
+
+
+def test_an_integer_over_64_bits_is_a_dead_letter_and_its_batch_still_lands() -> None:
+    event = json.loads(valid_lines()[1]) | {"input_tokens": 2**63}
+    decoded = decode_batch(batch_of([valid_lines()[1], json.dumps(event).encode()]))
+    assert decoded.events["_offset"].to_list() == [100]
+    assert decoded.dead_letters["reason_code"].to_list() == ["unreadable"]
+    assert "`input_tokens`" in decoded.dead_letters["reason"][0]
+
+
+def test_a_timestamp_form_only_the_contract_decoder_reads_still_lands() -> None:
+    event = json.loads(valid_lines()[0]) | {"ts": "2026-11-20 09:00:00.5+01:00"}
+    raw = json.dumps(event).encode()
+    assert validate(raw, 256 * 1024) is None
+    decoded = decode_batch(batch_of([raw]))
+    assert decoded.events["ts"][0].isoformat() == "2026-11-20T08:00:00.500000+00:00"
+
+
+def test_null_attributes_are_a_null_column_value() -> None:
+    event = json.loads(valid_lines()[0]) | {"attributes": None}
+    decoded = decode_batch(batch_of([json.dumps(event).encode()]))
+    assert decoded.events["attributes"].to_list() == [None]

@@ -6,10 +6,10 @@ import datetime as dt
 
 import numpy as np
 import polars as pl
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentwatch.processors.landing.dedup import DedupIndex
+from agentwatch.processors.landing.dedup import BYTES_PER_ID, DedupIndex, ids_within
 from agentwatch.processors.landing.pipeline import rebuild_dedup
 
 T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
@@ -67,6 +67,27 @@ def test_the_id_limit_evicts_the_oldest_minutes_and_counts_them() -> None:
     assert index.evicted_early == 20
 
 
+def test_an_index_holds_8_bytes_per_id() -> None:
+    index = DedupIndex()
+    for minute in range(3):
+        at = T0 + dt.timedelta(minutes=minute)
+        index.filter(frame([f"{minute}-{j}" for j in range(1000)], at))
+    assert index.nbytes == BYTES_PER_ID * index.size == 8 * 3000
+
+
+def test_the_memory_budget_is_shared_by_the_assigned_partitions() -> None:
+    assert ids_within(128, 1) == 128 * 2**20 // 8
+    assert ids_within(128, 4) == 128 * 2**20 // 8 // 4
+    budget_mb = 1000 * BYTES_PER_ID * 3 / 2**20  # 3000 ids over 3 partitions
+    indexes = [DedupIndex(max_ids=ids_within(budget_mb, 3)) for _ in range(3)]
+    for p, index in enumerate(indexes):
+        for minute in range(5):
+            at = T0 + dt.timedelta(minutes=minute)
+            index.filter(frame([f"{p}-{minute}-{j}" for j in range(400)], at))
+    assert sum(index.nbytes for index in indexes) <= budget_mb * 2**20
+    assert all(index.evicted_early > 0 for index in indexes)
+
+
 def test_a_rebuilt_index_remembers_what_was_stored() -> None:
     stored = pl.concat(
         [frame(["old"], T0 - dt.timedelta(hours=3)), frame(["a", "b"], T0), frame(["c"], T0)]
@@ -85,6 +106,7 @@ def test_hash_chunks_stay_sorted() -> None:
         assert np.all(chunk.hashes[:-1] <= chunk.hashes[1:])
 
 
+@settings(deadline=None)  # timing varies on a shared machine; the behaviour does not
 @given(
     batches=st.lists(
         st.lists(st.sampled_from([f"id{i}" for i in range(30)]), max_size=20), max_size=12

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,7 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agentwatch.processors.landing.sessions import OUTCOME_SCHEMA
 from agentwatch.processors.metrics.exporter import (
+    COUNTERS,
     LATENCY_BUCKETS_S,
+    CounterDelta,
     FleetCollector,
     PartitionHealth,
     Source,
@@ -142,3 +146,36 @@ def test_histogram_buckets_equal_a_direct_count(latencies: list[float]) -> None:
         got = sample(s, "agentwatch_llm_call_duration_seconds_bucket", le=repr(float(bound)))
         assert got == expected
     assert sample(s, "agentwatch_llm_call_duration_seconds_count") == len(latencies)
+
+
+KINDS_MIX: list[dict[str, Any]] = [
+    LLM | {"agent_id": "a", "latency_ms": 900.0, "cost_source": "unpriced"},
+    LLM | {"agent_id": "b", "model": "small", "latency_ms": 40.0, "status": "error"},
+    {"kind": "tool_call", "agent_id": "a", "tool_name": "kb.search", "latency_ms": 300.0},
+    {"kind": "policy_check", "agent_id": "a", "policy_id": "pii", "outcome": "violation"},
+    {"kind": "policy_check", "agent_id": "b", "policy_id": "pii", "outcome": "blocked"},
+    {"kind": "security", "agent_id": "b", "category": "injection", "action": "blocked"},
+    {"kind": "feedback", "agent_id": "a", "score": 4.0},
+    {"kind": "feedback", "agent_id": "a", "score": -1.0},
+]
+
+
+def test_each_counter_equals_a_direct_group_by_of_its_filtered_events() -> None:
+    frame = events(*KINDS_MIX, *KINDS_MIX[:3]).with_columns(
+        source=pl.when(pl.col("kind") == "security")
+        .then(pl.lit("security"))
+        .otherwise(pl.lit("policy"))
+    )
+    got = {
+        (d.spec.name, d.spec.const, labels): value
+        for d in batch_deltas({"events": frame})
+        if isinstance(d, CounterDelta)
+        for labels, value in d.rows
+    }
+    expected = {}
+    for spec in (c for c in COUNTERS if c.source == "events"):
+        chosen = frame.filter(spec.where) if spec.where is not None else frame
+        for *labels, value in chosen.group_by(spec.labels).agg(spec.value).iter_rows():
+            key = tuple("" if v is None else str(v) for v in labels)
+            expected[(spec.name, spec.const, key)] = float(value or 0)
+    assert got == expected

@@ -93,7 +93,8 @@ def test_the_processor_rides_out_a_broker_outage_mid_run_and_lands_each_event_on
     topic, db, log = "mid-run", tmp_path / "data" / "a.sqlite", tmp_path / "process.log"
     with log.open("wb") as err:
         proc = subprocess.Popen(
-            process_cmd(outages.info, topic, db, "--idle-timeout", "3", "--flush-interval", "0.3"),
+            process_cmd(outages.info, topic, db, "--idle-timeout", "3", "--flush-interval", "0.3",
+                        "--workers", "1"),  # one member: one line per outage
             stdout=subprocess.DEVNULL, stderr=err,
         )  # fmt: skip
     try:

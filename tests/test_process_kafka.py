@@ -22,7 +22,7 @@ from tests.conftest import TopicFactory
 from tests.examples import invalid_examples
 from tests.pipeline_helpers import (
     AGENTWATCH,
-    committed_segments,
+    committed_batches,
     count,
     make_events,
     process_cmd,
@@ -118,12 +118,12 @@ def test_sigkill_mid_stream_twice_loses_and_duplicates_nothing(
             stderr=subprocess.DEVNULL,
         )
         running.append(proc)
-        before = committed_segments(db) if db.parent.exists() else 0
+        before = committed_batches(db)
 
         def committed(b: int = before) -> bool:
-            return committed_segments(db) >= b + 3
+            return committed_batches(db) >= b + 3
 
-        wait_for(committed, 120, "segments to commit")
+        wait_for(committed, 120, "batches to commit")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert count(db, "SELECT count(*) FROM events") < len(events), f"kill {kills} came late"
@@ -148,7 +148,7 @@ def test_analysts_query_read_only_while_the_processor_runs(
         stderr=subprocess.PIPE,
     )
     running.append(proc)
-    wait_for(lambda: db.exists() and committed_segments(db) > 0, 60, "first segment")
+    wait_for(lambda: db.exists() and committed_batches(db) > 0, 60, "a first batch")
     wait_for(lambda: count(db, "SELECT count(*) FROM events") == 3_000, 60, "all events")
 
     con = connect_lake(db)

@@ -24,8 +24,9 @@ log = logging.getLogger("agentwatch.processors.landing.processor")
 
 def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     parser.description = (
-        "Consume the events topic as a member of a consumer group (run more instances "
-        "to scale out by partitions), validate each event against the contract, land "
+        "Consume the events topic as members of a consumer group (--workers processes, "
+        "one per core by default; run more instances to scale out further by partitions), "
+        "validate each event against the contract, land "
         "valid events in the lake (--db) exactly once, and send "
         "invalid ones to the dead-letter topic and table with a reason. A crash or "
         "restart loses and duplicates nothing."
@@ -91,6 +92,22 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         default=settings.value("process", "dedup_horizon"),
         help="an event_id re-sent within S seconds (Kafka time) is stored once "
         "(default %(default)s)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        default=settings.value("process", "workers"),
+        help="run N members of the consumer group as processes, restarted if they crash, "
+        "with one /metrics for all; 1 runs in this process (default: one per core)",
+    )
+    p.add_argument(
+        "--dedup-memory-mb",
+        type=float,
+        metavar="MB",
+        default=settings.value("process", "dedup_memory_mb"),
+        help="memory the dedup indexes of this process share, 8 bytes an event id; past it "
+        "a partition forgets its oldest ids before the horizon (default %(default)s)",
     )
     p.add_argument(
         "--session-timeout",
@@ -159,36 +176,51 @@ def _run(args: argparse.Namespace) -> int:
     from agentwatch.processors.landing.config import ProcessorConfig
     from agentwatch.processors.landing.faults import ProcessorFault
     from agentwatch.processors.landing.processor import Processor
+    from agentwatch.processors.landing.workers import Supervisor, default_workers
 
-    processor = Processor(
-        ProcessorConfig(
-            bootstrap=args.bootstrap,
-            db=args.db,
-            topic=args.topic,
-            group=args.group,
-            dlq_topic=args.dlq_topic,
-            idle_timeout_s=args.idle_timeout,
-            max_batch=args.max_batch,
-            flush_interval_s=args.flush_interval,
-            max_message_bytes=args.max_message_bytes,
-            dedup_horizon_s=args.dedup_horizon,
-            session_timeout_s=args.session_timeout,
-            allowed_lateness_s=args.allowed_lateness,
-            metrics_port=args.metrics_port,
-            metrics_host=args.metrics_host,
-            max_label_values=args.max_label_values,
-            pricing_file=args.pricing,
-            otlp_topic=args.otlp_topic,
-            otlp_format=args.otlp_format,
-            otlp_unmapped_topic=args.otlp_unmapped_topic,
-            redaction_file=args.redaction,
-            connect_timeout_s=args.connect_timeout,
-            maintain_interval_s=args.maintain_interval,
-            retention_days=retention_from_args(args),
-            legal_hold=tuple(args.legal_hold),
-            snapshot_grace_s=args.snapshot_grace,
-        )
+    config = ProcessorConfig(
+        bootstrap=args.bootstrap,
+        db=args.db,
+        topic=args.topic,
+        group=args.group,
+        dlq_topic=args.dlq_topic,
+        idle_timeout_s=args.idle_timeout,
+        max_batch=args.max_batch,
+        flush_interval_s=args.flush_interval,
+        max_message_bytes=args.max_message_bytes,
+        dedup_horizon_s=args.dedup_horizon,
+        dedup_memory_mb=args.dedup_memory_mb,
+        session_timeout_s=args.session_timeout,
+        allowed_lateness_s=args.allowed_lateness,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        max_label_values=args.max_label_values,
+        pricing_file=args.pricing,
+        otlp_topic=args.otlp_topic,
+        otlp_format=args.otlp_format,
+        otlp_unmapped_topic=args.otlp_unmapped_topic,
+        redaction_file=args.redaction,
+        connect_timeout_s=args.connect_timeout,
+        maintain_interval_s=args.maintain_interval,
+        retention_days=retention_from_args(args),
+        legal_hold=tuple(args.legal_hold),
+        snapshot_grace_s=args.snapshot_grace,
     )
+    workers = args.workers or default_workers()
+    if workers < 1:
+        print(f"agentwatch: --workers must be at least 1, not {workers}", file=sys.stderr)
+        return 2
+    if workers > 1:
+        supervisor = Supervisor(config, workers, args.log_level, args.log_format)
+        signal.signal(signal.SIGTERM, lambda *_: supervisor.stop())
+        signal.signal(signal.SIGINT, lambda *_: supervisor.stop())
+        try:
+            return supervisor.run()
+        except ProcessorFault as exc:
+            logging.shutdown()
+            print(f"agentwatch: {exc}", file=sys.stderr, flush=True)
+            return exc.exit_code
+    processor = Processor(config)
     signal.signal(signal.SIGTERM, lambda *_: processor.stop())
     signal.signal(signal.SIGINT, lambda *_: processor.stop())
     try:

@@ -29,6 +29,7 @@ class ProcessorConfig:
     max_message_bytes: int = _PROCESS.max_message_bytes
     dedup_horizon_s: float = _PROCESS.dedup_horizon
     dedup_max_ids: int = _PROCESS.dedup_max_ids
+    dedup_memory_mb: float = _PROCESS.dedup_memory_mb
     session_timeout_s: float = _PROCESS.session_timeout
     allowed_lateness_s: float = _PROCESS.allowed_lateness
     metrics_port: int | None = _PROCESS.metrics_port

@@ -21,6 +21,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import duckdb
@@ -33,6 +34,7 @@ from agentwatch.kafka import client_options
 from agentwatch.logs import quiet_library_logs
 from agentwatch.processors.landing.config import Pending, ProcessorConfig, RunStats
 from agentwatch.processors.landing.decode import RawBatch
+from agentwatch.processors.landing.dedup import ids_within
 from agentwatch.processors.landing.faults import (
     KafkaUnreachable,
     Outage,
@@ -103,7 +105,8 @@ class Processor:
         self._connect()
         try:
             self.store.prepare()
-        except (OSError, duckdb.IOException) as exc:
+        except (OSError, duckdb.Error) as exc:  # e.g. the catalog's "disk I/O error"
+            # a storage fault, not a crash: workers are not restarted into it
             where = self.store.location.describe()
             raise StorageFault(f"cannot use the store {where}: {_first_line(exc)}") from exc
         maintenance = None
@@ -137,6 +140,14 @@ class Processor:
                 maintenance.stop()
             self._close(server)
         return self.stats
+
+    def check_kafka(self) -> None:
+        """Reach Kafka and make the topics as ``run`` does first, then let go of the clients."""
+        try:
+            self._connect()
+        finally:
+            self._close(None)
+            self._consumer = self._producer = None
 
     def _connect(self) -> None:
         """Make the topics and clients: give up on a broker never reached, ride out others."""
@@ -310,6 +321,8 @@ class Processor:
     # -- partition lifecycle -------------------------------------------------------------
 
     def _assigned(self, partitions: Sequence[TopicPartition]) -> None:
+        assert self._consumer is not None
+        self._share_dedup_budget(max(len(self._consumer.assignment()), len(partitions)))
         for tp in partitions:
             state = self._resume(tp)
             self.collector.partitions[tp.partition] = PartitionHealth()
@@ -324,6 +337,14 @@ class Processor:
                     "watermark": state.watermark.isoformat() if state.watermark else None,
                 },
             )
+
+    def _share_dedup_budget(self, partitions: int) -> None:
+        """Split the process's dedup memory budget evenly over its assigned partitions."""
+        cfg = self.config
+        cap = min(cfg.dedup_max_ids, ids_within(cfg.dedup_memory_mb, partitions))
+        self.settings = replace(self.settings, dedup_max_ids=cap)
+        for state in self._state.values():
+            state.dedup.max_ids = cap
 
     def _resume(self, tp: TopicPartition) -> PartitionState:
         """Drop what is pending and continue after the partition's last committed segment."""

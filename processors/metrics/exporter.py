@@ -1,8 +1,9 @@
 """Prometheus metrics from landed batches: computed per batch, served by a collector.
 
 Each metric is declared once as a spec (source frame, filter, labels, value); a batch is
-aggregated with one polars group-by per spec, so the cost grows with the number of
-label combinations, not with events. Histograms are aggregated into cumulative bucket
+aggregated with one polars group-by per source frame over every spec's labels and filter,
+then each spec re-groups that small result, so the cost grows with the number of label
+combinations, not with events. Histograms are aggregated into cumulative bucket
 counts the same way, never observed event by event. The collector only accumulates
 those small deltas and renders them on scrape, from an injected registry.
 
@@ -155,7 +156,13 @@ class HistogramDelta:
 
 
 def batch_deltas(frames: Mapping[Source, pl.DataFrame]) -> list[CounterDelta | HistogramDelta]:
-    """Aggregate one landed batch into metric deltas (pure; no Prometheus state)."""
+    """Aggregate one landed batch into metric deltas (pure; no Prometheus state).
+
+    One group-by per source frame: by every label any metric of that source uses, every
+    metric's filter (a boolean key) and every histogram's bucket index, summing every
+    metric's value. Each metric then only re-groups that small table by its own labels,
+    which is exact because every value is a count or a sum.
+    """
     frames = dict(frames)
     if "events" in frames:
         is_security = _kind("security")
@@ -163,44 +170,73 @@ def batch_deltas(frames: Mapping[Source, pl.DataFrame]) -> list[CounterDelta | H
             source=pl.when(is_security).then(pl.lit("security")).otherwise(pl.lit("policy"))
         )
     out: list[CounterDelta | HistogramDelta] = []
-    for spec in COUNTERS:
-        frame = _source(frames, spec.source, spec.where)
-        if frame.is_empty():
-            continue
-        agg = frame.group_by(spec.labels).agg(spec.value.alias("_v"))
-        out.append(
-            CounterDelta(spec, [(_labels(r[:-1]), float(r[-1] or 0)) for r in agg.iter_rows()])
+    for source in ("events", "sessions", "dead_letters", "redactions"):
+        frame = frames.get(source)
+        if frame is not None and not frame.is_empty():
+            out.extend(_source_deltas(source, frame))
+    order = {id(spec): i for i, spec in enumerate((*COUNTERS, *HISTOGRAMS))}
+    return sorted(out, key=lambda d: order[id(d.spec)])
+
+
+def _source_deltas(source: Source, frame: pl.DataFrame) -> list[CounterDelta | HistogramDelta]:
+    counters = [(i, c) for i, c in enumerate(COUNTERS) if c.source == source]
+    histograms = [(i, h) for i, h in enumerate(HISTOGRAMS) if h.source == source]
+    specs: list[CounterSpec | HistogramSpec] = [c for _, c in counters]
+    specs.extend(h for _, h in histograms)
+    labels = list(dict.fromkeys(n for spec in specs for n in spec.labels))
+    keys = [
+        *(
+            (m.where if m.where is not None else pl.lit(True)).fill_null(False).alias(f"_w{i}")
+            for i, m in counters
+        ),
+        *(
+            (h.where if h.where is not None else pl.lit(True)).fill_null(False).alias(f"_hw{i}")
+            for i, h in histograms
+        ),
+        # The index of a value's bucket: how many upper bounds it is above.
+        *(
+            pl.sum_horizontal(*((h.value > b) for b in h.buckets)).alias(f"_hb{i}")
+            for i, h in histograms
+        ),
+    ]
+    agg = (
+        frame.with_columns(keys)
+        .group_by([*labels, *(k.meta.output_name() for k in keys)])
+        .agg(
+            *(c.value.alias(f"_v{i}") for i, c in counters),
+            *(h.value.sum().alias(f"_hs{i}") for i, h in histograms),
+            pl.len().alias("_n"),
         )
-    for hspec in HISTOGRAMS:
-        frame = _source(frames, hspec.source, hspec.where)
-        if frame.is_empty():
-            continue
-        value = hspec.value.alias("_v")
-        agg = (
-            frame.with_columns(value)
-            .group_by(hspec.labels)
-            .agg(
-                *((pl.col("_v") <= b).sum().alias(f"_b{i}") for i, b in enumerate(hspec.buckets)),
-                pl.len().alias("_n"),
-                pl.col("_v").sum().alias("_s"),
+    )
+    out: list[CounterDelta | HistogramDelta] = []
+    for i, c in counters:
+        rows = agg.filter(pl.col(f"_w{i}")).group_by(list(c.labels)).agg(pl.col(f"_v{i}").sum())
+        if rows.height:
+            out.append(
+                CounterDelta(c, [(_labels(r[:-1]), float(r[-1] or 0)) for r in rows.iter_rows()])
             )
-        )
-        k = len(hspec.labels)
-        rows = [
-            (_labels(r[:k]), [int(c) for c in r[k:-1]], float(r[-1] or 0.0))
-            for r in agg.iter_rows()
-        ]
-        out.append(HistogramDelta(hspec, rows))
+    for i, h in histograms:
+        out.extend(_histogram_delta(agg, i, h))
     return out
 
 
-def _source(
-    frames: Mapping[Source, pl.DataFrame], source: Source, where: pl.Expr | None
-) -> pl.DataFrame:
-    frame = frames.get(source)
-    if frame is None or frame.is_empty():
-        return pl.DataFrame()
-    return frame.filter(where) if where is not None else frame
+def _histogram_delta(agg: pl.DataFrame, i: int, spec: HistogramSpec) -> list[HistogramDelta]:
+    k = len(spec.labels)
+    per_bucket = (
+        agg.filter(pl.col(f"_hw{i}"))
+        .group_by([*spec.labels, f"_hb{i}"])
+        .agg(pl.col("_n").sum(), pl.col(f"_hs{i}").sum())
+    )
+    if per_bucket.is_empty():
+        return []
+    series: dict[tuple[str, ...], tuple[list[int], float]] = {}
+    for row in per_bucket.iter_rows():
+        labels, bucket, n, total = _labels(row[:k]), int(row[k]), int(row[k + 1]), row[k + 2]
+        counts, running = series.get(labels, ([0] * (len(spec.buckets) + 1), 0.0))
+        for b in range(bucket, len(counts)):  # cumulative: counted in its bucket and above
+            counts[b] += n
+        series[labels] = (counts, running + float(total or 0.0))
+    return [HistogramDelta(spec, [(labels, c, t) for labels, (c, t) in series.items()])]
 
 
 def _labels(values: Sequence[object]) -> tuple[str, ...]:
