@@ -49,7 +49,8 @@ from agentwatch.dashboards.snapshot import (
     from_prometheus,
 )
 from agentwatch.ingest.contract.events import PolicyCheck
-from agentwatch.ingest.sim.fleet import Fleet, make_agents
+from agentwatch.ingest.sim.fleet import Fleet
+from agentwatch.ingest.sim.profiles import make_agents
 from agentwatch.ingest.sim.scenario import parse_scenario
 from agentwatch.ingest.sim.simulate import run_simulation
 from agentwatch.processors.landing.decode import RawBatch

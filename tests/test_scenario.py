@@ -26,7 +26,8 @@ from agentwatch.ingest.contract.events import (
     SessionStart,
     ToolCall,
 )
-from agentwatch.ingest.sim.fleet import Fleet, make_agents
+from agentwatch.ingest.sim.fleet import Fleet
+from agentwatch.ingest.sim.profiles import make_agents
 from agentwatch.ingest.sim.scenario import (
     LatencyShift,
     Scenario,

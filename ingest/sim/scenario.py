@@ -32,16 +32,15 @@ import yaml
 
 from agentwatch.decoding import did_you_mean
 from agentwatch.durations import DurationError, format_duration, parse_seconds
-from agentwatch.ingest.sim.fleet import (
+from agentwatch.ingest.sim.parameters import (
     AGENT_TYPES,
-    MODELS,
-    TOOLS,
     Agent,
     AgentParameters,
     IntentSpec,
     Mix,
     ModelSpec,
 )
+from agentwatch.ingest.sim.profiles import MODELS, TOOLS
 
 
 class ScenarioError(ValueError):
