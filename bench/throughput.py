@@ -22,7 +22,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from agentwatch.broker import free_port, kafka_java_command, start_broker, stop_broker
+from agentwatch.broker.launcher import start_broker, stop_broker
+from agentwatch.broker.ports import free_port
+from agentwatch.broker.runtime import kafka_java_command
 from agentwatch.ingest.sim.simulate import run_simulation
 from agentwatch.processors.store.lake import connect as connect_lake
 

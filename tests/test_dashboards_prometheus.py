@@ -37,7 +37,8 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 import agentwatch.alerts
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG
-from agentwatch.broker import BrokerInfo, free_port
+from agentwatch.broker.launcher import BrokerInfo
+from agentwatch.broker.ports import free_port
 from agentwatch.commands.demo import BUGGY_MESSAGES
 from agentwatch.dashboards.boards import DASHBOARDS
 from agentwatch.dashboards.build import render

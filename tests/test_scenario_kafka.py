@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from agentwatch.broker import BrokerInfo
+from agentwatch.broker.launcher import BrokerInfo
 from agentwatch.cli import main
 from agentwatch.ingest.sim.scenario import load_scenario
 from agentwatch.processors.drift import backfill, load_config
