@@ -41,7 +41,8 @@ from rich.table import Table
 
 from agentwatch.broker.launcher import start_broker, stop_broker
 from agentwatch.broker.ports import free_port
-from agentwatch.ingest.sim.scenario import Scenario, load_scenario
+from agentwatch.ingest.sim.scenario import Scenario
+from agentwatch.ingest.sim.scenario_file import load_scenario
 from agentwatch.ingest.sim.simulate import run_simulation
 from agentwatch.processors.store.lake import connect as connect_lake
 

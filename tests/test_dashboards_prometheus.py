@@ -52,7 +52,7 @@ from agentwatch.dashboards.snapshot import (
 from agentwatch.ingest.contract.events import PolicyCheck
 from agentwatch.ingest.sim.fleet import Fleet
 from agentwatch.ingest.sim.profiles import make_agents
-from agentwatch.ingest.sim.scenario import parse_scenario
+from agentwatch.ingest.sim.scenario_file import parse_scenario
 from agentwatch.ingest.sim.simulate import run_simulation
 from agentwatch.processors.landing.decode import RawBatch
 from agentwatch.processors.landing.dedup import DedupIndex

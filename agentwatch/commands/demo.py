@@ -39,7 +39,7 @@ from agentwatch.broker.ports import free_port
 from agentwatch.commands import demo_lifecycle
 from agentwatch.ingest.contract.control import Keyring
 from agentwatch.ingest.contract.events import DEFAULT_TOPIC
-from agentwatch.ingest.sim.scenario import load_scenario
+from agentwatch.ingest.sim.scenario_file import load_scenario
 from agentwatch.ingest.sim.simulate import SimulationSummary, run_simulation
 from agentwatch.kafka import client_options
 from agentwatch.processors.query import report
