@@ -38,6 +38,7 @@ from agentwatch.ingest.contract.control import (
     new_message_id,
 )
 from agentwatch.ingest.contract.events import AnyEvent, PolicyCheck
+from agentwatch.ingest.sdk.calls import CallInfo
 from agentwatch.ingest.sdk.control import (
     BREAKER_POLICY,
     AgentHalted,
@@ -46,7 +47,7 @@ from agentwatch.ingest.sdk.control import (
     ControlState,
 )
 from agentwatch.ingest.sdk.emitter import Emitter
-from agentwatch.ingest.sdk.tracer import CallInfo, Tracer
+from agentwatch.ingest.sdk.tracer import Tracer
 from tests.conftest import TEST_KEYRING
 from tests.test_tracer import CollectingTransport
 
