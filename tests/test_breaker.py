@@ -17,16 +17,15 @@ from agentwatch.alerts.response.breaker import (
     BreakerError,
     BreakerKey,
 )
-from agentwatch.alerts.response.confirm import (
-    UNCONFIRMED_RULE,
-    BreakerSupervisor,
+from agentwatch.alerts.response.confirm import UNCONFIRMED_RULE, ConfirmationTracker
+from agentwatch.alerts.response.control import BreakerControl
+from agentwatch.alerts.response.observations import (
     CallOutcome,
     Confirmation,
-    ConfirmationTracker,
     observe_event,
     observe_row,
 )
-from agentwatch.alerts.response.control import BreakerControl
+from agentwatch.alerts.response.supervisor import BreakerSupervisor
 from agentwatch.clock import ManualClock
 from agentwatch.ingest.contract.control import (
     Applied,
