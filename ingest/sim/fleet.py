@@ -24,9 +24,7 @@ import random
 from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
-from agentwatch.ingest.contract.events import (
-    Event,
-)
+from agentwatch.ingest.contract.events import Event
 from agentwatch.ingest.sim.parameters import Agent, Mix
 from agentwatch.ingest.sim.session import Session, Step
 

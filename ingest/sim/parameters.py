@@ -14,9 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Generic, Literal, TypeVar
 
-from agentwatch.ingest.contract.events import (
-    Severity,
-)
+from agentwatch.ingest.contract.events import Severity
 
 T = TypeVar("T")
 
