@@ -65,7 +65,7 @@ lint: install ## ruff and mypy (strict) over the installed layout, the tests and
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/agentwatch
-	@ln -s $(abspath agentwatch)/*.py $(abspath agentwatch)/commands $(TYPECHECK)/agentwatch/
+	@ln -s $(abspath agentwatch)/*.py $(abspath agentwatch)/broker $(abspath agentwatch)/commands $(TYPECHECK)/agentwatch/
 	@for d in ingest processors dashboards alerts; do ln -s $(abspath $$d) $(TYPECHECK)/agentwatch/$$d; done
 	@ln -s $(abspath tests) $(abspath bench) $(TYPECHECK)/
 	cd $(TYPECHECK) && $(abspath $(BIN))/mypy --config-file $(abspath pyproject.toml) -p agentwatch -p tests -p bench

@@ -21,7 +21,8 @@ from rich.table import Table
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.response.incident import VIOLATION_RULE, MisbehavingAgent, wait_for_chain
 from agentwatch.alerts.rules import load_rules
-from agentwatch.broker import free_port, start_broker, stop_broker
+from agentwatch.broker.launcher import start_broker, stop_broker
+from agentwatch.broker.ports import free_port
 from agentwatch.commands.demo import control_keys_file
 from agentwatch.ingest.contract.control import Keyring
 from agentwatch.ingest.contract.events import DEFAULT_TOPIC

@@ -39,8 +39,10 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from agentwatch.broker import free_port, start_broker, stop_broker
-from agentwatch.ingest.sim.scenario import Scenario, load_scenario
+from agentwatch.broker.launcher import start_broker, stop_broker
+from agentwatch.broker.ports import free_port
+from agentwatch.ingest.sim.scenario import Scenario
+from agentwatch.ingest.sim.scenario_file import load_scenario
 from agentwatch.ingest.sim.simulate import run_simulation
 from agentwatch.processors.store.lake import connect as connect_lake
 

@@ -44,8 +44,10 @@ from rich.table import Table
 from agentwatch.alerts.evaluation.evaluator import Evaluator
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.rules import load_rules
-from agentwatch.broker import free_port, start_broker, stop_broker
-from agentwatch.ingest.sim.fleet import Fleet, make_agents
+from agentwatch.broker.launcher import start_broker, stop_broker
+from agentwatch.broker.ports import free_port
+from agentwatch.ingest.sim.fleet import Fleet
+from agentwatch.ingest.sim.profiles import make_agents
 from agentwatch.ingest.sim.simulate import PRODUCER_CONFIG
 from agentwatch.kafka import client_options
 from agentwatch.processors.query.sql import query

@@ -34,7 +34,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from rich.console import Console
 
-from agentwatch.broker import free_port, start_broker, stop_broker
+from agentwatch.broker.launcher import start_broker, stop_broker
+from agentwatch.broker.ports import free_port
 from agentwatch.processors.store.lake import connect as connect_lake
 
 TOPIC = "bench-otlp-events"

@@ -31,8 +31,11 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from agentwatch.broker import free_port, kafka_java_command, start_broker, stop_broker
-from agentwatch.ingest.sim.fleet import Fleet, make_agents
+from agentwatch.broker.launcher import start_broker, stop_broker
+from agentwatch.broker.ports import free_port
+from agentwatch.broker.runtime import kafka_java_command
+from agentwatch.ingest.sim.fleet import Fleet
+from agentwatch.ingest.sim.profiles import make_agents
 from agentwatch.ingest.sim.simulate import run_simulation
 from agentwatch.processors.landing.workers import default_workers
 from agentwatch.processors.query.sql import query

@@ -1,7 +1,7 @@
 """Fixtures shared by the whole suite.
 
 - ``kafka_broker``: one real Kafka broker per test session (started with
-  ``agentwatch.broker.start_broker`` on a free port in a temporary directory).
+  ``agentwatch.broker.launcher.start_broker`` on a free port in a temporary directory).
 - ``topic``: a factory making a fresh, uniquely named topic on that broker, so tests
   sharing the broker never see each other's records.
 - ``require_tool(name)``: the rule for missing tools. Outside CI a test skips when a
@@ -25,15 +25,9 @@ from typing import Protocol
 
 import pytest
 
-from agentwatch.broker import (
-    BrokerError,
-    BrokerInfo,
-    free_port,
-    java_executable,
-    kafka_libs_dir,
-    start_broker,
-    stop_broker,
-)
+from agentwatch.broker.launcher import BrokerInfo, start_broker, stop_broker
+from agentwatch.broker.ports import free_port
+from agentwatch.broker.runtime import BrokerError, java_executable, kafka_libs_dir
 from agentwatch.ingest.contract.control import Keyring
 from agentwatch.topics import TopicSpec, ensure_topics
 

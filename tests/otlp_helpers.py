@@ -11,7 +11,8 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
-from agentwatch.broker import BrokerInfo, free_port
+from agentwatch.broker.launcher import BrokerInfo
+from agentwatch.broker.ports import free_port
 from agentwatch.processors.store.lake import connect as connect_lake
 from tests.pipeline_helpers import AGENTWATCH
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
-from agentwatch.broker import BrokerInfo
+from agentwatch.broker.launcher import BrokerInfo
 from agentwatch.processors.store.lake import connect as connect_lake
 from tests.examples import valid_lines
 

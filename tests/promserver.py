@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from agentwatch.broker import free_port
+from agentwatch.broker.ports import free_port
 
 
 class Prometheus:

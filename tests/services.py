@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from agentwatch.broker import free_port
+from agentwatch.broker.ports import free_port
 from tests.conftest import require_tool
 
 PG_USER = "agentwatch"

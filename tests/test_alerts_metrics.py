@@ -24,7 +24,7 @@ from agentwatch.alerts.response.breaker import Breaker, BreakerKey
 from agentwatch.alerts.response.control import BreakerStatus
 from agentwatch.alerts.response.respond import Response
 from agentwatch.alerts.rules import DEFAULT_RULES_DIR, load_rules
-from agentwatch.broker import free_port
+from agentwatch.broker.ports import free_port
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE
 from tests.frames import events, store_batch

@@ -19,8 +19,9 @@ from agentwatch.alerts.evaluation.backtest import backtest
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.rules import load_rules
 from agentwatch.cli import main
-from agentwatch.ingest.sim.fleet import Fleet, make_agents
-from agentwatch.ingest.sim.scenario import load_scenario
+from agentwatch.ingest.sim.fleet import Fleet
+from agentwatch.ingest.sim.profiles import make_agents
+from agentwatch.ingest.sim.scenario_file import load_scenario
 from agentwatch.processors.landing.decode import RawBatch, decode_batch
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE

@@ -17,16 +17,15 @@ from agentwatch.alerts.response.breaker import (
     BreakerError,
     BreakerKey,
 )
-from agentwatch.alerts.response.confirm import (
-    UNCONFIRMED_RULE,
-    BreakerSupervisor,
+from agentwatch.alerts.response.confirm import UNCONFIRMED_RULE, ConfirmationTracker
+from agentwatch.alerts.response.control import BreakerControl
+from agentwatch.alerts.response.observations import (
     CallOutcome,
     Confirmation,
-    ConfirmationTracker,
     observe_event,
     observe_row,
 )
-from agentwatch.alerts.response.control import BreakerControl
+from agentwatch.alerts.response.supervisor import BreakerSupervisor
 from agentwatch.clock import ManualClock
 from agentwatch.ingest.contract.control import (
     Applied,
@@ -38,6 +37,7 @@ from agentwatch.ingest.contract.control import (
     new_message_id,
 )
 from agentwatch.ingest.contract.events import AnyEvent, PolicyCheck
+from agentwatch.ingest.sdk.calls import CallInfo
 from agentwatch.ingest.sdk.control import (
     BREAKER_POLICY,
     AgentHalted,
@@ -46,7 +46,7 @@ from agentwatch.ingest.sdk.control import (
     ControlState,
 )
 from agentwatch.ingest.sdk.emitter import Emitter
-from agentwatch.ingest.sdk.tracer import CallInfo, Tracer
+from agentwatch.ingest.sdk.tracer import Tracer
 from tests.conftest import TEST_KEYRING
 from tests.test_tracer import CollectingTransport
 

@@ -15,17 +15,9 @@ from kafka.admin import KafkaAdminClient
 from kafka.consumer import KafkaConsumer
 from kafka.producer import KafkaProducer
 
-from agentwatch import broker
-from agentwatch.broker import (
-    BrokerError,
-    BrokerInfo,
-    broker_status,
-    free_port,
-    java_executable,
-    kafka_java_command,
-    start_broker,
-    stop_broker,
-)
+from agentwatch.broker.launcher import BrokerInfo, broker_status, start_broker, stop_broker
+from agentwatch.broker.ports import free_port
+from agentwatch.broker.runtime import BrokerError, java_executable, kafka_java_command
 from agentwatch.commands import broker as broker_command
 from agentwatch.settings import Settings
 from agentwatch.topics import TopicSpec, ensure_topics
@@ -172,7 +164,7 @@ def test_stop_stops_it_and_a_restart_keeps_the_data(
         assert run_cli("stop", "--data-dir", str(data_dir)) == 0
         assert "no broker running" in capsys.readouterr().out
         status = run_entry_point("broker", "status", "--data-dir", str(data_dir))
-        assert status.returncode == broker.EXIT_NOT_RUNNING, status.stderr
+        assert status.returncode == broker_command.EXIT_NOT_RUNNING, status.stderr
         assert "stopped" in status.stdout
 
         # Same storage, new client port: formatted once, so the topic is still there.

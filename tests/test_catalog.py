@@ -17,7 +17,7 @@ from agentwatch.alerts.governance.catalog import (
     load_catalog,
     parse_catalog,
 )
-from agentwatch.ingest.sim.fleet import make_agents
+from agentwatch.ingest.sim.profiles import make_agents
 
 DEMO_SEED = 7  # `agentwatch demo`'s default
 

@@ -16,10 +16,12 @@ import pytest
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.response.breaker import BreakerKey
-from agentwatch.alerts.response.confirm import BreakerSupervisor, CycleReport, EventsTopicSource
 from agentwatch.alerts.response.control import BreakerControl, read_control
+from agentwatch.alerts.response.observations import EventsTopicSource
 from agentwatch.alerts.response.runbooks import RunbookContext, load_runbooks, run_runbook
-from agentwatch.broker import BrokerInfo, free_port, start_broker, stop_broker
+from agentwatch.alerts.response.supervisor import BreakerSupervisor, CycleReport
+from agentwatch.broker.launcher import BrokerInfo, start_broker, stop_broker
+from agentwatch.broker.ports import free_port
 from agentwatch.cli import build_parser
 from agentwatch.ingest.sdk.control import AgentHalted, ControlFollower, ControlState
 from agentwatch.ingest.sdk.tracer import Tracer

@@ -41,7 +41,8 @@ from agentwatch.dashboards.build import render
 from agentwatch.ingest.contract.events import Error, Event, LlmCall, PolicyCheck, Security
 from agentwatch.ingest.otlp.mapping import Mapped
 from agentwatch.ingest.otlp.metrics import OtlpMetrics
-from agentwatch.ingest.sim.fleet import Fleet, make_agents
+from agentwatch.ingest.sim.fleet import Fleet
+from agentwatch.ingest.sim.profiles import make_agents
 from agentwatch.processors.drift.metrics import DriftCollector
 from agentwatch.processors.landing.decode import RawBatch
 from agentwatch.processors.landing.dedup import DedupIndex

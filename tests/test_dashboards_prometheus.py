@@ -37,7 +37,8 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 import agentwatch.alerts
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG
-from agentwatch.broker import BrokerInfo, free_port
+from agentwatch.broker.launcher import BrokerInfo
+from agentwatch.broker.ports import free_port
 from agentwatch.commands.demo import BUGGY_MESSAGES
 from agentwatch.dashboards.boards import DASHBOARDS
 from agentwatch.dashboards.build import render
@@ -49,8 +50,9 @@ from agentwatch.dashboards.snapshot import (
     from_prometheus,
 )
 from agentwatch.ingest.contract.events import PolicyCheck
-from agentwatch.ingest.sim.fleet import Fleet, make_agents
-from agentwatch.ingest.sim.scenario import parse_scenario
+from agentwatch.ingest.sim.fleet import Fleet
+from agentwatch.ingest.sim.profiles import make_agents
+from agentwatch.ingest.sim.scenario_file import parse_scenario
 from agentwatch.ingest.sim.simulate import run_simulation
 from agentwatch.processors.landing.decode import RawBatch
 from agentwatch.processors.landing.dedup import DedupIndex

@@ -26,7 +26,7 @@ from agentwatch.dashboards.snapshot import (
     from_duckdb,
 )
 from agentwatch.durations import parse_duration
-from agentwatch.ingest.sim.fleet import make_agents
+from agentwatch.ingest.sim.profiles import make_agents
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE
 from tests.test_dashboards import landed_fleet

@@ -8,7 +8,8 @@ import pytest
 
 from agentwatch.alerts.response.runbooks import RunbookError, parse_runbook
 from agentwatch.alerts.rules import RuleError, parse_rules
-from agentwatch.ingest.sim.scenario import ScenarioError, parse_scenario
+from agentwatch.ingest.sim.scenario import ScenarioError
+from agentwatch.ingest.sim.scenario_file import parse_scenario
 from agentwatch.processors.drift.config import config_from_mapping
 from agentwatch.settings import ConfigError
 

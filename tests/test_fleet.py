@@ -21,7 +21,9 @@ from agentwatch.ingest.contract.events import (
     SessionStart,
     ToolCall,
 )
-from agentwatch.ingest.sim.fleet import AGENT_TYPES, Agent, Fleet, LogNormal, Mix, make_agents
+from agentwatch.ingest.sim.fleet import Fleet
+from agentwatch.ingest.sim.parameters import AGENT_TYPES, Agent, LogNormal, Mix
+from agentwatch.ingest.sim.profiles import make_agents
 
 START = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC).timestamp()
 ENCODER = msgspec.json.Encoder()

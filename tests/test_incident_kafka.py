@@ -16,7 +16,7 @@ import yaml
 import agentwatch.alerts
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.response.incident import MisbehavingAgent, wait_for_chain
-from agentwatch.broker import BrokerInfo
+from agentwatch.broker.launcher import BrokerInfo
 from agentwatch.topics import TopicSpec, ensure_topics
 from tests.pipeline_helpers import AGENTWATCH, count, process_cmd, wait_for
 

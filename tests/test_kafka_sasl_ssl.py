@@ -19,8 +19,9 @@ import yaml
 import agentwatch.alerts
 from agentwatch.alerts.governance.catalog import load_catalog
 from agentwatch.alerts.response.incident import MisbehavingAgent, wait_for_chain
-from agentwatch.broker import BrokerInfo, free_port, start_broker, stop_broker
-from agentwatch.broker_tls import BrokerSecurity
+from agentwatch.broker.launcher import BrokerInfo, start_broker, stop_broker
+from agentwatch.broker.ports import free_port
+from agentwatch.broker.tls import BrokerSecurity
 from agentwatch.kafka import KafkaSecurity, Secret, client_options
 from agentwatch.topics import TopicSpec, ensure_topics
 from tests.conftest import require_tool

@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from agentwatch.broker import BrokerInfo
+from agentwatch.broker.launcher import BrokerInfo
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.processors.store.location import DATA_PATH_ENV

@@ -18,7 +18,7 @@ import pytest
 
 from agentwatch.alerts.response.control import read_control
 from agentwatch.alerts.rules import DEFAULT_RULES_DIR
-from agentwatch.broker import BrokerInfo
+from agentwatch.broker.launcher import BrokerInfo
 from agentwatch.topics import TopicSpec, ensure_topics
 from tests.conftest import TEST_KEYRING
 from tests.lifecycle_helpers import eval_file, write_catalog

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agentwatch.broker import BrokerInfo, free_port
+from agentwatch.broker.launcher import BrokerInfo
+from agentwatch.broker.ports import free_port
 from agentwatch.ingest.sim.simulate import SimulationSummary, run_simulation
 from tests.conftest import require_tool
 from tests.pipeline_helpers import count, process_cmd, wait_for

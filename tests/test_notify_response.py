@@ -30,7 +30,7 @@ from agentwatch.alerts.notify.workers import ThreadedWorkers, Workers
 from agentwatch.alerts.response.control import BreakerControl
 from agentwatch.alerts.response.respond import Response, owner_notifier
 from agentwatch.alerts.response.runbooks import RunbookContext, load_runbooks, parse_runbook
-from agentwatch.broker import free_port
+from agentwatch.broker.ports import free_port
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE
 from tests.test_runbooks import FakeTopic

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from agentwatch.broker import BrokerInfo, free_port
+from agentwatch.broker.launcher import BrokerInfo
+from agentwatch.broker.ports import free_port
 from agentwatch.processors.store.location import CATALOG_FILE
 from tests.conftest import TopicFactory, require_tool
 from tests.otlp_helpers import otlp_receiver, rows, wait_for_port, wait_for_records

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from agentwatch.broker import BrokerInfo
+from agentwatch.broker.launcher import BrokerInfo
 from agentwatch.processors.store.location import CATALOG_FILE
 from agentwatch.topics import TopicSpec, ensure_topics
 from tests.fake_llm import fake_llm

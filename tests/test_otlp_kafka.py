@@ -12,7 +12,8 @@ import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from agentwatch.broker import BrokerInfo, free_port
+from agentwatch.broker.launcher import BrokerInfo
+from agentwatch.broker.ports import free_port
 from agentwatch.processors.store.lake import connect as connect_lake
 from tests.conftest import TopicFactory
 from tests.pipeline_helpers import AGENTWATCH, produce, run_to_idle

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentwatch.ingest.sim.fleet import PROFILES, Fleet, make_agents
+from agentwatch.ingest.sim.fleet import Fleet
+from agentwatch.ingest.sim.profiles import PROFILES, make_agents
 from agentwatch.processors.landing.decode import decode_batch
 from agentwatch.processors.landing.pricing import (
     PriceRow,

@@ -16,7 +16,8 @@ import polars as pl
 import pytest
 from kafka.errors import KafkaConnectionError, SaslAuthenticationFailedError
 
-from agentwatch.broker import BrokerInfo, broker_status, free_port, start_broker, stop_broker
+from agentwatch.broker.launcher import BrokerInfo, broker_status, start_broker, stop_broker
+from agentwatch.broker.ports import free_port
 from agentwatch.cli import build_parser, main
 from agentwatch.logs import RateLimitFilter
 from agentwatch.processors.landing.config import ProcessorConfig

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer
 
-from agentwatch.broker import BrokerInfo
+from agentwatch.broker.launcher import BrokerInfo
 from agentwatch.processors.store.lake import connect as connect_lake
 from tests.conftest import TopicFactory
 from tests.examples import invalid_examples

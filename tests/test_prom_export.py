@@ -27,7 +27,7 @@ from agentwatch.alerts.alertmanager.receive import ReceiveServer
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog, parse_catalog
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.rules import Rule, load_rules, parse_rules, render
-from agentwatch.broker import free_port
+from agentwatch.broker.ports import free_port
 from agentwatch.cli import main
 from agentwatch.processors.metrics.exporter import FleetCollector, batch_deltas
 from tests.conftest import require_tool

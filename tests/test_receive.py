@@ -22,7 +22,7 @@ from agentwatch.alerts.alertmanager.access import WebhookAuth
 from agentwatch.alerts.alertmanager.receive import ReceiveServer, TransitionFilter, parse_webhook
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.notify.receivers import Notification, webhook_payload
-from agentwatch.broker import free_port
+from agentwatch.broker.ports import free_port
 from tests.conftest import require_tool
 
 TOKEN = "receiver-token-" + "7" * 32

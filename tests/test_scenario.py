@@ -26,17 +26,11 @@ from agentwatch.ingest.contract.events import (
     SessionStart,
     ToolCall,
 )
-from agentwatch.ingest.sim.fleet import Fleet, make_agents
-from agentwatch.ingest.sim.scenario import (
-    LatencyShift,
-    Scenario,
-    ScenarioError,
-    When,
-    load_scenario,
-    parse_scenario,
-    parse_start,
-    parse_when,
-)
+from agentwatch.ingest.sim.changes import LatencyShift
+from agentwatch.ingest.sim.fleet import Fleet
+from agentwatch.ingest.sim.profiles import make_agents
+from agentwatch.ingest.sim.scenario import Scenario, ScenarioError, When, parse_start, parse_when
+from agentwatch.ingest.sim.scenario_file import load_scenario, parse_scenario
 from agentwatch.settings import load_settings
 from bench.drift import alarms, binomial_upper, changed_agents, detection
 

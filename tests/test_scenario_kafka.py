@@ -12,9 +12,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from agentwatch.broker import BrokerInfo
+from agentwatch.broker.launcher import BrokerInfo
 from agentwatch.cli import main
-from agentwatch.ingest.sim.scenario import load_scenario
+from agentwatch.ingest.sim.scenario_file import load_scenario
 from agentwatch.processors.drift import backfill, load_config
 from agentwatch.processors.store.lake import connect as connect_lake
 from tests.pipeline_helpers import run_to_idle

@@ -15,7 +15,8 @@ import msgspec
 import pytest
 from kafka import KafkaConsumer
 
-from agentwatch.broker import BrokerInfo, free_port, start_broker, stop_broker
+from agentwatch.broker.launcher import BrokerInfo, start_broker, stop_broker
+from agentwatch.broker.ports import free_port
 from agentwatch.ingest.contract.events import AnyEvent
 from agentwatch.ingest.sdk.emitter import DROP_BUFFER_FULL
 from agentwatch.ingest.sdk.tracer import Tracer

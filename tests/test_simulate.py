@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from agentwatch.broker import BrokerInfo
+from agentwatch.broker.launcher import BrokerInfo
 from agentwatch.cli import main
 from agentwatch.ingest.contract.events import AnyEvent, SessionEnd, SessionStart
 from agentwatch.ingest.sim.simulate import SimulationSummary, run_simulation
@@ -146,7 +146,7 @@ def test_cli_creates_the_topic_and_prints_a_summary(
 
 
 def test_cli_fails_cleanly_without_a_broker(capsys: pytest.CaptureFixture[str]) -> None:
-    from agentwatch.broker import free_port
+    from agentwatch.broker.ports import free_port
 
     code = main(
         [

@@ -12,8 +12,9 @@ import msgspec
 import pytest
 
 from agentwatch.ingest.contract.events import AnyEvent, LlmCall, SessionEnd, ToolCall
+from agentwatch.ingest.sdk.calls import CallInfo
 from agentwatch.ingest.sdk.emitter import Emitter, Record
-from agentwatch.ingest.sdk.tracer import CallInfo, Tracer
+from agentwatch.ingest.sdk.tracer import Tracer
 
 DECODER = msgspec.json.Decoder(AnyEvent)
 T0 = dt.datetime(2025, 3, 4, 5, 6, 7, 890_123, tzinfo=dt.UTC)

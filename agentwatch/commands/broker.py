@@ -6,17 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from agentwatch.broker import (
-    EXIT_NOT_RUNNING,
-    HOST,
-    BrokerError,
-    broker_status,
-    start_broker,
-    stop_broker,
-)
-from agentwatch.broker_tls import SECURITY_MODES, BrokerSecurity
+from agentwatch.broker.launcher import broker_status, start_broker, stop_broker
+from agentwatch.broker.ports import HOST
+from agentwatch.broker.runtime import BrokerError
+from agentwatch.broker.tls import SECURITY_MODES, BrokerSecurity
 from agentwatch.durations import format_duration
 from agentwatch.settings import Settings
+
+EXIT_NOT_RUNNING = 3
 
 
 def register(parser: argparse.ArgumentParser, settings: Settings) -> None:

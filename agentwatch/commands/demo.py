@@ -34,11 +34,12 @@ from rich.table import Table
 
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.response.incident import ChainStep, MisbehavingAgent, wait_for_chain
-from agentwatch.broker import broker_status, free_port, start_broker, stop_broker
+from agentwatch.broker.launcher import broker_status, start_broker, stop_broker
+from agentwatch.broker.ports import free_port
 from agentwatch.commands import demo_lifecycle
 from agentwatch.ingest.contract.control import Keyring
 from agentwatch.ingest.contract.events import DEFAULT_TOPIC
-from agentwatch.ingest.sim.scenario import load_scenario
+from agentwatch.ingest.sim.scenario_file import load_scenario
 from agentwatch.ingest.sim.simulate import SimulationSummary, run_simulation
 from agentwatch.kafka import client_options
 from agentwatch.processors.query import report

@@ -32,7 +32,7 @@ from agentwatch.alerts.notify.silences import SilenceStore
 from agentwatch.alerts.response.control import BreakerControl
 from agentwatch.alerts.rules import Window, metrics
 from agentwatch.ingest.contract.control import Keyring
-from agentwatch.ingest.sim.fleet import make_agents
+from agentwatch.ingest.sim.profiles import make_agents
 from agentwatch.processors.store.lake import connect as connect_lake
 
 ACTOR = "demo"

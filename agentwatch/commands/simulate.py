@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from agentwatch.commands.options import add_bootstrap_option
-from agentwatch.ingest.sim.scenario import Scenario, ScenarioError, load_scenario, parse_start
+from agentwatch.ingest.sim.scenario import Scenario, ScenarioError, parse_start
+from agentwatch.ingest.sim.scenario_file import load_scenario
 from agentwatch.ingest.sim.simulate import (
     print_summary,
     run_simulation,

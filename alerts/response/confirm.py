@@ -12,253 +12,30 @@ Half-open breakers are settled from the same events: the SDK marks the call it l
 through as a probe (outcome ``pass``, ``attributes.probe`` true), and the next call
 event of that kind in that session says whether the probe went well.
 
-Observations come from the events topic directly (fast, no processor needed) or from
-the ``events`` view of the DuckDB catalog, opened read-only.
+This module is the bookkeeping, pure and clock-driven; what the events say is read by
+:mod:`agentwatch.alerts.response.observations`, and the loop that runs both with the
+breakers' cooldowns is :mod:`agentwatch.alerts.response.supervisor`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Final, Literal, Protocol
-
-import msgspec
+from typing import Any, Final, Literal
 
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.response.breaker import BreakerKey
-from agentwatch.alerts.response.control import BreakerControl, Transition
-from agentwatch.alerts.response.runbooks import action_row, record_actions
+from agentwatch.alerts.response.observations import Confirmation, Observation
+from agentwatch.alerts.response.runbooks import action_row
 from agentwatch.clock import Clock
 from agentwatch.ingest.contract.control import ControlMessage
-from agentwatch.ingest.contract.events import (
-    DEFAULT_TOPIC,
-    AnyEvent,
-    Event,
-    LlmCall,
-    PolicyCheck,
-    ToolCall,
-)
-from agentwatch.ingest.sdk.control import BREAKER_POLICY
-from agentwatch.kafka import client_options
-from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.lake import connect as connect_lake
-
-log = logging.getLogger(__name__)
 
 UNCONFIRMED_RULE: Final = "BreakerUnconfirmed"
 DEFAULT_CONFIRM_TIMEOUT_S: Final = 30.0
 CONFIRM_ACTOR: Final = "system:confirm"
 
 ConfirmStatus = Literal["pending", "confirmed", "unconfirmed", "superseded"]
-
-
-@dataclass(frozen=True)
-class Confirmation:
-    """The SDK's report that it halted a call (or let a probe through) under a message."""
-
-    control_id: str
-    breaker_key: str
-    agent_id: str
-    session_id: str
-    ts: dt.datetime
-    probe: bool
-    call_kind: str | None
-    call_name: str | None
-
-
-@dataclass(frozen=True)
-class CallOutcome:
-    """An llm or tool call the agent made, and whether it went well."""
-
-    agent_id: str
-    session_id: str
-    kind: str
-    name: str
-    ts: dt.datetime
-    ok: bool
-
-
-Observation = Confirmation | CallOutcome
-
-
-def _confirmation(
-    agent_id: str, session_id: str, ts: dt.datetime, outcome: str, attributes: Mapping[str, Any]
-) -> Confirmation | None:
-    control_id = attributes.get("control_id")
-    if not isinstance(control_id, str):
-        return None
-    probe = bool(attributes.get("probe")) and outcome == "pass"
-    if outcome != "blocked" and not probe:
-        return None
-    kind, name = attributes.get("call_kind"), attributes.get("call_name")
-    return Confirmation(
-        control_id=control_id,
-        breaker_key=str(attributes.get("breaker_key", agent_id)),
-        agent_id=agent_id,
-        session_id=session_id,
-        ts=ts,
-        probe=probe,
-        call_kind=kind if isinstance(kind, str) else None,
-        call_name=name if isinstance(name, str) else None,
-    )
-
-
-def observe_event(event: Event) -> Observation | None:
-    """What a decoded contract event tells about breakers, if anything."""
-    if isinstance(event, PolicyCheck) and event.policy_id == BREAKER_POLICY:
-        return _confirmation(
-            event.agent_id, event.session_id, event.ts, event.outcome, event.attributes or {}
-        )
-    if isinstance(event, ToolCall | LlmCall):
-        name = event.tool_name if isinstance(event, ToolCall) else event.model
-        kind = "tool_call" if isinstance(event, ToolCall) else "llm_call"
-        ok = event.status != "error" and event.error_type is None
-        return CallOutcome(event.agent_id, event.session_id, kind, name, event.ts, ok)
-    return None
-
-
-def observe_row(row: Mapping[str, Any]) -> Observation | None:
-    """The same from a row of the ``events`` view (attributes as JSON text)."""
-    kind = row.get("kind")
-    ts = row["ts"]
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=dt.UTC)
-    if kind == "policy_check" and row.get("policy_id") == BREAKER_POLICY:
-        try:
-            attributes = json.loads(row.get("attributes") or "{}")
-        except ValueError:
-            return None
-        if not isinstance(attributes, dict):
-            return None
-        return _confirmation(
-            row["agent_id"], row["session_id"], ts, str(row.get("outcome")), attributes
-        )
-    if kind in ("tool_call", "llm_call"):
-        name = row.get("tool_name") if kind == "tool_call" else row.get("model")
-        ok = row.get("status") != "error" and row.get("error_type") is None
-        return CallOutcome(row["agent_id"], row["session_id"], kind, str(name), ts, ok)
-    return None
-
-
-class ObservationSource(Protocol):
-    def poll(self, since: dt.datetime) -> list[Observation]:
-        """Observations at or after ``since`` not returned before, in event-time order."""
-        ...
-
-
-_EVENT_DECODER: Final = msgspec.json.Decoder(AnyEvent)
-
-
-class EventsTopicSource:
-    """Reads observations straight from the events topic (no processor needed).
-
-    The first poll starts at the offsets of ``since``; later polls continue from there.
-    """
-
-    def __init__(
-        self,
-        bootstrap: str | Sequence[str],
-        topic: str = DEFAULT_TOPIC,
-        *,
-        agents: Iterable[str] | None = None,
-        poll_timeout_s: float = 0.5,
-    ) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self.agents = None if agents is None else frozenset(agents)
-        self._poll_ms = int(poll_timeout_s * 1000)
-        self._consumer: Any = None
-
-    def _start(self, since: dt.datetime) -> Any:
-        from kafka import KafkaConsumer, TopicPartition
-
-        consumer = KafkaConsumer(
-            **client_options(self.bootstrap),
-            group_id=None,
-            enable_auto_commit=False,
-            client_id="agentwatch-confirm",
-        )
-        partitions = consumer.partitions_for_topic(self.topic) or set()
-        assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
-        stamp = int(since.timestamp() * 1000)
-        offsets = consumer.offsets_for_times(dict.fromkeys(assigned, stamp)) if assigned else {}
-        ends = consumer.end_offsets(assigned) if assigned else {}
-        for tp in assigned:
-            found = offsets.get(tp)
-            consumer.seek(tp, found.offset if found is not None else ends[tp])
-        self._consumer = consumer
-        return consumer
-
-    def poll(self, since: dt.datetime) -> list[Observation]:
-        consumer = self._consumer or self._start(since)
-        found: list[Observation] = []
-        for records in consumer.poll(timeout_ms=self._poll_ms).values():
-            for record in records:
-                try:
-                    event = _EVENT_DECODER.decode(record.value)
-                except (msgspec.DecodeError, TypeError):
-                    continue
-                if self.agents is not None and event.agent_id not in self.agents:
-                    continue
-                observation = observe_event(event)
-                if observation is not None and observation.ts >= since:
-                    found.append(observation)
-        return sorted(found, key=lambda o: o.ts)
-
-    def close(self) -> None:
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            consumer.close()
-
-
-class CatalogSource:
-    """Reads observations from the ``events`` view of the DuckDB catalog, read-only."""
-
-    def __init__(self, db: Path) -> None:
-        self.db = db
-        self._seen: set[tuple[str, str]] = set()  # (event_id, kind) already returned
-        self._floor: dt.datetime | None = None
-
-    def poll(self, since: dt.datetime) -> list[Observation]:
-        import duckdb
-
-        if not self.db.exists():
-            return []
-        start = since if self._floor is None else max(since, self._floor)
-        con = connect_lake(self.db)
-        try:
-            cursor = con.execute(
-                "SELECT event_id, ts, kind, agent_id, session_id, policy_id, outcome, status, "
-                "error_type, tool_name, model, attributes FROM events WHERE ts >= ? AND ("
-                "kind IN ('tool_call', 'llm_call') OR (kind = 'policy_check' AND policy_id = ?)"
-                ") ORDER BY ts",
-                [start, BREAKER_POLICY],
-            )
-            columns = [d[0] for d in cursor.description or []]
-            rows = [dict(zip(columns, r, strict=True)) for r in cursor.fetchall()]
-        except duckdb.Error as exc:
-            log.warning("cannot read confirmations from the catalog", extra={"error": str(exc)})
-            return []
-        finally:
-            con.close()
-        found: list[Observation] = []
-        for row in rows:
-            ident = (str(row["event_id"]), str(row["kind"]))
-            if ident in self._seen:
-                continue
-            self._seen.add(ident)
-            observation = observe_row(row)
-            if observation is not None:
-                found.append(observation)
-        if found:
-            # Re-read a little overlap next time: rows of the same millisecond may land later.
-            self._floor = found[-1].ts - dt.timedelta(seconds=60)
-        return found
 
 
 @dataclass
@@ -477,79 +254,3 @@ class ConfirmationTracker:
             result=result,
             detail=detail,
         )
-
-
-@dataclass(frozen=True)
-class CycleReport:
-    """What one supervision cycle did."""
-
-    transitions: list[Transition]
-    verdicts: list[ProbeVerdict]
-    alerts: list[Alert]
-    actions: list[dict[str, Any]]
-
-
-class BreakerSupervisor:
-    """One loop for the control side: cooldowns, probes, confirmations and escalation.
-
-    Call :meth:`cycle` periodically (the evaluator's tick). It learns every breaker
-    message from the topic itself, so breakers opened by runbooks, by people or by
-    another process are all tracked alike. Alerts go to the notifier; audit rows go to
-    the ``actions`` table when a store is given.
-    """
-
-    def __init__(
-        self,
-        control: BreakerControl,
-        source: ObservationSource,
-        *,
-        timeout_s: float = DEFAULT_CONFIRM_TIMEOUT_S,
-        store: LakeStore | None = None,
-        lookback_s: float = 3600.0,
-        clock: Clock | None = None,
-    ) -> None:
-        self.control = control
-        self.source = source
-        self.store = store
-        self.clock: Clock = clock or control.clock
-        self.tracker = ConfirmationTracker(self.clock, timeout_s)
-        self._since = self.clock() - dt.timedelta(seconds=lookback_s)
-
-    def cycle(self) -> CycleReport:
-        transitions = self.control.tick()
-        self._learn()
-        verdicts = self.tracker.observe(self.source.poll(self._since))
-        for verdict in verdicts:
-            detail = (
-                f"probe {'succeeded' if verdict.ok else 'failed'} in session {verdict.session_id}"
-            )
-            transitions.append(self.control.probe_result(verdict.key, ok=verdict.ok, detail=detail))
-        self._learn()
-        alerts = self.tracker.check()
-        actions = self.tracker.actions()
-        if self.store is not None and actions:
-            record_actions(self.store, actions)
-        return CycleReport(transitions, verdicts, alerts, actions)
-
-    def _learn(self) -> None:
-        for status in self.control.status():
-            applied = status.applied
-            if applied is not None and not self.tracker.known(applied.message.id):
-                self.tracker.expect(applied.message)
-
-
-__all__ = [
-    "UNCONFIRMED_RULE",
-    "BreakerSupervisor",
-    "CallOutcome",
-    "CatalogSource",
-    "Confirmation",
-    "ConfirmationTracker",
-    "CycleReport",
-    "EventsTopicSource",
-    "Expectation",
-    "ObservationSource",
-    "ProbeVerdict",
-    "observe_event",
-    "observe_row",
-]

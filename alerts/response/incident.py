@@ -25,7 +25,8 @@ from agentwatch.alerts.governance.catalog import AgentEntry
 from agentwatch.clock import utc_now
 from agentwatch.ingest.contract.control import CONTROL_TOPIC, Keyring
 from agentwatch.ingest.sdk.control import AgentHalted, ControlFollower
-from agentwatch.ingest.sdk.tracer import Session, Tracer
+from agentwatch.ingest.sdk.session import Session
+from agentwatch.ingest.sdk.tracer import Tracer
 from agentwatch.kafka import KafkaSecurity
 from agentwatch.processors.store.definitions import FAILED_CHECK
 from agentwatch.processors.store.lake import StoreMissing

@@ -29,8 +29,8 @@ from agentwatch.alerts.model import Alert
 from agentwatch.alerts.notify.notifier import Notifier, catalog_contacts, evaluation_sink
 from agentwatch.alerts.notify.workers import ThreadedWorkers
 from agentwatch.alerts.response.breaker import Breaker
-from agentwatch.alerts.response.confirm import BreakerSupervisor, CatalogSource
 from agentwatch.alerts.response.control import BreakerControl, retired_agents
+from agentwatch.alerts.response.observations import CatalogSource
 from agentwatch.alerts.response.runbooks import (
     Runbook,
     RunbookContext,
@@ -40,6 +40,7 @@ from agentwatch.alerts.response.runbooks import (
     opens_breaker,
     run_runbook,
 )
+from agentwatch.alerts.response.supervisor import BreakerSupervisor
 from agentwatch.alerts.rules import Rule
 from agentwatch.clock import Clock, utc_now
 from agentwatch.ingest.contract.control import Keyring

@@ -43,7 +43,8 @@ from agentwatch.ingest.sdk.emitter import RateLimiter
 from agentwatch.kafka import KafkaSecurity, client_options
 
 if TYPE_CHECKING:
-    from agentwatch.ingest.sdk.tracer import CallInfo, Tracer
+    from agentwatch.ingest.sdk.calls import CallInfo
+    from agentwatch.ingest.sdk.tracer import Tracer
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,9 @@ from typing import Any, Final
 import msgspec
 
 from agentwatch.ingest.contract.events import DEFAULT_TOPIC, EVENT_TYPES, Event, SessionEnd
-from agentwatch.ingest.sim.fleet import Fleet, make_agents
-from agentwatch.ingest.sim.scenario import (
-    Scenario,
-    Scheduled,
-)
+from agentwatch.ingest.sim.fleet import Fleet
+from agentwatch.ingest.sim.profiles import make_agents
+from agentwatch.ingest.sim.scenario import Scenario, Scheduled
 from agentwatch.kafka import client_options
 from agentwatch.settings import DEFAULTS
 from agentwatch.topics import TopicSpec, ensure_topics

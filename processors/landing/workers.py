@@ -36,7 +36,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from agentwatch.broker import free_port
+from agentwatch.broker.ports import free_port
 from agentwatch.logs import setup_logging
 from agentwatch.processors.landing.config import ProcessorConfig
 from agentwatch.processors.landing.faults import EXIT_KAFKA, EXIT_STORAGE, ProcessorFault

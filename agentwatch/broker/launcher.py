@@ -1,70 +1,54 @@
-"""A real single-node Apache Kafka 4.x broker (KRaft) that the project starts by itself.
+"""Start, stop and inspect a real single-node Apache Kafka 4.x broker (KRaft).
 
-The official jars come from Maven Central (``make install`` copies them to ``.kafka/libs``)
-or from an Apache Kafka installation named by ``$KAFKA_HOME``. Everything a broker owns
-lives in one data directory: ``server.properties``, the KRaft/partition logs, ``broker.log``
-(the JVM's stdout and stderr) and ``broker.json`` (pid and ports), so ``stop`` and
-``status`` need nothing but that directory.
+Everything a broker owns lives in one data directory: ``server.properties``, the
+KRaft/partition logs, ``broker.log`` (the JVM's stdout and stderr) and ``broker.json``
+(pid and ports), so ``stop`` and ``status`` need nothing but that directory.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
-import functools
 import json
 import logging
 import os
-import re
-import shutil
 import signal
-import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentwatch.broker_tls import PLAINTEXT, SECURITY_MODES, BrokerSecurity, TlsSetupError
+from agentwatch.broker.config import (
+    DEFAULT_PARTITIONS,
+    LOG4J2,
+    LOG4J_FILE,
+    PROPERTIES_FILE,
+    format_storage,
+    pick_controller_port,
+    prepare_security,
+    server_properties,
+)
+from agentwatch.broker.ports import HOST, port_bindable, port_open
+from agentwatch.broker.runtime import DEFAULT_HEAP, BrokerError, kafka_java_command
+from agentwatch.broker.tls import PLAINTEXT, BrokerSecurity
 from agentwatch.kafka import KafkaSecurity, client_options
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 9092
-DEFAULT_DATA_DIR = ".kafka/broker"
-DEFAULT_HEAP = "512m"
 DEFAULT_START_TIMEOUT = 60.0
 DEFAULT_STOP_TIMEOUT = 30.0
-DEFAULT_PARTITIONS = 3
-MIN_JAVA = 17
-HOST = "127.0.0.1"
-EXIT_NOT_RUNNING = 3
 
 INFO_FILE = "broker.json"
 LOG_FILE = "broker.log"
-PROPERTIES_FILE = "server.properties"
-LOG4J_FILE = "log4j2.properties"
 LOCK_FILE = ".broker.lock"
-KAFKA_LOGS = "kafka-logs"
-
 KAFKA_MAIN = "kafka.Kafka"
-STORAGE_TOOL = "kafka.tools.StorageTool"
 
-# The repository's `.kafka/libs`: the package is installed editable, so it sits beside it.
-REPO_KAFKA_LIBS = Path(__file__).resolve().parent.parent / ".kafka" / "libs"
-
-_HEAP_RE = re.compile(r"^\d+[kKmMgG]?$")
 
 # Brokers started by this process, kept so they are reaped (not left as zombies that
 # still answer kill(pid, 0)) and so Popen does not warn about a still-running child.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
-
-
-class BrokerError(RuntimeError):
-    """Kafka could not be located, started or stopped; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -116,114 +100,6 @@ class BrokerInfo:
             started_at=float(doc["started_at"]),
             security_protocol=str(doc.get("security_protocol", PLAINTEXT)),
         )
-
-
-# --------------------------------------------------------------------------- locating
-
-
-def kafka_libs_dir() -> Path:
-    """The directory of Kafka jars: $AGENTWATCH_KAFKA_LIBS, $KAFKA_HOME/libs or .kafka/libs.
-
-    An explicit setting never falls back to another location, so a wrong KAFKA_HOME is
-    reported instead of silently running different jars.
-    """
-    explicit = os.environ.get("AGENTWATCH_KAFKA_LIBS")
-    home = os.environ.get("KAFKA_HOME")
-    if explicit:
-        libs, source = Path(explicit), "AGENTWATCH_KAFKA_LIBS"
-    elif home:
-        libs, source = Path(home) / "libs", "KAFKA_HOME"
-    else:
-        libs, source = REPO_KAFKA_LIBS, "the repository (fetched by `make install`)"
-    if not any(libs.glob("kafka_2.*.jar")):
-        raise BrokerError(
-            f"no Kafka broker jars (kafka_2.13-*.jar) in {libs}, from {source}. "
-            "Run `make install` to fetch Apache Kafka from Maven Central, or set KAFKA_HOME "
-            "to an Apache Kafka 4.x installation."
-        )
-    return libs
-
-
-def java_executable() -> str:
-    """Path of a Java 17+ ``java``: $JAVA_HOME/bin/java if present, else the one on PATH."""
-    java_home = os.environ.get("JAVA_HOME")
-    candidate = Path(java_home) / "bin" / "java" if java_home else None
-    java = str(candidate) if candidate and candidate.is_file() else shutil.which("java")
-    if java is None:
-        raise BrokerError(
-            f"java not found: the Kafka broker needs Java {MIN_JAVA}+ "
-            "(Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless; or set JAVA_HOME)."
-        )
-    major = _java_major_version(java)
-    if major < MIN_JAVA:
-        raise BrokerError(
-            f"{java} is Java {major}; the Kafka broker needs Java {MIN_JAVA}+ "
-            "(Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless; or set JAVA_HOME)."
-        )
-    return java
-
-
-@functools.cache
-def _java_major_version(java: str) -> int:
-    try:
-        out = subprocess.run(
-            [java, "-XshowSettings:properties", "-version"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BrokerError(f"could not run {java}: {exc}") from None
-    match = re.search(r"java\.specification\.version = (\S+)", out.stderr + out.stdout)
-    if match is None:
-        raise BrokerError(f"could not tell the Java version of {java}: {out.stderr.strip()}")
-    parts = match.group(1).split(".")
-    return int(parts[1] if parts[0] == "1" else parts[0])  # "1.8" is Java 8
-
-
-def kafka_java_command(main_class: str, args: list[str], heap: str = DEFAULT_HEAP) -> list[str]:
-    """The argv running any class from the Kafka jars, e.g. a tool like ConsumerPerformance."""
-    if not _HEAP_RE.match(heap):
-        raise BrokerError(f"heap size {heap!r} is not a JVM size like 512m or 1g")
-    libs = kafka_libs_dir()  # first: a missing install is the likelier, more useful message
-    return [
-        java_executable(),
-        f"-Xmx{heap}",
-        "-XX:+UseG1GC",
-        "-XX:MaxGCPauseMillis=20",
-        "-XX:+ExitOnOutOfMemoryError",
-        "-Djava.awt.headless=true",
-        "-cp",
-        f"{libs}/*",
-        main_class,
-        *args,
-    ]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_open(port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _port_bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
 
 
 # --------------------------------------------------------------------------- processes
@@ -300,114 +176,6 @@ def _tail(path: Path, lines: int = 25) -> str:
     return tail
 
 
-# --------------------------------------------------------------------------- config
-
-
-def _server_properties(
-    data_dir: Path,
-    port: int,
-    controller_port: int,
-    partitions: int,
-    secure: BrokerSecurity | None = None,
-) -> str:
-    # Static quorum voters (rather than a dynamic quorum) keep the controller port free to
-    # change between restarts of the same data directory.
-    settings = {
-        "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{HOST}:{controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
-        "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-        "log.dirs": str(data_dir / KAFKA_LOGS),
-        "num.partitions": str(partitions),
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
-        "offsets.topic.replication.factor": "1",
-        "offsets.topic.num.partitions": "10",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
-        "group.initial.rebalance.delay.ms": "0",
-        "auto.create.topics.enable": "false",
-        "delete.topic.enable": "true",
-    }
-    if secure is not None:
-        settings.update(secure.server_properties(HOST, port, controller_port))
-    body = "\n".join(f"{key}={value}" for key, value in settings.items())
-    return f"# Written by `agentwatch broker start`; rewritten on every start.\n{body}\n"
-
-
-_LOG4J2 = """\
-# Written by `agentwatch broker start`: broker logs go to stdout, i.e. broker.log.
-status = warn
-appender.out.type = Console
-appender.out.name = out
-appender.out.layout.type = PatternLayout
-appender.out.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = info
-rootLogger.appenderRef.out.ref = out
-logger.request.name = kafka.request.logger
-logger.request.level = warn
-logger.config.name = org.apache.kafka.common.config.AbstractConfig
-logger.config.level = warn
-"""
-
-
-def _previous_controller_port(props: Path, port: int) -> int | None:
-    try:
-        text = props.read_text()
-    except OSError:
-        return None
-    match = re.search(r"^controller\.quorum\.voters=1@[^:]+:(\d+)$", text, re.MULTILINE)
-    if match is None:
-        return None
-    previous = int(match.group(1))
-    return previous if previous != port and _port_bindable(previous) else None
-
-
-def _pick_controller_port(data_dir: Path, port: int) -> int:
-    previous = _previous_controller_port(data_dir / PROPERTIES_FILE, port)
-    if previous is not None:
-        return previous
-    while True:
-        candidate = free_port()
-        if candidate != port:
-            return candidate
-
-
-def _cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding nor leading '-'."""
-    while True:
-        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        if not text.startswith("-"):
-            return text
-
-
-def _format_storage(
-    data_dir: Path, props: Path, heap: str, secure: BrokerSecurity | None = None
-) -> None:
-    if (data_dir / KAFKA_LOGS / "meta.properties").exists():
-        return
-    args = ["format", "-t", _cluster_id(), "-c", str(props)]
-    cmd = kafka_java_command(
-        STORAGE_TOOL, args + (secure.format_arguments() if secure else []), heap
-    )
-    log.info("formatting Kafka storage", extra={"data_dir": str(data_dir)})
-    try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-    except subprocess.TimeoutExpired:
-        raise BrokerError("formatting the Kafka storage took over 120 s") from None
-    if result.returncode != 0:
-        raise BrokerError(
-            f"formatting the Kafka storage in {data_dir} failed (exit {result.returncode}):\n"
-            f"{(result.stdout + result.stderr).strip()}"
-        )
-
-
 # --------------------------------------------------------------------------- API
 
 
@@ -474,7 +242,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], info: BrokerInfo, timeout: float)
                 f"the Kafka broker did not accept requests on {info.bootstrap} within "
                 f"{timeout:g} s; last lines of {info.log_file}:\n{_tail(info.log_file)}"
             )
-        ready = _port_open(info.port) and _accepts_requests(
+        ready = port_open(info.port) and _accepts_requests(
             info.bootstrap, min(remaining, 5.0), info.client_security
         )
         if ready:
@@ -516,15 +284,15 @@ def start_broker(
             return running
         (data_dir / INFO_FILE).unlink(missing_ok=True)  # stale: its process is gone
 
-        if not _port_bindable(port):
+        if not port_bindable(port):
             raise BrokerError(f"port {port} on {HOST} is already in use; pick another --port")
-        controller_port = _pick_controller_port(data_dir, port)
-        secure = _prepare_security(data_dir, security)
+        controller_port = pick_controller_port(data_dir, port)
+        secure = prepare_security(data_dir, security)
         props = data_dir / PROPERTIES_FILE
-        props.write_text(_server_properties(data_dir, port, controller_port, partitions, secure))
+        props.write_text(server_properties(data_dir, port, controller_port, partitions, secure))
         props.chmod(0o600)  # a secure broker's file holds its SASL password
-        (data_dir / LOG4J_FILE).write_text(_LOG4J2)
-        _format_storage(data_dir, props, heap, secure)
+        (data_dir / LOG4J_FILE).write_text(LOG4J2)
+        format_storage(data_dir, props, heap, secure)
 
         log_file = data_dir / LOG_FILE
         if log_file.exists():
@@ -561,27 +329,6 @@ def start_broker(
         extra={**_log_fields(info), "seconds": round(time.time() - info.started_at, 2)},
     )
     return info
-
-
-def _prepare_security(data_dir: Path, security: str) -> BrokerSecurity | None:
-    if security not in SECURITY_MODES:
-        raise BrokerError(
-            f"--security must be one of {', '.join(SECURITY_MODES)}, got {security!r}"
-        )
-    if security == PLAINTEXT.lower():
-        return None
-    secure = BrokerSecurity(data_dir)
-    formatted = (data_dir / KAFKA_LOGS / "meta.properties").exists()
-    if formatted and not secure.password_file.is_file():
-        raise BrokerError(
-            f"{data_dir} was formatted without SCRAM users, so it cannot serve SASL_SSL; "
-            "use a new --data-dir"
-        )
-    try:
-        secure.make()
-    except (TlsSetupError, OSError) as exc:
-        raise BrokerError(f"cannot set up TLS in {data_dir}: {exc}") from exc
-    return secure
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -627,16 +374,3 @@ def stop_broker(data_dir: Path, timeout: float = DEFAULT_STOP_TIMEOUT) -> bool:
 
 def _log_fields(info: BrokerInfo) -> dict[str, Any]:
     return {"pid": info.pid, "bootstrap": info.bootstrap, "data_dir": str(info.data_dir)}
-
-
-__all__ = [
-    "BrokerError",
-    "BrokerInfo",
-    "broker_status",
-    "free_port",
-    "java_executable",
-    "kafka_java_command",
-    "kafka_libs_dir",
-    "start_broker",
-    "stop_broker",
-]
