@@ -44,7 +44,7 @@ from agentwatch.broker.ports import free_port
 from agentwatch.ingest.sim.scenario import Scenario
 from agentwatch.ingest.sim.scenario_file import load_scenario
 from agentwatch.ingest.sim.simulate import run_simulation
-from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.attach import connect as connect_lake
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 CONTROL = "control"

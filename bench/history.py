@@ -51,8 +51,8 @@ from agentwatch.ingest.sim.profiles import make_agents
 from agentwatch.ingest.sim.simulate import PRODUCER_CONFIG
 from agentwatch.kafka import client_options
 from agentwatch.processors.query.sql import query
+from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.processors.store.location import CATALOG_FILE, DATA_FOLDER
 from agentwatch.processors.store.maintain import data_files
 from bench.timed_process import COMMIT_TIMES_ENV

@@ -36,7 +36,7 @@ from rich.console import Console
 
 from agentwatch.broker.launcher import start_broker, stop_broker
 from agentwatch.broker.ports import free_port
-from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.attach import connect as connect_lake
 
 TOPIC = "bench-otlp-events"
 AGENT = sys.executable, "-m", "agentwatch.cli", "--log-format", "json"

@@ -28,8 +28,8 @@ import polars as pl
 from agentwatch.alerts.evaluation.evaluator import Evaluator
 from agentwatch.alerts.governance.catalog import AgentEntry, Catalog
 from agentwatch.alerts.rules import load_rules
+from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.processors.store.location import CATALOG_FILE
 from bench.traffic import MODELS, TOOLS, Fleet, Profile, generate
 

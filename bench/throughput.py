@@ -39,7 +39,7 @@ from agentwatch.ingest.sim.profiles import make_agents
 from agentwatch.ingest.sim.simulate import run_simulation
 from agentwatch.processors.landing.workers import default_workers
 from agentwatch.processors.query.sql import query
-from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.location import CATALOG_FILE
 from agentwatch.settings import DEFAULTS
 from agentwatch.topics import TopicSpec, ensure_topics

@@ -25,8 +25,8 @@ import duckdb
 
 from agentwatch.dashboards.boards import FLEET
 from agentwatch.dashboards.panels import DAILY_BUDGET, PanelSpec
+from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.histograms import quantile_sql
-from agentwatch.processors.store.lake import connect as connect_lake
 
 STAT_KEYS: Final = (
     "sessions", "containment", "spend_today", "budget_used",

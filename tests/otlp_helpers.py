@@ -13,7 +13,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from agentwatch.broker.launcher import BrokerInfo
 from agentwatch.broker.ports import free_port
-from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.attach import connect as connect_lake
 from tests.pipeline_helpers import AGENTWATCH
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from kafka import KafkaProducer
 
 from agentwatch.broker.launcher import BrokerInfo
-from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.attach import connect as connect_lake
 from tests.examples import valid_lines
 
 AGENTWATCH = [sys.executable, "-m", "agentwatch.cli"]

@@ -14,7 +14,7 @@ from agentwatch.alerts.governance.review import record_review, run_review
 from agentwatch.alerts.governance.review_report import render_html
 from agentwatch.alerts.rules import Window, metrics
 from agentwatch.cli import main
-from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.attach import connect as connect_lake
 from tests.frames import T0, at, events
 from tests.lifecycle_helpers import db_of, make_registry
 

@@ -19,8 +19,8 @@ from agentwatch.processors.drift.evaluate import DriftEvaluator
 from agentwatch.processors.drift.metrics import DriftCollector
 from agentwatch.processors.drift.signals import MILLISECONDS
 from agentwatch.processors.drift.summaries import bucket_of, load_counts
+from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.processors.store.location import CATALOG_FILE
 from agentwatch.processors.store.tables import DRIFT_SCORES_SCHEMA, EVENTS_SCHEMA
 

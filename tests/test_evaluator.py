@@ -23,8 +23,8 @@ from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog, 
 from agentwatch.alerts.rules import Rule, load_rules, parse_rules
 from agentwatch.cli import build_parser, main
 from agentwatch.clock import ManualClock
+from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.processors.store.location import CATALOG_FILE
 from agentwatch.settings import Settings
 from tests.frames import T0, at, events, store_batch

@@ -23,8 +23,8 @@ import polars as pl
 import pytest
 
 from agentwatch.broker.launcher import BrokerInfo
+from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.processors.store.location import DATA_PATH_ENV
 from tests.conftest import TopicFactory
 from tests.pipeline_helpers import AGENTWATCH, make_events, produce, wait_for

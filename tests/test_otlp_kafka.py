@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 from agentwatch.broker.launcher import BrokerInfo
 from agentwatch.broker.ports import free_port
-from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.attach import connect as connect_lake
 from tests.conftest import TopicFactory
 from tests.pipeline_helpers import AGENTWATCH, produce, run_to_idle
 from tests.test_otlp_receiver import agent_run, http_exporter

@@ -17,7 +17,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from agentwatch.broker.launcher import BrokerInfo
-from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.attach import connect as connect_lake
 from tests.conftest import TopicFactory
 from tests.examples import invalid_examples
 from tests.pipeline_helpers import (

@@ -13,7 +13,7 @@ from agentwatch.alerts.governance.registry import Registry
 from agentwatch.alerts.governance.releases import ReleaseError, Releases, read_evaluation
 from agentwatch.alerts.rules import Window, metrics
 from agentwatch.cli import main
-from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.attach import connect as connect_lake
 from tests.frames import T0, at, events
 from tests.lifecycle_helpers import db_of, eval_file, make_registry
 

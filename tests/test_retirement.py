@@ -23,7 +23,7 @@ from agentwatch.alerts.governance.retirement import (
 )
 from agentwatch.alerts.rules import Window, metrics
 from agentwatch.cli import main
-from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.attach import connect as connect_lake
 from tests.frames import at, events, store_batch
 from tests.lifecycle_helpers import db_of, make_registry
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from agentwatch.alerts.rules.metrics import Window, metrics
 from agentwatch.processors.landing.sessions import SessionTracker
+from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.histograms import (
     RELATIVE_ERROR,
     bin_expr,
@@ -25,7 +26,6 @@ from agentwatch.processors.store.histograms import (
     quantile_sql,
 )
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.processors.store.location import CATALOG_FILE
 from agentwatch.processors.store.rollups import KEYS, cost_corrections, minute_rollups
 from tests.frames import T0, at, events, store_batch

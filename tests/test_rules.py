@@ -25,9 +25,9 @@ from agentwatch.alerts.rules import (
     render,
 )
 from agentwatch.durations import format_duration, parse_duration
+from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.histograms import RELATIVE_ERROR
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.processors.store.location import CATALOG_FILE
 from tests.frames import at, events, store_batch
 

@@ -28,8 +28,8 @@ from agentwatch.alerts.response.runbooks import (
 )
 from agentwatch.durations import parse_seconds
 from agentwatch.ingest.contract.control import Applied, ControlMessage
+from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.processors.store.location import CATALOG_FILE
 
 T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)

@@ -16,7 +16,7 @@ from agentwatch.broker.launcher import BrokerInfo
 from agentwatch.cli import main
 from agentwatch.ingest.sim.scenario_file import load_scenario
 from agentwatch.processors.drift import backfill, load_config
-from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.attach import connect as connect_lake
 from tests.pipeline_helpers import run_to_idle
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,9 @@ import pytest
 
 from agentwatch.errors import ConfigError
 from agentwatch.processors.landing.decode import decode_batch
-from agentwatch.processors.store.lake import LakeStore, StoreMissing, attach_statement
-from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.attach import StoreMissing, attach_statement
+from agentwatch.processors.store.attach import connect as connect_lake
+from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE
 from agentwatch.processors.store.migrate import migrate
 from tests.examples import invalid_examples, valid_lines

@@ -10,8 +10,8 @@ import polars as pl
 
 from agentwatch.cli import main
 from agentwatch.processors.landing.decode import decode_batch
+from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.processors.store.location import CATALOG_FILE
 from agentwatch.processors.store.maintain import (
     MaintenancePolicy,

@@ -20,9 +20,9 @@ import pytest
 
 from agentwatch.processors.landing.sessions import SessionTracker
 from agentwatch.processors.query.sql import query
+from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.histograms import RELATIVE_ERROR
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.processors.store.location import CATALOG_FILE
 from agentwatch.processors.store.rollups import TABLE as ROLLUPS
 from agentwatch.processors.store.rollups import minute_rollups

@@ -40,8 +40,8 @@ from agentwatch.commands.options import (
 from agentwatch.durations import duration_argument
 from agentwatch.ingest.contract.control import new_message_id
 from agentwatch.ingest.sdk.control import BREAKER_POLICY
+from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.lake import connect as connect_lake
 from agentwatch.settings import Settings
 
 NO_CATALOG_HOLDS = "no retired agents are held open"

@@ -37,8 +37,9 @@ from agentwatch.processors.landing.pricing import (
     pricing_file,
     unpriced_models,
 )
-from agentwatch.processors.store.lake import LakeStore, StoreMissing
-from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.attach import StoreMissing
+from agentwatch.processors.store.attach import connect as connect_lake
+from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.rollups import KEYS as ROLLUP_KEYS
 from agentwatch.processors.store.rollups import TABLE as ROLLUPS
 from agentwatch.processors.store.rollups import cost_corrections

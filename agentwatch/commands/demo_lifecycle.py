@@ -33,7 +33,7 @@ from agentwatch.alerts.response.control import BreakerControl
 from agentwatch.alerts.rules import Window, metrics
 from agentwatch.ingest.contract.control import Keyring
 from agentwatch.ingest.sim.profiles import make_agents
-from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.attach import connect as connect_lake
 
 ACTOR = "demo"
 SIGNALS = ("unregistered_release_events", "unapproved_release_events", "off_release_calls")

@@ -162,7 +162,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _attach(args: argparse.Namespace) -> int:
-    from agentwatch.processors.store.lake import attach_statement
+    from agentwatch.processors.store.attach import attach_statement
 
     sys.stdout.write(attach_statement(args.db) + "\n")
     return 0

@@ -27,7 +27,7 @@ from agentwatch.alerts.evaluation.reads import Needs, lookback, needs, snapshot_
 from agentwatch.alerts.evaluation.states import AlertStates, Transition
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.rules import Rule, Sample
-from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.attach import connect as connect_lake
 
 BATCH: Final = dt.timedelta(hours=1)
 

@@ -46,7 +46,8 @@ from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.rules import Metric, Rule, Sample, Window, by_labels, metrics
 from agentwatch.clock import Clock, utc_now
-from agentwatch.processors.store.lake import LakeStore, StoreMissing
+from agentwatch.processors.store.attach import StoreMissing
+from agentwatch.processors.store.lake import LakeStore
 
 log = logging.getLogger(__name__)
 

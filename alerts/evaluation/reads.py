@@ -26,7 +26,7 @@ import duckdb
 
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.rules import Metric, Rule, Sample, SqlMetric, metrics
-from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.tables import TABLE_SCHEMAS
 
 # The lake tables rule metrics read, and the time column by which only the time before an

@@ -26,7 +26,7 @@ from typing import Any, Final
 import msgspec
 import polars as pl
 
-from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.settings import ConfigError
 
 MANIFEST: Final = "manifest.json"

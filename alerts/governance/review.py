@@ -26,7 +26,7 @@ import polars as pl
 
 from agentwatch.alerts.governance.catalog import TOOL_TIERS, AgentEntry
 from agentwatch.alerts.governance.registry import Registry
-from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.attach import connect as connect_lake
 
 TABLE: Final = "access_reviews"
 APPROVED_CALL: Final = "json_extract_string(attributes, '$.approved_by') IS NOT NULL"

@@ -28,9 +28,9 @@ from agentwatch.ingest.sdk.control import AgentHalted, ControlFollower
 from agentwatch.ingest.sdk.session import Session
 from agentwatch.ingest.sdk.tracer import Tracer
 from agentwatch.kafka import KafkaSecurity
+from agentwatch.processors.store.attach import StoreMissing
+from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.definitions import FAILED_CHECK
-from agentwatch.processors.store.lake import StoreMissing
-from agentwatch.processors.store.lake import connect as connect_lake
 
 BREAKER_POLICY = "agentwatch.breaker"
 

@@ -30,7 +30,7 @@ from agentwatch.ingest.contract.events import (
 )
 from agentwatch.ingest.sdk.control import BREAKER_POLICY
 from agentwatch.kafka import client_options
-from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.attach import connect as connect_lake
 
 log = logging.getLogger(__name__)
 

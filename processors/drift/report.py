@@ -36,7 +36,7 @@ from agentwatch.processors.drift.season import seasonal_sum, split_label
 from agentwatch.processors.drift.sentences import effect, sentence
 from agentwatch.processors.drift.signals import signal_of
 from agentwatch.processors.drift.summaries import SummaryCache, bucket_of
-from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.progress import progress_bar
 
 SENTENCES = 10  # drifted signals told in sentences before the table

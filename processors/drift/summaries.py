@@ -30,7 +30,7 @@ from agentwatch.processors.drift.signals import (
     family_query,
     setup_statements,
 )
-from agentwatch.processors.store.lake import connect as connect_lake
+from agentwatch.processors.store.attach import connect as connect_lake
 
 log = logging.getLogger(__name__)
 

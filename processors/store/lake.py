@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import itertools
 import logging
-import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -33,12 +30,9 @@ from typing import Final, TypeVar
 import duckdb
 import polars as pl
 
-from agentwatch.processors.store import extensions
+from agentwatch.processors.store.attach import attach
 from agentwatch.processors.store.layout import refuse_old_layout
 from agentwatch.processors.store.location import (
-    ALIAS,
-    StoreLocation,
-    create_s3_secret,
     locate,
 )
 from agentwatch.processors.store.tables import LOG_TABLES, TABLE_SCHEMAS
@@ -50,153 +44,6 @@ T = TypeVar("T")
 OFFSETS_TABLE: Final = "_offsets"
 VERSION_TABLE: Final = "agentwatch_catalog"
 MAX_CONFLICT_RETRIES: Final = 20
-
-
-class StoreMissing(FileNotFoundError):
-    """A reader asked for a lake that nothing has created yet."""
-
-
-def connect(
-    db: str | Path, *, read_only: bool = True, data_path: str = ""
-) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the lake attached as ``lake`` and in use.
-
-    Readers get a read-only attachment: they see each committed snapshot and never block
-    a writer. Plain DuckDB users do the same with the statement ``attach_statement`` gives.
-    """
-    location = locate(db, data_path)
-    refuse_old_layout(location)
-    if read_only and location.catalog_file is not None and not location.catalog_file.exists():
-        raise StoreMissing(
-            f"{location.catalog_file} does not exist yet: run `agentwatch process --db "
-            f"{location.catalog_file}` (or `make demo`) first"
-        )
-    return attach(location, read_only=read_only)
-
-
-def attach(location: StoreLocation, *, read_only: bool) -> duckdb.DuckDBPyConnection:
-    """A new connection with the lake attached and in use; one DuckDB instance per process.
-
-    Loading the extensions and attaching a lake take a while, so each process does both
-    once: every connection is a cursor of one shared instance (its own transactions), and
-    each lake is attached there once per mode under an alias of its own.
-    """
-    with _attach_lock:
-        key = (location, read_only, _identity(location))
-        alias = _aliases.get(key)
-        if alias is None:
-            _detach_replaced()
-            if not read_only and location.catalog_file is not None:
-                _create_sqlite_catalog(location.catalog_file)
-            base = _shared_instance(location.extensions)
-            alias = f"{ALIAS}_{next(_attached)}_{'ro' if read_only else 'rw'}"
-            create_s3_secret(base, location)
-            _attach_new(base, location.attach_sql(read_only=read_only, alias=alias))
-            _aliases[(location, read_only, _identity(location))] = alias
-        assert _instance is not None
-        con = _instance.cursor()
-    con.execute(f"USE {alias}")
-    return con
-
-
-def _detach_replaced() -> None:
-    """Detach local lakes whose catalog file was deleted or replaced since they were
-    attached: catalog-wide listings (such as ``duckdb_columns()``) would fail on them."""
-    if _instance is None:
-        return
-    for key, alias in list(_aliases.items()):
-        location, _, identity = key
-        if location.catalog_file is not None and _identity(location) != identity:
-            with suppress(duckdb.Error):
-                _instance.execute(f"DETACH {alias}")
-            del _aliases[key]
-
-
-CREATE_RACE_RETRIES: Final = 10
-
-
-def _attach_new(base: duckdb.DuckDBPyConnection, sql: str) -> None:
-    """Attach, waiting out another process that is creating the same new catalog.
-
-    Processors started together on an empty PostgreSQL database all find no catalog and
-    all create its tables; PostgreSQL lets one of them do it and the others fail with a
-    duplicate key. They attach again, then find the catalog the first one created.
-    """
-    for attempt in range(CREATE_RACE_RETRIES):
-        try:
-            base.execute(sql)
-            return
-        except duckdb.Error as e:
-            racing = "Failed to initialize DuckLake" in str(e) and "already exists" in str(e)
-            if not racing or attempt == CREATE_RACE_RETRIES - 1:
-                raise
-            log.info("another process is creating the lake's catalog; attaching again")
-            time.sleep(0.2 * (attempt + 1))
-
-
-def detach_all() -> None:
-    """Close the shared instance (tests that delete a lake's files, forked workers)."""
-    global _instance
-    with _attach_lock:
-        if _instance is not None:
-            _instance.close()
-        _instance = None
-        _aliases.clear()
-        _loaded.clear()
-
-
-def _shared_instance(names: tuple[str, ...]) -> duckdb.DuckDBPyConnection:
-    global _instance
-    if _instance is None:
-        _instance = duckdb.connect(config=extensions.config())
-        # Zoned timestamps come back in UTC, as every table stores them.
-        _instance.execute("SET GLOBAL TimeZone = 'UTC'")
-    missing = tuple(n for n in names if n not in _loaded)
-    if missing:
-        extensions.load(_instance, missing)
-        _loaded.update(missing)
-    return _instance
-
-
-def _create_sqlite_catalog(path: Path) -> None:
-    """Create a SQLite catalog in WAL mode, in which readers never block the writer.
-
-    In SQLite's default journal mode an analyst holding a half-read result keeps every
-    writer out; WAL mode is a property of the file, so it is set once, before DuckLake
-    creates its tables.
-    """
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    con = sqlite3.connect(path)
-    try:
-        con.execute("PRAGMA journal_mode=WAL")
-    finally:
-        con.close()
-
-
-def _identity(location: StoreLocation) -> tuple[int, int] | None:
-    """A local catalog file's identity: a lake deleted and created anew is another lake."""
-    catalog = location.catalog_file
-    if catalog is None:
-        return None
-    try:
-        stat = catalog.stat()
-    except FileNotFoundError:
-        return None
-    return (stat.st_dev, stat.st_ino)
-
-
-_attach_lock = threading.Lock()
-_instance: duckdb.DuckDBPyConnection | None = None
-_loaded: set[str] = set()
-_aliases: dict[tuple[StoreLocation, bool, tuple[int, int] | None], str] = {}
-_attached = itertools.count(1)
-
-
-def attach_statement(db: str | Path, data_path: str = "") -> str:
-    """The one statement a plain DuckDB session runs to read the lake."""
-    return locate(db, data_path).attach_sql(read_only=True) + f"; USE {ALIAS};"
 
 
 class LakeStore:
