@@ -74,10 +74,8 @@ demo: install ## start a local broker, a processor and a simulated fleet, then p
 	$(BIN)/agentwatch --log-format text demo --seconds $(DEMO_SECONDS) --data-dir data
 
 bench: install ## CLI start-up, throughput against Kafka's own consumer, containment latency, OTLP receiver spans/s (JSON lines)
-	$(BIN)/python -m bench.startup
-	$(BIN)/python -m bench.throughput
-	$(BIN)/python -m bench.containment
-	$(BIN)/python -m bench.otlp
+	@rc=0; for b in startup throughput containment otlp; do \
+	  $(BIN)/python -m bench.$$b || { rc=1; echo "bench.$$b missed its target or failed" >&2; }; done; exit $$rc
 
 bench-drift: install ## drift detection delay and false alarms: scenarios, then non-flat traffic (JSON last)
 	$(BIN)/python -m bench.drift; a=$$?; $(BIN)/python -m bench.drift_cases; b=$$?; exit $$((a || b))
