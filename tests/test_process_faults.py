@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import signal
 import subprocess
@@ -228,26 +229,40 @@ def test_idle_timeout_waits_for_the_partitions_of_a_killed_member(
             proc.wait()
 
 
+FILE_LIMIT = 4 * 1024 * 1024  # the catalog and its log fit; one batch's data file does not
+
+
 def _small_files() -> None:
-    resource.setrlimit(resource.RLIMIT_FSIZE, (16_384, 16_384))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_LIMIT, FILE_LIMIT))
+
+
+def big_events(n: int) -> list[tuple[bytes, bytes]]:
+    """Events whose ids carry 4 KB of random text: a batch of them cannot compress below the
+    file size limit."""
+    return [
+        (key, value.replace(b'"big-', f'"big-{os.urandom(2048).hex()}-'.encode(), 1))
+        for key, value in make_events(n, "big")
+    ]
 
 
 def test_a_full_disk_ends_the_run_with_that_error_last_and_no_temp_files(
     kafka_broker: BrokerInfo, topic: TopicFactory, tmp_path: Path
 ) -> None:
     name, db = topic(), tmp_path / "data" / "a.sqlite"
-    LakeStore(db).prepare()  # the catalog fits; the first batch does not
-    produce(kafka_broker.bootstrap, name, make_events(3000, "big"))
+    LakeStore(db).prepare()  # the catalog fits; the first batch's data does not
+    produce(kafka_broker.bootstrap, name, big_events(4000))
     done = subprocess.run(
-        process_cmd(kafka_broker, name, db, "--idle-timeout", "5", "--max-batch", "3000"),
-        capture_output=True, text=True, timeout=120, preexec_fn=_small_files,
+        process_cmd(kafka_broker, name, db, "--idle-timeout", "5", "--max-batch", "4000",
+                    "--workers", "1"),
+        capture_output=True, text=True, timeout=180, preexec_fn=_small_files,
     )  # fmt: skip
     last = done.stderr.strip().splitlines()[-1]
     assert done.returncode == EXIT_STORAGE, done.stderr[-3000:]
     assert last.startswith("agentwatch: storing partition"), last
     assert "File too large" in last
+    # Nothing of the batch committed: it lands whole on a retry.
+    assert count(db, "SELECT count(*) FROM events") == 0
     assert list(db.parent.rglob(".tmp-*")) == []
-    assert list((db.parent / "segments" / "events").glob("*/*/L0-*.parquet")) == []
 
 
 class FakeClock:
