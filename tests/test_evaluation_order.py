@@ -302,14 +302,17 @@ def test_a_read_reaches_back_as_far_as_a_rule_reads() -> None:
 def test_a_read_copies_only_the_tables_and_columns_the_queries_name() -> None:
     registry = metrics()
     wanted = needs([registry["violation_rate"]])
-    assert list(wanted) == ["events"]
+    # Whole minutes come from the rollups, the window's partial minutes from events.
+    assert list(wanted) == ["events", "minute_rollups"]
     columns = wanted["events"]
     assert columns is not None and "ts" in columns and "agent_id" in columns
     assert "cost_usd" not in columns
+    rollup_columns = wanted["minute_rollups"]
+    assert rollup_columns is not None and "window_start" in rollup_columns
     everything = SqlMetric("all", "every column", ("agent_id",), "SELECT * FROM events")
-    assert needs([registry["violation_rate"], everything]) == {"events": None}
+    assert needs([registry["violation_rate"], everything])["events"] is None
     assert needs([OwnRead(registry["violation_rate"])]) == dict.fromkeys(
-        ["events", "drift_scores", "releases"]
+        ["events", "minute_rollups", "drift_scores", "releases"]
     )
 
 
