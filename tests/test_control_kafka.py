@@ -18,7 +18,8 @@ from agentwatch.alerts.model import Alert
 from agentwatch.alerts.response.breaker import BreakerKey
 from agentwatch.alerts.response.control import BreakerControl, read_control
 from agentwatch.alerts.response.observations import EventsTopicSource
-from agentwatch.alerts.response.runbooks import RunbookContext, load_runbooks, run_runbook
+from agentwatch.alerts.response.runbook_files import load_runbooks
+from agentwatch.alerts.response.runbooks import RunbookContext, run_runbook
 from agentwatch.alerts.response.supervisor import BreakerSupervisor, CycleReport
 from agentwatch.broker.launcher import BrokerInfo, start_broker, stop_broker
 from agentwatch.broker.ports import free_port

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from agentwatch.alerts.response.runbooks import RunbookError, parse_runbook
+from agentwatch.alerts.response.runbook_files import RunbookError, parse_runbook
 from agentwatch.alerts.rules import RuleError, parse_rules
 from agentwatch.ingest.sim.scenario import ScenarioError
 from agentwatch.ingest.sim.scenario_file import parse_scenario

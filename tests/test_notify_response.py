@@ -29,7 +29,8 @@ from agentwatch.alerts.notify.silences import SilenceStore
 from agentwatch.alerts.notify.workers import ThreadedWorkers, Workers
 from agentwatch.alerts.response.control import BreakerControl
 from agentwatch.alerts.response.respond import Response, owner_notifier
-from agentwatch.alerts.response.runbooks import RunbookContext, load_runbooks, parse_runbook
+from agentwatch.alerts.response.runbook_files import load_runbooks, parse_runbook
+from agentwatch.alerts.response.runbooks import RunbookContext
 from agentwatch.broker.ports import free_port
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE

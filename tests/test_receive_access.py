@@ -22,7 +22,7 @@ from agentwatch.alerts.alertmanager.receive import ReceiveServer, catalogued_onl
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.response.respond import Response
-from agentwatch.alerts.response.runbooks import load_runbooks
+from agentwatch.alerts.response.runbook_files import load_runbooks
 from agentwatch.cli import main
 from agentwatch.settings import ConfigError
 from tests.conftest import require_tool

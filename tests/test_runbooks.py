@@ -13,18 +13,20 @@ import yaml
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.response.control import BreakerControl, Published
-from agentwatch.alerts.response.runbooks import (
+from agentwatch.alerts.response.runbook_files import (
     RUNBOOK_DIR,
-    RunbookContext,
     RunbookError,
-    approve,
-    catalog_pins,
     find_runbook,
     load_runbooks,
     parse_runbook,
+    runbook_id,
+)
+from agentwatch.alerts.response.runbooks import (
+    RunbookContext,
+    approve,
+    catalog_pins,
     resume,
     run_runbook,
-    runbook_id,
 )
 from agentwatch.durations import parse_seconds
 from agentwatch.ingest.contract.control import Applied, ControlMessage

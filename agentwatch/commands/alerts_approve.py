@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from agentwatch.alerts.response.runbooks import RUNBOOK_DIR
+from agentwatch.alerts.response.runbook_files import RUNBOOK_DIR
 from agentwatch.commands.alerts_group import add_catalog_option, catalog_from_args
 from agentwatch.commands.options import (
     add_bootstrap_option,
@@ -45,14 +45,8 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
 
 def _cmd_approve(args: argparse.Namespace) -> int:
     from agentwatch.alerts.response.control import BreakerControl
-    from agentwatch.alerts.response.runbooks import (
-        RunbookContext,
-        RunbookError,
-        approve,
-        catalog_pins,
-        load_runbooks,
-        resume,
-    )
+    from agentwatch.alerts.response.runbook_files import RunbookError, load_runbooks
+    from agentwatch.alerts.response.runbooks import RunbookContext, approve, catalog_pins, resume
     from agentwatch.processors.store.lake import LakeStore
 
     keyring = control_keyring(args)

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agentwatch.alerts.governance.registry import apply_registry
+from agentwatch.alerts.response.audit import action_row, record_actions
 from agentwatch.alerts.response.breaker import BreakerError
 from agentwatch.alerts.response.control import (
     BreakerControl,
@@ -30,7 +31,6 @@ from agentwatch.alerts.response.control import (
     Transition,
     retired_agents,
 )
-from agentwatch.alerts.response.runbooks import action_row, record_actions
 from agentwatch.commands.alerts_group import add_catalog_option, catalog_from_args
 from agentwatch.commands.options import (
     add_bootstrap_option,

@@ -39,7 +39,7 @@ from agentwatch.alerts.model import Alert
 from agentwatch.alerts.notify.config import NotifyConfig
 from agentwatch.alerts.notify.notifier import Notifier
 from agentwatch.alerts.notify.routing import Route
-from agentwatch.alerts.response.runbooks import action_row, record_actions
+from agentwatch.alerts.response.audit import action_row, record_actions
 
 RUNBOOK: Final = "retire-agent"
 NOTICE_RULE: Final = "AgentRetired"

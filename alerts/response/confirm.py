@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from agentwatch.alerts.model import Alert
+from agentwatch.alerts.response.audit import action_row
 from agentwatch.alerts.response.breaker import BreakerKey
 from agentwatch.alerts.response.observations import Confirmation, Observation
-from agentwatch.alerts.response.runbooks import action_row
 from agentwatch.clock import Clock
 from agentwatch.ingest.contract.control import ControlMessage
 

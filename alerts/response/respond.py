@@ -31,15 +31,13 @@ from agentwatch.alerts.notify.workers import ThreadedWorkers
 from agentwatch.alerts.response.breaker import Breaker
 from agentwatch.alerts.response.control import BreakerControl, retired_agents
 from agentwatch.alerts.response.observations import CatalogSource
-from agentwatch.alerts.response.runbooks import (
+from agentwatch.alerts.response.runbook_files import (
     Runbook,
-    RunbookContext,
-    catalog_pins,
     find_runbook,
     load_runbooks,
     opens_breaker,
-    run_runbook,
 )
+from agentwatch.alerts.response.runbooks import RunbookContext, catalog_pins, run_runbook
 from agentwatch.alerts.response.supervisor import BreakerSupervisor
 from agentwatch.alerts.rules import Rule
 from agentwatch.clock import Clock, utc_now

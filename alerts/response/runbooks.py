@@ -1,11 +1,11 @@
-"""Runbooks: ordered steps a firing alert sets off, each outcome recorded for audit.
+"""Running runbooks: the steps a firing alert sets off, each outcome recorded for audit.
 
-A runbook is a YAML file in ``alerts/runbooks/`` (its ``id`` is what a rule's
-``runbook_url`` ends with). Steps run in order: ``open_breaker``, ``disable_tool``,
-``rollback``, ``throttle``, ``notify_owner`` and ``wait_for_approval``, which pauses the
-run, recorded as ``waiting``, until a person runs ``agentwatch alerts approve ACTION_ID
---by NAME``. Every attempt lands in the ``actions`` table: what, why, which alert,
-when, by whom (``rule:<name>`` or ``person:<name>``) and the result.
+What a runbook says is read from its file by ``runbook_files.py``. Its steps run in
+order: ``open_breaker``, ``disable_tool``, ``rollback``, ``throttle``, ``notify_owner``
+and ``wait_for_approval``, which pauses the run, recorded as ``waiting``, until a person
+runs ``agentwatch alerts approve ACTION_ID --by NAME``. Every attempt lands in the
+``actions`` table (``audit.py``): what, why, which alert, when, by whom (``rule:<name>``
+or ``person:<name>``) and the result.
 
 The actions table is also the run's memory. Each step of a run has a fixed action id
 (derived from the alert's fingerprint, its start and the runbook), so calling
@@ -21,40 +21,25 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import polars as pl
-import yaml
 from prometheus_client import Counter
 
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.model import Alert, AlertState
+from agentwatch.alerts.response.audit import action_row, record_actions
+from agentwatch.alerts.response.runbook_files import Runbook, RunbookError, Step
 from agentwatch.clock import Clock, utc_now
-from agentwatch.decoding import did_you_mean
-from agentwatch.durations import DurationError, parse_seconds
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.tables import ACTIONS_SCHEMA
 
 if TYPE_CHECKING:
     from agentwatch.alerts.response.control import BreakerControl
 
 log = logging.getLogger(__name__)
 
-RUNBOOK_DIR: Final = Path(__file__).resolve().parents[1] / "runbooks"
-STEP_ACTIONS: Final = (
-    "open_breaker",
-    "disable_tool",
-    "rollback",
-    "throttle",
-    "notify_owner",
-    "wait_for_approval",
-)
-# The steps that halt an agent or a tool: a rule whose runbook has one is urgent.
-BREAKER_ACTIONS: Final = frozenset({"open_breaker", "disable_tool"})
 APPROVE_ACTION: Final = "approve"
 DONE: Final = frozenset({"ok", "skipped"})
 
@@ -63,129 +48,6 @@ NotifyOwner = Callable[[Alert, str], None]
 """Sends ``message`` about ``alert`` to the agent's owner; raises if it cannot."""
 PinnedVersions = Callable[[str], Mapping[str, str] | None]
 """The catalog's pinned versions of an agent, e.g. {"prompt_version": "v3", "model": ...}."""
-
-
-class RunbookError(ValueError):
-    """A runbook file that cannot be used, or an approval that matches nothing."""
-
-
-# --------------------------------------------------------------------------- the files
-
-
-@dataclass(frozen=True)
-class Step:
-    """One step: its action, why it is there, its parameters, what a failure does."""
-
-    action: str
-    why: str = ""
-    params: Mapping[str, Any] = field(default_factory=dict)
-    on_failure: Literal["stop", "continue"] = "stop"
-
-
-@dataclass(frozen=True)
-class Runbook:
-    id: str
-    title: str
-    steps: tuple[Step, ...]
-    description: str = ""
-    path: Path | None = None
-    # A silence on the alert also holds its runbook, unless the runbook says otherwise.
-    run_when_silenced: bool = False
-
-
-_STEP_PARAMS: Final[Mapping[str, frozenset[str]]] = {
-    "open_breaker": frozenset({"tool", "tool_label", "cooldown"}),
-    "disable_tool": frozenset({"tool", "tool_label", "cooldown"}),
-    "rollback": frozenset({"only"}),
-    "throttle": frozenset({"rate"}),
-    "notify_owner": frozenset({"message"}),
-    "wait_for_approval": frozenset({"prompt"}),
-}
-
-
-def parse_runbook(doc: object, source: str = "<runbook>") -> Runbook:
-    """Check a runbook document; every mistake is reported with the file and step."""
-    if not isinstance(doc, dict):
-        raise RunbookError(f"{source}: a runbook is a mapping with id, title and steps")
-    rid = doc.get("id")
-    if not isinstance(rid, str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]*", rid):
-        raise RunbookError(f"{source}: id must be lower-case words joined by '-', got {rid!r}")
-    raw_steps = doc.get("steps")
-    if not isinstance(raw_steps, list) or not raw_steps:
-        raise RunbookError(f"{source}: steps must be a non-empty list")
-    steps = []
-    for n, raw in enumerate(raw_steps, 1):
-        where = f"{source}: step {n}"
-        if not isinstance(raw, dict) or "action" not in raw:
-            raise RunbookError(f"{where}: a step is a mapping with an action")
-        action = raw["action"]
-        if action not in STEP_ACTIONS:
-            raise RunbookError(f"{where}: unknown action {action!r} ({', '.join(STEP_ACTIONS)})")
-        params = {k: v for k, v in raw.items() if k not in ("action", "why", "on_failure")}
-        unknown = set(params) - _STEP_PARAMS[action]
-        if unknown:
-            hint = did_you_mean(sorted(unknown), _STEP_PARAMS[action])
-            raise RunbookError(f"{where}: {action} takes no {', '.join(sorted(unknown))}{hint}")
-        if "cooldown" in params:
-            try:
-                params["cooldown"] = parse_seconds(params["cooldown"])
-            except DurationError as exc:
-                raise RunbookError(f"{where}: cooldown: {exc}") from None
-        if action == "throttle":
-            rate = params.get("rate")
-            if rate is not None and (not isinstance(rate, int | float) or rate <= 0):
-                raise RunbookError(f"{where}: rate is calls per second > 0, or null to lift")
-        on_failure = raw.get("on_failure", "stop")
-        if on_failure not in ("stop", "continue"):
-            raise RunbookError(f"{where}: on_failure is stop or continue")
-        steps.append(Step(action, str(raw.get("why", "")), params, on_failure))
-    run_when_silenced = doc.get("run_when_silenced", False)
-    if not isinstance(run_when_silenced, bool):
-        raise RunbookError(f"{source}: run_when_silenced is true or false")
-    return Runbook(
-        id=rid,
-        title=str(doc.get("title", rid)),
-        steps=tuple(steps),
-        description=str(doc.get("description", "")),
-        run_when_silenced=run_when_silenced,
-    )
-
-
-def load_runbook(path: Path) -> Runbook:
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise RunbookError(f"{path}: {exc}") from None
-    book = parse_runbook(doc, str(path))
-    if path.stem != book.id:
-        raise RunbookError(f"{path}: the file name must be the id ({book.id}.yaml)")
-    return Runbook(book.id, book.title, book.steps, book.description, path)
-
-
-def load_runbooks(directory: Path = RUNBOOK_DIR) -> dict[str, Runbook]:
-    """Every ``*.yaml`` runbook of a directory, by id."""
-    books = [load_runbook(p) for p in sorted(directory.glob("*.yaml"))]
-    return {b.id: b for b in books}
-
-
-def runbook_id(url: str) -> str:
-    """The runbook id a ``runbook_url`` names: its last path segment, minus an extension.
-
-    ``runbooks/contain-agent``, ``https://wiki/runbooks/contain-agent.yaml#steps`` and
-    ``contain-agent`` all name ``contain-agent``.
-    """
-    path = re.split(r"[?#]", url.strip(), maxsplit=1)[0].rstrip("/")
-    last = path.rsplit("/", 1)[-1]
-    return re.sub(r"\.(ya?ml|md|html?)$", "", last)
-
-
-def find_runbook(url: str, runbooks: Mapping[str, Runbook]) -> Runbook | None:
-    return runbooks.get(runbook_id(url))
-
-
-def opens_breaker(runbook: Runbook) -> bool:
-    """True when a step of ``runbook`` halts an agent or one of its tools."""
-    return any(step.action in BREAKER_ACTIONS for step in runbook.steps)
 
 
 def catalog_pins(catalog: Catalog) -> PinnedVersions:
@@ -206,48 +68,7 @@ def catalog_pins(catalog: Catalog) -> PinnedVersions:
     return pins
 
 
-# --------------------------------------------------------------------------- audit rows
-
-
-def action_row(
-    *,
-    ts: dt.datetime,
-    action_id: str,
-    action: str,
-    actor: str,
-    result: str,
-    alert_fingerprint: str | None = None,
-    rule: str | None = None,
-    runbook: str | None = None,
-    step: int | None = None,
-    agent_id: str | None = None,
-    tool_name: str | None = None,
-    reason: str | None = None,
-    detail: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """One row of the ``actions`` table."""
-    return {
-        "ts": ts,
-        "action_id": action_id,
-        "alert_fingerprint": alert_fingerprint,
-        "rule": rule,
-        "runbook": runbook,
-        "step": step,
-        "action": action,
-        "agent_id": agent_id,
-        "tool_name": tool_name,
-        "actor": actor,
-        "reason": reason,
-        "result": result,
-        "detail": json.dumps(dict(detail or {}), sort_keys=True, default=str),
-    }
-
-
-def record_actions(store: LakeStore, rows: Iterable[Mapping[str, Any]]) -> None:
-    """Append rows to the ``actions`` table as one segment."""
-    rows = list(rows)
-    if rows:
-        store.append_log("actions", pl.DataFrame(rows, schema=dict(ACTIONS_SCHEMA)))
+# --------------------------------------------------------------------------- the alert a run is for
 
 
 def alert_to_json(alert: Alert) -> dict[str, Any]:
@@ -596,26 +417,12 @@ def resume(
 
 
 __all__ = [
-    "BREAKER_ACTIONS",
-    "RUNBOOK_DIR",
-    "STEP_ACTIONS",
     "NotifyOwner",
     "PinnedVersions",
-    "Runbook",
     "RunbookContext",
-    "RunbookError",
-    "Step",
-    "action_row",
     "approve",
     "catalog_pins",
-    "find_runbook",
-    "load_runbook",
-    "load_runbooks",
-    "opens_breaker",
-    "parse_runbook",
-    "record_actions",
     "resume",
     "run_id",
     "run_runbook",
-    "runbook_id",
 ]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentwatch.alerts.model import Alert
+from agentwatch.alerts.response.audit import record_actions
 from agentwatch.alerts.response.confirm import (
     DEFAULT_CONFIRM_TIMEOUT_S,
     ConfirmationTracker,
@@ -14,7 +15,6 @@ from agentwatch.alerts.response.confirm import (
 )
 from agentwatch.alerts.response.control import BreakerControl, Transition
 from agentwatch.alerts.response.observations import ObservationSource
-from agentwatch.alerts.response.runbooks import record_actions
 from agentwatch.clock import Clock
 from agentwatch.processors.store.lake import LakeStore
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 Role = Literal["agent", "llm", "tool", "guardrail", "chain", "skip"]
 
@@ -270,4 +270,14 @@ def detect(attributes: Mapping[str, object]) -> Convention | None:
         for marker in table.markers:
             if marker in attributes:
                 return table
+    return None
+
+
+def preferred(attributes: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    """The value of the first of ``keys`` (a table's attributes, in order of preference)
+    that ``attributes`` carry."""
+    for key in keys:
+        value = attributes.get(key)
+        if value is not None:
+            return value
     return None
