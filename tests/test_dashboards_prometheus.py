@@ -143,8 +143,11 @@ def drift_history(data_dir: Path, now: dt.datetime) -> Path:
     pricing = load_pricing(None)
     landed = land_batch(batch, state, settings, lambda frame: apply_pricing(frame, pricing))
     store = LakeStore(data_dir / CATALOG_FILE)
-    store.commit_batch("history", 0, (0, len(history) - 1), landed.events, landed.dead_letters)
-    store.prepare()
+    store.recover("history", 0)
+    assert store.commit_batch(
+        "history", 0, (0, len(history) - 1), landed.events, landed.dead_letters,
+        extra=landed.extra_tables,
+    )  # fmt: skip
     return Path(store.db)
 
 
