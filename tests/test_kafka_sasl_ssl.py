@@ -104,7 +104,7 @@ def test_the_pipeline_contains_an_agent_over_tls_and_scram(
         subprocess.Popen(
             [*AGENTWATCH, *config, "process", *bootstrap, "--topic", events,
              "--db", str(db), "--flush-interval", "0.3"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=(tmp_path / "process.log").open("wb"),
         )
     ]  # fmt: skip
     agent = MisbehavingAgent(

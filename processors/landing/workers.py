@@ -37,10 +37,14 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 
 from agentwatch.broker.ports import free_port
+from agentwatch.kafka import KafkaSecurity, default_security
+from agentwatch.kafka import configure as configure_kafka
 from agentwatch.logs import setup_logging
 from agentwatch.processors.landing.config import ProcessorConfig
 from agentwatch.processors.landing.faults import EXIT_KAFKA, EXIT_STORAGE, ProcessorFault
 from agentwatch.processors.landing.metrics_merge import MergedMetrics
+from agentwatch.processors.store.location import configure as configure_store
+from agentwatch.processors.store.location import configured_data_path
 
 log = logging.getLogger("agentwatch.processors.landing.processor")
 
@@ -169,7 +173,16 @@ class Supervisor:
             config = replace(config, metrics_port=slot.port, metrics_host="127.0.0.1")
         process = self.context.Process(
             target=worker_main,
-            args=(config, slot.index, os.getpid(), self.log_args, self.results),
+            # A spawned worker starts afresh: it gets the process-wide settings the CLI
+            # configured (Kafka security, the lake's data path) with its arguments.
+            args=(
+                config,
+                slot.index,
+                os.getpid(),
+                self.log_args,
+                self.results,
+                (default_security(), configured_data_path()),
+            ),
             name=f"agentwatch-worker-{slot.index}",
         )
         process.start()
@@ -248,10 +261,14 @@ def worker_main(
     parent: int,
     log_args: tuple[str, str],
     results: Any,
+    inherited: tuple[KafkaSecurity, str],
 ) -> None:
     """One consumer-group member, in its own process; reports its statistics or fault."""
     _die_with(parent)
     setup_logging(*log_args)
+    security, data_path = inherited
+    configure_kafka(security)
+    configure_store(data_path)
     from agentwatch.processors.landing.processor import Processor
 
     processor = Processor(config)

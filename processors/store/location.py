@@ -87,6 +87,11 @@ def configure(data_path: str) -> None:
     _configured["data_path"] = data_path
 
 
+def configured_data_path() -> str:
+    """What :func:`configure` set: handed to worker processes, which start afresh."""
+    return _configured["data_path"]
+
+
 def locate(db: str | Path, data_path: str = "") -> StoreLocation:
     """The lake named by ``--db`` (a SQLite catalog file or a PostgreSQL DSN)."""
     text = str(db)
