@@ -11,9 +11,11 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
+import duckdb
 from kafka import KafkaProducer
 
 from agentwatch.broker.launcher import BrokerInfo
+from agentwatch.processors.store.attach import StoreMissing
 from agentwatch.processors.store.attach import connect as connect_lake
 from tests.examples import valid_lines
 
@@ -70,8 +72,15 @@ def count(db: Path, sql: str) -> int:
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition``; a lake a processor is still creating (no catalog, or no tables
+    yet) counts as not yet."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while True:
+        try:
+            if condition():
+                return
+        except (StoreMissing, duckdb.CatalogException):
+            pass
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)

@@ -24,6 +24,7 @@ import pytest
 
 from agentwatch.broker.launcher import BrokerInfo
 from agentwatch.processors.store.attach import connect as connect_lake
+from agentwatch.processors.store.attach import detach_all
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import DATA_PATH_ENV
 from tests.conftest import TopicFactory
@@ -34,6 +35,15 @@ from tests.test_store import TOPIC, events
 ROWS = "SELECT count(*) FROM events"
 DISTINCT = "SELECT count(DISTINCT event_id) FROM events"
 PLACES = "SELECT count(DISTINCT (_partition, _offset)) FROM events"
+
+
+@pytest.fixture(autouse=True)
+def detached() -> Iterator[None]:
+    """Each test's lakes are detached from this process's DuckDB instance when it ends:
+    their server or password goes away, and a lake attached to a server that is gone
+    fails every catalog-wide listing of the instance."""
+    yield
+    detach_all()
 
 
 @pytest.fixture

@@ -51,7 +51,15 @@ def connect(
             f"{location.catalog_file} does not exist yet: run `agentwatch process --db "
             f"{location.catalog_file}` (or `make demo`) first"
         )
-    return attach(location, read_only=read_only)
+    try:
+        return attach(location, read_only=read_only)
+    except duckdb.InvalidInputException as exc:
+        # A catalog file a processor has only begun to create holds no lake yet.
+        if read_only and "does not exist" in str(exc):
+            raise StoreMissing(
+                f"{location.describe()} holds no lake yet: a processor is creating it"
+            ) from exc
+        raise
 
 
 def attach(location: StoreLocation, *, read_only: bool) -> duckdb.DuckDBPyConnection:
