@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
@@ -119,3 +120,14 @@ def topic(kafka_broker: BrokerInfo, request: pytest.FixtureRequest) -> TopicFact
         return name
 
     return make
+
+
+@pytest.fixture
+def running() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Subprocesses a test starts: killed if still running when it ends."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

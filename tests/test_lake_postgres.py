@@ -53,16 +53,6 @@ def lake(postgres_db: str, s3_data_path: str, monkeypatch: pytest.MonkeyPatch) -
     return postgres_db
 
 
-@pytest.fixture
-def running() -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 def process(broker: BrokerInfo, topic: str, db: str, *extra: str) -> list[str]:
     return [
         *AGENTWATCH, "process", "--bootstrap", broker.bootstrap, "--topic", topic,

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,16 +34,6 @@ from tests.pipeline_helpers import (
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "data" / "agentwatch.sqlite"
-
-
-@pytest.fixture
-def running() -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_valid_invalid_and_duplicate_events_land_exactly(

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,16 +30,6 @@ from tests.pipeline_helpers import (
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "data" / CATALOG_FILE
-
-
-@pytest.fixture
-def running() -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def supervised(broker: BrokerInfo, topic: str, db: Path, *extra: str) -> list[str]:
