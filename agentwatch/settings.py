@@ -10,6 +10,7 @@ error naming the file, the key and (for a misspelling) the closest valid key.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -239,13 +240,23 @@ def env_name(section: str, key: str) -> str:
     return f"AGENTWATCH_{section}_{key}".upper().replace("-", "_")
 
 
+@functools.cache
+def _section_types() -> dict[str, Any]:
+    """Each section's struct type, read once (reading annotations is slow at start)."""
+    return {f.name: f.type for f in msgspec.structs.fields(Config)}
+
+
+@functools.cache
+def _key_types(section: str) -> dict[str, Any]:
+    section_type = _section_types().get(section)
+    if section_type is None:
+        return {}
+    return {f.name: f.type for f in msgspec.structs.fields(section_type)}
+
+
 def _field_type(section: str, key: str) -> Any:
     """The declared type of ``[section] key``, or None when there is no such setting."""
-    fields = {f.name: f.type for f in msgspec.structs.fields(Config)}
-    section_type = fields.get(section)
-    if section_type is None:
-        return None
-    return {f.name: f.type for f in msgspec.structs.fields(section_type)}.get(key)
+    return _key_types(section).get(key)
 
 
 @dataclass(frozen=True)

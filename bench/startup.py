@@ -65,7 +65,7 @@ def main() -> int:
             "import_duckdb": [sys.executable, "-c", "import duckdb"],
             "duckdb_attach": [sys.executable, "-c", attach],
             "version": [*agentwatch, "--version"],
-            "sql": [*agentwatch, "sql", "SELECT 1", "--db", str(db), "--format", "csv"],
+            "sql": [*agentwatch, "sql", "SELECT 1", "--db", str(db)],
         }
         walls: dict[str, list[float]] = {name: [] for name in commands}
         cpus: dict[str, list[float]] = {name: [] for name in commands}

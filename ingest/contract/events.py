@@ -193,8 +193,9 @@ def _checked(cls: type[Event], fields: dict[str, Any]) -> type[Event]:
 
 
 # What the processor validates against: each kind, with the other kinds' fields checked.
+_CONTRACT_FIELDS: Final = contract_fields()  # once: reading annotations is slow at start
 CHECKED_TYPES: Final[tuple[type[Event], ...]] = tuple(
-    _checked(t, contract_fields()) for t in EVENT_TYPES
+    _checked(t, _CONTRACT_FIELDS) for t in EVENT_TYPES
 )
 CheckedEvent: Any = Union[CHECKED_TYPES]  # noqa: UP007
 

@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import duckdb
-from rich.console import Console
-from rich.table import Table
 
 from agentwatch.processors.query.sandbox import SandboxError, connect, execute
 
@@ -47,6 +45,9 @@ def write_rows(
         writer.writerow(columns)
         writer.writerows(rows)
     else:
+        from rich.console import Console  # only people's tables need it: tools start faster
+        from rich.table import Table
+
         table = Table(*columns, show_lines=False, header_style="bold")
         for r in rows:
             table.add_row(*(_cell(v) for v in r))
