@@ -90,6 +90,7 @@ def escape_attempts(db: Path, out: Path) -> list[tuple[str, str]]:
         ("attach in memory", "ATTACH ':memory:' AS scratch"),
         ("install an extension", "INSTALL httpfs"),
         ("load an extension", "LOAD httpfs"),
+        ("load an extension file", f"LOAD '{out}/evil.duckdb_extension'"),
         ("set a setting", "SET enable_external_access = true"),
         ("reset a setting", "RESET lock_configuration"),
         ("set allowed directories", "SET allowed_directories = ['/']"),
@@ -208,3 +209,16 @@ def test_the_sql_command_refuses_with_exit_code_1_and_one_line(db: Path, tmp_pat
     assert done.stderr.strip().count("\n") == 0
     assert done.stderr.startswith("agentwatch sql: refused: COPY")
     assert not out.exists()
+
+
+def test_the_sandboxed_connection_itself_loads_no_extension(db: Path, tmp_path: Path) -> None:
+    from agentwatch.processors.query.sandbox import connect
+
+    evil = tmp_path / "evil.duckdb_extension"
+    evil.write_bytes(b"\0" * 1024)
+    con = connect(db)
+    try:
+        with pytest.raises(duckdb.Error, match=r"(?i)disabled|permission"):
+            con.execute(f"LOAD '{evil}'")
+    finally:
+        con.close()
