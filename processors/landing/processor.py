@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from agentwatch.ingest.otlp.collector import OtlpTopics
 from agentwatch.kafka import client_options
 from agentwatch.logs import quiet_library_logs
+from agentwatch.processors.landing.catchup import partitions_behind, update_lag
 from agentwatch.processors.landing.config import Pending, ProcessorConfig, RunStats
 from agentwatch.processors.landing.decode import RawBatch
 from agentwatch.processors.landing.dedup import ids_within
@@ -58,7 +59,6 @@ from agentwatch.topics import BrokerUnreachable, TopicError, TopicSpec, ensure_t
 log = logging.getLogger(__name__)
 
 # Offset look-ups give up this soon, so an outage is noticed (and logged) within seconds.
-OFFSETS_TIMEOUT_MS = 2000
 
 
 class Processor:
@@ -233,7 +233,8 @@ class Processor:
             if pending.offsets and (len(pending.offsets) >= cfg.max_batch or due):
                 self._flush(tp)
         if now - self._lag_checked >= 1.0:
-            self._update_lag()
+            assert self._consumer is not None
+            update_lag(self._consumer, self.collector.partitions)
             self._lag_checked = now
             self._outage.recovered()
         if self._idle(now):
@@ -274,17 +275,6 @@ class Processor:
         if server is not None:
             server.shutdown()
 
-    def _update_lag(self) -> None:
-        """Lag per assigned partition; asking the broker also notices a lost broker."""
-        assert self._consumer is not None
-        assigned = list(self._consumer.assignment())
-        ends = self._consumer.end_offsets(assigned, timeout_ms=OFFSETS_TIMEOUT_MS)
-        for tp in assigned:
-            health = self.collector.partitions.get(tp.partition)
-            if tp in ends and health is not None:
-                position = self._consumer.position(tp, timeout_ms=OFFSETS_TIMEOUT_MS)
-                health.lag = max(0, ends[tp] - position)
-
     def _idle(self, now: float) -> bool:
         """True once no record came for the idle timeout and every partition is caught up."""
         timeout = self.config.idle_timeout_s
@@ -292,31 +282,13 @@ class Processor:
             return False
         if now - self._last_activity < timeout:
             return False
-        behind = self._behind()
+        assert self._consumer is not None
+        behind = partitions_behind(self._consumer, self.store, self.config.topic)
         if behind:
             log.debug("idle but partitions are behind", extra={"partitions": behind})
             self._last_activity = now
             return False
         return True
-
-    def _behind(self) -> list[int]:
-        """Partitions of the topic whose records are not all in committed segments.
-
-        The whole topic counts, not only this member's partitions: a member that was
-        killed still holds its partitions until its session expires, and exiting then
-        would leave their records unlanded.
-        """
-        assert self._consumer is not None
-        topic = self.config.topic
-        partitions = self._consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        ends = self._consumer.end_offsets(tps, timeout_ms=OFFSETS_TIMEOUT_MS) if tps else {}
-        behind = []
-        for tp in tps:
-            last = self.store.committed_last_offset(topic, tp.partition)
-            if (-1 if last is None else last) + 1 < ends.get(tp, 0):
-                behind.append(tp.partition)
-        return behind
 
     # -- partition lifecycle -------------------------------------------------------------
 
