@@ -54,7 +54,11 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         default=settings.value("process", "group"),
         help="consumer group id (default %(default)s)",
     )
-    add_db_option(p, settings, "DuckDB catalog analysts open; segments live beside it")
+    add_db_option(
+        p,
+        settings,
+        "the lake's catalog (a SQLite file, or postgres:DSN); its data files live beside it",
+    )
     p.add_argument(
         "--dlq-topic",
         default=settings.value("process", "dlq_topic"),
@@ -71,7 +75,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "--max-batch",
         type=int,
         default=settings.value("process", "max_batch"),
-        help="records per partition that force a segment (default %(default)s)",
+        help="records per partition that force a commit (default %(default)s)",
     )
     p.add_argument(
         "--flush-interval",
@@ -237,7 +241,7 @@ def _run(args: argparse.Namespace) -> int:
             "events": stats.events,
             "dead_letters": stats.dead_letters,
             "duplicates": stats.duplicates,
-            "segments": stats.segments,
+            "commits": stats.commits,
             "elapsed_s": round(elapsed, 2),
             "records_per_s": round(stats.records_per_s),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

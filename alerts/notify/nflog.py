@@ -89,7 +89,7 @@ class NotificationLog(Protocol):
 
 
 class StoreLog:
-    """The ``notifications`` log table of a data dir (one segment per append)."""
+    """The ``notifications`` log table of a data dir (one commit per append)."""
 
     def __init__(self, store: LakeStore) -> None:
         self.store = store

@@ -57,7 +57,7 @@ class RunStats:
     events: int = 0
     dead_letters: int = 0
     duplicates: int = 0
-    segments: int = 0
+    commits: int = 0
     started: float = field(default_factory=time.monotonic)
     first_record_at: float | None = None
     last_commit_at: float | None = None

@@ -2,7 +2,7 @@
 
 A Kafka error is transient: the broker restarts, a network blips. The processor keeps
 its consumer, backs off (doubling up to a cap), logs one line when contact is lost and
-one when it is back, and resumes from its last committed segment, so nothing is landed
+one when it is back, and resumes after its last committed batch, so nothing is landed
 twice. The one exception is the very first contact: if no broker ever answers within
 the connect timeout the address is most likely wrong, and waiting helps nobody.
 
@@ -96,7 +96,7 @@ class Outage:
         if self.since is None:
             return
         log.info(
-            "Kafka reachable again; resuming after the last committed segment",
+            "Kafka reachable again; resuming after the last committed batch",
             extra={"outage_s": round(self.clock() - self.since, 1), "retries": self.failures},
         )
         self.since = None

@@ -319,7 +319,7 @@ class Processor:
             state.dedup.max_ids = cap
 
     def _resume(self, tp: TopicPartition) -> PartitionState:
-        """Drop what is pending and continue after the partition's last committed segment."""
+        """Drop what is pending and continue after the partition's last committed batch."""
         assert self._consumer is not None
         last = self.store.recover(tp.topic, tp.partition)
         # State lives only as long as the dedup horizon, the lateness allowance or a
@@ -409,7 +409,7 @@ class Processor:
         self.stats.events += landed.events.height
         self.stats.dead_letters += landed.dead_letters.height
         self.stats.duplicates += landed.duplicates
-        self.stats.segments += 1
+        self.stats.commits += 1
         self.stats.last_commit_at = time.monotonic()
         log.debug(
             "batch committed",

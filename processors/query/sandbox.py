@@ -1,4 +1,4 @@
-"""The analysts' DuckDB connection: reads the store's segments and nothing else.
+"""The analysts' DuckDB connection: reads the lake's data files and nothing else.
 
 Two independent walls, so that a hole in one is not a way out:
 

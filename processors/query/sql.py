@@ -1,8 +1,8 @@
 """The ``sql`` command: read-only SQL over the catalog while ingestion runs.
 
-The catalog is opened read-only and holds only views over immutable segments, so any
+The lake is attached read-only and each query reads one committed snapshot of it, so any
 number of analysts can query while processors write. The connection is the sandbox of
-``sandbox.py``: it reads the store's segments and nothing else, and statements other
+``sandbox.py``: it reads the lake's data files and nothing else, and statements other
 than queries are refused before they run, with exit code 1.
 """
 

@@ -3,7 +3,7 @@
 ``events`` is one wide, sparse row per valid event: the contract's common fields, every
 kind's fields (null where the kind has none), ``attributes`` kept as JSON text, and the
 Kafka coordinates of the message (``_topic``, ``_partition``, ``_offset``, ``_kafka_ts``)
-that make each row traceable and each segment idempotent.
+that make each row traceable and each batch idempotent.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Rules shared by every view:
 - Buckets are event time (``ts``), cut in UTC whatever the reader's ``TimeZone``.
 - Windowed views leave out ``_late`` rows (arrived after their minute was closed), as
   the live metrics do; ``late_events`` counts them so they are never silently lost.
-  A NULL ``_late`` (segments written before the column existed) is not late.
+  A NULL ``_late`` (rows written before the column existed) is not late.
 - A cost is ``cost_usd_effective``, falling back to the event's own ``cost_usd`` for
   rows landed before costs were derived; an LLM call without one is *unpriced*: it is
   counted as such and adds nothing to cost sums, which are never a silent 0 for it.
