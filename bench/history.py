@@ -25,6 +25,7 @@ The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -263,11 +264,17 @@ def main() -> int:
     parser.add_argument("--maintain-interval", type=float, default=30.0)
     parser.add_argument("--snapshot-grace", type=float, default=60.0)
     parser.add_argument("--query-runs", type=int, default=5)
+    parser.add_argument(
+        "--keep", type=Path, help="work in this new folder and keep it (the lake, for a look)"
+    )
     args = parser.parse_args()  # fmt: skip
     console = Console(stderr=True)
     stage_s = args.stage_seconds * args.scale
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="agentwatch-history-") as tmp:
+    if args.keep is not None:
+        args.keep.mkdir(parents=True)  # a new folder: an old lake would skew every figure
+    kept = contextlib.nullcontext(str(args.keep)) if args.keep is not None else None
+    with kept or tempfile.TemporaryDirectory(prefix="agentwatch-history-") as tmp:
         root = Path(tmp)
         db = root / "data" / CATALOG_FILE
         info = start_broker(root / "kafka", free_port(), heap="512m")
