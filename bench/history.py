@@ -104,6 +104,7 @@ class Processor:
         self.command = [
             sys.executable, "-m", "bench.timed_process", "--log-format", "json", "process",
             "--bootstrap", bootstrap, "--topic", TOPIC, "--group", "history", "--db", str(db),
+            "--workers", "1",  # commits are timed in this process; spawned workers are not
             "--flush-interval", str(args.flush_interval),
             "--maintain-interval", str(args.maintain_interval),
             "--snapshot-grace", str(args.snapshot_grace),

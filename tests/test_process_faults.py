@@ -305,7 +305,7 @@ def test_an_outage_logs_one_line_when_it_begins_and_one_when_it_ends(
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [
         "lost contact with Kafka; retrying with backoff",
-        "Kafka reachable again; resuming after the last committed segment",
+        "Kafka reachable again; resuming after the last committed batch",
     ]
     assert caplog.records[1].outage_s == 12.5  # type: ignore[attr-defined]
 

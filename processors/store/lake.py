@@ -365,9 +365,18 @@ def _sql_type(con: duckdb.DuckDBPyConnection, column: str, dtype: pl.DataType) -
     return str(described[0][1])
 
 
+_CONFLICT_MARKERS: Final = (
+    "conflict",  # DuckDB's own and DuckLake's snapshot conflicts
+    "database is locked",  # a SQLite catalog busy with another writer
+    "could not serialize access",  # a PostgreSQL catalog's serialization failure (40001)
+    "deadlock detected",  # a PostgreSQL catalog's deadlock victim (40P01)
+)
+
+
 def _is_conflict(exc: duckdb.Error) -> bool:
+    """Whether ``exc`` is a concurrent writer's conflict that the whole transaction may retry."""
     text = str(exc).lower()
-    return "conflict" in text or "database is locked" in text
+    return any(marker in text for marker in _CONFLICT_MARKERS)
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
