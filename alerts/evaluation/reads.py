@@ -5,7 +5,9 @@ under load), however little it reads. So rules never query the lake themselves: 
 :class:`RuleRead` opens one snapshot of the lake and copies, once, what a set of rules
 needs of it (the tables their queries name, only the columns they name, only the event
 time they reach back to) into temporary tables of the same names, which hide the lake's
-on that read's own connection. The rules are then measured over those tables.
+on that read's own connection. The rules are then measured over those tables. Of the raw
+events, a rule whose metric reads them only for its windows' partial minutes (the whole
+minutes come from the rollups) gets only those minutes copied (:func:`event_spans`).
 
 The evaluator takes one read per evaluation for all its rules and, on a live clock, a
 fresh small read per round for the urgent ones (their runbooks contain agents), so each
@@ -16,8 +18,10 @@ backtest takes one per batch of instants (:func:`snapshot_rule_tables`).
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -27,6 +31,7 @@ import duckdb
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.rules import Metric, Rule, Sample, SqlMetric, metrics
 from agentwatch.processors.store.attach import connect as connect_lake
+from agentwatch.processors.store.rollups import EDGE_READS
 from agentwatch.processors.store.tables import TABLE_SCHEMAS
 
 # The lake tables rule metrics read, and the time column by which only the time before an
@@ -45,6 +50,9 @@ UNKNOWN_BEFORE: Final = dt.timedelta(hours=1)
 # Table -> the columns to copy (None: all of them).
 Needs = Mapping[str, tuple[str, ...] | None]
 Cache = dict[tuple[str, dt.datetime, dt.datetime], list[Sample]]
+# A closed span of event time [first, last].
+Span = tuple[dt.datetime, dt.datetime]
+_MINUTE: Final = dt.timedelta(minutes=1)
 
 
 def reach(rule: Rule, metric: Metric) -> dt.timedelta:
@@ -58,6 +66,75 @@ def lookback(rules: Sequence[Rule], registry: Mapping[str, Metric] | None = None
     """How much event time before an instant its rules read, together."""
     registry = registry if registry is not None else metrics()
     return max((reach(r, registry[r.metric]) for r in rules), default=dt.timedelta(0))
+
+
+def reads_raw_events(metric: Metric) -> bool:
+    """Whether ``metric`` reads events other than its window's partial minutes
+    (``rollups.EDGE_READS``): every table read of ``events`` in its parsed query is
+    counted, so a query that reads them any other way, or cannot be parsed, reads them
+    raw (as does a metric that is not one query)."""
+    if not isinstance(metric, SqlMetric):
+        return True
+    edges = sum(metric.sql.count(read) for read in EDGE_READS)
+    return edges == 0 or _events_reads(metric.sql) != edges
+
+
+@functools.cache
+def _events_reads(sql: str) -> int | None:
+    """How many times ``sql`` reads the table ``events`` (None: it does not parse)."""
+    with duckdb.connect() as con:
+        row = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+    tree = json.loads(row[0]) if row else {"error": True}
+    if tree.get("error"):
+        return None
+    return sum(1 for name in _base_tables(tree) if name == "events")
+
+
+def _base_tables(node: object) -> Iterator[str]:
+    if isinstance(node, dict):
+        if node.get("type") == "BASE_TABLE":
+            yield str(node.get("table_name", "")).lower()
+        for value in node.values():
+            yield from _base_tables(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _base_tables(value)
+
+
+def event_spans(
+    rules: Sequence[Rule], registry: Mapping[str, Metric], at: dt.datetime
+) -> list[Span]:
+    """The raw events ``rules`` read at ``at``, as merged spans of event time: a rule's
+    whole reach when its metric reads them raw, else only the partial minutes at each
+    end of each window it measures (the current one, and the two before for a change
+    rule): what the windows' edge reads (``rollups.window_sql``) select, and a little
+    more at most (the spans are closed), never less."""
+    spans: list[Span] = []
+    for rule in rules:
+        metric = registry[rule.metric]
+        if reads_raw_events(metric):
+            spans.append((at - reach(rule, metric), at))
+            continue
+        for k in range(1, 4 if rule.change else 2):
+            start, end = at - k * rule.window, at - (k - 1) * rule.window
+            spans += [(start, min(end, _ceil_minute(start))), (_floor_minute(end), end)]
+    merged: list[Span] = []
+    for first, last in sorted(s for s in spans if s[0] < s[1]):
+        if merged and first <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
+
+
+def _floor_minute(t: dt.datetime) -> dt.datetime:
+    t = t.astimezone(dt.UTC)
+    return t - dt.timedelta(seconds=t.second, microseconds=t.microsecond)
+
+
+def _ceil_minute(t: dt.datetime) -> dt.datetime:
+    floor = _floor_minute(t)
+    return floor if floor == t else floor + _MINUTE
 
 
 def needs(used: Iterable[Metric]) -> dict[str, tuple[str, ...] | None]:
@@ -90,10 +167,12 @@ def snapshot_rule_tables(
     back: dt.timedelta,
     until: dt.datetime | None = None,
     tables: Needs | None = None,
+    events: Sequence[Span] | None = None,
 ) -> None:
     """Copy ``tables`` (default: every rule table, whole rows) from ``back`` before ``at``
     (and up to ``until``) into temporary tables of the same names, which hide the lake's
-    on ``con``: each table is read from the lake once."""
+    on ``con``: each table is read from the lake once. ``events``, when given, are the
+    only spans of the events table copied."""
     row = con.execute("SELECT current_database()").fetchone()
     assert row is not None
     lake = row[0]
@@ -103,6 +182,9 @@ def snapshot_rule_tables(
         where, params = (f" WHERE {column} >= ?", [since]) if column else ("", [])
         if column and until is not None:
             where, params = where + f" AND {column} <= ?", [since, until]
+        if table == "events" and events is not None:
+            spans = " OR ".join(f"({column} >= ? AND {column} <= ?)" for _ in events)
+            where, params = f" WHERE {spans or 'false'}", [t for span in events for t in span]
         names = "*" if columns is None else ", ".join(columns)
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {table} AS "
@@ -137,7 +219,8 @@ class RuleRead:
         try:
             con.execute("BEGIN TRANSACTION")  # one snapshot of the lake for every table
             used = [registry[r.metric] for r in rules]
-            snapshot_rule_tables(con, at, lookback(rules, registry), tables=needs(used))
+            back, spans = lookback(rules, registry), event_spans(rules, registry, at)
+            snapshot_rule_tables(con, at, back, tables=needs(used), events=spans)
             # The copies outlive the transaction: no catalog transaction stays open while
             # the rules are measured and their transitions written.
             con.execute("COMMIT")
