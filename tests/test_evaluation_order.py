@@ -312,7 +312,14 @@ def test_a_read_copies_only_the_tables_and_columns_the_queries_name() -> None:
     everything = SqlMetric("all", "every column", ("agent_id",), "SELECT * FROM events")
     assert needs([registry["violation_rate"], everything])["events"] is None
     assert needs([OwnRead(registry["violation_rate"])]) == dict.fromkeys(
-        ["events", "minute_rollups", "drift_scores", "releases"]
+        [
+            "events",
+            "minute_rollups",
+            "drift_scores",
+            "releases",
+            "catalog_changes",
+            "access_reviews",
+        ]
     )
 
 

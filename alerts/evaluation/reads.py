@@ -36,12 +36,15 @@ from agentwatch.processors.store.tables import TABLE_SCHEMAS
 
 # The lake tables rule metrics read, and the time column by which only the time before an
 # evaluation is read (None: the whole table). Most metrics read their windows' whole
-# minutes from the minute rollups and the partial minutes at each end from events.
+# minutes from the minute rollups and the partial minutes at each end from events. The
+# registry's logs are small, and read whole.
 RULE_TABLES: Final[dict[str, str | None]] = {
     "events": "ts",
     "minute_rollups": "window_start",
     "drift_scores": "ts",
     "releases": None,
+    "catalog_changes": None,
+    "access_reviews": None,
 }
 # How far before its window a metric that is not one query may read (escalations are
 # looked up to an hour before the window).
