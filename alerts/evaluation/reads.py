@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import duckdb
 
@@ -78,30 +78,64 @@ def reads_raw_events(metric: Metric) -> bool:
     raw (as does a metric that is not one query)."""
     if not isinstance(metric, SqlMetric):
         return True
+    reads = _events_reads(metric.sql)
     edges = sum(metric.sql.count(read) for read in EDGE_READS)
-    return edges == 0 or _events_reads(metric.sql) != edges
+    return reads is None or (reads > 0 and reads != edges)
 
 
 @functools.cache
-def _events_reads(sql: str) -> int | None:
-    """How many times ``sql`` reads the table ``events`` (None: it does not parse)."""
+def _parsed(sql: str) -> Any:
+    """The statement tree of ``sql`` as DuckDB parses it (None: it does not parse)."""
     with duckdb.connect() as con:
         row = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
     tree = json.loads(row[0]) if row else {"error": True}
-    if tree.get("error"):
-        return None
-    return sum(1 for name in _base_tables(tree) if name == "events")
+    return None if tree.get("error") else tree
 
 
-def _base_tables(node: object) -> Iterator[str]:
+def _nodes(node: Any) -> Iterator[dict[str, Any]]:
     if isinstance(node, dict):
-        if node.get("type") == "BASE_TABLE":
-            yield str(node.get("table_name", "")).lower()
+        yield node
         for value in node.values():
-            yield from _base_tables(value)
+            yield from _nodes(value)
     elif isinstance(node, list):
         for value in node:
-            yield from _base_tables(value)
+            yield from _nodes(value)
+
+
+def _events_reads(sql: str) -> int | None:
+    """How many times ``sql`` reads the table ``events`` (None: it does not parse)."""
+    tree = _parsed(sql)
+    if tree is None:
+        return None
+    return sum(
+        1
+        for n in _nodes(tree)
+        if n.get("type") == "BASE_TABLE" and str(n.get("table_name", "")).lower() == "events"
+    )
+
+
+def _starred(sql: str) -> set[str] | None:
+    """The tables a ``SELECT *`` of ``sql`` reads directly (joined or not), all of whose
+    columns it needs; None when it does not parse. A star over a subquery or a CTE
+    needs only what that names."""
+    tree = _parsed(sql)
+    if tree is None:
+        return None
+    starred: set[str] = set()
+    for node in _nodes(tree):
+        if node.get("type") == "SELECT_NODE" and any(
+            n.get("class") == "STAR" for n in _nodes(node.get("select_list"))
+        ):
+            starred |= set(_relations(node.get("from_table")))
+    return starred
+
+
+def _relations(ref: Any) -> Iterator[str]:
+    if isinstance(ref, dict) and ref.get("type") == "BASE_TABLE":
+        yield str(ref.get("table_name", "")).lower()
+    elif isinstance(ref, dict) and ref.get("type") == "JOIN":
+        yield from _relations(ref.get("left"))
+        yield from _relations(ref.get("right"))
 
 
 def event_spans(
@@ -118,6 +152,8 @@ def event_spans(
         if reads_raw_events(metric):
             spans.append((at - reach(rule, metric), at))
             continue
+        if isinstance(metric, SqlMetric) and _events_reads(metric.sql) == 0:
+            continue  # no events at all (drift verdicts, the registry's logs)
         for k in range(1, 4 if rule.change else 2):
             start, end = at - k * rule.window, at - (k - 1) * rule.window
             spans += [(start, min(end, _ceil_minute(start))), (_floor_minute(end), end)]
@@ -149,12 +185,13 @@ def needs(used: Iterable[Metric]) -> dict[str, tuple[str, ...] | None]:
         if not isinstance(metric, SqlMetric):
             return dict.fromkeys(RULE_TABLES)
         words = set(re.findall(r"\w+", metric.sql))
-        star = "*" in re.sub(r"count\s*\(\s*\*\s*\)", "", metric.sql, flags=re.IGNORECASE)
+        starred = _starred(metric.sql)
         for table in RULE_TABLES:
             if table not in words:
                 continue
             columns = {c for c in TABLE_SCHEMAS[table] if c in words}
             have = wanted.get(table, set())
+            star = starred is None or table in starred
             wanted[table] = None if star or have is None else have | columns
     return {
         table: None
@@ -185,15 +222,15 @@ def snapshot_rule_tables(
         where, params = (f" WHERE {column} >= ?", [since]) if column else ("", [])
         if column and until is not None:
             where, params = where + f" AND {column} <= ?", [since, until]
-        if table == "events" and events is not None:
-            spans = " OR ".join(f"({column} >= ? AND {column} <= ?)" for _ in events)
-            where, params = f" WHERE {spans or 'false'}", [t for span in events for t in span]
         names = "*" if columns is None else ", ".join(columns)
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {table} AS "
-            f"SELECT {names} FROM {lake}.main.{table}{where}",
-            params,
-        )
+        source = f"SELECT {names} FROM {lake}.main.{table}"
+        if table == "events" and events is not None:
+            # One plain range per span (not one OR): each scan skips the rest by statistics.
+            select = " UNION ALL ".join(f"{source} WHERE ts >= ? AND ts <= ?" for _ in events)
+            select, params = select or f"{source} WHERE false", [t for s in events for t in s]
+        else:
+            select = source + where
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {select}", params)
 
 
 @dataclass
