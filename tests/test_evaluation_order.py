@@ -95,6 +95,13 @@ def test_rules_whose_alerts_open_breakers_are_measured_first() -> None:
     assert names(list(order)) == ["Burst", "Retired", "Cost", "Latency"]
 
 
+def test_urgent_rules_with_a_pending_alert_are_measured_before_the_other_urgent_ones() -> None:
+    rules = [rule("Cost"), rule("Retired"), rule("Burst"), rule("Tools")]
+    urgent = {"Retired", "Burst", "Tools"}
+    order = schedule(rules, lambda r: r.name in urgent, None, ManualClock(at(0)), pending={"Burst"})
+    assert names(list(order)) == ["Burst", "Retired", "Tools", "Cost"]
+
+
 def test_urgent_rules_are_measured_again_between_slow_rules_once_the_recheck_passed() -> None:
     clock = ManualClock(at(0))
     rules = [rule("Burst"), *(rule(f"Slow{i}") for i in range(1, 5))]
@@ -312,7 +319,14 @@ def test_a_read_copies_only_the_tables_and_columns_the_queries_name() -> None:
     everything = SqlMetric("all", "every column", ("agent_id",), "SELECT * FROM events")
     assert needs([registry["violation_rate"], everything])["events"] is None
     assert needs([OwnRead(registry["violation_rate"])]) == dict.fromkeys(
-        ["events", "minute_rollups", "drift_scores", "releases"]
+        [
+            "events",
+            "minute_rollups",
+            "drift_scores",
+            "releases",
+            "catalog_changes",
+            "access_reviews",
+        ]
     )
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -106,14 +106,17 @@ def schedule(
     recheck: dt.timedelta | None,
     clock: Clock,
     due: Callable[[], dt.datetime | None] = lambda: None,
+    pending: Collection[str] = (),
 ) -> Iterator[Rule]:
     """The order one evaluation measures ``rules`` in: the urgent ones first, in their
-    given order, then the others; before each of the others, the urgent ones again once
-    ``recheck`` has passed since they were last begun (never when ``recheck`` is None)
-    and the others have had at least as long as the urgent ones took, so however slow
-    the urgent rules get, they take at most half of an evaluation; and, whatever that
-    share, once ``due`` (when an urgent pending alert's ``for`` runs out) has come."""
-    first = [r for r in rules if urgent(r)]
+    given order but those with a ``pending`` alert (whose ``for`` may run out, opening
+    a breaker) before the others, then the others; before each of the others, the
+    urgent ones again once ``recheck`` has passed since they were last begun (never
+    when ``recheck`` is None) and the others have had at least as long as the urgent
+    ones took, so however slow the urgent rules get, they take at most half of an
+    evaluation; and, whatever that share, once ``due`` (when an urgent pending alert's
+    ``for`` runs out) has come."""
+    first = sorted((r for r in rules if urgent(r)), key=lambda r: r.name not in pending)
     rest = [r for r in rules if not urgent(r)]
     begun = clock()
     yield from first
@@ -196,8 +199,9 @@ class Evaluator:
         # The evaluation's read; on a live clock the urgent rules' read of this round.
         reads: dict[bool, RuleRead | str] = {}
         try:
+            pending = {a.rule for a in self.states.alerts if a.state == "pending"}
             order = schedule(
-                self.rules, self.urgent, recheck if live else None, self.clock, self.due
+                self.rules, self.urgent, recheck if live else None, self.clock, self.due, pending
             )
             for n, rule in enumerate(order):
                 group = live and self.urgent(rule)

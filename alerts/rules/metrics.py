@@ -200,7 +200,9 @@ def _unpinned_sql() -> str:
         )
     union = " UNION ALL ".join(parts)
     return (
-        f"WITH w AS MATERIALIZED (SELECT * FROM {_rows()}) "  # read once for the three fields
+        # The window's rows read once for the three fields, only the columns they compare.
+        "WITH w AS MATERIALIZED (SELECT e.agent_id, e.environment, e.kind, e.agent_version, "
+        f"e.prompt_version, e.model, e.events FROM {_rows()}) "
         "SELECT agent_id, field, version, sum(events)::DOUBLE AS value, "
         f"sum(events)::BIGINT AS samples FROM ({union}) GROUP BY agent_id, field, version"
     )

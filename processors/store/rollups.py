@@ -170,6 +170,16 @@ _RAW_MEASURES: Final = {
 
 
 WINDOW_MEASURES: Final = tuple(_RAW_MEASURES)
+# The raw events a window reads: its partial minutes at each end. Two plain ranges (not
+# one OR) so that the scans skip everything else by statistics. A rule read copies only
+# these spans of events for a metric that reads events through them alone (reads.py).
+EDGE_READS: Final = tuple(
+    f"FROM events WHERE ts >= {lo} AND ts < {hi}"
+    for lo, hi in (
+        ("$start", f"least($end, {_CEIL_START})"),
+        (f"greatest({_FLOOR_END}, {_CEIL_START})", "$end"),
+    )
+)
 
 
 def window_sql(measures: Sequence[str] = ("events",)) -> str:
@@ -186,14 +196,10 @@ def window_sql(measures: Sequence[str] = ("events",)) -> str:
         f"SELECT window_start, {keys}, {names} FROM {TABLE} "
         f"WHERE window_start >= {_CEIL_START} AND window_start < {_FLOOR_END}"
     )
-    # Two plain ranges (not one OR) so that the scans skip everything else by statistics.
     edges = [
         f"SELECT time_bucket(INTERVAL 1 MINUTE, ts, 'UTC') AS window_start, {keys}, {raw} "
-        f"FROM events WHERE ts >= {lo} AND ts < {hi} GROUP BY ALL"
-        for lo, hi in (
-            ("$start", f"least($end, {_CEIL_START})"),
-            (f"greatest({_FLOOR_END}, {_CEIL_START})", "$end"),
-        )
+        f"{read} GROUP BY ALL"
+        for read in EDGE_READS
     ]
     return "(" + " UNION ALL BY NAME ".join([whole, *edges]) + ")"
 
