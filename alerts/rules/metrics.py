@@ -58,6 +58,10 @@ class Metric(Protocol):
     def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]: ...
 
 
+# The parameters of a metric's query (measure_windows puts columns in their place).
+_PARAMETER: Final = re.compile(r"\$(start|end)\b")
+
+
 @dataclass(frozen=True)
 class SqlMetric:
     """A metric computed by one query with ``$start`` and ``$end`` parameters.
@@ -152,8 +156,6 @@ class MetricRegistry(Mapping[str, Metric]):
 
 
 _IN_WINDOW: Final = "ts >= $start AND ts < $end"
-# The parameters of a metric's query (measure_windows puts columns in their place).
-_PARAMETER: Final = re.compile(r"\$(start|end)\b")
 # An agent is silent when it has said nothing for longer than this many times its
 # longest gap in the rule's window, and at least the floor.
 SILENCE_FACTOR: Final = 1.5
