@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hours", type=float, help="hours replayed (default: all)")
     parser.add_argument("--interval", type=float, default=60.0, help="seconds")
     parser.add_argument(
-        "--batch-minutes", type=float, default=60.0, help="event time measured together"
+        "--batch-minutes", type=float, default=360.0, help="event time measured together"
     )
     parser.add_argument("--target-s", type=float, default=300.0, help="for a week")
     parser.add_argument("--lake", type=Path, help="land once into this folder, then reuse it")

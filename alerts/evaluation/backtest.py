@@ -7,12 +7,13 @@ same metrics, windows, ``change`` handling and catalog thresholds) and moves a f
 ``no_data`` rules). Nothing is written, notified or acted on.
 
 History is read and measured in batches: one read-only connection, and per batch of
-instants (an hour of event time by default) what those instants' windows need is copied
+instants (six hours of event time by default) what those instants' windows need is copied
 once into temporary tables (:mod:`.reads`), and each metric of one query is measured
 over all the batch's windows at once (:meth:`SqlMetric.measure_windows`, the metric's
 own SQL over a table of windows). Those samples fill the cache the evaluator's
 :meth:`~Evaluator.measure_rule` reads, so the instants are then decided one by one, in
-order, exactly as one at a time: one query per metric and batch instead of one per rule
+order, as one at a time would (sums of doubles aside, which may differ in their last
+bits): one query per metric and batch instead of one per rule
 and instant. A metric that is not one query, or whose batched query fails, is measured
 per instant, as the evaluator does.
 """
@@ -40,7 +41,7 @@ from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.rules import Metric, Rule, SqlMetric, Window
 from agentwatch.processors.store.attach import connect as connect_lake
 
-BATCH: Final = dt.timedelta(hours=1)
+BATCH: Final = dt.timedelta(hours=6)  # longer batches cost more per instant (joins)
 
 
 @dataclass
