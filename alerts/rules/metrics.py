@@ -376,8 +376,9 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         ("agent_id",),
         "WITH m AS (SELECT e.agent_id, e.window_start, min(e.first_ts) AS lo, "
         f"max(e.last_ts) AS hi, sum(e.events) AS n FROM {_rows('e.first_ts e.last_ts')} "
-        "JOIN agent_catalog c "
-        "ON c.agent_id = e.agent_id AND c.status = 'active' GROUP BY ALL), "
+        # A filter, not a join: the minute's rows are grouped without carrying the catalog.
+        "WHERE e.agent_id IN (SELECT agent_id FROM agent_catalog WHERE status = 'active') "
+        "GROUP BY ALL), "
         "g AS (SELECT agent_id, hi, n, epoch_us(lo) - epoch_us(lag(hi) OVER "
         "(PARTITION BY agent_id ORDER BY window_start)) AS gap_us FROM m) "
         "SELECT agent_id, (epoch_us($end::TIMESTAMPTZ) - epoch_us(max(hi))) / "
