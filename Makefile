@@ -10,7 +10,7 @@ DEMO_SECONDS ?= 60
 PYTEST_ARGS ?=
 HISTORY_SCALE ?= 1
 
-.PHONY: help install prereqs test-tools test unit integration lint demo bench bench-drift bench-history collector clean
+.PHONY: help install prereqs test-tools test unit integration lint demo bench bench-drift bench-backtest bench-history collector clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ bench: install ## CLI start-up, throughput against Kafka's own consumer, contain
 
 bench-drift: install ## drift detection delay and false alarms: scenarios, then non-flat traffic (JSON last)
 	$(BIN)/python -m bench.drift; a=$$?; $(BIN)/python -m bench.drift_cases; b=$$?; exit $$((a || b))
+
+bench-backtest: install ## a week of a 10-agent fleet landed, then replayed by alerts backtest every minute (JSON last)
+	$(BIN)/python -m bench.backtest
 
 bench-history: install ## weeks of history in small commits: queries, alert evaluation, commits, restart, files at 3 sizes (JSON last; HISTORY_SCALE=4 lands 4x longer)
 	$(BIN)/python -m bench.history --scale $(HISTORY_SCALE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -14,7 +15,12 @@ AlertState = Literal["pending", "firing", "resolved"]
 
 def fingerprint(rule: str, labels: Mapping[str, str]) -> str:
     """Stable id of one alert instance: the rule and its labels, order-independent."""
-    doc = json.dumps({"rule": rule, "labels": dict(sorted(labels.items()))}, sort_keys=True)
+    return _fingerprint(rule, tuple(sorted(labels.items())))
+
+
+@functools.lru_cache(maxsize=1 << 14)  # the same few instances, every evaluation
+def _fingerprint(rule: str, labels: tuple[tuple[str, str], ...]) -> str:
+    doc = json.dumps({"rule": rule, "labels": dict(labels)}, sort_keys=True)
     return hashlib.sha256(doc.encode()).hexdigest()[:16]
 
 

@@ -15,14 +15,15 @@ import msgspec
 import polars as pl
 import pytest
 
-from agentwatch.alerts.evaluation.backtest import backtest
+from agentwatch.alerts.evaluation.backtest import Backtest, backtest
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
-from agentwatch.alerts.rules import load_rules
+from agentwatch.alerts.rules import Sample, SqlMetric, Window, load_rules, metrics
 from agentwatch.cli import main
 from agentwatch.ingest.sim.fleet import Fleet
 from agentwatch.ingest.sim.profiles import make_agents
 from agentwatch.ingest.sim.scenario_file import load_scenario
 from agentwatch.processors.landing.decode import RawBatch, decode_batch
+from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE
 from tests.frames import events, store_batch
@@ -156,3 +157,54 @@ def test_the_shipped_scenarios_replay(tmp_path: Path, path: Path) -> None:
     if path.stem == "violation-burst":
         fired = {(e.rule, e.labels.get("agent_id")) for e in result.fired}
         assert ("AgentViolationRateHigh", touched) in fired
+
+
+def _episodes(result: Backtest) -> list[tuple[Any, ...]]:
+    return sorted(
+        (e.rule, sorted(e.labels.items()), e.severity, e.started, e.fired, e.resolved)
+        for e in result.episodes
+    )
+
+
+@pytest.mark.parametrize("path", [p for p in SCENARIOS if p.stem == "violation-burst"])
+def test_replaying_in_batches_decides_as_one_instant_at_a_time(tmp_path: Path, path: Path) -> None:
+    db, _, _ = _scenario_store(tmp_path, path)
+    rules, catalog = load_rules(), load_catalog(EXAMPLE_CATALOG)
+    start, end, every = (
+        T0 + dt.timedelta(minutes=50),
+        T0 + dt.timedelta(hours=2),
+        dt.timedelta(minutes=5),
+    )
+    batched = backtest(db, rules, catalog, start, end, every, batch=dt.timedelta(minutes=30))
+    single = backtest(db, rules, catalog, start, end, every, batch=every)
+    assert batched.fired and batched.errors == single.errors == {}
+    assert batched.evaluations == single.evaluations == 15
+    assert _episodes(batched) == _episodes(single)
+    peaks = {(e.rule, tuple(sorted(e.labels.items())), e.started): e.peak for e in single.episodes}
+    for e in batched.episodes:
+        assert e.peak == pytest.approx(peaks[(e.rule, tuple(sorted(e.labels.items())), e.started)])
+
+
+def _labels(sample: Sample) -> list[tuple[str, str]]:
+    return sorted(sample.labels.items())
+
+
+def test_every_metric_measures_many_windows_in_one_query_as_one_by_one(tmp_path: Path) -> None:
+    db, _, _ = _scenario_store(tmp_path, next(p for p in SCENARIOS if p.stem == "violation-burst"))
+    ends = [T0 + dt.timedelta(minutes=m, seconds=s) for m, s in ((61, 0), (75, 17.5), (118, 0))]
+    windows = [
+        Window(e - w, e) for e in ends for w in (dt.timedelta(minutes=5), dt.timedelta(hours=1))
+    ]
+    con = connect_lake(db)
+    try:
+        con.register("agent_catalog", load_catalog(EXAMPLE_CATALOG).frame().to_arrow())
+        for metric in metrics().values():
+            assert isinstance(metric, SqlMetric)
+            many = metric.measure_windows(con, windows)
+            for w in windows:
+                one = metric.measure(con, w)
+                got, want = sorted(many[w], key=_labels), sorted(one, key=_labels)
+                assert [(s.labels, s.samples) for s in got] == [(s.labels, s.samples) for s in want]
+                assert [s.value for s in got] == pytest.approx([s.value for s in want]), metric.name
+    finally:
+        con.close()

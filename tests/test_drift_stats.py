@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sps
 from scipy.spatial import distance
 
-from agentwatch.processors.drift import stats
+from agentwatch.processors.drift import fdr, stats
 from agentwatch.processors.drift.config import config_from_mapping
 from agentwatch.processors.drift.evaluate import decide, run_tests
 from agentwatch.processors.drift.signals import SIGNALS
@@ -96,9 +96,9 @@ def test_psi_uses_reference_deciles_and_matches_its_formula() -> None:
 
 def test_benjamini_hochberg_equals_scipy() -> None:
     p = [0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205, 0.212, 0.216]
-    got = stats.fdr_adjust(p)
+    got = fdr.fdr_adjust(p)
     assert got == pytest.approx(sps.false_discovery_control(p, method="bh"))
-    assert stats.fdr_adjust([]).size == 0
+    assert fdr.fdr_adjust([]).size == 0
 
 
 # --------------------------------------------------------------------------- rates
@@ -226,11 +226,11 @@ def test_decide_adjusts_p_values_across_the_window_and_compares_distances() -> N
 
 
 def test_severity_is_one_at_the_threshold_on_every_scale() -> None:
-    assert stats.severity(0.01, 0.01, p_valued=True) == pytest.approx(1.0)
-    assert stats.severity(0.0001, 0.01, p_valued=True) == pytest.approx(2.0)
-    assert stats.severity(1.0, 0.01, p_valued=True) == 0.0
-    assert stats.severity(0.5, 0.25, p_valued=False) == pytest.approx(2.0)
-    assert stats.severity(None, 0.25, p_valued=False) is None
+    assert fdr.severity(0.01, 0.01, p_valued=True) == pytest.approx(1.0)
+    assert fdr.severity(0.0001, 0.01, p_valued=True) == pytest.approx(2.0)
+    assert fdr.severity(1.0, 0.01, p_valued=True) == 0.0
+    assert fdr.severity(0.5, 0.25, p_valued=False) == pytest.approx(2.0)
+    assert fdr.severity(None, 0.25, p_valued=False) is None
 
 
 def test_registry_names_every_test_once_and_refuses_duplicates() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from agentwatch.processors.drift import config_from_mapping, stats
+from agentwatch.processors.drift import config_from_mapping, fdr
 from agentwatch.processors.drift.compare import decide, parse_period
 from agentwatch.processors.drift.config import Seasonality
 from agentwatch.processors.drift.evaluate import DriftEvaluator
@@ -64,7 +64,7 @@ def test_hierarchical_selects_the_agent_first_and_needs_stronger_evidence() -> N
 
 def test_simes_is_a_valid_p_value_of_a_null_family() -> None:
     rng = np.random.default_rng(1)
-    combined = np.array([stats.simes(rng.uniform(0, 1, 20)) for _ in range(4000)])
+    combined = np.array([fdr.simes(rng.uniform(0, 1, 20)) for _ in range(4000)])
     assert abs(float(np.mean(combined <= 0.05)) - 0.05) < 0.012
 
 

@@ -321,15 +321,15 @@ class Evaluator:
                 cache[key] = metric.measure(con, window)
             return cache[key]
 
-        current = samples(Window(at - rule.window, at))
+        spans = rule_windows(rule)
+        current = samples(Window(at - spans[0][0], at - spans[0][1]))
         if rule.change is None:
             rows = [(s, s.value, s.samples, "") for s in current]
         else:
-            w = rule.window
-            earlier = by_labels(samples(Window(at - 2 * w, at - w)))
+            earlier = by_labels(samples(Window(at - spans[1][0], at - spans[1][1])))
             # A group seen in no window before the previous one may have started during
             # it: a partly filled previous window would make any steady traffic a spike.
-            before = by_labels(samples(Window(at - 3 * w, at - 2 * w)))
+            before = by_labels(samples(Window(at - spans[2][0], at - spans[2][1])))
             rows = []
             for s in current:
                 key = tuple(sorted(s.labels.items()))
@@ -361,6 +361,13 @@ class Evaluator:
         missing = sorted({r.metric for r in rules} - set(self.registry))
         if missing:
             raise ValueError(f"rules name unregistered metrics: {', '.join(missing)}")
+
+
+def rule_windows(rule: Rule) -> list[tuple[dt.timedelta, dt.timedelta]]:
+    """The windows a rule measures, as (start, end) before its evaluation time: its
+    window, and for a change rule the previous one and the one before that."""
+    w = rule.window
+    return [(w, dt.timedelta(0))] + ([(2 * w, w), (3 * w, 2 * w)] if rule.change else [])
 
 
 def _change(rule: Rule, current: Sample, previous: Sample | None) -> tuple[float | None, str]:

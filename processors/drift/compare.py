@@ -17,6 +17,7 @@ import polars as pl
 
 from agentwatch.processors.drift import stats
 from agentwatch.processors.drift.config import DriftConfig
+from agentwatch.processors.drift.fdr import fdr_adjust, fdr_by_family, fdr_hierarchical
 from agentwatch.processors.drift.signals import SESSIONS_SUFFIX, SIGNALS, Signal, signal_of
 from agentwatch.processors.drift.stats import RATE_KEYS, Counts
 from agentwatch.processors.drift.summaries import AGENT_KEYS
@@ -187,17 +188,17 @@ def decide(rows: list[dict[str, Any]], fdr: str = "agent") -> list[dict[str, Any
     p_rows = [r for r in rows if r["p_value"] is not None]
     p_values = [r["p_value"] if not math.isnan(r["p_value"]) else 1.0 for r in p_rows]
     if fdr == "window":
-        q_values = stats.fdr_adjust(p_values)
+        q_values = fdr_adjust(p_values)
         families: list[tuple[str, str]] = []
     else:
         families = [(r["agent_id"], r["environment"]) for r in p_rows]
     if fdr == "window":
         pass
     elif fdr == "agent":
-        q_values = stats.fdr_by_family(p_values, families)
+        q_values = fdr_by_family(p_values, families)
     else:
         level = max((r["threshold"] for r in p_rows), default=0.01)
-        q_values = stats.fdr_hierarchical(p_values, families, level)
+        q_values = fdr_hierarchical(p_values, families, level)
     for row, q in zip(p_rows, q_values, strict=True):
         row["score"] = float(q)
         row["verdict"] = DRIFT if q <= row["threshold"] else OK

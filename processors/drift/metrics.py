@@ -4,7 +4,7 @@ One series per agent and signal, whatever the number of tests, environments and
 comparisons behind it, so that an alert rule needs no knowledge of the tests:
 
 - ``agentwatch_drift_score{agent_id,signal}``: the largest severity among the signal's
-  results of the agent's latest window, 1.0 being its threshold (see ``stats.severity``);
+  results of the agent's latest window, 1.0 being its threshold (see ``fdr.severity``);
 - ``agentwatch_drift_detected{agent_id,signal}``: 1 when any of them is ``drift``, else 0;
 - ``agentwatch_drift_insufficient_data{agent_id,signal}``: 1 when none could be tested,
   in which case the two above are left out rather than reported as "no drift".
@@ -28,14 +28,14 @@ import polars as pl
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from agentwatch.processors.drift import stats
+from agentwatch.processors.drift import fdr, stats
 from agentwatch.processors.drift.evaluate import DRIFT, INSUFFICIENT, RELEASE
 
 
 def severity_column(frame: pl.DataFrame) -> pl.Series:
-    """``stats.severity`` of every drift_scores row (null where nothing was tested)."""
+    """``fdr.severity`` of every drift_scores row (null where nothing was tested)."""
     values = [
-        stats.severity(score, threshold, test in stats.REGISTRY and stats.get(test).p_valued)
+        fdr.severity(score, threshold, test in stats.REGISTRY and stats.get(test).p_valued)
         for score, threshold, test in frame.select("score", "threshold", "test").iter_rows()
     ]
     return pl.Series("severity", values, dtype=pl.Float64)
