@@ -28,7 +28,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-AGENT = ("agent_id", "agent_version", "environment")
+from agentwatch.processors.metrics import series
+from agentwatch.processors.metrics.series import Series
+
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0)
 # Thumbs (0/1) and 1-5 ratings. A histogram's sum must never fall, so negative scores
 # (a -1 thumbs-down scale) are counted apart in agentwatch_feedback_negative_total.
@@ -41,103 +43,99 @@ Source = Literal["events", "sessions", "dead_letters", "redactions"]
 
 @dataclass(frozen=True)
 class CounterSpec:
-    name: str
-    help: str
+    """How one series (name, help and labels from ``series.py``) is computed from a batch:
+    ``const`` labels are fixed values, the others are the source frame's columns."""
+
+    series: Series
     source: Source
-    labels: tuple[str, ...]
     where: pl.Expr | None = None
     value: pl.Expr = field(default_factory=pl.len)
     const: tuple[tuple[str, str], ...] = ()
 
+    @property
+    def name(self) -> str:
+        return self.series.name
+
+    @property
+    def help(self) -> str:
+        return self.series.help
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        fixed = {k for k, _ in self.const}
+        return tuple(n for n in self.series.labels if n not in fixed)
+
 
 @dataclass(frozen=True)
 class HistogramSpec:
-    name: str
-    help: str
+    series: Series
     source: Source
-    labels: tuple[str, ...]
     value: pl.Expr
     buckets: tuple[float, ...]
     where: pl.Expr | None = None
+
+    @property
+    def name(self) -> str:
+        return self.series.name
+
+    @property
+    def help(self) -> str:
+        return self.series.help
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.series.labels
 
 
 def _kind(kind: str) -> pl.Expr:
     return pl.col("kind") == kind
 
 
-def _tokens(column: str, kind: str) -> CounterSpec:
+def _tokens(kind: str) -> CounterSpec:
     return CounterSpec(
-        "agentwatch_tokens_total", "LLM tokens by type.", "events", (*AGENT, "model"),
-        _kind("llm_call"), pl.col(column).fill_null(0).sum(), (("type", kind),),
-    )  # fmt: skip
+        series.TOKENS,
+        "events",
+        _kind("llm_call"),
+        pl.col(f"{kind}_tokens").fill_null(0).sum(),
+        (("type", kind),),
+    )
 
 
 COUNTERS: tuple[CounterSpec, ...] = (
-    CounterSpec("agentwatch_events_total", "Trace events landed, by kind and status.",
-                "events", (*AGENT, "kind", "status")),
-    CounterSpec("agentwatch_llm_calls_total", "LLM calls.", "events", (*AGENT, "model"),
-                _kind("llm_call")),
-    CounterSpec("agentwatch_tool_calls_total", "Tool calls.", "events", (*AGENT, "tool_name"),
-                _kind("tool_call")),
-    _tokens("input_tokens", "input"),
-    _tokens("output_tokens", "output"),
-    _tokens("cache_read_tokens", "cache_read"),
-    _tokens("reasoning_tokens", "reasoning"),
-    CounterSpec("agentwatch_cost_usd_total", "LLM cost in USD (event cost, else priced).",
-                "events", (*AGENT, "model"), _kind("llm_call"),
+    CounterSpec(series.EVENTS, "events"),
+    CounterSpec(series.LLM_CALLS, "events", _kind("llm_call")),
+    CounterSpec(series.TOOL_CALLS, "events", _kind("tool_call")),
+    *(_tokens(kind) for kind in series.TOKEN_TYPES),
+    CounterSpec(series.COST, "events", _kind("llm_call"),
                 pl.col("cost_usd_effective").fill_null(0.0).sum()),
-    CounterSpec("agentwatch_unpriced_events_total",
-                "LLM calls whose model has no price: their cost is unknown, not zero.",
-                "events", (*AGENT, "model"), pl.col("cost_source") == "unpriced"),
-    CounterSpec("agentwatch_errors_total", "Events with status error, or of kind error.",
-                "events", (*AGENT, "error_type"),
-                (pl.col("status") == "error") | _kind("error")),
-    CounterSpec("agentwatch_policy_checks_total", "Policy checks by outcome.", "events",
-                (*AGENT, "policy_id", "outcome"), _kind("policy_check")),
-    CounterSpec("agentwatch_policy_violations_total", "Policy checks that found a violation.",
-                "events", (*AGENT, "policy_id", "severity"),
+    CounterSpec(series.UNPRICED, "events", pl.col("cost_source") == "unpriced"),
+    CounterSpec(series.ERRORS, "events", (pl.col("status") == "error") | _kind("error")),
+    CounterSpec(series.POLICY_CHECKS, "events", _kind("policy_check")),
+    CounterSpec(series.POLICY_VIOLATIONS, "events",
                 _kind("policy_check") & (pl.col("outcome") == "violation")),
-    CounterSpec("agentwatch_blocked_actions_total",
-                "Actions blocked by a policy check or a security control.", "events",
-                (*AGENT, "source"),
+    CounterSpec(series.BLOCKED_ACTIONS, "events",
                 (_kind("policy_check") & (pl.col("outcome") == "blocked"))
                 | (_kind("security") & (pl.col("action") == "blocked"))),
-    CounterSpec("agentwatch_security_events_total", "Security events by category.", "events",
-                (*AGENT, "category", "action", "severity"), _kind("security")),
-    CounterSpec("agentwatch_escalations_total", "Escalations to a human.", "events", AGENT,
-                _kind("escalation")),
-    CounterSpec("agentwatch_sessions_started_total", "Sessions started.", "events", AGENT,
-                _kind("session_start")),
-    CounterSpec("agentwatch_sessions_total", "Sessions ended, by resolution.", "sessions",
-                (*AGENT, "resolution")),
-    CounterSpec("agentwatch_sessions_contained_total",
-                "Sessions resolved with no escalation (containment numerator).", "sessions",
-                AGENT, pl.col("contained")),
-    CounterSpec("agentwatch_feedback_negative_total",
-                "Feedback with a negative score (kept out of the score histogram).", "events",
-                AGENT, _kind("feedback") & (pl.col("score") < 0)),
-    CounterSpec("agentwatch_pipeline_dead_letters_total", "Invalid messages, by reason.",
-                "dead_letters", ("reason_code",)),
-    CounterSpec("agentwatch_redactions_total",
-                "Personal data and secrets redacted before storage, by rule and field.",
-                "redactions", ("rule", "field"), value=pl.col("count").sum()),
+    CounterSpec(series.SECURITY_EVENTS, "events", _kind("security")),
+    CounterSpec(series.ESCALATIONS, "events", _kind("escalation")),
+    CounterSpec(series.SESSIONS_STARTED, "events", _kind("session_start")),
+    CounterSpec(series.SESSIONS_ENDED, "sessions"),
+    CounterSpec(series.SESSIONS_CONTAINED, "sessions", pl.col("contained")),
+    CounterSpec(series.FEEDBACK_NEGATIVE, "events", _kind("feedback") & (pl.col("score") < 0)),
+    CounterSpec(series.DEAD_LETTERS, "dead_letters"),
+    CounterSpec(series.REDACTIONS, "redactions", value=pl.col("count").sum()),
 )  # fmt: skip
 
 HISTOGRAMS: tuple[HistogramSpec, ...] = (
-    HistogramSpec("agentwatch_llm_call_duration_seconds", "LLM call latency.", "events",
-                  (*AGENT, "model"), pl.col("latency_ms") / 1000, LATENCY_BUCKETS_S,
+    HistogramSpec(series.LLM_LATENCY, "events", pl.col("latency_ms") / 1000, LATENCY_BUCKETS_S,
                   _kind("llm_call") & pl.col("latency_ms").is_not_null()),
-    HistogramSpec("agentwatch_llm_time_to_first_token_seconds", "LLM time to first token.",
-                  "events", (*AGENT, "model"), pl.col("time_to_first_token_ms") / 1000,
+    HistogramSpec(series.TTFT, "events", pl.col("time_to_first_token_ms") / 1000,
                   LATENCY_BUCKETS_S, pl.col("time_to_first_token_ms").is_not_null()),
-    HistogramSpec("agentwatch_tool_call_duration_seconds", "Tool call latency.", "events",
-                  (*AGENT, "tool_name"), pl.col("latency_ms") / 1000, LATENCY_BUCKETS_S,
+    HistogramSpec(series.TOOL_LATENCY, "events", pl.col("latency_ms") / 1000, LATENCY_BUCKETS_S,
                   _kind("tool_call") & pl.col("latency_ms").is_not_null()),
-    HistogramSpec("agentwatch_session_duration_seconds", "Session duration, start to end.",
-                  "sessions", (*AGENT, "resolution"), pl.col("duration_s"), SESSION_BUCKETS_S,
+    HistogramSpec(series.SESSION_DURATION, "sessions", pl.col("duration_s"), SESSION_BUCKETS_S,
                   pl.col("duration_s").is_not_null()),
-    HistogramSpec("agentwatch_feedback_score", "Feedback scores >= 0 (mean = sum / count).",
-                  "events", AGENT, pl.col("score"), FEEDBACK_BUCKETS,
+    HistogramSpec(series.FEEDBACK_SCORE, "events", pl.col("score"), FEEDBACK_BUCKETS,
                   _kind("feedback") & (pl.col("score") >= 0)),
 )  # fmt: skip
 
@@ -326,10 +324,10 @@ class FleetCollector(Collector):
         self.partitions.pop(partition, None)
 
     def collect(self) -> Iterator[Metric]:
-        for name, series in self.counters.items():
+        for name, counted in self.counters.items():
             family = CounterMetricFamily(name.removesuffix("_total"), self.helps[name],
                                          labels=self.counter_labels[name])  # fmt: skip
-            for labels, value in series.items():
+            for labels, value in counted.items():
                 family.add_metric(list(labels), value)
             yield family
         for name, hseries in self.histograms.items():
@@ -346,32 +344,26 @@ class FleetCollector(Collector):
 
     def _pipeline_metrics(self) -> Iterator[Metric]:
         topic = self.topic
-        for key, help_text in (
-            ("records", "Kafka records consumed and landed (valid or not)."),
-            ("events", "Valid events landed."),
-            ("duplicates", "Re-sent events dropped by event_id."),
-            ("late_events", "Events that arrived after their window closed."),
+        for key, each in (
+            ("records", series.PIPELINE_RECORDS),
+            ("events", series.PIPELINE_EVENTS),
+            ("duplicates", series.PIPELINE_DUPLICATES),
+            ("late_events", series.PIPELINE_LATE),
         ):
-            c = CounterMetricFamily(f"agentwatch_pipeline_{key}", help_text, labels=["topic"])
+            c = CounterMetricFamily(each.family, each.help, labels=each.labels)
             c.add_metric([topic], float(self.pipeline[key]))
             yield c
-        lag = GaugeMetricFamily("agentwatch_pipeline_consumer_lag",
-                                "Records not yet consumed, per partition.",
-                                labels=["topic", "partition"])  # fmt: skip
-        delay = GaugeMetricFamily("agentwatch_pipeline_processing_delay_seconds",
-                                  "Landing time minus the newest event time of the last batch.",
-                                  labels=["topic", "partition"])  # fmt: skip
-        commit = GaugeMetricFamily("agentwatch_pipeline_last_commit_timestamp_seconds",
-                                   "When the partition's last batch was committed.",
-                                   labels=["topic", "partition"])  # fmt: skip
+        lag, delay, commit = (
+            GaugeMetricFamily(each.family, each.help, labels=each.labels)
+            for each in (series.CONSUMER_LAG, series.PROCESSING_DELAY, series.LAST_COMMIT)
+        )
         for partition, health in sorted(self.partitions.items()):
             lag.add_metric([topic, str(partition)], float(health.lag))
             delay.add_metric([topic, str(partition)], health.processing_delay_s)
             commit.add_metric([topic, str(partition)], health.last_commit_ts)
         yield from (lag, delay, commit)
-        folded = CounterMetricFamily("agentwatch_label_values_folded",
-                                     "Label values folded into 'other' by the cardinality guard.",
-                                     labels=["label"])  # fmt: skip
+        each = series.LABELS_FOLDED
+        folded = CounterMetricFamily(each.family, each.help, labels=each.labels)
         for label, n in sorted(self.guard.folded.items()):
             folded.add_metric([label], float(n))
         yield folded
