@@ -28,13 +28,14 @@ from agentwatch.dashboards.panels import (
     table,
     timeseries,
 )
+from agentwatch.processors.metrics import series
 
-DRIFT_SCORE: Final = "agentwatch_drift_score"
-DRIFT_DETECTED: Final = "agentwatch_drift_detected"
-DRIFT_INSUFFICIENT: Final = "agentwatch_drift_insufficient_data"
-DRIFT_WINDOW_END: Final = "agentwatch_drift_window_end_timestamp_seconds"
-RELEASE_SCORE: Final = "agentwatch_drift_release_score"
-RELEASE_DETECTED: Final = "agentwatch_drift_release_detected"
+DRIFT_SCORE: Final = series.DRIFT_SCORE.name
+DRIFT_DETECTED: Final = series.DRIFT_DETECTED.name
+DRIFT_INSUFFICIENT: Final = series.DRIFT_INSUFFICIENT.name
+DRIFT_WINDOW_END: Final = series.DRIFT_WINDOW_END.name
+RELEASE_SCORE: Final = series.RELEASE_SCORE.name
+RELEASE_DETECTED: Final = series.RELEASE_DETECTED.name
 DRIFT_SCOPE: Final = 'agent_id=~"$agent", signal=~"$signal"'
 # Severity: 1 is the test's threshold, so red is a drift verdict and yellow a near miss.
 SEVERITY_LEVELS: Final = higher_is_worse(0.8, 1.0)

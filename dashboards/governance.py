@@ -24,15 +24,16 @@ from agentwatch.dashboards.panels import (
     timeseries,
     zero_while,
 )
+from agentwatch.processors.metrics import series
 
-INFO: Final = "agentwatch_agent_info"
-MODEL_APPROVED: Final = "agentwatch_agent_model_approved"
-REVIEW_AGE: Final = "agentwatch_agent_review_age_days"
-REVIEW_INTERVAL: Final = "agentwatch_agent_review_interval_days"
-RELEASE: Final = "agentwatch_release_registered"
-EVENTS: Final = "agentwatch_events_total"
-LLM_CALLS: Final = "agentwatch_llm_calls_total"
-ALERTS: Final = "agentwatch_alerts"
+INFO: Final = series.AGENT_INFO.name
+MODEL_APPROVED: Final = series.MODEL_APPROVED.name
+REVIEW_AGE: Final = series.REVIEW_AGE.name
+REVIEW_INTERVAL: Final = series.REVIEW_INTERVAL.name
+RELEASE: Final = series.RELEASE_REGISTERED.name
+EVENTS: Final = series.EVENTS.name
+LLM_CALLS: Final = series.LLM_CALLS.name
+ALERTS: Final = series.ALERTS.name
 DAYS: Final = "d"
 GOVERNANCE_RULES: Final = (
     "ShadowAgent|UnapprovedModel|UnapprovedTool|UnpinnedVersionInProd|RetiredAgentActive|"

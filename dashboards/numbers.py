@@ -32,27 +32,28 @@ from agentwatch.dashboards.panels import (
     stat,
     zero_while,
 )
+from agentwatch.processors.metrics import series
 
-EVENTS: Final = "agentwatch_events_total"
-SESSIONS_STARTED: Final = "agentwatch_sessions_started_total"
-SESSIONS_ENDED: Final = "agentwatch_sessions_total"
-CONTAINED: Final = "agentwatch_sessions_contained_total"
-COST: Final = "agentwatch_cost_usd_total"
-TOKENS: Final = "agentwatch_tokens_total"
-LLM_CALLS: Final = "agentwatch_llm_calls_total"
-TOOL_CALLS: Final = "agentwatch_tool_calls_total"
-UNPRICED: Final = "agentwatch_unpriced_events_total"
-ERRORS: Final = "agentwatch_errors_total"
-CHECKS: Final = "agentwatch_policy_checks_total"
-VIOLATIONS: Final = "agentwatch_policy_violations_total"
-BLOCKED: Final = "agentwatch_blocked_actions_total"
-SECURITY: Final = "agentwatch_security_events_total"
-ESCALATIONS: Final = "agentwatch_escalations_total"
-LLM_LATENCY: Final = "agentwatch_llm_call_duration_seconds"
-TTFT: Final = "agentwatch_llm_time_to_first_token_seconds"
-TOOL_LATENCY: Final = "agentwatch_tool_call_duration_seconds"
-SESSION_DURATION: Final = "agentwatch_session_duration_seconds"
-FEEDBACK: Final = "agentwatch_feedback_score"
+EVENTS: Final = series.EVENTS.name
+SESSIONS_STARTED: Final = series.SESSIONS_STARTED.name
+SESSIONS_ENDED: Final = series.SESSIONS_ENDED.name
+CONTAINED: Final = series.SESSIONS_CONTAINED.name
+COST: Final = series.COST.name
+TOKENS: Final = series.TOKENS.name
+LLM_CALLS: Final = series.LLM_CALLS.name
+TOOL_CALLS: Final = series.TOOL_CALLS.name
+UNPRICED: Final = series.UNPRICED.name
+ERRORS: Final = series.ERRORS.name
+CHECKS: Final = series.POLICY_CHECKS.name
+VIOLATIONS: Final = series.POLICY_VIOLATIONS.name
+BLOCKED: Final = series.BLOCKED_ACTIONS.name
+SECURITY: Final = series.SECURITY_EVENTS.name
+ESCALATIONS: Final = series.ESCALATIONS.name
+LLM_LATENCY: Final = series.LLM_LATENCY.name
+TTFT: Final = series.TTFT.name
+TOOL_LATENCY: Final = series.TOOL_LATENCY.name
+SESSION_DURATION: Final = series.SESSION_DURATION.name
+FEEDBACK: Final = series.FEEDBACK_SCORE.name
 
 # Thresholds shared by every panel showing the same number.
 CONTAINMENT_LEVELS: Final = lower_is_worse(0.6, 0.75)
@@ -186,11 +187,11 @@ def budget_used_stat(width: int = 3) -> PanelSpec:
 # From `agentwatch alerts run --metrics-port`. Alerts and breakers carry no environment
 # or version label, so their panels follow the agent picker only.
 
-ALERTS: Final = "agentwatch_alerts"
-ALERT_STARTED: Final = "agentwatch_alerts_started_timestamp_seconds"
-RULE_INFO: Final = "agentwatch_alert_rule_info"
-LAST_EVALUATION: Final = "agentwatch_alerts_last_evaluation_timestamp_seconds"
-BREAKER_OPEN: Final = "agentwatch_breaker_open"
+ALERTS: Final = series.ALERTS.name
+ALERT_STARTED: Final = series.ALERT_STARTED.name
+RULE_INFO: Final = series.RULE_INFO.name
+LAST_EVALUATION: Final = series.LAST_EVALUATION.name
+BREAKER_OPEN: Final = series.BREAKER_OPEN.name
 AGENT_ONLY: Final = 'agent_id=~"$agent"'
 # Any one is worth a look: red from the first.
 RED_FROM_ONE: Final = Thresholds("green", ((1, "red"),))

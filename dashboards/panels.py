@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from agentwatch.processors.metrics import series
+
 # The provisioned Prometheus datasource (provisioning/datasources/agentwatch.yaml).
 DATASOURCE_UID: Final = "agentwatch-prometheus"
 DATASOURCE: Final = {"type": "prometheus", "uid": DATASOURCE_UID}
@@ -338,15 +340,15 @@ def label_picker(
 
 
 ENVIRONMENT: Final = label_picker(
-    "environment", "Environment", "agentwatch_events_total", "environment",
+    "environment", "Environment", series.EVENTS.name, "environment",
     "Deployment environments (prod, staging, ...) the agents report.",
 )  # fmt: skip
 AGENT: Final = label_picker(
-    "agent", "Agent", "agentwatch_events_total", "agent_id",
+    "agent", "Agent", series.EVENTS.name, "agent_id",
     "Agents seen in the chosen environments.", scope='environment=~"$environment"',
 )  # fmt: skip
 VERSION: Final = label_picker(
-    "version", "Version", "agentwatch_events_total", "agent_version",
+    "version", "Version", series.EVENTS.name, "agent_version",
     "Releases of the chosen agents.",
     scope='environment=~"$environment", agent_id=~"$agent"',
 )  # fmt: skip
@@ -355,7 +357,7 @@ ONE_AGENT: Final = Variable(
     multi=False, include_all=False,
 )  # fmt: skip
 TOPIC: Final = label_picker(
-    "topic", "Topic", "agentwatch_pipeline_records_total", "topic", "Kafka events topics.",
+    "topic", "Topic", series.PIPELINE_RECORDS.name, "topic", "Kafka events topics.",
 )  # fmt: skip
 DAILY_BUDGET: Final = Variable(
     "daily_budget_usd", "Daily budget (USD)", "1000",

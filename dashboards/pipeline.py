@@ -25,14 +25,15 @@ from agentwatch.dashboards.panels import (
     stat,
     timeseries,
 )
+from agentwatch.processors.metrics import series
 
-PIPELINE_RECORDS: Final = "agentwatch_pipeline_records_total"
-LAG: Final = "agentwatch_pipeline_consumer_lag"
-DELAY: Final = "agentwatch_pipeline_processing_delay_seconds"
-LAST_COMMIT: Final = "agentwatch_pipeline_last_commit_timestamp_seconds"
-DEAD_LETTERS: Final = "agentwatch_pipeline_dead_letters_total"
-FOLDED: Final = "agentwatch_label_values_folded_total"
-OTLP_SPANS: Final = "agentwatch_otlp_spans_total"
+PIPELINE_RECORDS: Final = series.PIPELINE_RECORDS.name
+LAG: Final = series.CONSUMER_LAG.name
+DELAY: Final = series.PROCESSING_DELAY.name
+LAST_COMMIT: Final = series.LAST_COMMIT.name
+DEAD_LETTERS: Final = series.DEAD_LETTERS.name
+FOLDED: Final = series.LABELS_FOLDED.name
+OTLP_SPANS: Final = series.OTLP_SPANS.name
 PARTITION: Final = ("partition",)
 LAG_LEVELS: Final = higher_is_worse(1_000, 10_000)
 DELAY_LEVELS: Final = higher_is_worse(60, 300)
@@ -42,8 +43,8 @@ def _topic(metric: str) -> str:
     return selector(metric, scope=TOPIC_SCOPE)
 
 
-def _pipeline_rate(key: str, per: int = 1) -> str:
-    return rate(f"agentwatch_pipeline_{key}_total", per=per, scope=TOPIC_SCOPE)
+def _pipeline_rate(counter: series.Series, per: int = 1) -> str:
+    return rate(counter.name, per=per, scope=TOPIC_SCOPE)
 
 
 _LAG_TEXT: Final = (
@@ -73,7 +74,7 @@ PIPELINE: Final = DashboardSpec(
             stat("Processing delay", _DELAY_TEXT, f"max({_topic(DELAY)})", SECONDS,
                  DELAY_LEVELS, decimals=1, width=4),
             stat("Throughput", "Kafka records landed per second (valid or not).",
-                 _pipeline_rate("records"), PER_SECOND, width=4),
+                 _pipeline_rate(series.PIPELINE_RECORDS), PER_SECOND, width=4),
             stat("Dead letters", "Invalid messages over the time range, sent to the dead-"
                  "letter topic and table with a reason. Yellow from 1, red from 100.",
                  increase(DEAD_LETTERS, scope=""), COUNT, higher_is_worse(1, 100), width=4),
@@ -88,10 +89,10 @@ PIPELINE: Final = DashboardSpec(
             timeseries("Throughput", "Per second: records consumed, valid events landed, "
                        "re-sent duplicates dropped, and events that arrived after their "
                        "window closed.", PER_SECOND,
-                       Query(_pipeline_rate("records"), "records"),
-                       Query(_pipeline_rate("events"), "events"),
-                       Query(_pipeline_rate("duplicates"), "duplicates"),
-                       Query(_pipeline_rate("late_events"), "late events")),
+                       Query(_pipeline_rate(series.PIPELINE_RECORDS), "records"),
+                       Query(_pipeline_rate(series.PIPELINE_EVENTS), "events"),
+                       Query(_pipeline_rate(series.PIPELINE_DUPLICATES), "duplicates"),
+                       Query(_pipeline_rate(series.PIPELINE_LATE), "late events")),
             timeseries("Consumer lag by partition", _LAG_TEXT, COUNT,
                        Query(f"sum by (partition) ({_topic(LAG)})", "partition {{partition}}"),
                        thresholds=LAG_LEVELS, stack=True),

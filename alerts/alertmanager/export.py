@@ -33,20 +33,21 @@ import yaml
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.rules import CatalogThreshold, Rule
 from agentwatch.durations import format_duration
+from agentwatch.processors.metrics import series
 
-# The metrics' names as Prometheus stores them (counters get their _total suffix).
-EVENTS = "agentwatch_events_total"
-ERRORS = "agentwatch_errors_total"
-POLICY_CHECKS = "agentwatch_policy_checks_total"
-SECURITY = "agentwatch_security_events_total"
-LLM_CALLS = "agentwatch_llm_calls_total"
-TOOL_CALLS = "agentwatch_tool_calls_total"
-COST = "agentwatch_cost_usd_total"
-UNPRICED = "agentwatch_unpriced_events_total"
-SESSIONS = "agentwatch_sessions_total"
-CONTAINED = "agentwatch_sessions_contained_total"
-LLM_LATENCY = "agentwatch_llm_call_duration_seconds"
-TOOL_LATENCY = "agentwatch_tool_call_duration_seconds"
+# The series the rules read (processors/metrics/series.py).
+EVENTS = series.EVENTS.name
+ERRORS = series.ERRORS.name
+POLICY_CHECKS = series.POLICY_CHECKS.name
+SECURITY = series.SECURITY_EVENTS.name
+LLM_CALLS = series.LLM_CALLS.name
+TOOL_CALLS = series.TOOL_CALLS.name
+COST = series.COST.name
+UNPRICED = series.UNPRICED.name
+SESSIONS = series.SESSIONS_ENDED.name
+CONTAINED = series.SESSIONS_CONTAINED.name
+LLM_LATENCY = series.LLM_LATENCY.name
+TOOL_LATENCY = series.TOOL_LATENCY.name
 
 # Metrics with no exported equivalent, and why.
 UNSUPPORTED: Mapping[str, str] = {
@@ -55,10 +56,11 @@ UNSUPPORTED: Mapping[str, str] = {
     "security_session_share": "sessions are not exported per security category",
     "silence_ratio": "an agent's gaps between events are not exported; a silence_s rule "
     "with a fixed threshold exports",
-    "drift_rolling": "drift gauges do not say which comparison found the drift; "
-    "alert on agentwatch_drift_detected from `agentwatch drift run --metrics-port`",
-    "drift_release": "drift gauges do not say which comparison found the drift; "
-    "alert on agentwatch_drift_detected from `agentwatch drift run --metrics-port`",
+    **dict.fromkeys(
+        ("drift_rolling", "drift_release"),
+        "drift gauges do not say which comparison found the drift; "
+        f"alert on {series.DRIFT_DETECTED.name} from `agentwatch drift run --metrics-port`",
+    ),
     **dict.fromkeys(
         (
             "unregistered_release_events",
