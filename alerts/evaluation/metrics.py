@@ -30,7 +30,7 @@ from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from agentwatch.alerts.evaluation.evaluator import Evaluation
@@ -39,11 +39,10 @@ from agentwatch.alerts.model import Alert
 from agentwatch.alerts.response.breaker import Breaker
 from agentwatch.alerts.response.respond import Response
 from agentwatch.alerts.rules import Rule
+from agentwatch.processors.metrics import series
 from agentwatch.settings import Settings
 
 log = logging.getLogger(__name__)
-
-ALERT_LABELS = ("alertname", "severity", "agent_id", "state")
 
 
 class AlertsCollector(Collector):
@@ -71,44 +70,24 @@ class AlertsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         alerts, evaluated_at, breakers = self.alerts, self.evaluated_at, self.breakers
-        active = GaugeMetricFamily(
-            "agentwatch_alerts",
-            "Pending and firing alerts (1 each; alerts sharing these labels are summed).",
-            labels=list(ALERT_LABELS),
-        )
-        started = GaugeMetricFamily(
-            "agentwatch_alerts_started_timestamp_seconds",
-            "When the earliest alert with these labels started (pending or firing).",
-            labels=list(ALERT_LABELS),
-        )
+        active = series.ALERTS.gauge()
+        started = series.ALERT_STARTED.gauge()
         counts: dict[tuple[str, ...], int] = {}
         since: dict[tuple[str, ...], float] = {}
         for alert in alerts:
             labels = (alert.rule, alert.severity, alert.agent_id or "", alert.state)
             counts[labels] = counts.get(labels, 0) + 1
             since[labels] = min(since.get(labels, float("inf")), alert.starts_at.timestamp())
-        for series in sorted(counts):
-            active.add_metric(list(series), float(counts[series]))
-            started.add_metric(list(series), since[series])
-        info = GaugeMetricFamily(
-            "agentwatch_alert_rule_info",
-            "1 per alert rule in force, with its runbook (the rule's runbook_url annotation).",
-            labels=["alertname", "severity", "runbook_url"],
-        )
+        for key in sorted(counts):
+            active.add_metric(list(key), float(counts[key]))
+            started.add_metric(list(key), since[key])
+        info = series.RULE_INFO.gauge()
         for rule in sorted(self.rules(), key=lambda r: r.name):
             info.add_metric([rule.name, rule.severity, rule.annotations.get("runbook_url", "")], 1)
-        last = GaugeMetricFamily(
-            "agentwatch_alerts_last_evaluation_timestamp_seconds",
-            "When the alert rules were last evaluated.",
-        )
+        last = series.LAST_EVALUATION.gauge()
         if evaluated_at is not None:
             last.add_metric([], evaluated_at)
-        breaker_open = GaugeMetricFamily(
-            "agentwatch_breaker_open",
-            "1 while the circuit breaker halts calls (open or half-open), 0 when closed; "
-            "tool is empty for the agent's own breaker.",
-            labels=["agent_id", "tool"],
-        )
+        breaker_open = series.BREAKER_OPEN.gauge()
         for breaker in sorted(breakers, key=lambda b: (b.key.agent_id, b.key.tool or "")):
             halted = 0.0 if breaker.state == "closed" else 1.0
             breaker_open.add_metric([breaker.key.agent_id, breaker.key.tool or ""], halted)

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from agentwatch.alerts.governance.catalog import load_catalog
@@ -32,13 +32,10 @@ from agentwatch.alerts.governance.registry import TABLE as CHANGES
 from agentwatch.alerts.governance.registry import Registry, utc_now
 from agentwatch.alerts.governance.releases import Releases
 from agentwatch.alerts.governance.review import TABLE as REVIEWS
+from agentwatch.processors.metrics import series
 from agentwatch.processors.store.lake import LakeStore
 
 log = logging.getLogger(__name__)
-
-INFO_LABELS = (
-    "agent_id", "risk_tier", "status", "owner", "business_owner", "technical_owner", "autonomy",
-)  # fmt: skip
 
 
 class LifecycleCollector(Collector):
@@ -62,29 +59,11 @@ class LifecycleCollector(Collector):
         store = LakeStore(self.db)
         history = store.read_log(CHANGES)
         registry = Registry(store, load_catalog(self.catalog_path), history)
-        info = GaugeMetricFamily(
-            "agentwatch_agent_info", "1 per catalogued agent.", labels=list(INFO_LABELS)
-        )
-        models = GaugeMetricFamily(
-            "agentwatch_agent_model_approved",
-            "1 per model approved for the agent.",
-            labels=["agent_id", "model"],
-        )
-        age = GaugeMetricFamily(
-            "agentwatch_agent_review_age_days",
-            "Days since the agent's last access review (or since the registry first saw it).",
-            labels=["agent_id"],
-        )
-        allowed = GaugeMetricFamily(
-            "agentwatch_agent_review_interval_days",
-            "Days an access review stays valid for the agent (by its risk tier).",
-            labels=["agent_id"],
-        )
-        releases = GaugeMetricFamily(
-            "agentwatch_release_registered",
-            "1 per registered release; approved is true or false, stage canary, full or empty.",
-            labels=["agent_id", "agent_version", "approved", "stage"],
-        )
+        info = series.AGENT_INFO.gauge()
+        models = series.MODEL_APPROVED.gauge()
+        age = series.REVIEW_AGE.gauge()
+        allowed = series.REVIEW_INTERVAL.gauge()
+        releases = series.RELEASE_REGISTERED.gauge()
         first = dict(history.group_by("agent_id").agg(pl.col("ts").min()).iter_rows())
         reviews = store.read_log(REVIEWS)
         last = dict(reviews.group_by("agent_id").agg(pl.col("ts").max()).iter_rows())

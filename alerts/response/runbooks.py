@@ -33,6 +33,7 @@ from agentwatch.alerts.model import Alert, AlertState
 from agentwatch.alerts.response.audit import action_row, record_actions
 from agentwatch.alerts.response.runbook_files import Runbook, RunbookError, Step
 from agentwatch.clock import Clock, utc_now
+from agentwatch.processors.metrics import series
 from agentwatch.processors.store.lake import LakeStore
 
 if TYPE_CHECKING:
@@ -254,12 +255,7 @@ def _execute(
 
 def step_failures_counter() -> Counter:
     """``agentwatch_runbook_step_failures_total``, on no registry until one takes it."""
-    return Counter(
-        "agentwatch_runbook_step_failures",
-        "Runbook steps that failed (a failed open_breaker leaves an agent running).",
-        ["runbook", "action"],
-        registry=None,
-    )
+    return series.RUNBOOK_STEP_FAILURES.counter(None)
 
 
 def _tool(step: Step, alert: Alert) -> str | None:

@@ -8,40 +8,20 @@ Instrumentation scopes are few, but a hostile sender could invent many: past
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
 from agentwatch.ingest.otlp.mapping import Mapped
+from agentwatch.processors.metrics import series
 
 OTHER = "other"
 
 
 class OtlpMetrics:
     def __init__(self, registry: CollectorRegistry, max_scopes: int = 50) -> None:
-        self.spans = Counter(
-            "agentwatch_otlp_spans_total",
-            "OTLP spans received, by outcome (mapped, skipped, unmapped, rejected), "
-            "reason (the role mapped, or why not) and instrumentation scope",
-            ["outcome", "reason", "scope"],
-            registry=registry,
-        )
-        self.attributes = Counter(
-            "agentwatch_otlp_attributes_total",
-            "Attributes of mapped OTLP spans not read into a contract field, by outcome "
-            "(kept, content_dropped, content_redacted, over_limit) and scope",
-            ["outcome", "scope"],
-            registry=registry,
-        )
-        self.requests = Counter(
-            "agentwatch_otlp_requests_total",
-            "OTLP export requests answered, by transport and answer",
-            ["transport", "code"],
-            registry=registry,
-        )
-        self.events = Counter(
-            "agentwatch_otlp_events_total",
-            "Contract events produced from OTLP spans",
-            registry=registry,
-        )
+        self.spans = series.OTLP_SPANS.counter(registry)
+        self.attributes = series.OTLP_ATTRIBUTES.counter(registry)
+        self.requests = series.OTLP_REQUESTS.counter(registry)
+        self.events = series.OTLP_EVENTS.counter(registry)
         self._max_scopes = max_scopes
         self._scopes: set[str] = set()
 

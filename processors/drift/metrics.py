@@ -25,11 +25,12 @@ import datetime as dt
 from collections.abc import Iterator
 
 import polars as pl
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from agentwatch.processors.drift import fdr, stats
 from agentwatch.processors.drift.evaluate import DRIFT, INSUFFICIENT, RELEASE
+from agentwatch.processors.metrics import series
 
 
 def severity_column(frame: pl.DataFrame) -> pl.Series:
@@ -80,21 +81,9 @@ class DriftCollector(Collector):
             self.releases[key] = (sev, bool(detected))
 
     def collect(self) -> Iterator[Metric]:
-        score = GaugeMetricFamily(
-            "agentwatch_drift_score",
-            "Largest drift severity of the signal in the agent's latest window (1 = threshold).",
-            labels=["agent_id", "signal"],
-        )
-        detected = GaugeMetricFamily(
-            "agentwatch_drift_detected",
-            "1 when a test of the signal found drift in the agent's latest window, else 0.",
-            labels=["agent_id", "signal"],
-        )
-        insufficient = GaugeMetricFamily(
-            "agentwatch_drift_insufficient_data",
-            "1 when no test of the signal had enough samples in the agent's latest window.",
-            labels=["agent_id", "signal"],
-        )
+        score = series.DRIFT_SCORE.gauge()
+        detected = series.DRIFT_DETECTED.gauge()
+        insufficient = series.DRIFT_INSUFFICIENT.gauge()
         for (agent_id, signal), (sev, found, lacking) in sorted(self.series.items()):
             insufficient.add_metric([agent_id, signal], 1.0 if lacking else 0.0)
             if lacking:
@@ -102,25 +91,11 @@ class DriftCollector(Collector):
             detected.add_metric([agent_id, signal], 1.0 if found else 0.0)
             if sev is not None:
                 score.add_metric([agent_id, signal], sev)
-        window = GaugeMetricFamily(
-            "agentwatch_drift_window_end_timestamp_seconds",
-            "End of the agent's latest evaluated drift window (event time).",
-            labels=["agent_id"],
-        )
+        window = series.DRIFT_WINDOW_END.gauge()
         for agent_id, end in sorted(self.window_end.items()):
             window.add_metric([agent_id], end.timestamp())
-        release_labels = ["agent_id", "dimension", "baseline", "candidate", "signal"]
-        release_score = GaugeMetricFamily(
-            "agentwatch_drift_release_score",
-            "Largest drift severity of the candidate release against the stable one on the "
-            "signal, in the agent's latest window (1 = threshold).",
-            labels=release_labels,
-        )
-        release_detected = GaugeMetricFamily(
-            "agentwatch_drift_release_detected",
-            "1 when a test found the candidate release unlike the stable one on the signal.",
-            labels=release_labels,
-        )
+        release_score = series.RELEASE_SCORE.gauge()
+        release_detected = series.RELEASE_DETECTED.gauge()
         for key, (sev, found) in sorted(self.releases.items()):
             release_detected.add_metric(list(key), 1.0 if found else 0.0)
             if sev is not None:

@@ -17,6 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
 from agentwatch.processors.store.definitions import BLOCKED, CONTAINED, ERROR, VIOLATION
 
 Kind = Literal["counter", "histogram", "gauge"]
@@ -54,6 +57,21 @@ class Series:
     def family(self) -> str:
         """The name a metric family is created with (a counter's without ``_total``)."""
         return self.name.removesuffix("_total") if self.kind == "counter" else self.name
+
+    def gauge(self) -> GaugeMetricFamily:
+        """An empty gauge family of this series, for a collector to fill on scrape."""
+        assert self.kind == "gauge", self.name
+        return GaugeMetricFamily(self.family, self.help, labels=list(self.labels))
+
+    def counter_family(self) -> CounterMetricFamily:
+        """An empty counter family of this series, for a collector to fill on scrape."""
+        assert self.kind == "counter", self.name
+        return CounterMetricFamily(self.family, self.help, labels=list(self.labels))
+
+    def counter(self, registry: CollectorRegistry | None) -> Counter:
+        """A counter of this series on ``registry`` (None: on none until one takes it)."""
+        assert self.kind == "counter", self.name
+        return Counter(self.family, self.help, list(self.labels), registry=registry)
 
 
 AGENT: Final = ("agent_id", "agent_version", "environment")
