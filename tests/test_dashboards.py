@@ -419,10 +419,12 @@ def _exposition(collector: Any) -> str:
     return generate_latest(registry).decode()
 
 
-def exported_series_names() -> frozenset[str]:
-    """Every series name on agentwatch's /metrics endpoints: a processor's once it landed
-    a fleet, bad messages and all; the drift evaluator's after a window; the alert
-    evaluator's with an alert firing and a breaker open.
+@cache
+def expositions() -> tuple[str, ...]:
+    """The text of every agentwatch /metrics endpoint: a processor's once it landed a
+    fleet, bad messages and all; the drift evaluator's after a window; the alert
+    evaluator's with an alert firing and a breaker open (and the registry's lifecycle);
+    the OTLP receiver's once a span was counted.
 
     A small label budget makes the cardinality guard fold some tools, so its counter
     shows too, as it does in a real fleet.
@@ -445,23 +447,22 @@ def exported_series_names() -> frozenset[str]:
     alerts.set_breakers([Breaker(BreakerKey("hr-1"), state="open")])
     with tempfile.TemporaryDirectory() as folder:
         registry = registry_with_a_release(Path(folder))
-        lifecycle = LifecycleCollector(db_of(registry), Path(folder) / "catalog.yaml")
-        lifecycle_names = set(
-            re.findall(r"^(agentwatch_\w+)[{ ]", _exposition(lifecycle), flags=re.MULTILINE)
-        )
-    names: set[str] = set(lifecycle_names)
-    for each in (collector, drift, alerts):
-        exposed = CollectorRegistry()
-        exposed.register(each)
-        text = generate_latest(exposed).decode()
-        names |= set(re.findall(r"^(agentwatch_\w+)[{ ]", text, flags=re.MULTILINE))
-    # the OTLP receiver's and the Collector path's counters, once a span was counted
+        lifecycle = _exposition(LifecycleCollector(db_of(registry), Path(folder) / "catalog.yaml"))
+    texts = [lifecycle, *(_exposition(each) for each in (collector, drift, alerts))]
     otlp, mapped = CollectorRegistry(), Mapped()
     mapped.spans[("mapped", "llm", "scope")] += 1
     OtlpMetrics(otlp).record(mapped)
-    text = generate_latest(otlp).decode()
-    names |= set(re.findall(r"^(agentwatch_\w+)[{ ]", text, flags=re.MULTILINE))
-    return frozenset(names)
+    texts.append(generate_latest(otlp).decode())
+    return tuple(texts)
+
+
+def exported_series_names() -> frozenset[str]:
+    """Every series name on agentwatch's /metrics endpoints (see :func:`expositions`)."""
+    return frozenset(
+        name
+        for text in expositions()
+        for name in re.findall(r"^(agentwatch_\w+)[{ ]", text, flags=re.MULTILINE)
+    )
 
 
 def metrics_queried() -> list[Any]:
