@@ -28,6 +28,7 @@ from agentwatch.processors.metrics.exporter import (
     HISTOGRAMS,
     CounterDelta,
     FleetCollector,
+    Source,
     batch_deltas,
 )
 from agentwatch.processors.metrics.series import BY_NAME, SERIES, Series
@@ -110,7 +111,7 @@ def families(text: str) -> dict[str, set[str]]:
 
 
 def test_the_exporter_declares_exactly_the_processors_series() -> None:
-    declared = {spec.name for spec in (*COUNTERS, *HISTOGRAMS)}
+    declared = {spec.name for spec in COUNTERS} | {spec.name for spec in HISTOGRAMS}
     health = {s.name for s in SERIES if s.endpoint == "processor" and s.counts is None}
     health -= {series.REDACTIONS.name}
     processor = {s.name for s in SERIES if s.endpoint == "processor"}
@@ -237,14 +238,18 @@ BATCH: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
-def landed() -> tuple[dict[str, pl.DataFrame], duckdb.DuckDBPyConnection]:
+def landed() -> tuple[dict[Source, pl.DataFrame], duckdb.DuckDBPyConnection]:
     """One batch as the exporter sees it, and the same batch as the store's tables."""
     frame = events(*BATCH)
     letters = pl.DataFrame(
         {"reason_code": ["schema", "schema", "json"]},
         schema={"reason_code": DEAD_LETTERS_SCHEMA["reason_code"]},
     )
-    frames = {"events": frame, "sessions": SessionTracker().update(frame), "dead_letters": letters}
+    frames: dict[Source, pl.DataFrame] = {
+        "events": frame,
+        "sessions": SessionTracker().update(frame),
+        "dead_letters": letters,
+    }
     con = duckdb.connect()
     con.register("_events", frame.to_arrow())
     con.register("_letters", letters.to_arrow())
@@ -258,7 +263,7 @@ def landed() -> tuple[dict[str, pl.DataFrame], duckdb.DuckDBPyConnection]:
 Values = dict[tuple[tuple[str, ...], int], float]
 
 
-def exported(frames: dict[str, pl.DataFrame]) -> dict[str, Values]:
+def exported(frames: dict[Source, pl.DataFrame]) -> dict[str, Values]:
     """Per series, its values keyed by the labels the store splits by: a counter's value
     (0), a histogram's count (0) and sum (1)."""
     out: dict[str, Values] = defaultdict(lambda: defaultdict(float))
@@ -266,13 +271,14 @@ def exported(frames: dict[str, pl.DataFrame]) -> dict[str, Values]:
         entry = delta.spec.series
         over = entry.counts.over if entry.counts else ()
         keep = [i for i, n in enumerate(delta.spec.labels) if n not in over]
-        for row in delta.rows:
-            key = tuple(row[0][i] for i in keep)
-            if isinstance(delta, CounterDelta):
-                out[entry.name][(key, 0)] += row[1]
-            else:
-                out[entry.name][(key, 0)] += row[1][-1]
-                out[entry.name][(key, 1)] += row[2]
+        if isinstance(delta, CounterDelta):
+            for labels, value in delta.rows:
+                out[entry.name][(tuple(labels[i] for i in keep), 0)] += value
+            continue
+        for labels, buckets, total in delta.rows:
+            key = tuple(labels[i] for i in keep)
+            out[entry.name][(key, 0)] += buckets[-1]
+            out[entry.name][(key, 1)] += total
     return {name: dict(values) for name, values in out.items()}
 
 
