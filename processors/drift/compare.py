@@ -183,25 +183,25 @@ def decide(rows: list[dict[str, Any]], fdr: str = "agent") -> list[dict[str, Any
     """Scores and verdicts: BH over each family of p-valued results, thresholds for distances.
 
     ``fdr`` names the families: ``window`` (all rows), ``agent`` (each agent and
-    environment), ``hierarchical`` (agents selected first, then their tests).
+    environment), ``hierarchical`` (agents selected first, then their tests). A pool's
+    gate (``cumulative.pool_gates``) is one more member of its agent's family and is
+    dropped from the result; see :func:`open_pools`.
     """
     p_rows = [r for r in rows if r["p_value"] is not None]
     p_values = [r["p_value"] if not math.isnan(r["p_value"]) else 1.0 for r in p_rows]
     if fdr == "window":
         q_values = fdr_adjust(p_values)
-        families: list[tuple[str, str]] = []
     else:
         families = [(r["agent_id"], r["environment"]) for r in p_rows]
-    if fdr == "window":
-        pass
-    elif fdr == "agent":
-        q_values = fdr_by_family(p_values, families)
-    else:
-        level = max((r["threshold"] for r in p_rows), default=0.01)
-        q_values = fdr_hierarchical(p_values, families, level)
+        if fdr == "agent":
+            q_values = fdr_by_family(p_values, families)
+        else:
+            level = max((r["threshold"] for r in p_rows), default=0.01)
+            q_values = fdr_hierarchical(p_values, families, level)
     for row, q in zip(p_rows, q_values, strict=True):
         row["score"] = float(q)
-        row["verdict"] = DRIFT if q <= row["threshold"] else OK
+    open_pools(p_rows)
+    rows = [r for r in rows if not r.get("gate")]
     for row in rows:
         if row["statistic"] is None:
             row["score"] = None
@@ -209,4 +209,29 @@ def decide(rows: list[dict[str, Any]], fdr: str = "agent") -> list[dict[str, Any
         elif row["p_value"] is None:
             row["score"] = row["statistic"]
             row["verdict"] = DRIFT if row["statistic"] >= row["threshold"] else OK
+        else:
+            row["verdict"] = DRIFT if row["score"] <= row["threshold"] else OK
     return rows
+
+
+def open_pools(p_rows: list[dict[str, Any]]) -> None:
+    """The second level of a pool: when its gate's score passes, BH among its members.
+
+    A member's score becomes the smaller of its own and the larger of the gate's score
+    and its BH q-value among the pool's members (Yekutieli's hierarchical testing): a
+    false alarm still needs a first-level rejection in the agent's family, while a
+    change that moves several signals of one unit a little is found on them together.
+    """
+    gates = [r for r in p_rows if r.get("gate")]
+    for gate in gates:
+        if gate["score"] > gate["threshold"]:
+            continue
+        key = (gate["agent_id"], gate["environment"], gate["pool"])
+        members = [
+            r
+            for r in p_rows
+            if not r.get("gate") and (r["agent_id"], r["environment"], r.get("pool")) == key
+        ]
+        within = fdr_adjust([r["p_value"] for r in members])
+        for row, q in zip(members, within, strict=True):
+            row["score"] = min(row["score"], max(gate["score"], float(q)))

@@ -21,6 +21,14 @@ numeric and rate signal of every agent gets one more result:
 
 The result is a ``rolling`` row like the others (its candidate the horizon) and joins
 the agent's FDR family.
+
+**Pools.** An agent's numeric signals measured in the same unit (its LLM and tool
+latencies, say) often move together: a slower host, a busier network. Each bucket's
+scores of those signals, each over its own dispersion, are added up into one more
+cumulative test, the pool's *gate* (:func:`pool_gates`), with the dispersion of the same
+sums over the reference. The gate joins the agent's family; when it passes, its members
+are tested again among themselves (:func:`compare.decide`), so evidence that is
+consistent across signals is not diluted by the agent's unrelated tests.
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ MOMENTS_SCHEMA: Final = pl.Schema(
      "signal": pl.String(), "n": pl.Float64(), "s1": pl.Float64(), "s2": pl.Float64()}
 )  # fmt: skip
 KIND_OF: Final = {name: s.kind for name, s in SIGNALS.items() if s.kind != "categorical"}
+UNIT_OF: Final = {name: s.unit for name, s in SIGNALS.items() if s.kind == "numeric" and s.unit}
+POOL: Final = (*AGENT_KEYS, "pool")
 
 
 class Moments:
@@ -159,15 +169,14 @@ def cumulative_rows(
         N=pl.col("N") - pl.col("n"), S1=pl.col("S1") - pl.col("s1"), S2=pl.col("S2") - pl.col("s2")
     )
     own = own.filter((pl.col("N") > 0) & (pl.col("n") > 0))
-    dispersion = (
-        own.with_columns(z2=pl.Series(scores(own) ** 2, dtype=pl.Float64))
-        .group_by(PAIR)
-        .agg(dispersion=pl.col("z2").mean().clip(lower_bound=1.0))
-    )
+    own = own.with_columns(z=pl.Series(scores(own), dtype=pl.Float64))
+    dispersion = own.group_by(PAIR).agg(dispersion=(pl.col("z") ** 2).mean().clip(lower_bound=1.0))
     totals = ref.group_by(PAIR).agg(n_ref=pl.col("n").sum())
+    cur = cur.with_columns(
+        z=pl.Series(scores(cur), dtype=pl.Float64), age=end - 1 - pl.col("bucket")
+    )
     per_pair = (
-        cur.with_columns(z=pl.Series(scores(cur), dtype=pl.Float64), age=end - 1 - pl.col("bucket"))
-        .group_by(PAIR)
+        cur.group_by(PAIR)
         .agg("z", "age", "period", n_cur=pl.col("n").sum())
         .join(totals, on=PAIR, how="left")
         .join(dispersion, on=PAIR, how="left")
@@ -180,6 +189,7 @@ def cumulative_rows(
         "candidate": period_label(bucket_start(cur_lo, g), bucket_start(end, g)),
     }
     out: list[dict[str, Any]] = []
+    members: list[tuple[str, str, str, float]] = []
     for agent, env, name, z, age, periods, n_cur, n_ref, phi in per_pair.iter_rows():
         signal = signal_of(name)
         test = c.tests[signal.kind]
@@ -192,9 +202,14 @@ def cumulative_rows(
             steps = Steps(np.array(z), np.array(age, dtype=np.float64), phi or 1.0)
             outcome = stats.get(test)(Counts(np.array([n_ref]), np.array([n_cur]), steps=steps))
         period = periods[0]
+        threshold = config.threshold(agent, signal.name, test)
+        pool = UNIT_OF.get(signal.name) if outcome is not None else None
+        if pool is not None:
+            members.append((agent, env, name, threshold))
         out.append(
             meta
             | {
+                "pool": pool,
                 "agent_id": agent,
                 "environment": env,
                 "signal": name,
@@ -204,9 +219,70 @@ def cumulative_rows(
                 else seasonal_label(baseline, config.grain * period),
                 "statistic": None if outcome is None else outcome.statistic,
                 "p_value": None if outcome is None else outcome.p_value,
-                "threshold": config.threshold(agent, signal.name, test),
+                "threshold": threshold,
                 "n_ref": n_ref,
                 "n_cur": n_cur,
             }
         )
+    return out + pool_gates(cur, own, dispersion, members, c.tests.get("numeric"), end)
+
+
+def pool_gates(
+    cur: pl.DataFrame,
+    own: pl.DataFrame,
+    dispersion: pl.DataFrame,
+    members: list[tuple[str, str, str, float]],
+    test: str | None,
+    end: int,
+) -> list[dict[str, Any]]:
+    """One gate per agent and unit with two or more tested numeric signals (``members``:
+    agent, environment, signal, threshold): the cumulative test of their bucket scores
+    added up, each over its signal's dispersion, the sum over the square root of their
+    number. Members may move alike, so the dispersion is that of the same sums over the
+    reference's buckets, and the tail Student's t with as many degrees of freedom."""
+    if test is None or not members:
+        return []
+    tested = pl.DataFrame(members, schema=[*PAIR, "threshold"], orient="row").with_columns(
+        pool=pl.col("signal").str.replace(r"\[.*$", "").replace_strict(UNIT_OF)
+    )
+    tested = tested.filter(pl.len().over(POOL) >= 2)
+    if tested.is_empty():
+        return []
+
+    def pooled(frame: pl.DataFrame) -> pl.DataFrame:
+        return (
+            frame.join(tested.select(*PAIR, "pool"), on=PAIR, how="inner")
+            .join(dispersion, on=PAIR, how="left")
+            .with_columns(z=pl.col("z") / pl.col("dispersion").fill_null(1.0).sqrt())
+            .group_by(*POOL, "bucket")
+            .agg(z=pl.col("z").sum() / pl.len().sqrt(), n=pl.col("n").sum())
+        )
+
+    ref = (
+        pooled(own)
+        .group_by(POOL)
+        .agg(
+            n_ref=pl.col("n").sum(),
+            dispersion=(pl.col("z") ** 2).mean().clip(lower_bound=1.0),
+            df=pl.len(),
+        )
+    )
+    gates = (
+        pooled(cur)
+        .with_columns(age=end - 1 - pl.col("bucket"))
+        .group_by(POOL)
+        .agg("z", "age", n_cur=pl.col("n").sum())
+        .join(ref, on=POOL, how="left")
+        .join(tested.group_by(POOL).agg(pl.col("threshold").min()), on=POOL, how="inner")
+        .sort(POOL)
+    )
+    out: list[dict[str, Any]] = []
+    for agent, env, pool, z, age, n_cur, n_ref, phi, df, threshold in gates.iter_rows():
+        steps = Steps(np.array(z), np.array(age, dtype=np.float64), phi or 1.0, df or 1)
+        outcome = stats.get(test)(
+            Counts(np.array([float(n_ref or 0)]), np.array([float(n_cur)]), steps=steps)
+        )
+        out.append({"agent_id": agent, "environment": env, "pool": pool, "gate": True,
+                    "statistic": outcome.statistic, "p_value": outcome.p_value,
+                    "threshold": threshold})  # fmt: skip
     return out

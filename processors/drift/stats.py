@@ -48,12 +48,15 @@ class Steps:
     ``z``: the deviation in standard errors; ``age``: buckets from each to the window
     end (0 for the last one); ``dispersion``: the variance of the same scores over the
     reference's own buckets (at least 1), so that traffic whose buckets vary more than
-    sampling alone explains does not read as drift.
+    sampling alone explains does not read as drift. ``df``: the number of reference
+    buckets the dispersion was estimated from when nothing bounds it from below (a
+    pool's members may move alike): the tail is then Student's t, not the normal one.
     """
 
     z: FloatArray
     age: FloatArray
     dispersion: float = 1.0
+    df: int | None = None
 
 
 @dataclass(frozen=True)
@@ -412,7 +415,8 @@ def _cusum(counts: Counts) -> Outcome:
         if recent.size:
             z = float(recent.sum()) / math.sqrt(steps.dispersion * recent.size)
             best = z if abs(z) > abs(best) else best
-    p = min(1.0, len(lengths) * 2.0 * float(stats.norm.sf(abs(best)))) if lengths else 1.0
+    tail = stats.norm.sf(abs(best)) if steps.df is None else stats.t.sf(abs(best), steps.df)
+    p = min(1.0, len(lengths) * 2.0 * float(tail)) if lengths else 1.0
     return Outcome(best, p)
 
 
