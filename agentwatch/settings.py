@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 from agentwatch.errors import ConfigError
-from agentwatch.ingest.contract.events import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TOPIC
+from agentwatch.ingest.contract.wire import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TOPIC
 
 T = TypeVar("T")
 

@@ -31,7 +31,7 @@ from agentwatch.broker.ports import free_port
 from agentwatch.clock import utc_now
 from agentwatch.commands.demo import control_keys_file
 from agentwatch.ingest.contract.control import Keyring
-from agentwatch.ingest.contract.events import DEFAULT_TOPIC
+from agentwatch.ingest.contract.wire import DEFAULT_TOPIC
 from agentwatch.ingest.sdk.tracer import Tracer
 from agentwatch.processors.store.attach import StoreMissing
 from agentwatch.processors.store.attach import connect as connect_lake

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from agentwatch.ingest.contract.events import DEFAULT_MAX_MESSAGE_BYTES, schema_text
+from agentwatch.ingest.contract.events import schema_text
+from agentwatch.ingest.contract.wire import DEFAULT_MAX_MESSAGE_BYTES
 from agentwatch.settings import Settings
 
 

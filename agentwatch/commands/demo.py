@@ -38,7 +38,7 @@ from agentwatch.broker.launcher import broker_status, start_broker, stop_broker
 from agentwatch.broker.ports import free_port
 from agentwatch.commands import demo_lifecycle
 from agentwatch.ingest.contract.control import Keyring
-from agentwatch.ingest.contract.events import DEFAULT_TOPIC
+from agentwatch.ingest.contract.wire import DEFAULT_TOPIC
 from agentwatch.ingest.sim.scenario_file import load_scenario
 from agentwatch.ingest.sim.simulate import SimulationSummary, run_simulation
 from agentwatch.kafka import client_options

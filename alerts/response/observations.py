@@ -20,14 +20,8 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-from agentwatch.ingest.contract.events import (
-    DEFAULT_TOPIC,
-    AnyEvent,
-    Event,
-    LlmCall,
-    PolicyCheck,
-    ToolCall,
-)
+from agentwatch.ingest.contract.events import AnyEvent, Event, LlmCall, PolicyCheck, ToolCall
+from agentwatch.ingest.contract.wire import DEFAULT_TOPIC
 from agentwatch.ingest.sdk.control import BREAKER_POLICY
 from agentwatch.kafka import client_options
 from agentwatch.processors.store.attach import connect as connect_lake

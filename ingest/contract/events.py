@@ -21,8 +21,6 @@ import msgspec
 from msgspec import Meta
 
 SCHEMA_VERSION: Final = 1
-DEFAULT_TOPIC: Final = "agent-events"
-DEFAULT_MAX_MESSAGE_BYTES: Final = 256 * 1024
 
 Id128 = Annotated[str, Meta(min_length=1, max_length=128)]
 Id256 = Annotated[str, Meta(min_length=1, max_length=256)]

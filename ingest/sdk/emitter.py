@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Protocol
 
-from agentwatch.ingest.contract.events import DEFAULT_TOPIC
+from agentwatch.ingest.contract.wire import DEFAULT_TOPIC
 from agentwatch.kafka import KafkaSecurity, client_options
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,8 @@ from typing import Any, Final
 import msgspec
 
 from agentwatch.clock import Clock, utc_now
-from agentwatch.ingest.contract.events import DEFAULT_TOPIC, SCHEMA_VERSION, AnyEvent, Event
+from agentwatch.ingest.contract.events import SCHEMA_VERSION, AnyEvent, Event
+from agentwatch.ingest.contract.wire import DEFAULT_TOPIC
 from agentwatch.ingest.sdk.calls import CallInfo, Guard
 from agentwatch.ingest.sdk.emitter import Emitter, EmitterStats, KafkaTransport, RateLimiter
 from agentwatch.ingest.sdk.session import Session

@@ -25,7 +25,8 @@ from typing import Any, Final
 
 import msgspec
 
-from agentwatch.ingest.contract.events import DEFAULT_TOPIC, EVENT_TYPES, Event, SessionEnd
+from agentwatch.ingest.contract.events import EVENT_TYPES, Event, SessionEnd
+from agentwatch.ingest.contract.wire import DEFAULT_TOPIC
 from agentwatch.ingest.sim.fleet import Fleet
 from agentwatch.ingest.sim.profiles import make_agents
 from agentwatch.ingest.sim.scenario import Scenario, Scheduled

@@ -27,12 +27,8 @@ import msgspec
 import polars as pl
 from msgspec.structs import astuple
 
-from agentwatch.ingest.contract.events import (
-    CHECKED_TYPES,
-    DEFAULT_MAX_MESSAGE_BYTES,
-    CheckedEvent,
-    Event,
-)
+from agentwatch.ingest.contract.events import CHECKED_TYPES, CheckedEvent, Event
+from agentwatch.ingest.contract.wire import DEFAULT_MAX_MESSAGE_BYTES
 from agentwatch.processors.store.tables import (
     CONTRACT_FIELDS,
     DEAD_LETTERS_SCHEMA,
