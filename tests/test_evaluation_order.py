@@ -164,6 +164,36 @@ def test_urgent_rules_are_measured_again_while_what_the_others_read_is_being_tak
     assert waits[:3] == [1.0, 1.0, 1.0]  # a round a second until it is there
 
 
+def test_an_urgent_alert_due_before_slow_sinks_would_be_done_is_decided_before_them(
+    tmp_path: Path,
+) -> None:
+    db = store_with(tmp_path, checks(0, 180, 90))
+    clock = ManualClock(at(59.9))
+    evaluator = Evaluator(db, [BURST], CATALOG, clock=clock, urgent=lambda r: True)
+    log: list[str] = []
+    stop = threading.Event()
+
+    def on_rule(result: RuleEvaluation) -> None:
+        log.extend(t.alert.state for t in result.transitions)
+
+    def sink(evaluation: Evaluation) -> None:
+        states = [t.alert.state for t in evaluation.transitions]
+        log.append(" ".join(["sink", *states]))
+        if clock.now < at(119):
+            clock.advance(59.8)  # a slow notifier: its `for` (1 min) runs out in 0.2 s
+        if "firing" in states:
+            stop.set()
+
+    def tick() -> None:
+        clock.advance(0.1)
+
+    run_loop(
+        evaluator, sink, interval=600, stop=stop, on_rule=on_rule, before_each=tick,
+        max_evaluations=4,
+    )  # fmt: skip
+    assert log == ["pending", "sink pending", "firing", "sink", "sink firing"]
+
+
 def test_without_a_recheck_every_rule_is_measured_once() -> None:
     clock = ManualClock(at(0))
     rules = [rule("Slow1"), rule("Burst"), rule("Slow2")]
