@@ -85,6 +85,21 @@ def _landed_partitions(db: Path, since: dt.datetime) -> int:
     return int(row[0]) if row else 0
 
 
+def nth_check(db: Path, agent_id: str, since: dt.datetime, n: int) -> dt.datetime | None:
+    """When ``agent_id`` sent its ``n``-th policy check since ``since``: until then the
+    rule has too few samples to go pending, however fast the pipeline is."""
+    con = connect_lake(db)
+    try:
+        row = con.execute(
+            "SELECT ts FROM events WHERE agent_id = ? AND ts >= ? AND kind = 'policy_check' "
+            "ORDER BY ts LIMIT 1 OFFSET ?",
+            [agent_id, since, n - 1],
+        ).fetchone()
+    finally:
+        con.close()
+    return row[0] if row and isinstance(row[0], dt.datetime) else None
+
+
 def main() -> int:
     console = Console(stderr=True)
     rule = next(r for r in load_rules() if r.name == VIOLATION_RULE)
@@ -97,6 +112,7 @@ def main() -> int:
         procs: list[subprocess.Popen[bytes]] = []
         agent = None
         ready_s = 0.0
+        samples_at: dt.datetime | None = None
         try:
             ensure_topics(info.bootstrap, [TopicSpec(DEFAULT_TOPIC)])
             cli = [sys.executable, "-m", "agentwatch.cli", "--log-format", "json"]
@@ -121,6 +137,7 @@ def main() -> int:
             console.print(f"{AGENT} runs normally, then fails 60% of its policy checks ...")
             agent.start_burst()
             steps = {s.step: s.at for s in wait_for_chain(db, AGENT, agent.run.started_at, 180)}
+            samples_at = nth_check(db, AGENT, agent.run.started_at, rule.min_samples)
         finally:
             if agent is not None:
                 agent.close()
@@ -145,6 +162,10 @@ def main() -> int:
         else None,
         # Where the time goes: each step of the chain, in seconds after the first bad event.
         "steps_s": {s: round((at - first).total_seconds(), 2) for s, at in steps.items() if at},
+        # The agent starts with its burst: the rule's min_samples checks take this long.
+        "min_samples_sent_s": round((samples_at - first).total_seconds(), 2)
+        if samples_at
+        else None,
     }
     table = Table(title="containment latency")
     shown = {k: v for k, v in result.items() if k != "steps_s"}

@@ -149,6 +149,51 @@ def test_the_loop_wakes_up_when_an_urgent_alerts_for_runs_out(tmp_path: Path) ->
     assert seen == [["pending"], []]
 
 
+def test_urgent_rules_are_measured_again_while_what_the_others_read_is_being_taken() -> None:
+    clock = ManualClock(at(0))
+    rules = [rule("Burst"), rule("Slow1"), rule("Slow2")]
+    waits: list[float] = []
+
+    def ready(wait: dt.timedelta) -> bool:  # the others' read takes 2.5 s
+        waits.append(wait.total_seconds())
+        clock.now = min(clock.now + wait, at(2.5))
+        return clock.now >= at(2.5)
+
+    order = [r.name for r in schedule(rules, lambda r: r.name == "Burst", S, clock, ready=ready)]
+    assert order == ["Burst", "Burst", "Burst", "Slow1", "Slow2"]
+    assert waits[:3] == [1.0, 1.0, 1.0]  # a round a second until it is there
+
+
+def test_an_urgent_alert_due_before_slow_sinks_would_be_done_is_decided_before_them(
+    tmp_path: Path,
+) -> None:
+    db = store_with(tmp_path, checks(0, 180, 90))
+    clock = ManualClock(at(59.9))
+    evaluator = Evaluator(db, [BURST], CATALOG, clock=clock, urgent=lambda r: True)
+    log: list[str] = []
+    stop = threading.Event()
+
+    def on_rule(result: RuleEvaluation) -> None:
+        log.extend(t.alert.state for t in result.transitions)
+
+    def sink(evaluation: Evaluation) -> None:
+        states = [t.alert.state for t in evaluation.transitions]
+        log.append(" ".join(["sink", *states]))
+        if clock.now < at(119):
+            clock.advance(59.8)  # a slow notifier: its `for` (1 min) runs out in 0.2 s
+        if "firing" in states:
+            stop.set()
+
+    def tick() -> None:
+        clock.advance(0.1)
+
+    run_loop(
+        evaluator, sink, interval=600, stop=stop, on_rule=on_rule, before_each=tick,
+        max_evaluations=4,
+    )  # fmt: skip
+    assert log == ["pending", "sink pending", "firing", "sink", "sink firing"]
+
+
 def test_without_a_recheck_every_rule_is_measured_once() -> None:
     clock = ManualClock(at(0))
     rules = [rule("Slow1"), rule("Burst"), rule("Slow2")]
@@ -224,6 +269,43 @@ def test_an_urgent_alert_fires_while_slow_rules_are_still_being_measured(
     ]
     assert [t.alert.state for t in evaluation.transitions] == ["pending", "firing"]
     assert [v.rule for v in evaluation.verdicts].count("AgentViolationBurst") == 1
+
+
+def test_an_urgent_alert_fires_while_the_others_read_of_the_lake_is_still_being_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    burst = dataclasses.replace(BURST, for_=30 * S)
+    run = slow_run(tmp_path, [rule("Slow"), burst], 0, at(60), urgent={burst.name})
+    fired = threading.Event()
+    take = RuleRead.take.__func__  # type: ignore[attr-defined]
+
+    def slow_others(
+        cls: type[RuleRead], db: Path, when: dt.datetime, rules: list[Rule], *a: object
+    ) -> RuleRead:
+        read: RuleRead = take(cls, db, when, rules, *a)
+        if burst in rules:
+            run.clock.advance(10)  # each round of the urgent rule takes 10 s
+        else:  # the others' read is taken until the urgent alert has fired
+            fired.wait(10)
+        return read
+
+    def on_rule(result: RuleEvaluation) -> None:
+        run.on_rule(result)
+        if any(t.alert.state == "firing" for t in result.transitions):
+            fired.set()
+
+    monkeypatch.setattr(RuleRead, "take", classmethod(slow_others))
+    run.evaluator.evaluate(on_rule=on_rule, recheck=5 * S)
+    assert run.log[:4] == [
+        "decided AgentViolationBurst at 09:01:00 pending",
+        "decided AgentViolationBurst at 09:01:10",
+        "decided AgentViolationBurst at 09:01:20",
+        "decided AgentViolationBurst at 09:01:30 firing",  # its `for` ran out meanwhile
+    ]
+    assert run.log[-2:] == [  # (after a round more while the read ends, or none)
+        "measure slow at 09:01:10",  # the others' read was begun after the first round
+        "decided Slow at 09:01:10",
+    ]
 
 
 def test_an_evaluation_at_a_given_time_measures_every_rule_once_at_that_time(

@@ -12,7 +12,10 @@ Each query through the lake costs a catalog round trip, so rules are measured ov
 reads (:class:`~agentwatch.alerts.evaluation.reads.RuleRead`): the rules of an
 evaluation over one read, taken when the first of them is due, at whose time they are
 evaluated; on a live clock the urgent rules instead over a fresh read of only what they
-need, one per round, so each round sees the freshest events.
+need, one per round, so each round sees the freshest events. On a live clock the
+evaluation's read is taken on a thread of its own once the urgent rules' first round is
+done, and they are measured again every ``recheck`` while it is under way: a slow read
+of everything never holds back the containment of an agent.
 
 Rules whose alerts act on agents (``urgent``: their runbook opens a breaker) are
 measured first and, on a live clock, again between the other rules once ``recheck`` has
@@ -27,6 +30,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -100,6 +105,10 @@ def never_urgent(rule: Rule) -> bool:
     return False
 
 
+def _always_ready(wait: dt.timedelta) -> bool:
+    return True
+
+
 def schedule(
     rules: Sequence[Rule],
     urgent: Urgent,
@@ -107,6 +116,7 @@ def schedule(
     clock: Clock,
     due: Callable[[], dt.datetime | None] = lambda: None,
     pending: Collection[str] = (),
+    ready: Callable[[dt.timedelta], bool] = _always_ready,
 ) -> Iterator[Rule]:
     """The order one evaluation measures ``rules`` in: the urgent ones first, in their
     given order but those with a ``pending`` alert (whose ``for`` may run out, opening
@@ -115,13 +125,28 @@ def schedule(
     when ``recheck`` is None) and the others have had at least as long as the urgent
     ones took, so however slow the urgent rules get, they take at most half of an
     evaluation; and, whatever that share, once ``due`` (when an urgent pending alert's
-    ``for`` runs out) has come."""
+    ``for`` runs out) has come.
+
+    ``ready`` waits at most the time it is given for what the others need (their read
+    of the lake, taken meanwhile) and says whether it is there: until it is, the urgent
+    ones are measured again every ``recheck`` and at ``due``, since waiting for a read
+    costs the others nothing."""
     first = sorted((r for r in rules if urgent(r)), key=lambda r: r.name not in pending)
     rest = [r for r in rules if not urgent(r)]
     begun = clock()
     yield from first
     ended = clock()  # resumed once the last urgent rule has been measured
+
+    def next_round() -> dt.timedelta:
+        assert recheck is not None
+        when, again = due(), begun + recheck
+        return (min(again, when) if when is not None and when > begun else again) - clock()
+
     for rule in rest:
+        while first and recheck is not None and not ready(next_round()):
+            begun = clock()
+            yield from first
+            ended = clock()
         now = clock()
         again = recheck is not None and now - begun >= recheck and now - ended >= ended - begun
         when = due() if recheck is not None else None
@@ -198,11 +223,14 @@ class Evaluator:
         errors: dict[str, str] = {}
         # The evaluation's read; on a live clock the urgent rules' read of this round.
         reads: dict[bool, RuleRead | str] = {}
+        # On a live clock the others' read is taken in the background (see ``schedule``).
+        others = _Background(self.clock, lambda at: self._read(at, self._group(False)))
         try:
             pending = {a.rule for a in self.states.alerts if a.state == "pending"}
             order = schedule(
-                self.rules, self.urgent, recheck if live else None, self.clock, self.due, pending
-            )
+                self.rules, self.urgent, recheck if live else None, self.clock, self.due,
+                pending, others.ready,
+            )  # fmt: skip
             for n, rule in enumerate(order):
                 group = live and self.urgent(rule)
                 read = reads.get(group)
@@ -210,8 +238,10 @@ class Evaluator:
                     if isinstance(read, RuleRead):  # the urgent rules' next round
                         read.close()
                     at = self.clock() if live and n else start
-                    peers = [r for r in self.rules if (live and self.urgent(r)) == group]
-                    read = reads[group] = self._read(at, peers)
+                    if live and not group:
+                        read = reads[group] = others.result(at)
+                    else:
+                        read = reads[group] = self._read(at, self._group(group, live))
                 if isinstance(read, str):
                     errors[rule.name] = read
                     verdicts[rule.name] = self.states.hold(rule, f"not evaluated: {read}")
@@ -226,6 +256,9 @@ class Evaluator:
                 if on_rule is not None:
                     _hand_on(on_rule, RuleEvaluation(rule.name, read.at, tuple(changed)))
         finally:
+            late = others.settle()
+            if late is not None:  # closed below whether it was used or not
+                reads[False] = late
             for each in reads.values():
                 if isinstance(each, RuleRead):
                     each.close()
@@ -255,6 +288,10 @@ class Evaluator:
             if a.state == "pending" and a.rule in urgent
         ]
         return min(times, default=None)
+
+    def _group(self, urgent: bool, live: bool = True) -> list[Rule]:
+        """The rules read together: on a live clock the urgent ones apart from the others."""
+        return [r for r in self.rules if (live and self.urgent(r)) == urgent]
 
     def _read(self, at: dt.datetime, rules: Sequence[Rule]) -> RuleRead | str:
         """A read of what ``rules`` need at ``at``, or why the lake cannot be read."""
@@ -361,6 +398,36 @@ class Evaluator:
         missing = sorted({r.metric for r in rules} - set(self.registry))
         if missing:
             raise ValueError(f"rules name unregistered metrics: {', '.join(missing)}")
+
+
+class _Background:
+    """A read taken on a thread of its own from when it is first waited for, so that
+    the urgent rules can be measured meanwhile."""
+
+    def __init__(self, clock: Clock, take: Callable[[dt.datetime], RuleRead | str]) -> None:
+        self._clock, self._take = clock, take
+        self._pool: ThreadPoolExecutor | None = None
+        self._future: Future[RuleRead | str] | None = None
+
+    def ready(self, wait: dt.timedelta) -> bool:
+        """Start the read if it has not begun; whether it is done within ``wait``."""
+        if self._future is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="rules-read")
+            self._future = self._pool.submit(self._take, self._clock())
+        done, _ = futures_wait([self._future], timeout=max(0.0, wait.total_seconds()))
+        return bool(done)
+
+    def result(self, at: dt.datetime) -> RuleRead | str:
+        """The read; taken here and now, at ``at``, if it has not been begun."""
+        return self._take(at) if self._future is None else self._future.result()
+
+    def settle(self) -> RuleRead | str | None:
+        """Wait for a read still under way (what it raised is dropped: the evaluation
+        has raised or used it); the read, to be closed, and the thread ended."""
+        if self._future is None or self._pool is None:
+            return None
+        self._pool.shutdown(wait=True)
+        return None if self._future.exception() is not None else self._future.result()
 
 
 def rule_windows(rule: Rule) -> list[tuple[dt.timedelta, dt.timedelta]]:

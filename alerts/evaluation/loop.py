@@ -111,24 +111,38 @@ def run_loop(
     that takes longer, and when an urgent pending alert's ``for`` runs out the next
     evaluation starts then (see :func:`~agentwatch.alerts.evaluation.evaluator.schedule`).
     An evaluation that fails (a full disk, say) is logged and retried at the next tick,
-    with the alert states as they were before it.
+    with the alert states as they were before it. When such an alert's ``for`` runs out
+    sooner than the sinks took last time, its evaluation is run before the sinks, which
+    then get both evaluations in order: notifying and supervising do not hold back a
+    containment that is due.
     """
     recheck = dt.timedelta(seconds=interval)
     done = 0
+    unsunk: list[Evaluation] = []
+    sinking, deferred = dt.timedelta(0), False  # how long the sinks took last time
     while not stop.is_set() and (max_evaluations is None or done < max_evaluations):
         started = time.monotonic()
         if before_each is not None:
             before_each()
         try:
-            evaluation = evaluator.evaluate(on_rule=on_rule, recheck=recheck)
+            unsunk.append(evaluator.evaluate(on_rule=on_rule, recheck=recheck))
         except Exception:
             log.exception("evaluation failed; retrying at the next interval")
-        else:
-            sink(evaluation)
         done += 1
+        due, now = evaluator.due(), evaluator.clock()
+        # An urgent alert whose `for` runs out before the sinks would be done is decided
+        # first (once in a row: the sinks then get both evaluations, in order).
+        deferred = not deferred and due is not None and due - now <= sinking
+        if not deferred:
+            for evaluation in unsunk:
+                sink(evaluation)
+            unsunk.clear()
+            sinking = evaluator.clock() - now
         wait = interval - (time.monotonic() - started)
         due, now = evaluator.due(), evaluator.clock()
         if due is not None and due > now:  # an urgent alert's `for` runs out sooner
             wait = min(wait, (due - now).total_seconds())
         stop.wait(max(0.0, wait))
+    for evaluation in unsunk:  # deferred for a `for` that runs out: the loop was stopped
+        sink(evaluation)
     return done
