@@ -16,7 +16,7 @@ after each (the processor stopped), at that history size:
 - restart to first commit: the processor started again, from its start to its first
   commit (the last one after the third stage).
 
-Commit latency is each processor commit, timed around the store's ``commit_batch``
+Commit latency is each processor commit, timed around the store's ``commit_batches``
 (:mod:`bench.timed_process`); growth is the median of the last 10% of commits over the
 median of the first 10%. ``--scale`` lands for longer (more commits, events and files).
 The last line printed is one JSON object.

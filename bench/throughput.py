@@ -8,7 +8,8 @@ not. Rates count from the first record fetched to the last one landed (Kafka's
 Freshness: a live processor with default settings lands a second topic that Kafka's
 ProducerPerformance fills with simulated events at half the rate just measured, while
 probe events, one every 0.2 s, are timed from their send to the moment a query through
-the read path of ``agentwatch sql`` first sees them.
+the read path of ``agentwatch sql`` (its sandboxed connection, kept open) first sees them.
+Probing starts once the group has settled: the start-up rebalances are not landing.
 
 The last line printed is one JSON object: ``{"events_per_s", "kafka_perf_events_per_s",
 "ratio", "peak_rss_mb", "freshness_p50_s", "freshness_p99_s", "workers", ...}``.
@@ -38,7 +39,8 @@ from agentwatch.ingest.sim.fleet import Fleet
 from agentwatch.ingest.sim.profiles import make_agents
 from agentwatch.ingest.sim.simulate import run_simulation
 from agentwatch.processors.landing.workers import default_workers
-from agentwatch.processors.query.sql import query
+from agentwatch.processors.query.sandbox import connect as sandbox_connect
+from agentwatch.processors.query.sandbox import execute
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.location import CATALOG_FILE
 from agentwatch.settings import DEFAULTS
@@ -48,6 +50,12 @@ TOPIC = "bench-events"
 FRESH_TOPIC = "bench-fresh"
 PROBE_EVERY_S = 0.2
 POLL_EVERY_S = 0.05
+FRESH_PARTITIONS = 4
+SETTLE_S = 3.0
+WARMUP_QUERY = (
+    "SELECT count(*) FROM events WHERE agent_id = 'bench-warmup' AND event_id LIKE 'warmup-{}-%'"
+)
+PROBE_QUERY = "SELECT event_id FROM events WHERE agent_id = 'bench-probe'"
 
 
 def fill(bootstrap: str, events: int, partitions: int) -> dict[str, Any]:
@@ -103,12 +111,12 @@ def payload_file(path: Path, events: int) -> Path:
     return path
 
 
-def probe(i: int) -> bytes:
+def probe(event_id: str, agent: str = "bench-probe") -> bytes:
     return msgspec.json.encode(
         {
-            "schema_version": 1, "kind": "tool_call", "event_id": f"probe-{i}",
+            "schema_version": 1, "kind": "tool_call", "event_id": event_id,
             "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "agent_id": "bench-probe", "session_id": f"probe-session-{i}",
+            "agent_id": agent, "session_id": f"session-{event_id}",
             "tool_name": "probe", "latency_ms": 1.0,
         }
     )  # fmt: skip
@@ -119,7 +127,7 @@ def freshness(
 ) -> dict[str, Any]:
     """Probe events timed from send to visible in the store, under load at ``rate``."""
 
-    ensure_topics(bootstrap, [TopicSpec(FRESH_TOPIC, 4)])
+    ensure_topics(bootstrap, [TopicSpec(FRESH_TOPIC, FRESH_PARTITIONS)])
     payloads = payload_file(tmp / "payloads.ndjson", 50_000)
     db = tmp / "fresh" / CATALOG_FILE
     log = tmp / "fresh.log"
@@ -136,11 +144,7 @@ def freshness(
             stderr=err,
         )
     try:
-        deadline = time.monotonic() + 120
-        while log.read_text().count('"partition assigned"') < 4:
-            if time.monotonic() > deadline or processor.poll() is not None:
-                raise SystemExit(f"the live processor did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        wait_settled(bootstrap, db, log, processor, workers)
         load = subprocess.Popen(
             kafka_java_command(
                 "org.apache.kafka.tools.ProducerPerformance",
@@ -171,6 +175,54 @@ def freshness(
     }
 
 
+def wait_settled(
+    bootstrap: str, db: Path, log: Path, processor: subprocess.Popen[bytes], workers: int
+) -> None:
+    """Return once every worker has joined and the group lands all partitions.
+
+    Two workers join one after the other, so the group rebalances more than once at start
+    and each assignment rebuilds partition state; timing probes meanwhile would measure
+    the start, not the landing. Settled: every worker started, no partition assigned for
+    ``SETTLE_S``, then one warm-up event sent to each partition is visible.
+    """
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    deadline = time.monotonic() + 180
+    assigned, quiet_since, attempt = -1, time.monotonic(), 0
+    con = None
+    try:
+        while True:
+            if time.monotonic() > deadline or processor.poll() is not None:
+                raise SystemExit(f"the live processor did not settle:\n{log.read_text()[-3000:]}")
+            text = log.read_text()
+            now = time.monotonic()
+            if text.count('"partition assigned"') != assigned:
+                assigned, quiet_since = text.count('"partition assigned"'), now
+            started = text.count('"processor started"') >= workers
+            if started and assigned >= FRESH_PARTITIONS and now - quiet_since >= SETTLE_S:
+                attempt += 1
+                for p in range(FRESH_PARTITIONS):
+                    event = probe(f"warmup-{attempt}-{p}", agent="bench-warmup")
+                    producer.send(FRESH_TOPIC, value=event, partition=p)
+                producer.flush()
+                until = time.monotonic() + 10
+                while time.monotonic() < until:
+                    try:
+                        con = con or sandbox_connect(db)
+                        rows = execute(con, WARMUP_QUERY.format(attempt)).fetchall()
+                    except Exception:  # the store is not there yet
+                        rows = [(0,)]
+                    if rows[0][0] == FRESH_PARTITIONS:
+                        return
+                    time.sleep(POLL_EVERY_S)
+            time.sleep(0.2)
+    finally:
+        producer.close()
+        if con is not None:
+            con.close()
+
+
 def probe_until(
     bootstrap: str, db: Path, load: subprocess.Popen[bytes], seconds: float
 ) -> tuple[dict[int, float], dict[int, float]]:
@@ -183,15 +235,22 @@ def probe_until(
     done = threading.Event()
 
     def poll() -> None:
+        # One connection for the run, as an analyst's session: each query reads the newest
+        # committed snapshot, and a new connection per poll would cost the machine a
+        # DuckDB instance, its extensions and the lake's attachment every 50 ms.
+        con = None
         while not (done.is_set() and len(seen) == len(sent)):
             try:
-                _, rows = query(db, "SELECT event_id FROM events WHERE agent_id = 'bench-probe'")
+                con = con or sandbox_connect(db)
+                rows = execute(con, PROBE_QUERY).fetchall()
             except Exception:  # the store is not there yet
                 rows = []
             now = time.monotonic()
             for (event_id,) in rows:
                 seen.setdefault(int(event_id.removeprefix("probe-")), now)
             time.sleep(POLL_EVERY_S)
+        if con is not None:
+            con.close()
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
@@ -199,7 +258,7 @@ def probe_until(
     i = 0
     while time.monotonic() < end:
         sent[i] = time.monotonic()
-        producer.send(FRESH_TOPIC, key=f"probe-session-{i}".encode(), value=probe(i))
+        producer.send(FRESH_TOPIC, key=f"probe-{i}".encode(), value=probe(f"probe-{i}"))
         i += 1
         time.sleep(PROBE_EVERY_S)
     producer.flush()

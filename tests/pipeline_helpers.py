@@ -87,8 +87,9 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def committed_batches(db: Path, table: str = "events") -> int:
-    """Batches committed so far: the lake snapshots that inserted into ``table`` (as a data
-    file or inlined rows), read straight from the SQLite catalog, cheap enough to poll."""
+    """Commits so far: the lake snapshots that inserted into ``table`` (as a data file or
+    inlined rows; one holds the batches a member landed together), read straight from the
+    SQLite catalog, cheap enough to poll."""
     if not db.exists():
         return 0
     try:

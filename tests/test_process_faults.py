@@ -9,11 +9,11 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-import polars as pl
 import pytest
 from kafka.errors import KafkaConnectionError, SaslAuthenticationFailedError
 
@@ -24,7 +24,7 @@ from agentwatch.logs import RateLimitFilter
 from agentwatch.processors.landing.config import ProcessorConfig
 from agentwatch.processors.landing.faults import EXIT_STORAGE, Outage, is_transient
 from agentwatch.processors.landing.processor import Processor
-from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.lake import Batch, LakeStore
 from agentwatch.settings import Settings
 from agentwatch.topics import TopicSpec, ensure_topics
 from tests.conftest import TopicFactory, require_tool
@@ -136,26 +136,23 @@ def test_a_broker_that_stops_during_a_commit_loses_and_duplicates_nothing(
     )  # fmt: skip
     processor = Processor(config)
     stopped = threading.Event()
-    commit = processor.store.commit_batch
+    commit = processor.store.commit_batches
 
-    def commit_while_the_broker_stops(
-        topic: str,
-        partition: int,
-        offsets: tuple[int, int],
-        events: pl.DataFrame,
-        dead_letters: pl.DataFrame,
-        before_commit: Callable[[], None] = lambda: None,
-        extra: Mapping[str, pl.DataFrame] | None = None,
-    ) -> bool:
-        def then_stop_the_broker() -> None:
+    def commit_while_the_broker_stops(batches: Sequence[Batch]) -> list[bool]:
+        def then_stop_the_broker(before_commit: Callable[[], None]) -> None:
             before_commit()
             if not stopped.is_set():  # the batch's transaction is open, its commit is next
                 outages.stop()
                 stopped.set()
 
-        return commit(topic, partition, offsets, events, dead_letters, then_stop_the_broker, extra)
+        return commit(
+            [
+                replace(b, before_commit=partial(then_stop_the_broker, b.before_commit))
+                for b in batches
+            ]
+        )
 
-    monkeypatch.setattr(processor.store, "commit_batch", commit_while_the_broker_stops)
+    monkeypatch.setattr(processor.store, "commit_batches", commit_while_the_broker_stops)
     ran: dict[str, object] = {}
     thread = threading.Thread(target=lambda: ran.update(stats=processor.run()), daemon=True)
     with caplog.at_level(logging.INFO, logger="agentwatch.processors.landing.faults"):

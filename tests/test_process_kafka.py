@@ -110,7 +110,7 @@ def test_sigkill_mid_stream_twice_loses_and_duplicates_nothing(
         before = committed_batches(db)
 
         def committed(b: int = before) -> bool:
-            return committed_batches(db) >= b + 3
+            return committed_batches(db) >= b + 1  # a commit holds every partition's batch
 
         wait_for(committed, 120, "batches to commit")
         proc.send_signal(signal.SIGKILL)

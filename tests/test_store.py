@@ -14,7 +14,7 @@ from agentwatch.errors import ConfigError
 from agentwatch.processors.landing.decode import decode_batch
 from agentwatch.processors.store.attach import StoreMissing, attach_statement
 from agentwatch.processors.store.attach import connect as connect_lake
-from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.lake import Batch, LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE
 from agentwatch.processors.store.migrate import migrate
 from tests.examples import invalid_examples, valid_lines
@@ -89,6 +89,38 @@ def test_a_member_that_lost_its_partition_cannot_commit_over_the_new_owner(
     assert not zombie.commit_batch(TOPIC, 0, (100, 112), events(), pl.DataFrame())
     assert count(owner) == len(valid_lines())
     assert owner.committed_last_offset(TOPIC, 0) == 149
+
+
+def partition_batch(partition: int, first: int, last: int) -> Batch:
+    rows = events().with_columns(_partition=pl.lit(partition, dtype=pl.Int32))
+    return Batch(TOPIC, partition, (first, last), {"events": rows})
+
+
+def test_batches_of_several_partitions_commit_together(tmp_path: Path) -> None:
+    store = lake(tmp_path)
+    store.recover(TOPIC, 1)
+    stored = store.commit_batches([partition_batch(0, 100, 112), partition_batch(1, 7, 19)])
+    assert stored == [True, True]
+    assert count(store) == 2 * len(valid_lines())
+    assert (store.committed_last_offset(TOPIC, 0), store.committed_last_offset(TOPIC, 1)) == (
+        112,
+        19,
+    )
+
+
+def test_a_partition_committed_past_is_left_out_of_a_joint_commit_and_the_others_stored(
+    tmp_path: Path,
+) -> None:
+    owner, zombie = lake(tmp_path), LakeStore(tmp_path / CATALOG_FILE)
+    owner.recover(TOPIC, 1)
+    assert owner.commit_batch(TOPIC, 0, (100, 149), events(), pl.DataFrame())
+    stored = zombie.commit_batches([partition_batch(0, 100, 112), partition_batch(1, 7, 19)])
+    assert stored == [False, True]
+    assert count(owner) == 2 * len(valid_lines())
+    assert (owner.committed_last_offset(TOPIC, 0), owner.committed_last_offset(TOPIC, 1)) == (
+        149,
+        19,
+    )
 
 
 def test_a_batch_that_fails_midway_leaves_nothing_behind(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentwatch.processors.landing.decode import RawBatch
 from agentwatch.settings import DEFAULTS
 
 _PROCESS = DEFAULTS.process
@@ -77,6 +78,9 @@ class Pending:
     keys: list[bytes | None] = field(default_factory=list)
     values: list[bytes | None] = field(default_factory=list)
     since: float = field(default_factory=time.monotonic)
+
+    def batch(self, topic: str, partition: int) -> RawBatch:
+        return RawBatch(topic, partition, self.offsets, self.timestamps_ms, self.keys, self.values)
 
     def extend(self, records: Sequence[Any]) -> None:
         if not self.offsets:

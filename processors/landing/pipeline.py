@@ -72,6 +72,11 @@ class LandedBatch:
     redactions: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=COUNTS_SCHEMA))
 
     @property
+    def tables(self) -> dict[str, pl.DataFrame]:
+        """The rows stored, table by table: dead letters, other tables, events."""
+        return {"dead_letters": self.dead_letters, **self.extra_tables, "events": self.events}
+
+    @property
     def late(self) -> int:
         return int(self.events["_late"].sum())
 

@@ -1,12 +1,13 @@
 """The processor: a consumer-group member that lands events exactly once.
 
 Kafka is the edge here; decoding and dedup are pure (``pipeline``) and storage is the
-lake (``store.lake``). The order of effects per partition batch is what makes a crash safe:
+lake (``store.lake``). Once one partition's batch is due, every partition's pending
+records land together, a batch each; the order of effects is what makes a crash safe:
 
 1. dead letters go to the dead-letter topic (flushed);
-2. one lake transaction stores the batch's events, dead letters and other rows and moves
-   the partition's stored offset (compare-and-set): its commit commits the batch;
-3. the consumed offset is committed to Kafka, for lag tooling only.
+2. one lake transaction stores the batches' events, dead letters and other rows and moves
+   each partition's stored offset (compare-and-set): its commit commits the batches;
+3. the consumed offsets are committed to Kafka, for lag tooling only.
 
 On (re)assignment a partition resumes after its stored offset, not after the group's
 Kafka offset, so a SIGKILL between 2 and 3 neither loses nor repeats anything, and a
@@ -22,6 +23,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import duckdb
@@ -52,7 +54,7 @@ from agentwatch.processors.landing.pipeline import (
 from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
 from agentwatch.processors.landing.redact import load_redaction
 from agentwatch.processors.metrics.exporter import FleetCollector, PartitionHealth
-from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.lake import Batch, LakeStore
 from agentwatch.processors.store.maintain import MaintenanceLoop, MaintenancePolicy
 from agentwatch.topics import BrokerUnreachable, TopicError, TopicSpec, ensure_topics
 
@@ -228,10 +230,14 @@ class Processor:
             self._pending.setdefault(tp, Pending()).extend(records)
             self.stats.records += len(records)
             self._last_activity = now
-        for tp, pending in list(self._pending.items()):
-            due = now - pending.since >= cfg.flush_interval_s
-            if pending.offsets and (len(pending.offsets) >= cfg.max_batch or due):
-                self._flush(tp)
+        if any(
+            pending.offsets
+            and (
+                len(pending.offsets) >= cfg.max_batch or now - pending.since >= cfg.flush_interval_s
+            )
+            for pending in self._pending.values()
+        ):
+            self._flush(list(self._pending))  # the others ride along: one commit for all
         if now - self._lag_checked >= 1.0:
             assert self._consumer is not None
             update_lag(self._consumer, self.collector.partitions)
@@ -253,16 +259,16 @@ class Processor:
             time.sleep(0.05)
 
     def _flush_all(self) -> None:
-        for tp in list(self._pending):
-            try:
-                self._flush(tp)
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                log.warning(
-                    "Kafka unreachable at shutdown; the batch lands on the next run",
-                    extra={"partition": tp.partition, "error": repr(exc)},
-                )
+        partitions = list(self._pending)
+        try:
+            self._flush(partitions)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning(
+                "Kafka unreachable at shutdown; the batches land on the next run",
+                extra={"partitions": [tp.partition for tp in partitions], "error": repr(exc)},
+            )
 
     def _close(self, server: Any) -> None:
         for client in (self._consumer, self._producer):
@@ -340,14 +346,13 @@ class Processor:
         return state
 
     def _revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        try:
+            self._flush([tp for tp in partitions if tp in self._pending])
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.info("batches of revoked partitions left to their next owner")
         for tp in partitions:
-            if tp in self._pending:
-                try:
-                    self._flush(tp)
-                except Exception as exc:
-                    if not is_transient(exc):
-                        raise
-                    log.info("batch of a revoked partition left to its next owner")
             self._pending.pop(tp, None)
             self._state.pop(tp, None)
             self.collector.forget_partition(tp.partition)
@@ -360,69 +365,80 @@ class Processor:
 
     # -- one batch -----------------------------------------------------------------------
 
-    def _flush(self, tp: TopicPartition) -> None:
-        pending = self._pending.pop(tp, None)
-        if pending is None or not pending.offsets:
+    def _flush(self, partitions: Sequence[TopicPartition]) -> None:
+        """Land the pending records of ``partitions``: one batch each, one transaction."""
+        work: list[tuple[RawBatch, LandedBatch]] = []
+        for tp in partitions:
+            pending = self._pending.pop(tp, None)
+            if pending is None or not pending.offsets:
+                continue
+            batch = pending.batch(tp.topic, tp.partition)
+            if self.otlp.lands(tp.topic):
+                landed = self.otlp.land(
+                    batch, self._state[tp], self.settings, self._price, land_batch
+                )
+            else:
+                landed = land_batch(batch, self._state[tp], self.settings, self._price)
+            work.append((batch, landed))
+        if not work:
             return
-        batch = RawBatch(
-            tp.topic,
-            tp.partition,
-            pending.offsets,
-            pending.timestamps_ms,
-            pending.keys,
-            pending.values,
-        )
-        if self.otlp.lands(tp.topic):
-            landed = self.otlp.land(batch, self._state[tp], self.settings, self._price, land_batch)
-        else:
-            landed = land_batch(batch, self._state[tp], self.settings, self._price)
         try:
-            committed = self._commit(batch, landed)
+            committed = self._commit(work)
         except (OSError, duckdb.IOException) as exc:
             where = self.store.location.describe()
-            raise StorageFault(
-                f"storing partition {tp.partition} offsets {batch.offsets[0]}-"
-                f"{batch.offsets[-1]} in {where} failed: {_first_line(exc)}"
-            ) from exc
+            what = ", ".join(
+                f"partition {b.partition} offsets {b.offsets[0]}-{b.offsets[-1]}" for b, _ in work
+            )
+            raise StorageFault(f"storing {what} in {where} failed: {_first_line(exc)}") from exc
         except Exception:
-            self._resume(tp)  # the batch's dedup and session state never committed
+            for batch, _ in work:  # the batches' dedup and session state never committed
+                self._resume(TopicPartition(batch.topic, batch.partition))
             raise
-        if committed:
-            self._export(batch, landed)
+        for (batch, landed), stored in zip(work, committed, strict=True):
+            if stored:
+                self._export(batch, landed)
 
-    def _commit(self, batch: RawBatch, landed: LandedBatch) -> bool:
+    def _commit(self, work: Sequence[tuple[RawBatch, LandedBatch]]) -> list[bool]:
         assert self._consumer is not None
-        first, last = batch.offsets[0], batch.offsets[-1]
-        committed = self.store.commit_batch(
-            batch.topic,
-            batch.partition,
-            (first, last),
-            landed.events,
-            landed.dead_letters,
-            before_commit=lambda: self._send_dead_letters(landed),
-            extra=landed.extra_tables,
+        committed = self.store.commit_batches(
+            [
+                Batch(
+                    batch.topic,
+                    batch.partition,
+                    (batch.offsets[0], batch.offsets[-1]),
+                    landed.tables,
+                    before_commit=partial(self._send_dead_letters, landed),
+                )
+                for batch, landed in work
+            ]
         )
-        if not committed:
-            return False
-        tp = TopicPartition(batch.topic, batch.partition)
-        self._consumer.commit_async({tp: OffsetAndMetadata(last + 1, "", -1)})
-        self.stats.events += landed.events.height
-        self.stats.dead_letters += landed.dead_letters.height
-        self.stats.duplicates += landed.duplicates
-        self.stats.commits += 1
-        self.stats.last_commit_at = time.monotonic()
-        log.debug(
-            "batch committed",
-            extra={
-                "partition": batch.partition,
-                "first_offset": first,
-                "last_offset": last,
-                "events": landed.events.height,
-                "dead_letters": landed.dead_letters.height,
-                "duplicates": landed.duplicates,
-            },
-        )
-        return True
+        offsets = {}
+        for (batch, landed), stored in zip(work, committed, strict=True):
+            if not stored:
+                continue
+            first, last = batch.offsets[0], batch.offsets[-1]
+            offsets[TopicPartition(batch.topic, batch.partition)] = OffsetAndMetadata(
+                last + 1, "", -1
+            )
+            self.stats.events += landed.events.height
+            self.stats.dead_letters += landed.dead_letters.height
+            self.stats.duplicates += landed.duplicates
+            self.stats.commits += 1
+            log.debug(
+                "batch committed",
+                extra={
+                    "partition": batch.partition,
+                    "first_offset": first,
+                    "last_offset": last,
+                    "events": landed.events.height,
+                    "dead_letters": landed.dead_letters.height,
+                    "duplicates": landed.duplicates,
+                },
+            )
+        if offsets:
+            self._consumer.commit_async(offsets)
+            self.stats.last_commit_at = time.monotonic()
+        return committed
 
     def _export(self, batch: RawBatch, landed: LandedBatch) -> None:
         self.collector.apply(landed.metric_deltas())

@@ -22,8 +22,9 @@ import fcntl
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -162,43 +163,63 @@ class LakeStore:
         ``before_commit`` runs once, inside the transaction, before anything is written
         (the processor sends dead letters to their topic there).
         """
-        first, last = offsets
         tables = {"dead_letters": dead_letters, **(extra or {}), "events": events}
-        called = False
+        batch = Batch(topic, partition, offsets, tables, before_commit)
+        return self.commit_batches([batch])[0]
 
-        def land(con: duckdb.DuckDBPyConnection) -> bool:
-            nonlocal called
-            committed = _last_offset(con, topic, partition)
-            if committed is not None and committed >= first:
-                log.warning(
-                    "dropping a batch another member already committed",
-                    extra={"partition": partition, "first_offset": first, "committed": committed},
-                )
-                return False
-            if not called:
-                called = True
-                before_commit()
-            for table, rows in tables.items():
-                if rows.height:
-                    _insert(con, table, rows)
-            moved = con.execute(
-                f"UPDATE {OFFSETS_TABLE} SET last_offset = ? "
-                "WHERE topic = ? AND partition = ? AND last_offset = ?",
-                [last, topic, partition, -1 if committed is None else committed],
-            ).fetchone()
-            if moved is None or moved[0] == 0:
-                raise _Fenced
-            return True
+    def commit_batches(self, batches: Sequence[Batch]) -> list[bool]:
+        """Store several partitions' batches and move their offsets in one transaction.
+
+        Each batch is stored as :meth:`commit_batch` stores it alone (False: another member
+        committed past it; it is left out, the others are stored), but their rows go in
+        one insert a table and their catalog work is paid once: a member that owns several
+        partitions commits them together.
+        """
+        batches = [replace(b, before_commit=_once(b.before_commit)) for b in batches]
+
+        def land(con: duckdb.DuckDBPyConnection) -> list[bool]:
+            moves: list[tuple[Batch, int]] = []
+            for b in batches:
+                committed = _last_offset(con, b.topic, b.partition)
+                if committed is not None and committed >= b.offsets[0]:
+                    log.warning(
+                        "dropping a batch another member already committed",
+                        extra={
+                            "partition": b.partition,
+                            "first_offset": b.offsets[0],
+                            "committed": committed,
+                        },
+                    )
+                    continue
+                b.before_commit()
+                moves.append((b, -1 if committed is None else committed))
+            for table, rows in _rows_by_table([b for b, _ in moves]).items():
+                _insert(con, table, rows)
+            for b, committed in moves:
+                moved = con.execute(
+                    f"UPDATE {OFFSETS_TABLE} SET last_offset = ? "
+                    "WHERE topic = ? AND partition = ? AND last_offset = ?",
+                    [b.offsets[1], b.topic, b.partition, committed],
+                ).fetchone()
+                if moved is None or moved[0] == 0:
+                    raise _Fenced
+            stored = {id(b) for b, _ in moves}
+            return [id(b) in stored for b in batches]
 
         with self.write_lock():
             try:
                 return self.transaction(land)
             except _Fenced:
+                if len(batches) > 1:  # find which one, storing the others
+                    return [self.commit_batches([b])[0] for b in batches]
                 log.warning(
                     "dropping a batch: the partition's offset moved under it",
-                    extra={"partition": partition, "first_offset": first},
+                    extra={
+                        "partition": batches[0].partition,
+                        "first_offset": batches[0].offsets[0],
+                    },
                 )
-                return False
+                return [False]
 
     def append_log(self, table: str, frame: pl.DataFrame) -> None:
         """Append rows to an alerting or audit log table, in one transaction."""
@@ -302,8 +323,43 @@ class LakeStore:
         raise AssertionError("unreachable")
 
 
+@dataclass(frozen=True)
+class Batch:
+    """One partition's batch: the offsets it covers and its rows, table by table."""
+
+    topic: str
+    partition: int
+    offsets: tuple[int, int]  # first, last
+    tables: Mapping[str, pl.DataFrame]
+    before_commit: Callable[[], None] = lambda: None  # runs once, in the transaction
+
+
 class _Fenced(Exception):
     """The offsets row did not hold the offset this batch started from."""
+
+
+def _once(work: Callable[[], None]) -> Callable[[], None]:
+    """``work``, run at most once however often the transaction is retried."""
+    done = False
+
+    def run() -> None:
+        nonlocal done
+        if not done:
+            work()
+            done = True
+
+    return run
+
+
+def _rows_by_table(batches: Sequence[Batch]) -> dict[str, pl.DataFrame]:
+    """The batches' rows as one frame a table, dead letters first and events last."""
+    frames: dict[str, list[pl.DataFrame]] = {}
+    for b in batches:
+        for table, rows in b.tables.items():
+            if rows.height:
+                frames.setdefault(table, []).append(rows)
+    order = sorted(frames, key=lambda t: (t != "dead_letters", t == "events"))
+    return {t: pl.concat(frames[t], how="diagonal_relaxed") for t in order}
 
 
 _OFFSETS_SCHEMA: Final[Mapping[str, pl.DataType]] = {
