@@ -16,6 +16,7 @@ from kafka.structs import TopicPartition
 from agentwatch.processors.metrics.exporter import PartitionHealth
 from agentwatch.processors.store.lake import LakeStore
 
+# Offset look-ups give up this soon, so an outage is noticed (and logged) within seconds.
 OFFSETS_TIMEOUT_MS: Final = 2000
 
 

@@ -60,8 +60,6 @@ from agentwatch.topics import BrokerUnreachable, TopicError, TopicSpec, ensure_t
 
 log = logging.getLogger(__name__)
 
-# Offset look-ups give up this soon, so an outage is noticed (and logged) within seconds.
-
 
 class Processor:
     def __init__(self, config: ProcessorConfig, registry: CollectorRegistry | None = None) -> None:
