@@ -15,7 +15,7 @@ import duckdb
 from kafka import KafkaProducer
 
 from agentwatch.broker.launcher import BrokerInfo
-from agentwatch.processors.store.attach import StoreMissing
+from agentwatch.processors.store.attach import StoreMissing, is_catalog_race
 from agentwatch.processors.store.attach import connect as connect_lake
 from tests.examples import valid_lines
 
@@ -72,8 +72,8 @@ def count(db: Path, sql: str) -> int:
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition``; a lake a processor is still creating (no catalog, or no tables
-    yet) counts as not yet."""
+    """Poll ``condition``; a lake a processor is still creating (no catalog, no tables yet,
+    or a catalog table created under the read) counts as not yet."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -81,6 +81,9 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
                 return
         except (StoreMissing, duckdb.CatalogException):
             pass
+        except duckdb.Error as exc:
+            if not is_catalog_race(exc):
+                raise
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)

@@ -12,7 +12,7 @@ import pytest
 
 from agentwatch.errors import ConfigError
 from agentwatch.processors.landing.decode import decode_batch
-from agentwatch.processors.store.attach import StoreMissing, attach_statement
+from agentwatch.processors.store.attach import StoreMissing, attach_statement, is_catalog_race
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import Batch, LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE
@@ -239,3 +239,12 @@ def write_old_layout(root: Path) -> None:
     decoded.dead_letters.write_parquet(dead / f"L0-{100:020d}-{112:020d}.parquet")
     decoded.dead_letters.write_parquet(dead / f"L0-{113:020d}-{120:020d}.parquet")
     duckdb.connect(str(root / "agentwatch.duckdb")).close()
+
+
+def test_a_read_that_finds_an_inlined_data_table_gone_is_a_race_worth_one_retry() -> None:
+    raced = duckdb.InvalidInputException(
+        "Attempting to fetch from an unsuccessful query result\nError: Catalog Error: "
+        "Table with name ducklake_inlined_data_9_1 does not exist!"
+    )
+    assert is_catalog_race(raced)
+    assert not is_catalog_race(duckdb.CatalogException("Table with name evnts does not exist!"))

@@ -18,20 +18,29 @@ from typing import Any, TextIO
 import duckdb
 
 from agentwatch.processors.query.sandbox import SandboxError, connect, execute
+from agentwatch.processors.store.attach import is_catalog_race
 
 
 def query(db: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run read-only statements in the sandbox; return the last one's columns and rows."""
     con = connect(db)
     try:
-        result = execute(con, sql)
-        columns = [d[0] for d in result.description or []]
-        return columns, result.fetchall()
+        try:
+            return _run(con, sql)
+        except duckdb.Error as exc:
+            if not is_catalog_race(exc):
+                raise
+            return _run(con, sql)
     except duckdb.PermissionException as exc:  # raised while fetching lazily
         message = str(exc).splitlines()[0]
         raise SandboxError(f"refused: {message} (only the store is readable)") from exc
     finally:
         con.close()
+
+
+def _run(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    result = execute(con, sql)
+    return [d[0] for d in result.description or []], result.fetchall()
 
 
 def write_rows(

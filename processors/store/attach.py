@@ -100,6 +100,17 @@ def _detach_replaced() -> None:
             del _aliases[key]
 
 
+def is_catalog_race(exc: duckdb.Error) -> bool:
+    """Whether a read failed because a writer changed the catalog's own tables under it.
+
+    DuckLake keeps small inserts as rows in catalog tables it creates on first use and
+    drops once flushed; a read that overlaps that moment can find one missing. The same
+    read run again sees the committed state, so readers retry it once.
+    """
+    text = str(exc)
+    return "ducklake_inlined_data_" in text and "does not exist" in text
+
+
 CREATE_RACE_RETRIES: Final = 10
 
 
