@@ -75,7 +75,9 @@ demo: install ## start a local broker, a processor and a simulated fleet, then p
 
 bench: install ## CLI start-up, throughput against Kafka's own consumer, containment latency, OTLP receiver spans/s (JSON lines)
 	@rc=0; for b in startup throughput containment otlp; do \
-	  $(BIN)/python -m bench.$$b || { rc=1; echo "bench.$$b missed its target or failed" >&2; }; done; exit $$rc
+	  $(BIN)/python -m bench.$$b || { rc=1; echo "bench.$$b missed its target or failed" >&2; }; done; \
+	$(BIN)/python -m bench.containment --hanging-receiver || { rc=1; echo "bench.containment with a hanging receiver missed its target or failed" >&2; }; \
+	exit $$rc
 
 bench-drift: install ## drift detection delay and false alarms: scenarios, then non-flat traffic (JSON last)
 	$(BIN)/python -m bench.drift; a=$$?; $(BIN)/python -m bench.drift_cases; b=$$?; exit $$((a || b))

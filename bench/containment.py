@@ -5,18 +5,21 @@ The production path end to end on one machine (broker, ``agentwatch process``,
 The violation-burst rule must hold for its ``for`` before it fires, so the figure that
 measures agentwatch is the time beyond ``for``; the target is at most 5 s. The burst
 starts once the pipeline is up (the processor lands every partition of the topic, see
-:func:`wait_for_pipeline`), so the figure is the running system's reaction, not its
-start-up. The last line printed is one JSON object.
+:func:`wait_for_pipeline`) and the agent has sent the rule's ``min_samples`` passing
+checks (:func:`run_normally`), so the figure is the running system's reaction, not its
+start-up nor the agent's pace. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import duckdb
@@ -36,6 +39,7 @@ from agentwatch.ingest.sdk.tracer import Tracer
 from agentwatch.processors.store.attach import StoreMissing
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.topics import TopicSpec, ensure_topics
+from bench.hanging_receiver import HangingReceiver, hanging_receiver
 
 AGENT = "it-support-3"
 PROBE = "it-support-1"  # another catalogued agent, whose sessions show the pipeline is up
@@ -100,19 +104,43 @@ def nth_check(db: Path, agent_id: str, since: dt.datetime, n: int) -> dt.datetim
     return row[0] if row and isinstance(row[0], dt.datetime) else None
 
 
-def main() -> int:
+def run_normally(db: Path, since: dt.datetime, checks: int, timeout_s: float) -> float:
+    """Wait until the agent's first ``checks`` passing checks have landed, so that the
+    rule has its samples when the burst begins and the figure is agentwatch's reaction,
+    not the agent's pace; return how long the agent ran normally."""
+    started = time.monotonic()
+    while nth_check(db, AGENT, since, checks) is None:
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"{AGENT} did not send {checks} checks in {timeout_s:.0f} s")
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--hanging-receiver",
+        action="store_true",
+        help="route every notification to a webhook that answers only after 60 s",
+    )
+    args = parser.parse_args(argv)
     console = Console(stderr=True)
     rule = next(r for r in load_rules() if r.name == VIOLATION_RULE)
     for_s = rule.for_.total_seconds()
-    with tempfile.TemporaryDirectory(prefix="agentwatch-containment-") as tmp:
+    with ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="agentwatch-containment-"))
+        hanging: HangingReceiver | None = None
+        notify: list[str] = []
+        if args.hanging_receiver:
+            hanging = stack.enter_context(hanging_receiver())
+            notify = ["--notify-config", str(hanging.notify_config(Path(tmp) / "notify.yaml"))]
         broker_dir = Path(tmp) / "kafka"
         db = Path(tmp) / "data" / "agentwatch.sqlite"
         keys = control_keys_file(db.parent)
         info = start_broker(broker_dir, free_port())
         procs: list[subprocess.Popen[bytes]] = []
         agent = None
-        ready_s = 0.0
-        samples_at: dt.datetime | None = None
+        ready_s = normal_s = 0.0
         try:
             ensure_topics(info.bootstrap, [TopicSpec(DEFAULT_TOPIC)])
             cli = [sys.executable, "-m", "agentwatch.cli", "--log-format", "json"]
@@ -124,7 +152,7 @@ def main() -> int:
             procs.append(subprocess.Popen(
                 [*cli, "alerts", "run", "--db", str(db), "--interval", "1",
                  "--bootstrap", info.bootstrap, "--catalog", str(EXAMPLE_CATALOG),
-                 "--control-keys-file", str(keys)],
+                 "--control-keys-file", str(keys), *notify],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ))  # fmt: skip
             ready_s = wait_for_pipeline(
@@ -135,9 +163,9 @@ def main() -> int:
             keyring = Keyring.from_file(keys)
             agent = MisbehavingAgent(info.bootstrap, entry, keyring=keyring).start()
             console.print(f"{AGENT} runs normally, then fails 60% of its policy checks ...")
+            normal_s = run_normally(db, agent.run.started_at, rule.min_samples, 60)
             agent.start_burst()
             steps = {s.step: s.at for s in wait_for_chain(db, AGENT, agent.run.started_at, 180)}
-            samples_at = nth_check(db, AGENT, agent.run.started_at, rule.min_samples)
         finally:
             if agent is not None:
                 agent.close()
@@ -162,16 +190,15 @@ def main() -> int:
         else None,
         # Where the time goes: each step of the chain, in seconds after the first bad event.
         "steps_s": {s: round((at - first).total_seconds(), 2) for s, at in steps.items() if at},
-        # The agent starts with its burst: the rule's min_samples checks take this long.
-        "min_samples_sent_s": round((samples_at - first).total_seconds(), 2)
-        if samples_at
-        else None,
+        # Before its burst the agent sent the rule's min_samples passing checks.
+        "normal_run_s": round(normal_s, 2),
+        # With --hanging-receiver: the notifications that met a receiver hanging for 60 s.
+        "hanging_receiver_requests": hanging.requests if hanging is not None else None,
     }
-    table = Table(title="containment latency")
-    shown = {k: v for k, v in result.items() if k != "steps_s"}
-    for key in shown:
-        table.add_column(key, justify="right")
-    table.add_row(*(str(v) for v in shown.values()))
+    table = Table("measure", "value", title="containment latency")
+    for key, value in result.items():
+        if key != "steps_s":
+            table.add_row(key, str(value))
     console.print(table)
     print(json.dumps(result))
     return 0 if to_open - for_s <= TARGET_BEYOND_FOR_S else 1
