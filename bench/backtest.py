@@ -2,7 +2,8 @@
 
 A simulated fleet (``--agents`` agents of ingest/sim at ``--rate`` events/s of event
 time) is landed straight into a new lake, an hour of event time per transaction with its
-minute rollups (the store's own insert; no broker). Then the shipped rules are replayed
+minute rollups, through the processor's own landing pipeline (pricing, sessions; no
+broker). Then the shipped rules are replayed
 over the whole range every ``--interval`` seconds with the example catalog, and only the
 replay is timed: landing is reported apart. ``--hours`` replays the first hours only (a
 quick figure, or the per-instant replay of older code). The last line printed is one
@@ -18,6 +19,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,33 +29,39 @@ import msgspec
 from agentwatch.alerts.evaluation.backtest import backtest
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.rules import load_rules
+from agentwatch.ingest.contract.wire import DEFAULT_MAX_MESSAGE_BYTES
 from agentwatch.ingest.sim.fleet import Fleet
 from agentwatch.ingest.sim.profiles import make_agents
-from agentwatch.processors.landing.decode import RawBatch, decode_batch
-from agentwatch.processors.landing.sessions import SessionTracker
+from agentwatch.processors.landing.decode import RawBatch
+from agentwatch.processors.landing.dedup import DedupIndex
+from agentwatch.processors.landing.pipeline import LandingSettings, PartitionState, land_batch
+from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE
-from agentwatch.processors.store.rollups import TABLE, minute_rollups
 
 START = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
 
 
 def land(db: Path, agents: int, rate: float, hours: int) -> int:
-    """``hours`` of the fleet's events into a new lake at ``db``; returns how many."""
+    """``hours`` of the fleet's events into a new lake at ``db``, an hour a transaction,
+    through the processor's own landing pipeline (pricing, sessions, minute rollups);
+    returns how many."""
     fleet = Fleet(make_agents(agents, seed=1), seed=1, start=START, events_per_second=rate)
     store = LakeStore(db)
     store.prepare()
-    sessions = SessionTracker()
+    settings = LandingSettings(max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES)
+    state = PartitionState(DedupIndex(settings.dedup_horizon_s, settings.dedup_max_ids))
+    pricing = load_pricing()
     encode = msgspec.json.Encoder().encode
     landed = 0
     for hour in range(1, hours + 1):
-        values = [encode(e) for e in fleet.events_until(START + dt.timedelta(hours=hour))]
+        until = START + dt.timedelta(hours=hour)
+        values = [encode(e) for e in fleet.events_until(until)]
         n = len(values)
-        raw = RawBatch("bench", 0, range(landed, landed + n), [0] * n, [None] * n, values)
-        events = decode_batch(raw).events
-        context = sessions.context(events)
-        sessions.update(events)
-        store.insert_tables({TABLE: minute_rollups(events, context), "events": events})
+        kafka_ms = [int(until.timestamp() * 1000)] * n  # produced as the hour ends
+        raw = RawBatch("bench", 0, range(landed, landed + n), kafka_ms, [None] * n, values)
+        batch = land_batch(raw, state, settings, lambda e: apply_pricing(e, pricing))
+        store.insert_tables(batch.tables)
         landed += n
     return landed
 
@@ -75,6 +83,8 @@ def replay(db: Path, hours: float, interval: dt.timedelta, batch: dt.timedelta) 
         "ms_per_instant": round(1000 * wall / max(1, result.evaluations), 2),
         "fired": len(result.fired),
         "episodes": len(result.episodes),
+        # What fired, rule by rule: the simulated fleet is not the example catalog's.
+        "fired_by_rule": dict(Counter(e.rule for e in result.fired).most_common()),
     }
 
 
