@@ -241,6 +241,7 @@ def _run(args: argparse.Namespace) -> int:
             "events": stats.events,
             "dead_letters": stats.dead_letters,
             "duplicates": stats.duplicates,
+            "batches": stats.batches,
             "commits": stats.commits,
             "elapsed_s": round(elapsed, 2),
             "records_per_s": round(stats.records_per_s),

@@ -58,7 +58,8 @@ class RunStats:
     events: int = 0
     dead_letters: int = 0
     duplicates: int = 0
-    commits: int = 0
+    batches: int = 0  # partitions' batches stored
+    commits: int = 0  # lake transactions: one holds the batches of every partition due
     started: float = field(default_factory=time.monotonic)
     first_record_at: float | None = None
     last_commit_at: float | None = None

@@ -410,6 +410,7 @@ class Processor:
                 for batch, landed in work
             ]
         )
+        self.stats.commits += int(any(committed))
         offsets = {}
         for (batch, landed), stored in zip(work, committed, strict=True):
             if not stored:
@@ -421,7 +422,7 @@ class Processor:
             self.stats.events += landed.events.height
             self.stats.dead_letters += landed.dead_letters.height
             self.stats.duplicates += landed.duplicates
-            self.stats.commits += 1
+            self.stats.batches += 1
             log.debug(
                 "batch committed",
                 extra={

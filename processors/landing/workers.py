@@ -76,13 +76,14 @@ class _Totals:
     events: int = 0
     dead_letters: int = 0
     duplicates: int = 0
+    batches: int = 0
     commits: int = 0
     first_record_at: float | None = None
     last_commit_at: float | None = None
     peak_rss_mb: list[float] = field(default_factory=list)
 
     def add(self, stats: dict[str, Any]) -> None:
-        for key in ("records", "events", "dead_letters", "duplicates", "commits"):
+        for key in ("records", "events", "dead_letters", "duplicates", "batches", "commits"):
             setattr(self, key, getattr(self, key) + int(stats[key]))
         first, last = stats["first_record_at"], stats["last_commit_at"]
         if first is not None:
@@ -159,6 +160,7 @@ class Supervisor:
                 "events": t.events,
                 "dead_letters": t.dead_letters,
                 "duplicates": t.duplicates,
+                "batches": t.batches,
                 "commits": t.commits,
                 "elapsed_s": round(time.monotonic() - self.started, 2),
                 "records_per_s": round(t.records / elapsed) if elapsed > 0 else 0,
@@ -293,6 +295,7 @@ def worker_main(
                 "events": stats.events,
                 "dead_letters": stats.dead_letters,
                 "duplicates": stats.duplicates,
+                "batches": stats.batches,
                 "commits": stats.commits,
                 "first_record_at": stats.first_record_at,
                 "last_commit_at": stats.last_commit_at,

@@ -41,8 +41,22 @@ OTHER = "other"
 Source = Literal["events", "sessions", "dead_letters", "redactions"]
 
 
+class _OfSeries:
+    """A spec's name and help are its series' (``series.py`` writes each once)."""
+
+    series: Series
+
+    @property
+    def name(self) -> str:
+        return self.series.name
+
+    @property
+    def help(self) -> str:
+        return self.series.help
+
+
 @dataclass(frozen=True)
-class CounterSpec:
+class CounterSpec(_OfSeries):
     """How one series (name, help and labels from ``series.py``) is computed from a batch:
     ``const`` labels are fixed values, the others are the source frame's columns."""
 
@@ -53,34 +67,18 @@ class CounterSpec:
     const: tuple[tuple[str, str], ...] = ()
 
     @property
-    def name(self) -> str:
-        return self.series.name
-
-    @property
-    def help(self) -> str:
-        return self.series.help
-
-    @property
     def labels(self) -> tuple[str, ...]:
         fixed = {k for k, _ in self.const}
         return tuple(n for n in self.series.labels if n not in fixed)
 
 
 @dataclass(frozen=True)
-class HistogramSpec:
+class HistogramSpec(_OfSeries):
     series: Series
     source: Source
     value: pl.Expr
     buckets: tuple[float, ...]
     where: pl.Expr | None = None
-
-    @property
-    def name(self) -> str:
-        return self.series.name
-
-    @property
-    def help(self) -> str:
-        return self.series.help
 
     @property
     def labels(self) -> tuple[str, ...]:
