@@ -32,6 +32,7 @@ import yaml
 
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.rules import CatalogThreshold, Rule
+from agentwatch.alerts.rules.confidence import UPPER_FOR, bound_promql
 from agentwatch.durations import format_duration
 from agentwatch.processors.metrics import series
 
@@ -260,6 +261,8 @@ def _condition(rule: Rule, query: Query, matchers: tuple[str, ...], threshold: f
         value = (
             f"({value}) / (({before}) > 0)" if rule.change == "ratio" else f"({value}) - ({before})"
         )
+    if rule.confidence is not None:
+        value = bound_promql(value, query.samples(now), rule.confidence, upper=UPPER_FOR[rule.op])
     on = ", ".join(query.by)
     return (
         f"({value}) {rule.op} {threshold!r}\n"

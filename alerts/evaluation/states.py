@@ -273,8 +273,11 @@ def _judge(rule: Rule, m: Measurement) -> tuple[Outcome, str]:
         return "held", f"no verdict: {m.note or 'the metric has no value'}"
     if m.threshold is None:
         return "held", f"no verdict: no threshold ({rule.threshold} is not set for this group)"
-    holds = rule.holds(m.value, m.threshold)
+    judged = rule.judged(m.value, m.samples)
+    holds = rule.holds(judged, m.threshold)
     text = f"{m.value:g} {rule.op} {m.threshold:g}"
+    if rule.confidence is not None:
+        text = f"{m.value:g} (bound {judged:.4g} at {rule.confidence:g}) {rule.op} {m.threshold:g}"
     return ("true", text) if holds else ("false", f"not {text}")
 
 

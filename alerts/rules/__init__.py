@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any, Final, Literal, cast, get_args
 
 from agentwatch.alerts.governance.catalog import CATALOG_FIELDS, Catalog, read_yaml
+from agentwatch.alerts.rules.confidence import UPPER_FOR, wilson_bound
 from agentwatch.alerts.rules.metrics import (
     BUILTIN_METRICS,
     DRIFT_METRICS,
+    SHARE,
     Metric,
     MetricRegistry,
     Sample,
@@ -98,10 +100,18 @@ class Rule:
     annotations: Mapping[str, str] = field(default_factory=dict)
     change: Change | None = None
     no_data: NoData = "ok"
+    confidence: float | None = None  # judge a share's Wilson bound, not the share
     source: str = "<memory>"
 
     def holds(self, value: float, threshold: float) -> bool:
         return OPS[self.op](value, threshold)
+
+    def judged(self, value: float, samples: int) -> float:
+        """What is compared with the threshold: the value, or with ``confidence`` the
+        bound of its interval on the far side of the threshold (see confidence.py)."""
+        if self.confidence is None:
+            return value
+        return wilson_bound(value, samples, self.confidence, upper=UPPER_FOR[self.op])
 
     def threshold_for(self, labels: Mapping[str, str], catalog: Catalog) -> float | None:
         """The threshold for one group: a number, or the agent's catalog field (or default)."""
@@ -139,6 +149,7 @@ _RULE_KEYS: Final = frozenset(
         "keep_firing_for",
         "min_samples",
         "no_data",
+        "confidence",
         "severity",
         "labels",
         "annotations",
@@ -259,6 +270,7 @@ def _parse_rule(
     no_data = raw.get("no_data", "ok")
     if no_data not in get_args(NoData):
         bad(f"no_data must be ok (resolve) or keep (hold the state), got {no_data!r}")
+    confidence = _confidence(raw.get("confidence"), metric, op, change, bad)
     labels = _string_map(raw.get("labels"), "labels", bad)
     for key in labels:
         if not _LABEL.match(key):
@@ -293,8 +305,27 @@ def _parse_rule(
         annotations=annotations,
         change=cast("Change | None", change),
         no_data=cast(NoData, no_data),
+        confidence=confidence,
         source=source,
     )
+
+
+def _confidence(
+    value: Any, metric: Metric | None, op: Any, change: Any, bad: Callable[[str], None]
+) -> float | None:
+    """A confidence is a number strictly between 0.5 and 1, for a share compared one way."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.5 < value < 1:
+        bad(f"confidence must be a number between 0.5 and 1 (e.g. 0.9), got {value!r}")
+        return None
+    if metric is not None and getattr(metric, "unit", "") != SHARE:
+        bad(f"confidence applies to shares (metrics in unit {SHARE!r}); {metric.name} is not one")
+    if op is not None and op not in UPPER_FOR:
+        bad(f"confidence needs op {', '.join(UPPER_FOR)}, got {op!r}")
+    if change is not None:
+        bad("confidence cannot be combined with change")
+    return float(value)
 
 
 def _threshold(value: Any, bad: Callable[[str], None]) -> Threshold | None:

@@ -58,6 +58,10 @@ class Metric(Protocol):
     def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]: ...
 
 
+# The unit of a metric whose value is a share of its samples (a rule on one may ask for
+# a confidence, see confidence.py).
+SHARE: Final = "share"
+
 # The parameters of a metric's query (measure_windows puts columns in their place).
 _PARAMETER: Final = re.compile(r"\$(start|end)\b")
 
@@ -257,6 +261,7 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         "share of policy checks with outcome violation or blocked",
         "sum(e.violations + e.blocked) / sum(e.events)",
         where="e.kind = 'policy_check'",
+        unit=SHARE,
     ),
     _grouped(
         "security_events",
@@ -268,6 +273,7 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         "error_rate",
         "share of events that are errors",
         "sum(e.errors) / sum(e.events)",
+        unit=SHARE,
     ),
     _grouped(
         "tool_error_rate",
@@ -276,6 +282,7 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         "sum(e.errors) / sum(e.events)",
         where="e.kind = 'tool_call'",
         by=("agent_id", "tool_name"),
+        unit=SHARE,
     ),
     _percentile(
         "llm_latency_p95_ms",
@@ -302,6 +309,7 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         "THEN 1.0 ELSE 0.0 END) AS value, count(*) AS samples "
         "FROM events e LEFT JOIN escalated x ON x.session_id = e.session_id "
         f"WHERE e.kind = 'session_end' AND e.{_IN_WINDOW} GROUP BY e.agent_id",
+        unit=SHARE,
         before=dt.timedelta(hours=1),
     ),
     _grouped(
@@ -369,6 +377,7 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         "FROM events e JOIN s ON s.agent_id = e.agent_id "
         f"WHERE e.{_IN_WINDOW} AND e.kind = 'security' AND e.category IS NOT NULL "
         "GROUP BY e.agent_id, e.category, s.sessions",
+        SHARE,
     ),
     SqlMetric(
         "silence_ratio",
