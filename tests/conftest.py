@@ -77,8 +77,9 @@ def _require_tool_fixture() -> Callable[[str], str]:
     return require_tool
 
 
-# PostgreSQL and S3 (moto) for the lake on several machines: tests/services.py.
-pytest_plugins = ["tests.services"]
+# PostgreSQL and S3 (moto) for the lake on several machines: tests/services.py; the
+# compose file and its services parsed by the real CLI: tests/compose_helpers.py.
+pytest_plugins = ["tests.services", "tests.compose_helpers"]
 _SERVICES = frozenset({"kafka_broker", "postgres_server", "s3_server"})
 
 
