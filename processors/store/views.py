@@ -1,11 +1,11 @@
 """Analysts' views: sessions, windowed metrics and their breakdowns.
 
-``metrics_1m``/``1h``/``1d`` read the minute rollups (rollups.py), so their cost is the
-range asked; everything else is a view over the raw events, recomputable from the rows
-it summarises, and a fix there applies to all history at once. Definitions live in
-one place each: a session property (its model, its start, whether it escalated) is
-computed by ``sessions`` and joined back, so the metrics cut by model or prompt version
-agree with the per-session numbers.
+``metrics_1m``/``1h``/``1d`` read the rollup tier of their width (rollups.py), so their
+cost is the range asked at that width; everything else is a view over the raw events,
+recomputable from the rows it summarises, and a fix there applies to all history at
+once. Definitions live in one place each: a session property (its model, its start,
+whether it escalated) is computed by ``sessions`` and joined back, so the metrics cut
+by model or prompt version agree with the per-session numbers.
 
 Rules shared by every view:
 
@@ -24,7 +24,7 @@ from typing import Final
 
 from agentwatch.processors.store.definitions import BLOCKED, CONTAINED, ERROR, VIOLATION
 from agentwatch.processors.store.histograms import quantile_sql
-from agentwatch.processors.store.rollups import TABLE as ROLLUPS
+from agentwatch.processors.store.rollups import TIERS
 
 # The cost of an LLM call, NULL when unpriced (same as cost_source = 'unpriced' on rows
 # the processor priced; older rows with neither column are judged by cost_usd alone).
@@ -131,11 +131,11 @@ def _sum(condition: str | None = None, column: str = "events") -> str:
     return f"coalesce(sum({column}){where}, 0)::BIGINT"
 
 
-def metrics_view(name: str, width: str) -> str:
+def metrics_view(name: str, width: str, table: str) -> str:
     """One metrics view at a bucket width: the 1m, 1h and 1d views differ only in it.
 
-    They read the minute rollups (rollups.py), never the raw events, so a query costs
-    what its range holds. An event is attributed to its session's model and prompt
+    They read the rollup ``table`` of their width (rollups.py), never the raw events, so
+    a query costs what its range holds. An event is attributed to its session's model and prompt
     version when it has none itself, so session outcomes (containment, escalations) can
     be cut by both. Quantiles come from the merged histograms (histograms.py), within
     1 % of the exact ``quantile_cont`` of the raw values; docs/sql.md shows the exact
@@ -149,7 +149,7 @@ def metrics_view(name: str, width: str) -> str:
         "coalesce(model, session_model) AS model, "
         "coalesce(prompt_version, session_prompt_version) AS prompt_version, * "
         "EXCLUDE (window_start, agent_id, agent_version, environment, model, prompt_version) "
-        f"FROM {ROLLUPS} WHERE NOT late"
+        f"FROM {table} WHERE NOT late"
     )
     bins = " UNION ALL ".join(
         f"SELECT {group}, '{h}' AS h, x.bin AS bin, x.n AS n "
@@ -294,9 +294,12 @@ def view_statements() -> list[str]:
     """
     return [
         SESSIONS,
-        metrics_view("metrics_1m", "1 minute"),
-        metrics_view("metrics_1h", "1 hour"),
-        metrics_view("metrics_1d", "1 day"),
+        *(
+            metrics_view(f"metrics_{every}", width, table)
+            for (table, every), width in zip(
+                TIERS.items(), ("1 minute", "1 hour", "1 day"), strict=True
+            )
+        ),
         TOOL_METRICS,
         POLICY_METRICS,
         SECURITY_METRICS,
