@@ -131,21 +131,21 @@ def _sum(condition: str | None = None, column: str = "events") -> str:
     return f"coalesce(sum({column}){where}, 0)::BIGINT"
 
 
-def metrics_view(name: str, width: str, table: str) -> str:
-    """One metrics view at a bucket width: the 1m, 1h and 1d views differ only in it.
+def metrics_view(name: str, table: str) -> str:
+    """One metrics view over a rollup tier: the 1m, 1h and 1d views differ only in it.
 
-    They read the rollup ``table`` of their width (rollups.py), never the raw events, so
-    a query costs what its range holds. An event is attributed to its session's model and prompt
-    version when it has none itself, so session outcomes (containment, escalations) can
-    be cut by both. Quantiles come from the merged histograms (histograms.py), within
-    1 % of the exact ``quantile_cont`` of the raw values; docs/sql.md shows the exact
-    query over ``events`` for short ranges.
+    They read the rollup ``table`` of their width (rollups.py), whose ``window_start`` is
+    the bucket already, never the raw events, so a query costs what its range holds. An
+    event is attributed to its session's model and prompt version when it has none itself,
+    so session outcomes (containment, escalations) can be cut by both. Quantiles come from
+    the merged histograms (histograms.py), within 1 % of the exact ``quantile_cont`` of the
+    raw values; docs/sql.md shows the exact query over ``events`` for short ranges.
     """
     end = "kind = 'session_end'"
     group = ", ".join(_GROUP)
     rows = (
-        f"SELECT time_bucket(INTERVAL '{width}', window_start, 'UTC') AS window_start, "
-        "agent_id, agent_version, environment, "
+        # A tier's window_start is its period already: a filter on it reaches the scan.
+        "SELECT window_start, agent_id, agent_version, environment, "
         "coalesce(model, session_model) AS model, "
         "coalesce(prompt_version, session_prompt_version) AS prompt_version, * "
         "EXCLUDE (window_start, agent_id, agent_version, environment, model, prompt_version) "
@@ -162,10 +162,14 @@ def metrics_view(name: str, width: str, table: str) -> str:
         for h, _, _ in _HISTOGRAMS
         for i, p in enumerate(("p50", "p95", "p99"))
     )
-    same = " AND ".join(f"m.{k} IS NOT DISTINCT FROM q.{k}" for k in _GROUP)
+    # window_start is never NULL: joined by equality, a filter on it reaches both sides.
+    same = " AND ".join(
+        f"m.{k} = q.{k}" if k == "window_start" else f"m.{k} IS NOT DISTINCT FROM q.{k}"
+        for k in _GROUP
+    )
     return f"""
 CREATE VIEW {name} AS
-WITH r AS ({rows}),
+WITH r AS NOT MATERIALIZED ({rows}),
 q AS (SELECT {group}, {pivot} FROM ({quantiles}) GROUP BY ALL),
 m AS (
     SELECT
@@ -294,12 +298,7 @@ def view_statements() -> list[str]:
     """
     return [
         SESSIONS,
-        *(
-            metrics_view(f"metrics_{every}", width, table)
-            for (table, every), width in zip(
-                TIERS.items(), ("1 minute", "1 hour", "1 day"), strict=True
-            )
-        ),
+        *(metrics_view(f"metrics_{every}", table) for table, every in TIERS.items()),
         TOOL_METRICS,
         POLICY_METRICS,
         SECURITY_METRICS,
