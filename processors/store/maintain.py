@@ -40,6 +40,8 @@ from agentwatch.processors.store.tables import TABLE_SCHEMAS
 
 log = logging.getLogger(__name__)
 
+# How far back from its newest period a pass merges a rollup tier's partial rows.
+COMPACT_HORIZON: Final = "INTERVAL 2 DAY"
 LEASES_TABLE: Final = "_leases"
 LEASE_NAME: Final = "maintenance"
 # The column a table's age is judged by, where it is not ``ts``.
@@ -112,12 +114,18 @@ def maintain(
 def compact_rollups(store: LakeStore, table: str, every: str) -> int:
     """Merge a rollup tier's partial rows, in one transaction; the rows it saved.
 
-    Only periods holding several rows of the same keys are rewritten. Rows a batch
+    Only periods holding several rows of the same keys are rewritten, and only within
+    ``COMPACT_HORIZON`` of the newest, where batches land: a pass costs the same whatever
+    the history (older partial rows, of a replay or a reprice, stay correct). Rows a batch
     commits meanwhile are not in this transaction's snapshot, so they are neither
     deleted nor merged: they stay as partial rows for the next pass.
     """
     keys = ", ".join(KEYS)
-    periods = f"SELECT DISTINCT window_start FROM {table} GROUP BY {keys} HAVING count(*) > 1"
+    recent = f"window_start >= (SELECT max(window_start) FROM {table}) - {COMPACT_HORIZON}"
+    periods = (
+        f"SELECT DISTINCT window_start FROM {table} WHERE {recent} "
+        f"GROUP BY {keys} HAVING count(*) > 1"
+    )
 
     def merge(con: duckdb.DuckDBPyConnection) -> int:
         where = f"window_start IN ({periods})"
