@@ -54,12 +54,13 @@ class KafkaSettings(_Section, frozen=True):
 
 
 def _retention_days() -> dict[str, int]:
-    """Days each table keeps its rows: raw traffic a month; the minute rollups (which
-    metrics_1h/1d read), alerting and audit 400 days."""
+    """Days each table keeps its rows: raw traffic a month; the rollup tiers (which the
+    metrics views read), alerting and audit 400 days."""
     raw = dict.fromkeys(("events", "dead_letters", "otlp_unmapped"), 30)
     audit = ("alert_events", "actions", "notifications", "drift_scores")
     governance = ("catalog_changes", "releases", "access_reviews")
-    return {**raw, **dict.fromkeys(("minute_rollups", *audit, *governance), 400)}
+    rollups = ("minute_rollups", "hour_rollups", "day_rollups")
+    return {**raw, **dict.fromkeys((*rollups, *audit, *governance), 400)}
 
 
 class StorageSettings(_Section, frozen=True):

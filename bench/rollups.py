@@ -41,7 +41,7 @@ def land(
 ) -> dict[str, Any]:
     """Write the history as batches of events and their rollups; return its size."""
     from agentwatch.processors.landing.sessions import SessionTracker
-    from agentwatch.processors.store.rollups import TABLE, minute_rollups
+    from agentwatch.processors.store.rollups import minute_rollups, tiers
 
     fleet = Fleet(
         {f"agent-{i}": Profile(sessions_per_hour=sessions_per_hour) for i in range(agents)}
@@ -58,7 +58,7 @@ def land(
         assert isinstance(first, int) and isinstance(last, int)
         context = sessions.context(batch)
         sessions.update(batch)
-        rollups = {TABLE: minute_rollups(batch, context)}
+        rollups = tiers(minute_rollups(batch, context))
         landed = store.commit_batch("bench", 0, (first, last), batch, pl.DataFrame(), extra=rollups)
         assert landed, (first, last)
     return {"events": events.height, "batches": len(batches), "days": days}

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from agentwatch.alerts.rules.metrics import Window, metrics
 from agentwatch.processors.landing.sessions import SessionTracker
@@ -27,7 +28,13 @@ from agentwatch.processors.store.histograms import (
 )
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE
-from agentwatch.processors.store.rollups import KEYS, cost_corrections, minute_rollups
+from agentwatch.processors.store.rollups import (
+    KEYS,
+    cost_corrections,
+    merge_rows,
+    minute_rollups,
+    tiers,
+)
 from tests.frames import T0, at, events, store_batch
 
 QUANTILES = (0.0, 0.25, 0.5, 0.9, 0.95, 0.99, 1.0)
@@ -142,6 +149,47 @@ def test_partial_rows_of_a_minute_from_several_batches_add_up_to_one_batchs(cut:
     (counts, bins), (whole_counts, whole_bins) = _merged(parts), _merged(whole)
     assert counts.equals(whole_counts)
     assert bins.equals(whole_bins)
+
+
+def _rolled(frame: pl.DataFrame) -> pl.DataFrame:
+    return minute_rollups(frame, SessionTracker().context(frame))
+
+
+def _own_keys(rows: pl.DataFrame) -> pl.DataFrame:
+    # What a batch knows of its sessions depends on the batches before it (tested below).
+    return rows.with_columns(session_model=None, session_prompt_version=None)
+
+
+@settings(max_examples=30, deadline=None)
+@given(cut=st.integers(min_value=0, max_value=60), every=st.sampled_from(["1m", "1h", "1d"]))
+def test_merged_rows_are_the_same_however_the_batches_were_cut(cut: int, every: str) -> None:
+    frame = _mixed(60)
+    whole = merge_rows(_own_keys(_rolled(frame)), every).sort(KEYS, nulls_last=True)
+    parts = pl.concat([_rolled(frame[:cut]), _rolled(frame[cut:])])
+    merged = merge_rows(_own_keys(parts), every).sort(KEYS, nulls_last=True)
+    assert_frame_equal(merged, whole, check_exact=False)
+    assert merged.select(KEYS).is_unique().all()
+
+
+def test_tiers_put_each_minute_row_into_its_hour_and_day() -> None:
+    frame = _mixed(1200)  # 2.4 hours of events
+    minutes = _rolled(frame)
+    tiered = tiers(minutes)
+    assert tiered["minute_rollups"] is minutes
+    hours = tiered["hour_rollups"].group_by("window_start").agg(pl.col("events").sum())
+    assert hours.sort("window_start").rows() == (
+        frame.group_by(pl.col("ts").dt.truncate("1h").alias("window_start"))
+        .agg(pl.len().cast(pl.Int64).alias("events"))
+        .sort("window_start")
+        .rows()
+    )
+    assert tiered["day_rollups"]["events"].sum() == frame.height
+
+
+def test_a_merged_cost_stays_null_where_no_call_was_priced() -> None:
+    calls = [{"kind": "llm_call", "ts": at(i), "session_id": "s", "model": "m"} for i in range(3)]
+    (cost,) = merge_rows(_rolled(events(*calls)), "1h")["cost_usd"]
+    assert cost is None
 
 
 # --------------------------------------------------------------------------- windows

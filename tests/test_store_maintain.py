@@ -19,6 +19,7 @@ from agentwatch.processors.store.maintain import (
     maintain,
     try_lease,
 )
+from agentwatch.processors.store.rollups import KEYS, TIERS
 from agentwatch.settings import DEFAULTS
 from tests.examples import valid_lines
 from tests.frames import store_batch
@@ -81,6 +82,43 @@ def test_minute_rollups_outlive_the_events_by_default(tmp_path: Path) -> None:
     assert row == (old.height + recent.height,)
     report = maintain(store, replace(policy, retention_days={"minute_rollups": 30}), lambda: NOW)
     assert report.rows_deleted.keys() == {"minute_rollups"}
+
+
+def test_maintenance_merges_partial_rollup_rows_and_the_views_stay_the_same(
+    tmp_path: Path,
+) -> None:
+    store = LakeStore(tmp_path / CATALOG_FILE)
+    for i in range(4):  # four batches of the same minute, hour and day
+        store_batch(store, batch(100 * i, 1))
+    views = ("metrics_1m", "metrics_1h", "metrics_1d")
+
+    def read() -> dict[str, list[tuple[object, ...]]]:
+        with connect_lake(store.db) as con:
+            return {v: con.execute(f"SELECT * FROM {v} ORDER BY ALL").fetchall() for v in views}
+
+    before = read()
+    report = maintain(store, KEEP_30_DAYS, clock=lambda: NOW)
+    assert report.rollup_rows_merged > 0
+    assert read() == before
+    with connect_lake(store.db) as con:
+        for table in TIERS:
+            keys = ", ".join(KEYS)
+            row = con.execute(f"SELECT count(*) = count(DISTINCT ({keys})) FROM {table}")
+            assert row.fetchone() == (True,), table
+
+
+def test_a_lake_without_hour_and_day_tiers_gets_them_from_its_minutes(tmp_path: Path) -> None:
+    store = LakeStore(tmp_path / CATALOG_FILE)
+    store_batch(store, batch(0, 1))
+    with connect_lake(store.db) as con:
+        before = con.execute("SELECT * FROM metrics_1d ORDER BY ALL").fetchall()
+    store.con.execute("DROP TABLE hour_rollups")
+    store.con.execute("DROP TABLE day_rollups")
+    store.close()
+    LakeStore(tmp_path / CATALOG_FILE).prepare()
+    with connect_lake(store.db) as con:
+        assert con.execute("SELECT * FROM metrics_1d ORDER BY ALL").fetchall() == before
+        assert con.execute("SELECT count(*) FROM hour_rollups").fetchone() != (0,)
 
 
 def test_zero_days_keeps_a_table_for_ever(tmp_path: Path) -> None:

@@ -24,8 +24,7 @@ from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.histograms import RELATIVE_ERROR
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE
-from agentwatch.processors.store.rollups import TABLE as ROLLUPS
-from agentwatch.processors.store.rollups import minute_rollups
+from agentwatch.processors.store.rollups import minute_rollups, tiers
 from agentwatch.processors.store.tables import EVENTS_SCHEMA
 from agentwatch.processors.store.views import view_statements
 
@@ -81,7 +80,7 @@ def write_batch(store: LakeStore, frame: pl.DataFrame, sessions: SessionTracker)
     """Store one batch of events with its minute rollups, as the processor lands it."""
     context = sessions.context(frame)
     sessions.update(frame)
-    store.insert_tables({ROLLUPS: minute_rollups(frame, context), "events": frame})
+    store.insert_tables({**tiers(minute_rollups(frame, context)), "events": frame})
 
 
 def land(tmp_path: Path, *segments: Iterable[Row]) -> duckdb.DuckDBPyConnection:

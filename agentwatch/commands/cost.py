@@ -39,10 +39,10 @@ from agentwatch.processors.landing.pricing import (
 )
 from agentwatch.processors.store.attach import StoreMissing
 from agentwatch.processors.store.attach import connect as connect_lake
-from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.lake import LakeStore, insert_rows
 from agentwatch.processors.store.rollups import KEYS as ROLLUP_KEYS
 from agentwatch.processors.store.rollups import TABLE as ROLLUPS
-from agentwatch.processors.store.rollups import cost_corrections
+from agentwatch.processors.store.rollups import cost_corrections, tiers
 from agentwatch.processors.store.tables import UTC_TS
 from agentwatch.settings import Settings
 
@@ -172,11 +172,8 @@ def _correct_rollups(
     rows = corrections.join(held, on=own, how="semi", nulls_equal=True)
     if rows.is_empty():
         return
-    con.register("_corrections", rows.to_arrow())
-    try:
-        con.execute(f"INSERT INTO {ROLLUPS} BY NAME SELECT * FROM _corrections")
-    finally:
-        con.unregister("_corrections")
+    for table, tier in tiers(rows).items():  # every tier moves by the same corrections
+        insert_rows(con, table, tier)
     log.info("rollups corrected", extra={"rows": rows.height})
 
 

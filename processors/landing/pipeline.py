@@ -66,7 +66,7 @@ class LandedBatch:
     dead_letters: pl.DataFrame
     sessions_ended: pl.DataFrame
     duplicates: int
-    # Rows of other stream tables landed with the batch (``minute_rollups``,
+    # Rows of other stream tables landed with the batch (the rollup tiers,
     # ``otlp_unmapped``).
     extra_tables: dict[str, pl.DataFrame] = field(default_factory=dict)
     redactions: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=COUNTS_SCHEMA))
@@ -109,7 +109,7 @@ def land_batch(
         dead_letters=decoded.dead_letters,
         sessions_ended=state.sessions.update(events),
         duplicates=decoded.events.height - fresh.height,
-        extra_tables={rollups.TABLE: rollups.minute_rollups(events, sessions)},
+        extra_tables=rollups.tiers(rollups.minute_rollups(events, sessions)),
         redactions=redactions,
     )
 

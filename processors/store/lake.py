@@ -36,6 +36,8 @@ from agentwatch.processors.store.layout import refuse_old_layout
 from agentwatch.processors.store.location import (
     locate,
 )
+from agentwatch.processors.store.rollups import TABLE as ROLLUPS
+from agentwatch.processors.store.rollups import TIERS, merge_rows
 from agentwatch.processors.store.tables import LOG_TABLES, TABLE_SCHEMAS
 from agentwatch.processors.store.views import view_statements
 
@@ -102,6 +104,10 @@ class LakeStore:
                 con.register("_empty", pl.DataFrame(schema=dict(schema)).to_arrow())
                 con.execute(f"CREATE TABLE {table} AS SELECT * FROM _empty")
                 con.unregister("_empty")
+                if table in TIERS and table != ROLLUPS and ROLLUPS in existing:
+                    # A tier added to a lake that has minutes starts from all of them.
+                    minutes = con.execute(f"SELECT * FROM {ROLLUPS}").pl()
+                    insert_rows(con, table, merge_rows(minutes, TIERS[table]))
                 continue
             for column, dtype in schema.items():
                 if column not in have:
@@ -194,7 +200,7 @@ class LakeStore:
                 b.before_commit()
                 moves.append((b, -1 if committed is None else committed))
             for table, rows in _rows_by_table([b for b, _ in moves]).items():
-                _insert(con, table, rows)
+                insert_rows(con, table, rows)
             for b, committed in moves:
                 moved = con.execute(
                     f"UPDATE {OFFSETS_TABLE} SET last_offset = ? "
@@ -227,7 +233,7 @@ class LakeStore:
         schema = LOG_TABLES[table]
         rows = frame.select(list(schema)).cast(pl.Schema(schema))
         with self.write_lock():
-            self.transaction(lambda con: _insert(con, table, rows))
+            self.transaction(lambda con: insert_rows(con, table, rows))
 
     def insert(self, table: str, frame: pl.DataFrame) -> None:
         """Append rows to any table in one transaction (tools and tests; landing uses
@@ -240,7 +246,7 @@ class LakeStore:
 
         def insert_all(con: duckdb.DuckDBPyConnection) -> None:
             for table, frame in tables.items():
-                _insert(con, table, frame)
+                insert_rows(con, table, frame)
 
         with self.write_lock():
             self.transaction(insert_all)
@@ -394,7 +400,8 @@ def _last_offset(con: duckdb.DuckDBPyConnection, topic: str, partition: int) -> 
     return int(row[0])
 
 
-def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> None:
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> None:
+    """Append a frame's rows to a table, by column name, in the caller's transaction."""
     con.register("_rows", rows.to_arrow())
     try:
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rows")

@@ -6,10 +6,12 @@ snapshot forever. One pass, in this order:
 
 1. **retention**: delete each table's rows older than its ``retention_days`` (0 keeps
    them), except the rows of agents under legal hold;
-2. **flush** rows inlined in the catalog into Parquet files;
-3. **merge** adjacent small files into larger ones;
-4. **expire** snapshots older than the grace period;
-5. **clean up** the files those snapshots alone still referenced, and orphaned files
+2. **rollups**: merge the partial rows each landed batch added to every rollup tier, one
+   row per period and keys (rollups.py), so the metrics views read few rows;
+3. **flush** rows inlined in the catalog into Parquet files;
+4. **merge** adjacent small files into larger ones;
+5. **expire** snapshots older than the grace period;
+6. **clean up** the files those snapshots alone still referenced, and orphaned files
    (a SIGKILLed writer leaves its half-written files behind), older than the grace.
 
 Readers never fail: a query holds its snapshot, and nothing it may read is deleted
@@ -32,15 +34,18 @@ from typing import Final
 import duckdb
 
 from agentwatch.clock import Clock, utc_now
-from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.lake import LakeStore, insert_rows
+from agentwatch.processors.store.rollups import KEYS, TIERS, merge_rows
 from agentwatch.processors.store.tables import TABLE_SCHEMAS
 
 log = logging.getLogger(__name__)
 
+# How far back from its newest period a pass merges a rollup tier's partial rows.
+COMPACT_HORIZON: Final = "INTERVAL 2 DAY"
 LEASES_TABLE: Final = "_leases"
 LEASE_NAME: Final = "maintenance"
 # The column a table's age is judged by, where it is not ``ts``.
-AGE_COLUMN: Final = {"dead_letters": "_kafka_ts", "minute_rollups": "window_start"}
+AGE_COLUMN: Final = {"dead_letters": "_kafka_ts", **dict.fromkeys(TIERS, "window_start")}
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class MaintenancePolicy:
 @dataclass
 class MaintenanceReport:
     rows_deleted: dict[str, int] = field(default_factory=dict)
+    rollup_rows_merged: int = 0  # partial rollup rows gone into merged ones
     files_before: int = 0
     files_after: int = 0
     snapshots_expired: int = 0
@@ -76,6 +82,7 @@ def maintain(
         )
         if deleted:
             report.rows_deleted[table] = deleted
+    report.rollup_rows_merged = sum(compact_rollups(store, t, e) for t, e in TIERS.items())
     horizon = started - dt.timedelta(seconds=policy.grace_s)
     _call(store, f"CALL ducklake_flush_inlined_data('{store.alias}')")
     _call(store, f"CALL ducklake_merge_adjacent_files('{store.alias}')")
@@ -93,6 +100,7 @@ def maintain(
         "lake maintained",
         extra={
             "rows_deleted": report.rows_deleted,
+            "rollup_rows_merged": report.rollup_rows_merged,
             "files_before": report.files_before,
             "files_after": report.files_after,
             "snapshots_expired": report.snapshots_expired,
@@ -101,6 +109,36 @@ def maintain(
         },
     )
     return report
+
+
+def compact_rollups(store: LakeStore, table: str, every: str) -> int:
+    """Merge a rollup tier's partial rows, in one transaction; the rows it saved.
+
+    Only periods holding several rows of the same keys are rewritten, and only within
+    ``COMPACT_HORIZON`` of the newest, where batches land: a pass costs the same whatever
+    the history (older partial rows, of a replay or a reprice, stay correct). Rows a batch
+    commits meanwhile are not in this transaction's snapshot, so they are neither
+    deleted nor merged: they stay as partial rows for the next pass.
+    """
+    keys = ", ".join(KEYS)
+    recent = f"window_start >= (SELECT max(window_start) FROM {table}) - {COMPACT_HORIZON}"
+    periods = (
+        f"SELECT DISTINCT window_start FROM {table} WHERE {recent} "
+        f"GROUP BY {keys} HAVING count(*) > 1"
+    )
+
+    def merge(con: duckdb.DuckDBPyConnection) -> int:
+        where = f"window_start IN ({periods})"
+        rows = con.execute(f"SELECT * FROM {table} WHERE {where}").pl()
+        if rows.is_empty():
+            return 0
+        merged = merge_rows(rows, every)
+        con.execute(f"DELETE FROM {table} WHERE {where}")
+        insert_rows(con, table, merged)
+        return rows.height - merged.height
+
+    with store.write_lock():
+        return store.transaction(merge)
 
 
 def data_files(store: LakeStore) -> int:

@@ -30,7 +30,7 @@ from agentwatch.processors.store.lake import OFFSETS_TABLE, LakeStore
 from agentwatch.processors.store.layout import OLD_SEGMENTS, is_duckdb_file
 from agentwatch.processors.store.location import CATALOG_FILE
 from agentwatch.processors.store.rollups import TABLE as ROLLUPS
-from agentwatch.processors.store.rollups import minute_rollups
+from agentwatch.processors.store.rollups import minute_rollups, tiers
 from agentwatch.processors.store.tables import LOG_TABLES, STREAM_TABLES
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def migrate(old: str | Path, to: str | Path | None = None) -> MigrationReport:
             frames[table] = frame.with_columns(missing).select(list(schema)).cast(pl.Schema(schema))
     if "events" in frames and ROLLUPS not in frames:
         history = frames["events"].sort("_topic", "_partition", "_offset")
-        frames[ROLLUPS] = minute_rollups(history, SessionTracker().context(history))
+        frames.update(tiers(minute_rollups(history, SessionTracker().context(history))))
     store = LakeStore(target, check_layout=False)
 
     def land(con: duckdb.DuckDBPyConnection) -> None:

@@ -6,9 +6,14 @@ combination of the keys below, with counts, sums and mergeable latency histogram
 or processors) are never updated: readers merge them with ``GROUP BY``, so a write is a
 plain append in the batch's own commit, exactly once like the batch's events.
 
-Hours and days are not stored: ``metrics_1h`` and ``metrics_1d`` group the minute rows
-(views.py), so every width agrees with the minutes and a late minute row shows in its
-hour at once; their cost is the number of minute rows in the range asked.
+The same rows are kept at two coarser tiers, ``hour_rollups`` and ``day_rollups``: the
+batch's minute rows merged into their hour and day (:func:`tiers`), appended in the same
+commit, so every tier holds exactly the landed events, and a late event's row lands in
+its own hour and day. ``metrics_1h``/``metrics_1d`` read their tier (views.py), so a
+query over weeks reads hundreds of rows where the minutes hold hundreds of thousands.
+Partial rows pile up as batches land (one set per batch and period); maintenance merges
+each period's partial rows into one per keys (:func:`merge_rows`, maintain.py), which
+readers cannot tell from the unmerged ones.
 
 What a row knows that an event alone does not comes from the partition's session state
 (landing/sessions.py) at landing time: the session's start (for the duration of a
@@ -25,10 +30,17 @@ from typing import Final
 import polars as pl
 
 from agentwatch.processors.store.definitions import BLOCKED, CONTAINED, ERROR, VIOLATION
-from agentwatch.processors.store.histograms import bin_expr, histogram_agg, histogram_agg_sql
+from agentwatch.processors.store.histograms import (
+    HISTOGRAM_TYPE,
+    bin_expr,
+    histogram_agg,
+    histogram_agg_sql,
+)
 from agentwatch.processors.store.tables import MINUTE_ROLLUPS_SCHEMA
 
 TABLE: Final = "minute_rollups"
+# Each rollup table and the period its ``window_start`` is cut to, finest first.
+TIERS: Final = {TABLE: "1m", "hour_rollups": "1h", "day_rollups": "1d"}
 # The group keys of a row; every other column of the table is summed (or min/max) on merge.
 KEYS: Final = (
     "window_start", "late", "agent_id", "agent_version", "environment", "kind",
@@ -142,6 +154,61 @@ def cost_corrections(before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
     ).cast(pl.Schema(MINUTE_ROLLUPS_SCHEMA))
 
 
+_SUMMED: Final = tuple(
+    c for c in MINUTE_ROLLUPS_SCHEMA if c not in KEYS and c not in ("first_ts", "last_ts")
+)
+
+
+def merge_rows(rows: pl.DataFrame, every: str) -> pl.DataFrame:
+    """Rollup rows cut to periods of ``every`` and merged: one row per period and keys.
+
+    Counts and sums add up, the times keep their min and max, and histograms add their
+    bins' counts, so merged rows answer every query as the rows they replace.
+    """
+    schema = pl.Schema(MINUTE_ROLLUPS_SCHEMA)
+    if rows.is_empty():
+        return pl.DataFrame(schema=schema)
+    histograms = [c for c, t in MINUTE_ROLLUPS_SCHEMA.items() if t == HISTOGRAM_TYPE]
+    plain = [c for c in _SUMMED if c not in histograms]
+    merged = (
+        rows.with_columns(window_start=pl.col("window_start").dt.truncate(every))
+        .group_by(KEYS)
+        .agg(
+            *(pl.col(c).sum() for c in plain),
+            *(pl.col(c).list.explode(keep_nulls=False, empty_as_null=False) for c in histograms),
+            first_ts=pl.col("first_ts").min(),
+            last_ts=pl.col("last_ts").max(),
+            _costed=pl.col("cost_usd").count(),
+        )
+        .with_row_index("_row")
+    )
+    for column in histograms:
+        bins = (
+            merged.select("_row", column)
+            .explode(column)
+            .unnest(column)
+            .drop_nulls("bin")
+            .group_by("_row", "bin")
+            .agg(pl.col("n").sum())
+            .sort("_row", "bin")
+            .group_by("_row")
+            .agg(pl.struct("bin", "n").alias(column))
+        )
+        merged = merged.drop(column).join(bins, on="_row", how="left")
+        merged = merged.with_columns(pl.col(column).fill_null(pl.lit([], HISTOGRAM_TYPE)))
+    # A cost stays NULL where every row's was (no priced call): never a silent 0.
+    merged = merged.with_columns(cost_usd=pl.when(pl.col("_costed") > 0).then("cost_usd"))
+    return merged.select(list(schema)).cast(schema)
+
+
+def tiers(minutes: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Minute rows and the same rows merged into each coarser tier, by table."""
+    return {
+        table: minutes if every == _MINUTE else merge_rows(minutes, every)
+        for table, every in TIERS.items()
+    }
+
+
 # ---------------------------------------------------------------------------- windows
 # A rule's window [$start, $end) rarely starts or ends on a minute. Its whole minutes
 # are read from the rollups and its partial minutes at each end from the raw events,
@@ -207,9 +274,12 @@ def window_sql(measures: Sequence[str] = ("events",)) -> str:
 __all__ = [
     "KEYS",
     "TABLE",
+    "TIERS",
     "WINDOW_KEYS",
     "WINDOW_MEASURES",
     "cost_corrections",
+    "merge_rows",
     "minute_rollups",
+    "tiers",
     "window_sql",
 ]

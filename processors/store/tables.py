@@ -266,6 +266,9 @@ STREAM_TABLES: Final[dict[str, dict[str, pl.DataType]]] = {
     "dead_letters": DEAD_LETTERS_SCHEMA,
     "otlp_unmapped": OTLP_UNMAPPED_SCHEMA,
     "minute_rollups": MINUTE_ROLLUPS_SCHEMA,
+    # The same rows cut to hours and days (rollups.TIERS).
+    "hour_rollups": MINUTE_ROLLUPS_SCHEMA,
+    "day_rollups": MINUTE_ROLLUPS_SCHEMA,
 }
 # Append-only logs of the alerting and governance side.
 LOG_TABLES: Final[dict[str, dict[str, pl.DataType]]] = {

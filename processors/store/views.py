@@ -1,11 +1,11 @@
 """Analysts' views: sessions, windowed metrics and their breakdowns.
 
-``metrics_1m``/``1h``/``1d`` read the minute rollups (rollups.py), so their cost is the
-range asked; everything else is a view over the raw events, recomputable from the rows
-it summarises, and a fix there applies to all history at once. Definitions live in
-one place each: a session property (its model, its start, whether it escalated) is
-computed by ``sessions`` and joined back, so the metrics cut by model or prompt version
-agree with the per-session numbers.
+``metrics_1m``/``1h``/``1d`` read the rollup tier of their width (rollups.py), so their
+cost is the range asked at that width; everything else is a view over the raw events,
+recomputable from the rows it summarises, and a fix there applies to all history at
+once. Definitions live in one place each: a session property (its model, its start,
+whether it escalated) is computed by ``sessions`` and joined back, so the metrics cut
+by model or prompt version agree with the per-session numbers.
 
 Rules shared by every view:
 
@@ -24,7 +24,7 @@ from typing import Final
 
 from agentwatch.processors.store.definitions import BLOCKED, CONTAINED, ERROR, VIOLATION
 from agentwatch.processors.store.histograms import quantile_sql
-from agentwatch.processors.store.rollups import TABLE as ROLLUPS
+from agentwatch.processors.store.rollups import TIERS
 
 # The cost of an LLM call, NULL when unpriced (same as cost_source = 'unpriced' on rows
 # the processor priced; older rows with neither column are judged by cost_usd alone).
@@ -131,25 +131,25 @@ def _sum(condition: str | None = None, column: str = "events") -> str:
     return f"coalesce(sum({column}){where}, 0)::BIGINT"
 
 
-def metrics_view(name: str, width: str) -> str:
-    """One metrics view at a bucket width: the 1m, 1h and 1d views differ only in it.
+def metrics_view(name: str, table: str) -> str:
+    """One metrics view over a rollup tier: the 1m, 1h and 1d views differ only in it.
 
-    They read the minute rollups (rollups.py), never the raw events, so a query costs
-    what its range holds. An event is attributed to its session's model and prompt
-    version when it has none itself, so session outcomes (containment, escalations) can
-    be cut by both. Quantiles come from the merged histograms (histograms.py), within
-    1 % of the exact ``quantile_cont`` of the raw values; docs/sql.md shows the exact
-    query over ``events`` for short ranges.
+    They read the rollup ``table`` of their width (rollups.py), whose ``window_start`` is
+    the bucket already, never the raw events, so a query costs what its range holds. An
+    event is attributed to its session's model and prompt version when it has none itself,
+    so session outcomes (containment, escalations) can be cut by both. Quantiles come from
+    the merged histograms (histograms.py), within 1 % of the exact ``quantile_cont`` of the
+    raw values; docs/sql.md shows the exact query over ``events`` for short ranges.
     """
     end = "kind = 'session_end'"
     group = ", ".join(_GROUP)
     rows = (
-        f"SELECT time_bucket(INTERVAL '{width}', window_start, 'UTC') AS window_start, "
-        "agent_id, agent_version, environment, "
+        # A tier's window_start is its period already: a filter on it reaches the scan.
+        "SELECT window_start, agent_id, agent_version, environment, "
         "coalesce(model, session_model) AS model, "
         "coalesce(prompt_version, session_prompt_version) AS prompt_version, * "
         "EXCLUDE (window_start, agent_id, agent_version, environment, model, prompt_version) "
-        f"FROM {ROLLUPS} WHERE NOT late"
+        f"FROM {table} WHERE NOT late"
     )
     bins = " UNION ALL ".join(
         f"SELECT {group}, '{h}' AS h, x.bin AS bin, x.n AS n "
@@ -162,10 +162,14 @@ def metrics_view(name: str, width: str) -> str:
         for h, _, _ in _HISTOGRAMS
         for i, p in enumerate(("p50", "p95", "p99"))
     )
-    same = " AND ".join(f"m.{k} IS NOT DISTINCT FROM q.{k}" for k in _GROUP)
+    # window_start is never NULL: joined by equality, a filter on it reaches both sides.
+    same = " AND ".join(
+        f"m.{k} = q.{k}" if k == "window_start" else f"m.{k} IS NOT DISTINCT FROM q.{k}"
+        for k in _GROUP
+    )
     return f"""
 CREATE VIEW {name} AS
-WITH r AS ({rows}),
+WITH r AS NOT MATERIALIZED ({rows}),
 q AS (SELECT {group}, {pivot} FROM ({quantiles}) GROUP BY ALL),
 m AS (
     SELECT
@@ -294,9 +298,7 @@ def view_statements() -> list[str]:
     """
     return [
         SESSIONS,
-        metrics_view("metrics_1m", "1 minute"),
-        metrics_view("metrics_1h", "1 hour"),
-        metrics_view("metrics_1d", "1 day"),
+        *(metrics_view(f"metrics_{every}", table) for table, every in TIERS.items()),
         TOOL_METRICS,
         POLICY_METRICS,
         SECURITY_METRICS,
