@@ -136,6 +136,6 @@ def test_a_partition_refused_with_a_retriable_error_is_sent_again() -> None:
 
 def test_a_record_kafka_does_not_acknowledge_makes_the_sink_unavailable() -> None:
     broker = _Broker(lambda n: 10)  # MESSAGE_TOO_LARGE: no retry helps
-    with pytest.raises(Unavailable, match="MessageSizeTooLarge|MESSAGE_TOO_LARGE|too large"):
+    with pytest.raises(Unavailable, match="MessageSizeTooLarge"):
         _sink(broker).send([(b"c-1", b"{}")], [])
     assert len(broker.requests) == 1

@@ -47,7 +47,8 @@ def partition_for(key: bytes, partitions: Sequence[int]) -> int:
     """Kafka's default partitioner: murmur2 of the key over all the topic's partitions."""
     from kafka.partitioner.default import murmur2
 
-    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+    index = int(murmur2(key) & 0x7FFFFFFF) % len(partitions)
+    return partitions[index]
 
 
 def batches(
