@@ -26,7 +26,7 @@ from agentwatch.ingest.otlp import grpc as otlp_grpc
 from agentwatch.ingest.otlp.http import OtlpHttpServer
 from agentwatch.ingest.otlp.mapping import MappingConfig
 from agentwatch.ingest.otlp.metrics import OtlpMetrics
-from agentwatch.ingest.otlp.receiver import KafkaSink, Receiver, Unavailable
+from agentwatch.ingest.otlp.receiver import Receiver, Unavailable
 
 TOKEN = "s3cret-token"
 
@@ -313,75 +313,6 @@ def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
     with urllib.request.urlopen(request, timeout=10) as response:
         data: bytes = response.read()
         return data
-
-
-class _FailingFuture:
-    is_done = True
-
-    def failed(self) -> bool:
-        return True
-
-    def get(self, timeout: float) -> None:
-        from kafka.errors import NotEnoughReplicasError
-
-        raise NotEnoughReplicasError("not enough in-sync replicas")
-
-
-class _Producer:
-    def partitions_for(self, topic: str) -> set[int]:
-        return {0, 1, 2}
-
-    def send(
-        self, topic: str, key: bytes | None = None, value: bytes = b"", partition: int = 0
-    ) -> _FailingFuture:
-        return _FailingFuture()
-
-    def flush(self, timeout: float) -> None:
-        pass
-
-
-class _Cluster:
-    def topics(self) -> set[str]:
-        return {"events"}
-
-    def partitions_for_topic(self, topic: str) -> set[int]:
-        return {0, 1, 2}
-
-    def available_partitions_for_topic(self, topic: str) -> set[int]:
-        return {0, 1, 2}
-
-
-def test_the_sink_puts_a_session_on_the_partition_kafkas_default_partitioner_picks() -> None:
-    from kafka.partitioner.default import DefaultPartitioner
-
-    sent: list[tuple[bytes, int]] = []
-
-    class Recording(_Producer):
-        def send(
-            self, topic: str, key: bytes | None = None, value: bytes = b"", partition: int = 0
-        ) -> _FailingFuture:
-            sent.append((key or b"", partition))
-            return _DoneFuture()
-
-    sink = KafkaSink("unused:9092", "events", "events.otlp-unmapped", producer=Recording())
-    keys = [f"conv-{i}".encode() for i in range(40)]
-    sink.send([(k, b"{}") for k in keys + keys], [])
-    expected = DefaultPartitioner()
-    assert sent == [
-        (k, expected.partition("events", k, k, None, None, _Cluster())) for k in keys + keys
-    ]
-    assert len({p for _, p in sent}) == 3
-
-
-class _DoneFuture(_FailingFuture):
-    def failed(self) -> bool:
-        return False
-
-
-def test_a_record_kafka_does_not_acknowledge_makes_the_sink_unavailable() -> None:
-    sink = KafkaSink("unused:9092", "events", "events.otlp-unmapped", producer=_Producer())
-    with pytest.raises(Unavailable, match="in-sync replicas"):
-        sink.send([(b"k", b"{}")], [])
 
 
 def test_with_a_certificate_the_receiver_serves_https(

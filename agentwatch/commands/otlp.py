@@ -106,9 +106,10 @@ def _run(args: argparse.Namespace) -> int:
 
     from agentwatch.ingest.otlp import grpc as otlp_grpc
     from agentwatch.ingest.otlp.http import OtlpHttpServer
+    from agentwatch.ingest.otlp.kafka_sink import KafkaSink
     from agentwatch.ingest.otlp.mapping import MappingConfig
     from agentwatch.ingest.otlp.metrics import OtlpMetrics
-    from agentwatch.ingest.otlp.receiver import UNMAPPED_SUFFIX, KafkaSink, Receiver
+    from agentwatch.ingest.otlp.receiver import UNMAPPED_SUFFIX, Receiver
     from agentwatch.topics import TopicSpec, ensure_topics
 
     token, tls = _token(args), _tls(args)

@@ -14,14 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import msgspec
 
 from agentwatch.ingest.otlp.mapping import Mapped, MappingConfig, map_spans
 from agentwatch.ingest.otlp.metrics import OtlpMetrics
 from agentwatch.ingest.otlp.spans import flatten
-from agentwatch.kafka import client_options
 
 if TYPE_CHECKING:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -82,71 +81,3 @@ def _answer(mapped: Mapped) -> Answer:
         return Answer(0, "")
     detail = "; ".join(mapped.errors)
     return Answer(mapped.rejected, f"{mapped.rejected} spans rejected: {detail}")
-
-
-class KafkaSink:
-    """Produces with acks=all and waits for every record before the receiver answers."""
-
-    def __init__(
-        self,
-        bootstrap: str,
-        topic: str,
-        unmapped_topic: str,
-        timeout_s: float = 10.0,
-        producer: Any = None,
-    ) -> None:
-        from kafka import KafkaProducer
-
-        self.topic = topic
-        self.unmapped_topic = unmapped_topic
-        self.timeout_s = timeout_s
-        self._producer = producer or KafkaProducer(
-            **client_options(bootstrap),
-            acks="all",
-            linger_ms=5,
-            batch_size=256 * 1024,
-            max_block_ms=int(timeout_s * 1000),
-            request_timeout_ms=int(timeout_s * 1000),
-            retries=3,
-            compression_type=None,
-        )
-
-    def send(self, events: Sequence[tuple[bytes, bytes]], unmapped: Sequence[bytes]) -> None:
-        from kafka.errors import KafkaError
-
-        producer = self._producer
-        try:
-            # The partition is the default partitioner's (murmur2 of the key, as the SDK's
-            # records get), computed once per session of the request, not once per event.
-            partition = _Partitions(producer.partitions_for(self.topic))
-            send = producer.send
-            topic = self.topic
-            futures = [send(topic, key=k, value=v, partition=partition[k]) for k, v in events]
-            futures += [send(self.unmapped_topic, value=v) for v in unmapped]
-            if futures:
-                producer.flush(timeout=self.timeout_s)
-            for future in futures:
-                if not future.is_done or future.failed():
-                    future.get(timeout=self.timeout_s)  # raises the record's error
-        except KafkaError as exc:
-            log.warning("kafka did not take the events", extra={"error": str(exc)})
-            raise Unavailable(str(exc)) from exc
-
-    def close(self) -> None:
-        self._producer.close(timeout=self.timeout_s)
-
-
-class _Partitions(dict[bytes, int]):
-    """Key -> partition as Kafka's default partitioner picks it, memoised."""
-
-    def __init__(self, partitions: set[int]) -> None:
-        super().__init__()
-        self._partitions = sorted(partitions)
-
-    def __missing__(self, key: bytes) -> int:
-        from kafka.partitioner.default import murmur2
-
-        index = int(murmur2(key) & 0x7FFFFFFF) % len(self._partitions)
-        partition: int = self._partitions[index]
-        self[key] = partition
-        return partition
