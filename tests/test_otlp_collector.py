@@ -22,7 +22,7 @@ from agentwatch.processors.store.location import CATALOG_FILE
 from tests.conftest import TopicFactory, require_tool
 from tests.otlp_helpers import otlp_receiver, rows, wait_for_port, wait_for_records
 from tests.pipeline_helpers import run_to_idle
-from tests.test_otlp_receiver import agent_run, http_exporter
+from tests.test_otlp_receiver import CARD, agent_run, http_exporter
 
 ROOT = Path(__file__).resolve().parent.parent
 # the first test builds the Collector when build/ holds none: minutes of Go on a cold cache
@@ -100,7 +100,7 @@ def test_a_collector_forwarding_otlp_to_the_receiver_lands_the_agents_session(
             wait_for_records(kafka_broker, events, 4)
     run_to_idle(kafka_broker, events, db)
     assert rows(db, SESSION_SQL) == [SESSION]
-    assert "4111" not in str(rows(db, "SELECT attributes FROM events"))
+    assert CARD not in str(rows(db, "SELECT attributes FROM events"))
 
 
 def test_a_collectors_kafka_exporter_topic_lands_through_the_processor(

@@ -24,6 +24,8 @@ from tests.fake_llm import fake_llm
 from tests.otlp_helpers import otlp_receiver, rows, wait_for_records
 from tests.pipeline_helpers import run_to_idle
 
+CARD = "4111 1111 1111 1111"  # the card number frameworks/emit.py sends: never stored
+
 EMIT = Path(__file__).resolve().parent / "frameworks" / "emit.py"
 pytestmark = pytest.mark.timeout(900)  # the first test runs every scenario and the processor
 
@@ -100,4 +102,6 @@ def test_a_real_client_and_its_instrumentation_land_the_agents_session(
     text = json.dumps(
         rows(db, f"SELECT * FROM events WHERE session_id = '{session_id}'"), default=str
     )
-    assert "4111" not in text and "jane@example.com" not in text
+    # (the whole number: a random span id may hold its first digits)
+    assert CARD not in text and CARD.replace(" ", "") not in text
+    assert "jane@example.com" not in text
