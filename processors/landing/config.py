@@ -6,10 +6,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentwatch.processors.landing.decode import RawBatch
 from agentwatch.settings import DEFAULTS
+
+if TYPE_CHECKING:
+    from agentwatch.processors.landing.pipeline import LandedBatch
 
 _PROCESS = DEFAULTS.process
 _STORAGE = DEFAULTS.storage
@@ -63,6 +66,13 @@ class RunStats:
     started: float = field(default_factory=time.monotonic)
     first_record_at: float | None = None
     last_commit_at: float | None = None
+
+    def count(self, landed: LandedBatch) -> None:
+        """Count a stored batch."""
+        self.events += landed.events.height
+        self.dead_letters += landed.dead_letters.height
+        self.duplicates += landed.duplicates
+        self.batches += 1
 
     @property
     def records_per_s(self) -> float:

@@ -2,7 +2,8 @@
 
 Kafka is the edge here; decoding and dedup are pure (``pipeline``) and storage is the
 lake (``store.lake``). Once one partition's batch is due, every partition's pending
-records land together, a batch each; the order of effects is what makes a crash safe:
+records land together, a batch each, on the landing thread while the next records are
+fetched (``handoff``); the order of effects is what makes a crash safe:
 
 1. dead letters go to the dead-letter topic (flushed);
 2. one lake transaction stores the batches' events, dead letters and other rows and moves
@@ -11,9 +12,9 @@ records land together, a batch each; the order of effects is what makes a crash 
 
 On (re)assignment a partition resumes after its stored offset, not after the group's
 Kafka offset, so a SIGKILL between 2 and 3 neither loses nor repeats anything, and a
-member that lost the partition cannot commit over its new owner.
-Dead-letter messages on the topic may repeat after a crash (at least once); the
-``dead_letters`` table does not. Kafka outages and storage errors: see ``faults``.
+member that lost the partition cannot commit over its new owner. Dead-letter messages
+on the topic may repeat after a crash (at least once); the ``dead_letters`` table does
+not. Kafka outages and storage errors: see ``faults``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from agentwatch.kafka import client_options
 from agentwatch.logs import quiet_library_logs
 from agentwatch.processors.landing.catchup import partitions_behind, update_lag
 from agentwatch.processors.landing.config import Pending, ProcessorConfig, RunStats
+from agentwatch.processors.landing.dead_letters import send_dead_letters
 from agentwatch.processors.landing.decode import RawBatch
 from agentwatch.processors.landing.dedup import ids_within
 from agentwatch.processors.landing.faults import (
@@ -44,6 +46,7 @@ from agentwatch.processors.landing.faults import (
     StorageFault,
     is_transient,
 )
+from agentwatch.processors.landing.handoff import Handoff
 from agentwatch.processors.landing.pipeline import (
     STATE_COLUMNS,
     LandedBatch,
@@ -95,6 +98,8 @@ class Processor:
         self._outage = Outage()
         self._resumed_after: dict[TopicPartition, int | None] = {}
         self._callback_fault: Exception | None = None
+        self._landing: Handoff[list[tuple[RawBatch, LandedBatch, bool]]] = Handoff("landing")
+        self._handed: list[RawBatch] = []  # the batches in flight on the landing thread
 
     def stop(self) -> None:
         self._stop = True
@@ -136,6 +141,7 @@ class Processor:
             self._pending.clear()  # nothing of it committed: the next run lands it again
             raise
         finally:
+            self._landing.close()  # a transaction in flight ends, committed or not
             if maintenance is not None:
                 maintenance.stop()
             self._close(server)
@@ -220,7 +226,8 @@ class Processor:
         """One poll and what is due after it; True once the idle timeout is reached."""
         assert self._consumer is not None
         cfg = self.config
-        polled = self._consumer.poll(timeout_ms=200)
+        # While a batch lands, poll briefly: its result is taken as soon as it is done.
+        polled = self._consumer.poll(timeout_ms=50 if self._landing.busy else 200)
         self._raise_callback_fault()
         if polled and self.stats.first_record_at is None:
             self.stats.first_record_at = now
@@ -228,16 +235,17 @@ class Processor:
             self._pending.setdefault(tp, Pending()).extend(records)
             self.stats.records += len(records)
             self._last_activity = now
-        if any(
-            pending.offsets
-            and (
-                len(pending.offsets) >= cfg.max_batch or now - pending.since >= cfg.flush_interval_s
-            )
-            for pending in self._pending.values()
-        ):
+        if self._landing.holding and not self._landing.busy:
+            self._settle()
+        full = any(len(p.offsets) >= cfg.max_batch for p in self._pending.values())
+        due = full or any(
+            p.offsets and now - p.since >= cfg.flush_interval_s for p in self._pending.values()
+        )
+        # A due batch waits for the one landing unless its partition is full: fetching goes
+        # on meanwhile, and the batch taken next holds what came in the wait.
+        if due and (full or not self._landing.busy):
             self._flush(list(self._pending))  # the others ride along: one commit for all
         if now - self._lag_checked >= 1.0:
-            assert self._consumer is not None
             update_lag(self._consumer, self.collector.partitions)
             self._lag_checked = now
             self._outage.recovered()
@@ -249,6 +257,11 @@ class Processor:
     def _wait_out(self, exc: BaseException, during: str) -> None:
         """Back off after a Kafka error; uncommitted batches are landed again afterwards."""
         delay = self._outage.failed(exc, during)
+        try:
+            self._settle()
+        except Exception as failed:  # its partitions are resumed: waited out below too
+            if not is_transient(failed):
+                raise
         if self._consumer is not None:
             for tp in list(self._pending):
                 self._resume(tp)
@@ -259,7 +272,7 @@ class Processor:
     def _flush_all(self) -> None:
         partitions = list(self._pending)
         try:
-            self._flush(partitions)
+            self._flush(partitions, wait=True)
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -282,7 +295,9 @@ class Processor:
     def _idle(self, now: float) -> bool:
         """True once no record came for the idle timeout and every partition is caught up."""
         timeout = self.config.idle_timeout_s
-        if timeout is None or self._last_activity is None or self._pending:
+        if self._pending or self._landing.holding:
+            return False
+        if timeout is None or self._last_activity is None:
             return False
         if now - self._last_activity < timeout:
             return False
@@ -298,6 +313,7 @@ class Processor:
 
     def _assigned(self, partitions: Sequence[TopicPartition]) -> None:
         assert self._consumer is not None
+        self._settle()  # the landing thread reads the settings and states changed here
         self._share_dedup_budget(max(len(self._consumer.assignment()), len(partitions)))
         for tp in partitions:
             state = self._resume(tp)
@@ -345,7 +361,7 @@ class Processor:
 
     def _revoked(self, partitions: Sequence[TopicPartition]) -> None:
         try:
-            self._flush([tp for tp in partitions if tp in self._pending])
+            self._flush([tp for tp in partitions if tp in self._pending], wait=True)
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -363,81 +379,87 @@ class Processor:
 
     # -- one batch -----------------------------------------------------------------------
 
-    def _flush(self, partitions: Sequence[TopicPartition]) -> None:
-        """Land the pending records of ``partitions``: one batch each, one transaction."""
-        work: list[tuple[RawBatch, LandedBatch]] = []
+    def _flush(self, partitions: Sequence[TopicPartition], wait: bool = False) -> None:
+        """Hand the pending records of ``partitions`` to the landing thread: one batch
+        each, one transaction; with ``wait``, settle them before returning."""
+        self._settle()
+        raw = []
         for tp in partitions:
             pending = self._pending.pop(tp, None)
-            if pending is None or not pending.offsets:
-                continue
-            batch = pending.batch(tp.topic, tp.partition)
-            if self.otlp.lands(tp.topic):
-                landed = self.otlp.land(
-                    batch, self._state[tp], self.settings, self._price, land_batch
-                )
-            else:
-                landed = land_batch(batch, self._state[tp], self.settings, self._price)
-            work.append((batch, landed))
-        if not work:
-            return
-        try:
-            committed = self._commit(work)
-        except (OSError, duckdb.IOException) as exc:
-            where = self.store.location.describe()
-            what = ", ".join(
-                f"partition {b.partition} offsets {b.offsets[0]}-{b.offsets[-1]}" for b, _ in work
-            )
-            raise StorageFault(f"storing {what} in {where} failed: {_first_line(exc)}") from exc
-        except Exception:
-            for batch, _ in work:  # the batches' dedup and session state never committed
-                self._resume(TopicPartition(batch.topic, batch.partition))
-            raise
-        for (batch, landed), stored in zip(work, committed, strict=True):
-            if stored:
-                self._export(batch, landed)
+            if pending is not None and pending.offsets:
+                raw.append(pending.batch(tp.topic, tp.partition))
+        if raw:
+            states = [self._state[TopicPartition(b.topic, b.partition)] for b in raw]
+            self._handed = raw
+            self._landing.submit(partial(self._land, raw, states))
+        if wait:
+            self._settle()
 
-    def _commit(self, work: Sequence[tuple[RawBatch, LandedBatch]]) -> list[bool]:
-        assert self._consumer is not None
+    def _land(
+        self, raw: Sequence[RawBatch], states: Sequence[PartitionState]
+    ) -> list[tuple[RawBatch, LandedBatch, bool]]:
+        """On the landing thread: land each batch and store them in one transaction."""
+        work = []
+        for batch, state in zip(raw, states, strict=True):
+            if self.otlp.lands(batch.topic):
+                landed = self.otlp.land(batch, state, self.settings, self._price, land_batch)
+            else:
+                landed = land_batch(batch, state, self.settings, self._price)
+            work.append((batch, landed))
+        dlq = partial(send_dead_letters, self._producer, self.config.dead_letter_topic)
         committed = self.store.commit_batches(
             [
                 Batch(
-                    batch.topic,
-                    batch.partition,
-                    (batch.offsets[0], batch.offsets[-1]),
+                    b.topic,
+                    b.partition,
+                    (b.offsets[0], b.offsets[-1]),
                     landed.tables,
-                    before_commit=partial(self._send_dead_letters, landed),
+                    before_commit=partial(dlq, landed.dead_letters),
                 )
-                for batch, landed in work
+                for b, landed in work
             ]
         )
-        self.stats.commits += int(any(committed))
+        return [(b, landed, c) for (b, landed), c in zip(work, committed, strict=True)]
+
+    def _settle(self) -> None:
+        """Take the batches in flight: commit their offsets to Kafka and export them, or,
+        if they failed, resume their partitions after what is stored and raise."""
+        handed, self._handed = self._handed, []
+        try:
+            done = self._landing.take()
+        except (OSError, duckdb.IOException) as exc:
+            where = self.store.location.describe()
+            what = ", ".join(
+                f"partition {b.partition} offsets {b.offsets[0]}-{b.offsets[-1]}" for b in handed
+            )
+            raise StorageFault(f"storing {what} in {where} failed: {_first_line(exc)}") from exc
+        except Exception:
+            for b in handed:  # the batches' dedup and session state never committed
+                tp = TopicPartition(b.topic, b.partition)
+                if tp in self._state:
+                    self._resume(tp)
+            raise
+        if not done:
+            return
+        self.stats.commits += int(any(stored for _, _, stored in done))
         offsets = {}
-        for (batch, landed), stored in zip(work, committed, strict=True):
+        for batch, landed, stored in done:
             if not stored:
                 continue
             first, last = batch.offsets[0], batch.offsets[-1]
             offsets[TopicPartition(batch.topic, batch.partition)] = OffsetAndMetadata(
                 last + 1, "", -1
             )
-            self.stats.events += landed.events.height
-            self.stats.dead_letters += landed.dead_letters.height
-            self.stats.duplicates += landed.duplicates
-            self.stats.batches += 1
+            self.stats.count(landed)
             log.debug(
                 "batch committed",
-                extra={
-                    "partition": batch.partition,
-                    "first_offset": first,
-                    "last_offset": last,
-                    "events": landed.events.height,
-                    "dead_letters": landed.dead_letters.height,
-                    "duplicates": landed.duplicates,
-                },
+                extra={"partition": batch.partition, "first_offset": first, "last_offset": last},
             )
+            self._export(batch, landed)
         if offsets:
+            assert self._consumer is not None
             self._consumer.commit_async(offsets)
             self.stats.last_commit_at = time.monotonic()
-        return committed
 
     def _export(self, batch: RawBatch, landed: LandedBatch) -> None:
         self.collector.apply(landed.metric_deltas())
@@ -453,23 +475,6 @@ class Processor:
             health.processing_delay_s = max(0.0, now - newest.timestamp())
         health.last_commit_ts = now
         health.records += len(batch)
-
-    def _send_dead_letters(self, landed: LandedBatch) -> None:
-        assert self._producer is not None
-        dl = landed.dead_letters
-        if dl.is_empty():
-            return
-        for row in dl.select(
-            "reason_code", "reason", "_topic", "_partition", "_offset", "key", "raw"
-        ).iter_rows():
-            code, reason, topic, partition, offset, key, raw = row
-            headers = [
-                ("reason_code", code.encode()),
-                ("reason", reason.encode()[:1024]),
-                ("source", f"{topic}/{partition}/{offset}".encode()),
-            ]
-            self._producer.send(self.config.dead_letter_topic, key=key, value=raw, headers=headers)
-        self._producer.flush()
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
