@@ -184,9 +184,10 @@ class LakeStore:
         batches = [replace(b, before_commit=_once(b.before_commit)) for b in batches]
 
         def land(con: duckdb.DuckDBPyConnection) -> list[bool]:
+            ends = _last_offsets(con)  # one read and one update a commit, not a partition
             moves: list[tuple[Batch, int]] = []
             for b in batches:
-                committed = _last_offset(con, b.topic, b.partition)
+                committed = ends.get((b.topic, b.partition))
                 if committed is not None and committed >= b.offsets[0]:
                     log.warning(
                         "dropping a batch another member already committed",
@@ -201,13 +202,16 @@ class LakeStore:
                 moves.append((b, -1 if committed is None else committed))
             for table, rows in _rows_by_table([b for b, _ in moves]).items():
                 insert_rows(con, table, rows)
-            for b, committed in moves:
+            if moves:  # compare-and-set of every partition's end, in one statement
+                t = OFFSETS_TABLE
+                values = ", ".join(["(?::VARCHAR, ?::INTEGER, ?::BIGINT, ?::BIGINT)"] * len(moves))
                 moved = con.execute(
-                    f"UPDATE {OFFSETS_TABLE} SET last_offset = ? "
-                    "WHERE topic = ? AND partition = ? AND last_offset = ?",
-                    [b.offsets[1], b.topic, b.partition, committed],
+                    f"UPDATE {t} SET last_offset = v.last FROM (VALUES {values}) "
+                    f"v(topic, part, was, last) WHERE {t}.topic = v.topic "
+                    f"AND {t}.partition = v.part AND {t}.last_offset = v.was",
+                    [x for b, was in moves for x in (b.topic, b.partition, was, b.offsets[1])],
                 ).fetchone()
-                if moved is None or moved[0] == 0:
+                if moved is None or moved[0] != len(moves):
                     raise _Fenced
             stored = {id(b) for b, _ in moves}
             return [id(b) in stored for b in batches]
@@ -398,6 +402,15 @@ def _last_offset(con: duckdb.DuckDBPyConnection, topic: str, partition: int) -> 
     if row is None or row[0] is None or row[0] < 0:
         return None
     return int(row[0])
+
+
+def _last_offsets(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, int], int]:
+    """Every partition's committed end (the offsets table holds a row a partition)."""
+    rows = con.execute(
+        f"SELECT topic, partition, max(last_offset) FROM {OFFSETS_TABLE} "
+        "GROUP BY topic, partition HAVING max(last_offset) >= 0"
+    ).fetchall()
+    return {(str(t), int(p)): int(last) for t, p, last in rows}
 
 
 def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> None:
