@@ -89,7 +89,8 @@ class ProcessSettings(_Section, frozen=True):
     dlq_topic: str | None = None
     idle_timeout: float | None = None
     max_batch: int = 20_000
-    flush_interval: float = 2.0
+    flush_interval: float = 0.5
+    """Seconds a record waits at most before its batch lands: the data's freshness."""
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     dedup_horizon: float = 3600.0
     dedup_max_ids: int = 20_000_000

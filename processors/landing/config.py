@@ -1,14 +1,13 @@
-"""The processor's configuration, run statistics and per-partition buffer of records."""
+"""The processor's configuration and run statistics."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from agentwatch.processors.landing.decode import RawBatch
 from agentwatch.settings import DEFAULTS
 
 if TYPE_CHECKING:
@@ -80,23 +79,3 @@ class RunStats:
         if self.first_record_at is None or self.last_commit_at is None:
             return 0.0
         return self.records / max(self.last_commit_at - self.first_record_at, 1e-9)
-
-
-@dataclass
-class Pending:
-    offsets: list[int] = field(default_factory=list)
-    timestamps_ms: list[int] = field(default_factory=list)
-    keys: list[bytes | None] = field(default_factory=list)
-    values: list[bytes | None] = field(default_factory=list)
-    since: float = field(default_factory=time.monotonic)
-
-    def batch(self, topic: str, partition: int) -> RawBatch:
-        return RawBatch(topic, partition, self.offsets, self.timestamps_ms, self.keys, self.values)
-
-    def extend(self, records: Sequence[Any]) -> None:
-        if not self.offsets:
-            self.since = time.monotonic()
-        self.offsets.extend(r.offset for r in records)
-        self.timestamps_ms.extend(r.timestamp for r in records)
-        self.keys.extend(r.key for r in records)
-        self.values.extend(r.value for r in records)

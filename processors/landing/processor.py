@@ -35,8 +35,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 from agentwatch.ingest.otlp.collector import OtlpTopics
 from agentwatch.kafka import client_options
 from agentwatch.logs import quiet_library_logs
+from agentwatch.processors.landing.batching import Due, Pending, due, poll_timeout_s
 from agentwatch.processors.landing.catchup import partitions_behind, update_lag
-from agentwatch.processors.landing.config import Pending, ProcessorConfig, RunStats
+from agentwatch.processors.landing.config import ProcessorConfig, RunStats
 from agentwatch.processors.landing.dead_letters import send_dead_letters
 from agentwatch.processors.landing.decode import RawBatch
 from agentwatch.processors.landing.dedup import ids_within
@@ -130,7 +131,7 @@ class Processor:
         try:
             while not self._stop:
                 try:
-                    if self._step(time.monotonic()):
+                    if self._step():
                         break
                 except Exception as exc:
                     if not is_transient(exc):
@@ -222,28 +223,27 @@ class Processor:
         consumer.subscribe([cfg.topic, *self.otlp.topics], listener=_Rebalance(self))
         return consumer
 
-    def _step(self, now: float) -> bool:
+    def _step(self) -> bool:
         """One poll and what is due after it; True once the idle timeout is reached."""
         assert self._consumer is not None
         cfg = self.config
-        # While a batch lands, poll briefly: its result is taken as soon as it is done.
-        polled = self._consumer.poll(timeout_ms=50 if self._landing.busy else 200)
+        now = time.monotonic()
+        wait = poll_timeout_s(
+            self._pending.values(), now, cfg.flush_interval_s, landing=self._landing.busy
+        )
+        polled = self._consumer.poll(timeout_ms=int(wait * 1000))
+        now = time.monotonic()  # after the wait: what is due is due now
         self._raise_callback_fault()
         if polled and self.stats.first_record_at is None:
             self.stats.first_record_at = now
         for tp, records in polled.items():
-            self._pending.setdefault(tp, Pending()).extend(records)
+            self._pending.setdefault(tp, Pending()).extend(records, now)
             self.stats.records += len(records)
             self._last_activity = now
         if self._landing.holding and not self._landing.busy:
             self._settle()
-        full = any(len(p.offsets) >= cfg.max_batch for p in self._pending.values())
-        due = full or any(
-            p.offsets and now - p.since >= cfg.flush_interval_s for p in self._pending.values()
-        )
-        # A due batch waits for the one landing unless its partition is full: fetching goes
-        # on meanwhile, and the batch taken next holds what came in the wait.
-        if due and (full or not self._landing.busy):
+        ready = due(self._pending.values(), now, cfg.max_batch, cfg.flush_interval_s)
+        if ready is Due.FULL or (ready is Due.WAITED and not self._landing.busy):
             self._flush(list(self._pending))  # the others ride along: one commit for all
         if now - self._lag_checked >= 1.0:
             update_lag(self._consumer, self.collector.partitions)

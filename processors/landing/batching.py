@@ -1,0 +1,71 @@
+"""When records become a batch: what is pending per partition, and when it is due.
+
+A pure policy, so that freshness and batch size are decided in one place and tested on a
+fake clock: a batch falls due when its partition holds ``--max-batch`` records (full) or
+its oldest record has waited ``--flush-interval``. A due batch that is not full waits
+for the batch landing before it, while fetching goes on: under load batches grow by
+themselves, at a trickle records wait no longer than the interval.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentwatch.processors.landing.decode import RawBatch
+
+# How long a poll waits for records when nothing is due; while a batch lands, the tick
+# after which its result is taken.
+IDLE_POLL_S = 0.2
+LANDING_POLL_S = 0.05
+
+
+@dataclass
+class Pending:
+    """A partition's records polled and not yet handed to landing, as columns."""
+
+    offsets: list[int] = field(default_factory=list)
+    timestamps_ms: list[int] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
+    values: list[bytes | None] = field(default_factory=list)
+    since: float = 0.0  # when its oldest record was polled (monotonic seconds)
+
+    def batch(self, topic: str, partition: int) -> RawBatch:
+        return RawBatch(topic, partition, self.offsets, self.timestamps_ms, self.keys, self.values)
+
+    def extend(self, records: Sequence[Any], now: float) -> None:
+        if not self.offsets:
+            self.since = now
+        self.offsets.extend(r.offset for r in records)
+        self.timestamps_ms.extend(r.timestamp for r in records)
+        self.keys.extend(r.key for r in records)
+        self.values.extend(r.value for r in records)
+
+
+class Due(enum.Enum):
+    NOTHING = "nothing"
+    WAITED = "waited"  # the oldest record waited the interval: lands once landing is free
+    FULL = "full"  # a partition reached --max-batch: lands now, waiting for landing if need be
+
+
+def due(pending: Iterable[Pending], now: float, max_batch: int, flush_interval_s: float) -> Due:
+    held = [p for p in pending if p.offsets]
+    if any(len(p.offsets) >= max_batch for p in held):
+        return Due.FULL
+    if any(now - p.since >= flush_interval_s for p in held):
+        return Due.WAITED
+    return Due.NOTHING
+
+
+def poll_timeout_s(
+    pending: Iterable[Pending], now: float, flush_interval_s: float, landing: bool
+) -> float:
+    """Wait for records no longer than until a batch falls due (or, while one lands, a
+    tick): a due batch never waits on an idle poll."""
+    wait = LANDING_POLL_S if landing else IDLE_POLL_S
+    oldest = min((p.since for p in pending if p.offsets), default=None)
+    if oldest is not None:
+        wait = min(wait, oldest + flush_interval_s - now)
+    return max(0.0, wait)

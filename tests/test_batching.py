@@ -1,0 +1,75 @@
+"""When pending records become a batch: the policy behind batch size and freshness."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from agentwatch.processors.landing.batching import (
+    IDLE_POLL_S,
+    LANDING_POLL_S,
+    Due,
+    Pending,
+    due,
+    poll_timeout_s,
+)
+
+
+@dataclass
+class Record:
+    offset: int
+    timestamp: int = 0
+    key: bytes | None = None
+    value: bytes | None = b"{}"
+
+
+def held(count: int, since: float) -> Pending:
+    pending = Pending()
+    pending.extend([Record(i) for i in range(count)], since)
+    return pending
+
+
+def test_nothing_is_due_before_the_oldest_record_has_waited_the_interval() -> None:
+    assert due([held(10, since=100.0)], now=100.4, max_batch=1000, flush_interval_s=0.5) is (
+        Due.NOTHING
+    )
+
+
+def test_a_batch_is_due_once_its_oldest_record_has_waited_the_interval() -> None:
+    assert due([held(10, since=100.0)], now=100.5, max_batch=1000, flush_interval_s=0.5) is (
+        Due.WAITED
+    )
+
+
+def test_a_partition_at_max_batch_is_full_whatever_its_age() -> None:
+    pending = [held(10, since=100.0), held(1000, since=100.3)]
+    assert due(pending, now=100.3, max_batch=1000, flush_interval_s=0.5) is Due.FULL
+
+
+def test_an_empty_buffer_is_never_due() -> None:
+    assert due([Pending()], now=1e9, max_batch=1, flush_interval_s=0.0) is Due.NOTHING
+
+
+def test_the_oldest_record_sets_the_age_later_records_do_not() -> None:
+    pending = held(1, since=100.0)
+    pending.extend([Record(1)], 100.4)
+    assert pending.since == 100.0
+    assert due([pending], now=100.5, max_batch=10, flush_interval_s=0.5) is Due.WAITED
+
+
+def test_an_idle_poll_waits_no_longer_than_until_the_next_batch_is_due() -> None:
+    wait = poll_timeout_s([held(1, since=100.0)], now=100.45, flush_interval_s=0.5, landing=False)
+    assert wait == pytest.approx(0.05)
+
+
+def test_a_poll_with_nothing_pending_waits_the_idle_tick() -> None:
+    assert poll_timeout_s([], now=0.0, flush_interval_s=0.5, landing=False) == IDLE_POLL_S
+
+
+def test_while_a_batch_lands_polls_wait_a_short_tick() -> None:
+    assert poll_timeout_s([], now=0.0, flush_interval_s=0.5, landing=True) == LANDING_POLL_S
+
+
+def test_an_overdue_batch_polls_without_waiting() -> None:
+    assert poll_timeout_s([held(1, since=0.0)], now=9.0, flush_interval_s=0.5, landing=False) == 0
