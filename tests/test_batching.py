@@ -47,6 +47,11 @@ def test_a_partition_at_max_batch_is_full_whatever_its_age() -> None:
     assert due(pending, now=100.3, max_batch=1000, flush_interval_s=0.5) is Due.FULL
 
 
+def test_max_batch_counts_the_records_of_all_partitions_together() -> None:
+    pending = [held(600, since=100.3), held(400, since=100.3)]
+    assert due(pending, now=100.3, max_batch=1000, flush_interval_s=0.5) is Due.FULL
+
+
 def test_an_empty_buffer_is_never_due() -> None:
     assert due([Pending()], now=1e9, max_batch=1, flush_interval_s=0.0) is Due.NOTHING
 

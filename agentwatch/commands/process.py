@@ -75,13 +75,15 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "--max-batch",
         type=int,
         default=settings.value("process", "max_batch"),
-        help="records per partition that force a commit (default %(default)s)",
+        help="pending records, all partitions together, that land at once; about twice this "
+        "is held at most (default %(default)s)",
     )
     p.add_argument(
         "--flush-interval",
         type=float,
         default=settings.value("process", "flush_interval"),
-        help="seconds a partition's records may wait before they are landed (default %(default)s)",
+        help="seconds a record may wait before its batch lands: the data's freshness "
+        "(default %(default)s)",
     )
     p.add_argument(
         "--max-message-bytes",

@@ -1,10 +1,13 @@
 """When records become a batch: what is pending per partition, and when it is due.
 
 A pure policy, so that freshness and batch size are decided in one place and tested on a
-fake clock: a batch falls due when its partition holds ``--max-batch`` records (full) or
-its oldest record has waited ``--flush-interval``. A due batch that is not full waits
-for the batch landing before it, while fetching goes on: under load batches grow by
-themselves, at a trickle records wait no longer than the interval.
+fake clock: the pending records of a member's partitions fall due together when they
+number ``--max-batch`` (full) or the oldest has waited ``--flush-interval``. A due set
+that is not full waits for the set landing before it, while fetching goes on: under load
+batches grow by themselves, at a trickle records wait no longer than the interval. A
+full set waits for nothing and fetching waits for it, so a member holds at most about
+twice ``--max-batch`` records (one set landing, one pending): that bounds its memory
+whatever the number of partitions it owns.
 """
 
 from __future__ import annotations
@@ -47,12 +50,12 @@ class Pending:
 class Due(enum.Enum):
     NOTHING = "nothing"
     WAITED = "waited"  # the oldest record waited the interval: lands once landing is free
-    FULL = "full"  # a partition reached --max-batch: lands now, waiting for landing if need be
+    FULL = "full"  # --max-batch records pending: land now, fetching waits if need be
 
 
 def due(pending: Iterable[Pending], now: float, max_batch: int, flush_interval_s: float) -> Due:
     held = [p for p in pending if p.offsets]
-    if any(len(p.offsets) >= max_batch for p in held):
+    if sum(len(p.offsets) for p in held) >= max_batch:
         return Due.FULL
     if any(now - p.since >= flush_interval_s for p in held):
         return Due.WAITED
