@@ -9,6 +9,9 @@ landed every event. The last line printed is one JSON object:
 ``{"spans_per_s_into_kafka", "spans_per_s_into_store", "receiver_peak_rss_mb", ...}``,
 with ``spans_per_receiver_cpu_s`` (spans over the receiver's CPU time while they were
 posted): on a shared machine a steadier measure of the receiver's own cost than wall time.
+``cpu_s_while_posting`` says what the receiver shared the machine with (the broker, the
+processor landing the events, the clients), and ``load_average_1m`` is read as the last
+request is answered.
 """
 
 from __future__ import annotations
@@ -174,10 +177,15 @@ def main() -> int:
                 stderr=subprocess.DEVNULL,
             )  # fmt: skip
             console.print(f"posting {args.requests * spans_per_request:,} spans ...")
-            cpu_before = cpu_seconds(receiver.pid)
+            pids = {"receiver": receiver.pid, "broker": info.pid, "processor": processor.pid}
+            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            clients_before = time.process_time()
             start = time.perf_counter()
             into_kafka_s = post_all(port, bodies, args.clients)
-            receiver_cpu_s = cpu_seconds(receiver.pid) - cpu_before
+            cpu_posting = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+            cpu_posting["clients"] = time.process_time() - clients_before
+            load = os.getloadavg()[0]
+            receiver_cpu_s = cpu_posting["receiver"]
             while landed(db) < events_expected:
                 if time.perf_counter() - start > 600:
                     raise SystemExit(f"only {landed(db)} of {events_expected} events landed")
@@ -199,7 +207,8 @@ def main() -> int:
         "receiver_peak_rss_mb": rss,
         "receiver_cpu_s": round(receiver_cpu_s, 2),
         "spans_per_receiver_cpu_s": round(spans / receiver_cpu_s),
-        "load_average_1m": os.getloadavg()[0],
+        "cpu_s_while_posting": {k: round(v, 2) for k, v in cpu_posting.items()},
+        "load_average_1m": round(load, 2),
         "events_landed": events_expected,
         "clients": args.clients,
     }
