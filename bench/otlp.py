@@ -2,7 +2,9 @@
 
 A real broker, one ``agentwatch otlp`` process, and clients posting pre-encoded export
 requests (agent runs of an agent, an inference and a tool span, 128 runs a request: about
-the 512 spans a BatchSpanProcessor sends at a time) over keep-alive connections.
+the 512 spans a BatchSpanProcessor sends at a time) over keep-alive connections. First
+``--warmup`` requests are posted and landed, uncounted, so that the measured ones meet a
+broker, receiver and processor past their start (JIT, imports, topic metadata).
 ``into_kafka`` counts from the first request to the last 200 (each 200 means acks=all
 from Kafka); ``into_store`` from the first request until ``agentwatch process`` has
 landed every event. The last line printed is one JSON object:
@@ -122,11 +124,26 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far (a measure the machine's load skews
-    less than wall time: it is what one receiver process spent on the spans)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    """User and system CPU time of a process and its living descendants so far (a
+    measure the machine's load skews less than wall time: it is what one receiver
+    process spent on the spans; the processor's landing workers are its children)."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        parents[int(entry.name)] = int(fields[1])
+        ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+    tree, grown = {pid}, True
+    while grown:
+        found = {p for p, parent in parents.items() if parent in tree} - tree
+        tree |= found
+        grown = bool(found)
+    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
 
 
 def landed(db: Path) -> int:
@@ -143,22 +160,37 @@ def landed(db: Path) -> int:
     return int(row[0]) if row else 0
 
 
+def wait_until_landed(db: Path, events: int, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (found := landed(db)) < events:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {found} of {events} events landed")
+        time.sleep(0.2)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--runs-per-request", type=int, default=128)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument(
+        "--warmup", type=int, default=40,
+        help="requests posted and landed before the measured ones (not counted)",
+    )  # fmt: skip
     args = parser.parse_args()
     console = Console(stderr=True)
-    console.print(f"encoding {args.requests} requests of {args.runs_per_request} agent runs ...")
+    total = args.warmup + args.requests
+    console.print(f"encoding {total} requests of {args.runs_per_request} agent runs ...")
     bodies = [
         encode_spans(
             agent_runs(args.runs_per_request, r * args.runs_per_request)
         ).SerializeToString()
-        for r in range(args.requests)
+        for r in range(total)
     ]
+    warmup, bodies = bodies[: args.warmup], bodies[args.warmup :]
     spans_per_request = args.runs_per_request * 3
-    events_expected = args.requests * args.runs_per_request * 4
+    warmup_events = args.warmup * args.runs_per_request * 4
+    events_expected = warmup_events + args.requests * args.runs_per_request * 4
     with tempfile.TemporaryDirectory(prefix="agentwatch-bench-otlp-") as tmp:
         broker_dir, db = Path(tmp) / "kafka", Path(tmp) / "data" / "agentwatch.sqlite"
         info = start_broker(broker_dir, free_port(), heap="1g")
@@ -176,6 +208,9 @@ def main() -> int:
                  "--db", str(db), "--flush-interval", "1"],
                 stderr=subprocess.DEVNULL,
             )  # fmt: skip
+            console.print(f"warming up with {args.warmup * spans_per_request:,} spans ...")
+            post_all(port, warmup, args.clients)
+            wait_until_landed(db, warmup_events)
             console.print(f"posting {args.requests * spans_per_request:,} spans ...")
             pids = {"receiver": receiver.pid, "broker": info.pid, "processor": processor.pid}
             cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -186,10 +221,7 @@ def main() -> int:
             cpu_posting["clients"] = time.process_time() - clients_before
             load = os.getloadavg()[0]
             receiver_cpu_s = cpu_posting["receiver"]
-            while landed(db) < events_expected:
-                if time.perf_counter() - start > 600:
-                    raise SystemExit(f"only {landed(db)} of {events_expected} events landed")
-                time.sleep(0.2)
+            wait_until_landed(db, events_expected)
             into_store_s = time.perf_counter() - start
             rss = peak_rss_mb(receiver.pid)
         finally:
@@ -210,6 +242,7 @@ def main() -> int:
         "cpu_s_while_posting": {k: round(v, 2) for k, v in cpu_posting.items()},
         "load_average_1m": round(load, 2),
         "events_landed": events_expected,
+        "warmup_requests": args.warmup,
         "clients": args.clients,
     }
     console.print(result)
