@@ -5,7 +5,7 @@ applies a table to the spans of one export request, trace by trace: ``traces`` t
 each span's role and the session and agent it belongs to, and ``events`` makes its
 contract events, each encoded once. The events are valid by construction (``events``
 says how); the one thing a span can carry that the contract cannot hold, a token count
-past 64 bits, rejects the span.
+that is not a finite number, rejects the span.
 
 Nothing is lost silently: every span is counted with an outcome (``mapped``, ``skipped``
 when the table understands it but the contract has nothing to record, ``unmapped``,
