@@ -3,12 +3,23 @@
 A real broker, one ``agentwatch otlp`` process, and clients posting pre-encoded export
 requests (agent runs of an agent, an inference and a tool span, 128 runs a request: about
 the 512 spans a BatchSpanProcessor sends at a time) over keep-alive connections.
-``into_kafka`` counts from the first request to the last 200 (each 200 means acks=all
-from Kafka); ``into_store`` from the first request until ``agentwatch process`` has
-landed every event. The last line printed is one JSON object:
-``{"spans_per_s_into_kafka", "spans_per_s_into_store", "receiver_peak_rss_mb", ...}``,
-with ``spans_per_receiver_cpu_s`` (spans over the receiver's CPU time while they were
-posted): on a shared machine a steadier measure of the receiver's own cost than wall time.
+``--warmup`` requests go first, uncounted, so that the measured ones meet a broker and a
+receiver past their start (JIT, imports, topic metadata).
+
+Two measured passes of ``--requests`` each. The first has the receiver and the broker
+alone: spans/s into Kafka (first request to last 200; each 200 means acks=all from
+Kafka). Then ``agentwatch process`` starts and lands the backlog, and the second pass
+posts while it lands them (``while_landing``): into Kafka again, and into the store (first
+request until every event has landed). On a 2-core machine the processor is the
+receiver's largest neighbour, so the two passes tell the receiver's rate from the
+machine's.
+
+The last line printed is one JSON object: ``{"spans_per_s_into_kafka",
+"spans_per_s_into_store", "receiver_peak_rss_mb", ...}``, with ``spans_per_receiver_cpu_s``
+(spans over the receiver's CPU time while they were posted: on a shared machine a steadier
+measure of the receiver's own cost than wall time), ``cpu_s_while_posting`` (what the
+receiver shared the machine with: broker, processor and its workers, clients) and
+``load_average_1m`` as the last request is answered.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from rich.console import Console
 
 from agentwatch.broker.launcher import start_broker, stop_broker
 from agentwatch.broker.ports import free_port
+from agentwatch.processors.store.attach import StoreMissing
 from agentwatch.processors.store.attach import connect as connect_lake
 
 TOPIC = "bench-otlp-events"
@@ -119,11 +131,26 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far (a measure the machine's load skews
-    less than wall time: it is what one receiver process spent on the spans)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    """User and system CPU time of a process and its living descendants so far (a
+    measure the machine's load skews less than wall time: it is what one receiver
+    process spent on the spans; the processor's landing workers are its children)."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        parents[int(entry.name)] = int(fields[1])
+        ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+    tree, grown = {pid}, True
+    while grown:
+        found = {p for p, parent in parents.items() if parent in tree} - tree
+        tree |= found
+        grown = bool(found)
+    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
 
 
 def landed(db: Path) -> int:
@@ -135,27 +162,55 @@ def landed(db: Path) -> int:
             row = con.execute("SELECT count(*) FROM events").fetchone()
         finally:
             con.close()
-    except duckdb.Error:
-        return 0
+    except (duckdb.Error, StoreMissing):
+        return 0  # the processor is still creating the lake
     return int(row[0]) if row else 0
+
+
+def wait_until_landed(db: Path, events: int, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (found := landed(db)) < events:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {found} of {events} events landed")
+        time.sleep(0.2)
+
+
+def measured(
+    port: int, bodies: list[bytes], clients: int, pids: dict[str, int], spans: int
+) -> dict[str, Any]:
+    """Post ``bodies``; spans/s into Kafka, and the CPU each process took meanwhile."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    clients_before = time.process_time()
+    seconds = post_all(port, bodies, clients)
+    cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    cpu["clients"] = time.process_time() - clients_before
+    return {
+        "spans_per_s_into_kafka": round(spans / seconds),
+        "receiver_cpu_s": round(cpu["receiver"], 2),
+        "spans_per_receiver_cpu_s": round(spans / cpu["receiver"]),
+        "cpu_s_while_posting": {k: round(v, 2) for k, v in cpu.items()},
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--requests", type=int, default=400, help="per measured pass")
     parser.add_argument("--runs-per-request", type=int, default=128)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument(
+        "--warmup", type=int, default=40,
+        help="requests posted before the measured ones (not counted)",
+    )  # fmt: skip
     args = parser.parse_args()
     console = Console(stderr=True)
-    console.print(f"encoding {args.requests} requests of {args.runs_per_request} agent runs ...")
-    bodies = [
-        encode_spans(
-            agent_runs(args.runs_per_request, r * args.runs_per_request)
-        ).SerializeToString()
-        for r in range(args.requests)
-    ]
-    spans_per_request = args.runs_per_request * 3
-    events_expected = args.requests * args.runs_per_request * 4
+    runs, n = args.runs_per_request, args.requests
+    total = args.warmup + 2 * n
+    console.print(f"encoding {total} requests of {runs} agent runs ...")
+    bodies = [encode_spans(agent_runs(runs, r * runs)).SerializeToString() for r in range(total)]
+    warmup, alone, landing = bodies[: args.warmup], bodies[args.warmup :][:n], bodies[-n:]
+    spans = n * runs * 3
+    events_expected = total * runs * 4
     with tempfile.TemporaryDirectory(prefix="agentwatch-bench-otlp-") as tmp:
         broker_dir, db = Path(tmp) / "kafka", Path(tmp) / "data" / "agentwatch.sqlite"
         info = start_broker(broker_dir, free_port(), heap="1g")
@@ -168,21 +223,24 @@ def main() -> int:
         processor = None
         try:
             wait_for_port(port, receiver)
+            pids = {"receiver": receiver.pid, "broker": info.pid}
+            console.print(f"warming up with {args.warmup * runs * 3:,} spans ...")
+            post_all(port, warmup, args.clients)
+            console.print(f"posting {spans:,} spans, the processor not running ...")
+            into_kafka = measured(port, alone, args.clients, pids, spans)
             processor = subprocess.Popen(
                 [*AGENT, "process", "--bootstrap", info.bootstrap, "--topic", TOPIC,
                  "--db", str(db), "--flush-interval", "1"],
                 stderr=subprocess.DEVNULL,
             )  # fmt: skip
-            console.print(f"posting {args.requests * spans_per_request:,} spans ...")
-            cpu_before = cpu_seconds(receiver.pid)
+            pids["processor"] = processor.pid
+            console.print("landing what is in Kafka ...")
+            wait_until_landed(db, (args.warmup + n) * runs * 4)
+            console.print(f"posting {spans:,} spans while the processor lands them ...")
             start = time.perf_counter()
-            into_kafka_s = post_all(port, bodies, args.clients)
-            receiver_cpu_s = cpu_seconds(receiver.pid) - cpu_before
-            while landed(db) < events_expected:
-                if time.perf_counter() - start > 600:
-                    raise SystemExit(f"only {landed(db)} of {events_expected} events landed")
-                time.sleep(0.2)
-            into_store_s = time.perf_counter() - start
+            while_landing = measured(port, landing, args.clients, pids, spans)
+            wait_until_landed(db, events_expected)
+            while_landing["spans_per_s_into_store"] = round(spans / (time.perf_counter() - start))
             rss = peak_rss_mb(receiver.pid)
         finally:
             for proc in (receiver, processor):
@@ -190,17 +248,15 @@ def main() -> int:
                     proc.terminate()
                     proc.wait(timeout=60)
             stop_broker(broker_dir)
-    spans = args.requests * spans_per_request
     result: dict[str, Any] = {
         "spans": spans,
-        "spans_per_request": spans_per_request,
-        "spans_per_s_into_kafka": round(spans / into_kafka_s),
-        "spans_per_s_into_store": round(spans / into_store_s),
+        "spans_per_request": runs * 3,
+        **into_kafka,
+        "spans_per_s_into_store": while_landing["spans_per_s_into_store"],
         "receiver_peak_rss_mb": rss,
-        "receiver_cpu_s": round(receiver_cpu_s, 2),
-        "spans_per_receiver_cpu_s": round(spans / receiver_cpu_s),
-        "load_average_1m": os.getloadavg()[0],
+        "while_landing": while_landing,
         "events_landed": events_expected,
+        "warmup_requests": args.warmup,
         "clients": args.clients,
     }
     console.print(result)

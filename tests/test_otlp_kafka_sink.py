@@ -11,11 +11,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kafka.partitioner.default import DefaultPartitioner
+from kafka.partitioner.default import murmur2 as kafka_murmur2
 from kafka.protocol.producer import ProduceResponse
 from kafka.record.memory_records import MemoryRecords
 
-from agentwatch.ingest.otlp.kafka_sink import KafkaSink, batches
+from agentwatch.ingest.otlp.kafka_sink import KafkaSink, batches, murmur2
 from agentwatch.ingest.otlp.receiver import Unavailable
 
 
@@ -139,3 +142,9 @@ def test_a_record_kafka_does_not_acknowledge_makes_the_sink_unavailable() -> Non
     with pytest.raises(Unavailable, match="MessageSizeTooLarge"):
         _sink(broker).send([(b"c-1", b"{}")], [])
     assert len(broker.requests) == 1
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=64))
+def test_murmur2_is_kafkas_hash(key: bytes) -> None:
+    assert murmur2(key) == kafka_murmur2(key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import threading
@@ -101,6 +102,14 @@ def _tls(args: argparse.Namespace) -> tuple[Path, Path] | None:
     return (args.tls_cert, args.tls_key)
 
 
+def _tune_gc() -> None:
+    """A request allocates thousands of short-lived containers that reference counting
+    frees; collecting every 700 allocations took about 6% of the receiver's CPU in
+    bench.otlp. Collect less often, and keep the startup heap out of full collections."""
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
+
+
 def _run(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry, start_http_server
 
@@ -125,6 +134,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     if token is None and args.host not in ("127.0.0.1", "::1", "localhost"):
         log.warning("no bearer token: anyone who reaches this port can send spans")
+    _tune_gc()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

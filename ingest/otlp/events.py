@@ -10,12 +10,21 @@ them out, and they are added; cached tokens are never counted twice.
 
 Attributes the contract has no field for are kept up to a limit, message content is
 dropped unless kept (then redacted), and each is counted with its outcome.
+
+Events are valid by construction, so they are encoded once and not decoded again to
+check them: ids and timestamps are built from a span whose ids and end time were checked,
+agent and session ids are non-empty strings cut to the contract's lengths, every optional
+field is set only from a value of its type, counts are clamped at zero, and enumerations
+take one of their values. A token count that is not a finite number is the one value a
+span may carry that the contract cannot hold: it raises ``InvalidEvent`` and the span is
+rejected. A property test holds the mapping to this over arbitrary attribute values.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -29,7 +38,7 @@ from agentwatch.ingest.otlp.conventions import (
     preferred,
 )
 from agentwatch.ingest.otlp.spans import STATUS_ERROR, Span
-from agentwatch.ingest.otlp.traces import SpanContext, has_agent_ancestor
+from agentwatch.ingest.otlp.traces import SpanContext, Trace
 
 if TYPE_CHECKING:
     from agentwatch.ingest.otlp.mapping import Mapped, MappingConfig
@@ -38,13 +47,16 @@ _RESOLUTIONS: Final = frozenset({"resolved", "escalated", "abandoned", "failed"}
 MAX_ATTRIBUTE_CHARS: Final = 256
 
 
+class InvalidEvent(ValueError):
+    """A span carrying a value the contract cannot hold: the span is rejected."""
+
+
 def emit(
     span: Span,
     table: Convention,
     role: Role,
     ctx: SpanContext,
-    index: Mapping[str, Span],
-    roles: Mapping[str, Role | None],
+    trace: Trace,
     config: MappingConfig,
     out: Mapped,
 ) -> str | None:
@@ -52,75 +64,87 @@ def emit(
     a = span.attributes
     base = _base(span, ctx, table, config, out)
     error_type = base.get("error_type")
+    # the fields of events derived from the span, before ``base`` becomes its own event
+    common = _strip(base) if span.events else None
+    events = out.events
     # A root chain (OpenInference) bounds the session only when no agent span does.
     root_chain = role == "chain" and span.parent_span_id is None
-    if role == "agent" or (root_chain and "agent" not in roles.values()):
-        if role == "agent" and has_agent_ancestor(span, index, roles):
+    if role == "agent" or (root_chain and not trace.has_agent):
+        if role == "agent" and trace.has_agent_ancestor(span):
             return None  # a nested agent: its calls belong to the outer agent's session
         start = {**base, "kind": "session_start", "event_id": _eid(span, "start")}
         start["ts"] = timestamp(span.start_ns)
         for key in ("latency_ms", "status", "error_type"):
             start.pop(key, None)
         explicit = a.get(RESOLUTION_ATTRIBUTE)
-        if explicit in _RESOLUTIONS:
+        if isinstance(explicit, str) and explicit in _RESOLUTIONS:
             resolution = explicit
         else:
             resolution = "failed" if error_type else "resolved"
-        out.events.append(start)
-        out.events.append({**base, "kind": "session_end", "resolution": resolution})
+        events.append(start)
+        base["kind"] = "session_end"
+        base["resolution"] = resolution
+        events.append(base)
     elif role == "llm":
         model = preferred(a, table.model)
         if not isinstance(model, str) or not model:
             return "no_model"
-        event = {**base, "kind": "llm_call", "model": model}
+        tokens = _tokens(a, table)
+        base["kind"] = "llm_call"
+        base["model"] = model
         provider = preferred(a, table.provider)
         if isinstance(provider, str):
-            event["provider"] = provider
-        event.update(_tokens(a, table))
+            base["provider"] = provider
+        base.update(tokens)
         finish = preferred(a, table.finish_reason)
         if isinstance(finish, list) and finish:
             finish = finish[0]
         if isinstance(finish, str):
-            event["finish_reason"] = finish
-        out.events.append(event)
+            base["finish_reason"] = finish
+        events.append(base)
     elif role == "tool":
         name = preferred(a, table.tool_name)
         if not isinstance(name, str) and table.name_is_entity:
             name = span.name
         if not isinstance(name, str) or not name:
             return "no_tool_name"
-        event = {**base, "kind": "tool_call", "tool_name": name}
+        escalation = name in config.escalation_tools and not error_type
+        derived = _strip(base) if escalation else None
+        base["kind"] = "tool_call"
+        base["tool_name"] = name
         tool_type = preferred(a, table.tool_type)
         if isinstance(tool_type, str):
-            event["tool_type"] = tool_type
-        out.events.append(event)
-        if name in config.escalation_tools and not error_type:
-            out.events.append(
-                {**_strip(base), "kind": "escalation", "event_id": _eid(span, "escalation"),
-                 "reason": f"tool {name}"}
-            )  # fmt: skip
+            base["tool_type"] = tool_type
+        events.append(base)
+        if derived is not None:
+            derived["kind"] = "escalation"
+            derived["event_id"] = _eid(span, "escalation")
+            derived["reason"] = f"tool {name}"
+            events.append(derived)
     elif role == "guardrail":
-        outcome = "blocked" if error_type else "pass"
-        out.events.append(
-            {**base, "kind": "policy_check", "policy_id": span.name, "outcome": outcome}
-        )
-    _span_events(span, base, out)
+        base["kind"] = "policy_check"
+        base["policy_id"] = span.name
+        base["outcome"] = "blocked" if error_type else "pass"
+        events.append(base)
+    if common is not None:
+        _span_events(span, common, "error_type" in base, out)
     return None
 
 
-def _span_events(span: Span, base: dict[str, Any], out: Mapped) -> None:
+def _span_events(span: Span, common: dict[str, Any], failed: bool, out: Mapped) -> None:
     """Handled exceptions become ``error`` events, evaluation results ``feedback``."""
     for n, ev in enumerate(span.events):
-        common = {**_strip(base), "ts": timestamp(ev.time_ns or span.end_ns)}
-        if ev.name == EXCEPTION_EVENT and "error_type" not in base:
+        if ev.name == EXCEPTION_EVENT and not failed:
             # a handled exception; a failed span's own event already says error
             etype = ev.attributes.get("exception.type") or "exception"
             out.events.append(
-                {**common, "kind": "error", "event_id": _eid(span, f"exc{n}"),
-                 "error_type": str(etype)}
+                {**common, "ts": timestamp(ev.time_ns or span.end_ns), "kind": "error",
+                 "event_id": _eid(span, f"exc{n}"), "error_type": str(etype)}
             )  # fmt: skip
         elif ev.name == EVALUATION_EVENT:
-            fb: dict[str, Any] = {**common, "kind": "feedback", "event_id": _eid(span, f"eval{n}")}
+            fb: dict[str, Any] = {**common, "ts": timestamp(ev.time_ns or span.end_ns),
+                                  "kind": "feedback",
+                                  "event_id": _eid(span, f"eval{n}")}  # fmt: skip
             score = ev.attributes.get("gen_ai.evaluation.score.value")
             if isinstance(score, int | float) and not isinstance(score, bool):
                 fb["score"] = float(score)
@@ -172,27 +196,34 @@ def _attributes(
         "otel.span_name": span.name[:MAX_ATTRIBUTE_CHARS],
     }
     content: dict[str, str] = {}
-    scope = span.scope
+    dropped = over = n_kept = 0
+    exact, prefixes = table.content, table.content_prefixes
     for key, value in span.attributes.items():
         if key in known:
             continue
-        if key in table.content or key.startswith(table.content_prefixes):
+        if key in exact or key.startswith(prefixes):
             if not config.keep_content:
-                out.attributes[("content_dropped", scope)] += 1
+                dropped += 1
                 continue
             text = value if isinstance(value, str) else json.dumps(value, default=str)
             content[key] = config.redact(text[: config.max_content_chars])
-            out.attributes[("content_redacted", scope)] += 1
         elif len(kept) - 2 >= config.max_attributes:
-            out.attributes[("over_limit", scope)] += 1
+            over += 1
         else:
-            if isinstance(value, str):
-                value = value[:MAX_ATTRIBUTE_CHARS]
-            kept[key] = value
-            out.attributes[("kept", scope)] += 1
+            kept[key] = value[:MAX_ATTRIBUTE_CHARS] if isinstance(value, str) else value
+            n_kept += 1
     for ev in span.events:
         if ev.name.startswith(CONTENT_EVENT_PREFIXES):
-            out.attributes[("content_dropped", scope)] += 1
+            dropped += 1
+    counts, scope = out.attributes, span.scope
+    for outcome, n in (
+        ("content_dropped", dropped),
+        ("content_redacted", len(content)),
+        ("over_limit", over),
+        ("kept", n_kept),
+    ):
+        if n:
+            counts[(outcome, scope)] += n
     if content:
         kept["content"] = content
     return kept
@@ -222,6 +253,8 @@ def _tokens(a: Mapping[str, Any], table: Convention) -> dict[str, int]:
         v = preferred(a, keys)
         if isinstance(v, bool) or not isinstance(v, int | float):
             return None
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InvalidEvent(f"{keys[0]} is {v}, not a number of tokens")
         return max(0, int(v))
 
     inp = count(table.input_tokens) or 0

@@ -4,7 +4,7 @@ kafka-python's ``KafkaProducer`` pays for every record on its own (type checks, 
 a lock and a batch append, then a sender thread that drains the batches): at the
 receiver's rates that cost more than mapping the spans. A request's records are all known
 at once, so the sink writes them as Kafka's own producer would but per request: one v2
-record batch per partition (kafka-python's batch builder), one ``ProduceRequest`` per
+record batch per partition (``records``), one ``ProduceRequest`` per
 leader broker with acks=-1, sent through kafka-python's connection manager (its IO
 thread, TLS and SASL), and it waits for exactly those responses. A session lands on the
 partition Kafka's default partitioner picks for its key, as the SDK's records do.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from agentwatch.ingest.otlp.receiver import Unavailable
+from agentwatch.ingest.otlp.records import record_batches
 from agentwatch.kafka import client_options
 
 log = logging.getLogger(__name__)
@@ -45,10 +47,32 @@ class PartitionBatch:
 
 def partition_for(key: bytes, partitions: Sequence[int]) -> int:
     """Kafka's default partitioner: murmur2 of the key over all the topic's partitions."""
-    from kafka.partitioner.default import murmur2
+    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
 
-    index = int(murmur2(key) & 0x7FFFFFFF) % len(partitions)
-    return partitions[index]
+
+_M: Final = 0x5BD1E995
+_MASK: Final = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (the Java client's ``Utils.murmur2``), a word at a time: the same
+    hash as kafka-python's, which reads it a byte at a time."""
+    length = len(data)
+    h = 0x9747B28C ^ length
+    whole = length & ~3
+    for k in struct.unpack_from(f"<{length >> 2}I", data):
+        k = (k * _M) & _MASK
+        k = ((k ^ (k >> 24)) * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    rest = length & 3
+    if rest:
+        if rest == 3:
+            h ^= data[whole + 2] << 16
+        if rest >= 2:
+            h ^= data[whole + 1] << 8
+        h = ((h ^ data[whole]) * _M) & _MASK
+    h = ((h ^ (h >> 13)) * _M) & _MASK
+    return h ^ (h >> 15)
 
 
 def batches(
@@ -72,31 +96,9 @@ def batches(
         groups.setdefault(partition, []).append((key, value))
     ts = int(time.time() * 1000) if now_ms is None else now_ms
     return [
-        PartitionBatch(topic, p, _encode(group, ts, batch_bytes), len(group))
+        PartitionBatch(topic, p, record_batches(group, ts, batch_bytes), len(group))
         for p, group in groups.items()
     ]
-
-
-def _encode(records: list[tuple[bytes | None, bytes]], ts: int, batch_bytes: int) -> bytes:
-    """Record batches (magic 2, uncompressed, no producer id) holding ``records`` in order."""
-    from kafka.record.default_records import DefaultRecordBatchBuilder
-
-    def builder() -> Any:
-        return DefaultRecordBatchBuilder(
-            magic=2, compression_type=0, is_transactional=False, producer_id=-1,
-            producer_epoch=-1, base_sequence=-1, batch_size=batch_bytes,
-        )  # fmt: skip
-
-    out: list[bytes] = []
-    current, offset = builder(), 0
-    for key, value in records:
-        if current.append(offset, ts, key, value, []) is None:  # full: start the next batch
-            out.append(bytes(current.build()))
-            current, offset = builder(), 0
-            current.append(offset, ts, key, value, [])
-        offset += 1
-    out.append(bytes(current.build()))
-    return b"".join(out)
 
 
 class KafkaSink:

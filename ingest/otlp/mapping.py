@@ -2,8 +2,10 @@
 
 Which attributes mean what is in ``conventions`` (a table per convention); this module
 applies a table to the spans of one export request, trace by trace: ``traces`` tells
-each span's role and the session and agent it belongs to, ``events`` makes its contract
-events, and every event is checked against the contract before it leaves.
+each span's role and the session and agent it belongs to, and ``events`` makes its
+contract events, each encoded once. The events are valid by construction (``events``
+says how); the one thing a span can carry that the contract cannot hold, a token count
+that is not a finite number, rejects the span.
 
 Nothing is lost silently: every span is counted with an outcome (``mapped``, ``skipped``
 when the table understands it but the contract has nothing to record, ``unmapped``,
@@ -21,21 +23,12 @@ from typing import Any, Final
 
 import msgspec
 
-from agentwatch.ingest.contract.events import AnyEvent
-from agentwatch.ingest.otlp.conventions import CONVENTIONS, detect
-from agentwatch.ingest.otlp.events import MAX_ATTRIBUTE_CHARS, emit, timestamp
+from agentwatch.ingest.otlp.conventions import CONVENTIONS
+from agentwatch.ingest.otlp.events import MAX_ATTRIBUTE_CHARS, InvalidEvent, emit, timestamp
 from agentwatch.ingest.otlp.redact import Redactor, redact_text
 from agentwatch.ingest.otlp.spans import Span
-from agentwatch.ingest.otlp.traces import (
-    first_in_trace,
-    named_agent,
-    nearest_agent,
-    span_context,
-    span_role,
-)
+from agentwatch.ingest.otlp.traces import Service, Trace, service
 
-_VALIDATOR: Final = msgspec.json.Decoder(AnyEvent)
-_BATCH_VALIDATOR: Final = msgspec.json.Decoder(list[AnyEvent])
 _ENCODER: Final = msgspec.json.Encoder()
 
 
@@ -54,7 +47,7 @@ class Mapped:
     """What one request became: events (JSON-ready) and the account of everything else."""
 
     events: list[dict[str, Any]] = field(default_factory=list)
-    values: list[bytes] = field(default_factory=list)  # the events, JSON-encoded and checked
+    values: list[bytes] = field(default_factory=list)  # the events, JSON-encoded
     spans: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # outcome, reason, scope
     attributes: Counter[tuple[str, str]] = field(default_factory=Counter)  # outcome, scope
     unmapped: list[dict[str, Any]] = field(default_factory=list)
@@ -74,56 +67,25 @@ def map_spans(spans: Iterable[Span], config: MappingConfig = MappingConfig()) ->
     for span in spans:
         by_trace.setdefault(span.trace_id, []).append(span)
     samples: Counter[tuple[str, str]] = Counter()
-    produced: list[tuple[Span, str, int, int]] = []  # span, role, its events' range
+    services: dict[int, Service] = {}  # by resource: a request's spans share a few
     for trace in by_trace.values():
-        _map_trace(trace, config, out, samples, produced)
-    _check(out, produced)
+        _map_trace(trace, config, out, samples, services)
+    encode = _ENCODER.encode
+    out.values = [encode(e) for e in out.events]
     return out
 
 
-def _check(out: Mapped, produced: list[tuple[Span, str, int, int]]) -> None:
-    """Encode every event once and check the lot against the contract in one call.
-
-    Only when the batch fails is each event checked alone, to reject the spans whose
-    events break the contract (and only those).
-    """
-    values = [_ENCODER.encode(e) for e in out.events]
-    try:
-        _BATCH_VALIDATOR.decode(b"[" + b",".join(values) + b"]")
-    except msgspec.ValidationError:
-        pass
-    else:
-        out.values = values
-        return
-    events: list[dict[str, Any]] = []
-    kept: list[bytes] = []
-    for span, role, start, end in produced:
-        problem = next(filter(None, (_invalid(v) for v in values[start:end])), None)
-        if problem is None:
-            events += out.events[start:end]
-            kept += values[start:end]
-            continue
-        key = ("mapped", role, span.scope)
-        out.spans[key] -= 1
-        if not out.spans[key]:
-            del out.spans[key]
-        _reject(out, span, "invalid_event", f"span {span.name!r}: {problem}")
-    out.events, out.values = events, kept
-
-
 def _map_trace(
-    trace: list[Span],
+    spans: list[Span],
     config: MappingConfig,
     out: Mapped,
     samples: Counter[tuple[str, str]],
-    produced: list[tuple[Span, str, int, int]],
+    services: dict[int, Service],
 ) -> None:
-    index = {s.span_id: s for s in trace}
-    tables = {s.span_id: detect(s.attributes) for s in trace}
-    roles = {s.span_id: span_role(s, tables[s.span_id]) for s in trace}
-    session = first_in_trace(trace, tables, "session") or trace[0].trace_id
-    named = named_agent(trace, tables, roles)
-    for span in trace:
+    trace = Trace(spans)
+    tables, roles = trace.tables, trace.roles
+    counts = out.spans
+    for span in spans:
         if not _valid_ids(span):
             _reject(out, span, "invalid_ids", f"span {span.name!r}: trace or span id malformed")
             continue
@@ -133,19 +95,23 @@ def _map_trace(
             _unmapped(out, span, "not_genai" if table is None else "unknown_operation",
                       config, samples)  # fmt: skip
             continue
-        agent_span = nearest_agent(span, index, roles)
-        ctx = span_context(span, agent_span, tables, session, named)
+        resource = span.resource
+        found = services.get(id(resource))
+        if found is None:
+            found = services[id(resource)] = service(resource)
+        ctx = trace.context(span, table, trace.nearest_agent(span), found)
         before = len(out.events)
-        reason = emit(span, table, role, ctx, index, roles, config, out)
+        try:
+            reason = emit(span, table, role, ctx, trace, config, out)
+        except InvalidEvent as exc:
+            _reject(out, span, "invalid_event", f"span {span.name!r}: {exc}")
+            continue
         if reason is not None:
             _unmapped(out, span, reason, config, samples)
-            continue
-        after = len(out.events)
-        if after > before:
-            produced.append((span, role, before, after))
-            out.spans[("mapped", role, span.scope)] += 1
+        elif len(out.events) > before:
+            counts[("mapped", role, span.scope)] += 1
         else:
-            out.spans[("skipped", role, span.scope)] += 1
+            counts[("skipped", role, span.scope)] += 1
 
 
 def _unmapped(
@@ -179,14 +145,6 @@ def _reject(out: Mapped, span: Span, reason: str, message: str) -> None:
     out.rejected += 1
     if len(out.errors) < 5:
         out.errors.append(message)
-
-
-def _invalid(value: bytes) -> str | None:
-    try:
-        _VALIDATOR.decode(value)
-    except msgspec.ValidationError as exc:
-        return str(exc)
-    return None
 
 
 def _valid_ids(span: Span) -> bool:

@@ -132,29 +132,33 @@ def _hex_ids_to_base64(obj: dict[str, Any]) -> None:
 def flatten(request: ExportTraceServiceRequest) -> list[Span]:
     """Every span of the request with its resource attributes and scope name."""
     spans: list[Span] = []
+    append = spans.append
     for rs in request.resource_spans:
         resource = attributes(rs.resource.attributes)
         for ss in rs.scope_spans:
             scope = ss.scope.name or "unknown"
             for s in ss.spans:
                 parent = s.parent_span_id
-                spans.append(
+                status = s.status
+                events = (
+                    [SpanEvent(e.name, e.time_unix_nano, attributes(e.attributes)) for e in ev]
+                    if (ev := s.events)
+                    else []
+                )
+                append(
                     Span(
-                        trace_id=s.trace_id.hex(),
-                        span_id=s.span_id.hex(),
-                        parent_span_id=parent.hex() if parent else None,
-                        name=s.name,
-                        start_ns=s.start_time_unix_nano,
-                        end_ns=s.end_time_unix_nano,
-                        attributes=attributes(s.attributes),
-                        resource=resource,
-                        scope=scope,
-                        status_code=s.status.code,
-                        status_message=s.status.message,
-                        events=[
-                            SpanEvent(e.name, e.time_unix_nano, attributes(e.attributes))
-                            for e in s.events
-                        ],
+                        s.trace_id.hex(),
+                        s.span_id.hex(),
+                        parent.hex() if parent else None,
+                        s.name,
+                        s.start_time_unix_nano,
+                        s.end_time_unix_nano,
+                        attributes(s.attributes),
+                        resource,
+                        scope,
+                        status.code,
+                        status.message,
+                        events,
                     )
                 )
     return spans
@@ -168,7 +172,10 @@ def attributes(kvs: Any) -> dict[str, Any]:
     for kv in kvs:
         value = kv.value
         which = value.WhichOneof("value")
-        out[kv.key] = getattr(value, which) if which in _SCALARS else any_value(value)
+        if which == "string_value":
+            out[kv.key] = value.string_value
+        else:
+            out[kv.key] = getattr(value, which) if which in _SCALARS else any_value(value)
     return out
 
 
