@@ -12,12 +12,12 @@ import duckdb
 import polars as pl
 
 from agentwatch.alerts.evaluation.evaluator import Evaluator, RuleEvaluation
-from agentwatch.alerts.governance.catalog import parse_catalog
 from agentwatch.alerts.rules import Rule, Sample, Window, metrics
 from agentwatch.alerts.rules.metrics import MetricRegistry
 from agentwatch.clock import ManualClock
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE
+from tests.catalog_helpers import HR, catalog
 from tests.frames import T0, at, events, store_batch
 
 S = dt.timedelta(seconds=1)
@@ -36,20 +36,7 @@ BURST = Rule(
     annotations={"summary": "{{ $labels.agent_id }} at {{ $value | humanizePercentage }}"},
 )
 
-CATALOG = parse_catalog(
-    {
-        "agents": [
-            {
-                "agent_id": "hr-1",
-                "owner": "people",
-                "oncall": "people-pager",
-                "risk_tier": "medium",
-                "status": "active",
-                "slo": {"p95_latency_ms": 5000},
-            }
-        ]
-    }
-)
+CATALOG = catalog(HR)
 
 
 def Clock(start: dt.datetime = T0) -> ManualClock:
