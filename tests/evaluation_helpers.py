@@ -1,5 +1,5 @@
 """What the alert evaluator tests share: a violation-burst rule, a catalog, a store of
-policy checks on a hand-set clock, and slow rules that take the clock's time to measure."""
+policy checks, and slow rules that take the clock's time to measure."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from agentwatch.clock import ManualClock
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE
 from tests.catalog_helpers import HR, catalog
-from tests.frames import T0, at, events, store_batch
+from tests.frames import at, events, store_batch
 
 S = dt.timedelta(seconds=1)
 MINUTE = dt.timedelta(minutes=1)
@@ -37,11 +37,6 @@ BURST = Rule(
 )
 
 CATALOG = catalog(HR)
-
-
-def Clock(start: dt.datetime = T0) -> ManualClock:
-    """A settable clock: tests move time by hand, nothing sleeps."""
-    return ManualClock(start)
 
 
 def store_with(tmp_path: Path, *frames: pl.DataFrame) -> Path:
