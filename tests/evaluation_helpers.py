@@ -82,6 +82,7 @@ class SlowMetric:
     name: str = "slow"
     help: str = "a slow query"
     by: tuple[str, ...] = ("agent_id",)
+    unit: str = ""
 
     def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]:
         self.log.append(f"measure slow at {window.end:%H:%M:%S}")

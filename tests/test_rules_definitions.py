@@ -146,6 +146,7 @@ def test_a_catalog_threshold_needs_a_per_agent_metric() -> None:
         name: str = "calls_per_model"
         help: str = "calls per model"
         by: tuple[str, ...] = ("model",)
+        unit: str = ""
 
         def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]:
             return []
@@ -284,6 +285,7 @@ def test_a_registered_metric_is_usable_by_rules() -> None:
         name: str = "test_drift_score"
         help: str = "a drift statistic"
         by: tuple[str, ...] = ("agent_id",)
+        unit: str = ""
 
         def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]:
             return [Sample({"agent_id": "hr-1"}, 0.3, 500)]
