@@ -23,7 +23,7 @@ import polars as pl
 from prometheus_client import CollectorRegistry, start_http_server
 
 from agentwatch.clock import Clock, utc_now
-from agentwatch.commands.options import add_metrics_options
+from agentwatch.commands.options import add_db_option, add_metrics_options
 from agentwatch.durations import DurationError, duration_argument, parse_duration
 from agentwatch.processors.drift.config import DriftConfig, load_config
 from agentwatch.processors.drift.evaluate import DRIFT, DriftEvaluator, backfill
@@ -130,13 +130,10 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p = parser
     actions = p.add_subparsers(dest="drift_action", metavar="ACTION", required=True)
-    default_db = Path(settings.value("storage", "db"))
     default_cfg = settings.value("drift", "config")
 
     def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument(
-            "--db", type=Path, default=default_db, help="catalog file (default %(default)s)"
-        )
+        add_db_option(q, settings)
         q.add_argument(
             "--drift-config",
             type=Path,
