@@ -29,6 +29,20 @@ from tests.rules_helpers import CATALOG
 RUNBOOK_IDS = {"contain-agent", "disable-tool", "rollback-release", "notify-owner"}
 
 
+@dataclass(frozen=True)
+class FixedMetric:
+    """A metric a test registers: the same ``samples`` for every window."""
+
+    name: str
+    by: tuple[str, ...] = ("agent_id",)
+    samples: tuple[Sample, ...] = ()
+    help: str = "a test metric"
+    unit: str = ""
+
+    def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]:
+        return list(self.samples)
+
+
 def rule_doc(**overrides: Any) -> dict[str, Any]:
     return {
         "name": "TestRule",
@@ -141,18 +155,8 @@ def test_a_catalog_threshold_must_name_a_catalog_field() -> None:
 
 
 def test_a_catalog_threshold_needs_a_per_agent_metric() -> None:
-    @dataclass(frozen=True)
-    class PerModel:
-        name: str = "calls_per_model"
-        help: str = "calls per model"
-        by: tuple[str, ...] = ("model",)
-        unit: str = ""
-
-        def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]:
-            return []
-
     registry = metrics()
-    registry.register(PerModel())
+    registry.register(FixedMetric("calls_per_model", by=("model",)))
     message = refused(registry, metric="calls_per_model", threshold={"catalog": "daily_budget_usd"})
     assert "needs a per-agent metric" in message
 
@@ -280,21 +284,12 @@ def test_durations_print_in_their_shortest_form() -> None:
 
 
 def test_a_registered_metric_is_usable_by_rules() -> None:
-    @dataclass(frozen=True)
-    class Drift:
-        name: str = "test_drift_score"
-        help: str = "a drift statistic"
-        by: tuple[str, ...] = ("agent_id",)
-        unit: str = ""
-
-        def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]:
-            return [Sample({"agent_id": "hr-1"}, 0.3, 500)]
-
+    drift = FixedMetric("test_drift_score", samples=(Sample({"agent_id": "hr-1"}, 0.3, 500),))
     registry = metrics()
-    registry.register(Drift())
+    registry.register(drift)
     [rule] = parse_rules({"rules": [rule_doc(metric="test_drift_score")]}, "t.yaml", registry)
     with pytest.raises(ValueError, match="already registered"):
-        registry.register(Drift())
+        registry.register(drift)
     assert rule.metric == "test_drift_score"
     with pytest.raises(RuleError, match="unknown metric 'test_drift_score'"):
         parse_rules({"rules": [rule_doc(metric="test_drift_score")]})  # not in the built-ins
