@@ -211,27 +211,20 @@ def test_a_directory_without_rule_files_is_refused(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- thresholds
 
 
+# An SLO rule: the agent's own p95 latency bound, 9 s where the catalog gives none.
+LATENCY_SLO = Rule(
+    "R", "llm_latency_p95_ms", ">", CatalogThreshold("slo.p95_latency_ms", 9000),
+    dt.timedelta(minutes=5),
+)  # fmt: skip
+
+
 def test_a_catalog_threshold_is_the_agents_value() -> None:
-    rule = Rule(
-        "R",
-        "llm_latency_p95_ms",
-        ">",
-        CatalogThreshold("slo.p95_latency_ms", 9000),
-        dt.timedelta(minutes=5),
-    )
-    assert rule.threshold_for({"agent_id": "hr-1"}, CATALOG) == 5000
+    assert LATENCY_SLO.threshold_for({"agent_id": "hr-1"}, CATALOG) == 5000
 
 
 def test_a_catalog_threshold_falls_back_to_its_default() -> None:
-    rule = Rule(
-        "R",
-        "llm_latency_p95_ms",
-        ">",
-        CatalogThreshold("slo.p95_latency_ms", 9000),
-        dt.timedelta(minutes=5),
-    )
-    assert rule.threshold_for({"agent_id": "free-1"}, CATALOG) == 9000
-    assert rule.threshold_for({"agent_id": "not-catalogued"}, CATALOG) == 9000
+    assert LATENCY_SLO.threshold_for({"agent_id": "free-1"}, CATALOG) == 9000
+    assert LATENCY_SLO.threshold_for({"agent_id": "not-catalogued"}, CATALOG) == 9000
 
 
 def test_a_catalog_threshold_without_default_is_none_for_an_agent_without_the_field() -> None:
