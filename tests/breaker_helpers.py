@@ -1,19 +1,13 @@
-"""What the breaker tests share: their start time, a hand-set clock and control messages."""
+"""What the breaker tests share: their start time and control messages."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from agentwatch.clock import ManualClock
 from agentwatch.ingest.contract.control import ControlMessage, new_message_id
 
 T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
-
-
-def Clock(start: dt.datetime = T0) -> ManualClock:
-    """A settable clock: tests move time by hand, nothing sleeps."""
-    return ManualClock(start)
 
 
 def msg(state: str | None = "open", *, tool: str | None = None, **kw: Any) -> ControlMessage:

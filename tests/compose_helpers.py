@@ -121,12 +121,31 @@ def mounted_file(svc: dict[str, Any], container_path: str) -> Path:
     raise AssertionError(f"{container_path} is not bind-mounted")
 
 
-def prometheus_config_file(compose: dict[str, Any]) -> Path:
-    svc = service(compose, PROMETHEUS)
-    flag = next(a for a in svc["command"] if a.startswith("--config.file="))
-    return mounted_file(svc, flag.split("=", 1)[1])
+def flag(svc: dict[str, Any], name: str, default: str | None = None) -> str:
+    """The value of ``--name=value`` in a service's command, or ``default``."""
+    values = (a.split("=", 1)[1] for a in svc["command"] if a.startswith(f"--{name}="))
+    value = next(values, default)
+    assert value is not None, f"no --{name}= in {svc['command']}"
+    return value
 
 
-def prometheus_config(compose: dict[str, Any]) -> dict[str, Any]:
-    config: dict[str, Any] = yaml.safe_load(prometheus_config_file(compose).read_text())
+def listen_port(svc: dict[str, Any], default: str) -> str:
+    """The port of a service's ``--web.listen-address`` (``default`` when it has none)."""
+    return flag(svc, "web.listen-address", default).rsplit(":", 1)[1]
+
+
+def exposed(svc: dict[str, Any]) -> list[str]:
+    """The ports a service exposes to the other services."""
+    return [str(p) for p in svc.get("expose", [])]
+
+
+def config_file(compose: dict[str, Any], name: str) -> Path:
+    """The host file a service reads as its ``--config.file``."""
+    svc = service(compose, name)
+    return mounted_file(svc, flag(svc, "config.file"))
+
+
+def loaded_config(compose: dict[str, Any], name: str) -> dict[str, Any]:
+    """The YAML a service reads as its ``--config.file``."""
+    config: dict[str, Any] = yaml.safe_load(config_file(compose, name).read_text())
     return config

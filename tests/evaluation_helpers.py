@@ -1,5 +1,5 @@
 """What the alert evaluator tests share: a violation-burst rule, a catalog, a store of
-policy checks on a hand-set clock, and slow rules that take the clock's time to measure."""
+policy checks, and slow rules that take the clock's time to measure."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import duckdb
 import polars as pl
 
 from agentwatch.alerts.evaluation.evaluator import Evaluator, RuleEvaluation
-from agentwatch.alerts.governance.catalog import parse_catalog
 from agentwatch.alerts.rules import Rule, Sample, Window, metrics
 from agentwatch.alerts.rules.metrics import MetricRegistry
 from agentwatch.clock import ManualClock
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE
-from tests.frames import T0, at, events, store_batch
+from tests.catalog_helpers import HR, catalog
+from tests.frames import at, events, store_batch
 
 S = dt.timedelta(seconds=1)
 MINUTE = dt.timedelta(minutes=1)
@@ -36,25 +36,7 @@ BURST = Rule(
     annotations={"summary": "{{ $labels.agent_id }} at {{ $value | humanizePercentage }}"},
 )
 
-CATALOG = parse_catalog(
-    {
-        "agents": [
-            {
-                "agent_id": "hr-1",
-                "owner": "people",
-                "oncall": "people-pager",
-                "risk_tier": "medium",
-                "status": "active",
-                "slo": {"p95_latency_ms": 5000},
-            }
-        ]
-    }
-)
-
-
-def Clock(start: dt.datetime = T0) -> ManualClock:
-    """A settable clock: tests move time by hand, nothing sleeps."""
-    return ManualClock(start)
+CATALOG = catalog(HR)
 
 
 def store_with(tmp_path: Path, *frames: pl.DataFrame) -> Path:
@@ -100,6 +82,7 @@ class SlowMetric:
     name: str = "slow"
     help: str = "a slow query"
     by: tuple[str, ...] = ("agent_id",)
+    unit: str = ""
 
     def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]:
         self.log.append(f"measure slow at {window.end:%H:%M:%S}")

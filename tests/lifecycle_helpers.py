@@ -73,20 +73,6 @@ def eval_file(folder: Path, score: float = 0.91) -> Path:
     return path
 
 
-class Clock:
-    """A settable clock: tests move time by hand, nothing sleeps."""
-
-    def __init__(self, start: dt.datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> dt.datetime:
-        self.now += dt.timedelta(seconds=seconds)
-        return self.now
-
-
 def registry_with_a_release(folder: Path) -> Registry:
     """A registry with one release of claims-1 registered and approved, one review done."""
     from agentwatch.alerts.governance.releases import Releases, read_evaluation

@@ -7,22 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from agentwatch.alerts.alertmanager.export import export_rules
-from agentwatch.alerts.governance.catalog import parse_catalog
 from agentwatch.alerts.rules import Rule
+from tests.catalog_helpers import agent, catalog
 
-CATALOG = parse_catalog(
-    {
-        "version": 1,
-        "agents": [
-            {"agent_id": "strict-bot", "owner": "a", "oncall": "a-oncall", "risk_tier": "high",
-             "status": "active", "slo": {"error_rate_max": 0.02},
-             "approved_models": ["gpt-4o-mini"]},
-            {"agent_id": "lenient.bot", "owner": "b", "oncall": "b-oncall", "risk_tier": "low",
-             "status": "active", "slo": {"error_rate_max": 0.2}},
-            {"agent_id": "old-bot", "owner": "c", "oncall": "c-oncall", "risk_tier": "low",
-             "status": "retired"},
-        ],
-    }
+CATALOG = catalog(
+    agent("strict-bot", owner="a", risk_tier="high", slo={"error_rate_max": 0.02},
+          approved_models=["gpt-4o-mini"]),
+    agent("lenient.bot", owner="b", slo={"error_rate_max": 0.2}),
+    agent("old-bot", owner="c", status="retired"),
 )  # fmt: skip
 
 

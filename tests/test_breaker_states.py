@@ -13,17 +13,18 @@ from agentwatch.alerts.response.breaker import (
     BreakerError,
     BreakerKey,
 )
+from agentwatch.clock import ManualClock
 from agentwatch.ingest.contract.control import (
     control_key,
 )
-from tests.breaker_helpers import T0, Clock
+from tests.breaker_helpers import T0
 
 AGENT = BreakerKey("hr-assistant")
 TOOL = BreakerKey("hr-assistant", "payroll_lookup")
 
 
 def test_open_half_open_after_the_cooldown_then_closed_by_a_good_probe() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     book = BreakerBook(clock, default_cooldown_s=60)
     change = book.open(AGENT, reason="violations", actor="rule:PolicyBurst")
     assert (change.before.state, change.after.state, change.changed) == ("closed", "open", True)
@@ -43,7 +44,7 @@ def test_open_half_open_after_the_cooldown_then_closed_by_a_good_probe() -> None
 
 
 def test_a_bad_probe_opens_again_with_a_fresh_cooldown() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     book = BreakerBook(clock, default_cooldown_s=10)
     book.open(TOOL, reason="errors", actor="person:ana", cooldown_s=30)
     clock.advance(30)
@@ -58,7 +59,7 @@ def test_a_bad_probe_opens_again_with_a_fresh_cooldown() -> None:
 
 
 def test_opening_an_open_breaker_or_closing_a_closed_one_changes_nothing() -> None:
-    book = BreakerBook(Clock())
+    book = BreakerBook(ManualClock(T0))
     first = book.open(AGENT, reason="a", actor="rule:x").after
     again = book.open(AGENT, reason="b", actor="rule:y")
     assert not again.changed and again.after == first
@@ -67,7 +68,7 @@ def test_opening_an_open_breaker_or_closing_a_closed_one_changes_nothing() -> No
 
 
 def test_a_tool_breaker_leaves_the_agents_other_calls_alone() -> None:
-    book = BreakerBook(Clock())
+    book = BreakerBook(ManualClock(T0))
     book.open(TOOL, reason="bad tool", actor="rule:x")
     assert book.allows("hr-assistant")
     assert book.allows("hr-assistant", "search")
@@ -75,7 +76,7 @@ def test_a_tool_breaker_leaves_the_agents_other_calls_alone() -> None:
 
 
 def test_a_retired_agent_is_held_open_and_cannot_be_closed() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     book = BreakerBook(clock, default_cooldown_s=1, retired=["legacy-bot"])
     held = book.get(BreakerKey("legacy-bot"))
     assert (held.state, held.held, held.actor) == ("open", True, "system:catalog")
@@ -94,7 +95,7 @@ def test_a_retired_agent_is_held_open_and_cannot_be_closed() -> None:
 
 
 def test_holding_an_already_open_breaker_is_no_transition_to_announce() -> None:
-    book = BreakerBook(Clock())
+    book = BreakerBook(ManualClock(T0))
     book.open(AGENT, reason="a", actor="rule:x")
     assert book.set_retired(["hr-assistant"]) == []
     assert book.get(AGENT).held
@@ -131,7 +132,7 @@ _KEYS = [AGENT, TOOL, BreakerKey("it-support")]
 def test_property_automatic_transitions_respect_the_cooldown_and_the_catalog(
     ops: list[tuple[str, int, float, float]],
 ) -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     book = BreakerBook(clock, default_cooldown_s=45)
     for name, index, wait, cooldown in ops:
         clock.advance(wait)

@@ -33,7 +33,7 @@ from agentwatch.ingest.sdk.control import (
     BREAKER_POLICY,
     ControlState,
 )
-from tests.breaker_helpers import T0, Clock, msg
+from tests.breaker_helpers import T0, msg
 from tests.conftest import TEST_KEYRING
 
 
@@ -42,7 +42,7 @@ def confirmation(m: ControlMessage, ts: dt.datetime, probe: bool = False) -> Con
 
 
 def test_a_breaker_is_pending_until_confirmed_and_escalated_when_the_timeout_passes() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     tracker = ConfirmationTracker(clock, timeout_s=30)
     opened = msg(alert="fp-1")
     tracker.expect(opened)
@@ -73,7 +73,7 @@ def test_a_breaker_is_pending_until_confirmed_and_escalated_when_the_timeout_pas
 
 
 def test_a_confirmation_in_time_means_no_escalation_even_if_seen_before_the_message() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     tracker = ConfirmationTracker(clock, timeout_s=5)
     opened = msg()
     tracker.observe([confirmation(opened, T0)])
@@ -84,7 +84,7 @@ def test_a_confirmation_in_time_means_no_escalation_even_if_seen_before_the_mess
 
 
 def test_a_probe_is_judged_by_the_next_call_of_its_session() -> None:
-    tracker = ConfirmationTracker(Clock())
+    tracker = ConfirmationTracker(ManualClock(T0))
     half = msg("half_open", tool="search")
     tracker.expect(half)
     marker = confirmation(half, T0, probe=True)
@@ -137,7 +137,7 @@ def _control_on_fake_topic(clock: ManualClock) -> tuple[Any, BreakerControl]:
 
 
 def test_status_and_supervision_list_an_agents_breaker_with_its_tool_breakers() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     _, control = _control_on_fake_topic(clock)
     control.open("hr-assistant", reason="r", actor="person:p")
     control.open("hr-assistant", "payroll_lookup", reason="r", actor="person:p")
@@ -174,7 +174,7 @@ _BREAKER_OPS = st.lists(
 def test_property_status_supervision_and_the_sdk_fold_agree_on_every_breaker(
     ops: list[tuple[str, str, str | None, float]],
 ) -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     topic, control = _control_on_fake_topic(clock)
     supervisor = BreakerSupervisor(control, NoObservations(), timeout_s=1e9)
     followers = {a: ControlState(a) for a in ("hr-assistant", "it-support")}

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from agentwatch.alerts.rules import DEFAULT_RULES_DIR, load_rules
 from tests.compose_helpers import (
@@ -22,14 +21,17 @@ from tests.compose_helpers import (
     EVALUATOR,
     GRAFANA,
     PROCESSOR,
+    PROMETHEUS,
     RECEIVER,
     ROOT,
     ParseService,
+    config_file,
     environment,
+    exposed,
+    listen_port,
+    loaded_config,
     mounted_file,
     named_volume_at,
-    prometheus_config,
-    prometheus_config_file,
     service,
 )
 from tests.conftest import require_tool
@@ -78,7 +80,7 @@ def test_the_evaluators_restart_unless_stopped(compose: dict[str, Any], name: st
 
 
 def scrape_targets(compose: dict[str, Any]) -> set[str]:
-    jobs = prometheus_config(compose)["scrape_configs"]
+    jobs = loaded_config(compose, PROMETHEUS)["scrape_configs"]
     return {t for job in jobs for sc in job.get("static_configs", []) for t in sc["targets"]}
 
 
@@ -90,13 +92,13 @@ def test_prometheus_scrapes_each_evaluator_on_its_metrics_port(
     assert args.metrics_port is not None
     assert args.metrics_host == "0.0.0.0"
     assert f"{name}:{args.metrics_port}" in scrape_targets(compose)
-    assert str(args.metrics_port) in [str(p) for p in service(compose, name).get("expose", [])]
+    assert str(args.metrics_port) in exposed(service(compose, name))
 
 
 def prometheus_rule_files(compose: dict[str, Any]) -> list[Path]:
     """The rule files Prometheus loads: its rule_files globs, relative to its config."""
-    folder = prometheus_config_file(compose).parent
-    patterns = prometheus_config(compose).get("rule_files") or []
+    folder = config_file(compose, PROMETHEUS).parent
+    patterns = loaded_config(compose, PROMETHEUS).get("rule_files") or []
     return sorted(p for pattern in patterns for p in folder.glob(pattern))
 
 
@@ -128,28 +130,18 @@ def test_the_mounted_rules_are_what_the_export_writes_now(tmp_path: Path) -> Non
     )
 
 
-def alertmanager_config_file(compose: dict[str, Any]) -> Path:
-    svc = service(compose, ALERTMANAGER)
-    flag = next(a for a in svc["command"] if a.startswith("--config.file="))
-    return mounted_file(svc, flag.split("=", 1)[1])
-
-
 def test_prometheus_sends_its_alerts_to_the_alertmanager_service(compose: dict[str, Any]) -> None:
     targets = [
-        t for am in prometheus_config(compose)["alerting"]["alertmanagers"]
+        t for am in loaded_config(compose, PROMETHEUS)["alerting"]["alertmanagers"]
         for sc in am["static_configs"] for t in sc["targets"]
     ]  # fmt: skip
-    listen = next(
-        (a.split("=", 1)[1] for a in service(compose, ALERTMANAGER)["command"]
-         if a.startswith("--web.listen-address=")), ":9093",
-    )  # fmt: skip
-    assert targets == [f"{ALERTMANAGER}:{listen.rsplit(':', 1)[1]}"]
+    assert targets == [f"{ALERTMANAGER}:{listen_port(service(compose, ALERTMANAGER), ':9093')}"]
 
 
 def test_amtool_accepts_the_alertmanager_config(compose: dict[str, Any]) -> None:
     amtool = require_tool("amtool")
     result = subprocess.run(
-        [amtool, "check-config", str(alertmanager_config_file(compose))],
+        [amtool, "check-config", str(config_file(compose, ALERTMANAGER))],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -158,7 +150,7 @@ def test_amtool_accepts_the_alertmanager_config(compose: dict[str, Any]) -> None
 def test_alertmanager_hands_every_alert_to_the_agentwatch_receiver(
     compose: dict[str, Any], parse_service: ParseService
 ) -> None:
-    config = yaml.safe_load(alertmanager_config_file(compose).read_text())
+    config = loaded_config(compose, ALERTMANAGER)
     receivers = {r["name"]: r for r in config["receivers"]}
     root = receivers[config["route"]["receiver"]]
     assert not config["route"].get("routes"), "every alert takes the root route"
@@ -166,7 +158,7 @@ def test_alertmanager_hands_every_alert_to_the_agentwatch_receiver(
     url = urllib.parse.urlsplit(webhook["url"])
     assert (url.hostname, url.port) == (RECEIVER, parse_service(RECEIVER).port)
     assert webhook["send_resolved"] is True
-    assert str(url.port) in [str(p) for p in service(compose, RECEIVER).get("expose", [])]
+    assert str(url.port) in exposed(service(compose, RECEIVER))
 
 
 def test_grafana_serves_every_runbook_where_the_alert_links_point(
@@ -189,7 +181,7 @@ SECRETS = "agentwatch-secrets"
 def test_alertmanager_and_the_receiver_share_a_bearer_token_the_deployment_makes(
     compose: dict[str, Any],
 ) -> None:
-    config = yaml.safe_load(alertmanager_config_file(compose).read_text())
+    config = loaded_config(compose, ALERTMANAGER)
     [webhook] = [w for r in config["receivers"] for w in r.get("webhook_configs", [])]
     authorization = webhook["http_config"]["authorization"]
     assert authorization["type"] == "Bearer"

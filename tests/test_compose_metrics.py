@@ -20,11 +20,13 @@ from tests.compose_helpers import (
     PROMETHEUS,
     ROOT,
     ParseService,
+    config_file,
     environment,
+    exposed,
+    listen_port,
+    loaded_config,
     mounted_file,
     named_volume_at,
-    prometheus_config,
-    prometheus_config_file,
     resolve,
     service,
 )
@@ -52,7 +54,7 @@ def test_prometheus_scrapes_every_processor_on_its_metrics_port(
     compose: dict[str, Any], parse_service: ParseService
 ) -> None:
     port = parse_service(PROCESSOR).metrics_port
-    jobs = prometheus_config(compose)["scrape_configs"]
+    jobs = loaded_config(compose, PROMETHEUS)["scrape_configs"]
     # DNS discovery: the service name resolves to every replica after --scale.
     found = [
         sd for job in jobs for sd in job.get("dns_sd_configs", [])
@@ -60,13 +62,13 @@ def test_prometheus_scrapes_every_processor_on_its_metrics_port(
     ]  # fmt: skip
     assert found, "no scrape job discovers the processor containers"
     assert all(sd["port"] == port for sd in found)
-    assert str(port) in [str(p) for p in service(compose, PROCESSOR).get("expose", [])]
+    assert str(port) in exposed(service(compose, PROCESSOR))
 
 
 def test_promtool_accepts_the_prometheus_config(compose: dict[str, Any]) -> None:
     promtool = require_tool("promtool")
     result = subprocess.run(
-        [promtool, "check", "config", str(prometheus_config_file(compose))],
+        [promtool, "check", "config", str(config_file(compose, PROMETHEUS))],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -76,18 +78,15 @@ def test_grafana_rate_windows_follow_the_prometheus_scrape_interval(
     compose: dict[str, Any],
 ) -> None:
     (datasource,) = grafana_provisioning(compose, "datasources")
-    interval = prometheus_config(compose)["global"]["scrape_interval"]
+    interval = loaded_config(compose, PROMETHEUS)["global"]["scrape_interval"]
     assert datasource["jsonData"]["timeInterval"] == interval
 
 
 def test_grafanas_datasource_is_the_prometheus_service(compose: dict[str, Any]) -> None:
     (datasource,) = grafana_provisioning(compose, "datasources")
     assert datasource["type"] == "prometheus"
-    listen = next(
-        (a.split("=", 1)[1] for a in service(compose, PROMETHEUS)["command"]
-         if a.startswith("--web.listen-address=")), ":9090",
-    )  # fmt: skip
-    assert datasource["url"] == f"http://{PROMETHEUS}:{listen.rsplit(':', 1)[1]}"
+    port = listen_port(service(compose, PROMETHEUS), ":9090")
+    assert datasource["url"] == f"http://{PROMETHEUS}:{port}"
 
 
 def test_grafana_provisions_every_built_dashboard(compose: dict[str, Any]) -> None:

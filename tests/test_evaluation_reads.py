@@ -50,6 +50,10 @@ class OwnRead:
     def by(self) -> tuple[str, ...]:
         return self.metric.by
 
+    @property
+    def unit(self) -> str:
+        return self.metric.unit
+
     def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]:
         return self.metric.measure(con, window)
 

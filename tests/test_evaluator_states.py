@@ -16,7 +16,8 @@ from agentwatch.alerts.evaluation.states import (
     transitions_frame,
 )
 from agentwatch.alerts.rules import Rule
-from tests.evaluation_helpers import BURST, MINUTE, Clock
+from agentwatch.clock import ManualClock
+from tests.evaluation_helpers import BURST, MINUTE
 from tests.frames import T0
 
 
@@ -39,7 +40,7 @@ def test_a_true_condition_starts_pending() -> None:
 
 
 def test_pending_fires_once_the_condition_has_held_for_its_for() -> None:
-    states, clock = AlertStates(), Clock()
+    states, clock = AlertStates(), ManualClock(T0)
     step(states, BURST, clock(), m(0.2))
     assert step(states, BURST, clock.advance(30), m(0.2)) == []
     [fired] = step(states, BURST, clock.advance(30), m(0.3))
@@ -54,7 +55,7 @@ def test_a_rule_without_for_fires_at_once() -> None:
 
 
 def test_a_firing_alert_stays_firing_without_new_transitions() -> None:
-    states, clock = AlertStates(), Clock()
+    states, clock = AlertStates(), ManualClock(T0)
     step(states, BURST, clock(), m(0.2))
     step(states, BURST, clock.advance(60), m(0.2))
     assert step(states, BURST, clock.advance(10), m(0.4)) == []
@@ -62,7 +63,7 @@ def test_a_firing_alert_stays_firing_without_new_transitions() -> None:
 
 
 def test_pending_that_clears_resolves_without_having_fired() -> None:
-    states, clock = AlertStates(), Clock()
+    states, clock = AlertStates(), ManualClock(T0)
     step(states, BURST, clock(), m(0.2))
     [ended] = step(states, BURST, clock.advance(30), m(0.01))
     assert (ended.previous, ended.alert.state) == ("pending", "resolved")
@@ -71,7 +72,7 @@ def test_pending_that_clears_resolves_without_having_fired() -> None:
 
 
 def test_firing_resolves_when_the_condition_clears() -> None:
-    states, clock = AlertStates(), Clock()
+    states, clock = AlertStates(), ManualClock(T0)
     step(states, BURST, clock(), m(0.2))
     step(states, BURST, clock.advance(60), m(0.2))
     [ended] = step(states, BURST, clock.advance(10), m(0.01))
@@ -84,7 +85,7 @@ def test_keep_firing_for_rides_out_a_flapping_condition() -> None:
     rule = Rule(
         "Flappy", "violation_rate", ">", 0.05, MINUTE, keep_firing_for=dt.timedelta(seconds=30)
     )
-    states, clock = AlertStates(), Clock()
+    states, clock = AlertStates(), ManualClock(T0)
     assert states_of(step(states, rule, clock(), m(0.2))) == [(None, "firing")]
     for i in range(12):  # two minutes of true, false, true, false ... every 10 s
         assert step(states, rule, clock.advance(10), m(0.2 if i % 2 else 0.01)) == []
@@ -95,7 +96,7 @@ def test_keep_firing_for_resolves_once_the_condition_stayed_false_that_long() ->
     rule = Rule(
         "Flappy", "violation_rate", ">", 0.05, MINUTE, keep_firing_for=dt.timedelta(seconds=30)
     )
-    states, clock = AlertStates(), Clock()
+    states, clock = AlertStates(), ManualClock(T0)
     step(states, rule, clock(), m(0.2))
     assert step(states, rule, clock.advance(10), m(0.01)) == []
     assert step(states, rule, clock.advance(10), m(0.01)) == []
@@ -103,7 +104,7 @@ def test_keep_firing_for_resolves_once_the_condition_stayed_false_that_long() ->
 
 
 def test_too_few_samples_keep_a_firing_alert_firing_and_say_why() -> None:
-    states, clock = AlertStates(), Clock()
+    states, clock = AlertStates(), ManualClock(T0)
     step(states, BURST, clock(), m(0.2))
     step(states, BURST, clock.advance(60), m(0.2))
     transitions, [verdict] = states.apply(BURST, [m(0.0, samples=3)], clock.advance(10))
@@ -122,7 +123,7 @@ def test_too_few_samples_never_start_an_alert() -> None:
 
 
 def test_a_pending_alert_fires_only_on_a_verdict_not_during_a_lull_in_samples() -> None:
-    states, clock = AlertStates(), Clock()
+    states, clock = AlertStates(), ManualClock(T0)
     step(states, BURST, clock(), m(0.2))
     assert step(states, BURST, clock.advance(70), m(0.2, samples=2)) == []
     assert [a.state for a in states.alerts] == ["pending"]
@@ -130,7 +131,7 @@ def test_a_pending_alert_fires_only_on_a_verdict_not_during_a_lull_in_samples() 
 
 
 def test_no_data_resolves_a_firing_alert_by_default() -> None:
-    states, clock = AlertStates(), Clock()
+    states, clock = AlertStates(), ManualClock(T0)
     step(states, BURST, clock(), m(0.2))
     step(states, BURST, clock.advance(60), m(0.2))
     transitions, [verdict] = states.apply(BURST, [], clock.advance(10))
@@ -140,7 +141,7 @@ def test_no_data_resolves_a_firing_alert_by_default() -> None:
 
 def test_no_data_keeps_the_state_when_the_rule_says_keep() -> None:
     rule = Rule("Sticky", "violation_rate", ">", 0.05, MINUTE, no_data="keep")
-    states, clock = AlertStates(), Clock()
+    states, clock = AlertStates(), ManualClock(T0)
     step(states, rule, clock(), m(0.2))
     transitions, [verdict] = states.apply(rule, [], clock.advance(600))
     assert transitions == []
@@ -178,7 +179,7 @@ def test_annotations_are_rendered_with_the_value_and_carry_the_context() -> None
 
 
 def test_a_resolved_alert_that_comes_back_starts_pending_again() -> None:
-    states, clock = AlertStates(), Clock()
+    states, clock = AlertStates(), ManualClock(T0)
     step(states, BURST, clock(), m(0.2))
     step(states, BURST, clock.advance(10), m(0.0))
     [again] = step(states, BURST, clock.advance(10), m(0.2))
@@ -203,7 +204,7 @@ def test_alerts_of_a_rule_that_was_removed_resolve() -> None:
 
 
 def test_restore_keeps_the_latest_state_of_each_alert() -> None:
-    states, clock = AlertStates(), Clock()
+    states, clock = AlertStates(), ManualClock(T0)
     first = step(states, BURST, clock(), m(0.2), m(0.2, agent="hr-2"))
     fired = step(states, BURST, clock.advance(60), m(0.2), m(0.01, agent="hr-2"))
     log = pl.concat([transitions_frame(first, T0), transitions_frame(fired, clock())])

@@ -14,10 +14,11 @@ from agentwatch.alerts.evaluation.loop import Sources, fan_out, run_loop
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.rules import Rule, load_rules, parse_rules
 from agentwatch.cli import build_parser, main
+from agentwatch.clock import ManualClock
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.settings import Settings
-from tests.evaluation_helpers import BURST, CATALOG, MINUTE, Clock, checks, store_with
+from tests.evaluation_helpers import BURST, CATALOG, MINUTE, checks, store_with
 from tests.frames import T0, at, events
 
 
@@ -28,7 +29,7 @@ def burst_db(tmp_path: Path) -> Path:
 
 
 def test_transitions_are_appended_to_alert_events(burst_db: Path) -> None:
-    clock = Clock(at(60))
+    clock = ManualClock(at(60))
     evaluator = Evaluator(burst_db, [BURST], CATALOG, clock=clock)
     evaluator.evaluate()
     evaluator.evaluate(clock.advance(60))  # the last minute is calm: 0 violations
@@ -51,7 +52,7 @@ def test_the_alerts_view_shows_each_alerts_latest_state(tmp_path: Path) -> None:
 
 
 def test_the_evaluator_reads_its_injected_clock(burst_db: Path) -> None:
-    evaluation = Evaluator(burst_db, [BURST], CATALOG, clock=Clock(at(60))).evaluate()
+    evaluation = Evaluator(burst_db, [BURST], CATALOG, clock=ManualClock(at(60))).evaluate()
     assert evaluation.at == at(60)
     assert [a.state for a in evaluation.alerts] == ["pending"]
 
@@ -256,7 +257,7 @@ def test_alerts_run_refuses_at_without_once(tmp_path: Path) -> None:
 def test_the_loop_feeds_every_evaluation_to_the_sinks_despite_a_failing_one(
     burst_db: Path,
 ) -> None:
-    clock = Clock(at(60))
+    clock = ManualClock(at(60))
     evaluator = Evaluator(burst_db, [BURST], CATALOG, clock=clock)
     seen: list[Evaluation] = []
 

@@ -32,3 +32,21 @@ def test_a_misspelt_top_level_key_names_the_closest_one() -> None:
     doc = {"route": {"receiver": "r"}, "receivers": [{"name": "r"}], "inhibit_rule": []}
     with pytest.raises(ValueError, match=r"inhibit_rule: unknown key \(did you mean inhibit_rules"):
         parse_notify_config(doc, Path("."))
+
+
+@pytest.mark.parametrize(
+    ("kind", "secret"),
+    [
+        ("webhook_configs", "url"),
+        ("slack_configs", "api_url"),
+        ("pagerduty_configs", "routing_key"),
+    ],
+)
+def test_a_receiver_without_its_secret_or_with_an_empty_secret_file_is_refused(
+    tmp_path: Path, kind: str, secret: str
+) -> None:
+    (tmp_path / "empty").write_text("\n")
+    for config in ({}, {f"{secret}_file": "empty"}):
+        doc = {"route": {"receiver": "r"}, "receivers": [{"name": "r", kind: [config]}]}
+        with pytest.raises(ValueError, match=rf"\[0\]: needs {secret} or {secret}_file"):
+            parse_notify_config(doc, tmp_path, tmp_path)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentwatch.alerts.rules import RuleError, load_rules, parse_rules
+from agentwatch.alerts.rules import RuleError, load_rules, metrics, parse_rules
 from agentwatch.alerts.rules.confidence import bound_promql, wilson_bound
+from agentwatch.alerts.rules.metrics import SHARE
+
+DOC = (Path(__file__).resolve().parents[1] / "docs" / "alerts.md").read_text()
 
 
 def rule(**overrides: Any) -> dict[str, Any]:
@@ -101,3 +106,11 @@ def test_the_exported_promql_bound_computes_the_same_number() -> None:
 def test_the_shipped_containment_floor_rule_asks_for_confidence() -> None:
     floor = next(r for r in load_rules() if r.name == "AgentContainmentBelowFloor")
     assert floor.confidence is not None
+
+
+def test_the_docs_name_exactly_the_share_metrics_a_confidence_applies_to() -> None:
+    listed = re.search(r"for shares only \(([^)]*)\)", DOC)
+    assert listed, "docs/alerts.md no longer lists the shares a confidence applies to"
+    documented = re.findall(r"`(\w+)`", listed[1])
+    shares = [m.name for m in metrics().values() if m.unit == SHARE]
+    assert sorted(documented) == sorted(shares)

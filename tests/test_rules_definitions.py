@@ -29,6 +29,20 @@ from tests.rules_helpers import CATALOG
 RUNBOOK_IDS = {"contain-agent", "disable-tool", "rollback-release", "notify-owner"}
 
 
+@dataclass(frozen=True)
+class FixedMetric:
+    """A metric a test registers: the same ``samples`` for every window."""
+
+    name: str
+    by: tuple[str, ...] = ("agent_id",)
+    samples: tuple[Sample, ...] = ()
+    help: str = "a test metric"
+    unit: str = ""
+
+    def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]:
+        return list(self.samples)
+
+
 def rule_doc(**overrides: Any) -> dict[str, Any]:
     return {
         "name": "TestRule",
@@ -141,17 +155,8 @@ def test_a_catalog_threshold_must_name_a_catalog_field() -> None:
 
 
 def test_a_catalog_threshold_needs_a_per_agent_metric() -> None:
-    @dataclass(frozen=True)
-    class PerModel:
-        name: str = "calls_per_model"
-        help: str = "calls per model"
-        by: tuple[str, ...] = ("model",)
-
-        def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]:
-            return []
-
     registry = metrics()
-    registry.register(PerModel())
+    registry.register(FixedMetric("calls_per_model", by=("model",)))
     message = refused(registry, metric="calls_per_model", threshold={"catalog": "daily_budget_usd"})
     assert "needs a per-agent metric" in message
 
@@ -206,27 +211,20 @@ def test_a_directory_without_rule_files_is_refused(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- thresholds
 
 
+# An SLO rule: the agent's own p95 latency bound, 9 s where the catalog gives none.
+LATENCY_SLO = Rule(
+    "R", "llm_latency_p95_ms", ">", CatalogThreshold("slo.p95_latency_ms", 9000),
+    dt.timedelta(minutes=5),
+)  # fmt: skip
+
+
 def test_a_catalog_threshold_is_the_agents_value() -> None:
-    rule = Rule(
-        "R",
-        "llm_latency_p95_ms",
-        ">",
-        CatalogThreshold("slo.p95_latency_ms", 9000),
-        dt.timedelta(minutes=5),
-    )
-    assert rule.threshold_for({"agent_id": "hr-1"}, CATALOG) == 5000
+    assert LATENCY_SLO.threshold_for({"agent_id": "hr-1"}, CATALOG) == 5000
 
 
 def test_a_catalog_threshold_falls_back_to_its_default() -> None:
-    rule = Rule(
-        "R",
-        "llm_latency_p95_ms",
-        ">",
-        CatalogThreshold("slo.p95_latency_ms", 9000),
-        dt.timedelta(minutes=5),
-    )
-    assert rule.threshold_for({"agent_id": "free-1"}, CATALOG) == 9000
-    assert rule.threshold_for({"agent_id": "not-catalogued"}, CATALOG) == 9000
+    assert LATENCY_SLO.threshold_for({"agent_id": "free-1"}, CATALOG) == 9000
+    assert LATENCY_SLO.threshold_for({"agent_id": "not-catalogued"}, CATALOG) == 9000
 
 
 def test_a_catalog_threshold_without_default_is_none_for_an_agent_without_the_field() -> None:
@@ -279,20 +277,12 @@ def test_durations_print_in_their_shortest_form() -> None:
 
 
 def test_a_registered_metric_is_usable_by_rules() -> None:
-    @dataclass(frozen=True)
-    class Drift:
-        name: str = "test_drift_score"
-        help: str = "a drift statistic"
-        by: tuple[str, ...] = ("agent_id",)
-
-        def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]:
-            return [Sample({"agent_id": "hr-1"}, 0.3, 500)]
-
+    drift = FixedMetric("test_drift_score", samples=(Sample({"agent_id": "hr-1"}, 0.3, 500),))
     registry = metrics()
-    registry.register(Drift())
+    registry.register(drift)
     [rule] = parse_rules({"rules": [rule_doc(metric="test_drift_score")]}, "t.yaml", registry)
     with pytest.raises(ValueError, match="already registered"):
-        registry.register(Drift())
+        registry.register(drift)
     assert rule.metric == "test_drift_score"
     with pytest.raises(RuleError, match="unknown metric 'test_drift_score'"):
         parse_rules({"rules": [rule_doc(metric="test_drift_score")]})  # not in the built-ins

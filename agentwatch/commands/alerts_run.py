@@ -30,7 +30,7 @@ from agentwatch.alerts.evaluation.evaluator import (
     never_urgent,
 )
 from agentwatch.alerts.evaluation.loop import Sources, fan_out, log_sink, run_loop
-from agentwatch.alerts.evaluation.metrics import add_metrics_options, serve_metrics
+from agentwatch.alerts.evaluation.metrics import serve_metrics
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.response.respond import NO_CATALOG_RESPONSE
 from agentwatch.commands.alerts_group import (
@@ -39,7 +39,7 @@ from agentwatch.commands.alerts_group import (
     add_rules_option,
     response_from_args,
 )
-from agentwatch.commands.options import add_db_option
+from agentwatch.commands.options import add_db_option, add_metrics_options
 from agentwatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     add_catalog_option(p, settings)
     add_rules_option(p, settings)
     add_response_options(p, settings)
-    add_metrics_options(p, settings)
+    add_metrics_options(p, settings, "alerts", "the alert and breaker states")
     p.add_argument(
         "--interval",
         type=float,

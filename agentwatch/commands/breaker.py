@@ -35,6 +35,7 @@ from agentwatch.commands.alerts_group import add_catalog_option, catalog_from_ar
 from agentwatch.commands.options import (
     add_bootstrap_option,
     add_control_topic_option,
+    add_db_option,
     control_keyring,
 )
 from agentwatch.durations import duration_argument
@@ -57,12 +58,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     common = argparse.ArgumentParser(add_help=False)
     add_bootstrap_option(common, settings)
     add_control_topic_option(common, settings)
-    common.add_argument(
-        "--db",
-        type=Path,
-        default=Path(settings.value("storage", "db")),
-        help="DuckDB catalog; the actions table lives beside it (default %(default)s)",
-    )
+    add_db_option(common, settings, "the store, which holds the actions table")
     add_catalog_option(common, settings)
     change = argparse.ArgumentParser(add_help=False, parents=[common])
     change.add_argument("agent", metavar="AGENT", help="the agent id")

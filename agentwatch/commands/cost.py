@@ -27,6 +27,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from agentwatch.commands.options import add_db_option
 from agentwatch.processors.landing.pricing import (
     DERIVED_COST_COLUMNS,
     SOURCE_PRICING,
@@ -225,12 +226,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         metavar="DATE",
         help="first event time to reprice: YYYY-MM-DD (00:00 UTC) or an RFC 3339 timestamp",
     )
-    rep.add_argument(
-        "--db",
-        type=Path,
-        default=Path(settings.value("storage", "db")),
-        help="the store: its catalog file or PostgreSQL DSN (default %(default)s)",
-    )
+    add_db_option(rep, settings)
     rep.add_argument(
         "--pricing", type=Path, metavar="FILE", default=default_pricing, help=pricing_help
     )

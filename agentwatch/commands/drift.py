@@ -23,6 +23,7 @@ import polars as pl
 from prometheus_client import CollectorRegistry, start_http_server
 
 from agentwatch.clock import Clock, utc_now
+from agentwatch.commands.options import add_db_option, add_metrics_options
 from agentwatch.durations import DurationError, duration_argument, parse_duration
 from agentwatch.processors.drift.config import DriftConfig, load_config
 from agentwatch.processors.drift.evaluate import DRIFT, DriftEvaluator, backfill
@@ -129,13 +130,10 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p = parser
     actions = p.add_subparsers(dest="drift_action", metavar="ACTION", required=True)
-    default_db = Path(settings.value("storage", "db"))
     default_cfg = settings.value("drift", "config")
 
     def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument(
-            "--db", type=Path, default=default_db, help="catalog file (default %(default)s)"
-        )
+        add_db_option(q, settings)
         q.add_argument(
             "--drift-config",
             type=Path,
@@ -159,15 +157,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         help="seconds between checks for a due window (default %(default)s)",
     )  # fmt: skip
     run.add_argument("--once", action="store_true", help="evaluate the latest window and exit")
-    run.add_argument(
-        "--metrics-port", type=int, default=settings.value("drift", "metrics_port") or None,
-        metavar="P", help="serve agentwatch_drift_* gauges on this port ([drift] metrics_port)",
-    )  # fmt: skip
-    run.add_argument(
-        "--metrics-host",
-        default=settings.value("drift", "metrics_host"),
-        help="address to serve them on; 0.0.0.0 for every interface (default %(default)s)",
-    )
+    add_metrics_options(run, settings, "drift", "the agentwatch_drift_* gauges")
     run.set_defaults(handler=_run)
 
     fill = actions.add_parser(

@@ -35,6 +35,26 @@ def add_db_option(
     )
 
 
+def add_metrics_options(
+    parser: argparse.ArgumentParser, settings: Settings, section: str, served: str
+) -> None:
+    """``--metrics-port`` and ``--metrics-host``: ``[section] metrics_port`` (unset or 0: not
+    served) and ``metrics_host``, loopback unless told, so nothing is open by default."""
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="P",
+        default=settings.value(section, "metrics_port") or None,
+        help=f"serve {served} for Prometheus on this port, at /metrics "
+        f"([{section}] metrics_port; default: not served)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default=settings.value(section, "metrics_host"),
+        help="address /metrics listens on; 0.0.0.0 for every interface (default %(default)s)",
+    )
+
+
 def add_control_topic_option(parser: argparse.ArgumentParser, settings: Settings) -> None:
     """``--control-topic``: ``[control] topic``, the compacted topic of breaker states."""
     parser.add_argument(

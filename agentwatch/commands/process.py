@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from agentwatch.commands.options import add_bootstrap_option, add_db_option
+from agentwatch.commands.options import add_bootstrap_option, add_db_option, add_metrics_options
 from agentwatch.commands.store import add_maintenance_options, retention_from_args
 from agentwatch.ingest.otlp.collector import add_process_options
 from agentwatch.settings import Settings
@@ -131,18 +131,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         help="events up to S seconds behind the partition's newest event time still update "
         "their one-minute window; later ones are stored and counted as late (default %(default)s)",
     )
-    p.add_argument(
-        "--metrics-port",
-        type=int,
-        metavar="P",
-        default=settings.value("process", "metrics_port"),
-        help="serve Prometheus /metrics on this port (default: off)",
-    )
-    p.add_argument(
-        "--metrics-host",
-        default=settings.value("process", "metrics_host"),
-        help="address /metrics listens on; 0.0.0.0 for every interface (default %(default)s)",
-    )
+    add_metrics_options(p, settings, "process", "the processor's metrics")
     p.add_argument(
         "--connect-timeout",
         type=float,

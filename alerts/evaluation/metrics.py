@@ -40,7 +40,6 @@ from agentwatch.alerts.response.breaker import Breaker
 from agentwatch.alerts.response.respond import Response
 from agentwatch.alerts.rules import Rule
 from agentwatch.processors.metrics import series
-from agentwatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -95,22 +94,6 @@ class AlertsCollector(Collector):
 
 
 # --------------------------------------------------------------------------- serving
-
-
-def add_metrics_options(parser: argparse.ArgumentParser, settings: Settings) -> None:
-    parser.add_argument(
-        "--metrics-port",
-        type=int,
-        default=settings.value("alerts", "metrics_port") or None,
-        metavar="P",
-        help="serve alert and breaker states for Prometheus on this port, at /metrics "
-        "([alerts] metrics_port; default: not served)",
-    )
-    parser.add_argument(
-        "--metrics-host",
-        default=settings.value("alerts", "metrics_host"),
-        help="address to serve them on (default %(default)s)",
-    )
 
 
 @dataclass

@@ -235,19 +235,21 @@ def _url(value: str, where: str) -> str:
     return value
 
 
-def _secret(doc: Mapping[str, Any], key: str, where: str, base: Path | None) -> str | None:
-    if doc.get(key):
-        return str(doc[key])
+def _secret(doc: Mapping[str, Any], key: str, where: str, base: Path | None) -> str:
+    """``key``'s value, or the content of the file ``<key>_file`` names: one is required."""
+    value = str(doc[key]) if doc.get(key) else None
     file_key = f"{key}_file"
-    if doc.get(file_key):
+    if value is None and doc.get(file_key):
         secret_path = Path(str(doc[file_key]))
         if not secret_path.is_absolute() and base is not None:
             secret_path = base / secret_path
         try:
-            return secret_path.read_text().strip()
+            value = secret_path.read_text().strip()
         except OSError as exc:
             raise ValueError(f"{where}: {file_key}: {exc}") from None
-    return None
+    if not value:
+        raise ValueError(f"{where}: needs {key} or {file_key}")
+    return value
 
 
 def _integrations(
@@ -270,8 +272,6 @@ def _integrations(
 
     for j, cfg in enumerate(each("webhook_configs")):
         url = _secret(cfg, "url", f"{where}.webhook_configs[{j}]", base)
-        if not url:
-            raise ValueError(f"{where}.webhook_configs[{j}]: needs url or url_file")
         out.append(
             WebhookIntegration(
                 url=_url(url, f"{where}.webhook_configs[{j}].url"),
@@ -283,8 +283,6 @@ def _integrations(
         )
     for j, cfg in enumerate(each("slack_configs")):
         url = _secret(cfg, "api_url", f"{where}.slack_configs[{j}]", base)
-        if not url:
-            raise ValueError(f"{where}.slack_configs[{j}]: needs api_url or api_url_file")
         out.append(
             SlackIntegration(
                 url=_url(url, f"{where}.slack_configs[{j}].api_url"),
@@ -297,10 +295,6 @@ def _integrations(
         )
     for j, cfg in enumerate(each("pagerduty_configs")):
         key = _secret(cfg, "routing_key", f"{where}.pagerduty_configs[{j}]", base)
-        if not key:
-            raise ValueError(
-                f"{where}.pagerduty_configs[{j}]: needs routing_key or routing_key_file"
-            )
         out.append(
             PagerDutyIntegration(
                 routing_key=key,

@@ -37,7 +37,7 @@ from agentwatch.processors.metrics import series
 from agentwatch.processors.store.lake import LakeStore
 
 if TYPE_CHECKING:
-    from agentwatch.alerts.response.control import BreakerControl
+    from agentwatch.alerts.response.control import BreakerControl, Published
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +280,15 @@ def _agent(alert: Alert) -> str:
     return alert.agent_id
 
 
+def _sent(published: Published, **details: Any) -> Outcome:
+    """A step done by a control record: its details, and the record's id and offset."""
+    return "ok", {
+        **details,
+        "control_id": published.message.id,
+        "control_offset": published.offset,
+    }
+
+
 def _open_breaker(
     step: Step, alert: Alert, tool: str | None, context: RunbookContext, reason: str
 ) -> Outcome:
@@ -295,13 +304,7 @@ def _open_breaker(
     published = transition.published
     if published is None:
         return "skipped", {"breaker": str(transition.breaker.key), "already": "open"}
-    return "ok", {
-        "breaker": published.message.key,
-        "state": "open",
-        "cooldown_s": cooldown,
-        "control_id": published.message.id,
-        "control_offset": published.offset,
-    }
+    return _sent(published, breaker=published.message.key, state="open", cooldown_s=cooldown)
 
 
 def _rollback(
@@ -320,11 +323,7 @@ def _rollback(
     published = context.breakers().rollback(
         agent, pinned, reason=reason, actor=f"rule:{alert.rule}", alert=alert.fingerprint
     )
-    return "ok", {
-        "versions": pinned,
-        "control_id": published.message.id,
-        "control_offset": published.offset,
-    }
+    return _sent(published, versions=pinned)
 
 
 def _throttle(
@@ -338,11 +337,7 @@ def _throttle(
         actor=f"rule:{alert.rule}",
         alert=alert.fingerprint,
     )
-    return "ok", {
-        "rate_per_s": rate,
-        "control_id": published.message.id,
-        "control_offset": published.offset,
-    }
+    return _sent(published, rate_per_s=rate)
 
 
 def _notify_owner(

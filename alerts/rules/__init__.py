@@ -319,7 +319,7 @@ def _confidence(
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.5 < value < 1:
         bad(f"confidence must be a number between 0.5 and 1 (e.g. 0.9), got {value!r}")
         return None
-    if metric is not None and getattr(metric, "unit", "") != SHARE:
+    if metric is not None and metric.unit != SHARE:
         bad(f"confidence applies to shares (metrics in unit {SHARE!r}); {metric.name} is not one")
     if op is not None and op not in UPPER_FOR:
         bad(f"confidence needs op {', '.join(UPPER_FOR)}, got {op!r}")

@@ -44,7 +44,8 @@ class Sample:
 
 
 class Metric(Protocol):
-    """What a rule can test. ``by`` names the label columns of each group."""
+    """What a rule can test. ``by`` names the label columns of each group; ``unit`` says
+    what a value counts (:data:`SHARE` for a share of the samples, "" when unsaid)."""
 
     @property
     def name(self) -> str: ...
@@ -54,6 +55,9 @@ class Metric(Protocol):
 
     @property
     def by(self) -> tuple[str, ...]: ...
+
+    @property
+    def unit(self) -> str: ...
 
     def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]: ...
 
