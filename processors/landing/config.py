@@ -6,12 +6,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from agentwatch.processors.landing.pipeline import LandedBatch, LandingSettings
+from agentwatch.processors.landing.redact import load_redaction
 from agentwatch.settings import DEFAULTS
-
-if TYPE_CHECKING:
-    from agentwatch.processors.landing.pipeline import LandedBatch
 
 _PROCESS = DEFAULTS.process
 _STORAGE = DEFAULTS.storage
@@ -48,6 +46,16 @@ class ProcessorConfig:
     retention_days: Mapping[str, int] = field(default_factory=lambda: _STORAGE.retention_days)
     legal_hold: tuple[str, ...] = tuple(_STORAGE.legal_hold)
     snapshot_grace_s: float = _STORAGE.snapshot_grace
+
+    def landing_settings(self) -> LandingSettings:
+        """What the pure landing pipeline needs of these (the redaction rules, read)."""
+        return LandingSettings(
+            max_message_bytes=self.max_message_bytes,
+            allowed_lateness_s=self.allowed_lateness_s,
+            dedup_horizon_s=self.dedup_horizon_s,
+            dedup_max_ids=self.dedup_max_ids,
+            redactor=load_redaction(self.redaction_file),
+        )
 
     @property
     def dead_letter_topic(self) -> str:

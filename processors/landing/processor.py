@@ -51,12 +51,10 @@ from agentwatch.processors.landing.handoff import Handoff
 from agentwatch.processors.landing.pipeline import (
     STATE_COLUMNS,
     LandedBatch,
-    LandingSettings,
     PartitionState,
     land_batch,
 )
 from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
-from agentwatch.processors.landing.redact import load_redaction
 from agentwatch.processors.metrics.exporter import FleetCollector, PartitionHealth
 from agentwatch.processors.store.lake import Batch, LakeStore
 from agentwatch.processors.store.maintain import MaintenanceLoop, MaintenancePolicy
@@ -70,13 +68,7 @@ class Processor:
         self.config = config
         self.store = LakeStore(config.db)
         self.stats = RunStats()
-        self.settings = LandingSettings(
-            max_message_bytes=config.max_message_bytes,
-            allowed_lateness_s=config.allowed_lateness_s,
-            dedup_horizon_s=config.dedup_horizon_s,
-            dedup_max_ids=config.dedup_max_ids,
-            redactor=load_redaction(config.redaction_file),
-        )
+        self.settings = config.landing_settings()
         pricing = load_pricing(config.pricing_file)
         self._price = lambda events: apply_pricing(events, pricing)
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -313,7 +305,10 @@ class Processor:
 
     def _assigned(self, partitions: Sequence[TopicPartition]) -> None:
         assert self._consumer is not None
-        self._settle()  # the landing thread reads the settings and states changed here
+        try:  # the landing thread reads the settings and states changed here
+            self._settle()
+        except Exception as exc:  # raised after this poll; the assignment goes on
+            self._callback_fault = exc
         self._share_dedup_budget(max(len(self._consumer.assignment()), len(partitions)))
         for tp in partitions:
             state = self._resume(tp)
