@@ -138,8 +138,8 @@ def quantile_sql(ranks: str, count: str, q: float) -> str:
 def quantiles_sql(source: str, keys: Sequence[str], column: str, quantiles: Sequence[float]) -> str:
     """Quantiles per group of ``keys`` of the histograms in ``column`` of ``source``.
 
-    Returns the keys, ``samples`` (values counted) and one column ``q<i>`` per quantile,
-    for the groups with values.
+    Returns the keys, ``samples`` (values counted) and one column ``q<i>`` per quantile:
+    a row for each group with values, or without keys one row (NULLs when no values).
     """
     head = "".join(f"{k}, " for k in keys)
     merged = f"SELECT {head}{merged_sql(column)} AS h FROM {source}"
@@ -150,10 +150,8 @@ def quantiles_sql(source: str, keys: Sequence[str], column: str, quantiles: Sequ
     values = ", ".join(
         f"{quantile_sql(f'r{i}', 'samples', q)} AS q{i}" for i, q in enumerate(quantiles)
     )
-    return (
-        f"SELECT {head}samples, {values} FROM (SELECT *, {ranks} FROM ({counted})) "
-        "WHERE samples > 0"
-    )
+    groups = f"SELECT *, {ranks} FROM ({counted})" + (" WHERE samples > 0" if keys else "")
+    return f"SELECT {head}samples, {values} FROM ({groups})"
 
 
 __all__ = [
