@@ -26,7 +26,7 @@ import duckdb
 from agentwatch.dashboards.boards import FLEET
 from agentwatch.dashboards.panels import DAILY_BUDGET, PanelSpec
 from agentwatch.processors.store.attach import connect as connect_lake
-from agentwatch.processors.store.histograms import quantile_sql
+from agentwatch.processors.store.histograms import quantiles_sql
 
 STAT_KEYS: Final = (
     "sessions", "containment", "spend_today", "budget_used",
@@ -232,11 +232,10 @@ _EVENTS_IN_WINDOW: Final = "ts >= $start AND ts < $end"
 
 def _llm_latency(keys: Sequence[str], columns: str, quantiles: Sequence[float]) -> str:
     """LLM call latency quantiles (q0, q1, ...) per ``keys``, from the minute rollups."""
-    bins = (
-        f"SELECT {columns}x.bin AS bin, x.n AS n FROM minute_rollups, "
-        f"unnest(latency_ms) AS u(x) WHERE kind = 'llm_call' AND {_IN_WINDOW}"
+    rows = (
+        f"(SELECT {columns}latency_ms FROM minute_rollups WHERE kind = 'llm_call' AND {_IN_WINDOW})"
     )
-    return quantile_sql(bins, keys, quantiles)
+    return quantiles_sql(rows, keys, "latency_ms", quantiles)
 
 
 _BY_AGENT: Final = ("agent_id", "agent_version", "environment")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from agentwatch.processors.query.report import SECTIONS
 from agentwatch.processors.store.definitions import ERROR, FAILED_CHECK
-from tests.test_views import event, land, one, rows_of, session
+from tests.view_helpers import event, land, one, rows_of, session
 
 
 def test_the_demo_report_counts_errors_as_the_views_do(tmp_path: Path) -> None:

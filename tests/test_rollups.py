@@ -24,7 +24,7 @@ from agentwatch.processors.store.histograms import (
     bin_sql,
     histogram_agg,
     histogram_agg_sql,
-    quantile_sql,
+    quantiles_sql,
 )
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE
@@ -53,8 +53,7 @@ def merged_quantiles(parts: list[list[float]]) -> list[float]:
     ]
     con = duckdb.connect()
     con.register("h", pl.concat(frames))
-    source = "SELECT x.bin AS bin, x.n AS n FROM h, unnest(h.h) AS t(x)"
-    row = con.execute(quantile_sql(source, [], QUANTILES)).fetchone()
+    row = con.execute(quantiles_sql("h", [], "h", QUANTILES)).fetchone()
     assert row is not None
     return [float(v) for v in row[1:]]
 
@@ -289,8 +288,7 @@ def test_a_session_end_knows_its_start_and_escalation_from_earlier_batches() -> 
     assert row["duration_s"] and len(row["duration_s"]) == 1
     con = duckdb.connect()
     con.register("r", minute_rollups(end, tracker.context(end)))
-    src = "SELECT x.bin AS bin, x.n AS n FROM r, unnest(r.duration_s) AS t(x)"
-    duration = con.execute(quantile_sql(src, [], [0.5])).fetchone()
+    duration = con.execute(quantiles_sql("r", [], "duration_s", [0.5])).fetchone()
     assert duration is not None and duration[1] == pytest.approx(90.0, rel=RELATIVE_ERROR)
 
 

@@ -107,6 +107,20 @@ def test_maintenance_merges_partial_rollup_rows_and_the_views_stay_the_same(
             assert row.fetchone() == (True,), table
 
 
+def test_files_left_with_deleted_rows_by_merging_rollups_are_rewritten(tmp_path: Path) -> None:
+    store = LakeStore(tmp_path / CATALOG_FILE)
+    for i, age in enumerate((1.0, 1.0, 1.5, 1.5)):  # two hours, two batches each
+        store_batch(store, batch(100 * i, age))
+    maintain(store, KEEP_30_DAYS, clock=lambda: NOW)  # one merged file holds both hours
+    store_batch(store, batch(400, 1.0))
+    report = maintain(store, KEEP_30_DAYS, clock=lambda: NOW)  # merges one hour again
+    assert report.rollup_rows_merged > 0
+    for table in TIERS:
+        files = f"ducklake_list_files('{store.alias}', '{table}')"
+        row = store.con.execute(f"SELECT count(delete_file) FROM {files}").fetchone()
+        assert row == (0,), table
+
+
 def test_a_lake_without_hour_and_day_tiers_gets_them_from_its_minutes(tmp_path: Path) -> None:
     store = LakeStore(tmp_path / CATALOG_FILE)
     store_batch(store, batch(0, 1))

@@ -22,7 +22,7 @@ import duckdb
 import polars as pl
 
 from agentwatch.alerts.governance.signals import LIFECYCLE_SIGNALS
-from agentwatch.processors.store.histograms import quantile_sql
+from agentwatch.processors.store.histograms import quantiles_sql
 from agentwatch.processors.store.rollups import WINDOW_MEASURES, window_sql
 
 
@@ -206,14 +206,15 @@ def _grouped(
 
 def _percentile(name: str, help: str, q: float, kind: str, by: tuple[str, ...]) -> SqlMetric:
     """A latency percentile of one kind of event, from the window's merged histograms."""
-    keys = ", ".join(f"e.{k}" for k in by)
-    bins = (
-        f"SELECT {keys}, x.bin AS bin, x.n AS n FROM {_rows('e.latency_ms')}, "
-        "unnest(e.latency_ms) AS t(x) "
-        f"WHERE e.kind = '{kind}' " + " ".join(f"AND e.{k} IS NOT NULL" for k in by)
+    rows = (
+        f"(SELECT e.* FROM {_rows('e.latency_ms')} WHERE e.kind = '{kind}' "
+        + " ".join(f"AND e.{k} IS NOT NULL" for k in by)
+        + ") AS r"
     )
     names = ", ".join(by)
-    sql = f"SELECT {names}, q0 AS value, samples FROM ({quantile_sql(bins, by, [q])})"
+    sql = (
+        f"SELECT {names}, q0 AS value, samples FROM ({quantiles_sql(rows, by, 'latency_ms', [q])})"
+    )
     return SqlMetric(name, help, by, sql, "ms")
 
 

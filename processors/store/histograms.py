@@ -7,9 +7,9 @@ ratio ``GAMMA`` (as in DDSketch): bin ``i`` holds the positive values in
 within ``RELATIVE_ERROR`` (1 %) of every value in it. Zero has a bin of its own (exact),
 and negative values mirror the positive ones below it, so bin order is value order.
 
-Histograms are stored as ``LIST(STRUCT(bin INTEGER, n BIGINT))``; merging is a
-``GROUP BY bin`` with ``sum(n)``, in any order and at any time, so partial rows of the
-same minute written by different batches need no read-modify-write.
+Histograms are stored as ``LIST(STRUCT(bin INTEGER, n BIGINT))``; merging is
+concatenating them (``merged_sql``), in any order and at any time, so partial rows of
+the same minute written by different batches need no read-modify-write.
 
 The error bound. ``quantile_sql`` computes DuckDB's ``quantile_cont`` (the values at
 ranks ``floor((n - 1) q)`` and the next, linearly interpolated) from the bins, taking
@@ -97,29 +97,61 @@ def histogram_agg_sql(value: str) -> str:
     )
 
 
-def quantile_sql(source: str, keys: Sequence[str], quantiles: Sequence[float]) -> str:
-    """Quantiles per group of a long-form histogram ``source`` (``keys``, ``bin``, ``n``).
-
-    Returns the keys, ``samples`` (values counted) and one column ``q<i>`` per quantile,
-    each ``quantile_cont`` of the merged bins (see the module's error bound). A bin may
-    appear in several rows of a group: partial histograms merge here.
+def merged_sql(column: str, condition: str = "true") -> str:
+    """Aggregate: the group's histograms in ``column`` (rows meeting ``condition``) merged
+    into one list sorted by bin. A bin may appear several times; the quantiles add them up.
     """
-    group = ", ".join(keys)
-    partition = f"PARTITION BY {group}" if keys else ""
-    columns = []
-    for i, q in enumerate(quantiles):
-        position = f"(total - 1) * {q!r}"
-        low = value_sql(f"min(bin) FILTER (WHERE upto > floor({position}))")
-        high = value_sql(f"min(bin) FILTER (WHERE upto > floor({position}) + 1)")
-        fraction = f"(max({position}) - floor(max({position})))"
-        columns.append(f"{low} + {fraction} * (coalesce({high}, {low}) - {low}) AS q{i}")
-    select = ", ".join([*keys, "max(total)::BIGINT AS samples", *columns])
+    return f"list_sort(flatten(list({column}) FILTER (WHERE {condition})))"
+
+
+def count_sql(merged: str) -> str:
+    """The values counted in a merged histogram."""
+    return f"list_sum(list_transform({merged}, lambda x: x.n))::BIGINT"
+
+
+def ranks_sql(merged: str, count: str, q: float) -> str:
+    """The bins holding the two values ``quantile_cont`` interpolates between, as a struct
+    (``lo``, ``hi``; ``hi`` NULL at the top), found in one pass over the sorted bins.
+
+    ``count`` names the histogram's count (``count_sql``). The rank sought rides in the
+    pass's initial value, not in a column the lambda captures: DuckDB 1.5 gives a
+    ``list_reduce`` lambda another row's captured value when some rows' lists are empty.
+    """
+    rank = f"floor(({count} - 1) * {q!r})::BIGINT"
     return (
-        f"SELECT {select} FROM (SELECT *, "
-        f"sum(n) OVER ({partition} ORDER BY bin) AS upto, "
-        f"sum(n) OVER ({partition}) AS total FROM ({source})) "
-        + (f"GROUP BY {group}" if keys else "")
+        f"list_reduce({merged}, lambda a, x: {{'rank': a.rank, 'upto': a.upto + x.n, "
+        "'lo': coalesce(a.lo, CASE WHEN a.upto + x.n > a.rank THEN x.bin END), "
+        "'hi': coalesce(a.hi, CASE WHEN a.upto + x.n > a.rank + 1 THEN x.bin END)}, "
+        f"{{'rank': {rank}, 'upto': 0::BIGINT, 'lo': NULL::INTEGER, 'hi': NULL::INTEGER}})"
     )
+
+
+def quantile_sql(ranks: str, count: str, q: float) -> str:
+    """``quantile_cont`` from the bins ``ranks_sql`` found (see the module's error bound);
+    NULL for an empty histogram."""
+    position = f"(({count} - 1) * {q!r})"
+    low = value_sql(f"{ranks}.lo")
+    high = value_sql(f"coalesce({ranks}.hi, {ranks}.lo)")
+    return f"{low} + ({position} - floor({position})) * ({high} - {low})"
+
+
+def quantiles_sql(source: str, keys: Sequence[str], column: str, quantiles: Sequence[float]) -> str:
+    """Quantiles per group of ``keys`` of the histograms in ``column`` of ``source``.
+
+    Returns the keys, ``samples`` (values counted) and one column ``q<i>`` per quantile:
+    a row for each group with values, or without keys one row (NULLs when no values).
+    """
+    head = "".join(f"{k}, " for k in keys)
+    merged = f"SELECT {head}{merged_sql(column)} AS h FROM {source}"
+    if keys:
+        merged += f" GROUP BY {', '.join(keys)}"
+    counted = f"SELECT *, {count_sql('h')} AS samples FROM ({merged})"
+    ranks = ", ".join(f"{ranks_sql('h', 'samples', q)} AS r{i}" for i, q in enumerate(quantiles))
+    values = ", ".join(
+        f"{quantile_sql(f'r{i}', 'samples', q)} AS q{i}" for i, q in enumerate(quantiles)
+    )
+    groups = f"SELECT *, {ranks} FROM ({counted})" + (" WHERE samples > 0" if keys else "")
+    return f"SELECT {head}samples, {values} FROM ({groups})"
 
 
 __all__ = [
@@ -128,8 +160,12 @@ __all__ = [
     "RELATIVE_ERROR",
     "bin_expr",
     "bin_sql",
+    "count_sql",
     "histogram_agg",
     "histogram_agg_sql",
+    "merged_sql",
     "quantile_sql",
+    "quantiles_sql",
+    "ranks_sql",
     "value_sql",
 ]

@@ -9,9 +9,12 @@ snapshot forever. One pass, in this order:
 2. **rollups**: merge the partial rows each landed batch added to every rollup tier, one
    row per period and keys (rollups.py), so the metrics views read few rows;
 3. **flush** rows inlined in the catalog into Parquet files;
-4. **merge** adjacent small files into larger ones;
-5. **expire** snapshots older than the grace period;
-6. **clean up** the files those snapshots alone still referenced, and orphaned files
+4. **rewrite** files that have deleted rows (step 2 deletes from the recent files of
+   every tier at each pass, and DuckLake merges no file with deletions: without this
+   the tiers' files and delete files grew by about one per commit);
+5. **merge** adjacent small files into larger ones, up to ``MERGED_FILE_BYTES``;
+6. **expire** snapshots older than the grace period;
+7. **clean up** the files those snapshots alone still referenced, and orphaned files
    (a SIGKILLed writer leaves its half-written files behind), older than the grace.
 
 Readers never fail: a query holds its snapshot, and nothing it may read is deleted
@@ -42,6 +45,9 @@ log = logging.getLogger(__name__)
 
 # How far back from its newest period a pass merges a rollup tier's partial rows.
 COMPACT_HORIZON: Final = "INTERVAL 2 DAY"
+# Files this large are merged no further: a pass rewrites what landed since the last,
+# not the whole history (DuckLake's default limit, its target file size, is 512 MB).
+MERGED_FILE_BYTES: Final = 16 << 20
 LEASES_TABLE: Final = "_leases"
 LEASE_NAME: Final = "maintenance"
 # The column a table's age is judged by, where it is not ``ts``.
@@ -85,7 +91,12 @@ def maintain(
     report.rollup_rows_merged = sum(compact_rollups(store, t, e) for t, e in TIERS.items())
     horizon = started - dt.timedelta(seconds=policy.grace_s)
     _call(store, f"CALL ducklake_flush_inlined_data('{store.alias}')")
-    _call(store, f"CALL ducklake_merge_adjacent_files('{store.alias}')")
+    _call(store, f"CALL ducklake_rewrite_data_files('{store.alias}', delete_threshold => 0)")
+    _call(
+        store,
+        f"CALL ducklake_merge_adjacent_files('{store.alias}', max_file_size => ?)",
+        [MERGED_FILE_BYTES],
+    )
     report.snapshots_expired = _call(
         store, f"CALL ducklake_expire_snapshots('{store.alias}', older_than => ?)", [horizon]
     )

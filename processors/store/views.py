@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Final
 
 from agentwatch.processors.store.definitions import BLOCKED, CONTAINED, ERROR, VIOLATION
-from agentwatch.processors.store.histograms import quantile_sql
+from agentwatch.processors.store.histograms import count_sql, merged_sql, quantile_sql, ranks_sql
 from agentwatch.processors.store.rollups import TIERS
 
 # The cost of an LLM call, NULL when unpriced (same as cost_source = 'unpriced' on rows
@@ -123,6 +123,17 @@ _HISTOGRAMS: Final = (
     ("ttft", "ttft_ms", "llm_call"),
     ("duration", "duration_s", "session_end"),
 )
+# The views' quantile columns, in order: name, histogram, quantile.
+_QUANTILES: Final = tuple(
+    (f"{label}_p{round(q * 100)}_{unit}", h, q)
+    for h, label, unit, qs in (
+        ("llm", "llm_latency", "ms", (0.5, 0.95, 0.99)),
+        ("tool", "tool_latency", "ms", (0.5, 0.95, 0.99)),
+        ("duration", "session_duration", "s", (0.5, 0.95, 0.99)),
+        ("ttft", "ttft", "ms", (0.5, 0.95)),
+    )
+    for q in qs
+)
 
 
 def _sum(condition: str | None = None, column: str = "events") -> str:
@@ -141,8 +152,6 @@ def metrics_view(name: str, table: str) -> str:
     the merged histograms (histograms.py), within 1 % of the exact ``quantile_cont`` of the
     raw values; docs/sql.md shows the exact query over ``events`` for short ranges.
     """
-    end = "kind = 'session_end'"
-    group = ", ".join(_GROUP)
     rows = (
         # A tier's window_start is its period already: a filter on it reaches the scan.
         "SELECT window_start, agent_id, agent_version, environment, "
@@ -151,29 +160,42 @@ def metrics_view(name: str, table: str) -> str:
         "EXCLUDE (window_start, agent_id, agent_version, environment, model, prompt_version) "
         f"FROM {table} WHERE NOT late"
     )
-    bins = " UNION ALL ".join(
-        f"SELECT {group}, '{h}' AS h, x.bin AS bin, x.n AS n "
-        f"FROM r, unnest(r.{column}) AS t(x) WHERE kind = '{kind}'"
-        for h, column, kind in _HISTOGRAMS
-    )
-    quantiles = quantile_sql(f"SELECT * FROM ({bins})", [*_GROUP, "h"], (0.5, 0.95, 0.99))
-    pivot = ", ".join(
-        f"max(q{i}) FILTER (WHERE h = '{h}') AS {h}_{p}"
-        for h, _, _ in _HISTOGRAMS
-        for i, p in enumerate(("p50", "p95", "p99"))
-    )
-    # window_start is never NULL: joined by equality, a filter on it reaches both sides.
-    same = " AND ".join(
-        f"m.{k} = q.{k}" if k == "window_start" else f"m.{k} IS NOT DISTINCT FROM q.{k}"
-        for k in _GROUP
+    # Each step of a quantile is a projection of its own over the totals, so a query that
+    # selects no quantile drops them all, down to the histograms' scan (EXPLAIN shows it).
+    counts = ", ".join(f"{count_sql(f'_{h}')} AS _{h}_n" for h, _, _ in _HISTOGRAMS)
+    ranks = ", ".join(f"{ranks_sql(f'_{h}', f'_{h}_n', q)} AS _r_{c}" for c, h, q in _QUANTILES)
+    quantiles = ", ".join(
+        f"{quantile_sql(f'_r_{c}', f'_{h}_n', q)} AS {c}" for c, h, q in _QUANTILES
     )
     return f"""
 CREATE VIEW {name} AS
-WITH r AS NOT MATERIALIZED ({rows}),
-q AS (SELECT {group}, {pivot} FROM ({quantiles}) GROUP BY ALL),
-m AS (
+SELECT
+    window_start, agent_id, agent_version, environment, model, prompt_version,
+    events, sessions_started, sessions_ended, llm_calls, tool_calls, errors,
+    errors / events AS error_rate,
+    {quantiles},
+    input_tokens, output_tokens, cache_read_tokens, reasoning_tokens,
+    -- 0 without LLM calls; NULL when every call was unpriced (see unpriced_llm_calls).
+    coalesce(priced_cost, CASE WHEN llm_calls = 0 THEN 0.0 END) AS cost_usd,
+    unpriced_llm_calls,
+    policy_checks, policy_violations, policy_blocks, security_events, escalations,
+    contained_sessions,
+    contained_sessions / nullif(sessions_ended, 0) AS containment_rate,
+    resolved_sessions, escalated_sessions, abandoned_sessions, failed_sessions,
+    feedback_count, feedback_mean
+FROM (SELECT *, {ranks} FROM (SELECT *, {counts} FROM ({_totals(rows)})))
+"""
+
+
+def _totals(rows: str) -> str:
+    """The counts and sums of a metrics view: one row per window and keys of ``rows``."""
+    end = "kind = 'session_end'"
+    histograms = ", ".join(
+        merged_sql(column, f"kind = '{kind}'") + f" AS _{h}" for h, column, kind in _HISTOGRAMS
+    )
+    return f"""
     SELECT
-        {group},
+        {", ".join(_GROUP)},
         {_sum()} AS events,
         {_sum("kind = 'session_start'")} AS sessions_started,
         {_sum(end)} AS sessions_ended,
@@ -200,31 +222,10 @@ m AS (
         {_sum(f"{end} AND resolution = 'failed'")} AS failed_sessions,
         {_sum("kind = 'feedback'")} AS feedback_count,
         sum(score_sum) FILTER (WHERE kind = 'feedback')
-            / nullif(sum(scored) FILTER (WHERE kind = 'feedback'), 0) AS feedback_mean
-    FROM r
+            / nullif(sum(scored) FILTER (WHERE kind = 'feedback'), 0) AS feedback_mean,
+        {histograms}
+    FROM ({rows})
     GROUP BY ALL
-)
-SELECT
-    m.window_start, m.agent_id, m.agent_version, m.environment, m.model, m.prompt_version,
-    events, sessions_started, sessions_ended, llm_calls, tool_calls, errors,
-    errors / events AS error_rate,
-    llm_p50 AS llm_latency_p50_ms, llm_p95 AS llm_latency_p95_ms,
-    llm_p99 AS llm_latency_p99_ms,
-    tool_p50 AS tool_latency_p50_ms, tool_p95 AS tool_latency_p95_ms,
-    tool_p99 AS tool_latency_p99_ms,
-    duration_p50 AS session_duration_p50_s, duration_p95 AS session_duration_p95_s,
-    duration_p99 AS session_duration_p99_s,
-    ttft_p50 AS ttft_p50_ms, ttft_p95 AS ttft_p95_ms,
-    input_tokens, output_tokens, cache_read_tokens, reasoning_tokens,
-    -- 0 without LLM calls; NULL when every call was unpriced (see unpriced_llm_calls).
-    coalesce(priced_cost, CASE WHEN llm_calls = 0 THEN 0.0 END) AS cost_usd,
-    unpriced_llm_calls,
-    policy_checks, policy_violations, policy_blocks, security_events, escalations,
-    contained_sessions,
-    contained_sessions / nullif(sessions_ended, 0) AS containment_rate,
-    resolved_sessions, escalated_sessions, abandoned_sessions, failed_sessions,
-    feedback_count, feedback_mean
-FROM m LEFT JOIN q ON {same}
 """
 
 
