@@ -207,11 +207,14 @@ def live(kafka_broker: BrokerInfo, tmp_path_factory: pytest.TempPathFactory) -> 
                      120, "every event landed")  # fmt: skip
             prom.wait_for("sum(agentwatch_pipeline_events_total)", events)
             prom.wait_for("sum(agentwatch_otlp_spans_total)", 4)
+            # a rate needs two scrapes of the counter: wait for them, not just the first
+            prom.wait_for("count(sum(rate(agentwatch_otlp_spans_total[1m])))", 1)
             burst = f'agent_id="{BURST_AGENT.agent_id}"'
             prom.wait_for(f'sum(agentwatch_alerts{{{burst}, state="firing"}})', 1)
             prom.wait_for(f"max(agentwatch_breaker_open{{{burst}}})", 1)
             prom.wait_for("count(agentwatch_drift_window_end_timestamp_seconds)", DRIFT_AGENTS)
-            time.sleep(3)  # a few more scrapes after the last change
+            # a few more scrapes after the last change, and a step of the range queries
+            time.sleep(STEP_S + 1)
             end = dt.datetime.now(dt.UTC)
             yield LiveFleet(prom, Window(start, end), drift_db)
     finally:
