@@ -395,13 +395,7 @@ def views_digest() -> str:
 
 
 def _last_offset(con: duckdb.DuckDBPyConnection, topic: str, partition: int) -> int | None:
-    row = con.execute(
-        f"SELECT max(last_offset) FROM {OFFSETS_TABLE} WHERE topic = ? AND partition = ?",
-        [topic, partition],
-    ).fetchone()
-    if row is None or row[0] is None or row[0] < 0:
-        return None
-    return int(row[0])
+    return _last_offsets(con).get((topic, partition))
 
 
 def _last_offsets(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, int], int]:
