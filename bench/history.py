@@ -234,7 +234,8 @@ def measure(db: Path, runs: int) -> dict[str, Any]:
 
 
 def commit_growth(commits: list[dict[str, Any]]) -> dict[str, Any]:
-    seconds = [c["s"] for c in commits if c["stored"]]
+    stored = [c for c in commits if c["stored"]]
+    seconds = [c["s"] for c in stored]
     tenth = max(1, len(seconds) // 10)
     first, last = seconds[:tenth], seconds[-tenth:]
     return {
@@ -244,6 +245,16 @@ def commit_growth(commits: list[dict[str, Any]]) -> dict[str, Any]:
         "commit_first10_p95_ms": round(percentile(first, 0.95) * 1000, 1),
         "commit_last10_p95_ms": round(percentile(last, 0.95) * 1000, 1),
         "commit_growth": round(statistics.median(last) / statistics.median(first), 2),
+        **{
+            f"commit_{part}_{tenth_name}_p50_ms": round(
+                statistics.median(c.get(f"{part}_s", 0.0) for c in tenth_commits) * 1000, 1
+            )
+            for part in ("lock", "cpu")
+            for tenth_name, tenth_commits in (
+                ("first10", stored[:tenth]),
+                ("last10", stored[-tenth:]),
+            )
+        },
     }
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
 from agentwatch.processors.landing.batching import (
@@ -14,19 +12,17 @@ from agentwatch.processors.landing.batching import (
     due,
     poll_timeout_s,
 )
+from agentwatch.processors.landing.fetch import Chunk
 
 
-@dataclass
-class Record:
-    offset: int
-    timestamp: int = 0
-    key: bytes | None = None
-    value: bytes | None = b"{}"
+def chunk(offsets: range) -> Chunk:
+    n = len(offsets)
+    return Chunk(list(offsets), [0] * n, [None] * n, [b"{}"] * n)
 
 
 def held(count: int, since: float) -> Pending:
     pending = Pending()
-    pending.extend([Record(i) for i in range(count)], since)
+    pending.extend([chunk(range(count))], since)
     return pending
 
 
@@ -58,7 +54,7 @@ def test_an_empty_buffer_is_never_due() -> None:
 
 def test_the_oldest_record_sets_the_age_later_records_do_not() -> None:
     pending = held(1, since=100.0)
-    pending.extend([Record(1)], 100.4)
+    pending.extend([chunk(range(1, 2))], 100.4)
     assert pending.since == 100.0
     assert due([pending], now=100.5, max_batch=10, flush_interval_s=0.5) is Due.WAITED
 
@@ -78,3 +74,9 @@ def test_while_a_batch_lands_polls_wait_a_short_tick() -> None:
 
 def test_an_overdue_batch_polls_without_waiting() -> None:
     assert poll_timeout_s([held(1, since=0.0)], now=9.0, flush_interval_s=0.5, landing=False) == 0
+
+
+def test_a_poll_adds_every_record_of_its_chunks_in_order_and_counts_them() -> None:
+    pending = Pending()
+    assert pending.extend([chunk(range(0, 3)), chunk(range(3, 5))], 1.0) == 5
+    assert pending.offsets == [0, 1, 2, 3, 4]

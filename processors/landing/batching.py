@@ -15,9 +15,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from agentwatch.processors.landing.decode import RawBatch
+from agentwatch.processors.landing.fetch import Chunk
 
 # How long a poll waits for records when nothing is due; while a batch lands, the tick
 # after which its result is taken.
@@ -38,13 +38,18 @@ class Pending:
     def batch(self, topic: str, partition: int) -> RawBatch:
         return RawBatch(topic, partition, self.offsets, self.timestamps_ms, self.keys, self.values)
 
-    def extend(self, records: Sequence[Any], now: float) -> None:
+    def extend(self, chunks: Sequence[Chunk], now: float) -> int:
+        """Add a poll's chunks of this partition; returns the number of records added."""
         if not self.offsets:
             self.since = now
-        self.offsets.extend(r.offset for r in records)
-        self.timestamps_ms.extend(r.timestamp for r in records)
-        self.keys.extend(r.key for r in records)
-        self.values.extend(r.value for r in records)
+        added = 0
+        for chunk in chunks:
+            self.offsets.extend(chunk.offsets)
+            self.timestamps_ms.extend(chunk.timestamps_ms)
+            self.keys.extend(chunk.keys)
+            self.values.extend(chunk.values)
+            added += len(chunk)
+        return added
 
 
 class Due(enum.Enum):

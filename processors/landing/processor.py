@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from agentwatch.ingest.otlp.collector import OtlpTopics
 from agentwatch.kafka import client_options
 from agentwatch.logs import quiet_library_logs
+from agentwatch.processors.landing import fetch
 from agentwatch.processors.landing.batching import Due, Pending, due, poll_timeout_s
 from agentwatch.processors.landing.catchup import partitions_behind, update_lag
 from agentwatch.processors.landing.config import ProcessorConfig, RunStats
@@ -213,6 +214,7 @@ class Processor:
         for topic in (cfg.topic, *self.otlp.topics):
             consumer.partitions_for_topic(topic)
         consumer.subscribe([cfg.topic, *self.otlp.topics], listener=_Rebalance(self))
+        fetch.install(consumer)  # poll returns a chunk of columns a record batch
         return consumer
 
     def _step(self) -> bool:
@@ -228,9 +230,8 @@ class Processor:
         self._raise_callback_fault()
         if polled and self.stats.first_record_at is None:
             self.stats.first_record_at = now
-        for tp, records in polled.items():
-            self._pending.setdefault(tp, Pending()).extend(records, now)
-            self.stats.records += len(records)
+        for tp, chunks in polled.items():
+            self.stats.records += self._pending.setdefault(tp, Pending()).extend(chunks, now)
             self._last_activity = now
         if self._landing.holding and not self._landing.busy:
             self._settle()
@@ -436,40 +437,45 @@ class Processor:
             raise
         if not done:
             return
-        self.stats.commits += int(any(stored for _, _, stored in done))
-        offsets = {}
-        for batch, landed, stored in done:
-            if not stored:
-                continue
-            first, last = batch.offsets[0], batch.offsets[-1]
-            offsets[TopicPartition(batch.topic, batch.partition)] = OffsetAndMetadata(
-                last + 1, "", -1
-            )
+        stored = [(batch, landed) for batch, landed, was_stored in done if was_stored]
+        if not stored:
+            return
+        self.stats.commits += 1
+        assert self._consumer is not None  # Kafka's copy of the offsets is advisory
+        self._consumer.commit_async(
+            {
+                TopicPartition(b.topic, b.partition): OffsetAndMetadata(b.offsets[-1] + 1, "", -1)
+                for b, _ in stored
+            }
+        )
+        self.stats.last_commit_at = time.monotonic()
+        for batch, landed in stored:
             self.stats.count(landed)
-            log.debug(
-                "batch committed",
-                extra={"partition": batch.partition, "first_offset": first, "last_offset": last},
-            )
             self._export(batch, landed)
-        if offsets:
-            assert self._consumer is not None
-            self._consumer.commit_async(offsets)
-            self.stats.last_commit_at = time.monotonic()
 
     def _export(self, batch: RawBatch, landed: LandedBatch) -> None:
+        """Log a stored batch and apply its counts to the exported metrics."""
+        log.debug(
+            "batch committed",
+            extra={
+                "partition": batch.partition,
+                "first_offset": batch.offsets[0],
+                "last_offset": batch.offsets[-1],
+                "events": landed.events.height,
+                "dead_letters": landed.dead_letters.height,
+                "duplicates": landed.duplicates,
+            },
+        )
         self.collector.apply(landed.metric_deltas())
-        pipeline = self.collector.pipeline
-        pipeline["records"] += len(batch)
-        pipeline["events"] += landed.events.height
-        pipeline["duplicates"] += landed.duplicates
-        pipeline["late_events"] += landed.late
-        health = self.collector.partitions.setdefault(batch.partition, PartitionHealth())
-        now = time.time()
         newest = landed.events["ts"].max()
-        if isinstance(newest, dt.datetime):
-            health.processing_delay_s = max(0.0, now - newest.timestamp())
-        health.last_commit_ts = now
-        health.records += len(batch)
+        self.collector.batch_landed(
+            batch.partition,
+            records=len(batch),
+            events=landed.events.height,
+            duplicates=landed.duplicates,
+            late=landed.late,
+            newest=newest if isinstance(newest, dt.datetime) else None,
+        )
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

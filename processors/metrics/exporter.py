@@ -14,6 +14,8 @@ processor; later values are folded into ``other`` and counted in
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -317,6 +319,28 @@ class FleetCollector(Collector):
                 [a + b for a, b in zip(old_counts, counts, strict=True)],
                 old_sum + total,
             )
+
+    def batch_landed(
+        self,
+        partition: int,
+        *,
+        records: int,
+        events: int,
+        duplicates: int,
+        late: int,
+        newest: dt.datetime | None,
+    ) -> None:
+        """Count a stored batch in the pipeline's own health and its partition's."""
+        self.pipeline["records"] += records
+        self.pipeline["events"] += events
+        self.pipeline["duplicates"] += duplicates
+        self.pipeline["late_events"] += late
+        health = self.partitions.setdefault(partition, PartitionHealth())
+        now = time.time()
+        if newest is not None:
+            health.processing_delay_s = max(0.0, now - newest.timestamp())
+        health.last_commit_ts = now
+        health.records += records
 
     def forget_partition(self, partition: int) -> None:
         self.partitions.pop(partition, None)
