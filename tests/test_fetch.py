@@ -9,10 +9,13 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kafka.consumer.fetcher import Fetcher
 from kafka.errors import CorruptRecordError
+from kafka.record import MemoryRecords
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+from kafka.structs import TopicPartition
 
-from agentwatch.processors.landing.fetch import Chunk, install, read_batch
+from agentwatch.processors.landing.fetch import Chunk, ColumnarRecords, install, read_batch
 
 BASE_OFFSET = 1_000
 FIRST_TS = 1_700_000_000_000
@@ -100,3 +103,39 @@ def test_install_refuses_a_consumer_without_kafka_pythons_fetcher() -> None:
 
     with pytest.raises(RuntimeError, match="kafka-python"):
         install(NotAConsumer())  # type: ignore[arg-type]
+
+
+def fetched(batch_sizes: list[int]) -> bytes:
+    """Consecutive record batches, as a fetch response holds them."""
+    out, base = bytearray(), 0
+    for size in batch_sizes:
+        raw = bytearray(build([(None, b"v%d" % (base + i), [], i) for i in range(size)]))
+        raw[0:8] = base.to_bytes(8, "big")
+        out += raw
+        base += size
+    return bytes(out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    batch_sizes=st.lists(st.integers(min_value=1, max_value=30), min_size=1, max_size=8),
+    start=st.integers(min_value=0, max_value=40),
+    takes=st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=12),
+)
+def test_takes_return_the_records_and_positions_kafka_pythons_takes_return(
+    batch_sizes: list[int], start: int, takes: list[int]
+) -> None:
+    raw = fetched(batch_sizes)
+    tp = TopicPartition("t", 0)
+    theirs = Fetcher.PartitionRecords(start, tp, MemoryRecords(raw))
+    ours = ColumnarRecords(start, tp, MemoryRecords(raw))
+    for n in takes:
+        if not theirs:  # drained: the fetcher takes no more from it
+            assert not ours.take(n)
+            break
+        expected = [r.offset for r in theirs.take(n)]
+        chunks = ours.take(n)
+        assert [o for c in chunks for o in c.offsets] == expected
+        assert len(chunks) == len(expected)  # what the fetcher counts against max_records
+        if expected:
+            assert ours.next_fetch_offset == expected[-1] + 1

@@ -135,11 +135,58 @@ def _read_any(batch: Any, from_offset: int) -> Chunk:
     return chunk
 
 
+class _Taken(list[Chunk]):
+    """Chunks taken from a fetch; its length is their records', which the fetcher counts
+    against ``max_records`` (iterating and extending see the chunks)."""
+
+    records = 0
+
+    def __len__(self) -> int:
+        return self.records
+
+
 class ColumnarRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
-    """A completed fetch of one partition, yielding a :class:`Chunk` a record batch."""
+    """A completed fetch of one partition, yielding a :class:`Chunk` a record batch.
+
+    ``take(n)`` takes at most ``n`` records, as kafka-python's does: a chunk that would
+    go past them is split, and its rest comes first at the next take.
+    """
+
+    _rest: tuple[Chunk, int] | None = None  # a split chunk's rest and its batch's end
 
     def _maybe_skip_record(self, record: Chunk) -> bool:
         return False  # each chunk starts at the fetch offset already
+
+    def take(self, n: int | None = None) -> list[Chunk]:
+        self._maybe_raise_next_inline_exception()
+        taken = _Taken()
+        records = self.record_iterator
+        try:
+            while records is not None and (n is None or taken.records < n):
+                if self._rest is not None:
+                    (chunk, end), self._rest = self._rest, None
+                    self.next_fetch_offset = end
+                else:
+                    chunk = next(records, None)
+                    if chunk is None:
+                        break
+                room = len(chunk) if n is None else n - taken.records
+                if len(chunk) > room:
+                    rest = Chunk(*(column[room:] for column in _columns(chunk)))
+                    self._rest = (rest, self.next_fetch_offset)
+                    chunk = Chunk(*(column[:room] for column in _columns(chunk)))
+                    self.next_fetch_offset = rest.offsets[0]
+                taken.append(chunk)
+                taken.records += len(chunk)
+        except Exception as exc:
+            if not taken:
+                raise
+            self._next_inline_exception = exc  # raised at the next take, as kafka-python does
+        return taken
+
+    def drain(self) -> None:
+        self._rest = None
+        super().drain()
 
     def _unpack_records(
         self, tp: Any, records: Any, key_deserializer: Any, value_deserializer: Any
@@ -178,6 +225,10 @@ class ColumnarRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
             if self._is_batch_aborted(batch):
                 return True
         return bool(batch.is_control_batch)
+
+
+def _columns(chunk: Chunk) -> tuple[list[Any], ...]:
+    return chunk.offsets, chunk.timestamps_ms, chunk.keys, chunk.values
 
 
 def install(consumer: KafkaConsumer) -> None:

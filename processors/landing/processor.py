@@ -204,7 +204,7 @@ class Processor:
             # A crashed member holds its partitions until its session expires.
             session_timeout_ms=int(cfg.session_timeout_s * 1000),
             heartbeat_interval_ms=max(500, int(cfg.session_timeout_s * 1000 / 4)),
-            max_poll_records=10_000,
+            max_poll_records=cfg.max_batch,  # pending stays within twice --max-batch
             fetch_max_bytes=32 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024,
             receive_message_max_bytes=cfg.max_message_bytes * 4 + 64 * 1024 * 1024,
