@@ -71,7 +71,7 @@ def test_a_batch_reads_as_kafka_python_reads_it_from_any_position(
 
 @pytest.mark.parametrize("codec", [DefaultRecordBatch.CODEC_GZIP, DefaultRecordBatch.CODEC_NONE])
 def test_a_compressed_batch_reads_as_its_records(codec: int) -> None:
-    records = [(b"k%d" % i, b'{"n": %d}' % i, [], i) for i in range(50)]
+    records: list[Any] = [(b"k%d" % i, b'{"n": %d}' % i, [], i) for i in range(50)]
     raw = build(records, compression=codec)
     chunk = read_batch(DefaultRecordBatch(raw), 0)
     assert chunk.values == [b'{"n": %d}' % i for i in range(50)]

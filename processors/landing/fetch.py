@@ -167,9 +167,10 @@ class ColumnarRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
                     (chunk, end), self._rest = self._rest, None
                     self.next_fetch_offset = end
                 else:
-                    chunk = next(records, None)
-                    if chunk is None:
+                    following: Chunk | None = next(records, None)
+                    if following is None:
                         break
+                    chunk = following
                 room = len(chunk) if n is None else n - taken.records
                 if len(chunk) > room:
                     rest = Chunk(*(column[room:] for column in _columns(chunk)))
@@ -233,7 +234,7 @@ def _columns(chunk: Chunk) -> tuple[list[Any], ...]:
 
 def install(consumer: KafkaConsumer) -> None:
     """Make ``consumer.poll`` return :class:`Chunk` s (refused if kafka-python changed)."""
-    fetcher = getattr(consumer, "_fetcher", None)
+    fetcher: Any = getattr(consumer, "_fetcher", None)
     original = getattr(fetcher, "PartitionRecords", None)
     needed = ("_unpack_records", "_maybe_skip_record", "_consume_aborted_transactions_up_to")
     if original is not Fetcher.PartitionRecords or not all(hasattr(original, n) for n in needed):
