@@ -27,6 +27,7 @@ from typing import Any
 
 import duckdb
 
+from agentwatch.errors import first_line
 from agentwatch.processors.store import extensions
 from agentwatch.processors.store.layout import refuse_old_layout
 from agentwatch.processors.store.location import ALIAS, create_s3_secret, locate
@@ -96,7 +97,7 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyConnecti
         for statement in statements:
             result = con.execute(statement)
     except duckdb.PermissionException as exc:
-        raise SandboxError(f"refused: {_first_line(exc)} (only the store is readable)") from exc
+        raise SandboxError(f"refused: {first_line(exc)} (only the store is readable)") from exc
     return result
 
 
@@ -104,7 +105,7 @@ def _statements(con: duckdb.DuckDBPyConnection, sql: str) -> list[duckdb.Stateme
     try:
         return list(con.extract_statements(sql))
     except duckdb.ParserException as exc:
-        raise SandboxError(_first_line(exc)) from exc
+        raise SandboxError(first_line(exc)) from exc
 
 
 def _check_statement(
@@ -213,8 +214,3 @@ def _describe(kind: str) -> str:
         "MULTI": "PIVOT without an IN list creates types",
     }
     return names.get(kind, f"{kind} statements are not queries")
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
