@@ -7,6 +7,7 @@ import contextlib
 from typing import Any
 
 import pytest
+from crc32c import crc32c
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kafka.consumer.fetcher import Fetcher
@@ -139,3 +140,23 @@ def test_takes_return_the_records_and_positions_kafka_pythons_takes_return(
         assert len(chunks) == len(expected)  # what the fetcher counts against max_records
         if expected:
             assert ours.next_fetch_offset == expected[-1] + 1
+
+
+def as_control_batch(raw: bytes) -> bytes:
+    """The same batch marked as a broker's control batch (a transaction marker)."""
+    out = bytearray(raw)
+    out[22] |= 0x20  # attributes' control bit (the low byte of the int16 at 21)
+    out[17:21] = crc32c(bytes(out[21:])).to_bytes(4, "big")
+    return bytes(out)
+
+
+def test_a_control_batch_is_skipped_and_the_position_moves_past_it() -> None:
+    marker = bytearray(as_control_batch(build([(b"\x00\x00\x00\x01", b"\x00\x00\x00\x00", [], 0)])))
+    marker[0:8] = (2).to_bytes(8, "big")
+    raw = fetched([2]) + bytes(marker)
+    tp = TopicPartition("t", 0)
+    theirs = Fetcher.PartitionRecords(0, tp, MemoryRecords(raw))
+    ours = ColumnarRecords(0, tp, MemoryRecords(raw))
+    assert [o for c in ours.take(10) for o in c.offsets] == [r.offset for r in theirs.take(10)]
+    assert ours.take(10) == []
+    assert ours.next_fetch_offset == 3
