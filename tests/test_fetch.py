@@ -16,7 +16,13 @@ from kafka.record import MemoryRecords
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 from kafka.structs import TopicPartition
 
-from agentwatch.processors.landing.fetch import Chunk, ColumnarRecords, install, read_batch
+from agentwatch.processors.landing.fetch import (
+    Chunk,
+    ColumnarRecords,
+    _read_any,
+    install,
+    read_batch,
+)
 
 BASE_OFFSET = 1_000
 FIRST_TS = 1_700_000_000_000
@@ -49,14 +55,8 @@ def build(records: list[Any], compression: int = 0, log_append_time: bool = Fals
 
 
 def kafka_python(raw: bytes, from_offset: int) -> Chunk:
-    chunk = Chunk()
-    for r in DefaultRecordBatch(raw):
-        if r.offset >= from_offset:
-            chunk.offsets.append(r.offset)
-            chunk.timestamps_ms.append(r.timestamp)
-            chunk.keys.append(r.key)
-            chunk.values.append(r.value)
-    return chunk
+    """The batch as kafka-python's own record reader reads it (the fallback for old formats)."""
+    return _read_any(DefaultRecordBatch(raw), from_offset)
 
 
 @settings(max_examples=200, deadline=None)

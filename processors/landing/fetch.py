@@ -2,8 +2,8 @@
 
 kafka-python turns every fetched record into a ``ConsumerRecord`` through a chain of
 generators (its batch reader decodes each varint in a call of its own, then the fetcher
-sizes its key, value and headers, deserializes and wraps it): about 4-6 us of CPU a
-record, as much as everything landing does with it. The processor needs four fields of
+sizes its key, value and headers, deserializes and wraps it): 6 to 7 us of CPU a record
+in a micro-benchmark, against 1.4 to 1.9 us here. The processor needs four fields of
 each record, so here each record batch (Kafka's ``RecordBatch`` v2, the only format a
 Kafka 4 broker serves) is read in one loop with its varints decoded inline, into a
 :class:`Chunk` of four columns; kafka-python still fetches, checks the batch CRC,
@@ -11,14 +11,13 @@ decompresses, skips control and aborted batches and keeps the positions. A batch
 other format is read through kafka-python's own records.
 
 ``install`` puts :class:`ColumnarRecords` in place on one consumer: its ``poll`` then
-returns chunks instead of records (one chunk counts as one of ``max_poll_records``).
+returns chunks instead of records, and ``max_poll_records`` still counts records.
 It relies on kafka-python's fetcher internals, so the version is pinned below 3.1 and
 ``install`` refuses a consumer that lacks them.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -28,8 +27,6 @@ from kafka.consumer.fetcher import Fetcher
 from kafka.errors import CorruptRecordError
 from kafka.protocol.consumer import IsolationLevel  # type: ignore[import-untyped]
 from kafka.record.default_records import DefaultRecordBatch
-
-log = logging.getLogger(__name__)
 
 _MAGIC_V2: Final = 2
 
@@ -62,7 +59,8 @@ def read_batch(batch: Any, from_offset: int) -> Chunk:
     try:
         for _ in range(batch.records_count):
             # Record: length, attributes, timestamp delta, offset delta, key, value,
-            # headers; every integer a zigzag varint.
+            # headers; every integer a zigzag varint, decoded inline (a function call
+            # per varint made the whole read 1.72 us a record instead of 1.42).
             b = buf[pos]
             v, shift, pos = b & 0x7F, 7, pos + 1
             while b & 0x80:
