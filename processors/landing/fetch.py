@@ -230,6 +230,23 @@ def _columns(chunk: Chunk) -> tuple[list[Any], ...]:
     return chunk.offsets, chunk.timestamps_ms, chunk.keys, chunk.values
 
 
+def sizing(max_batch: int) -> dict[str, int]:
+    """How much a poll returns and a fetch asks for: consumer options measured here."""
+    return {
+        "max_poll_records": max_batch,  # a member's pending stays within twice --max-batch
+        # kafka-python copies a response about 4 times: fetches of 32 MB cost 35 MB more
+        # peak RSS than these, and were no faster.
+        "fetch_max_bytes": 8 << 20,
+        "max_partition_fetch_bytes": 2 << 20,
+        # Under a live load the broker answers a fetch with the few records that came
+        # since the last: hundreds of small fetches a second cost it and us CPU. Waiting
+        # for 256 KB or 100 ms, whichever comes first, took the freshness p50 at 31,000
+        # events/s from 1.6 to 1.1 s.
+        "fetch_min_bytes": 256 << 10,
+        "fetch_max_wait_ms": 100,
+    }
+
+
 def install(consumer: KafkaConsumer) -> None:
     """Make ``consumer.poll`` return :class:`Chunk` s (refused if kafka-python changed)."""
     fetcher: Any = getattr(consumer, "_fetcher", None)

@@ -204,10 +204,7 @@ class Processor:
             # A crashed member holds its partitions until its session expires.
             session_timeout_ms=int(cfg.session_timeout_s * 1000),
             heartbeat_interval_ms=max(500, int(cfg.session_timeout_s * 1000 / 4)),
-            max_poll_records=cfg.max_batch,  # pending stays within twice --max-batch
-            # kafka-python copies a response about 4 times: 32 MB fetches cost 35 MB more
-            fetch_max_bytes=8 << 20,  # peak RSS than these, and were no faster
-            max_partition_fetch_bytes=2 << 20,
+            **fetch.sizing(cfg.max_batch),
             receive_message_max_bytes=cfg.max_message_bytes * 4 + 64 * 1024 * 1024,
         )
         # Fetch the topic's metadata before joining the group, so that a topic created
