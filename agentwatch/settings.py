@@ -88,7 +88,9 @@ class ProcessSettings(_Section, frozen=True):
     group: str = "agentwatch"
     dlq_topic: str | None = None
     idle_timeout: float | None = None
-    max_batch: int = 20_000
+    max_batch: int = 30_000
+    """The most records a worker lands in one set (all its partitions), and the most it
+    holds pending behind that set: with the start-up, what bounds its memory."""
     flush_interval: float = 0.5
     """Seconds a record waits at most before its batch lands: the data's freshness."""
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES

@@ -11,6 +11,7 @@ from agentwatch.processors.landing.batching import (
     Pending,
     due,
     poll_timeout_s,
+    room,
 )
 from agentwatch.processors.landing.fetch import Chunk
 
@@ -46,6 +47,19 @@ def test_a_partition_at_max_batch_is_full_whatever_its_age() -> None:
 def test_max_batch_counts_the_records_of_all_partitions_together() -> None:
     pending = [held(600, since=100.3), held(400, since=100.3)]
     assert due(pending, now=100.3, max_batch=1000, flush_interval_s=0.5) is Due.FULL
+
+
+def test_a_poll_may_add_only_the_room_left_below_max_batch_over_all_partitions() -> None:
+    pending = [held(600, since=100.0), held(300, since=100.0)]
+    assert room(pending, max_batch=1000) == 100
+
+
+def test_a_poll_with_nothing_pending_may_add_a_whole_batch() -> None:
+    assert room([], max_batch=1000) == 1000
+
+
+def test_a_poll_may_always_add_one_record_so_fetching_never_stalls() -> None:
+    assert room([held(1000, since=100.0)], max_batch=1000) == 1
 
 
 def test_an_empty_buffer_is_never_due() -> None:

@@ -75,8 +75,8 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "--max-batch",
         type=int,
         default=settings.value("process", "max_batch"),
-        help="pending records, all partitions together, that land at once; about twice this "
-        "is held at most (default %(default)s)",
+        help="the most records, all partitions together, that land at once; twice this is "
+        "held at most, one set landing and one pending (default %(default)s)",
     )
     p.add_argument(
         "--flush-interval",

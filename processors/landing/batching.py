@@ -5,9 +5,10 @@ fake clock: the pending records of a member's partitions fall due together when 
 number ``--max-batch`` (full) or the oldest has waited ``--flush-interval``. A due set
 that is not full waits for the set landing before it, while fetching goes on: under load
 batches grow by themselves, at a trickle records wait no longer than the interval. A
-full set waits for nothing and fetching waits for it, so a member holds at most about
-twice ``--max-batch`` records (one set landing, one pending): that bounds its memory
-whatever the number of partitions it owns.
+poll adds no more than the room left below ``--max-batch``, a full set waits for nothing
+and fetching waits for it, so a member holds at most twice ``--max-batch`` records (one
+set landing, one pending): that bounds its memory whatever the number of partitions it
+owns.
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ def due(pending: Iterable[Pending], now: float, max_batch: int, flush_interval_s
     if any(now - p.since >= flush_interval_s for p in held):
         return Due.WAITED
     return Due.NOTHING
+
+
+def room(pending: Iterable[Pending], max_batch: int) -> int:
+    """How many records the next poll may add: a set never outgrows ``--max-batch``."""
+    return max(1, max_batch - sum(len(p.offsets) for p in pending))
 
 
 def poll_timeout_s(

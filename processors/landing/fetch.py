@@ -233,7 +233,7 @@ def _columns(chunk: Chunk) -> tuple[list[Any], ...]:
 def sizing(max_batch: int) -> dict[str, int]:
     """How much a poll returns and a fetch asks for: consumer options measured here."""
     return {
-        "max_poll_records": max_batch,  # a member's pending stays within twice --max-batch
+        "max_poll_records": max_batch,  # the most a poll returns; batching.room asks less
         # kafka-python copies a response about 4 times: fetches of 32 MB cost 35 MB more
         # peak RSS than these, and were no faster.
         "fetch_max_bytes": 8 << 20,

@@ -37,7 +37,7 @@ from agentwatch.ingest.otlp.collector import OtlpTopics
 from agentwatch.kafka import client_options
 from agentwatch.logs import quiet_library_logs
 from agentwatch.processors.landing import fetch
-from agentwatch.processors.landing.batching import Due, Pending, due, poll_timeout_s
+from agentwatch.processors.landing.batching import Due, Pending, due, poll_timeout_s, room
 from agentwatch.processors.landing.catchup import partitions_behind, update_lag
 from agentwatch.processors.landing.config import ProcessorConfig, RunStats
 from agentwatch.processors.landing.dead_letters import send_dead_letters
@@ -223,7 +223,9 @@ class Processor:
         wait = poll_timeout_s(
             self._pending.values(), now, cfg.flush_interval_s, landing=self._landing.busy
         )
-        polled = self._consumer.poll(timeout_ms=int(wait * 1000))
+        polled = self._consumer.poll(
+            timeout_ms=int(wait * 1000), max_records=room(self._pending.values(), cfg.max_batch)
+        )
         now = time.monotonic()  # after the wait: what is due is due now
         self._raise_callback_fault()
         if polled and self.stats.first_record_at is None:
