@@ -239,9 +239,9 @@ def sizing(max_batch: int) -> dict[str, int]:
         "fetch_max_bytes": 8 << 20,
         "max_partition_fetch_bytes": 2 << 20,
         # Under a live load the broker answers a fetch with the few records that came
-        # since the last: hundreds of small fetches a second cost it and us CPU. Waiting
-        # for 256 KB or 100 ms, whichever comes first, took the freshness p50 at 31,000
-        # events/s from 1.6 to 1.1 s.
+        # since the last: a worker polled 180 to 320 times a second at 31,000 events/s.
+        # Waiting for 256 KB or 100 ms, whichever comes first, took that to 25 to 145 and
+        # the freshness p50 from 1.6 to 1.1-1.5 s.
         "fetch_min_bytes": 256 << 10,
         "fetch_max_wait_ms": 100,
     }
