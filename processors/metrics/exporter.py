@@ -207,33 +207,52 @@ def _source_deltas(source: Source, frame: pl.DataFrame) -> list[CounterDelta | H
         )
     )
     out: list[CounterDelta | HistogramDelta] = []
+    sharing: dict[tuple[str, ...], list[tuple[int, CounterSpec]]] = {}
     for i, c in counters:
-        rows = agg.filter(pl.col(f"_w{i}")).group_by(list(c.labels)).agg(pl.col(f"_v{i}").sum())
-        if rows.height:
-            out.append(
-                CounterDelta(c, [(_labels(r[:-1]), float(r[-1] or 0)) for r in rows.iter_rows()])
-            )
+        sharing.setdefault(tuple(c.labels), []).append((i, c))
+    for names, group in sharing.items():
+        out.extend(_counter_deltas(agg, names, group))
     for i, h in histograms:
         out.extend(_histogram_delta(agg, i, h))
     return out
 
 
+def _counter_deltas(
+    agg: pl.DataFrame, names: tuple[str, ...], group: list[tuple[int, CounterSpec]]
+) -> list[CounterDelta]:
+    """The counters that share the labels ``names``, from one re-group of the table:
+    per label set, each counter's sum over its own rows and whether it had any."""
+    rows = agg.group_by(list(names)).agg(
+        *(pl.col(f"_v{i}").filter(pl.col(f"_w{i}")).sum().alias(f"_s{i}") for i, _ in group),
+        *(pl.col(f"_w{i}").any().alias(f"_a{i}") for i, _ in group),
+    )
+    k, n = len(names), len(group)
+    found: list[list[tuple[tuple[str, ...], float]]] = [[] for _ in group]
+    for row in rows.iter_rows():
+        labels = _labels(row[:k])
+        for j in range(n):
+            if row[k + n + j]:
+                found[j].append((labels, float(row[k + j] or 0)))
+    return [CounterDelta(c, f) for (_, c), f in zip(group, found, strict=True) if f]
+
+
 def _histogram_delta(agg: pl.DataFrame, i: int, spec: HistogramSpec) -> list[HistogramDelta]:
     k = len(spec.labels)
-    per_bucket = (
-        agg.filter(pl.col(f"_hw{i}"))
-        .group_by([*spec.labels, f"_hb{i}"])
-        .agg(pl.col("_n").sum(), pl.col(f"_hs{i}").sum())
+    # Grouped by its filter too, not filtered first: one polars call, not two.
+    per_bucket = agg.group_by([*spec.labels, f"_hw{i}", f"_hb{i}"]).agg(
+        pl.col("_n").sum(), pl.col(f"_hs{i}").sum()
     )
-    if per_bucket.is_empty():
-        return []
     series: dict[tuple[str, ...], tuple[list[int], float]] = {}
     for row in per_bucket.iter_rows():
-        labels, bucket, n, total = _labels(row[:k]), int(row[k]), int(row[k + 1]), row[k + 2]
+        if not row[k]:
+            continue
+        labels, bucket, n, total = _labels(row[:k]), int(row[k + 1]), int(row[k + 2]), row[k + 3]
         counts, running = series.get(labels, ([0] * (len(spec.buckets) + 1), 0.0))
         for b in range(bucket, len(counts)):  # cumulative: counted in its bucket and above
             counts[b] += n
         series[labels] = (counts, running + float(total or 0.0))
+    if not series:
+        return []
     return [HistogramDelta(spec, [(labels, c, t) for labels, (c, t) in series.items()])]
 
 
