@@ -15,7 +15,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -29,6 +29,13 @@ DEFAULT_CONFIG_FILE = "agentwatch.toml"
 
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
+
+
+# Values a setting may not go below, checked in the file and the environment as on the
+# command line (agentwatch/commands/options.py): a count, an amount of 0 or more, above 0.
+Count = Annotated[int, msgspec.Meta(ge=1)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Positive = Annotated[float, msgspec.Meta(gt=0)]
 
 
 class _Section(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -68,9 +75,9 @@ class StorageSettings(_Section, frozen=True):
     """The lake's catalog: a SQLite file (data in ``lake/`` beside it) or ``postgres:<dsn>``."""
     data_path: str = ""
     """Where the Parquet data lives: "" beside a SQLite catalog; a folder or ``s3://...``."""
-    maintain_interval: float = 600.0
+    maintain_interval: NonNegative = 600.0
     """Seconds between maintenance runs inside ``agentwatch process``; 0 turns them off."""
-    snapshot_grace: float = 3600.0
+    snapshot_grace: NonNegative = 3600.0
     """Seconds old snapshots and replaced files stay readable: longer than any query runs."""
     retention_days: dict[str, int] = msgspec.field(default_factory=_retention_days)
     """Days of rows kept per table; 0 keeps a table's rows forever."""
@@ -87,26 +94,26 @@ class LogSettings(_Section, frozen=True):
 class ProcessSettings(_Section, frozen=True):
     group: str = "agentwatch"
     dlq_topic: str | None = None
-    idle_timeout: float | None = None
-    max_batch: int = 30_000
+    idle_timeout: NonNegative | None = None
+    max_batch: Count = 30_000
     """The most records a worker lands in one set (all its partitions), and the most it
     holds pending behind that set: with the start-up, what bounds its memory."""
-    flush_interval: float = 0.5
+    flush_interval: NonNegative = 0.5
     """Seconds a record waits at most before its batch lands: the data's freshness."""
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    dedup_horizon: float = 3600.0
-    dedup_max_ids: int = 20_000_000
+    max_message_bytes: Count = DEFAULT_MAX_MESSAGE_BYTES
+    dedup_horizon: NonNegative = 3600.0
+    dedup_max_ids: Count = 20_000_000
     """The most event ids one partition's dedup index holds."""
-    workers: int = 0
+    workers: Annotated[int, msgspec.Meta(ge=0)] = 0
     """Consumer-group members run as processes; 0: one per core."""
-    dedup_memory_mb: float = 128.0
+    dedup_memory_mb: Positive = 128.0
     """The dedup indexes of one process share this budget (8 bytes an id; see dedup.py)."""
-    session_timeout: float = 10.0
-    allowed_lateness: float = 300.0
+    session_timeout: Positive = 10.0
+    allowed_lateness: NonNegative = 300.0
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"  # loopback unless told: nothing open by default
-    max_label_values: int = 200
-    connect_timeout: float = 5.0
+    max_label_values: Count = 200
+    connect_timeout: Positive = 5.0
     """Seconds to wait for a first answer from Kafka; later outages are waited out."""
 
 
@@ -145,7 +152,7 @@ class AlertsSettings(_Section, frozen=True):
     runbooks: str = ""
     notify_config: str = ""
     """Each "": the one shipped with agentwatch."""
-    interval: float = 10.0
+    interval: Positive = 10.0
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"  # loopback unless told: nothing open by default
 
@@ -157,17 +164,17 @@ class ReceiveSettings(_Section, frozen=True):
     basic_auth_file: str = ""
     tls_cert: str = ""
     tls_key: str = ""
-    workers: int = 8
-    read_timeout: float = 10.0
-    request_timeout: float = 30.0
-    max_body: int = 4 * 1024 * 1024
+    workers: Count = 8
+    read_timeout: Positive = 10.0
+    request_timeout: Positive = 30.0
+    max_body: Count = 4 * 1024 * 1024
 
 
 class OtlpSettings(_Section, frozen=True):
     host: str = "127.0.0.1"
     http_port: int = 4318
     grpc_port: int = 4317
-    max_body_bytes: int = 8 * 1024 * 1024
+    max_body_bytes: Count = 8 * 1024 * 1024
     token: str = ""
     token_file: str = ""
     tls_cert: str = ""
@@ -201,14 +208,14 @@ class DriftSettings(_Section, frozen=True):
 
 class DashboardsSettings(_Section, frozen=True):
     range: str = "6h"
-    daily_budget_usd: float = 1000.0
+    daily_budget_usd: Positive = 1000.0
 
 
 class DemoSettings(_Section, frozen=True):
-    seconds: float = 60.0
+    seconds: Positive = 60.0
     data_dir: str = "data"
-    agents: int = 8
-    rate: float = 300.0
+    agents: Count = 8
+    rate: Positive = 300.0
     seed: int = 7
     port: int = 0
 

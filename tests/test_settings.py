@@ -48,6 +48,35 @@ def test_a_value_of_the_wrong_type_names_the_section_and_key(tmp_path: Path) -> 
     assert str(caught.value) == f"{path}: [process] max_batch: Expected `int`, got `str`"
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("max_batch", "0", "Expected `int` >= 1"),
+        ("flush_interval", "-0.5", "Expected `float` >= 0.0"),
+        ("session_timeout", "0", "Expected `float` > 0.0"),
+        ("dedup_memory_mb", "nan", "Expected `float` > 0.0"),
+        ("workers", "-1", "Expected `int` >= 0"),
+    ],
+)
+def test_a_value_out_of_its_range_names_the_section_key_and_bound(
+    tmp_path: Path, key: str, value: str, problem: str
+) -> None:
+    path = toml(tmp_path, f"[process]\n{key} = {value}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(path))
+    assert str(caught.value) == f"{path}: [process] {key}: {problem}"
+
+
+def test_an_environment_value_out_of_range_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AGENTWATCH_PROCESS_MAX_BATCH", "-3")
+    with pytest.raises(
+        ConfigError, match=r"AGENTWATCH_PROCESS_MAX_BATCH='-3': Expected `int` >= 1"
+    ):
+        Settings().value("process", "max_batch")
+
+
 def test_a_bad_environment_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTWATCH_PROCESS_MAX_BATCH", "many")
     with pytest.raises(ConfigError, match="AGENTWATCH_PROCESS_MAX_BATCH='many'"):

@@ -13,7 +13,7 @@ from agentwatch.commands.alerts_group import (
     catalog_from_args,
     response_from_args,
 )
-from agentwatch.commands.options import add_db_option
+from agentwatch.commands.options import add_db_option, at_least_one, positive
 from agentwatch.settings import ConfigError, Settings
 
 log = logging.getLogger("agentwatch.alerts.alertmanager.receive")
@@ -90,20 +90,20 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     limits = p.add_argument_group("limits")
     limits.add_argument(
         "--workers",
-        type=int,
+        type=at_least_one,
         default=settings.value("receive", "workers"),
         help="connections served at once; more are answered 503 (default %(default)s)",
     )
     limits.add_argument(
         "--read-timeout",
-        type=float,
+        type=positive,
         metavar="SECONDS",
         default=settings.value("receive", "read_timeout"),
         help="longest wait for the client's next bytes (default %(default)s)",
     )
     limits.add_argument(
         "--request-timeout",
-        type=float,
+        type=positive,
         metavar="SECONDS",
         default=settings.value("receive", "request_timeout"),
         help="longest a request may take to arrive in full, keep-alive wait included; "
@@ -111,7 +111,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     limits.add_argument(
         "--max-body",
-        type=int,
+        type=at_least_one,
         metavar="BYTES",
         default=settings.value("receive", "max_body"),
         help="larger payloads are answered 413 (default %(default)s)",

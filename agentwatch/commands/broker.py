@@ -10,6 +10,7 @@ from agentwatch.broker.launcher import broker_status, start_broker, stop_broker
 from agentwatch.broker.ports import HOST
 from agentwatch.broker.runtime import BrokerError
 from agentwatch.broker.tls import SECURITY_MODES, BrokerSecurity
+from agentwatch.commands.options import at_least_one, positive
 from agentwatch.durations import format_duration
 from agentwatch.settings import Settings
 
@@ -53,13 +54,13 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     start.add_argument(
         "--timeout",
-        type=float,
+        type=positive,
         default=settings.value("broker", "start_timeout"),
         help="seconds to wait for the broker to be ready (default %(default)s)",
     )
     start.add_argument(
         "--partitions",
-        type=int,
+        type=at_least_one,
         default=settings.value("broker", "partitions"),
         help="default partitions of a new topic (default %(default)s)",
     )
@@ -81,7 +82,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     stop.add_argument(
         "--timeout",
-        type=float,
+        type=positive,
         default=settings.value("broker", "stop_timeout"),
         help="seconds to wait before SIGKILL (default %(default)s)",
     )

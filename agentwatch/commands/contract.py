@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from agentwatch.commands.options import at_least_one
 from agentwatch.ingest.contract.events import schema_text
 from agentwatch.ingest.contract.wire import DEFAULT_MAX_MESSAGE_BYTES
 from agentwatch.settings import Settings
@@ -25,7 +26,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "check", help="validate a JSON Lines file (one event a line); exit 1 if any is invalid"
     )
     check.add_argument("file", type=Path, help="JSON Lines file, or - for stdin")
-    check.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES)
+    check.add_argument("--max-message-bytes", type=at_least_one, default=DEFAULT_MAX_MESSAGE_BYTES)
     check.set_defaults(handler=_check)
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from agentwatch.commands.options import positive
 from agentwatch.durations import duration_argument
 from agentwatch.settings import Settings
 
@@ -60,7 +61,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     snap.add_argument(
         "--budget",
-        type=float,
+        type=positive,
         default=settings.value("dashboards", "daily_budget_usd"),
         metavar="USD",
         help="daily LLM budget the 'budget used' tile compares with (default %(default)s)",

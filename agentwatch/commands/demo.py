@@ -37,6 +37,7 @@ from agentwatch.alerts.response.incident import ChainStep, MisbehavingAgent, wai
 from agentwatch.broker.launcher import broker_status, start_broker, stop_broker
 from agentwatch.broker.ports import free_port
 from agentwatch.commands import demo_lifecycle
+from agentwatch.commands.options import at_least_one, positive
 from agentwatch.ingest.contract.control import Keyring
 from agentwatch.ingest.contract.wire import DEFAULT_TOPIC
 from agentwatch.ingest.sim.scenario_file import load_scenario
@@ -72,16 +73,16 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p = parser
     p.add_argument(
-        "--seconds", type=float, default=settings.value("demo", "seconds"),
+        "--seconds", type=positive, default=settings.value("demo", "seconds"),
         help="how long the fleet runs (default %(default)s)",
     )  # fmt: skip
     p.add_argument(
         "--data-dir", type=Path, default=Path(settings.value("demo", "data_dir")),
         help="where the broker and the lake live (default %(default)s)",
     )  # fmt: skip
-    p.add_argument("--agents", type=int, default=settings.value("demo", "agents"))
+    p.add_argument("--agents", type=at_least_one, default=settings.value("demo", "agents"))
     p.add_argument(
-        "--rate", type=float, default=settings.value("demo", "rate"),
+        "--rate", type=positive, default=settings.value("demo", "rate"),
         help="events per second from the fleet (default %(default)s)",
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=settings.value("demo", "seed"))

@@ -23,7 +23,7 @@ import polars as pl
 from prometheus_client import CollectorRegistry, start_http_server
 
 from agentwatch.clock import Clock, utc_now
-from agentwatch.commands.options import add_db_option, add_metrics_options
+from agentwatch.commands.options import add_db_option, add_metrics_options, positive
 from agentwatch.durations import DurationError, duration_argument, parse_duration
 from agentwatch.processors.drift.config import DriftConfig, load_config
 from agentwatch.processors.drift.evaluate import DRIFT, DriftEvaluator, backfill
@@ -153,7 +153,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     common(run)
     run.add_argument(
-        "--interval", type=float, default=60.0, metavar="S",
+        "--interval", type=positive, default=60.0, metavar="S",
         help="seconds between checks for a due window (default %(default)s)",
     )  # fmt: skip
     run.add_argument("--once", action="store_true", help="evaluate the latest window and exit")

@@ -3,10 +3,48 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from agentwatch.ingest.contract.control import KEYS_ENV, ControlKeyError, Keyring
 from agentwatch.settings import ConfigError, Settings
+
+
+def at_least_one(text: str) -> int:
+    """An argparse ``type``: a count (a batch size, a number of agents), 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative(text: str) -> float:
+    """An argparse ``type``: a finite amount (seconds, say), 0 or more."""
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value:g}")
+    return value
+
+
+def positive(text: str) -> float:
+    """An argparse ``type``: a finite amount above 0 (a rate, a timeout, a budget)."""
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value:g}")
+    return value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def add_bootstrap_option(

@@ -9,7 +9,7 @@ import signal
 import threading
 from pathlib import Path
 
-from agentwatch.commands.options import add_bootstrap_option
+from agentwatch.commands.options import add_bootstrap_option, at_least_one
 from agentwatch.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
                    help="OTLP/gRPC port, 0 to turn it off (default %(default)s)")  # fmt: skip
     p.add_argument(
         "--max-body-bytes",
-        type=int,
+        type=at_least_one,
         default=settings.value("otlp", "max_body_bytes"),
         help="larger requests (also once inflated) are refused with 413 (default %(default)s)",
     )

@@ -14,7 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-from agentwatch.commands.options import add_bootstrap_option, add_db_option, add_metrics_options
+from agentwatch.commands.options import (
+    add_bootstrap_option,
+    add_db_option,
+    add_metrics_options,
+    at_least_one,
+    non_negative,
+    positive,
+)
 from agentwatch.commands.store import add_maintenance_options, retention_from_args
 from agentwatch.ingest.otlp.collector import add_process_options
 from agentwatch.settings import Settings
@@ -35,7 +42,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     add_bootstrap_option(p, settings)
     p.add_argument(
         "--maintain-interval",
-        type=float,
+        type=non_negative,
         default=settings.value("storage", "maintain_interval"),
         metavar="S",
         help=(
@@ -66,34 +73,34 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p.add_argument(
         "--idle-timeout",
-        type=float,
+        type=non_negative,
         metavar="S",
         default=settings.value("process", "idle_timeout"),
         help="exit 0 after S seconds with no new record (for batch runs and tests)",
     )
     p.add_argument(
         "--max-batch",
-        type=int,
+        type=at_least_one,
         default=settings.value("process", "max_batch"),
         help="the most records, all partitions together, that land at once; twice this is "
         "held at most, one set landing and one pending (default %(default)s)",
     )
     p.add_argument(
         "--flush-interval",
-        type=float,
+        type=non_negative,
         default=settings.value("process", "flush_interval"),
         help="seconds a record may wait before its batch lands: the data's freshness "
         "(default %(default)s)",
     )
     p.add_argument(
         "--max-message-bytes",
-        type=int,
+        type=at_least_one,
         default=settings.value("process", "max_message_bytes"),
         help="larger messages are dead letters (default %(default)s)",
     )
     p.add_argument(
         "--dedup-horizon",
-        type=float,
+        type=non_negative,
         metavar="S",
         default=settings.value("process", "dedup_horizon"),
         help="an event_id re-sent within S seconds (Kafka time) is stored once "
@@ -109,7 +116,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p.add_argument(
         "--dedup-memory-mb",
-        type=float,
+        type=positive,
         metavar="MB",
         default=settings.value("process", "dedup_memory_mb"),
         help="memory the dedup indexes of this process share, 8 bytes an event id; past it "
@@ -117,7 +124,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p.add_argument(
         "--session-timeout",
-        type=float,
+        type=positive,
         metavar="S",
         default=settings.value("process", "session_timeout"),
         help="consumer-group session timeout: how soon the partitions of a crashed "
@@ -125,7 +132,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p.add_argument(
         "--allowed-lateness",
-        type=float,
+        type=non_negative,
         metavar="S",
         default=settings.value("process", "allowed_lateness"),
         help="events up to S seconds behind the partition's newest event time still update "
@@ -134,7 +141,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     add_metrics_options(p, settings, "process", "the processor's metrics")
     p.add_argument(
         "--connect-timeout",
-        type=float,
+        type=positive,
         metavar="S",
         default=settings.value("process", "connect_timeout"),
         help="give up (exit 1) if no Kafka broker answers within S seconds of starting; "
@@ -142,7 +149,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p.add_argument(
         "--max-label-values",
-        type=int,
+        type=at_least_one,
         default=settings.value("process", "max_label_values"),
         help="distinct values kept per label before folding into 'other' (default %(default)s)",
     )

@@ -9,7 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentwatch.commands.options import add_bootstrap_option
+from agentwatch.commands.options import (
+    add_bootstrap_option,
+    at_least_one,
+    non_negative,
+    positive,
+)
 from agentwatch.ingest.sim.scenario import Scenario, ScenarioError, parse_start
 from agentwatch.ingest.sim.scenario_file import load_scenario
 from agentwatch.ingest.sim.simulate import (
@@ -17,27 +22,6 @@ from agentwatch.ingest.sim.simulate import (
     run_simulation,
 )
 from agentwatch.settings import Settings
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
 
 
 def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
@@ -71,14 +55,14 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     parser.add_argument(
         "--agents",
-        type=_positive_int,
+        type=at_least_one,
         metavar="N",
         default=None,
         help=f"number of agents, cycling through the agent types (default {fallbacks['agents']})",
     )
     parser.add_argument(
         "--rate",
-        type=_non_negative,
+        type=non_negative,
         metavar="EVENTS_PER_S",
         default=None,
         help="target events per second, approximate; 0 = as fast as possible "
@@ -86,7 +70,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     parser.add_argument(
         "--duration",
-        type=_positive,
+        type=positive,
         metavar="S",
         default=None,
         help="seconds to run (with --rate 0: seconds of simulated time) "
@@ -114,21 +98,21 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     parser.add_argument(
         "--sim-rate",
-        type=_positive,
+        type=positive,
         metavar="EVENTS_PER_S",
         default=None,
         help=f"with --rate 0: events per simulated second (default {fallbacks['sim_rate']})",
     )
     parser.add_argument(
         "--timeout",
-        type=_positive,
+        type=positive,
         metavar="S",
         default=settings.value("kafka", "timeout"),
         help="seconds to wait for Kafka at the start (default %(default)s)",
     )
     parser.add_argument(
         "--max-events",
-        type=_positive_int,
+        type=at_least_one,
         metavar="N",
         default=None,
         help="stop after N events",

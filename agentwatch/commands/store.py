@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Mapping
 
-from agentwatch.commands.options import add_db_option
+from agentwatch.commands.options import add_db_option, non_negative
 from agentwatch.errors import ConfigError
 from agentwatch.settings import Settings
 
@@ -89,7 +89,7 @@ def add_maintenance_options(parser: argparse.ArgumentParser, settings: Settings)
     )
     parser.add_argument(
         "--snapshot-grace",
-        type=float,
+        type=non_negative,
         default=settings.value("storage", "snapshot_grace"),
         metavar="S",
         help=(
