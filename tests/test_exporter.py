@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from agentwatch.processors.landing.pipeline import LandedBatch, metric_deltas
 from agentwatch.processors.landing.sessions import OUTCOME_SCHEMA
 from agentwatch.processors.metrics.exporter import (
     COUNTERS,
@@ -129,6 +130,25 @@ def test_deltas_from_two_batches_add_up() -> None:
     collector.apply(batch_deltas({"events": events(LLM)}))
     collector.apply(batch_deltas({"events": events(LLM, LLM)}))
     assert sample(scrape(collector), "agentwatch_llm_calls_total") == 3
+
+
+def test_batches_landed_together_export_what_each_would_alone() -> None:
+    def landed(*rows: dict[str, Any]) -> LandedBatch:
+        return LandedBatch(
+            events=events(*rows),
+            dead_letters=pl.DataFrame(),
+            sessions_ended=pl.DataFrame(schema=OUTCOME_SCHEMA),
+            duplicates=0,
+        )
+
+    tool = {"kind": "tool_call", "tool_name": "search", "latency_ms": 40.0}
+    parts = [landed(LLM, tool), landed(LLM, {**LLM, "model": "claude"}), landed(tool)]
+    together, alone = FleetCollector("agent-events"), FleetCollector("agent-events")
+    together.apply(metric_deltas(parts))
+    for part in parts:
+        alone.apply(part.metric_deltas())
+    assert scrape(together) == scrape(alone)
+    assert sample(scrape(together), "agentwatch_llm_calls_total") == 3
 
 
 def test_the_pipeline_reports_lag_per_partition() -> None:

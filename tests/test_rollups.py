@@ -22,8 +22,8 @@ from agentwatch.processors.store.histograms import (
     RELATIVE_ERROR,
     bin_expr,
     bin_sql,
-    histogram_agg,
     histogram_agg_sql,
+    histograms_by_group,
     quantiles_sql,
 )
 from agentwatch.processors.store.lake import LakeStore
@@ -46,9 +46,11 @@ latencies = st.lists(
 def merged_quantiles(parts: list[list[float]]) -> list[float]:
     """Quantiles of the histograms of ``parts``, merged in SQL as the views merge them."""
     frames = [
-        pl.DataFrame({"g": 0, "v": p}, schema={"g": pl.Int8(), "v": pl.Float64()})
-        .group_by("g")
-        .agg(h=histogram_agg(bin_expr(pl.col("v"))))
+        histograms_by_group(
+            pl.DataFrame({"_g": [0]}, schema={"_g": pl.UInt32()}),
+            pl.DataFrame({"_g": 0, "v": p}, schema={"_g": pl.UInt32(), "v": pl.Float64()}),
+            {"h": pl.col("v")},
+        )
         for p in parts
     ]
     con = duckdb.connect()

@@ -9,7 +9,7 @@ its metric deltas: nothing here does I/O.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -81,14 +81,24 @@ class LandedBatch:
         return int(self.events["_late"].sum())
 
     def metric_deltas(self) -> list[CounterDelta | HistogramDelta]:
-        return batch_deltas(
-            {
-                "events": self.events,
-                "sessions": self.sessions_ended,
-                "dead_letters": self.dead_letters,
-                "redactions": self.redactions,
-            }
-        )
+        return metric_deltas([self])
+
+
+def metric_deltas(landed: Sequence[LandedBatch]) -> list[CounterDelta | HistogramDelta]:
+    """The metric deltas of batches landed together, aggregated once for all of them
+    (each aggregation has a fixed cost, paid once a set instead of once a partition)."""
+
+    def together(frames: list[pl.DataFrame]) -> pl.DataFrame:
+        return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
+
+    return batch_deltas(
+        {
+            "events": together([b.events for b in landed]),
+            "sessions": together([b.sessions_ended for b in landed]),
+            "dead_letters": together([b.dead_letters for b in landed]),
+            "redactions": together([b.redactions for b in landed]),
+        }
+    )
 
 
 def land_batch(

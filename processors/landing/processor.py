@@ -55,6 +55,7 @@ from agentwatch.processors.landing.pipeline import (
     LandedBatch,
     PartitionState,
     land_batch,
+    metric_deltas,
 )
 from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
 from agentwatch.processors.metrics.exporter import FleetCollector, PartitionHealth
@@ -449,12 +450,13 @@ class Processor:
             }
         )
         self.stats.last_commit_at = time.monotonic()
+        self.collector.apply(metric_deltas([landed for _, landed in stored]))
         for batch, landed in stored:
             self.stats.count(landed)
             self._export(batch, landed)
 
     def _export(self, batch: RawBatch, landed: LandedBatch) -> None:
-        """Log a stored batch and apply its counts to the exported metrics."""
+        """Log a stored batch and apply its per-partition figures to the exported metrics."""
         log.debug(
             "batch committed",
             extra={
@@ -466,7 +468,6 @@ class Processor:
                 "duplicates": landed.duplicates,
             },
         )
-        self.collector.apply(landed.metric_deltas())
         newest = landed.events["ts"].max()
         self.collector.batch_landed(
             batch.partition,

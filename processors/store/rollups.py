@@ -32,9 +32,9 @@ import polars as pl
 from agentwatch.processors.store.definitions import BLOCKED, CONTAINED, ERROR, VIOLATION
 from agentwatch.processors.store.histograms import (
     HISTOGRAM_TYPE,
-    bin_expr,
-    histogram_agg,
     histogram_agg_sql,
+    histograms_by_group,
+    merged_by_group,
 )
 from agentwatch.processors.store.tables import MINUTE_ROLLUPS_SCHEMA
 
@@ -81,7 +81,11 @@ def minute_rollups(events: pl.DataFrame, sessions: pl.DataFrame) -> pl.DataFrame
         ),
         _score=pl.when(kind == "feedback").then("score"),
     )
+    # Each row's group as a number, so the histograms are counted by flat group-bys
+    # (a histogram aggregated inside the group-by runs once a group: most of the cost).
+    frame = frame.with_columns(_g=pl.struct(KEYS).rank("dense"))
     rows = frame.group_by(KEYS).agg(
+        _g=pl.col("_g").first(),
         events=pl.len().cast(pl.Int64),
         errors=_where(ERROR).sum().cast(pl.Int64),
         violations=_where(VIOLATION).sum().cast(pl.Int64),
@@ -97,9 +101,15 @@ def minute_rollups(events: pl.DataFrame, sessions: pl.DataFrame) -> pl.DataFrame
         scored=pl.col("_score").count().cast(pl.Int64),
         first_ts=pl.col("ts").min(),
         last_ts=pl.col("ts").max(),
-        latency_ms=histogram_agg(bin_expr(pl.col("latency_ms"))),
-        ttft_ms=histogram_agg(bin_expr(pl.col("time_to_first_token_ms"))),
-        duration_s=histogram_agg(bin_expr(pl.col("_duration"))),
+    )
+    rows = histograms_by_group(
+        rows,
+        frame,
+        {
+            "latency_ms": pl.col("latency_ms"),
+            "ttft_ms": pl.col("time_to_first_token_ms"),
+            "duration_s": pl.col("_duration"),
+        },
     )
     # A sum over no priced call is no cost at all, never a silent 0.
     rows = rows.with_columns(cost_usd=pl.when(pl.col("priced_calls") > 0).then("cost_usd"))
@@ -170,32 +180,16 @@ def merge_rows(rows: pl.DataFrame, every: str) -> pl.DataFrame:
         return pl.DataFrame(schema=schema)
     histograms = [c for c, t in MINUTE_ROLLUPS_SCHEMA.items() if t == HISTOGRAM_TYPE]
     plain = [c for c in _SUMMED if c not in histograms]
-    merged = (
-        rows.with_columns(window_start=pl.col("window_start").dt.truncate(every))
-        .group_by(KEYS)
-        .agg(
-            *(pl.col(c).sum() for c in plain),
-            *(pl.col(c).list.explode(keep_nulls=False, empty_as_null=False) for c in histograms),
-            first_ts=pl.col("first_ts").min(),
-            last_ts=pl.col("last_ts").max(),
-            _costed=pl.col("cost_usd").count(),
-        )
-        .with_row_index("_row")
+    cut = rows.with_columns(window_start=pl.col("window_start").dt.truncate(every))
+    cut = cut.with_columns(_g=pl.struct(KEYS).rank("dense"))
+    merged = cut.group_by(KEYS).agg(
+        pl.col("_g").first(),
+        *(pl.col(c).sum() for c in plain),
+        first_ts=pl.col("first_ts").min(),
+        last_ts=pl.col("last_ts").max(),
+        _costed=pl.col("cost_usd").count(),
     )
-    for column in histograms:
-        bins = (
-            merged.select("_row", column)
-            .explode(column)
-            .unnest(column)
-            .drop_nulls("bin")
-            .group_by("_row", "bin")
-            .agg(pl.col("n").sum())
-            .sort("_row", "bin")
-            .group_by("_row")
-            .agg(pl.struct("bin", "n").alias(column))
-        )
-        merged = merged.drop(column).join(bins, on="_row", how="left")
-        merged = merged.with_columns(pl.col(column).fill_null(pl.lit([], HISTOGRAM_TYPE)))
+    merged = merged_by_group(merged, cut, histograms)
     # A cost stays NULL where every row's was (no priced call): never a silent 0.
     merged = merged.with_columns(cost_usd=pl.when(pl.col("_costed") > 0).then("cost_usd"))
     return merged.select(list(schema)).cast(schema)
