@@ -45,7 +45,7 @@ class _Section(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
 class KafkaSettings(_Section, frozen=True):
     bootstrap: str = "127.0.0.1:9092"
     topic: str = DEFAULT_TOPIC
-    timeout: float = 15.0
+    timeout: Positive = 15.0
     """Seconds ``simulate`` waits for Kafka at the start."""
     security_protocol: str = "PLAINTEXT"
     """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, in any case (agentwatch/kafka.py checks it)."""
@@ -123,19 +123,19 @@ class PricingSettings(_Section, frozen=True):
 
 
 class SimulateSettings(_Section, frozen=True):
-    agents: int = 8
-    rate: float = 200.0
-    duration: float = 60.0
-    sim_rate: float = 200.0
+    agents: Count = 8
+    rate: Positive = 200.0
+    duration: NonNegative = 60.0
+    sim_rate: Positive = 200.0
 
 
 class BrokerSettings(_Section, frozen=True):
     port: int = 9092
     data_dir: str = ".kafka/broker"
     heap: str = "512m"
-    start_timeout: float = 60.0
-    stop_timeout: float = 30.0
-    partitions: int = 3
+    start_timeout: Positive = 60.0
+    stop_timeout: Positive = 30.0
+    partitions: Count = 3
     security: Literal["plaintext", "sasl_ssl"] = "plaintext"
 
 
