@@ -51,6 +51,7 @@ from agentwatch.processors.landing.pipeline import (
     LandingSettings,
     PartitionState,
     land_batch,
+    metric_deltas,
 )
 from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
 from agentwatch.processors.metrics.exporter import FleetCollector, PartitionHealth
@@ -434,7 +435,7 @@ def expositions() -> tuple[str, ...]:
     odd = tuple(encode(e) for e in incidents(8, 3, end)) + BUGGY_MESSAGES
     landed = landed_fleet(8, 3, end - dt.timedelta(minutes=4), end, 100.0, odd)
     collector = FleetCollector("events", max_label_values=10)
-    collector.apply(landed.metric_deltas())
+    collector.apply(metric_deltas([landed]))
     collector.partitions[0] = PartitionHealth()
     drift = DriftCollector()
     drift.update(drift_rows(end))

@@ -146,7 +146,7 @@ def test_batches_landed_together_export_what_each_would_alone() -> None:
     together, alone = FleetCollector("agent-events"), FleetCollector("agent-events")
     together.apply(metric_deltas(parts))
     for part in parts:
-        alone.apply(part.metric_deltas())
+        alone.apply(metric_deltas([part]))
     assert scrape(together) == scrape(alone)
     assert sample(scrape(together), "agentwatch_llm_calls_total") == 3
 

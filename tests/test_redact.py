@@ -15,7 +15,12 @@ import polars as pl
 import pytest
 
 from agentwatch.processors.landing.decode import RawBatch
-from agentwatch.processors.landing.pipeline import LandingSettings, PartitionState, land_batch
+from agentwatch.processors.landing.pipeline import (
+    LandingSettings,
+    PartitionState,
+    land_batch,
+    metric_deltas,
+)
 from agentwatch.processors.landing.redact import (
     DETECTORS,
     RedactionConfig,
@@ -206,7 +211,7 @@ def test_the_pipeline_stores_and_counts_only_redacted_text() -> None:
     assert "4111" not in stored_raw and "[REDACTED:payment_card]" in stored_raw
     deltas = {
         (d.spec.name, labels): value
-        for d in landed.metric_deltas()
+        for d in metric_deltas([landed])
         if isinstance(d, CounterDelta) and d.spec.name == "agentwatch_redactions_total"
         for labels, value in d.rows
     }

@@ -59,9 +59,14 @@ class Due(enum.Enum):
     FULL = "full"  # --max-batch records pending: land now, fetching waits if need be
 
 
+def records(pending: Iterable[Pending]) -> int:
+    """How many records are pending, all partitions together (what --max-batch counts)."""
+    return sum(len(p.offsets) for p in pending)
+
+
 def due(pending: Iterable[Pending], now: float, max_batch: int, flush_interval_s: float) -> Due:
     held = [p for p in pending if p.offsets]
-    if sum(len(p.offsets) for p in held) >= max_batch:
+    if records(held) >= max_batch:
         return Due.FULL
     if any(now - p.since >= flush_interval_s for p in held):
         return Due.WAITED
@@ -70,7 +75,7 @@ def due(pending: Iterable[Pending], now: float, max_batch: int, flush_interval_s
 
 def room(pending: Iterable[Pending], max_batch: int) -> int:
     """How many records the next poll may add: a set never outgrows ``--max-batch``."""
-    return max(1, max_batch - sum(len(p.offsets) for p in pending))
+    return max(1, max_batch - records(pending))
 
 
 def poll_timeout_s(

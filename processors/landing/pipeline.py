@@ -80,9 +80,6 @@ class LandedBatch:
     def late(self) -> int:
         return int(self.events["_late"].sum())
 
-    def metric_deltas(self) -> list[CounterDelta | HistogramDelta]:
-        return metric_deltas([self])
-
 
 def metric_deltas(landed: Sequence[LandedBatch]) -> list[CounterDelta | HistogramDelta]:
     """The metric deltas of batches landed together, aggregated once for all of them

@@ -81,8 +81,7 @@ def minute_rollups(events: pl.DataFrame, sessions: pl.DataFrame) -> pl.DataFrame
         ),
         _score=pl.when(kind == "feedback").then("score"),
     )
-    # Each row's group as a number, so the histograms are counted by flat group-bys
-    # (a histogram aggregated inside the group-by runs once a group: most of the cost).
+    # Each row's group as a number, which histograms_by_group counts the bins by.
     frame = frame.with_columns(_g=pl.struct(KEYS).rank("dense"))
     rows = frame.group_by(KEYS).agg(
         _g=pl.col("_g").first(),
