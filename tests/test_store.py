@@ -14,7 +14,7 @@ from agentwatch.errors import ConfigError
 from agentwatch.processors.landing.decode import decode_batch
 from agentwatch.processors.store.attach import StoreMissing, attach_statement, is_catalog_race
 from agentwatch.processors.store.attach import connect as connect_lake
-from agentwatch.processors.store.lake import Batch, LakeStore
+from agentwatch.processors.store.lake import ROW_GROUP_ROWS, Batch, LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE
 from agentwatch.processors.store.migrate import migrate
 from tests.examples import invalid_examples, valid_lines
@@ -61,6 +61,23 @@ def test_a_committed_batch_is_visible_to_a_reader(tmp_path: Path) -> None:
     assert count(store) == len(valid_lines())
     with connect_lake(store.db) as con:
         assert con.execute("SELECT count(DISTINCT kind) FROM events").fetchone() == (9,)
+
+
+def test_a_large_batch_is_written_in_row_groups_of_bounded_rows(tmp_path: Path) -> None:
+    store = lake(tmp_path)
+    one = events()
+    many = pl.concat([one] * (2 * ROW_GROUP_ROWS // one.height + 1))
+    assert commit(store, 0, many.height - 1, many)
+    files = store.con.execute(
+        f"SELECT data_file FROM ducklake_list_files('{store.alias}', 'events')"
+    ).fetchall()
+    groups = store.con.execute(
+        "SELECT row_group_num_rows FROM parquet_metadata(?) GROUP BY ALL",
+        [[f for (f,) in files]],
+    ).fetchall()
+    assert len(groups) > 1
+    # DuckDB closes a row group at the first vector (2,048 rows) that reaches the size.
+    assert max(rows for (rows,) in groups) < ROW_GROUP_ROWS + 2048
 
 
 def test_the_committed_offset_is_the_last_offset_of_the_last_batch(tmp_path: Path) -> None:
