@@ -15,9 +15,11 @@ from kafka.admin import KafkaAdminClient
 from kafka.consumer import KafkaConsumer
 from kafka.producer import KafkaProducer
 
+from agentwatch.broker.config import format_storage
 from agentwatch.broker.launcher import BrokerInfo, broker_status, start_broker, stop_broker
 from agentwatch.broker.ports import free_port
 from agentwatch.broker.runtime import BrokerError, java_executable, kafka_java_command
+from agentwatch.broker.tls import BrokerSecurity
 from agentwatch.commands import broker as broker_command
 from agentwatch.settings import Settings
 from agentwatch.topics import TopicSpec, ensure_topics
@@ -208,3 +210,26 @@ def test_old_java_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("JAVA_HOME", str(java.parent.parent))
     with pytest.raises(BrokerError, match=r"Java 11; the Kafka broker needs Java 17\+"):
         java_executable()
+
+
+def test_formatting_a_secure_broker_keeps_the_scram_password_out_of_the_process_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_tool("kafka")
+    require_tool("java")
+    secure = BrokerSecurity(tmp_path)
+    secure.password_file.parent.mkdir(parents=True)
+    secure.password_file.write_text("s3cret-password\n")
+    seen: list[tuple[list[str], str, int]] = []
+
+    def run(cmd: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        at = Path(cmd[-1].removeprefix("@"))
+        seen.append((cmd, at.read_text(), stat.S_IMODE(at.stat().st_mode)))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", run)
+    format_storage(tmp_path, tmp_path / "server.properties", "256m", secure)
+    [(argv, arguments, mode)] = seen
+    assert not any("s3cret-password" in a for a in argv)
+    assert "password=s3cret-password" in arguments and mode == 0o600
+    assert not list(tmp_path.glob("*.args"))  # gone once the storage is formatted

@@ -11,7 +11,13 @@ from pathlib import Path
 
 from agentwatch.broker.ports import HOST, free_port, port_bindable
 from agentwatch.broker.runtime import BrokerError, kafka_java_command
-from agentwatch.broker.tls import PLAINTEXT, SECURITY_MODES, BrokerSecurity, TlsSetupError
+from agentwatch.broker.tls import (
+    PLAINTEXT,
+    SECURITY_MODES,
+    BrokerSecurity,
+    TlsSetupError,
+    write_private,
+)
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +26,7 @@ PROPERTIES_FILE = "server.properties"
 LOG4J_FILE = "log4j2.properties"
 KAFKA_LOGS = "kafka-logs"
 STORAGE_TOOL = "kafka.tools.StorageTool"
+FORMAT_ARGUMENTS_FILE = "format.args"  # exists only while the storage is formatted
 
 
 def server_properties(
@@ -112,19 +119,32 @@ def format_storage(
     if (data_dir / KAFKA_LOGS / "meta.properties").exists():
         return
     args = ["format", "-t", _cluster_id(), "-c", str(props)]
-    cmd = kafka_java_command(
-        STORAGE_TOOL, args + (secure.format_arguments() if secure else []), heap
-    )
+    cmd = kafka_java_command(STORAGE_TOOL, args, heap)
+    arguments = data_dir / FORMAT_ARGUMENTS_FILE
+    if secure is not None:
+        # The SCRAM password must not show in the process list: the tool and its
+        # arguments go in a file only this user reads, which the java launcher expands.
+        tool = cmd.index(STORAGE_TOOL)
+        lines = [*cmd[tool:], *secure.format_arguments()]
+        write_private(arguments, "".join(f'"{_java_quoted(a)}"\n' for a in lines))
+        cmd = [*cmd[:tool], f"@{arguments}"]
     log.info("formatting Kafka storage", extra={"data_dir": str(data_dir)})
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     except subprocess.TimeoutExpired:
         raise BrokerError("formatting the Kafka storage took over 120 s") from None
+    finally:
+        arguments.unlink(missing_ok=True)
     if result.returncode != 0:
         raise BrokerError(
             f"formatting the Kafka storage in {data_dir} failed (exit {result.returncode}):\n"
             f"{(result.stdout + result.stderr).strip()}"
         )
+
+
+def _java_quoted(argument: str) -> str:
+    """An argument as the java launcher reads it between double quotes in an @-file."""
+    return argument.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def prepare_security(data_dir: Path, security: str) -> BrokerSecurity | None:

@@ -32,7 +32,7 @@ from agentwatch.broker.config import (
 )
 from agentwatch.broker.ports import HOST, port_bindable, port_open
 from agentwatch.broker.runtime import DEFAULT_HEAP, BrokerError, kafka_java_command
-from agentwatch.broker.tls import PLAINTEXT, BrokerSecurity
+from agentwatch.broker.tls import PLAINTEXT, BrokerSecurity, write_private
 from agentwatch.kafka import KafkaSecurity, client_options
 
 log = logging.getLogger(__name__)
@@ -289,8 +289,8 @@ def start_broker(
         controller_port = pick_controller_port(data_dir, port)
         secure = prepare_security(data_dir, security)
         props = data_dir / PROPERTIES_FILE
-        props.write_text(server_properties(data_dir, port, controller_port, partitions, secure))
-        props.chmod(0o600)  # a secure broker's file holds its SASL password
+        # A secure broker's file holds its SASL password: private from its creation on.
+        write_private(props, server_properties(data_dir, port, controller_port, partitions, secure))
         (data_dir / LOG4J_FILE).write_text(LOG4J2)
         format_storage(data_dir, props, heap, secure)
 

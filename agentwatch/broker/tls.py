@@ -80,7 +80,7 @@ class BrokerSecurity:
         for sub in (TLS_DIR, CREDENTIALS_DIR):
             (self.data_dir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         if not self.password_file.is_file():
-            _write_private(self.password_file, secrets.token_urlsafe(24) + "\n")
+            write_private(self.password_file, secrets.token_urlsafe(24) + "\n")
         _make_certificates(self.data_dir / TLS_DIR)
         self.client_config.write_text(
             "# Written by `agentwatch broker start --security sasl_ssl`: pass it as --config.\n"
@@ -123,7 +123,8 @@ class BrokerSecurity:
         return ["--add-scram", f"{MECHANISM}=[name={USER},password={self.password()}]"]
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read, from its creation on."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
@@ -171,7 +172,7 @@ def _make_certificates(tls: Path) -> None:
     )  # fmt: skip
     key = (tls / "broker.key").read_text()
     chain = (tls / "broker.pem").read_text() + (tls / "ca.pem").read_text()
-    _write_private(tls / "broker-keystore.pem", key + chain)
+    write_private(tls / "broker-keystore.pem", key + chain)
     for leftover in ("broker.csr", "broker.ext", "ca.srl"):
         (tls / leftover).unlink(missing_ok=True)
     for secret in ("ca.key", "broker.key"):
