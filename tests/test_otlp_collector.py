@@ -86,12 +86,12 @@ def test_a_collector_forwarding_otlp_to_the_receiver_lands_the_agents_session(
 ) -> None:
     events, db = topic(partitions=3), tmp_path / "data" / CATALOG_FILE
     token = tmp_path / "token"
-    token.write_text("s3cret\n")
+    token.write_text("s3cret-collector-token\n")
     with otlp_receiver(kafka_broker, events, "--token-file", str(token)) as receiver_port:
         port = free_port()
         exporter = (
             f'    endpoint: "http://127.0.0.1:{receiver_port}"\n'
-            '    headers: {Authorization: "Bearer s3cret"}\n'
+            '    headers: {Authorization: "Bearer s3cret-collector-token"}\n'
             "    compression: gzip"
         )
         with running(collector, config(port, "otlp_http", exporter), tmp_path, port):

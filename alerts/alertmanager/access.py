@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from agentwatch.http_guard import require_secret
 from agentwatch.settings import ConfigError
 
 TOKEN_ENV: Final = "AGENTWATCH_RECEIVE_TOKEN"
 BASIC_AUTH_ENV: Final = "AGENTWATCH_RECEIVE_BASIC_AUTH"
-MIN_SECRET_CHARS: Final = 16
 CHALLENGE: Final = 'Bearer realm="agentwatch", Basic realm="agentwatch"'
 
 
@@ -79,9 +79,9 @@ class WebhookAuth:
         users: dict[str, bytes] = {}
         if token_file:
             for where, line in _lines(token_file):
-                tokens.append(_secret(line, where))
+                tokens.append(require_secret(line, where))
         if env.get(TOKEN_ENV):
-            tokens.append(_secret(env[TOKEN_ENV].strip(), TOKEN_ENV))
+            tokens.append(require_secret(env[TOKEN_ENV].strip(), TOKEN_ENV))
         entries = list(_lines(basic_auth_file)) if basic_auth_file else []
         if env.get(BASIC_AUTH_ENV):
             entries.append((BASIC_AUTH_ENV, env[BASIC_AUTH_ENV].strip()))
@@ -89,7 +89,7 @@ class WebhookAuth:
             user, sep, password = line.partition(":")
             if not sep or not user:
                 raise ConfigError(f"{where}: expected 'user:password'")
-            users[user] = _secret(password, where)
+            users[user] = require_secret(password, where)
         return cls(tuple(tokens), users)
 
 
@@ -106,15 +106,6 @@ def _lines(path: str | Path) -> list[tuple[str, str]]:
     if not found:
         raise ConfigError(f"{path}: no credentials in the file")
     return found
-
-
-def _secret(text: str, where: str) -> bytes:
-    if len(text) < MIN_SECRET_CHARS:
-        raise ConfigError(
-            f"{where}: the secret has {len(text)} characters; use at least {MIN_SECRET_CHARS} "
-            "(e.g. `openssl rand -hex 32`)"
-        )
-    return text.encode()
 
 
 __all__ = ["BASIC_AUTH_ENV", "CHALLENGE", "TOKEN_ENV", "WebhookAuth"]

@@ -31,7 +31,7 @@ from typing import Any
 
 from agentwatch.alerts.alertmanager.server import (
     Answer,
-    GuardedServer,
+    WebhookServer,
 )
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.model import Alert, AlertState
@@ -132,11 +132,11 @@ class TransitionFilter:
                 self._last[a.fingerprint] = a.state
 
 
-class ReceiveServer(GuardedServer):
+class ReceiveServer(WebhookServer):
     """The webhook endpoint: each authenticated POST's payload goes to the sink.
 
     The sink is called from one thread at a time; the other arguments are
-    :class:`GuardedServer`'s.
+    :class:`WebhookServer`'s.
     """
 
     def __init__(self, host: str, port: int, sink: AlertSink, **options: Any) -> None:

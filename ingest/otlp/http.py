@@ -1,10 +1,15 @@
 """OTLP/HTTP: ``POST /v1/traces``, protobuf or JSON, gzip or none.
 
 Answers as the OTLP specification asks: 200 with an ``ExportTraceServiceResponse``
-(its ``partial_success`` naming rejected spans), 400 for a body that is not an export,
-401 without the configured bearer token, 413 over the body limit (also once inflated),
+(its ``partial_success`` naming rejected spans), 400 for a body that is not an export
+(or a ``Content-Length`` that is not a plain number), 401 without the configured bearer
+token, 411 without a ``Content-Length``, 413 over the body limit (also once inflated),
 415 for another content type, and 503 with Retry-After when Kafka cannot take the
-events. The answer has the request's content type.
+events. The answer has the request's content type. Every error answer closes the
+connection: a body left unread is never taken for the next request.
+
+Connections are served as :class:`~agentwatch.http_guard.GuardedServer` serves them: a
+bounded pool of workers, read and request timeouts, TLS handshakes on the workers.
 """
 
 from __future__ import annotations
@@ -14,10 +19,16 @@ import json
 import logging
 import ssl
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Final
 
+from agentwatch.http_guard import (
+    BadLength,
+    GuardedHandler,
+    GuardedServer,
+    body_length,
+    server_tls_context,
+)
 from agentwatch.ingest.otlp.receiver import RETRY_AFTER_S, Receiver, Unavailable
 from agentwatch.ingest.otlp.spans import (
     RequestError,
@@ -26,6 +37,7 @@ from agentwatch.ingest.otlp.spans import (
     parse_json,
     parse_protobuf,
 )
+from agentwatch.settings import DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +45,14 @@ PATH: Final = "/v1/traces"
 PROTOBUF: Final = "application/x-protobuf"
 JSON: Final = "application/json"
 
+DEFAULT_WORKERS: Final = DEFAULTS.otlp.http_workers
+"""Connections served at once: an exporter keeps its connection open between exports."""
+READ_TIMEOUT_S: Final = 10.0
+REQUEST_TIMEOUT_S: Final = 30.0
 
-class OtlpHttpServer(ThreadingHTTPServer):
-    daemon_threads = True
+
+class OtlpHttpServer(GuardedServer):
+    """``POST /v1/traces`` to ``receiver``; ``tls`` is a context or a certificate and key."""
 
     def __init__(
         self,
@@ -43,26 +60,34 @@ class OtlpHttpServer(ThreadingHTTPServer):
         receiver: Receiver,
         max_body_bytes: int,
         token: str | None = None,
-        tls: tuple[Path, Path] | None = None,
+        tls: ssl.SSLContext | tuple[Path, Path] | None = None,
+        *,
+        workers: int = DEFAULT_WORKERS,
+        read_timeout_s: float = READ_TIMEOUT_S,
+        request_timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
-        super().__init__(address, _Handler)
         self.receiver = receiver
         self.max_body_bytes = max_body_bytes
         self.token = token
-        if tls is not None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(str(tls[0]), str(tls[1]))
-            self.socket = context.wrap_socket(self.socket, server_side=True)
+        if isinstance(tls, tuple):
+            tls = server_tls_context(*tls)
+        super().__init__(
+            address[0],
+            address[1],
+            _Handler,
+            tls=tls,
+            workers=workers,
+            read_timeout_s=read_timeout_s,
+            request_timeout_s=request_timeout_s,
+            name="otlp-http",
+        )
 
     def serve_in_thread(self) -> threading.Thread:
-        thread = threading.Thread(target=self.serve_forever, name="otlp-http", daemon=True)
-        thread.start()
-        return thread
+        return self.start()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(GuardedHandler):
     server: OtlpHttpServer
-    protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("otlp http " + format, *args)
@@ -86,13 +111,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._plain(415, f"Content-Type must be {PROTOBUF} or {JSON}")
         limit = self.server.max_body_bytes
         try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            return self._plain(411, "Content-Length is required", ctype)
+            length = body_length(self.headers)
+        except BadLength as exc:
+            return self._status(int(exc.status), exc.message, ctype)
         if length > limit:
-            self.close_connection = True
             return self._status(413, f"the body is over the {limit}-byte limit", ctype)
-        body = self.rfile.read(length)
+        body = self.read_body(length)
         try:
             raw = decompress(body, self.headers.get("Content-Encoding"), limit)
             request = parse_protobuf(raw) if ctype == PROTOBUF else parse_json(raw)
@@ -121,22 +145,18 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.dumps({"code": _GRPC_CODES.get(code, 2), "message": message}).encode()
         return self._send(code, ctype, body)
 
-    def _plain(self, code: int, message: str, ctype: str = "", auth: bool = False) -> int:
+    def _plain(self, code: int, message: str, auth: bool = False) -> int:
         return self._send(code, "text/plain; charset=utf-8", message.encode(), auth=auth)
 
     def _send(self, code: int, ctype: str, body: bytes, auth: bool = False) -> int:
+        """The answer; one of 400 or more also closes the connection."""
         self.server.receiver.metrics.requests.labels("http", str(code)).inc()
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
+        headers = {}
         if code == 503:
-            self.send_header("Retry-After", str(RETRY_AFTER_S))
+            headers["Retry-After"] = str(RETRY_AFTER_S)
         if auth:
-            self.send_header("WWW-Authenticate", "Bearer")
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
+            headers["WWW-Authenticate"] = "Bearer"
+        self.answer(code, ctype, body, headers)
         return code
 
 

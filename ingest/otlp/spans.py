@@ -86,6 +86,8 @@ def parse_protobuf(body: bytes) -> ExportTraceServiceRequest:
         request.ParseFromString(body)
     except DecodeError as exc:
         raise RequestError(f"the body is not an ExportTraceServiceRequest: {exc}") from None
+    except RecursionError:
+        raise RequestError("the body is an ExportTraceServiceRequest nested too deeply") from None
     return request
 
 
@@ -103,19 +105,26 @@ def parse_json(body: bytes) -> ExportTraceServiceRequest:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError("the body is JSON nested too deeply") from None
     if not isinstance(doc, dict):
         raise RequestError("the body is not a JSON object")
-    for rs in doc.get("resourceSpans") or doc.get("resource_spans") or []:
-        for ss in rs.get("scopeSpans") or rs.get("scope_spans") or []:
-            for span in ss.get("spans") or []:
-                _hex_ids_to_base64(span)
-                for link in span.get("links") or []:
-                    _hex_ids_to_base64(link)
+    try:
+        for rs in doc.get("resourceSpans") or doc.get("resource_spans") or []:
+            for ss in rs.get("scopeSpans") or rs.get("scope_spans") or []:
+                for span in ss.get("spans") or []:
+                    _hex_ids_to_base64(span)
+                    for link in span.get("links") or []:
+                        _hex_ids_to_base64(link)
+    except (AttributeError, TypeError):  # a list or a number where an object belongs
+        raise RequestError("the body is not an OTLP/JSON trace export") from None
     request = ExportTraceServiceRequest()
     try:
         ParseDict(doc, request, ignore_unknown_fields=True)
     except (ParseError, ValueError, TypeError) as exc:
         raise RequestError(f"the body is not an OTLP/JSON trace export: {exc}") from None
+    except RecursionError:
+        raise RequestError("the body is an OTLP/JSON trace export nested too deeply") from None
     return request
 
 
