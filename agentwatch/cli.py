@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agentwatch import __version__
+from agentwatch.errors import first_line
 from agentwatch.kafka import configure as configure_kafka
 from agentwatch.kafka import security_from_settings
 from agentwatch.processors.store.location import configure as configure_store
@@ -216,6 +217,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except (OSError, OverflowError) as exc:
+        return _stopped(exc, args.log_level)
+    except Exception as exc:
+        if not _from_duckdb(exc):
+            raise
+        return _stopped(exc, args.log_level)
+
+
+def _stopped(exc: BaseException, log_level: str) -> int:
+    """A command stopped by what it was given (a path that is a directory, a port out of
+    range, a file that is not a lake): one line, exit 1; the traceback at debug level."""
+    if log_level.upper() == "DEBUG":
+        raise exc
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        message = f"{exc.filename}: {exc.strerror}"
+    elif isinstance(exc, OverflowError):
+        message = f"a number or duration is out of range ({first_line(exc)})"
+    else:
+        message = first_line(exc)
+    print(f"agentwatch: {message}", file=sys.stderr)
+    return 1
+
+
+def _from_duckdb(exc: BaseException) -> bool:
+    """True for DuckDB's errors, told by their module so that a command needing no DuckDB
+    does not import it to find out."""
+    return type(exc).__module__.split(".")[0] in ("duckdb", "_duckdb")
 
 
 if __name__ == "__main__":

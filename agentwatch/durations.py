@@ -33,6 +33,8 @@ UNITS: Final[tuple[tuple[str, int], ...]] = (
 _MS: Final = dict(UNITS)
 _PART: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
 EXAMPLES: Final = "500ms, 30s, 5m, 1h30m, 2d or 1w"
+LONGEST_S: Final = 100 * 365 * 86_400.0
+"""The longest duration taken (100y): any longer one is a typo, and would not fit a date."""
 
 
 class DurationError(ValueError):
@@ -49,6 +51,8 @@ def parse_seconds(value: object) -> float:
         raise DurationError(f"not a duration: {value!r} (use e.g. {EXAMPLES})")
     if not math.isfinite(seconds) or seconds < 0:
         raise DurationError(f"not a duration: {value!r} (it must be finite and not negative)")
+    if seconds > LONGEST_S:
+        raise DurationError(f"not a duration: {value!r} (the longest is 100y)")
     return seconds
 
 
@@ -95,6 +99,7 @@ def duration_argument(text: str) -> dt.timedelta:
 
 __all__ = [
     "EXAMPLES",
+    "LONGEST_S",
     "UNITS",
     "DurationError",
     "duration_argument",

@@ -364,4 +364,8 @@ def load_settings(path: str | None = None) -> Settings:
             values = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{candidate}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{candidate}: not UTF-8 text (TOML files are UTF-8)") from None
+    except OSError as exc:  # a directory, unreadable
+        raise ConfigError(f"config file {candidate}: {exc.strerror or exc}") from None
     return Settings(config=decode_config(values, candidate), source=candidate)

@@ -117,3 +117,35 @@ def test_logging_setup_leaves_other_formatters_in_local_time() -> None:
     finally:
         root.handlers[:], level = saved
         root.setLevel(level)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["contract", "schema", "--out", "{dir}"],
+        ["contract", "check", "{dir}/missing.jsonl"],
+        ["store", "maintain", "--db", "{dir}"],
+    ],
+)
+def test_a_path_a_command_cannot_use_is_one_line_and_exit_1(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([a.format(dir=tmp_path) for a in argv]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("agentwatch: ") and "\n" not in err and str(tmp_path) in err
+
+
+def test_a_config_file_that_is_a_directory_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--config", str(tmp_path), "sql", "SELECT 1"]) == 2
+    assert capsys.readouterr().err.strip() == f"agentwatch: config file {tmp_path}: Is a directory"
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "agentwatch.toml"
+    config.write_bytes(b"\xff\xfe[process]\n")
+    assert main(["--config", str(config), "sql", "SELECT 1"]) == 2
+    assert "not UTF-8" in capsys.readouterr().err

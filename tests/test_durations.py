@@ -25,6 +25,7 @@ GRAMMAR: list[tuple[object, float | None, str | None]] = [
     ("1d", 86400, "1d"),
     ("1w", 604800, "1w"),
     ("1y", 365 * 86400, "1y"),
+    ("100y", 100 * 365 * 86400, "100y"),
     # Compound, as in Prometheus; written back longest unit first.
     ("1h30m", 5400, "1h30m"),
     ("1h30m30s", 5430, "1h30m30s"),
@@ -51,6 +52,10 @@ GRAMMAR: list[tuple[object, float | None, str | None]] = [
     ("six hours", None, None),
     (-1, None, None),
     (float("inf"), None, None),
+    # Longer than 100 years: a typo, and past what a date holds.
+    ("101y", None, None),
+    ("99999999999d", None, None),
+    (1e300, None, None),
     (True, None, None),
     (None, None, None),
     ([1], None, None),
