@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from agentwatch.processors.query.sql import query
 from agentwatch.processors.store.definitions import ERROR
+from agentwatch.terminal import Table
 
 
 @dataclass(frozen=True)

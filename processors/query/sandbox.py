@@ -3,15 +3,18 @@
 Two independent walls, so that a hole in one is not a way out:
 
 - **The connection.** The lake attached read-only, with extension auto-install and
-  auto-load off, file access limited to the lake's catalog folder and data path
-  (``allowed_directories`` with ``enable_external_access`` off: no other file, URL,
-  database or extension can be reached), and the configuration locked, so no statement
-  can loosen it again.
+  auto-load off, file access limited to the lake's data path (``allowed_directories``
+  with ``enable_external_access`` off: no other file, URL, database or extension can be
+  reached), no temporary directory (DuckDB would allow reading that too), and the
+  configuration locked, so no statement can loosen it again.
 - **The statements.** Each one is parsed by DuckDB's own parser and only queries run:
   ``SELECT`` (with ``WITH``, ``VALUES``, ``DESCRIBE``, ``SHOW``, ``SUMMARIZE``) and
   ``EXPLAIN [ANALYZE]`` of a query. The query inside an ``EXPLAIN`` is checked the same
   way, and so is the SQL text given to the ``query()`` table function; functions that
-  run SQL the checker cannot see are refused. ``COPY``, ``EXPORT``, ``ATTACH``,
+  run SQL the checker cannot see are refused. Table functions are allow-listed
+  (``ALLOWED_TABLE_FUNCTIONS``), wherever they appear in the parse tree: DuckLake's
+  maintenance functions delete and write the lake's files even on a read-only attach,
+  so they and every other unlisted one are refused. ``COPY``, ``EXPORT``, ``ATTACH``,
   ``INSTALL``, ``LOAD``, ``SET``, ``PRAGMA``, ``CALL``, ``CREATE`` and every other
   statement are refused before anything runs. The read-only connection cannot write
   the lake, but ``COPY ... TO`` could still write files (a forged Parquet file in the
@@ -39,9 +42,54 @@ EXPLAIN_TYPE = "EXPLAIN"
 SQL_TEXT_FUNCTIONS = frozenset({"query"})
 # Functions that run SQL the checker cannot read (a serialized plan).
 REFUSED_FUNCTIONS = frozenset({"json_execute_serialized_sql"})
+# The table functions a query may read from; every other one is refused, however it is
+# spelled or nested. Among those refused: DuckLake's maintenance (ducklake_cleanup_old_files
+# deletes the lake's data files, ducklake_merge_adjacent_files writes new ones), the
+# SQLite and PostgreSQL scanners' query and attach functions, checkpoints and logging, and
+# the file readers (read_parquet, glob, ...): the lake's tables and views are read by name.
+ALLOWED_TABLE_FUNCTIONS = frozenset(
+    {
+        # SQL text, checked like a statement (SQL_TEXT_FUNCTIONS).
+        "query",
+        # Rows made from values.
+        "range",
+        "generate_series",
+        "unnest",
+        "json_each",
+        "json_tree",
+        "histogram",
+        "histogram_values",
+        # What the catalog holds.
+        "duckdb_databases",
+        "duckdb_schemas",
+        "duckdb_tables",
+        "duckdb_views",
+        "duckdb_columns",
+        "duckdb_constraints",
+        "duckdb_types",
+        "duckdb_functions",
+        "duckdb_keywords",
+        "duckdb_settings",
+        "pragma_table_info",
+        # The lake's snapshots, files and changes, read from its catalog.
+        "ducklake_snapshots",
+        "ducklake_current_snapshot",
+        "ducklake_last_committed_snapshot",
+        "ducklake_table_info",
+        "ducklake_list_files",
+        "ducklake_table_changes",
+        "ducklake_table_insertions",
+        "ducklake_table_deletions",
+        "ducklake_options",
+        "ducklake_settings",
+    }
+)
+# Scalar calls of these families are refused too: they have only table functions.
+TABLE_FUNCTION_PREFIXES = ("ducklake_", "sqlite_", "postgres_")
 # EXPLAIN (...) in EXPLAIN (...) (...) SELECT is as deep as a real question goes.
 MAX_DEPTH = 4
 ALLOWED_HELP = "only queries run: SELECT, WITH ... SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN"
+TABLE_FUNCTIONS_HELP = "tables and views are read by name; see docs/security.md#sql"
 
 
 class SandboxError(Exception):
@@ -57,8 +105,10 @@ def connect(db: Path | str) -> duckdb.DuckDBPyConnection:
             f"{location.catalog_file} does not exist: run `agentwatch process --db "
             f"{location.catalog_file}` (or `make demo`) first"
         )
-    # Its own instance, not the process's shared one: its configuration gets locked.
-    con = duckdb.connect(config=extensions.config())
+    # Its own instance, not the process's shared one: its configuration gets locked. No
+    # temporary directory: DuckDB would allow reading it (`.tmp` under the working
+    # directory by default), and a query that needs more memory fails instead of spilling.
+    con = duckdb.connect(config={**extensions.config(), "temp_directory": ""})
     try:
         con.execute("SET GLOBAL TimeZone = 'UTC'")
         extensions.load(con, location.extensions)
@@ -124,9 +174,14 @@ def _check_statement(
     if kind not in QUERY_TYPES:
         raise SandboxError(f"refused: {_describe(kind)} ({ALLOWED_HELP})")
     tree = _serialize(con, statement.query)
+    for name in _table_functions(tree):
+        if name not in ALLOWED_TABLE_FUNCTIONS:
+            raise SandboxError(f"refused: table function {name}() ({TABLE_FUNCTIONS_HELP})")
     for name, arguments in _functions(tree):
         if name in REFUSED_FUNCTIONS:
             raise SandboxError(f"refused: {name}() runs SQL that cannot be checked")
+        if name.startswith(TABLE_FUNCTION_PREFIXES) and name not in ALLOWED_TABLE_FUNCTIONS:
+            raise SandboxError(f"refused: table function {name}() ({TABLE_FUNCTIONS_HELP})")
         if name in SQL_TEXT_FUNCTIONS:
             text = _constant_text(arguments)
             if text is None:
@@ -167,6 +222,22 @@ def _serialize(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
     if tree.get("error"):
         raise SandboxError(f"refused: {tree.get('error_message', 'not a plain query')}")
     return tree
+
+
+def _table_functions(node: Any) -> Iterator[str]:
+    """The name of every table function a serialized statement reads from, at any depth
+    (subqueries, CTEs, joins, lateral joins), lower-cased as DuckDB resolves it."""
+    if isinstance(node, dict):
+        if node.get("type") == "TABLE_FUNCTION":
+            function = node.get("function")
+            if not isinstance(function, dict) or "function_name" not in function:
+                raise SandboxError("refused: a table function that cannot be checked")
+            yield str(function["function_name"]).lower()
+        for value in node.values():
+            yield from _table_functions(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _table_functions(value)
 
 
 def _functions(node: Any) -> Iterator[tuple[str, list[Any]]]:

@@ -55,7 +55,8 @@ def write_rows(
         writer.writerows(rows)
     else:
         from rich.console import Console  # only people's tables need it: tools start faster
-        from rich.table import Table
+
+        from agentwatch.terminal import Table  # names and values shown as they are stored
 
         table = Table(*columns, show_lines=False, header_style="bold")
         for r in rows:
