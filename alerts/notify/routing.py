@@ -62,11 +62,20 @@ class Matcher:
 
     @classmethod
     def parse(cls, text: str) -> Matcher:
-        """``name=value``, ``name!=value``, ``name=~regex``, ``name!~regex``; quotes optional."""
+        """``name=value``, ``name!=value``, ``name=~regex``, ``name!~regex``; quotes optional.
+
+        ``name==value`` is refused rather than read as a value starting with ``=``; such a
+        value is written quoted (``name="=value"``), as in Alertmanager.
+        """
         m = _MATCHER.match(text)
         if not m:
             raise RoutingError(f"bad matcher {text!r} (use name=value, !=, =~ or !~)")
         name, op, value = m.group(1), m.group(2), m.group(3)
+        if op == "=" and value.startswith("="):  # name==value: = is the operator, once
+            raise RoutingError(
+                f"bad matcher {text!r}: did you mean {name}={value[1:].lstrip()}? "
+                f'(a value that starts with = is written quoted: {name}="{value}")'
+            )
         if len(value) >= 2 and value[0] == value[-1] == '"':
             value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
         return cls.create(name, op, value)  # type: ignore[arg-type]
@@ -153,9 +162,12 @@ def parse_route(doc: Mapping[str, Any], *, path: str = "route") -> Route:
     raw_matchers = doc.get("matchers") or []
     if isinstance(raw_matchers, str):
         raw_matchers = [raw_matchers]
-    for item in raw_matchers:
+    for i, item in enumerate(raw_matchers):
         # One string may hold several comma-separated matchers, as in Alertmanager.
-        matchers.extend(Matcher.parse(part) for part in _split_matchers(str(item)))
+        try:
+            matchers.extend(Matcher.parse(part) for part in _split_matchers(str(item)))
+        except RoutingError as exc:
+            raise RoutingError(f"{path}.matchers[{i}]: {exc}") from None
     for name, value in (doc.get("match") or {}).items():
         matchers.append(Matcher.create(str(name), "=", str(value)))
     for name, value in (doc.get("match_re") or {}).items():

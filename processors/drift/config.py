@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, cast
 
+import msgspec
 import yaml
 
 from agentwatch.decoding import did_you_mean
@@ -42,6 +44,105 @@ def _span(value: object, source: str, key: str) -> dt.timedelta:
         return parse_duration(value)
     except DurationError as exc:
         raise ConfigError(f"{source}: {key}: {exc}") from None
+
+
+class _Shape(msgspec.Struct):
+    """The types of a drift file's values (durations are checked by :func:`_span`)."""
+
+
+class _OverrideShape(_Shape):
+    thresholds: dict[str, Any] | None = None  # each entry checked by _thresholds
+    min_samples: dict[str, Any] | None = None
+    enabled: bool | None = None
+    signals: dict[str, Any] | None = None
+
+
+class _ReleaseShape(_Shape, forbid_unknown_fields=True):
+    window: Any = None
+    min_history: Any = None
+    dimensions: list[str] | None = None
+
+
+class _ChoiceShape(_Shape, forbid_unknown_fields=True):
+    small: str
+    large: str
+    always: list[str] = []
+
+
+class _TestsShape(_Shape, forbid_unknown_fields=True):
+    numeric: _ChoiceShape
+    categorical: _ChoiceShape
+    rate: _ChoiceShape
+
+
+class _SeasonalityShape(_Shape):
+    mode: str = "auto"
+    periods: list[Any] = []
+    min_cycles: int = 2
+    p_value: float = 0.001
+
+
+class _CumulativeShape(_Shape):
+    tests: dict[str, str] | None = None
+
+
+class _FileShape(_Shape):
+    release: _ReleaseShape | None = None
+    large_sample: int = 1
+    min_expected: float = 0.0
+    tests: _TestsShape | None = None
+    thresholds: dict[str, Any] = {}
+    min_samples: dict[str, Any] = {}
+    signals: dict[str, Any] | None = None
+    agents: dict[str, Any] | None = None
+    seasonality: _SeasonalityShape | None = None
+    fdr: str = "agent"
+    cumulative: _CumulativeShape | None = None
+
+
+def _check_shape(value: Any, shape: type[_Shape], source: str, where: str = "") -> None:
+    """Each value of the right type, or one line naming the file and the key path."""
+    try:
+        msgspec.convert(value, shape)
+    except msgspec.ValidationError as exc:
+        problem, _, path = str(exc).partition(" - at `$")
+        path = f"{where}{path.rstrip('`')}".removeprefix(".")
+        raise ConfigError(f"{source}: {path or 'top level'}: {problem}") from None
+
+
+def _test_name(name: object, source: str, where: str) -> str:
+    """A registered test's name, or one line naming the key and the closest test."""
+    if str(name) not in stats.REGISTRY:
+        hint = did_you_mean([name], stats.REGISTRY) or f" (known: {', '.join(stats.REGISTRY)})"
+        raise ConfigError(f"{source}: {where}: unknown drift test {name!r}{hint}")
+    return str(name)
+
+
+def _thresholds(raw: Mapping[str, Any], source: str, where: str) -> dict[str, float]:
+    """Thresholds by test: a p-valued test's (an FDR level) in (0, 1), a distance's > 0."""
+    out: dict[str, float] = {}
+    for name, value in raw.items():
+        test = stats.REGISTRY[_test_name(name, source, f"{where}.{name}")]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{source}: {where}.{name}: must be a number, got {value!r}")
+        level = float(value)
+        if not 0.0 < level < (1.0 if test.p_valued else math.inf):
+            what = "a p-value level in (0, 1)" if test.p_valued else "a finite distance above 0"
+            raise ConfigError(f"{source}: {where}.{name}: must be {what}, got {value!r}")
+        out[str(name)] = level
+    return out
+
+
+def _min_samples(raw: Mapping[str, Any], source: str, where: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for name, value in raw.items():
+        _test_name(name, source, f"{where}.{name}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(
+                f"{source}: {where}.{name}: must be a whole number of at least 1, got {value!r}"
+            )
+        out[str(name)] = int(value)
+    return out
 
 
 @dataclass(frozen=True)
@@ -213,6 +314,7 @@ def _build(data: Mapping[str, Any], source: str) -> DriftConfig:
     if unknown:
         hint = did_you_mean(sorted(unknown), _TOP_KEYS)
         raise ConfigError(f"{source}: unknown drift settings {sorted(unknown)}{hint}")
+    _check_shape(data, _FileShape, source)
     durations = {
         k: _span(data[k], source, k)
         for k in ("grain", "window", "reference", "min_reference", "settle", "session_lookback")
@@ -244,26 +346,31 @@ def _build(data: Mapping[str, Any], source: str) -> DriftConfig:
         raw = data["tests"][kind]
         choice = TestChoice(raw["small"], raw["large"], tuple(raw.get("always", ())))
         for name in (choice.small, choice.large, *choice.always):
+            _test_name(name, source, f"tests.{kind}")
             if stats.get(name).kind != kind:
                 raise ConfigError(f"{source}: test {name!r} is not a {kind} test")
             if stats.get(name).steps:
                 raise ConfigError(f"{source}: test {name!r} is cumulative: set it in cumulative")
         tests[kind] = choice
-    thresholds = {str(k): float(v) for k, v in data["thresholds"].items()}
-    min_samples = {str(k): int(v) for k, v in data["min_samples"].items()}
+    thresholds = _thresholds(data["thresholds"], source, "thresholds")
+    min_samples = _min_samples(data["min_samples"], source, "min_samples")
     for name in stats.REGISTRY:
         if name not in thresholds or name not in min_samples:
             raise ConfigError(f"{source}: test {name!r} needs a threshold and min_samples")
+    for pattern, entry in (data.get("agents") or {}).items():
+        if not isinstance(entry, Mapping | None):
+            raise ConfigError(f"{source}: agents.{pattern}: must be a mapping, got {entry!r}")
     agents = tuple(
         AgentOverride(
             str(pattern),
             _override(
                 {k: v for k, v in (entry or {}).items() if k not in _AGENT_WINDOW_KEYS},
+                source,
                 f"agents.{pattern}",
                 allow_signals=True,
             ),
             {
-                str(sig): _override(v or {}, f"agents.{pattern}.signals.{sig}")
+                str(sig): _override(v or {}, source, f"agents.{pattern}.signals.{sig}")
                 for sig, v in ((entry or {}).get("signals") or {}).items()
             },
             *(
@@ -279,7 +386,7 @@ def _build(data: Mapping[str, Any], source: str) -> DriftConfig:
     if fdr not in FDR_FAMILIES:
         raise ConfigError(f"{source}: fdr must be one of {', '.join(FDR_FAMILIES)}, got {fdr!r}")
     signals = {
-        str(sig): _override(v or {}, f"signals.{sig}")
+        str(sig): _override(v or {}, source, f"signals.{sig}")
         for sig, v in (data.get("signals") or {}).items()
     }
     return DriftConfig(
@@ -292,8 +399,8 @@ def _build(data: Mapping[str, Any], source: str) -> DriftConfig:
         release_window=release_window,
         release_dimensions=dimensions,
         release_min_history=min_history,
-        large_sample=int(data["large_sample"]),
-        min_expected=float(data["min_expected"]),
+        large_sample=int(_at_least(data["large_sample"], 1, source, "large_sample")),
+        min_expected=float(_at_least(data["min_expected"], 0, source, "min_expected")),
         tests=tests,
         thresholds=thresholds,
         min_samples=min_samples,
@@ -305,6 +412,12 @@ def _build(data: Mapping[str, Any], source: str) -> DriftConfig:
         fdr=fdr,
         cumulative=_cumulative(data.get("cumulative") or {}, grain, source),
     )
+
+
+def _at_least(value: float, floor: int, source: str, key: str) -> float:
+    if not floor <= value < math.inf:
+        raise ConfigError(f"{source}: {key}: must be a finite number >= {floor}, got {value!r}")
+    return value
 
 
 def _window(value: Any, where: str, grain: dt.timedelta, source: str) -> dt.timedelta | None:
@@ -356,23 +469,25 @@ def _cumulative(entry: Mapping[str, Any], grain: dt.timedelta, source: str) -> C
     for kind, name in raw.items():
         if kind not in ("numeric", "rate"):
             raise ConfigError(f"{source}: cumulative.tests: {kind!r} is not numeric or rate")
-        if stats.get(str(name)).kind != kind or not stats.get(str(name)).steps:
+        test = stats.get(_test_name(name, source, f"cumulative.tests.{kind}"))
+        if test.kind != kind or not test.steps:
             raise ConfigError(f"{source}: cumulative.tests: {name!r} is no cumulative {kind} test")
         tests[cast(Kind, kind)] = str(name)
     return Cumulative(horizon, tests)
 
 
-def _override(entry: Mapping[str, Any], where: str, allow_signals: bool = False) -> Override:
+def _override(entry: Any, source: str, where: str, allow_signals: bool = False) -> Override:
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{source}: {where}: must be a mapping, got {entry!r}")
     allowed = _OVERRIDE_KEYS | ({"signals"} if allow_signals else set())
     unknown = set(entry) - allowed
     if unknown:
         hint = did_you_mean(sorted(unknown), allowed)
-        raise ConfigError(f"{where}: unknown settings {sorted(unknown)}{hint}")
-    for test in (*(entry.get("thresholds") or {}), *(entry.get("min_samples") or {})):
-        stats.get(test)
+        raise ConfigError(f"{source}: {where}: unknown settings {sorted(unknown)}{hint}")
+    _check_shape(entry, _OverrideShape, source, f".{where}")
     enabled = entry.get("enabled")
     return Override(
-        thresholds={str(k): float(v) for k, v in (entry.get("thresholds") or {}).items()},
-        min_samples={str(k): int(v) for k, v in (entry.get("min_samples") or {}).items()},
+        thresholds=_thresholds(entry.get("thresholds") or {}, source, f"{where}.thresholds"),
+        min_samples=_min_samples(entry.get("min_samples") or {}, source, f"{where}.min_samples"),
         enabled=None if enabled is None else bool(cast(bool, enabled)),
     )

@@ -18,8 +18,7 @@ from typing import Any
 import polars as pl
 from rich import box
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 
 from agentwatch.durations import parse_duration
 from agentwatch.processors.drift import stats
@@ -38,6 +37,7 @@ from agentwatch.processors.drift.signals import signal_of
 from agentwatch.processors.drift.summaries import SummaryCache, bucket_of
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.progress import progress_bar
+from agentwatch.terminal import Table, literal
 
 SENTENCES = 10  # drifted signals told in sentences before the table
 SIGNAL_WIDTH = 28  # the terminal table's signal column at least (longer names fold)
@@ -171,9 +171,9 @@ def summary_table(agent_id: str, summary: pl.DataFrame) -> Table:
     for row in summary.iter_rows(named=True):
         since = row["drifting_since"]
         table.add_row(
-            escape(row["signal"]),  # tool_error_rate[lookup] is not a style
-            escape(_comparison(row)),
-            f"[{styles[row['verdict']]}]{words.get(row['verdict'], row['verdict'])}[/]",
+            row["signal"],  # tool_error_rate[lookup] is shown as it is, not as a style
+            _comparison(row),
+            Text(words.get(row["verdict"], row["verdict"]), styles[row["verdict"]]),
             since.strftime("%m-%d %H:%M") if isinstance(since, dt.datetime) else "-",
             f"{row['drift_windows']}/{row['windows']}",
             _num(row["severity"]),
@@ -201,8 +201,7 @@ def backfill_summary(rows: pl.DataFrame, *, dry_run: bool) -> Table:
         .sort("window_end", "agent_id", "signal")
     )
     for agent_id, signal, comparison, windows, first in drifted.iter_rows():
-        cells = (escape(agent_id), escape(signal), escape(comparison))
-        table.add_row(*cells, str(windows), _when(first))
+        table.add_row(agent_id, signal, comparison, str(windows), _when(first))
     return table
 
 
@@ -330,7 +329,7 @@ def build_report(
     scores = load_scores(db, agent_id, since)
     if scores.is_empty():
         console.print(
-            f"No drift results for {agent_id}: run `agentwatch drift run` or "
+            f"No drift results for {literal(agent_id)}: run `agentwatch drift run` or "
             "`agentwatch drift backfill` first, or check --since."
         )
         return 1
@@ -351,15 +350,15 @@ def build_report(
         for row in drawn.iter_rows(named=True):
             sections.append(_section(agent_id, row, tracked, cache, config))
             advance(1)
-    for text in sentences or [f"{agent_id}: no signal is drifting in its latest window."]:
-        console.print(escape(text))
+    for line in sentences or [f"{agent_id}: no signal is drifting in its latest window."]:
+        console.print(literal(line))
     console.print()
     console.print(summary_table(agent_id, summary))
     if out is None:
         return 0
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_html(agent_id, summary, sections, sentences), encoding="utf-8")
-    console.print(f"HTML report written to {out}")
+    console.print(f"HTML report written to {literal(out)}")
     return 0
 
 
