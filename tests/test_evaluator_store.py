@@ -3,6 +3,7 @@ thresholds, rates of change and the shipped rules; its loop and `alerts run`."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import pytest
 from agentwatch.alerts.evaluation.evaluator import Evaluation, Evaluator
 from agentwatch.alerts.evaluation.loop import Sources, fan_out, run_loop
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
-from agentwatch.alerts.rules import Rule, load_rules, parse_rules
+from agentwatch.alerts.response.runbook_files import RUNBOOK_DIR
+from agentwatch.alerts.rules import DEFAULT_RULES_DIR, Rule, load_rules, parse_rules
 from agentwatch.cli import build_parser, main
 from agentwatch.clock import ManualClock
 from agentwatch.processors.store.attach import connect as connect_lake
@@ -310,3 +312,46 @@ def test_other_modules_add_subcommands_to_the_same_alerts_group() -> None:
     silence = ["alerts", "silence", "--match", "agent_id=a", "--comment", "maintenance"]
     assert parser.parse_args(silence).alerts_command == "silence"
     assert parser.parse_args(["alerts", "run"]).alerts_command == "run"
+
+
+def rules_naming(tmp_path: Path, runbook_url: str) -> Path:
+    """The shipped safety rules with their runbook_url replaced."""
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    shipped = (DEFAULT_RULES_DIR / "safety.yaml").read_text()
+    (folder / "safety.yaml").write_text(shipped.replace("runbooks/contain-agent.yaml", runbook_url))
+    return folder
+
+
+def with_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTWATCH_CONTROL_KEYS", "k1:" + "a" * 40)
+
+
+def test_alerts_run_refuses_a_rule_naming_a_runbook_that_is_not_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with_keys(tmp_path, monkeypatch)
+    rules = rules_naming(tmp_path, "runbooks/contain-agnet.yaml")
+    args = ["alerts", "run", "--db", str(tmp_path / "db.sqlite"), "--rules", str(rules)]
+    assert main([*args, "--once"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "runbook_url runbooks/contain-agnet.yaml names no runbook" in err
+
+
+def test_alerts_run_reads_runbooks_from_the_configured_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with_keys(tmp_path, monkeypatch)
+    books = tmp_path / "books"
+    shutil.copytree(RUNBOOK_DIR, books)
+    shipped = RUNBOOK_DIR / "contain-agent.yaml"
+    (books / "contain-fleet.yaml").write_text(
+        shipped.read_text().replace("id: contain-agent", "id: contain-fleet")
+    )
+    rules = rules_naming(tmp_path, "runbooks/contain-fleet.yaml")
+    monkeypatch.setenv("AGENTWATCH_ALERTS_RUNBOOKS", str(books))
+    db = store_with(tmp_path, checks(0, 120, 60, agent="rogue-bot"))
+    args = ["alerts", "run", "--db", str(db), "--rules", str(rules), "--once"]
+    assert main([*args, "--at", at(60).isoformat()]) == 0
+    monkeypatch.delenv("AGENTWATCH_ALERTS_RUNBOOKS")
+    assert main([*args, "--at", at(60).isoformat()]) == 2  # the shipped ones lack it

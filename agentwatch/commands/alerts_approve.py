@@ -6,8 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from agentwatch.alerts.response.runbook_files import RUNBOOK_DIR
-from agentwatch.commands.alerts_group import add_catalog_option, catalog_from_args
+from agentwatch.commands.alerts_group import (
+    add_catalog_option,
+    add_runbook_dir_option,
+    catalog_from_args,
+)
 from agentwatch.commands.options import (
     add_bootstrap_option,
     add_control_topic_option,
@@ -34,12 +37,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     add_bootstrap_option(p, settings)
     add_control_topic_option(p, settings)
     add_catalog_option(p, settings)
-    p.add_argument(
-        "--runbooks",
-        type=Path,
-        default=Path(settings.value("alerts", "runbooks") or RUNBOOK_DIR),
-        help="runbook directory (default: the shipped runbooks)",
-    )
+    add_runbook_dir_option(p, settings, "--runbook-dir", "--runbooks")
     p.set_defaults(handler=_cmd_approve)
 
 
@@ -66,7 +64,7 @@ def _cmd_approve(args: argparse.Namespace) -> int:
             ),
             pinned_versions=catalog_pins(catalog),
         )
-        rows = resume(waiting, context, load_runbooks(args.runbooks))
+        rows = resume(waiting, context, load_runbooks(args.runbook_dir))
     except RunbookError as exc:
         print(f"agentwatch: {exc}", file=sys.stderr)
         return 1

@@ -60,9 +60,27 @@ def add_rules_option(parser: argparse.ArgumentParser, settings: Settings) -> Non
     )
 
 
+def add_runbook_dir_option(
+    parser: argparse.ArgumentParser, settings: Settings, *names: str
+) -> None:
+    """The runbook directory (``[alerts] runbooks``; the shipped runbooks by default)."""
+    from agentwatch.alerts.response.runbook_files import RUNBOOK_DIR
+
+    parser.add_argument(
+        *(names or ("--runbook-dir",)),
+        dest="runbook_dir",
+        type=Path,
+        metavar="DIR",
+        default=Path(settings.value("alerts", "runbooks") or RUNBOOK_DIR),
+        help="directory of runbook YAML files a rule's runbook_url: runbooks/<id>.yaml "
+        "names (env AGENTWATCH_ALERTS_RUNBOOKS; default %(default)s)",
+    )
+
+
 def add_response_options(parser: argparse.ArgumentParser, settings: Settings) -> None:
     """What a firing alert is handed to: the notifier, runbooks and breaker supervision."""
     add_notify_config_argument(parser, settings)
+    add_runbook_dir_option(parser, settings)
     add_bootstrap_option(parser, settings, "Kafka for the control topic runbooks open breakers on")
     add_control_topic_option(parser, settings)
     parser.add_argument(
@@ -82,5 +100,11 @@ def response_from_args(args: argparse.Namespace, catalog: Catalog | None = None)
     if catalog is None:
         catalog = catalog_from_args(args, NO_CATALOG_RESPONSE)
     return build_response(
-        args.db, args.notify_config, args.bootstrap, args.control_topic, keyring, catalog
+        args.db,
+        args.notify_config,
+        args.bootstrap,
+        args.control_topic,
+        keyring,
+        catalog,
+        args.runbook_dir,
     )

@@ -32,6 +32,7 @@ from agentwatch.alerts.response.breaker import Breaker
 from agentwatch.alerts.response.control import BreakerControl, retired_agents
 from agentwatch.alerts.response.observations import CatalogSource
 from agentwatch.alerts.response.runbook_files import (
+    RUNBOOK_DIR,
     Runbook,
     find_runbook,
     load_runbooks,
@@ -211,6 +212,7 @@ def build_response(
     control_topic: str,
     keyring: Keyring,
     catalog: Catalog,
+    runbook_dir: Path = RUNBOOK_DIR,
 ) -> Response:
     """Notifications, runbooks and breaker supervision over ``catalog`` and the store at ``db``."""
     catalog = apply_registry(db, catalog)  # with the registry's retirements
@@ -233,4 +235,4 @@ def build_response(
         notify_owner=owner_notifier(notifier, utc_now),
         pinned_versions=catalog_pins(catalog),
     )
-    return Response(notifier, load_runbooks(), context, connect, db)
+    return Response(notifier, load_runbooks(runbook_dir), context, connect, db)

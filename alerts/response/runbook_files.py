@@ -19,6 +19,7 @@ import yaml
 
 from agentwatch.decoding import did_you_mean
 from agentwatch.durations import DurationError, parse_seconds
+from agentwatch.errors import ConfigError
 
 RUNBOOK_DIR: Final = Path(__file__).resolve().parents[1] / "runbooks"
 STEP_ACTIONS: Final = (
@@ -33,8 +34,9 @@ STEP_ACTIONS: Final = (
 BREAKER_ACTIONS: Final = frozenset({"open_breaker", "disable_tool"})
 
 
-class RunbookError(ValueError):
-    """A runbook file that cannot be used, or an approval that matches nothing."""
+class RunbookError(ConfigError, ValueError):
+    """A runbook file that cannot be used, or an approval that matches nothing: a command
+    reports it in one line, as any setting it cannot use."""
 
 
 @dataclass(frozen=True)
@@ -129,8 +131,16 @@ def load_runbook(path: Path) -> Runbook:
 
 def load_runbooks(directory: Path = RUNBOOK_DIR) -> dict[str, Runbook]:
     """Every ``*.yaml`` runbook of a directory, by id."""
+    if not directory.is_dir():
+        raise RunbookError(f"runbook directory {directory} does not exist")
     books = [load_runbook(p) for p in sorted(directory.glob("*.yaml"))]
     return {b.id: b for b in books}
+
+
+def dangling(url: str, runbooks: Mapping[str, Runbook]) -> bool:
+    """True when ``url`` names a runbook of ours (``runbooks/<id>.yaml``) that is not there;
+    an http(s) ``runbook_url`` is a page for people, never run."""
+    return url.startswith("runbooks/") and find_runbook(url, runbooks) is None
 
 
 def runbook_id(url: str) -> str:
