@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import os
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -31,11 +33,27 @@ DEFAULT_CONFIG_FILE = "agentwatch.toml"
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
 
-# Values a setting may not go below, checked in the file and the environment as on the
-# command line (agentwatch/commands/options.py): a count, an amount of 0 or more, above 0.
+# The ranges of settings, checked in the file and the environment as on the command line
+# (agentwatch/commands/options.py): a count, an amount of 0 or more, above 0. Every float
+# setting must also be finite (inf is refused, see _check_finite).
 Count = Annotated[int, msgspec.Meta(ge=1)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
+
+# A TCP port: what 0 means is each setting's (not served, turned off, any free port); a
+# FixedPort is one others are told to connect to, where 0 (any free port) means nothing.
+MAX_PORT = 65_535
+Port = Annotated[int, msgspec.Meta(ge=0, le=MAX_PORT)]
+FixedPort = Annotated[int, msgspec.Meta(ge=1, le=MAX_PORT)]
+# Worker processes of `process`: each has its own memory and Kafka connections, and members
+# beyond the topic's partitions sit idle. Simulated agents: all are built before the first
+# event. Retention: a hundred years is the longest that is not "for ever" (0).
+MAX_WORKERS = 256
+MAX_AGENTS = 10_000
+MAX_RETENTION_DAYS = 36_500
+Workers = Annotated[int, msgspec.Meta(ge=0, le=MAX_WORKERS)]
+Agents = Annotated[int, msgspec.Meta(ge=1, le=MAX_AGENTS)]
+RetentionDays = Annotated[int, msgspec.Meta(ge=0, le=MAX_RETENTION_DAYS)]
 
 
 class _Section(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -79,10 +97,11 @@ class StorageSettings(_Section, frozen=True):
     """Seconds between maintenance runs inside ``agentwatch process``; 0 turns them off."""
     snapshot_grace: NonNegative = 3600.0
     """Seconds old snapshots and replaced files stay readable: longer than any query runs."""
-    retention_days: dict[str, int] = msgspec.field(default_factory=_retention_days)
-    """Days of rows kept per table; 0 keeps a table's rows forever."""
+    retention_days: dict[str, RetentionDays] = msgspec.field(default_factory=_retention_days)
+    """Days of rows kept per table; 0 keeps a table's rows forever. The file and the
+    environment (``events=30,dead_letters=7``) each change the tables they name."""
     legal_hold: list[str] = msgspec.field(default_factory=list)
-    """Agent ids whose rows retention never deletes."""
+    """Agent ids whose rows retention never deletes (environment: a comma list)."""
 
 
 class LogSettings(_Section, frozen=True):
@@ -104,13 +123,14 @@ class ProcessSettings(_Section, frozen=True):
     dedup_horizon: NonNegative = 3600.0
     dedup_max_ids: Count = 20_000_000
     """The most event ids one partition's dedup index holds."""
-    workers: Annotated[int, msgspec.Meta(ge=0)] = 0
+    workers: Workers = 0
     """Consumer-group members run as processes; 0: one per core."""
     dedup_memory_mb: Positive = 128.0
     """The dedup indexes of one process share this budget (8 bytes an id; see dedup.py)."""
     session_timeout: Positive = 10.0
     allowed_lateness: NonNegative = 300.0
-    metrics_port: int | None = None
+    metrics_port: Port | None = None
+    """None or 0: /metrics not served."""
     metrics_host: str = "127.0.0.1"  # loopback unless told: nothing open by default
     max_label_values: Count = 200
     connect_timeout: Positive = 5.0
@@ -123,14 +143,14 @@ class PricingSettings(_Section, frozen=True):
 
 
 class SimulateSettings(_Section, frozen=True):
-    agents: Count = 8
+    agents: Agents = 8
     rate: Positive = 200.0
     duration: NonNegative = 60.0
     sim_rate: Positive = 200.0
 
 
 class BrokerSettings(_Section, frozen=True):
-    port: int = 9092
+    port: FixedPort = 9092
     data_dir: str = ".kafka/broker"
     heap: str = "512m"
     start_timeout: Positive = 60.0
@@ -153,13 +173,15 @@ class AlertsSettings(_Section, frozen=True):
     notify_config: str = ""
     """Each "": the one shipped with agentwatch."""
     interval: Positive = 10.0
-    metrics_port: int = 0
+    metrics_port: Port = 0
+    """0: /metrics not served."""
     metrics_host: str = "127.0.0.1"  # loopback unless told: nothing open by default
 
 
 class ReceiveSettings(_Section, frozen=True):
     host: str = "127.0.0.1"
-    port: int = 9095
+    port: Port = 9095
+    """0: any free port (printed at start)."""
     token_file: str = ""
     basic_auth_file: str = ""
     tls_cert: str = ""
@@ -172,15 +194,18 @@ class ReceiveSettings(_Section, frozen=True):
 
 class OtlpSettings(_Section, frozen=True):
     host: str = "127.0.0.1"
-    http_port: int = 4318
-    grpc_port: int = 4317
+    http_port: Port = 4318
+    """0: OTLP/HTTP turned off."""
+    grpc_port: Port = 4317
+    """0: OTLP/gRPC turned off."""
     max_body_bytes: Count = 8 * 1024 * 1024
     token: str = ""
     token_file: str = ""
     tls_cert: str = ""
     tls_key: str = ""
     keep_content: bool = False
-    metrics_port: int | None = None
+    metrics_port: Port | None = None
+    """None or 0: /metrics not served."""
     metrics_host: str = "127.0.0.1"
     http_workers: Count = 64  # OTLP/HTTP connections served at once; one more gets 503
     unmapped_topic: str = ""
@@ -204,7 +229,8 @@ class BreakerSettings(_Section, frozen=True):
 
 class DriftSettings(_Section, frozen=True):
     config: str = ""
-    metrics_port: int = 0
+    metrics_port: Port = 0
+    """0: /metrics not served."""
     metrics_host: str = "127.0.0.1"
 
 
@@ -216,10 +242,11 @@ class DashboardsSettings(_Section, frozen=True):
 class DemoSettings(_Section, frozen=True):
     seconds: Positive = 60.0
     data_dir: str = "data"
-    agents: Count = 8
+    agents: Agents = 8
     rate: Positive = 300.0
     seed: int = 7
-    port: int = 0
+    port: Port = 0
+    """The broker's port; 0: any free one."""
 
 
 class Config(_Section, frozen=True):
@@ -291,19 +318,58 @@ class Settings:
         raw = os.environ.get(env_name(section, key))
         if raw is not None:
             wanted = declared if declared is not None else type(default)
-            return _coerce(raw, wanted, env_name(section, key))  # type: ignore[no-any-return]
+            value = _coerce(raw, wanted, env_name(section, key))
+            if declared is not None and isinstance(value, dict):  # changes the keys it names
+                table = getattr(getattr(DEFAULTS, section), key)
+                _check_table_keys(value, table, f"{env_name(section, key)}={raw!r}")
+                value = {**getattr(getattr(self.config, section), key), **value}
+            return value  # type: ignore[no-any-return]
         if declared is None:
             return default
         return getattr(getattr(self.config, section), key)  # type: ignore[no-any-return]
 
 
 def _coerce(raw: str, wanted: Any, name: str) -> Any:
+    """An environment value as its setting's type. A table-valued setting is spelt
+    ``key=value,key=value``, a list one ``a,b,c``."""
     if wanted is type(None) or wanted is str:
         return raw
+    shape = typing.get_origin(wanted) or wanted
     try:
-        return msgspec.convert(raw, wanted, strict=False)
+        if shape is dict:
+            value: Any = _pairs(raw, name)
+        elif shape is list:
+            value = [item.strip() for item in raw.split(",") if item.strip()]
+        else:
+            value = raw
+        value = msgspec.convert(value, wanted, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{name}={raw!r}: {_problem(exc)}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r}: must be a finite number")
+    return value
+
+
+def _pairs(raw: str, name: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"{name}={raw!r}: expected KEY=VALUE pairs separated by commas, "
+                f"e.g. events=30,dead_letters=7; got {item!r}"
+            )
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _check_table_keys(value: dict[str, Any], table: dict[str, Any], where: str) -> None:
+    """The keys of a table-valued setting are those of its default (retention: the tables)."""
+    for key in value:
+        if key not in table:
+            close = difflib.get_close_matches(key, list(table), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else f"; one of {', '.join(table)}"
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
 
 
 def _problem(exc: msgspec.ValidationError) -> str:
@@ -339,16 +405,63 @@ def struct_keys(struct: Any) -> dict[str, Any]:
 
 
 def decode_config(values: dict[str, Any], source: object) -> Config:
-    """The typed settings of a parsed TOML document, or a ConfigError saying where."""
-    check_keys(values, struct_keys(Config), source)
+    """The typed settings of a parsed TOML document, or a ConfigError saying where.
+
+    A table-valued setting (``[storage] retention_days``) may name only its default's keys
+    and changes only those it names."""
+    allowed = struct_keys(Config)
+    for section, key, table in _table_settings():
+        allowed[section][key] = dict.fromkeys(table)
+    check_keys(values, allowed, source)
     try:
-        return msgspec.convert(values, Config)
+        config = msgspec.convert(values, Config)
     except msgspec.ValidationError as exc:
         message = str(exc)
         where = message.split(" - at `$.", 1)[1].rstrip("`") if " - at `$." in message else ""
         section, _, key = where.partition(".")
+        if key.endswith("[...]"):  # an entry of a table-valued setting: find which
+            key = _bad_entry(values.get(section, {}), section, key.removesuffix("[...]"))
         location = f"[{section}] {key}" if key else where
         raise ConfigError(f"{source}: {location}: {_problem(exc)}") from None
+    for section, key, table in _table_settings():
+        given = getattr(getattr(config, section), key)
+        merged = msgspec.structs.replace(getattr(config, section), **{key: {**table, **given}})
+        config = msgspec.structs.replace(config, **{section: merged})
+    _check_finite(config, source)
+    return config
+
+
+def _table_settings() -> list[tuple[str, str, dict[str, Any]]]:
+    """``(section, key, default)`` of each table-valued setting."""
+    return [
+        (section, f.name, getattr(getattr(DEFAULTS, section), f.name))
+        for section in _section_types()
+        for f in msgspec.structs.fields(getattr(DEFAULTS, section))
+        if isinstance(getattr(getattr(DEFAULTS, section), f.name), dict)
+    ]
+
+
+def _bad_entry(doc: dict[str, Any], section: str, key: str) -> str:
+    """``key.entry`` for the first entry of a table-valued setting its type refuses."""
+    item_type = typing.get_args(_field_type(section, key))[-1]
+    for name, item in dict(doc.get(key) or {}).items():
+        try:
+            msgspec.convert(item, item_type)
+        except msgspec.ValidationError:
+            return f"{key}.{name}"
+    return key
+
+
+def _check_finite(config: Config, source: object) -> None:
+    """inf passes ``ge=0`` and ``gt=0``; no setting means it (as no flag takes it)."""
+    for section in _section_types():
+        values = getattr(config, section)
+        for f in msgspec.structs.fields(values):
+            value = getattr(values, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(
+                    f"{source}: [{section}] {f.name}: must be a finite number, got {value}"
+                )
 
 
 def load_settings(path: str | None = None) -> Settings:

@@ -149,3 +149,12 @@ def test_a_config_file_that_is_not_utf8_is_one_line_and_exit_2(
     config.write_bytes(b"\xff\xfe[process]\n")
     assert main(["--config", str(config), "sql", "SELECT 1"]) == 2
     assert "not UTF-8" in capsys.readouterr().err
+
+
+def test_the_demo_refuses_a_missing_scenario_before_it_starts_a_broker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.yaml"
+    assert main(["demo", "--scenario", str(missing), "--data-dir", str(tmp_path / "d")]) == 2
+    assert f"cannot read scenario {missing}" in capsys.readouterr().err
+    assert not (tmp_path / "d" / "kafka").exists()

@@ -135,7 +135,7 @@ def _edit(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
         (_edit("expect.0.signals", ["x"]), r"either 'signal' or 'signals'"),
         (_edit("expect.0.signal", []), r"expected at least one name"),
         (_edit("expect.0.comparison", "weekly"), r"comparison: expected one of rolling, release"),
-        (_edit("run", {"agents": 0}), r"run\.agents: must be at least 1"),
+        (_edit("run", {"agents": 0}), r"run\.agents: must be 1 to 10,000"),
         (_edit("run", {"duration": "forever"}), r"run\.duration"),
         (_edit("run", {"sim_rate": 0}), r"run\.sim_rate: expected a number > 0"),
         (_edit("run", {"cpus": 2}), r"run: unknown key 'cpus'"),

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from agentwatch.cli import main
+from agentwatch.cli import build_parser, main
 from agentwatch.processors.landing.config import ProcessorConfig
 from agentwatch.processors.landing.pipeline import LandingSettings
+from agentwatch.processors.store.tables import TABLE_SCHEMAS
 from agentwatch.settings import DEFAULTS, ConfigError, Settings, load_settings
 
 
@@ -103,3 +104,86 @@ def test_the_processor_defaults_are_the_settings_defaults() -> None:
     landing = LandingSettings(max_message_bytes=1)
     assert landing.allowed_lateness_s == process.allowed_lateness
     assert landing.dedup_max_ids == process.dedup_max_ids
+
+
+def test_an_infinite_value_in_the_file_names_the_file_and_key(tmp_path: Path) -> None:
+    path = toml(tmp_path, "[kafka]\ntimeout = inf\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(path))
+    assert str(caught.value) == f"{path}: [kafka] timeout: must be a finite number, got inf"
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity"])
+def test_an_infinite_environment_value_names_the_variable_and_stops_the_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    monkeypatch.setenv("AGENTWATCH_PROCESS_FLUSH_INTERVAL", value)
+    assert main(["process", "--bootstrap", "127.0.0.1:1"]) == 2
+    problem = "must be a finite number" if value != "-inf" else "Expected `float` >= 0.0"
+    assert capsys.readouterr().err.strip() == (
+        f"agentwatch: AGENTWATCH_PROCESS_FLUSH_INTERVAL='{value}': {problem}"
+    )
+
+
+def test_a_retention_entry_out_of_range_names_the_file_and_the_table(tmp_path: Path) -> None:
+    for days, problem in [("-1", "Expected `int` >= 0"), ("99999999999999999999", "<= 36500")]:
+        path = toml(tmp_path, f"[storage]\nretention_days = {{events = {days}}}\n")
+        with pytest.raises(ConfigError) as caught:
+            load_settings(str(path))
+        assert str(caught.value).startswith(f"{path}: [storage] retention_days.events: ")
+        assert str(caught.value).endswith(problem)
+
+
+def test_a_retention_of_an_unknown_table_names_the_file_and_the_closest_table(
+    tmp_path: Path,
+) -> None:
+    path = toml(tmp_path, "[storage]\nretention_days = {evnts = 7}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(path))
+    assert str(caught.value) == (
+        f"{path}: storage.retention_days.evnts: unknown key (did you mean events?)"
+    )
+
+
+def test_retention_in_the_file_and_the_environment_changes_only_the_tables_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(str(toml(tmp_path, "[storage]\nretention_days = {events = 7}\n")))
+    days = settings.value("storage", "retention_days")
+    assert (days["events"], days["minute_rollups"]) == (7, 400)
+    monkeypatch.setenv("AGENTWATCH_STORAGE_RETENTION_DAYS", " dead_letters=14, otlp_unmapped=0")
+    days = settings.value("storage", "retention_days")
+    assert (days["events"], days["dead_letters"], days["otlp_unmapped"]) == (7, 14, 0)
+    assert days["minute_rollups"] == DEFAULTS.storage.retention_days["minute_rollups"]
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("events", "expected KEY=VALUE pairs separated by commas, e.g. "
+         "events=30,dead_letters=7; got 'events'"),
+        ("evnts=7", "unknown key 'evnts' (did you mean events?)"),
+        ("events=99999999999999999999", "Expected `int` <= 36500"),
+        ("events=soon", "Expected `int`, got `str`"),
+    ],
+)  # fmt: skip
+def test_a_bad_retention_environment_value_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str, problem: str
+) -> None:
+    monkeypatch.setenv("AGENTWATCH_STORAGE_RETENTION_DAYS", value)
+    assert main(["store", "maintain"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"agentwatch: AGENTWATCH_STORAGE_RETENTION_DAYS='{value}': {problem}"
+
+
+def test_legal_hold_in_the_environment_is_a_comma_list_of_agents(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AGENTWATCH_STORAGE_LEGAL_HOLD", "hr-assistant-1, finance-2,")
+    assert Settings().value("storage", "legal_hold") == ["hr-assistant-1", "finance-2"]
+    args = build_parser(Settings()).parse_args(["store", "maintain", "--legal-hold", "it-3"])
+    assert args.legal_hold == ["hr-assistant-1", "finance-2", "it-3"]
+
+
+def test_the_settings_know_every_stored_table_so_retention_can_name_any() -> None:
+    assert set(DEFAULTS.storage.retention_days) == set(TABLE_SCHEMAS)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from agentwatch.commands.alerts_group import (
     add_catalog_option,
@@ -21,6 +20,7 @@ from agentwatch.commands.drift import is_relative, parse_time, time_text
 from agentwatch.commands.options import add_db_option
 from agentwatch.durations import format_duration
 from agentwatch.settings import ConfigError, Settings
+from agentwatch.terminal import Table
 
 
 def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
@@ -117,5 +117,5 @@ def _backtest(args: argparse.Namespace) -> int:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result.as_dict(), indent=2) + "\n", encoding="utf-8")
-        console.print(f"written to {args.out}")
+        console.print(f"written to {args.out}", markup=False)
     return 0

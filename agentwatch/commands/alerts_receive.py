@@ -13,7 +13,7 @@ from agentwatch.commands.alerts_group import (
     catalog_from_args,
     response_from_args,
 )
-from agentwatch.commands.options import add_db_option, at_least_one, positive
+from agentwatch.commands.options import add_db_option, at_least_one, port, positive
 from agentwatch.settings import ConfigError, Settings
 
 log = logging.getLogger("agentwatch.alerts.alertmanager.receive")
@@ -38,9 +38,9 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p.add_argument(
         "--port",
-        type=int,
+        type=port,
         default=settings.value("receive", "port"),
-        help="port to listen on (default %(default)s)",
+        help="port to listen on, 0 for any free one (printed at start) (default %(default)s)",
     )
     p.add_argument(
         "--all",

@@ -14,13 +14,13 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
 from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from agentwatch.alerts.evaluation.evaluator import (
     AlertSink,
@@ -33,6 +33,8 @@ from agentwatch.alerts.evaluation.loop import Sources, fan_out, log_sink, run_lo
 from agentwatch.alerts.evaluation.metrics import serve_metrics
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.response.respond import NO_CATALOG_RESPONSE
+from agentwatch.alerts.response.runbook_files import Runbook
+from agentwatch.alerts.rules import Rule
 from agentwatch.commands.alerts_group import (
     add_catalog_option,
     add_response_options,
@@ -40,7 +42,8 @@ from agentwatch.commands.alerts_group import (
     response_from_args,
 )
 from agentwatch.commands.options import add_db_option, add_metrics_options
-from agentwatch.settings import Settings
+from agentwatch.settings import ConfigError, Settings
+from agentwatch.terminal import Table, literal
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +87,7 @@ def print_evaluation(evaluation: Evaluation, out: TextIO) -> None:
             table.add_row(v.rule, _labels_text(labels), str(v.samples or 0), v.reason)
         console.print(table)
     for rule, error in sorted(evaluation.errors.items()):
-        console.print(f"[red]{rule}: not evaluated: {error}[/]")
+        console.print(f"[red]{literal(rule)}: not evaluated: {literal(error)}[/]")
 
 
 def _order(alert: Alert) -> tuple[int, str, str]:
@@ -170,6 +173,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     sources = Sources(args.catalog, args.rules)  # ConfigError: exit 2 with the message
     response = response_from_args(args, sources.catalog)
+    if response is not None:
+        _check_runbooks(sources.rules, response.runbooks, args.runbook_dir)
     # Rules whose runbook opens a breaker are decided first, and their runbooks run at once.
     urgent = response.urgent if response is not None else never_urgent
     evaluator = Evaluator(args.db, sources.rules, sources.catalog, urgent=urgent)
@@ -192,6 +197,23 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if metrics is not None:
             metrics.close()
+
+
+def _check_runbooks(
+    rules: Sequence[Rule], runbooks: Mapping[str, Runbook], directory: Path
+) -> None:
+    """Refuse to start when a rule's ``runbook_url`` names a runbook that is not there: its
+    alerts would contain nothing, with only a warning in the log when they fire."""
+    from agentwatch.alerts.response.runbook_files import dangling
+
+    missing = [r for r in rules if dangling(r.annotations.get("runbook_url", ""), runbooks)]
+    if missing:
+        first = missing[0]
+        more = f" (and {len(missing) - 1} more rules)" if len(missing) > 1 else ""
+        raise ConfigError(
+            f"{first.source}: rule {first.name}: runbook_url "
+            f"{first.annotations['runbook_url']} names no runbook in {directory}{more}"
+        )
 
 
 def _evaluate(

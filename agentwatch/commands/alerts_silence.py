@@ -15,14 +15,14 @@ from pathlib import Path
 
 from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from agentwatch.alerts.notify.routing import Matcher, RoutingError
 from agentwatch.alerts.notify.silences import Silence, SilenceError, SilenceStore
 from agentwatch.clock import utc_now
-from agentwatch.commands.options import add_db_option
+from agentwatch.commands.options import add_db_option, given
 from agentwatch.durations import duration_argument, format_duration
 from agentwatch.settings import ConfigError, Settings
+from agentwatch.terminal import Table
 
 
 def register_silence(add: argparse.ArgumentParser, settings: Settings) -> None:
@@ -54,8 +54,10 @@ def register_silence(add: argparse.ArgumentParser, settings: Settings) -> None:
         metavar="TIME",
         help="when it starts, ISO 8601 (default: now)",
     )
-    add.add_argument("--comment", required=True, help="why: people reading the list need it")
-    add.add_argument("--author", default=_user(), help="who (default: %(default)s)")
+    add.add_argument(
+        "--comment", type=given, required=True, help="why: people reading the list need it"
+    )
+    add.add_argument("--author", type=given, default=_user(), help="who (default: %(default)s)")
     add_db_option(add, settings)
     add.set_defaults(handler=_silence)
 

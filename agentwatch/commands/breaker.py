@@ -19,7 +19,6 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from agentwatch.alerts.governance.registry import apply_registry
 from agentwatch.alerts.response.audit import action_row, record_actions
@@ -37,6 +36,7 @@ from agentwatch.commands.options import (
     add_control_topic_option,
     add_db_option,
     control_keyring,
+    given,
 )
 from agentwatch.durations import duration_argument
 from agentwatch.ingest.contract.control import new_message_id
@@ -44,6 +44,7 @@ from agentwatch.ingest.sdk.control import BREAKER_POLICY
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.settings import Settings
+from agentwatch.terminal import Table, text
 
 NO_CATALOG_HOLDS = "no retired agents are held open"
 
@@ -61,17 +62,21 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     add_db_option(common, settings, "the store, which holds the actions table")
     add_catalog_option(common, settings)
     change = argparse.ArgumentParser(add_help=False, parents=[common])
-    change.add_argument("agent", metavar="AGENT", help="the agent id")
-    change.add_argument("--tool", help="only this tool (or model) of the agent")
-    change.add_argument("--reason", required=True, help="why: recorded with the change")
+    change.add_argument("agent", type=given, metavar="AGENT", help="the agent id")
+    change.add_argument("--tool", type=given, help="only this tool (or model) of the agent")
+    change.add_argument("--reason", type=given, required=True, help="why: recorded with the change")
     change.add_argument(
-        "--by", default=_user(), metavar="NAME", help="who (default: the login, %(default)s)"
+        "--by",
+        type=given,
+        default=_user(),
+        metavar="NAME",
+        help="who (default: the login, %(default)s)",
     )
 
     status = actions.add_parser(
         "status", parents=[common], help="list the breakers, their state and confirmation"
     )
-    status.add_argument("agent", metavar="AGENT", nargs="?", help="only this agent")
+    status.add_argument("agent", type=given, metavar="AGENT", nargs="?", help="only this agent")
     status.add_argument("--format", choices=["table", "json"], default="table")
     status.set_defaults(handler=_cmd_status)
 
@@ -247,6 +252,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if not rows:
         print("no breakers: every agent's calls go through")
         return 0
+    console = Console(highlight=False)
+    console.width = max(120, console.width)  # keep rows whole when piped
+    console.print(status_table(rows))
+    return 0
+
+
+def status_table(rows: list[dict[str, Any]]) -> Table:
+    """The breakers as a table; reasons, actors and keys are shown as written."""
     table = Table(box=box.SIMPLE_HEAD, header_style="bold")
     for column in ("breaker", "state", "since", "cooldown", "confirmed", "by"):
         table.add_column(column, no_wrap=True)
@@ -255,17 +268,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     for row in rows:
         table.add_row(
             row["breaker"],
-            f"[{styles[row['state']]}]{row['state']}[/]",
+            text(row["state"], styles.get(row["state"], "")),
             row["since"] or "",
             row["cooldown"],
             row["confirmed"],
             row["actor"],
             row["reason"],
         )
-    console = Console(highlight=False)
-    console.width = max(120, console.width)  # keep rows whole when piped
-    console.print(table)
-    return 0
+    return table
 
 
 def _status_row(

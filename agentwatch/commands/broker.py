@@ -10,7 +10,7 @@ from agentwatch.broker.launcher import broker_status, start_broker, stop_broker
 from agentwatch.broker.ports import HOST
 from agentwatch.broker.runtime import BrokerError
 from agentwatch.broker.tls import SECURITY_MODES, BrokerSecurity
-from agentwatch.commands.options import at_least_one, positive
+from agentwatch.commands.options import at_least_one, fixed_port, positive
 from agentwatch.durations import format_duration
 from agentwatch.settings import Settings
 
@@ -43,7 +43,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     start.add_argument(
         "--port",
-        type=int,
+        type=fixed_port,
         default=settings.value("broker", "port"),
         help="client port on 127.0.0.1 (env AGENTWATCH_BROKER_PORT; default %(default)s)",
     )
@@ -133,7 +133,8 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
+
+    from agentwatch.terminal import Table
 
     info = broker_status(args.data_dir)
     table = Table(show_header=False, box=None, pad_edge=False)

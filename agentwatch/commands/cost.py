@@ -25,7 +25,6 @@ import duckdb
 import polars as pl
 from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from agentwatch.commands.options import add_db_option
 from agentwatch.processors.landing.pricing import (
@@ -46,6 +45,7 @@ from agentwatch.processors.store.rollups import TABLE as ROLLUPS
 from agentwatch.processors.store.rollups import cost_corrections, tiers
 from agentwatch.processors.store.tables import UTC_TS
 from agentwatch.settings import Settings
+from agentwatch.terminal import Table
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +300,9 @@ def _reprice(args: argparse.Namespace) -> int:
     store = LakeStore(args.db)
     console = Console()
     report = reprice(store, table, args.since, dry_run=args.dry_run)
-    console.print(summary_heading(report), style="bold", highlight=False, soft_wrap=True)
+    console.print(
+        summary_heading(report), style="bold", highlight=False, soft_wrap=True, markup=False
+    )
     console.print(summary_view(report))
     if report.unpriced_models:
         console.print("Models still unpriced", style="bold")

@@ -21,31 +21,35 @@ import datetime as dt
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import polars as pl
 from kafka import KafkaProducer
 from rich.console import Console
-from rich.table import Table
 
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.response.incident import ChainStep, MisbehavingAgent, wait_for_chain
 from agentwatch.broker.launcher import broker_status, start_broker, stop_broker
 from agentwatch.broker.ports import free_port
 from agentwatch.commands import demo_lifecycle
-from agentwatch.commands.options import at_least_one, positive
+from agentwatch.commands.options import fleet_size, port, positive
 from agentwatch.ingest.contract.control import Keyring
 from agentwatch.ingest.contract.wire import DEFAULT_TOPIC
+from agentwatch.ingest.sim.scenario import Scenario
 from agentwatch.ingest.sim.scenario_file import load_scenario
 from agentwatch.ingest.sim.simulate import SimulationSummary, run_simulation
 from agentwatch.kafka import client_options
 from agentwatch.processors.query import report
 from agentwatch.processors.store.location import CATALOG_FILE
-from agentwatch.settings import Settings
+from agentwatch.settings import MAX_AGENTS, Settings
+from agentwatch.terminal import Table, literal, text
 
 DEMO_SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "latency-shift.yaml"
 # An SDK agent of the shipped catalog that the simulated fleet does not run.
@@ -80,15 +84,18 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "--data-dir", type=Path, default=Path(settings.value("demo", "data_dir")),
         help="where the broker and the lake live (default %(default)s)",
     )  # fmt: skip
-    p.add_argument("--agents", type=at_least_one, default=settings.value("demo", "agents"))
+    p.add_argument(
+        "--agents", type=fleet_size, default=settings.value("demo", "agents"),
+        help=f"agents in the fleet, at most {MAX_AGENTS} (default %(default)s)",
+    )  # fmt: skip
     p.add_argument(
         "--rate", type=positive, default=settings.value("demo", "rate"),
         help="events per second from the fleet (default %(default)s)",
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=settings.value("demo", "seed"))
     p.add_argument(
-        "--port", type=int, default=settings.value("demo", "port"),
-        help="broker port (default: a free one)",
+        "--port", type=port, default=settings.value("demo", "port"),
+        help="broker port; 0, the default, for any free one",
     )  # fmt: skip
     p.add_argument(
         "--scenario", type=Path, default=DEMO_SCENARIO if DEMO_SCENARIO.exists() else None,
@@ -103,23 +110,31 @@ def _run(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir.resolve()
     broker_dir = data_dir / "kafka"
     db = data_dir / CATALOG_FILE
+    # A scenario file is read before anything starts: a bad one is one line, not a broker
+    # left behind.
+    scenario = load_scenario(args.scenario) if args.scenario is not None else None
+    children: list[subprocess.Popen[bytes]] = []
+    restore = _interrupt_on_sigterm()  # so that the cleanup below runs on SIGTERM too
     existing = broker_status(broker_dir)
     info = existing or start_broker(broker_dir, args.port or free_port())
-    console.print(f"[bold]Kafka[/] broker at {info.bootstrap} (data in {broker_dir})")
+    console.print(f"[bold]Kafka[/] broker at {info.bootstrap} (data in {literal(broker_dir)})")
     try:
         registered = demo_lifecycle.register_release(console, db, args.agents, args.seed)
         metrics_port = free_port()
         processor, processor_log = _start_processor(info.bootstrap, db, data_dir, metrics_port)
-        console.print(f"[bold]Processor[/] pid {processor.pid}, logs in {processor_log}")
+        children.append(processor)
+        console.print(f"[bold]Processor[/] pid {processor.pid}, logs in {literal(processor_log)}")
         console.print(f"[bold]Prometheus metrics[/] at http://127.0.0.1:{metrics_port}/metrics "
                       "while the demo runs")  # fmt: skip
         console.print(f"[bold]Fleet[/]: {args.agents} agents, ~{args.rate:g} events/s for "
                       f"{args.seconds:g} s")  # fmt: skip
         keys = control_keys_file(data_dir)
-        console.print(f"[bold]Control keys[/] (sign breaker records) in {keys}")
+        console.print(f"[bold]Control keys[/] (sign breaker records) in {literal(keys)}")
         alerts = _start_alerts(info.bootstrap, db, data_dir, keys)
+        children.append(alerts)
         agent = _misbehaving_agent(info.bootstrap, keys)
-        console.print(f"[bold]Alerts[/]: evaluated every 2 s; [bold]{agent.agent_id}[/] (an SDK "
+        console.print(f"[bold]Alerts[/]: evaluated every 2 s; [bold]{literal(agent.agent_id)}[/] "
+                      "(an SDK "
                       "agent following its circuit breaker) starts failing its policy checks "
                       f"after {args.seconds / 4:g} s")  # fmt: skip
         burst = threading.Timer(args.seconds / 4, agent.start_burst)
@@ -138,18 +153,39 @@ def _run(args: argparse.Namespace) -> int:
         console.print("Waiting for the processor to land everything ...")
         code = processor.wait(timeout=max(120.0, args.seconds))
         if code != 0:
-            console.print(f"[red]processor exited with {code}; see {processor_log}[/]")
+            console.print(f"[red]processor exited with {code}; see {literal(processor_log)}[/]")
             return 1
         _summary(console, db, sim, _last_stats(processor_log))
         _incident(console, agent.agent_id, steps, data_dir)
         demo_lifecycle.finish(console, db, info.bootstrap, registered, keys)
-        if args.scenario is not None:
-            _drift_scenario(console, info.bootstrap, args.scenario, data_dir / "drift")
+        if scenario is not None:
+            _drift_scenario(console, info.bootstrap, scenario, data_dir / "drift")
     finally:
+        for child in children:  # the processor and the evaluator, if still running
+            if child.poll() is None:
+                child.terminate()
+                child.wait(timeout=60)
         if existing is None:
             stop_broker(broker_dir)
             console.print("Broker stopped.")
+        restore()
     return 0
+
+
+def _interrupt_on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM interrupt the demo as Ctrl-C does; returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, before)
+
+    return restore
 
 
 def _start_processor(
@@ -197,27 +233,31 @@ def _misbehaving_agent(bootstrap: str, keys: Path) -> MisbehavingAgent:
 
 
 def _incident(console: Console, agent_id: str, steps: list[ChainStep], data_dir: Path) -> None:
-    console.rule(f"[bold]Incident: {agent_id} contained")
+    console.rule(f"[bold]Incident: {literal(agent_id)} contained")
     table = Table("time (UTC)", "step", "detail", title_justify="left")
     for step in sorted(steps, key=lambda s: (s.at is None, s.at or dt.datetime.min)):
-        at = step.at.strftime("%H:%M:%S.%f")[:-3] if step.at else "[red]did not happen[/]"
+        at = (
+            text(step.at.strftime("%H:%M:%S.%f")[:-3]) if step.at else text("did not happen", "red")
+        )
         table.add_row(at, step.step, step.detail)
     console.print(table)
     console.print(
-        f"Notifications are in {data_dir / 'notifications'}; every step is in the alert_events, "
-        "notifications and actions tables; `agentwatch breaker status --catalog "
-        f"{EXAMPLE_CATALOG} --control-keys-file {data_dir / 'control.keys'}` shows the breaker."
+        f"Notifications are in {literal(data_dir / 'notifications')}; every step is in the "
+        "alert_events, notifications and actions tables; `agentwatch breaker status --catalog "
+        f"{EXAMPLE_CATALOG} --control-keys-file {literal(data_dir / 'control.keys')}` shows the "
+        "breaker."
     )
 
 
-def _drift_scenario(console: Console, bootstrap: str, path: Path, data_dir: Path) -> None:
+def _drift_scenario(console: Console, bootstrap: str, scenario: Scenario, data_dir: Path) -> None:
     """Replay a scenario's days of event time in seconds, land them, and test for drift."""
     from agentwatch.processors.drift import backfill, load_config
 
-    scenario = load_scenario(path)
     hours = (scenario.run.duration_s or 36 * 3600) / 3600
-    console.rule(f"[bold]Drift: scenario {scenario.name}")
-    console.print(f"{scenario.description.strip()}\nReplaying {hours:g} h of event time ...")
+    console.rule(f"[bold]Drift: scenario {literal(scenario.name)}")
+    console.print(
+        f"{literal(scenario.description.strip())}\nReplaying {hours:g} h of event time ..."
+    )
     end = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
     start = end - dt.timedelta(hours=hours)
     topic = f"drift-{scenario.name}"
@@ -248,15 +288,16 @@ def _drift_scenario(console: Console, bootstrap: str, path: Path, data_dir: Path
     )  # fmt: skip
     table = Table("agent", "comparison", "signal", "first drifted window", "windows",
                   title=f"Drift found in {sim.events:,} events", title_justify="left")  # fmt: skip
-    for agent, comparison, signal, first, windows, _ in found.iter_rows():
-        table.add_row(agent, comparison, signal, first.strftime("%Y-%m-%d %H:%M UTC"), str(windows))
+    for agent, comparison, measured, first, windows, _ in found.iter_rows():
+        when = first.strftime("%Y-%m-%d %H:%M UTC")
+        table.add_row(agent, comparison, measured, when, str(windows))
     if found.is_empty():
         table.add_row("-", "-", "no drift found", "-", "-")
     console.print(table)
     for change in scenario.changes:
         at = dt.datetime.fromtimestamp(change.at.resolve(start.timestamp()), dt.UTC)
         console.print(f"The scenario: {change.describe()}, from {at:%Y-%m-%d %H:%M} UTC.")
-    console.print(f"Details: agentwatch drift report --agent AGENT --db {db}")
+    console.print(f"Details: agentwatch drift report --agent AGENT --db {literal(db)}")
 
 
 def _otel_agent(console: Console, bootstrap: str, data_dir: Path, runs: int = 5) -> None:
@@ -308,9 +349,9 @@ def _summary(console: Console, db: Path, sim: SimulationSummary, stats: dict[str
     report.render(db, console)
     console.rule("[bold]Try these")
     for title, sql in report.TRY_QUERIES:
-        console.print(f"[bold]# {title}[/]")
-        console.print(f'.venv/bin/agentwatch sql "{sql}" --db {db}\n', soft_wrap=True)
+        console.print(f"[bold]# {literal(title)}[/]")
+        console.print(f'.venv/bin/agentwatch sql "{sql}" --db {db}\n', soft_wrap=True, markup=False)
     console.print(
         "Or in plain DuckDB: `agentwatch store attach --db "
-        f"{db} > attach.sql; duckdb -init attach.sql`"
+        f"{literal(db)} > attach.sql; duckdb -init attach.sql`"
     )

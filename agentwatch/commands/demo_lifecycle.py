@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from agentwatch.alerts.governance.archive import verify_archive
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG
@@ -34,6 +33,7 @@ from agentwatch.alerts.rules import Window, metrics
 from agentwatch.ingest.contract.control import Keyring
 from agentwatch.ingest.sim.profiles import make_agents
 from agentwatch.processors.store.attach import connect as connect_lake
+from agentwatch.terminal import Table, literal
 
 ACTOR = "demo"
 SIGNALS = ("unregistered_release_events", "unapproved_release_events", "off_release_calls")
@@ -64,9 +64,10 @@ def register_release(console: Console, db: Path, agents: int, seed: int) -> Regi
         releases.approve(sim.agent_id, params.agent_version, actor="person:release-manager")
     release = releases.get(sim.agent_id, params.agent_version)
     console.print(
-        f"[bold]Release[/] {release.version} of {sim.agent_id} registered: "
+        f"[bold]Release[/] {literal(release.version)} of {literal(sim.agent_id)} registered: "
         f"{len(release.models)} models, {len(release.tool_tiers)} tools, evaluation score "
-        f"{release.eval_score:g}, approved by {', '.join(a.by for a in release.approvals)}"
+        f"{release.eval_score:g}, approved by "
+        + literal(", ".join(a.by for a in release.approvals))
     )
     return Registered(sim.agent_id, params.agent_version, dt.datetime.now(dt.UTC))
 
@@ -118,10 +119,14 @@ def finish(console: Console, db: Path, bootstrap: str, registered: Registered, k
     verdict = verify_archive(done["path"], done["manifest_sha256"])
     files = verdict.manifest.files if verdict.manifest else ()
     console.print(
-        f"Retired {agent}: breaker held open, owner notified, registry entry retired on "
-        f"{registry.entry(agent).retired_on}; evidence archive {done['path']} "
+        f"Retired {literal(agent)}: breaker held open, owner notified, registry entry retired "
+        f"on {registry.entry(agent).retired_on}; evidence archive {literal(done['path'])} "
         f"({sum(f.rows for f in files):,} rows in {len(files)} files): "
-        + ("[green]verified intact[/]" if verdict.intact else f"[red]{verdict.problems}[/]")
+        + (
+            "[green]verified intact[/]"
+            if verdict.intact
+            else f"[red]{literal(verdict.problems)}[/]"
+        )
     )
     console.print(f"Its history: agentwatch agents history {agent} --db {db} --catalog "
                   f"{EXAMPLE_CATALOG}")  # fmt: skip

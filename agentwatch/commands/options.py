@@ -7,17 +7,57 @@ import math
 from pathlib import Path
 
 from agentwatch.ingest.contract.control import KEYS_ENV, ControlKeyError, Keyring
-from agentwatch.settings import ConfigError, Settings
+from agentwatch.settings import (
+    MAX_AGENTS,
+    MAX_PORT,
+    MAX_WORKERS,
+    ConfigError,
+    Settings,
+)
 
 
 def at_least_one(text: str) -> int:
     """An argparse ``type``: a count (a batch size, a number of agents), 1 or more."""
+    return _whole(text, 1)
+
+
+def port(text: str) -> int:
+    """An argparse ``type``: a TCP port, 0 to 65535. What 0 means is each flag's to say
+    (not served, turned off, any free port); :func:`fixed_port` where it has no meaning."""
+    value = _whole(text)
+    if not 0 <= value <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 to {MAX_PORT}, got {value}")
+    return value
+
+
+def fixed_port(text: str) -> int:
+    """An argparse ``type``: a TCP port that must be named, 1 to 65535 (one that others are
+    told to connect to, such as the broker's)."""
+    value = _whole(text)
+    if not 1 <= value <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to {MAX_PORT}, got {value}")
+    return value
+
+
+def worker_count(text: str) -> int:
+    """An argparse ``type``: a number of worker processes, 0 (one per core) to MAX_WORKERS."""
+    return _whole(text, 0, MAX_WORKERS)
+
+
+def fleet_size(text: str) -> int:
+    """An argparse ``type``: the size of a simulated fleet, 1 to MAX_AGENTS."""
+    return _whole(text, 1, MAX_AGENTS)
+
+
+def _whole(text: str, low: int | None = None, high: int | None = None) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if low is not None and value < low:
+        raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+    if high is not None and value > high:
+        raise argparse.ArgumentTypeError(f"must be at most {high}, got {value}")
     return value
 
 
@@ -35,6 +75,14 @@ def positive(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value:g}")
     return value
+
+
+def given(text: str) -> str:
+    """An argparse ``type``: text that names or explains something (an agent, a reason, a
+    comment); an empty or blank one is refused, so nothing is recorded without it."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty or blank")
+    return text
 
 
 def _finite(text: str) -> float:
@@ -80,17 +128,22 @@ def add_metrics_options(
     served) and ``metrics_host``, loopback unless told, so nothing is open by default."""
     parser.add_argument(
         "--metrics-port",
-        type=int,
+        type=_served_port,
         metavar="P",
         default=settings.value(section, "metrics_port") or None,
-        help=f"serve {served} for Prometheus on this port, at /metrics "
-        f"([{section}] metrics_port; default: not served)",
+        help=f"serve {served} for Prometheus on this port, at /metrics; 0 does not serve "
+        f"them ([{section}] metrics_port; default: not served)",
     )
     parser.add_argument(
         "--metrics-host",
         default=settings.value(section, "metrics_host"),
         help="address /metrics listens on; 0.0.0.0 for every interface (default %(default)s)",
     )
+
+
+def _served_port(text: str) -> int | None:
+    """A ``--metrics-port``: a :func:`port`, 0 (None) for not served."""
+    return port(text) or None
 
 
 def add_control_topic_option(parser: argparse.ArgumentParser, settings: Settings) -> None:

@@ -11,7 +11,12 @@ import sys
 import threading
 from pathlib import Path
 
-from agentwatch.commands.options import add_bootstrap_option, at_least_one
+from agentwatch.commands.options import (
+    add_bootstrap_option,
+    add_metrics_options,
+    at_least_one,
+    port,
+)
 from agentwatch.errors import first_line
 from agentwatch.http_guard import MIN_SECRET_CHARS, require_secret, server_tls_context
 from agentwatch.settings import ConfigError, Settings
@@ -41,9 +46,9 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     p.add_argument("--host", default=settings.value("otlp", "host"),
                    help="address the OTLP ports listen on; beyond loopback a bearer token "
                    "is required (default %(default)s)")  # fmt: skip
-    p.add_argument("--http-port", type=int, default=settings.value("otlp", "http_port"),
+    p.add_argument("--http-port", type=port, default=settings.value("otlp", "http_port"),
                    help="OTLP/HTTP port, 0 to turn it off (default %(default)s)")  # fmt: skip
-    p.add_argument("--grpc-port", type=int, default=settings.value("otlp", "grpc_port"),
+    p.add_argument("--grpc-port", type=port, default=settings.value("otlp", "grpc_port"),
                    help="OTLP/gRPC port, 0 to turn it off (default %(default)s)")  # fmt: skip
     p.add_argument(
         "--http-workers",
@@ -86,18 +91,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         help="keep message content (prompts, completions, tool arguments and results), "
         "redacted, in the events' attributes (default: dropped)",
     )
-    p.add_argument(
-        "--metrics-port",
-        type=int,
-        metavar="P",
-        default=settings.value("otlp", "metrics_port"),
-        help="serve Prometheus /metrics on this port (default: off)",
-    )
-    p.add_argument(
-        "--metrics-host",
-        default=settings.value("otlp", "metrics_host"),
-        help="address /metrics listens on; 0.0.0.0 for every interface (default %(default)s)",
-    )
+    add_metrics_options(p, settings, "otlp", "the receiver's metrics")
     p.set_defaults(handler=_run, token=settings.value("otlp", "token"))
 
 

@@ -21,10 +21,11 @@ from agentwatch.commands.options import (
     at_least_one,
     non_negative,
     positive,
+    worker_count,
 )
 from agentwatch.commands.store import add_maintenance_options, retention_from_args
 from agentwatch.ingest.otlp.collector import add_process_options
-from agentwatch.settings import Settings
+from agentwatch.settings import MAX_WORKERS, Settings
 
 log = logging.getLogger("agentwatch.processors.landing.processor")
 
@@ -108,11 +109,13 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=worker_count,
         metavar="N",
         default=settings.value("process", "workers"),
         help="run N members of the consumer group as processes, restarted if they crash, "
-        "with one /metrics for all; 1 runs in this process (default: one per core)",
+        "with one /metrics for all; 1 runs in this process; 0 one per core; at most "
+        f"{MAX_WORKERS}, as each is a process with its own memory and members beyond the "
+        "topic's partitions sit idle (default: one per core)",
     )
     p.add_argument(
         "--dedup-memory-mb",

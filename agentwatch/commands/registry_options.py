@@ -10,12 +10,12 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG
 from agentwatch.alerts.governance.registry import Registry, load_registry
 from agentwatch.commands.options import add_db_option
 from agentwatch.settings import ConfigError, Settings
+from agentwatch.terminal import Table
 
 TABLE_WIDTH = 100  # tables are laid out for a terminal this wide at most
 

@@ -12,6 +12,7 @@ from typing import Any
 from agentwatch.commands.options import (
     add_bootstrap_option,
     at_least_one,
+    fleet_size,
     non_negative,
     positive,
 )
@@ -21,7 +22,7 @@ from agentwatch.ingest.sim.simulate import (
     print_summary,
     run_simulation,
 )
-from agentwatch.settings import Settings
+from agentwatch.settings import MAX_AGENTS, Settings
 
 
 def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
@@ -55,10 +56,11 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     parser.add_argument(
         "--agents",
-        type=at_least_one,
+        type=fleet_size,
         metavar="N",
         default=None,
-        help=f"number of agents, cycling through the agent types (default {fallbacks['agents']})",
+        help=f"number of agents, cycling through the agent types, at most {MAX_AGENTS}: all "
+        f"are built before the first event (default {fallbacks['agents']})",
     )
     parser.add_argument(
         "--rate",

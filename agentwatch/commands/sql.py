@@ -13,7 +13,9 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     parser.description = (
         "Run a read-only SQL query over the catalog (views: events, dead_letters, ...). "
         "Safe while `agentwatch process` runs. It reads only the store: writes, files "
-        "outside it, URLs, extensions and settings are refused with exit code 1. "
+        "outside it, URLs, extensions, settings and table functions other than a few "
+        "readers (range, unnest, duckdb_*, ducklake_snapshots, ...) are refused with exit "
+        "code 1. "
         "Plain DuckDB works too: `agentwatch store attach` prints the ATTACH statement."
     )
     p = parser

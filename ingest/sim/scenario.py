@@ -31,14 +31,16 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from agentwatch.durations import DurationError, format_duration, parse_seconds
+from agentwatch.errors import ConfigError
 from agentwatch.ingest.sim.parameters import Agent
 
 if TYPE_CHECKING:
     from agentwatch.ingest.sim.changes import ChangeKind
 
 
-class ScenarioError(ValueError):
-    """A scenario file that cannot be read or does not fit the fleet; says where and why."""
+class ScenarioError(ConfigError, ValueError):
+    """A scenario file that cannot be read or does not fit the fleet; says where and why
+    (a command reports it in one line, as any input it cannot use)."""
 
 
 # --------------------------------------------------------------------------- time

@@ -35,6 +35,7 @@ from agentwatch.ingest.sim.scenario import (
     duration_seconds,
     parse_when,
 )
+from agentwatch.settings import MAX_AGENTS
 
 _TOP_KEYS: Final = frozenset({"name", "description", "run", "changes", "expect"})
 _RUN_KEYS: Final = frozenset({"agents", "duration", "sim_rate", "seed"})
@@ -160,8 +161,8 @@ def _run_hints(value: Any, source: str) -> RunHints:
     agents = doc.get("agents")
     if agents is not None and (not isinstance(agents, int) or isinstance(agents, bool)):
         raise ScenarioError(f"{source}: run.agents: expected a whole number, got {agents!r}")
-    if agents is not None and agents < 1:
-        raise ScenarioError(f"{source}: run.agents: must be at least 1, got {agents}")
+    if agents is not None and not 1 <= agents <= MAX_AGENTS:
+        raise ScenarioError(f"{source}: run.agents: must be 1 to {MAX_AGENTS:,}, got {agents}")
     seed = doc.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise ScenarioError(f"{source}: run.seed: expected a whole number, got {seed!r}")

@@ -411,12 +411,13 @@ def _run_fast(
 def print_summary(summary: SimulationSummary, file: Any = None) -> None:
     """The end-of-run tables: events by kind, and sessions and events per agent."""
     from rich.console import Console
-    from rich.table import Table
+
+    from agentwatch.terminal import Table, literal
 
     console = Console(file=file or sys.stdout, highlight=False)
     mode = "real time" if summary.realtime else "as fast as possible"
     console.print(
-        f"[bold]{summary.events:,}[/] events to [bold]{summary.topic}[/] in "
+        f"[bold]{summary.events:,}[/] events to [bold]{literal(summary.topic)}[/] in "
         f"{summary.elapsed_s:.1f}s ({summary.events_per_second:,.0f}/s, {mode}, "
         f"seed {summary.seed}); sessions: {summary.sessions_started:,} started, "
         f"{summary.sessions_ended:,} ended, {summary.sessions_open:,} still open"
@@ -439,7 +440,8 @@ def print_summary(summary: SimulationSummary, file: Any = None) -> None:
             "resolutions: "
             + ", ".join(
                 f"{r} {n:,} ({n / ended:.0%})" for r, n in summary.resolutions.most_common()
-            )
+            ),
+            markup=False,
         )
     agents = Table(title="per agent", title_justify="left")
     agents.add_column("agent")
@@ -451,11 +453,14 @@ def print_summary(summary: SimulationSummary, file: Any = None) -> None:
         )
     console.print(agents)
     if summary.scenario is not None:
-        console.print(f"scenario [bold]{summary.scenario}[/]: {len(summary.changes)} change(s)")
+        console.print(
+            f"scenario [bold]{literal(summary.scenario)}[/]: {len(summary.changes)} change(s)"
+        )
         for change in summary.changes:
             until = f" until {_iso(change.end)}" if change.end is not None else ""
             console.print(
-                f"  {change.agent_id} from {_iso(change.start)}{until}: {change.description}"
+                f"  {change.agent_id} from {_iso(change.start)}{until}: {change.description}",
+                markup=False,
             )
 
 
