@@ -355,3 +355,13 @@ def test_alerts_run_reads_runbooks_from_the_configured_directory(
     assert main([*args, "--at", at(60).isoformat()]) == 0
     monkeypatch.delenv("AGENTWATCH_ALERTS_RUNBOOKS")
     assert main([*args, "--at", at(60).isoformat()]) == 2  # the shipped ones lack it
+
+
+def test_alerts_run_once_on_a_lake_that_does_not_exist_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "typo" / "agentwatch.sqlite"
+    assert main(["alerts", "run", "--once", "--no-response", "--db", str(missing)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("first") and "does not exist yet" in err[-1]
+    assert len(err) <= 2  # at most the no-catalog notice before it

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from agentwatch.cli import main
 from agentwatch.processors.landing.decode import decode_batch
@@ -178,3 +179,12 @@ def test_store_maintain_applies_retention_from_its_flags(tmp_path: Path) -> None
 def test_store_maintain_refuses_an_unknown_table(tmp_path: Path) -> None:
     store = landed(tmp_path)
     assert main(["store", "maintain", "--db", store.db, "--retention", "evnts=30"]) == 2
+
+
+def test_maintenance_of_a_lake_that_does_not_exist_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "typo" / "agentwatch.sqlite"
+    assert main(["store", "maintain", "--db", str(missing)]) == 1
+    assert "does not exist yet" in capsys.readouterr().err
+    assert not missing.parent.exists()

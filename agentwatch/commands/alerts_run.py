@@ -175,6 +175,11 @@ def _run(args: argparse.Namespace) -> int:
     response = response_from_args(args, sources.catalog)
     if response is not None:
         _check_runbooks(sources.rules, response.runbooks, args.runbook_dir)
+    if args.once:  # a live evaluator waits for the processor to create the lake
+        from agentwatch.processors.store.attach import require_lake
+        from agentwatch.processors.store.location import locate
+
+        require_lake(locate(args.db))
     # Rules whose runbook opens a breaker are decided first, and their runbooks run at once.
     urgent = response.urgent if response is not None else never_urgent
     evaluator = Evaluator(args.db, sources.rules, sources.catalog, urgent=urgent)

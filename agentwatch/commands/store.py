@@ -131,10 +131,13 @@ def _days(text: str) -> int | None:
 
 
 def _maintain(args: argparse.Namespace) -> int:
+    from agentwatch.processors.store.attach import require_lake
     from agentwatch.processors.store.lake import LakeStore
+    from agentwatch.processors.store.location import locate
     from agentwatch.processors.store.maintain import MaintenancePolicy, maintain
 
     days = retention_from_args(args)
+    require_lake(locate(args.db))  # maintenance of a mistyped --db creates nothing
     store = LakeStore(args.db)
     report = maintain(store, MaintenancePolicy(days, tuple(args.legal_hold), args.snapshot_grace))
     print(

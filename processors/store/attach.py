@@ -36,6 +36,16 @@ class StoreMissing(FileNotFoundError):
     """A reader asked for a lake that nothing has created yet."""
 
 
+def require_lake(location: StoreLocation) -> None:
+    """Raise :class:`StoreMissing` when the lake's catalog file does not exist: a command
+    that reads or tends a lake must not create an empty one where ``--db`` has a typo."""
+    if location.catalog_file is not None and not location.catalog_file.exists():
+        raise StoreMissing(
+            f"{location.catalog_file} does not exist yet: run `agentwatch process --db "
+            f"{location.catalog_file}` (or `make demo`) first"
+        )
+
+
 def connect(
     db: str | Path, *, read_only: bool = True, data_path: str = ""
 ) -> duckdb.DuckDBPyConnection:
@@ -46,11 +56,8 @@ def connect(
     """
     location = locate(db, data_path)
     refuse_old_layout(location)
-    if read_only and location.catalog_file is not None and not location.catalog_file.exists():
-        raise StoreMissing(
-            f"{location.catalog_file} does not exist yet: run `agentwatch process --db "
-            f"{location.catalog_file}` (or `make demo`) first"
-        )
+    if read_only:
+        require_lake(location)
     try:
         return attach(location, read_only=read_only)
     except duckdb.InvalidInputException as exc:
