@@ -25,7 +25,12 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p.add_argument("path", type=Path, metavar="PATH", help="the archive folder")
     p.add_argument("--manifest-sha256", metavar="HEX", help="the manifest's expected digest")
-    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument(
+        "--format",
+        choices=["text", "json"],
+        default="text",
+        help="text for people, json for tools (default %(default)s)",
+    )
     p.set_defaults(handler=_cmd_verify)
 
 

@@ -77,7 +77,12 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "status", parents=[common], help="list the breakers, their state and confirmation"
     )
     status.add_argument("agent", type=given, metavar="AGENT", nargs="?", help="only this agent")
-    status.add_argument("--format", choices=["table", "json"], default="table")
+    status.add_argument(
+        "--format",
+        choices=["table", "json"],
+        default="table",
+        help="table for people, json (a list of breaker objects) for tools (default %(default)s)",
+    )
     status.set_defaults(handler=_cmd_status)
 
     opened = actions.add_parser(

@@ -26,7 +26,12 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "check", help="validate a JSON Lines file (one event a line); exit 1 if any is invalid"
     )
     check.add_argument("file", type=Path, help="JSON Lines file, or - for stdin")
-    check.add_argument("--max-message-bytes", type=at_least_one, default=DEFAULT_MAX_MESSAGE_BYTES)
+    check.add_argument(
+        "--max-message-bytes",
+        type=at_least_one,
+        default=DEFAULT_MAX_MESSAGE_BYTES,
+        help="a longer line is invalid, as the processor refuses it (default %(default)s)",
+    )
     check.set_defaults(handler=_check)
 
 
