@@ -24,9 +24,8 @@ from agentwatch.processors.store.tables import EVENTS_SCHEMA
 T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
 
 
-def _store(data: Path) -> Path:
-    store = LakeStore(data / CATALOG_FILE)
-    store.prepare()
+def events(first: int, n: int) -> pl.DataFrame:
+    """``n`` session starts with ids from ``first`` on, a second apart."""
     rows = [
         {
             "schema_version": 1,
@@ -42,9 +41,26 @@ def _store(data: Path) -> Path:
             "_offset": i,
             "_kafka_ts": T0,
         }
-        for i in range(3)
+        for i in range(first, first + n)
     ]
-    store.insert("events", pl.DataFrame(rows, schema=EVENTS_SCHEMA))
+    return pl.DataFrame(rows, schema=EVENTS_SCHEMA)
+
+
+def run_sql(db: Path, sql: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``agentwatch sql --db DB SQL`` run as an analyst runs it, from ``cwd``."""
+    return subprocess.run(
+        [sys.executable, "-m", "agentwatch.cli", "sql", "--db", str(db), sql],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+def _store(data: Path) -> Path:
+    store = LakeStore(data / CATALOG_FILE)
+    store.prepare()
+    store.insert("events", events(0, 3))
     # Into a Parquet file, as a landed history is once small batches are flushed.
     store.con.execute(f"CALL ducklake_flush_inlined_data('{store.alias}')")
     return Path(store.db)
@@ -193,21 +209,7 @@ def test_the_sandbox_cannot_be_loosened(db: Path) -> None:
 
 def test_the_sql_command_refuses_with_exit_code_1_and_one_line(db: Path, tmp_path: Path) -> None:
     out = tmp_path / "loot.csv"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agentwatch.cli",
-            "sql",
-            "--db",
-            str(db),
-            f"EXPLAIN ANALYZE COPY (SELECT 1) TO '{out}'",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
-    )
+    done = run_sql(db, f"EXPLAIN ANALYZE COPY (SELECT 1) TO '{out}'", tmp_path)
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0
     assert done.stderr.startswith("agentwatch sql: refused: COPY")

@@ -9,44 +9,19 @@ become readable.
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
-import polars as pl
 import pytest
 
 from agentwatch.processors.query.sandbox import ALLOWED_TABLE_FUNCTIONS, SandboxError, connect
 from agentwatch.processors.query.sql import query
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE
-from agentwatch.processors.store.tables import EVENTS_SCHEMA
-from tests.test_sql_sandbox import files_in
+from tests.test_sql_sandbox import events, files_in, run_sql
 
 T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
 CLEANUP = "ducklake_cleanup_old_files('lake', cleanup_all => true)"
-
-
-def _events(first: int, n: int) -> pl.DataFrame:
-    rows = [
-        {
-            "schema_version": 1,
-            "event_id": f"e-{i}",
-            "ts": T0 + dt.timedelta(seconds=i),
-            "kind": "session_start",
-            "agent_id": "hr-assistant",
-            "session_id": f"s-{i}",
-            "status": "ok",
-            "_late": False,
-            "_topic": "t",
-            "_partition": 0,
-            "_offset": i,
-            "_kafka_ts": T0,
-        }
-        for i in range(first, first + n)
-    ]
-    return pl.DataFrame(rows, schema=EVENTS_SCHEMA)
 
 
 def _lake_with_maintenance_due(data: Path) -> Path:
@@ -56,11 +31,11 @@ def _lake_with_maintenance_due(data: Path) -> Path:
     store.prepare()
     alias = store.alias
     for first in (0, 3):
-        store.insert("events", _events(first, 3))
+        store.insert("events", events(first, 3))
         store.con.execute(f"CALL ducklake_flush_inlined_data('{alias}')")
     store.con.execute(f"CALL ducklake_merge_adjacent_files('{alias}')")
     store.con.execute(f"CALL ducklake_expire_snapshots('{alias}', older_than => now())")
-    store.insert("events", _events(6, 3))
+    store.insert("events", events(6, 3))
     store.con.execute(f"CALL ducklake_flush_inlined_data('{alias}')")
     path = Path(store.db)
     store.close()
@@ -200,21 +175,7 @@ def test_the_sql_command_refuses_a_table_function_with_exit_code_1_naming_it(
     db: Path, tmp_path: Path
 ) -> None:
     before = files_in(db.parent)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agentwatch.cli",
-            "sql",
-            "--db",
-            str(db),
-            "SELECT * FROM ducklake_merge_adjacent_files('lake')",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
-    )
+    done = run_sql(db, "SELECT * FROM ducklake_merge_adjacent_files('lake')", tmp_path)
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0
     assert done.stderr.startswith(
@@ -266,21 +227,7 @@ def test_the_sql_command_cannot_read_the_working_directorys_tmp_folder(
     cwd = tmp_path / "cwd"
     (cwd / ".tmp").mkdir(parents=True)
     (cwd / ".tmp" / "note.csv").write_text("secret\nnot for analysts\n")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agentwatch.cli",
-            "sql",
-            "--db",
-            str(db),
-            "SELECT * FROM '.tmp/note.csv'",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=60,
-    )
+    done = run_sql(db, "SELECT * FROM '.tmp/note.csv'", cwd)
     assert done.returncode == 1
     assert "not for analysts" not in done.stdout + done.stderr
     assert not any(p.name != "note.csv" for p in (cwd / ".tmp").iterdir())

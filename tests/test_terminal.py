@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from agentwatch.commands.alerts_silence import silences_table
 from agentwatch.commands.breaker import status_table
 from agentwatch.processors.query.sql import write_rows
 from agentwatch.terminal import Table, literal, text
-from tests.test_sql_sandbox import _store
+from tests.test_sql_sandbox import _store, run_sql
 
 CLOSING_TAG = "x[/]y"
 STYLED = "[bold red]closed[/] [link=http://evil]click[/link]"
@@ -90,21 +88,7 @@ def test_literal_escapes_data_inside_a_markup_line() -> None:
 
 def test_the_sql_command_prints_stored_markup_as_written(tmp_path: Path) -> None:
     db = _store(tmp_path / "data")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agentwatch.cli",
-            "sql",
-            "--db",
-            str(db),
-            f"SELECT '{CLOSING_TAG}' AS agent_id, '{STYLED}' AS status",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
+    done = run_sql(db, f"SELECT '{CLOSING_TAG}' AS agent_id, '{STYLED}' AS status", tmp_path)
     assert done.returncode == 0, done.stderr
     assert CLOSING_TAG in done.stdout
     assert STYLED in done.stdout

@@ -24,18 +24,19 @@ def at_least_one(text: str) -> int:
 def port(text: str) -> int:
     """An argparse ``type``: a TCP port, 0 to 65535. What 0 means is each flag's to say
     (not served, turned off, any free port); :func:`fixed_port` where it has no meaning."""
-    value = _whole(text)
-    if not 0 <= value <= MAX_PORT:
-        raise argparse.ArgumentTypeError(f"must be a port from 0 to {MAX_PORT}, got {value}")
-    return value
+    return _port(text, 0)
 
 
 def fixed_port(text: str) -> int:
     """An argparse ``type``: a TCP port that must be named, 1 to 65535 (one that others are
     told to connect to, such as the broker's)."""
+    return _port(text, 1)
+
+
+def _port(text: str, low: int) -> int:
     value = _whole(text)
-    if not 1 <= value <= MAX_PORT:
-        raise argparse.ArgumentTypeError(f"must be a port from 1 to {MAX_PORT}, got {value}")
+    if not low <= value <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"must be a port from {low} to {MAX_PORT}, got {value}")
     return value
 
 

@@ -211,10 +211,7 @@ def _run(args: argparse.Namespace) -> int:
         legal_hold=tuple(args.legal_hold),
         snapshot_grace_s=args.snapshot_grace,
     )
-    workers = args.workers or default_workers()
-    if workers < 1:
-        print(f"agentwatch: --workers must be at least 1, not {workers}", file=sys.stderr)
-        return 2
+    workers = args.workers or default_workers()  # --workers is 0 to MAX_WORKERS
     if workers > 1:
         supervisor = Supervisor(config, workers, args.log_level, args.log_format)
         signal.signal(signal.SIGTERM, lambda *_: supervisor.stop())

@@ -36,6 +36,7 @@ from agentwatch.alerts.alertmanager.server import (
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.model import Alert, AlertState
 from agentwatch.alerts.notify.receivers import rfc3339
+from agentwatch.http_guard import server_tls_context
 from agentwatch.settings import ConfigError
 
 log = logging.getLogger(__name__)
@@ -181,18 +182,12 @@ def print_sink(alerts: Sequence[Alert]) -> None:
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext | None:
-    """A server TLS context (TLS 1.2 or newer) for ``--tls-cert``/``--tls-key``, or None."""
+    """A server TLS context for ``--tls-cert``/``--tls-key``, or None without them."""
     if not cert and not key:
         return None
     if not cert or not key:
         raise ConfigError("--tls-cert and --tls-key go together")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load the TLS certificate {cert} and key {key}: {exc}") from None
-    return context
+    return server_tls_context(cert, key)
 
 
 def catalogued_only(catalog: Catalog) -> Callable[[Alert], bool]:

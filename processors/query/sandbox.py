@@ -32,6 +32,7 @@ import duckdb
 
 from agentwatch.errors import first_line
 from agentwatch.processors.store import extensions
+from agentwatch.processors.store.attach import require_lake
 from agentwatch.processors.store.layout import refuse_old_layout
 from agentwatch.processors.store.location import ALIAS, create_s3_secret, locate
 
@@ -100,11 +101,7 @@ def connect(db: Path | str) -> duckdb.DuckDBPyConnection:
     """Attach the lake ``db`` read-only, able to read only the lake's own files."""
     location = locate(db)
     refuse_old_layout(location)
-    if location.catalog_file is not None and not location.catalog_file.exists():
-        raise FileNotFoundError(
-            f"{location.catalog_file} does not exist: run `agentwatch process --db "
-            f"{location.catalog_file}` (or `make demo`) first"
-        )
+    require_lake(location)
     # Its own instance, not the process's shared one: its configuration gets locked. No
     # temporary directory: DuckDB would allow reading it (`.tmp` under the working
     # directory by default), and a query that needs more memory fails instead of spilling.
