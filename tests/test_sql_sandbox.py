@@ -7,6 +7,7 @@ no file written anywhere, nothing read from outside the store, no event added.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -227,3 +228,30 @@ def test_the_sandboxed_connection_itself_loads_no_extension(db: Path, tmp_path: 
             con.execute(f"LOAD '{evil}'")
     finally:
         con.close()
+
+
+def test_the_sql_command_prints_one_result_for_each_statement(db: Path, tmp_path: Path) -> None:
+    done = run_sql(db, "SELECT 41 + 1 AS answer; SELECT 'second' AS which", tmp_path)
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.split("\n\n")
+    assert "answer" in first and "42" in first and "(1 row)" in first
+    assert "which" in second and "second" in second
+
+
+def test_no_statement_runs_when_a_later_one_is_refused(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "loot.csv"
+    done = run_sql(db, f"SELECT 1 AS fine; COPY (SELECT 1) TO '{out}'", tmp_path)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.startswith("agentwatch sql: refused: COPY")
+    assert not out.exists()
+
+
+def test_json_output_is_one_line_for_each_statement(db: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "agentwatch.cli", "sql", "--db", str(db), "--format", "json",
+         "SELECT 1 AS a; SELECT 2 AS b"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line) for line in done.stdout.splitlines()] == [[{"a": 1}], [{"b": 2}]]

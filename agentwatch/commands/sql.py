@@ -19,13 +19,18 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "Plain DuckDB works too: `agentwatch store attach` prints the ATTACH statement."
     )
     p = parser
-    p.add_argument("sql", help='the query, e.g. "SELECT kind, count(*) FROM events GROUP BY 1"')
+    p.add_argument(
+        "sql",
+        help='the query, e.g. "SELECT kind, count(*) FROM events GROUP BY 1"; several '
+        "statements separated by ; print one result each, in order",
+    )
     add_db_option(p, settings)
     p.add_argument(
         "--format",
         choices=["table", "csv", "json"],
         default="table",
-        help="table for people, csv or json (a list of row objects) for tools",
+        help="table for people, csv or json (a list of row objects, one line a statement) "
+        "for tools",
     )
     p.set_defaults(handler=_run)
 
@@ -34,13 +39,16 @@ def _run(args: argparse.Namespace) -> int:
     import duckdb
 
     from agentwatch.processors.query.sandbox import SandboxError
-    from agentwatch.processors.query.sql import query, write_rows
+    from agentwatch.processors.query.sql import query_each, write_rows
 
     try:
-        columns, rows = query(args.db, args.sql)
+        results = query_each(args.db, args.sql)
     except (SandboxError, FileNotFoundError, duckdb.Error) as exc:
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         print(f"agentwatch sql: {lines[0]}", file=sys.stderr)
         return 1
-    write_rows(columns, rows, args.format, sys.stdout)
+    for i, (columns, rows) in enumerate(results):
+        if i and args.format != "json":
+            sys.stdout.write("\n")  # results apart; JSON is already one line each
+        write_rows(columns, rows, args.format, sys.stdout)
     return 0

@@ -138,14 +138,19 @@ def check(con: duckdb.DuckDBPyConnection, sql: str) -> list[duckdb.Statement]:
 
 def execute(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyConnection:
     """Check every statement of ``sql``, then run them; the last one's result is returned."""
+    results = list(execute_each(con, sql))
+    return results[-1]
+
+
+def execute_each(con: duckdb.DuckDBPyConnection, sql: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Check every statement of ``sql`` before any runs, then run them in order, yielding
+    each one's result before the next runs (a result is read before the next replaces it)."""
     statements = check(con, sql)
-    result = con
     try:
         for statement in statements:
-            result = con.execute(statement)
+            yield con.execute(statement)
     except duckdb.PermissionException as exc:
         raise SandboxError(f"refused: {first_line(exc)} (only the store is readable)") from exc
-    return result
 
 
 def _statements(con: duckdb.DuckDBPyConnection, sql: str) -> list[duckdb.Statement]:

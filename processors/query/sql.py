@@ -17,12 +17,24 @@ from typing import Any, TextIO
 
 import duckdb
 
-from agentwatch.processors.query.sandbox import SandboxError, connect, execute
+from agentwatch.processors.query.sandbox import SandboxError, connect, execute_each
 from agentwatch.processors.store.attach import is_catalog_race
 
+Rows = tuple[list[str], list[tuple[Any, ...]]]
+"""One statement's column names and rows."""
 
-def query(db: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+
+def query(db: Path, sql: str) -> Rows:
     """Run read-only statements in the sandbox; return the last one's columns and rows."""
+    return query_each(db, sql)[-1]
+
+
+def query_each(db: Path, sql: str) -> list[Rows]:
+    """Run read-only statements in the sandbox; return each one's columns and rows, in order.
+
+    All are checked before the first runs; each reads the newest committed snapshot when
+    it runs.
+    """
     con = connect(db)
     try:
         try:
@@ -38,9 +50,11 @@ def query(db: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         con.close()
 
 
-def _run(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    result = execute(con, sql)
-    return [d[0] for d in result.description or []], result.fetchall()
+def _run(con: duckdb.DuckDBPyConnection, sql: str) -> list[Rows]:
+    return [
+        ([d[0] for d in result.description or []], result.fetchall())
+        for result in execute_each(con, sql)
+    ]
 
 
 def write_rows(
