@@ -230,7 +230,7 @@ def test_an_unknown_format_version_is_refused() -> None:
 def test_invalid_yaml_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "catalog.yaml"
     path.write_text("agents: [\n")
-    with pytest.raises(CatalogError, match=r"catalog\.yaml: not valid YAML"):
+    with pytest.raises(CatalogError, match=r"catalog\.yaml:2:1: not valid YAML"):
         load_catalog(path)
 
 

@@ -175,14 +175,15 @@ def test_an_unknown_rule_or_field_is_refused_with_the_known_ones(tmp_path: Path)
     path = tmp_path / "redaction.yaml"
     path.write_text("fields: {reason: ['*']}\nenabeld: true\n")
     with pytest.raises(
-        RedactionError, match=r"redaction\.yaml: Object contains unknown field `enabeld`"
+        RedactionError, match=r"redaction\.yaml: enabeld: unknown key \(did you mean enabled\?\)$"
     ):
         load_redaction(path)
 
 
 def test_a_bad_custom_pattern_is_refused() -> None:
-    with pytest.raises(RedactionError, match=r"custom\.bad: invalid pattern"):
+    with pytest.raises(RedactionError, match=r"custom\.bad\.pattern: not a valid regex") as caught:
         Redactor(config(custom=[{"name": "bad", "pattern": "(?<=x)y"}]))
+    assert "\n" not in str(caught.value)
 
 
 def test_the_shipped_config_loads() -> None:

@@ -27,9 +27,9 @@ from typing import Any, Final, Literal, get_args, get_origin, get_type_hints
 
 import msgspec
 import polars as pl
-import yaml
 
 from agentwatch.settings import ConfigError
+from agentwatch.yamlfile import read_yaml
 
 EXAMPLE_CATALOG: Final = Path(__file__).parent / "catalog.yaml"
 """The demo's example fleet: loaded only when named, never by default."""
@@ -233,41 +233,6 @@ CATALOG_FRAME_SCHEMA: Final[dict[str, pl.DataType]] = {
 
 
 # --------------------------------------------------------------------------- loading
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """Safe YAML that refuses a key given twice: PyYAML would keep the last silently."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    # Keys written twice are refused; keys merged in with `<<: *anchor` may be overridden.
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    loader.flatten_mapping(node)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def read_yaml(path: Path, error: type[ConfigError]) -> Any:
-    """Parse one YAML file safely, with duplicate keys refused; errors name the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise error(f"cannot read {path}: {exc}") from None
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
-    except yaml.YAMLError as exc:
-        raise error(f"{path}: not valid YAML: {exc}") from None
 
 
 def load_catalog(path: Path | None) -> Catalog:

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any, Final, cast
 
 import msgspec
-import yaml
 
 from agentwatch.decoding import did_you_mean
 from agentwatch.durations import DurationError, format_duration, parse_duration
 from agentwatch.processors.drift import stats
 from agentwatch.processors.drift.stats import Kind
 from agentwatch.settings import ConfigError
+from agentwatch.yamlfile import read_yaml
 
 BUILTIN: Final = Path(__file__).with_name("drift.yaml")
 DIMENSIONS: Final = ("agent_version", "prompt_version", "model")
@@ -290,10 +290,7 @@ def config_from_mapping(overrides: Mapping[str, Any]) -> DriftConfig:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data

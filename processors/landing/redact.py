@@ -27,10 +27,11 @@ from typing import Final
 
 import msgspec
 import polars as pl
-import yaml
 
+from agentwatch.decoding import DecodeError, decode
 from agentwatch.processors.store.tables import DEAD_LETTERS_SCHEMA, EVENTS_SCHEMA
 from agentwatch.settings import ConfigError
+from agentwatch.yamlfile import read_yaml
 
 DEFAULT_REDACTION_FILE: Final = Path(__file__).parent / "redaction.yaml"
 ALL: Final = "*"
@@ -253,7 +254,12 @@ def _check_pattern(rule: CustomRule, source: str) -> None:
     try:
         pl.Series([""]).str.contains(rule.pattern)
     except Exception as exc:  # polars reports a bad regex as a ComputeError
-        raise RedactionError(f"{source}: custom.{rule.name}: invalid pattern: {exc}") from None
+        # The regex engine's message spans lines (the pattern, a caret, "error: ...").
+        lines = str(exc).splitlines() or [type(exc).__name__]
+        reason = next((x[len("error: ") :] for x in lines if x.startswith("error: ")), lines[0])
+        raise RedactionError(
+            f"{source}: custom.{rule.name}.pattern: not a valid regex {rule.pattern!r}: {reason}"
+        ) from None
 
 
 def _check_rules(names: Sequence[str], patterns: Mapping[str, str], where: str) -> None:
@@ -280,12 +286,9 @@ def _check_map(
 def load_redaction(path: Path | None = None) -> Redactor:
     """The redactor of a YAML config (the shipped one when ``path`` is None)."""
     source = path or DEFAULT_REDACTION_FILE
+    doc = read_yaml(source, RedactionError) or {}
     try:
-        doc = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise RedactionError(f"cannot read redaction config {source}: {exc}") from None
-    try:
-        config = msgspec.convert(doc, RedactionConfig)
-    except msgspec.ValidationError as exc:
-        raise RedactionError(f"{source}: {exc}") from None
+        config = decode(doc, RedactionConfig, "", source)
+    except DecodeError as exc:
+        raise RedactionError(str(exc)) from None
     return Redactor(config, str(source))

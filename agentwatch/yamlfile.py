@@ -1,0 +1,84 @@
+"""Reading a YAML file, once for every format: safe, strict about keys, one-line errors.
+
+Every YAML format here (rules, runbooks, the agent catalog, notification routes, drift,
+pricing, redaction, scenarios) is read by :func:`read_yaml` and then decoded into its
+typed structs. It loads safely (no Python objects), refuses a key written twice in one
+mapping (PyYAML would keep the last one silently; keys merged in with ``<<: *anchor`` may
+be overridden), keeps dates as text (each format decides what a date is, so a bad one
+gets that format's error), and says what is wrong in one line:
+``rules.yaml:12:5: not valid YAML: mapping values are not allowed here``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agentwatch.errors import ConfigError
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, with duplicate keys refused and dates left as text."""
+
+
+def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    loader.flatten_mapping(node)
+    return loader.construct_mapping(node)
+
+
+def _text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
+    assert isinstance(node, yaml.ScalarNode)
+    return str(loader.construct_scalar(node))
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _text)
+
+
+def parse_yaml(text: str, source: object, error: type[ConfigError] = ConfigError) -> Any:
+    """The document in ``text``; ``source`` (a file name) starts the error's one line."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader
+    except yaml.YAMLError as exc:
+        raise error(f"{_where(source, exc)}: not valid YAML: {_problem(exc)}") from None
+
+
+def read_yaml(path: Path, error: type[ConfigError] = ConfigError) -> Any:
+    """The document in the file ``path``; unreadable or invalid files raise ``error``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise error(f"{path}: cannot read: {reason}") from None
+    return parse_yaml(text, path, error)
+
+
+def _where(source: object, exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is None:
+        return str(source)
+    return f"{source}:{mark.line + 1}:{mark.column + 1}"
+
+
+def _problem(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        parts = [exc.context, exc.problem] if exc.context else [exc.problem]
+        text = ", ".join(p for p in parts if p)
+        if text:
+            return text
+    return " ".join(str(exc).split())
+
+
+__all__ = ["parse_yaml", "read_yaml"]
