@@ -1,4 +1,4 @@
-"""``agentwatch sql``: read-only SQL over the catalog while ingestion runs."""
+"""``agentwatch sql``: read-only SQL over the store while ingestion runs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from agentwatch.settings import Settings
 
 def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     parser.description = (
-        "Run a read-only SQL query over the catalog (views: events, dead_letters, ...). "
+        "Run a read-only SQL query over the store (views: events, dead_letters, ...). "
         "Safe while `agentwatch process` runs. It reads only the store: writes, files "
         "outside it, URLs, extensions, settings and table functions other than a few "
         "readers (range, unnest, duckdb_*, ducklake_snapshots, ...) are refused with exit "

@@ -1,4 +1,4 @@
-"""The ``sql`` command: read-only SQL over the catalog while ingestion runs.
+"""The ``sql`` command: read-only SQL over the store while ingestion runs.
 
 The lake is attached read-only and each query reads one committed snapshot of it, so any
 number of analysts can query while processors write. The connection is the sandbox of
