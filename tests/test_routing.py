@@ -159,7 +159,9 @@ def test_bad_trees_are_refused() -> None:
         Router(parse_route({"receiver": "nope"}), RECEIVERS)
     with pytest.raises(RoutingError, match="needs a receiver"):
         Router(parse_route({"routes": []}), RECEIVERS)
-    with pytest.raises(RoutingError, match="unknown keys"):
+    with pytest.raises(
+        RoutingError, match=r"route\.grop_by: unknown key \(did you mean group_by\?\)"
+    ):
         parse_route({"receiver": "default", "grop_by": ["x"]})
     with pytest.raises(RoutingError, match="receiver_from"):
         parse_route({"receiver": "default", "receiver_from": "boss"})

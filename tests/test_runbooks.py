@@ -140,8 +140,8 @@ def test_catalog_pins_give_rollbacks_the_pinned_versions() -> None:
 @pytest.mark.parametrize(
     ("doc", "error"),
     [
-        ({"id": "Bad Id", "steps": [{"action": "notify_owner"}]}, "id must be"),
-        ({"id": "x", "steps": []}, "non-empty"),
+        ({"id": "Bad Id", "steps": [{"action": "notify_owner"}]}, "id: must be"),
+        ({"id": "x", "steps": []}, "steps: Expected `array` of length >= 1"),
         ({"id": "x", "steps": [{"action": "reboot"}]}, "unknown action"),
         ({"id": "x", "steps": [{"action": "throttle", "rate": -1}]}, "rate"),
         ({"id": "x", "steps": [{"action": "open_breaker", "colour": "red"}]}, "takes no colour"),

@@ -8,6 +8,11 @@ on-call), ``global.retry`` (backoff of failed deliveries) and ``*_file`` variant
 secrets so they need not sit in the config. Differences: ``send_resolved`` defaults to
 true for every integration, since resolved notices are part of the contract here.
 
+The file decodes into the structs below (``NotifyDoc`` and what it holds), whose field
+defaults are the config's: a misspelt key at any depth, a value of the wrong type or a
+bad duration is one line naming the file, the key path and the problem
+(``receivers[2].webhook_configs[0].timout: unknown key (did you mean timeout?)``).
+
 A relative ``file_configs`` path lives under the data dir, so the shipped config writes
 next to the rest of the data. The config is chosen by ``--notify-config``, then
 ``[alerts] notify_config`` or ``$AGENTWATCH_ALERTS_NOTIFY_CONFIG``, else the shipped one.
@@ -19,13 +24,12 @@ import argparse
 import datetime as dt
 import importlib.resources
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
-import yaml
 
 from agentwatch.alerts.notify.receivers import (
     PAGERDUTY_URL,
@@ -38,14 +42,16 @@ from agentwatch.alerts.notify.receivers import (
 from agentwatch.alerts.notify.routing import (
     Matcher,
     Route,
+    RouteDoc,
     Router,
-    RoutingError,
     matches_all,
-    parse_route,
+    parse_matchers,
+    route_from_doc,
 )
 from agentwatch.decoding import decode
 from agentwatch.durations import DurationError, parse_duration
-from agentwatch.settings import ConfigError, Settings, check_keys
+from agentwatch.settings import ConfigError, Settings
+from agentwatch.yamlfile import read_yaml
 
 DEFAULT_FILE = "notify.yaml"
 
@@ -144,49 +150,96 @@ class NotifyConfig:
     source: Path | None = None
 
 
+class _Integration(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What every integration may say. Defaults are the integrations' own (receivers.py)."""
+
+    send_resolved: bool = True
+
+
+class _HttpIntegration(_Integration, frozen=True, kw_only=True):
+    timeout: str | float | None = None  # None: global.http_timeout
+
+
+class WebhookConfig(_HttpIntegration, frozen=True, kw_only=True):
+    url: str = ""
+    url_file: str = ""
+    max_alerts: Annotated[int, msgspec.Meta(ge=0)] = WebhookIntegration.max_alerts
+    headers: dict[str, str] = {}
+
+
+class SlackConfig(_HttpIntegration, frozen=True, kw_only=True):
+    api_url: str = ""
+    api_url_file: str = ""
+    channel: str | None = None
+    username: str | None = None
+    max_alerts: Annotated[int, msgspec.Meta(ge=0)] = SlackIntegration.max_alerts
+
+
+class PagerDutyConfig(_HttpIntegration, frozen=True, kw_only=True):
+    routing_key: str = ""
+    routing_key_file: str = ""
+    url: str = PAGERDUTY_URL
+    source: str = PagerDutyIntegration.source
+
+
+class FileConfig(_Integration, frozen=True, kw_only=True):
+    path: Annotated[str, msgspec.Meta(min_length=1)]  # "-": stdout
+
+
+class ReceiverDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1)]
+    webhook_configs: tuple[WebhookConfig, ...] = ()
+    slack_configs: tuple[SlackConfig, ...] = ()
+    pagerduty_configs: tuple[PagerDutyConfig, ...] = ()
+    file_configs: tuple[FileConfig, ...] = ()
+
+
+class InhibitRuleDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    source_matchers: tuple[str, ...] = ()
+    source_match: dict[str, str] = {}
+    source_match_re: dict[str, str] = {}
+    target_matchers: tuple[str, ...] = ()
+    target_match: dict[str, str] = {}
+    target_match_re: dict[str, str] = {}
+    equal: tuple[str, ...] = ()
+
+
+class NotifyDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A whole notification config as written."""
+
+    route: RouteDoc
+    global_: GlobalSettings = msgspec.field(default_factory=GlobalSettings, name="global")
+    receivers: tuple[ReceiverDoc, ...] = ()
+    inhibit_rules: tuple[InhibitRuleDoc, ...] = ()
+    templates: tuple[str, ...] = ()  # Alertmanager's template files: accepted, not used
+
+
 def load_notify_config(path: Path, data_dir: Path) -> NotifyConfig:
     """Read and check a config file; every problem is a ``ConfigError`` naming the file."""
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"notification config {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"notification config {path}: {exc}") from None
+    doc = read_yaml(path)
     try:
         config = parse_notify_config(doc, data_dir, base=path.parent)
-    except (RoutingError, ValueError, TypeError) as exc:
+    except ValueError as exc:
         raise ConfigError(f"notification config {path}: {exc}") from None
     config.source = path
     return config
 
 
 def parse_notify_config(doc: Any, data_dir: Path, base: Path | None = None) -> NotifyConfig:
-    """A config from its parsed YAML; raises ``ValueError`` on anything unusable."""
-    if not isinstance(doc, Mapping):
-        raise ValueError("the top level must be a mapping")
-    top = dict.fromkeys(("global", "route", "receivers", "inhibit_rules", "templates"))
-    try:
-        check_keys(dict(doc), top, "")
-    except ConfigError as exc:
-        raise ValueError(str(exc).removeprefix(": ")) from None
-    glob = decode(doc.get("global"), GlobalSettings, "global")
+    """A config from its parsed YAML; raises ``ValueError`` (with the key path) on anything
+    unusable. Relative ``*_file`` secrets are read under ``base``."""
+    notify = decode(doc, NotifyDoc, "")
+    glob = notify.global_
     timeout = _span(glob.http_timeout, "global.http_timeout").total_seconds()
     receivers: dict[str, list[Integration]] = {}
-    for i, rdoc in enumerate(doc.get("receivers") or []):
-        _mapping(rdoc, f"receivers[{i}]")
-        name = rdoc.get("name")
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"receivers[{i}]: needs a name")
-        if name in receivers:
-            raise ValueError(f"receivers[{i}]: duplicate receiver name {name!r}")
-        receivers[name] = _integrations(rdoc, f"receivers[{i}] ({name})", data_dir, base, timeout)
-    route_doc = doc.get("route")
-    if not isinstance(route_doc, Mapping):
-        raise ValueError("route: a root route is required")
-    route = parse_route(route_doc)
-    inhibit = [_inhibit_rule(r, f"inhibit_rules[{i}]") for i, r in enumerate(
-        doc.get("inhibit_rules") or []
-    )]  # fmt: skip
+    for i, receiver in enumerate(notify.receivers):
+        if receiver.name in receivers:
+            raise ValueError(f"receivers[{i}].name: duplicate receiver name {receiver.name!r}")
+        receivers[receiver.name] = _integrations(
+            receiver, f"receivers[{i}]", data_dir, base, timeout
+        )
+    route = route_from_doc(notify.route)
+    inhibit = [_inhibit_rule(r, f"inhibit_rules[{i}]") for i, r in enumerate(notify.inhibit_rules)]
     retry = RetryPolicy(
         attempts=glob.retry.attempts,
         initial_backoff=_span(glob.retry.initial_backoff, "global.retry.initial_backoff"),
@@ -207,25 +260,16 @@ def parse_notify_config(doc: Any, data_dir: Path, base: Path | None = None) -> N
     return config
 
 
-def _mapping(value: Any, where: str) -> None:
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{where}: must be a mapping")
-
-
-def _inhibit_rule(doc: Any, where: str) -> InhibitRule:
-    _mapping(doc, where)
-
-    def matchers(key: str, legacy: str, legacy_re: str) -> tuple[Matcher, ...]:
-        out = [Matcher.parse(m) for m in doc.get(key) or []]
-        out += [Matcher.create(str(k), "=", str(v)) for k, v in (doc.get(legacy) or {}).items()]
-        out += [Matcher.create(str(k), "=~", str(v)) for k, v in (doc.get(legacy_re) or {}).items()]
-        return tuple(out)
-
-    source = matchers("source_matchers", "source_match", "source_match_re")
-    target = matchers("target_matchers", "target_match", "target_match_re")
+def _inhibit_rule(doc: InhibitRuleDoc, where: str) -> InhibitRule:
+    source = parse_matchers(
+        doc.source_matchers, doc.source_match, doc.source_match_re, where, "source_"
+    )
+    target = parse_matchers(
+        doc.target_matchers, doc.target_match, doc.target_match_re, where, "target_"
+    )
     if not source or not target:
         raise ValueError(f"{where}: needs source_matchers and target_matchers")
-    return InhibitRule(source, target, tuple(str(x) for x in doc.get("equal") or []))
+    return InhibitRule(source, target, doc.equal)
 
 
 def _url(value: str, where: str) -> str:
@@ -235,81 +279,72 @@ def _url(value: str, where: str) -> str:
     return value
 
 
-def _secret(doc: Mapping[str, Any], key: str, where: str, base: Path | None) -> str:
-    """``key``'s value, or the content of the file ``<key>_file`` names: one is required."""
-    value = str(doc[key]) if doc.get(key) else None
-    file_key = f"{key}_file"
-    if value is None and doc.get(file_key):
-        secret_path = Path(str(doc[file_key]))
+def _secret(value: str, file: str, key: str, where: str, base: Path | None) -> str:
+    """``value`` of ``key``, or the content of the file its ``<key>_file`` names: one of
+    them is required."""
+    if not value and file:
+        secret_path = Path(file)
         if not secret_path.is_absolute() and base is not None:
             secret_path = base / secret_path
         try:
             value = secret_path.read_text().strip()
         except OSError as exc:
-            raise ValueError(f"{where}: {file_key}: {exc}") from None
+            raise ValueError(f"{where}.{key}_file: {exc}") from None
     if not value:
-        raise ValueError(f"{where}: needs {key} or {file_key}")
+        raise ValueError(f"{where}: needs {key} or {key}_file")
     return value
 
 
 def _integrations(
-    rdoc: Mapping[str, Any], where: str, data_dir: Path, base: Path | None, timeout: float
+    receiver: ReceiverDoc, where: str, data_dir: Path, base: Path | None, timeout: float
 ) -> list[Integration]:
-    known = {"name", "webhook_configs", "slack_configs", "pagerduty_configs", "file_configs"}
-    unknown = set(rdoc) - known
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)} (supported: {sorted(known)})")
     out: list[Integration] = []
 
-    def each(key: str) -> Sequence[Mapping[str, Any]]:
-        items = rdoc.get(key) or []
-        for j, item in enumerate(items):
-            _mapping(item, f"{where}.{key}[{j}]")
-        return list(items)
+    def http_timeout(cfg: _HttpIntegration, at: str) -> float:
+        return (
+            timeout if cfg.timeout is None else _span(cfg.timeout, f"{at}.timeout").total_seconds()
+        )
 
-    def http_timeout(cfg: Mapping[str, Any]) -> float:
-        return parse_duration(cfg["timeout"]).total_seconds() if "timeout" in cfg else timeout
-
-    for j, cfg in enumerate(each("webhook_configs")):
-        url = _secret(cfg, "url", f"{where}.webhook_configs[{j}]", base)
+    for j, hook in enumerate(receiver.webhook_configs):
+        at = f"{where}.webhook_configs[{j}]"
         out.append(
             WebhookIntegration(
-                url=_url(url, f"{where}.webhook_configs[{j}].url"),
-                send_resolved=bool(cfg.get("send_resolved", True)),
-                max_alerts=int(cfg.get("max_alerts", 0)),
-                timeout=http_timeout(cfg),
-                headers={str(k): str(v) for k, v in (cfg.get("headers") or {}).items()},
+                url=_url(_secret(hook.url, hook.url_file, "url", at, base), f"{at}.url"),
+                send_resolved=hook.send_resolved,
+                max_alerts=hook.max_alerts,
+                timeout=http_timeout(hook, at),
+                headers=hook.headers,
             )
         )
-    for j, cfg in enumerate(each("slack_configs")):
-        url = _secret(cfg, "api_url", f"{where}.slack_configs[{j}]", base)
+    for j, slack in enumerate(receiver.slack_configs):
+        at = f"{where}.slack_configs[{j}]"
+        url = _secret(slack.api_url, slack.api_url_file, "api_url", at, base)
         out.append(
             SlackIntegration(
-                url=_url(url, f"{where}.slack_configs[{j}].api_url"),
-                channel=cfg.get("channel"),
-                username=cfg.get("username"),
-                send_resolved=bool(cfg.get("send_resolved", True)),
-                max_alerts=int(cfg.get("max_alerts", 10)),
-                timeout=http_timeout(cfg),
+                url=_url(url, f"{at}.api_url"),
+                channel=slack.channel,
+                username=slack.username,
+                send_resolved=slack.send_resolved,
+                max_alerts=slack.max_alerts,
+                timeout=http_timeout(slack, at),
             )
         )
-    for j, cfg in enumerate(each("pagerduty_configs")):
-        key = _secret(cfg, "routing_key", f"{where}.pagerduty_configs[{j}]", base)
+    for j, pager in enumerate(receiver.pagerduty_configs):
+        at = f"{where}.pagerduty_configs[{j}]"
         out.append(
             PagerDutyIntegration(
-                routing_key=key,
-                url=_url(str(cfg.get("url", PAGERDUTY_URL)), f"{where}.pagerduty_configs[{j}].url"),
-                source=str(cfg.get("source", "agentwatch")),
-                send_resolved=bool(cfg.get("send_resolved", True)),
-                timeout=http_timeout(cfg),
+                routing_key=_secret(
+                    pager.routing_key, pager.routing_key_file, "routing_key", at, base
+                ),
+                url=_url(pager.url, f"{at}.url"),
+                source=pager.source,
+                send_resolved=pager.send_resolved,
+                timeout=http_timeout(pager, at),
             )
         )
-    for j, cfg in enumerate(each("file_configs")):
-        raw = cfg.get("path")
-        if not raw:
-            raise ValueError(f"{where}.file_configs[{j}]: needs a path (or - for stdout)")
-        path = str(raw)
+    for file in receiver.file_configs:
+        path = file.path
         if path != "-" and not Path(path).is_absolute():
             path = str(data_dir / path)
-        out.append(FileIntegration(path=path, send_resolved=bool(cfg.get("send_resolved", True))))
+        out.append(FileIntegration(path=path, send_resolved=file.send_resolved))
     return out

@@ -14,13 +14,17 @@ function the caller passes (the catalog); an unknown name falls back to ``receiv
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
+import msgspec
+
+from agentwatch.decoding import DecodeError, decode
 from agentwatch.durations import DurationError, parse_duration
 
 log = logging.getLogger(__name__)
@@ -31,7 +35,8 @@ if TYPE_CHECKING:
     from agentwatch.alerts.governance.catalog import Catalog
 
 ContactLookup = Callable[[str, str], str | None]
-CONTACT_FIELDS = ("oncall", "owner")
+ContactField = Literal["oncall", "owner"]
+CONTACT_FIELDS: tuple[str, ...] = get_args(ContactField)
 ALL_LABELS = "..."
 
 _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
@@ -149,44 +154,39 @@ ROOT_DEFAULTS = {
 }
 
 
-def parse_route(doc: Mapping[str, Any], *, path: str = "route") -> Route:
-    """A route from its YAML mapping (Alertmanager's keys, plus ``receiver_from``)."""
-    known = {
-        "receiver", "receiver_from", "matchers", "match", "match_re", "continue", "group_by",
-        "group_wait", "group_interval", "repeat_interval", "routes",
-    }  # fmt: skip
-    unknown = set(doc) - known
-    if unknown:
-        raise RoutingError(f"{path}: unknown keys {sorted(unknown)}")
-    matchers: list[Matcher] = []
-    raw_matchers = doc.get("matchers") or []
-    if isinstance(raw_matchers, str):
-        raw_matchers = [raw_matchers]
-    for i, item in enumerate(raw_matchers):
-        # One string may hold several comma-separated matchers, as in Alertmanager.
-        try:
-            matchers.extend(Matcher.parse(part) for part in _split_matchers(str(item)))
-        except RoutingError as exc:
-            raise RoutingError(f"{path}.matchers[{i}]: {exc}") from None
-    for name, value in (doc.get("match") or {}).items():
-        matchers.append(Matcher.create(str(name), "=", str(value)))
-    for name, value in (doc.get("match_re") or {}).items():
-        matchers.append(Matcher.create(str(name), "=~", str(value)))
-    receiver_from = doc.get("receiver_from")
-    if receiver_from is not None and receiver_from not in CONTACT_FIELDS:
-        raise RoutingError(f"{path}: receiver_from must be one of {CONTACT_FIELDS}")
-    group_by_raw = doc.get("group_by")
+class RouteDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A route as written: Alertmanager's keys, plus ``receiver_from``. Unset timers,
+    receiver and grouping (``None``) are inherited from the parent."""
+
+    receiver: str | None = None
+    receiver_from: ContactField | None = None
+    matchers: str | tuple[str, ...] = ()
+    match: dict[str, str] = {}
+    match_re: dict[str, str] = {}
+    continue_: bool = msgspec.field(default=False, name="continue")
     group_by: tuple[str, ...] | None = None
-    group_by_all = False
-    if group_by_raw is not None:
-        names = tuple(str(x) for x in group_by_raw)
-        if ALL_LABELS in names:
-            group_by_all = True
-        else:
-            group_by = names
+    group_wait: str | float | None = None
+    group_interval: str | float | None = None
+    repeat_interval: str | float | None = None
+    routes: tuple[RouteDoc, ...] = ()
+
+
+def parse_route(doc: Mapping[str, Any], *, path: str = "route") -> Route:
+    """A route from its YAML mapping; ``path`` is where it sits in the file."""
+    try:
+        return route_from_doc(decode(dict(doc), RouteDoc, path), path=path)
+    except DecodeError as exc:
+        raise RoutingError(str(exc)) from None
+
+
+def route_from_doc(doc: RouteDoc, *, path: str = "route") -> Route:
+    """The route tree of a decoded route: matchers parsed, timers read as durations."""
+    texts = [doc.matchers] if isinstance(doc.matchers, str) else doc.matchers
+    matchers = parse_matchers(texts, doc.match, doc.match_re, path)
+    group_by_all = doc.group_by is not None and ALL_LABELS in doc.group_by
 
     def timer(name: str) -> dt.timedelta | None:
-        raw = doc.get(name)
+        raw = getattr(doc, name)
         if raw is None:
             return None
         try:
@@ -194,22 +194,54 @@ def parse_route(doc: Mapping[str, Any], *, path: str = "route") -> Route:
         except DurationError as exc:
             raise RoutingError(f"{path}.{name}: {exc}") from None
 
-    route = Route(
-        receiver=None if doc.get("receiver") is None else str(doc["receiver"]),
-        receiver_from=receiver_from,
-        matchers=tuple(matchers),
-        continue_=bool(doc.get("continue", False)),
-        group_by=group_by,
+    return Route(
+        receiver=doc.receiver,
+        receiver_from=doc.receiver_from,
+        matchers=matchers,
+        continue_=doc.continue_,
+        group_by=None if group_by_all else doc.group_by,
         group_by_all=group_by_all,
         group_wait=timer("group_wait"),
         group_interval=timer("group_interval"),
         repeat_interval=timer("repeat_interval"),
+        routes=[
+            route_from_doc(child, path=f"{path}.routes[{i}]") for i, child in enumerate(doc.routes)
+        ],
     )
-    for i, child in enumerate(doc.get("routes") or []):
-        if not isinstance(child, Mapping):
-            raise RoutingError(f"{path}.routes[{i}]: must be a mapping")
-        route.routes.append(parse_route(child, path=f"{path}.routes[{i}]"))
-    return route
+
+
+def parse_matchers(
+    texts: Sequence[str],
+    match: Mapping[str, str],
+    match_re: Mapping[str, str],
+    path: str,
+    prefix: str = "",
+) -> tuple[Matcher, ...]:
+    """The matchers of a route (or, with ``prefix`` ``source_``/``target_``, of one side of
+    an inhibit rule) from its three keys; an error names the key path of the bad one."""
+    out: list[Matcher] = []
+    for i, text in enumerate(texts):
+        # One string may hold several comma-separated matchers, as in Alertmanager.
+        with _located(f"{path}.{prefix}matchers[{i}]"):
+            out.extend(Matcher.parse(part) for part in _split_matchers(text))
+    by_name: tuple[tuple[str, MatchOp, Mapping[str, str]], ...] = (
+        ("match", "=", match),
+        ("match_re", "=~", match_re),
+    )
+    for key, op, pairs in by_name:
+        for name, value in pairs.items():
+            with _located(f"{path}.{prefix}{key}.{name}"):
+                out.append(Matcher.create(name, op, value))
+    return tuple(out)
+
+
+@contextlib.contextmanager
+def _located(path: str) -> Iterator[None]:
+    """A RoutingError raised inside, prefixed with the key path it is about."""
+    try:
+        yield
+    except RoutingError as exc:
+        raise RoutingError(f"{path}: {exc}") from None
 
 
 def _split_matchers(text: str) -> list[str]:

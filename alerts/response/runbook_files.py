@@ -5,33 +5,30 @@ A runbook is a YAML file in ``alerts/runbooks/`` (its ``id`` is what a rule's
 ``disable_tool``, ``rollback``, ``throttle``, ``notify_owner`` and ``wait_for_approval``,
 with why it is there, its parameters and what a failure does. Running one is
 ``runbooks.py``.
+
+A file decodes into the structs below, one per action, whose fields are the keys that
+action takes: a misspelt or misplaced key, a value of the wrong type or a bad duration
+stops the load with one line naming the file and the key path
+(``x.yaml: steps[0]: open_breaker takes no cooldwn (did you mean cooldown?)``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
-import yaml
+import msgspec
 
-from agentwatch.decoding import did_you_mean
+from agentwatch.decoding import DecodeError, decode
 from agentwatch.durations import DurationError, parse_seconds
 from agentwatch.errors import ConfigError
+from agentwatch.yamlfile import read_yaml
 
 RUNBOOK_DIR: Final = Path(__file__).resolve().parents[1] / "runbooks"
-STEP_ACTIONS: Final = (
-    "open_breaker",
-    "disable_tool",
-    "rollback",
-    "throttle",
-    "notify_owner",
-    "wait_for_approval",
-)
-# The steps that halt an agent or a tool: a rule whose runbook has one is urgent.
-BREAKER_ACTIONS: Final = frozenset({"open_breaker", "disable_tool"})
 
 
 class RunbookError(ConfigError, ValueError):
@@ -39,14 +36,81 @@ class RunbookError(ConfigError, ValueError):
     reports it in one line, as any setting it cannot use."""
 
 
+OnFailure = Literal["stop", "continue"]
+
+
+class _StepDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="action"):
+    """What every step may say. The keys of its action (a subclass) are its parameters:
+    only those written in the file, so the executor's own defaults apply to the rest."""
+
+    why: str = ""
+    on_failure: OnFailure = "stop"
+
+
+class _BreakerStep(_StepDoc, frozen=True):
+    """A step that halts an agent or one of its tools: a rule whose runbook has one is
+    urgent."""
+
+    tool: str | msgspec.UnsetType = msgspec.UNSET
+    tool_label: str | msgspec.UnsetType = msgspec.UNSET
+    cooldown: str | float | msgspec.UnsetType = msgspec.UNSET
+
+
+class _OpenBreaker(_BreakerStep, frozen=True, tag="open_breaker"):
+    """Opens the agent's breaker, or the agent+tool one when a tool is named."""
+
+
+class _DisableTool(_BreakerStep, frozen=True, tag="disable_tool"):
+    """Opens the agent+tool breaker."""
+
+
+class _Rollback(_StepDoc, frozen=True, tag="rollback"):
+    """``only``: which of the pinned versions to go back to (default: all)."""
+
+    only: str | tuple[str, ...] | msgspec.UnsetType = msgspec.UNSET
+
+
+class _Throttle(_StepDoc, frozen=True, tag="throttle"):
+    """``rate`` in calls per second; null lifts the throttle."""
+
+    rate: Annotated[float, msgspec.Meta(gt=0)] | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class _NotifyOwner(_StepDoc, frozen=True, tag="notify_owner"):
+    message: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class _WaitForApproval(_StepDoc, frozen=True, tag="wait_for_approval"):
+    prompt: str | msgspec.UnsetType = msgspec.UNSET
+
+
+_AnyStep = _OpenBreaker | _DisableTool | _Rollback | _Throttle | _NotifyOwner | _WaitForApproval
+STEP_ACTIONS: Final = tuple(str(s.__struct_config__.tag) for s in get_args(_AnyStep))
+BREAKER_ACTIONS: Final = frozenset(
+    str(s.__struct_config__.tag) for s in get_args(_AnyStep) if issubclass(s, _BreakerStep)
+)
+_COMMON: Final = frozenset(f.name for f in msgspec.structs.fields(_StepDoc))
+
+
+class _RunbookDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A runbook file as written; a silence on the alert also holds its runbook, unless
+    ``run_when_silenced`` says otherwise."""
+
+    id: str
+    steps: Annotated[tuple[_AnyStep, ...], msgspec.Meta(min_length=1)]
+    title: str | None = None  # None: the id
+    description: str = ""
+    run_when_silenced: bool = False
+
+
 @dataclass(frozen=True)
 class Step:
     """One step: its action, why it is there, its parameters, what a failure does."""
 
     action: str
-    why: str = ""
-    params: Mapping[str, Any] = field(default_factory=dict)
-    on_failure: Literal["stop", "continue"] = "stop"
+    why: str
+    params: Mapping[str, Any]
+    on_failure: OnFailure
 
 
 @dataclass(frozen=True)
@@ -54,79 +118,48 @@ class Runbook:
     id: str
     title: str
     steps: tuple[Step, ...]
-    description: str = ""
+    description: str
+    run_when_silenced: bool
     path: Path | None = None
-    # A silence on the alert also holds its runbook, unless the runbook says otherwise.
-    run_when_silenced: bool = False
-
-
-_STEP_PARAMS: Final[Mapping[str, frozenset[str]]] = {
-    "open_breaker": frozenset({"tool", "tool_label", "cooldown"}),
-    "disable_tool": frozenset({"tool", "tool_label", "cooldown"}),
-    "rollback": frozenset({"only"}),
-    "throttle": frozenset({"rate"}),
-    "notify_owner": frozenset({"message"}),
-    "wait_for_approval": frozenset({"prompt"}),
-}
 
 
 def parse_runbook(doc: object, source: str = "<runbook>") -> Runbook:
-    """Check a runbook document; every mistake is reported with the file and step."""
-    if not isinstance(doc, dict):
-        raise RunbookError(f"{source}: a runbook is a mapping with id, title and steps")
-    rid = doc.get("id")
-    if not isinstance(rid, str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]*", rid):
-        raise RunbookError(f"{source}: id must be lower-case words joined by '-', got {rid!r}")
-    raw_steps = doc.get("steps")
-    if not isinstance(raw_steps, list) or not raw_steps:
-        raise RunbookError(f"{source}: steps must be a non-empty list")
-    steps = []
-    for n, raw in enumerate(raw_steps, 1):
-        where = f"{source}: step {n}"
-        if not isinstance(raw, dict) or "action" not in raw:
-            raise RunbookError(f"{where}: a step is a mapping with an action")
-        action = raw["action"]
-        if action not in STEP_ACTIONS:
-            raise RunbookError(f"{where}: unknown action {action!r} ({', '.join(STEP_ACTIONS)})")
-        params = {k: v for k, v in raw.items() if k not in ("action", "why", "on_failure")}
-        unknown = set(params) - _STEP_PARAMS[action]
-        if unknown:
-            hint = did_you_mean(sorted(unknown), _STEP_PARAMS[action])
-            raise RunbookError(f"{where}: {action} takes no {', '.join(sorted(unknown))}{hint}")
-        if "cooldown" in params:
-            try:
-                params["cooldown"] = parse_seconds(params["cooldown"])
-            except DurationError as exc:
-                raise RunbookError(f"{where}: cooldown: {exc}") from None
-        if action == "throttle":
-            rate = params.get("rate")
-            if rate is not None and (not isinstance(rate, int | float) or rate <= 0):
-                raise RunbookError(f"{where}: rate is calls per second > 0, or null to lift")
-        on_failure = raw.get("on_failure", "stop")
-        if on_failure not in ("stop", "continue"):
-            raise RunbookError(f"{where}: on_failure is stop or continue")
-        steps.append(Step(action, str(raw.get("why", "")), params, on_failure))
-    run_when_silenced = doc.get("run_when_silenced", False)
-    if not isinstance(run_when_silenced, bool):
-        raise RunbookError(f"{source}: run_when_silenced is true or false")
+    """Check a runbook document; the first mistake is reported with the file and key path."""
+    try:
+        book = decode(doc, _RunbookDoc, "", source)
+    except DecodeError as exc:
+        raise RunbookError(str(exc)) from None
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", book.id):
+        raise RunbookError(f"{source}: id: must be lower-case words joined by '-', got {book.id!r}")
     return Runbook(
-        id=rid,
-        title=str(doc.get("title", rid)),
-        steps=tuple(steps),
-        description=str(doc.get("description", "")),
-        run_when_silenced=run_when_silenced,
+        id=book.id,
+        title=book.id if book.title is None else book.title,
+        steps=tuple(_step(s, f"{source}: steps[{i}]") for i, s in enumerate(book.steps)),
+        description=book.description,
+        run_when_silenced=book.run_when_silenced,
     )
 
 
+def _step(doc: _StepDoc, where: str) -> Step:
+    """A decoded step with its parameters (cooldown in seconds) as the executor reads them."""
+    params = {
+        f.name: getattr(doc, f.name)
+        for f in msgspec.structs.fields(doc)
+        if f.name not in _COMMON and getattr(doc, f.name) is not msgspec.UNSET
+    }
+    if "cooldown" in params:
+        try:
+            params["cooldown"] = parse_seconds(params["cooldown"])
+        except DurationError as exc:
+            raise RunbookError(f"{where}.cooldown: {exc}") from None
+    return Step(str(doc.__struct_config__.tag), doc.why, params, doc.on_failure)
+
+
 def load_runbook(path: Path) -> Runbook:
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise RunbookError(f"{path}: {exc}") from None
-    book = parse_runbook(doc, str(path))
+    book = parse_runbook(read_yaml(path, RunbookError), str(path))
     if path.stem != book.id:
         raise RunbookError(f"{path}: the file name must be the id ({book.id}.yaml)")
-    return Runbook(book.id, book.title, book.steps, book.description, path)
+    return dataclasses.replace(book, path=path)
 
 
 def load_runbooks(directory: Path = RUNBOOK_DIR) -> dict[str, Runbook]:
