@@ -13,11 +13,11 @@ import polars as pl
 import pytest
 
 from agentwatch.cli import main
-from agentwatch.commands.cost import reprice
 from agentwatch.processors.landing.pricing import PriceRow, PricingTable, apply_pricing
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.reprice import reprice
 from agentwatch.processors.store.rollups import TABLE as ROLLUPS
 from agentwatch.processors.store.tables import EVENTS_SCHEMA
 from tests.frames import store_batch

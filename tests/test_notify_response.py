@@ -25,8 +25,8 @@ from agentwatch.alerts.notify.config import parse_notify_config
 from agentwatch.alerts.notify.notifier import Notifier
 from agentwatch.alerts.notify.receivers import Notification
 from agentwatch.alerts.notify.routing import Matcher
+from agentwatch.alerts.notify.senders import Senders, ThreadedSenders
 from agentwatch.alerts.notify.silences import SilenceStore
-from agentwatch.alerts.notify.workers import ThreadedWorkers, Workers
 from agentwatch.alerts.response.control import BreakerControl
 from agentwatch.alerts.response.respond import Response, owner_notifier
 from agentwatch.alerts.response.runbook_files import load_runbooks, parse_runbook
@@ -81,14 +81,14 @@ class Receiver:
 
 
 def make(
-    tmp_path: Path | None = None, workers: Workers | None = None, group_wait: str = "30s"
+    tmp_path: Path | None = None, senders: Senders | None = None, group_wait: str = "30s"
 ) -> tuple[Notifier, Receiver, Receiver]:
     doc = {**CONFIG, "route": {**CONFIG["route"], "group_wait": group_wait}}
     config = parse_notify_config(doc, Path("/nonexistent"))
     oncall, owner = Receiver(), Receiver()
     config.receivers = {"oncall": [oncall], "owner": [owner]}
     silences = SilenceStore(tmp_path) if tmp_path is not None else None
-    return Notifier(config, silences=silences, workers=workers), oncall, owner
+    return Notifier(config, silences=silences, senders=senders), oncall, owner
 
 
 def alert(severity: str = "critical", state: str = "firing", **over: object) -> Alert:
@@ -265,8 +265,7 @@ def _evaluation(at: dt.datetime, a: Alert) -> Evaluation:
 
 def test_a_receiver_that_hangs_delays_neither_evaluation_nor_containment(tmp_path: Path) -> None:
     release = threading.Event()
-    workers = ThreadedWorkers()
-    n, oncall, owner = make(workers=workers, group_wait="0s")
+    n, oncall, owner = make(senders=ThreadedSenders(), group_wait="0s")
     oncall.hang = release  # the on-call webhook never answers (for 60 s)
     topic = FakeTopic()
     response = _response(tmp_path, n, topic)
@@ -291,7 +290,7 @@ def test_a_receiver_that_hangs_delays_neither_evaluation_nor_containment(tmp_pat
         assert {a.labels["agent_id"] for x in owner.sent for a in x.alerts} == {
             "it-support-3",
             "hr-assistant",
-        }  # the owner's notices went out on their own worker
+        }  # the owner's notices went out on their own sender
         assert oncall.sent == [] and n.pending_deliveries >= 1
     finally:
         release.set()

@@ -25,7 +25,7 @@ import json
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -245,7 +245,3 @@ def retire(
 
     step(index, "mark_retired", mark)
     return Retirement(agent_id, tuple(steps), holder[0])
-
-
-def summary_rows(retirement: Retirement) -> Sequence[tuple[str, str, str]]:
-    return [(s.action, s.result, json.dumps(s.detail, default=str)) for s in retirement.steps]

@@ -1,6 +1,7 @@
-"""The deliver and retry stages: notifications handed to workers, failures tried again.
+"""The deliver and retry stages: notifications handed to senders, failures tried again.
 
-A delivery goes to its integration's worker (``workers.py``); when the worker is done,
+Each integration of a receiver is a channel of its own, delivered and logged apart. A
+delivery goes to its integration's sender (``senders.py``); when the sender is done,
 ``collect`` turns the result into an outcome: ``sent``, or ``failed`` for good (after
 the retry stage gave up, or at once for an error that retrying cannot fix). Deliveries
 waiting for a retry are resubmitted by ``resubmit_due`` once their time has come.
@@ -13,11 +14,36 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
+from agentwatch.alerts.notify.config import NotifyConfig
 from agentwatch.alerts.notify.receivers import DeliveryError, Integration, Notification
-from agentwatch.alerts.notify.stages import RetryStage
-from agentwatch.alerts.notify.workers import Workers
+from agentwatch.alerts.notify.senders import Senders
+from agentwatch.alerts.notify.stages import Group, RetryStage
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One integration of one receiver; ``name`` is what the log's receiver column says."""
+
+    receiver: str
+    name: str
+    integration: Integration
+
+
+def channels(config: NotifyConfig) -> dict[str, list[Channel]]:
+    """Each receiver's integrations, named ``receiver/kind#n`` when it has several."""
+    found: dict[str, list[Channel]] = {}
+    for receiver, integrations in config.receivers.items():
+        kinds = [i.kind for i in integrations]
+        found[receiver] = []
+        for i, integ in enumerate(integrations):
+            name = receiver
+            if len(integrations) > 1:
+                nth = kinds[:i].count(integ.kind)
+                name = f"{receiver}/{integ.kind}" + (f"#{nth}" if nth else "")
+            found[receiver].append(Channel(receiver, name, integ))
+    return found
 
 
 @dataclass
@@ -28,9 +54,7 @@ class Delivery:
     channel: str
     integration: Integration
     notification: Notification
-    firing: frozenset[str]
-    resolved: frozenset[str]
-    group: object  # the dispatcher's group, handed back with the outcome
+    group: Group  # handed back with the outcome
     attempts: int = 0
     next_attempt: dt.datetime | None = None
     last_error: str = ""
@@ -44,17 +68,17 @@ class Outcome:
 
 
 class DeliveryStage:
-    """Runs deliveries on workers and retries them; the dispatcher reads the outcomes."""
+    """Runs deliveries on senders and retries them; the dispatcher reads the outcomes."""
 
-    def __init__(self, retry: RetryStage, workers: Workers) -> None:
+    def __init__(self, retry: RetryStage, senders: Senders) -> None:
         self.retry = retry
-        self.workers = workers
+        self.senders = senders
         self._running: dict[str, Delivery] = {}
         self._retrying: list[Delivery] = []
 
     @property
     def pending(self) -> int:
-        """Deliveries waiting for a retry or running on a worker."""
+        """Deliveries waiting for a retry or running on a sender."""
         return len(self._retrying) + len(self._running)
 
     def next_attempt(self) -> dt.datetime | None:
@@ -64,7 +88,7 @@ class DeliveryStage:
         delivery.attempts += 1
         self._running[delivery.id] = delivery
         integration, notification = delivery.integration, delivery.notification
-        self.workers.submit(delivery.channel, delivery.id, lambda: integration.send(notification))
+        self.senders.submit(delivery.channel, delivery.id, lambda: integration.send(notification))
 
     def resubmit_due(self, now: dt.datetime) -> None:
         due = [d for d in self._retrying if d.next_attempt is not None and d.next_attempt <= now]
@@ -74,7 +98,7 @@ class DeliveryStage:
 
     def collect(self, now: dt.datetime) -> list[Outcome]:
         outcomes = []
-        for done in self.workers.collect():
+        for done in self.senders.collect():
             delivery = self._running.pop(str(done.token), None)
             if delivery is None:
                 continue
@@ -116,8 +140,8 @@ class DeliveryStage:
         return Outcome(delivery, "failed", f"after {delivery.attempts} attempt(s){why}: {message}")
 
     def close(self, now: dt.datetime, timeout_s: float) -> list[Outcome]:
-        """Stop the workers; what is not done by then fails, saying so: nothing is lost."""
-        self.workers.close(timeout_s)
+        """Stop the senders; what is not done by then fails, saying so: nothing is lost."""
+        self.senders.close(timeout_s)
         outcomes = self.collect(now)
         for d in [*self._retrying, *self._running.values()]:
             last = d.last_error or "none, the last attempt was still running"

@@ -8,15 +8,19 @@ on-call people expect:
 - **group wait**: alerts with the same route, receiver and ``group_by`` labels form a
   group. A new group waits ``group_wait`` so that alerts firing together arrive together;
   then it is looked at every ``group_interval``.
-- then, at each look, the stages of ``stages.py``: **inhibit** and **silence** leave out
-  muted alerts (a ``suppressed`` row says so once); **dedup** sends to an integration only
-  when an alert fires that was not announced, an announced one resolved, or
-  ``repeat_interval`` passed (what was announced is kept in the notifications log, so a
-  restart announces nothing twice); **deliver** runs on the integration's worker
-  (``workers.py``: one thread per receiver integration in production, so a receiver that
-  hangs delays nothing else); **retry** tries a failed delivery again with exponential
-  backoff up to a bound, and one that never gets through is recorded as ``failed`` and
-  logged at error level. Nothing is dropped silently.
+- then, at each look, the rest of the chain of ``stages.py``: **inhibit** and **silence**
+  leave out muted alerts (a ``suppressed`` row says so once); for each integration of the
+  receiver, **dedup** sends only when an alert fires that was not announced, an announced
+  one resolved, or ``repeat_interval`` passed (what was announced is kept in the
+  notifications log, so a restart announces nothing twice); **deliver** runs on the
+  integration's sender (``senders.py``: one thread per receiver integration in
+  production, so a receiver that hangs delays nothing else); **retry** tries a failed
+  delivery again with exponential backoff up to a bound, and one that never gets through
+  is recorded as ``failed`` and logged at error level. Nothing is dropped silently.
+
+The chain is composed in one place, ``Notifier.__init__``, group wait being its first
+stage; the state the stages decide over (groups, firing alerts, what was announced)
+stays here, and each stage is handed it with ``now`` at each look.
 
 Notices derived from an alert (a runbook's notice to the agent's owner, ``derive``) live
 and die with it: they are muted by its silences, resolved when it resolves, and not sent
@@ -37,14 +41,13 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 from agentwatch.alerts.evaluation.evaluator import Evaluation
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.notify.config import NotifyConfig, load_notify_config
-from agentwatch.alerts.notify.delivery import Delivery, DeliveryStage, Outcome
+from agentwatch.alerts.notify.delivery import Channel, Delivery, DeliveryStage, Outcome, channels
 from agentwatch.alerts.notify.nflog import (
     BufferedLog,
     NotificationLog,
@@ -53,18 +56,24 @@ from agentwatch.alerts.notify.nflog import (
     delivery_record,
     suppressed_record,
 )
-from agentwatch.alerts.notify.receivers import Integration, Notification
-from agentwatch.alerts.notify.routing import ContactLookup, Router, RouteTarget, catalog_contacts
+from agentwatch.alerts.notify.receivers import Notification
+from agentwatch.alerts.notify.routing import ContactLookup, Router, catalog_contacts
+from agentwatch.alerts.notify.senders import InlineSenders, Senders
 from agentwatch.alerts.notify.silences import SilenceStore
 from agentwatch.alerts.notify.stages import (
     Announced,
+    DedupStage,
+    Group,
+    GroupWaitStage,
     InhibitStage,
+    IntegrationLook,
+    Look,
     RetryStage,
     SilenceStage,
-    needs_update,
+    Stage,
     resolved_notice,
+    run,
 )
-from agentwatch.alerts.notify.workers import InlineWorkers, Workers
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import CATALOG_FILE
 
@@ -81,31 +90,8 @@ log = logging.getLogger(__name__)
 # What was announced to a group that no longer exists is forgotten after this long, as
 # Alertmanager's notification log forgets (its default retention is 120 h).
 SENT_RETENTION = dt.timedelta(days=5)
-# How long stopping waits for deliveries still running on their workers.
+# How long stopping waits for deliveries still running on their senders.
 CLOSE_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True)
-class _Channel:
-    """One integration of one receiver; ``name`` is what the log's receiver column says."""
-
-    receiver: str
-    name: str
-    integration: Integration
-
-
-@dataclass
-class _Group:
-    receiver: str
-    key: str
-    target: RouteTarget
-    labels: dict[str, str]
-    next_flush: dt.datetime
-    alerts: dict[str, Alert] = field(default_factory=dict)
-    muted: dict[str, str] = field(default_factory=dict)  # fingerprint -> recorded reason
-    inflight: int = 0
-    flush_ok: bool = True
-    flushed_resolved: dict[str, Alert] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,21 +101,6 @@ class _Derived:
     notice: Alert
     parent: Alert
     skip: frozenset[str]
-
-
-def _channels(config: NotifyConfig) -> dict[str, list[_Channel]]:
-    """Each receiver's integrations, named ``receiver/kind#n`` when it has several."""
-    channels: dict[str, list[_Channel]] = {}
-    for receiver, integrations in config.receivers.items():
-        kinds = [i.kind for i in integrations]
-        channels[receiver] = []
-        for i, integ in enumerate(integrations):
-            name = receiver
-            if len(integrations) > 1:
-                nth = kinds[:i].count(integ.kind)
-                name = f"{receiver}/{integ.kind}" + (f"#{nth}" if nth else "")
-            channels[receiver].append(_Channel(receiver, name, integ))
-    return channels
 
 
 class Notifier:
@@ -142,18 +113,26 @@ class Notifier:
         log_sink: NotificationLog | None = None,
         silences: SilenceStore | None = None,
         contact_lookup: ContactLookup | None = None,
-        workers: Workers | None = None,
+        senders: Senders | None = None,
     ) -> None:
         self.config = config
         self.router = Router(config.route, list(config.receivers), contact_lookup)
-        self.inhibit = InhibitStage(config.inhibit_rules)
+        self.group_wait = GroupWaitStage()
         self.silence = SilenceStage(silences)
-        self.delivery = DeliveryStage(RetryStage(config.retry), workers or InlineWorkers())
+        # The chain, in Alertmanager's order: the group's timers and muting, then for each
+        # integration of its receiver dedup; deliver and retry take what comes out.
+        self.group_stages: tuple[Stage[Look], ...] = (
+            self.group_wait,
+            InhibitStage(config.inhibit_rules),
+            self.silence,
+        )
+        self.integration_stages: tuple[Stage[IntegrationLook], ...] = (DedupStage(),)
+        self.delivery = DeliveryStage(RetryStage(config.retry), senders or InlineSenders())
         self.silences = silences
         self._log = BufferedLog(log_sink)
-        self.channels = _channels(config)
+        self.channels = channels(config)
         self._lock = threading.RLock()
-        self._groups: dict[tuple[str, str], _Group] = {}
+        self._groups: dict[tuple[str, str], Group] = {}
         self._firing: dict[str, Alert] = {}  # every firing alert: the inhibition sources
         self._derived: dict[str, dict[str, _Derived]] = {}  # parent fp -> notice fp -> notice
         self._parent: dict[str, _Derived] = {}  # notice fp -> its derivation
@@ -175,7 +154,7 @@ class Notifier:
         config_path: Path,
         data_dir: Path,
         contact_lookup: ContactLookup | None = None,
-        workers: Workers | None = None,
+        senders: Senders | None = None,
     ) -> Notifier:
         """A notifier over a data dir: its silences, and its notifications log (restored)."""
         store = LakeStore(data_dir / CATALOG_FILE)
@@ -185,7 +164,7 @@ class Notifier:
             log_sink=store_log,
             silences=SilenceStore(data_dir),
             contact_lookup=contact_lookup,
-            workers=workers,
+            senders=senders,
         )
         notifier.restore(store_log.read())
         return notifier
@@ -235,15 +214,15 @@ class Notifier:
             return self.silence.reason(alert, now)
 
     def tick(self, now: dt.datetime) -> list[NotificationRecord]:
-        """Retry deliveries and flush groups that are due; return and log what happened."""
+        """Retry deliveries that are due and look at each group; return and log what happened."""
         with self._lock:
             records: list[NotificationRecord] = []
             self._collect(now, records)
             self.delivery.resubmit_due(now)
             self._collect(now, records)
+            parents = {fp: derived.parent for fp, derived in self._parent.items()}
             for group in sorted(self._groups.values(), key=lambda g: (g.next_flush, g.key)):
-                if group.next_flush <= now:
-                    self._flush(group, now, records)
+                self._look(Look(now, group, self._firing, parents), records)
             self._write(records)
             self._prune(now)
             return records
@@ -256,7 +235,7 @@ class Notifier:
             return min([*times, retry] if retry else times, default=None)
 
     def close(self, now: dt.datetime) -> list[NotificationRecord]:
-        """Stop the workers; record deliveries not done by then as failed: nothing is lost."""
+        """Stop the senders; record deliveries not done by then as failed: nothing is lost."""
         with self._lock:
             records: list[NotificationRecord] = []
             for outcome in self.delivery.close(now, CLOSE_TIMEOUT_S):
@@ -266,7 +245,7 @@ class Notifier:
 
     @property
     def pending_deliveries(self) -> int:
-        """Deliveries waiting for a retry or running on a worker."""
+        """Deliveries waiting for a retry or running on a sender."""
         return self.delivery.pending
 
     # -- dispatch --------------------------------------------------------------------------
@@ -288,12 +267,12 @@ class Notifier:
             key = target.group_key(alert.labels)
             group = self._groups.get((target.receiver, key))
             if group is None:
-                group = _Group(
+                group = Group(
                     receiver=target.receiver,
                     key=key,
                     target=target,
                     labels=target.group_labels(alert.labels),
-                    next_flush=now + target.group_wait,
+                    next_flush=self.group_wait.first_look(target, now),
                 )
                 self._groups[(target.receiver, key)] = group
             group.alerts[fp] = alert
@@ -309,13 +288,6 @@ class Notifier:
             self._insert(ended, now)
             self._parent.pop(derived.notice.fingerprint, None)
 
-    def _mute_reason(self, alert: Alert, now: dt.datetime) -> str | None:
-        derivation = self._parent.get(alert.fingerprint)
-        parent = derivation.parent if derivation is not None else None
-        return self.inhibit.reason(alert, self._firing.values()) or self.silence.reason(
-            alert, now, parent
-        )
-
     def _prune(self, now: dt.datetime) -> None:
         """Forget old announcements of groups that are gone (at most once an hour)."""
         if self._pruned_at is not None and now - self._pruned_at < dt.timedelta(hours=1):
@@ -326,66 +298,66 @@ class Notifier:
             k: v for k, v in self._sent.items() if k[1] in live or v.ts >= now - SENT_RETENTION
         }
 
-    def _flush(self, group: _Group, now: dt.datetime, records: list[NotificationRecord]) -> None:
-        group.next_flush = now + group.target.group_interval
-        if group.inflight:
-            return  # the last flush is still being delivered; look again next interval
-        firing: list[Alert] = []
-        resolved: list[Alert] = []
-        for alert in sorted(group.alerts.values(), key=lambda a: (a.starts_at, a.fingerprint)):
+    def _look(self, look: Look, records: list[NotificationRecord]) -> None:
+        """The group's alerts through the chain; each integration's share to its sender."""
+        group, now = look.group, look.now
+        ordered = sorted(group.alerts.values(), key=lambda a: (a.starts_at, a.fingerprint))
+        alerts = run(self.group_stages, look, ordered)
+        if alerts is None:
+            return
+        for alert in ordered:  # a muted alert is recorded once per reason
             fp = alert.fingerprint
-            reason = self._mute_reason(alert, now)
-            if reason is not None:
-                if group.muted.get(fp) != reason:
-                    group.muted[fp] = reason
-                    records.append(self._suppressed(group, alert, reason, now))
-                continue
-            group.muted.pop(fp, None)
-            (firing if alert.state == "firing" else resolved).append(alert)
+            reason = look.muted.get(fp)
+            if reason is None:
+                group.muted.pop(fp, None)
+            elif group.muted.get(fp) != reason:
+                group.muted[fp] = reason
+                records.append(self._suppressed(group, alert, reason, now))
         group.flushed_resolved = {fp: a for fp, a in group.alerts.items() if a.state == "resolved"}
         group.flush_ok = True
-        firing_fps = frozenset(a.fingerprint for a in firing)
-        resolved_fps = frozenset(a.fingerprint for a in resolved)
         for channel in self.channels[group.receiver]:
-            send_resolved = channel.integration.send_resolved
-            wanted_resolved = resolved_fps if send_resolved else frozenset()
-            sent = self._sent.get((channel.name, group.key))
-            repeat = group.target.repeat_interval
-            if not needs_update(sent, firing_fps, wanted_resolved, send_resolved, repeat, now):
-                continue
-            alerts = firing + ([resolved_notice(a) for a in resolved] if send_resolved else [])
-            if not alerts:  # only resolved alerts, and this integration skips them
-                self._sent[(channel.name, group.key)] = Announced(frozenset(), frozenset(), now)
-                continue
-            notification = Notification(
-                receiver=group.receiver,
-                group_key=group.key,
-                group_labels=dict(group.labels),
-                alerts=tuple(alerts),
-                now=now,
-                external_url=self.config.external_url,
-                generator_url=self.config.generator_url,
+            sent_key = (channel.name, group.key)
+            integration = IntegrationLook(
+                look, channel.integration.send_resolved, self._sent.get(sent_key)
             )
-            group.inflight += 1
-            self.delivery.submit(
-                Delivery(
-                    id=uuid.uuid4().hex[:16],
-                    channel=channel.name,
-                    integration=channel.integration,
-                    notification=notification,
-                    firing=firing_fps,
-                    resolved=wanted_resolved,
-                    group=group,
-                )
-            )
+            wanted = run(self.integration_stages, integration, alerts)
+            if wanted is None:
+                continue
+            if not wanted:  # only resolved alerts, and this integration skips them
+                self._sent[sent_key] = Announced(frozenset(), frozenset(), now)
+                continue
+            self._deliver(group, channel, wanted, now)
             self._collect(now, records)
         if group.inflight == 0:
             self._settle(group)
 
     # -- deliver and retry -----------------------------------------------------------------
 
+    def _deliver(
+        self, group: Group, channel: Channel, alerts: list[Alert], now: dt.datetime
+    ) -> None:
+        notification = Notification(
+            receiver=group.receiver,
+            group_key=group.key,
+            group_labels=dict(group.labels),
+            alerts=tuple(resolved_notice(a) for a in alerts),
+            now=now,
+            external_url=self.config.external_url,
+            generator_url=self.config.generator_url,
+        )
+        group.inflight += 1
+        self.delivery.submit(
+            Delivery(
+                id=uuid.uuid4().hex[:16],
+                channel=channel.name,
+                integration=channel.integration,
+                notification=notification,
+                group=group,
+            )
+        )
+
     def _collect(self, now: dt.datetime, records: list[NotificationRecord]) -> None:
-        """Record what the workers finished: announced, or failed for good."""
+        """Record what the senders finished: announced, or failed for good."""
         for outcome in self.delivery.collect(now):
             self._outcome(outcome, now, records)
 
@@ -393,14 +365,16 @@ class Notifier:
         self, outcome: Outcome, now: dt.datetime, records: list[NotificationRecord]
     ) -> None:
         d = outcome.delivery
-        group = cast(_Group, d.group)
+        group = d.group
         record = delivery_record(
             d.notification, d.id, d.channel, group.key, d.attempts, outcome.status, now,
             outcome.error,
         )  # fmt: skip
         records.append(record)
         if outcome.status == "sent":
-            self._sent[(d.channel, group.key)] = Announced(d.firing, d.resolved, now)
+            firing = frozenset(a.fingerprint for a in d.notification.firing)
+            resolved = frozenset(a.fingerprint for a in d.notification.resolved)
+            self._sent[(d.channel, group.key)] = Announced(firing, resolved, now)
             log.info(
                 "notification sent",
                 extra={
@@ -418,13 +392,13 @@ class Notifier:
             )
         self._finish(group, ok=outcome.status == "sent")
 
-    def _finish(self, group: _Group, *, ok: bool) -> None:
+    def _finish(self, group: Group, *, ok: bool) -> None:
         group.inflight -= 1
         group.flush_ok = group.flush_ok and ok
         if group.inflight == 0:
             self._settle(group)
 
-    def _settle(self, group: _Group) -> None:
+    def _settle(self, group: Group) -> None:
         """After a flush: drop resolved alerts it announced; drop the group once empty."""
         if group.flush_ok:
             for fp, alert in group.flushed_resolved.items():
@@ -436,7 +410,7 @@ class Notifier:
             del self._groups[(group.receiver, group.key)]
 
     def _suppressed(
-        self, group: _Group, alert: Alert, reason: str, now: dt.datetime
+        self, group: Group, alert: Alert, reason: str, now: dt.datetime
     ) -> NotificationRecord:
         log.info(
             "alert muted",

@@ -27,7 +27,7 @@ from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.governance.registry import apply_registry
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.notify.notifier import Notifier, catalog_contacts, evaluation_sink
-from agentwatch.alerts.notify.workers import ThreadedWorkers
+from agentwatch.alerts.notify.senders import ThreadedSenders
 from agentwatch.alerts.response.breaker import Breaker
 from agentwatch.alerts.response.control import BreakerControl, retired_agents
 from agentwatch.alerts.response.observations import CatalogSource
@@ -220,7 +220,7 @@ def build_response(
     # One worker per receiver: a receiver that hangs delays neither evaluation nor
     # the runbooks and breakers that contain an agent.
     notifier = Notifier.from_files(
-        notify_config, db.parent, catalog_contacts(catalog), ThreadedWorkers()
+        notify_config, db.parent, catalog_contacts(catalog), ThreadedSenders()
     )
     retired = retired_agents(catalog)
 

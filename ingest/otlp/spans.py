@@ -199,7 +199,3 @@ def any_value(v: AnyValue) -> Any:
     if which == "bytes_value":
         return v.bytes_value.hex()
     return getattr(v, which)
-
-
-def span_count(request: ExportTraceServiceRequest) -> int:
-    return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)

@@ -1,22 +1,19 @@
-"""Where deliveries run: inline, or in one worker thread per receiver integration.
+"""Where deliveries run: inline, or on one sender thread per receiver integration.
 
 The dispatcher submits a delivery and, at a later tick, collects how it went. With
-``ThreadedWorkers`` a receiver that hangs (a webhook that never answers) holds only its
-own worker: evaluation, runbooks, breakers and the other receivers go on. With
-``InlineWorkers`` (the tests' default) a delivery is done when ``submit`` returns, so a
+``ThreadedSenders`` a receiver that hangs (a webhook that never answers) holds only its
+own sender: evaluation, runbooks, breakers and the other receivers go on. With
+``InlineSenders`` (the tests' default) a delivery is done when ``submit`` returns, so a
 fake clock drives everything and nothing sleeps.
 """
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
-
-log = logging.getLogger(__name__)
 
 Job = Callable[[], None]
 
@@ -29,18 +26,18 @@ class Done:
     error: BaseException | None
 
 
-class Workers(Protocol):
+class Senders(Protocol):
     def submit(self, key: str, token: object, job: Job) -> None:
-        """Run ``job`` on the worker of ``key``; ``token`` comes back in ``collect``."""
+        """Run ``job`` on the sender of ``key``; ``token`` comes back in ``collect``."""
 
     def collect(self) -> list[Done]:
         """The jobs finished since the last call."""
 
     def close(self, timeout: float) -> None:
-        """Stop the workers, waiting at most ``timeout`` seconds for running jobs."""
+        """Stop the senders, waiting at most ``timeout`` seconds for running jobs."""
 
 
-class InlineWorkers:
+class InlineSenders:
     """Runs each job when it is submitted, on the caller's thread."""
 
     def __init__(self) -> None:
@@ -57,7 +54,7 @@ class InlineWorkers:
         return None
 
 
-class ThreadedWorkers:
+class ThreadedSenders:
     """One daemon thread and queue per key (receiver integration), started on first use."""
 
     def __init__(self, on_done: Callable[[], None] | None = None) -> None:
@@ -73,13 +70,13 @@ class ThreadedWorkers:
             if jobs is None:
                 jobs = self._queues[key] = queue.SimpleQueue()
                 thread = threading.Thread(
-                    target=self._work, args=(jobs,), name=f"notify-{key}", daemon=True
+                    target=self._send, args=(jobs,), name=f"notify-{key}", daemon=True
                 )
                 self._threads.append(thread)
                 thread.start()
         jobs.put((token, job))
 
-    def _work(self, jobs: queue.SimpleQueue[tuple[object, Job] | None]) -> None:
+    def _send(self, jobs: queue.SimpleQueue[tuple[object, Job] | None]) -> None:
         while (item := jobs.get()) is not None:
             token, job = item
             self._done.put(Done(token, _run(job)))
