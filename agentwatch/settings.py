@@ -4,7 +4,8 @@ Every setting is a typed field of one section struct below, with its default, so
 default is written once; commands take their flag defaults from :meth:`Settings.value`,
 and ``--help`` shows the value that will really be used. Command-line flags win over all
 three. A TOML file with an unknown section or key, or a value of the wrong type, is an
-error naming the file, the key and (for a misspelling) the closest valid key.
+error naming the file, the key and (for a misspelling) the closest valid key. A duration
+is written ``1h30m`` or as a number of seconds (agentwatch/setting_types.py).
 """
 
 from __future__ import annotations
@@ -17,12 +18,27 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from agentwatch.durations import DurationError
 from agentwatch.errors import ConfigError
 from agentwatch.ingest.contract.wire import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TOPIC
+from agentwatch.setting_types import (
+    MAX_AGENTS,
+    Agents,
+    Count,
+    DurationText,
+    FixedPort,
+    Port,
+    Positive,
+    PositiveSeconds,
+    RetentionDays,
+    Seconds,
+    Workers,
+    read_duration,
+)
 
 T = TypeVar("T")
 
@@ -30,30 +46,7 @@ CONFIG_ENV = "AGENTWATCH_CONFIG"
 DEFAULT_CONFIG_FILE = "agentwatch.toml"
 
 
-__all__ = ["ConfigError", "Settings", "load_settings"]
-
-
-# The ranges of settings, checked in the file and the environment as on the command line
-# (agentwatch/commands/options.py): a count, an amount of 0 or more, above 0. Every float
-# setting must also be finite (inf is refused, see _check_finite).
-Count = Annotated[int, msgspec.Meta(ge=1)]
-NonNegative = Annotated[float, msgspec.Meta(ge=0)]
-Positive = Annotated[float, msgspec.Meta(gt=0)]
-
-# A TCP port: what 0 means is each setting's (not served, turned off, any free port); a
-# FixedPort is one others are told to connect to, where 0 (any free port) means nothing.
-MAX_PORT = 65_535
-Port = Annotated[int, msgspec.Meta(ge=0, le=MAX_PORT)]
-FixedPort = Annotated[int, msgspec.Meta(ge=1, le=MAX_PORT)]
-# Worker processes of `process`: each has its own memory and Kafka connections, and members
-# beyond the topic's partitions sit idle. Simulated agents: all are built before the first
-# event. Retention: a hundred years is the longest that is not "for ever" (0).
-MAX_WORKERS = 256
-MAX_AGENTS = 10_000
-MAX_RETENTION_DAYS = 36_500
-Workers = Annotated[int, msgspec.Meta(ge=0, le=MAX_WORKERS)]
-Agents = Annotated[int, msgspec.Meta(ge=1, le=MAX_AGENTS)]
-RetentionDays = Annotated[int, msgspec.Meta(ge=0, le=MAX_RETENTION_DAYS)]
+__all__ = ["MAX_AGENTS", "ConfigError", "Settings", "load_settings"]
 
 
 class _Section(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -63,8 +56,8 @@ class _Section(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
 class KafkaSettings(_Section, frozen=True):
     bootstrap: str = "127.0.0.1:9092"
     topic: str = DEFAULT_TOPIC
-    timeout: Positive = 15.0
-    """Seconds ``simulate`` waits for Kafka at the start."""
+    timeout: PositiveSeconds = 15.0
+    """How long ``simulate`` waits for Kafka at the start."""
     security_protocol: str = "PLAINTEXT"
     """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, in any case (agentwatch/kafka.py checks it)."""
     ssl_ca_file: str = ""
@@ -93,10 +86,10 @@ class StorageSettings(_Section, frozen=True):
     """The lake's catalog: a SQLite file (data in ``lake/`` beside it) or ``postgres:<dsn>``."""
     data_path: str = ""
     """Where the Parquet data lives: "" beside a SQLite catalog; a folder or ``s3://...``."""
-    maintain_interval: NonNegative = 600.0
-    """Seconds between maintenance runs inside ``agentwatch process``; 0 turns them off."""
-    snapshot_grace: NonNegative = 3600.0
-    """Seconds old snapshots and replaced files stay readable: longer than any query runs."""
+    maintain_interval: Seconds = 600.0
+    """Time between maintenance runs inside ``agentwatch process``; 0 turns them off."""
+    snapshot_grace: Seconds = 3600.0
+    """How long old snapshots and replaced files stay readable: longer than any query runs."""
     retention_days: dict[str, RetentionDays] = msgspec.field(default_factory=_retention_days)
     """Days of rows kept per table; 0 keeps a table's rows forever. The file and the
     environment (``events=30,dead_letters=7``) each change the tables they name."""
@@ -113,28 +106,28 @@ class LogSettings(_Section, frozen=True):
 class ProcessSettings(_Section, frozen=True):
     group: str = "agentwatch"
     dlq_topic: str | None = None
-    idle_timeout: NonNegative | None = None
+    idle_timeout: Seconds | None = None
     max_batch: Count = 30_000
     """The most records a worker lands in one set (all its partitions), and the most it
     holds pending behind that set: with the start-up, what bounds its memory."""
-    flush_interval: NonNegative = 0.5
-    """Seconds a record waits at most before its batch lands: the data's freshness."""
+    flush_interval: Seconds = 0.5
+    """How long a record waits at most before its batch lands: the data's freshness."""
     max_message_bytes: Count = DEFAULT_MAX_MESSAGE_BYTES
-    dedup_horizon: NonNegative = 3600.0
+    dedup_horizon: Seconds = 3600.0
     dedup_max_ids: Count = 20_000_000
     """The most event ids one partition's dedup index holds."""
     workers: Workers = 0
     """Consumer-group members run as processes; 0: one per core."""
     dedup_memory_mb: Positive = 128.0
     """The dedup indexes of one process share this budget (8 bytes an id; see dedup.py)."""
-    session_timeout: Positive = 10.0
-    allowed_lateness: NonNegative = 300.0
+    session_timeout: PositiveSeconds = 10.0
+    allowed_lateness: Seconds = 300.0
     metrics_port: Port | None = None
     """None or 0: /metrics not served."""
     metrics_host: str = "127.0.0.1"  # loopback unless told: nothing open by default
     max_label_values: Count = 200
-    connect_timeout: Positive = 5.0
-    """Seconds to wait for a first answer from Kafka; later outages are waited out."""
+    connect_timeout: PositiveSeconds = 5.0
+    """How long to wait for a first answer from Kafka; later outages are waited out."""
 
 
 class PricingSettings(_Section, frozen=True):
@@ -145,7 +138,7 @@ class PricingSettings(_Section, frozen=True):
 class SimulateSettings(_Section, frozen=True):
     agents: Agents = 8
     rate: Positive = 200.0
-    duration: NonNegative = 60.0
+    duration: Seconds = 60.0
     sim_rate: Positive = 200.0
 
 
@@ -153,8 +146,8 @@ class BrokerSettings(_Section, frozen=True):
     port: FixedPort = 9092
     data_dir: str = ".kafka/broker"
     heap: str = "512m"
-    start_timeout: Positive = 60.0
-    stop_timeout: Positive = 30.0
+    start_timeout: PositiveSeconds = 60.0
+    stop_timeout: PositiveSeconds = 30.0
     partitions: Count = 3
     security: Literal["plaintext", "sasl_ssl"] = "plaintext"
 
@@ -172,7 +165,7 @@ class AlertsSettings(_Section, frozen=True):
     runbooks: str = ""
     notify_config: str = ""
     """Each "": the one shipped with agentwatch."""
-    interval: Positive = 10.0
+    interval: PositiveSeconds = 10.0
     metrics_port: Port = 0
     """0: /metrics not served."""
     metrics_host: str = "127.0.0.1"  # loopback unless told: nothing open by default
@@ -187,8 +180,8 @@ class ReceiveSettings(_Section, frozen=True):
     tls_cert: str = ""
     tls_key: str = ""
     workers: Count = 8
-    read_timeout: Positive = 10.0
-    request_timeout: Positive = 30.0
+    read_timeout: PositiveSeconds = 10.0
+    request_timeout: PositiveSeconds = 30.0
     max_body: Count = 4 * 1024 * 1024
 
 
@@ -224,23 +217,25 @@ class LifecycleSettings(_Section, frozen=True):
 
 
 class BreakerSettings(_Section, frozen=True):
-    cooldown: str = "10m"
+    cooldown: DurationText = "10m"
 
 
 class DriftSettings(_Section, frozen=True):
     config: str = ""
+    interval: PositiveSeconds = 60.0
+    """Time between ``drift run``'s checks for a due window."""
     metrics_port: Port = 0
     """0: /metrics not served."""
     metrics_host: str = "127.0.0.1"
 
 
 class DashboardsSettings(_Section, frozen=True):
-    range: str = "6h"
+    range: DurationText = "6h"
     daily_budget_usd: Positive = 1000.0
 
 
 class DemoSettings(_Section, frozen=True):
-    seconds: Positive = 60.0
+    seconds: PositiveSeconds = 60.0
     data_dir: str = "data"
     agents: Agents = 8
     rate: Positive = 300.0
@@ -341,10 +336,12 @@ def _coerce(raw: str, wanted: Any, name: str) -> Any:
         elif shape is list:
             value = [item.strip() for item in raw.split(",") if item.strip()]
         else:
-            value = raw
+            value = read_duration(raw, wanted)
         value = msgspec.convert(value, wanted, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{name}={raw!r}: {_problem(exc)}") from None
+    except DurationError as exc:
+        raise ConfigError(f"{name}={raw!r}: {exc}") from None
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{name}={raw!r}: must be a finite number")
     return value
@@ -413,6 +410,7 @@ def decode_config(values: dict[str, Any], source: object) -> Config:
     for section, key, table in _table_settings():
         allowed[section][key] = dict.fromkeys(table)
     check_keys(values, allowed, source)
+    values = _read_durations(values, source)
     try:
         config = msgspec.convert(values, Config)
     except msgspec.ValidationError as exc:
@@ -429,6 +427,21 @@ def decode_config(values: dict[str, Any], source: object) -> Config:
         config = msgspec.structs.replace(config, **{section: merged})
     _check_finite(config, source)
     return config
+
+
+def _read_durations(values: dict[str, Any], source: object) -> dict[str, Any]:
+    """``values`` with each duration setting as it holds it (see agentwatch/setting_types.py)."""
+    out = dict(values)
+    for section, keys in values.items():
+        if not isinstance(keys, dict):
+            continue
+        out[section] = dict(keys)
+        for key, value in keys.items():
+            try:
+                out[section][key] = read_duration(value, _field_type(section, key))
+            except DurationError as exc:
+                raise ConfigError(f"{source}: [{section}] {key}: {exc}") from None
+    return out
 
 
 def _table_settings() -> list[tuple[str, str, dict[str, Any]]]:

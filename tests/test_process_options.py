@@ -17,7 +17,11 @@ from agentwatch.cli import main
         ("--flush-interval", "-1", "must not be negative, got -1"),
         ("--idle-timeout", "-0.1", "must not be negative, got -0.1"),
         ("--dedup-horizon", "inf", "must be a finite number, got 'inf'"),
-        ("--allowed-lateness", "soon", "not a number: 'soon'"),
+        (
+            "--allowed-lateness",
+            "soon",
+            "not a duration: 'soon' (use e.g. 500ms, 30s, 5m, 1h30m, 2d or 1w)",
+        ),
         ("--maintain-interval", "-60", "must not be negative, got -60"),
         ("--dedup-memory-mb", "0", "must be positive, got 0"),
         ("--session-timeout", "nan", "must be a finite number, got 'nan'"),

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 from pathlib import Path
+from typing import Final
 
 from agentwatch.alerts.governance.catalog import TOOL_TIERS, entry_doc
 from agentwatch.alerts.governance.registry import diff_entries
 from agentwatch.alerts.governance.releases import Releases
 from agentwatch.alerts.governance.review import record_review, run_review
+from agentwatch.clock import utc_now
 from agentwatch.commands import agents_retire
 from agentwatch.commands.registry_options import (
     cell,
@@ -20,8 +22,11 @@ from agentwatch.commands.registry_options import (
     show,
     table,
 )
-from agentwatch.durations import parse_seconds
+from agentwatch.durations import duration_argument, format_duration
 from agentwatch.settings import ConfigError, Settings
+
+REVIEW_WINDOW: Final = dt.timedelta(days=30)
+"""The event time an access review covers unless told: about a month of use."""
 
 
 def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
@@ -71,7 +76,11 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p.add_argument("agents", metavar="AGENT", nargs="*", help="only these (default: all)")
     p.add_argument(
-        "--since", default="30d", help="window of event time up to now (default %(default)s)"
+        "--since",
+        type=duration_argument,
+        default=REVIEW_WINDOW,
+        metavar="DURATION",
+        help=f"window of event time up to now (default {format_duration(REVIEW_WINDOW)})",
     )
     p.add_argument("--out", type=Path, help="write the output here (html: required)")
     p.add_argument(
@@ -177,12 +186,8 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
 def _cmd_review(args: argparse.Namespace) -> int:
     registry = open_registry(args)
-    try:
-        since = parse_seconds(args.since)
-    except ValueError as exc:
-        raise ConfigError(f"--since: {exc}") from None
-    end = dt.datetime.now(dt.UTC)
-    review = run_review(registry, args.db, end - dt.timedelta(seconds=since), end, args.agents)
+    end = utc_now()
+    review = run_review(registry, args.db, end - args.since, end, args.agents)
     if args.record:
         record_review(registry, review, f"person:{args.by}", end)
     if args.format == "html":

@@ -7,20 +7,26 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
+from typing import Final
 
 from rich import box
 from rich.console import Console
 
+from agentwatch.clock import utc_now
 from agentwatch.commands.alerts_group import (
     add_catalog_option,
     add_rules_option,
     catalog_from_args,
 )
-from agentwatch.commands.drift import is_relative, parse_time, time_text
-from agentwatch.commands.options import add_db_option
-from agentwatch.durations import format_duration
+from agentwatch.commands.drift import time_text
+from agentwatch.commands.options import add_db_option, duration_help, positive_seconds
+from agentwatch.durations import TIME_EXAMPLES, format_duration, is_relative, parse_time
 from agentwatch.settings import ConfigError, Settings
 from agentwatch.terminal import Table
+
+INTERVAL_S: Final = 60.0
+"""Event time between two evaluations of a backtest unless told: coarser than the live
+evaluator's ``[alerts] interval``, as a finer one is slower to replay."""
 
 
 def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
@@ -38,16 +44,17 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     add_catalog_option(p, settings)
     add_rules_option(p, settings)
     p.add_argument("--from", dest="start", type=time_text, required=True, metavar="T",
-                   help="first evaluation: RFC 3339, a date, or 7d (ago)")  # fmt: skip
+                   help=f"first evaluation: {TIME_EXAMPLES}")  # fmt: skip
     p.add_argument("--to", dest="end", type=time_text, default="now", metavar="T",
                    help="last evaluation (default now)")  # fmt: skip
     p.add_argument(
         "--interval",
-        type=float,
-        default=60.0,
-        metavar="S",
-        help="seconds of event time between evaluations (default %(default)s; the live "
-        "evaluator's is [alerts] interval, 10 s: finer is slower to replay)",
+        type=positive_seconds,
+        default=INTERVAL_S,
+        metavar="DURATION",
+        help=duration_help(
+            "event time between evaluations; finer than 1m is slower to replay", INTERVAL_S
+        ),
     )
     p.add_argument("--out", type=Path, metavar="FILE.json", help="write the result as JSON")
     p.set_defaults(handler=_backtest)
@@ -62,16 +69,13 @@ def _backtest(args: argparse.Namespace) -> int:
     if not args.db.exists():
         print(f"agentwatch alerts backtest: {args.db} does not exist", file=sys.stderr)
         return 1
-    if args.interval <= 0:
-        print("agentwatch alerts backtest: --interval must be positive", file=sys.stderr)
-        return 2
     try:
         rules = load_rules(args.rules)
         catalog = catalog_from_args(args, "catalog thresholds and governance apply to no agent")
     except ConfigError as exc:
         print(f"agentwatch alerts backtest: {exc}", file=sys.stderr)
         return 2
-    now = dt.datetime.now(dt.UTC)
+    now = utc_now()
     relative = is_relative(args.start) and is_relative(args.end)
     interval = dt.timedelta(seconds=args.interval)
     try:
@@ -86,7 +90,7 @@ def _backtest(args: argparse.Namespace) -> int:
     console = Console(width=min(100, Console().width) if sys.stdout.isatty() else 100)
     table = Table(
         title=f"Backtest {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC, "
-        f"{result.evaluations:,} evaluations every {args.interval:g} s: "
+        f"{result.evaluations:,} evaluations every {format_duration(interval)}: "
         f"{len(result.fired)} alert(s) would have fired",
         title_justify="left",
         box=box.SIMPLE_HEAD,

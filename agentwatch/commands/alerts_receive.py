@@ -13,7 +13,13 @@ from agentwatch.commands.alerts_group import (
     catalog_from_args,
     response_from_args,
 )
-from agentwatch.commands.options import add_db_option, at_least_one, port, positive
+from agentwatch.commands.options import (
+    add_db_option,
+    at_least_one,
+    duration_help,
+    port,
+    positive_seconds,
+)
 from agentwatch.settings import ConfigError, Settings
 
 log = logging.getLogger("agentwatch.alerts.alertmanager.receive")
@@ -96,18 +102,23 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     limits.add_argument(
         "--read-timeout",
-        type=positive,
-        metavar="SECONDS",
+        type=positive_seconds,
+        metavar="DURATION",
         default=settings.value("receive", "read_timeout"),
-        help="longest wait for the client's next bytes (default %(default)s)",
+        help=duration_help(
+            "longest wait for the client's next bytes", settings.value("receive", "read_timeout")
+        ),
     )
     limits.add_argument(
         "--request-timeout",
-        type=positive,
-        metavar="SECONDS",
+        type=positive_seconds,
+        metavar="DURATION",
         default=settings.value("receive", "request_timeout"),
-        help="longest a request may take to arrive in full, keep-alive wait included; "
-        "then its connection is closed (default %(default)s)",
+        help=duration_help(
+            "longest a request may take to arrive in full, keep-alive wait included; "
+            "then its connection is closed",
+            settings.value("receive", "request_timeout"),
+        ),
     )
     limits.add_argument(
         "--max-body",

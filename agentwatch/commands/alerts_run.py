@@ -41,7 +41,13 @@ from agentwatch.commands.alerts_group import (
     add_rules_option,
     response_from_args,
 )
-from agentwatch.commands.options import add_db_option, add_metrics_options
+from agentwatch.commands.options import (
+    add_db_option,
+    add_metrics_options,
+    duration_help,
+    positive_seconds,
+)
+from agentwatch.durations import TIME_EXAMPLES, human_duration, time_argument
 from agentwatch.settings import ConfigError, Settings
 from agentwatch.terminal import Table, literal
 
@@ -106,10 +112,7 @@ def _labels_text(labels: dict[str, str]) -> str:
 
 def _ago(now: dt.datetime, then: dt.datetime) -> str:
     seconds = max(0, int((now - then).total_seconds()))
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    text = f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
-    return f"{then.strftime('%H:%M:%S')} ({text} ago)"
+    return f"{then.strftime('%H:%M:%S')} ({human_duration(seconds)} ago)"
 
 
 # --------------------------------------------------------------------------- command
@@ -135,35 +138,25 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     add_metrics_options(p, settings, "alerts", "the alert and breaker states")
     p.add_argument(
         "--interval",
-        type=float,
+        type=positive_seconds,
         default=settings.value("alerts", "interval"),
-        help="seconds between evaluations (default %(default)s)",
+        metavar="DURATION",
+        help=duration_help("time between evaluations", settings.value("alerts", "interval")),
     )
     p.add_argument("--once", action="store_true", help="evaluate once, print the alerts, exit")
     p.add_argument(
         "--at",
-        type=_timestamp,
+        type=time_argument,
         metavar="TIME",
-        help="with --once: evaluate as of this ISO 8601 time (e.g. 2026-11-20T09:30:00Z) "
-        "instead of now, to look back at past traffic",
+        help=f"with --once: evaluate as of this time instead of now, to look back at past "
+        f"traffic: {TIME_EXAMPLES} (UTC without a zone)",
     )
     p.set_defaults(handler=_run)
-
-
-def _timestamp(text: str) -> dt.datetime:
-    try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.at is not None and not args.once:
         print("agentwatch alerts run: --at needs --once", file=sys.stderr)
-        return 2
-    if args.interval <= 0:
-        print("agentwatch alerts run: --interval must be positive", file=sys.stderr)
         return 2
     if args.catalog is None:
         print(

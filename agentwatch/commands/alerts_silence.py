@@ -12,6 +12,7 @@ import datetime as dt
 import getpass
 import sys
 from pathlib import Path
+from typing import Final
 
 from rich import box
 from rich.console import Console
@@ -20,9 +21,12 @@ from agentwatch.alerts.notify.routing import Matcher, RoutingError
 from agentwatch.alerts.notify.silences import Silence, SilenceError, SilenceStore
 from agentwatch.clock import utc_now
 from agentwatch.commands.options import add_db_option, given
-from agentwatch.durations import duration_argument, format_duration
+from agentwatch.durations import TIME_EXAMPLES, duration_argument, format_duration, time_argument
 from agentwatch.settings import ConfigError, Settings
 from agentwatch.terminal import Table
+
+SILENCE_FOR: Final = dt.timedelta(hours=2)
+"""How long a silence lasts unless told: long enough for a deployment or an incident."""
 
 
 def register_silence(add: argparse.ArgumentParser, settings: Settings) -> None:
@@ -44,15 +48,15 @@ def register_silence(add: argparse.ArgumentParser, settings: Settings) -> None:
         "--for",
         dest="duration",
         type=duration_argument,
-        default="2h",
+        default=SILENCE_FOR,
         metavar="DURATION",
-        help="how long, e.g. 30m, 2h, 1d (default %(default)s)",
+        help=f"how long, e.g. 30m, 2h, 1d (default {format_duration(SILENCE_FOR)})",
     )
     add.add_argument(
         "--start",
-        type=_timestamp,
+        type=time_argument,
         metavar="TIME",
-        help="when it starts, ISO 8601 (default: now)",
+        help=f"when it starts: {TIME_EXAMPLES} (UTC without a zone; default: now)",
     )
     add.add_argument(
         "--comment", type=given, required=True, help="why: people reading the list need it"
@@ -85,14 +89,6 @@ def _user() -> str:
         return "unknown"
 
 
-def _timestamp(text: str) -> dt.datetime:
-    try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    return value if value.tzinfo else value.astimezone()
-
-
 def _store(db: Path) -> SilenceStore:
     return SilenceStore(db.parent)
 
@@ -104,7 +100,7 @@ def _silence(args: argparse.Namespace) -> int:
     except RoutingError as exc:
         raise ConfigError(str(exc)) from None
     now = utc_now()
-    start = (args.start or now).astimezone(dt.UTC)
+    start = args.start or now
     try:
         silence = _store(args.db).add(
             matchers,

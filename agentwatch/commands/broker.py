@@ -10,7 +10,7 @@ from agentwatch.broker.launcher import broker_status, start_broker, stop_broker
 from agentwatch.broker.ports import HOST
 from agentwatch.broker.runtime import BrokerError
 from agentwatch.broker.tls import SECURITY_MODES, BrokerSecurity
-from agentwatch.commands.options import at_least_one, fixed_port, positive
+from agentwatch.commands.options import at_least_one, duration_help, fixed_port, positive_seconds
 from agentwatch.durations import format_duration
 from agentwatch.settings import Settings
 
@@ -54,9 +54,12 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     start.add_argument(
         "--timeout",
-        type=positive,
+        type=positive_seconds,
         default=settings.value("broker", "start_timeout"),
-        help="seconds to wait for the broker to be ready (default %(default)s)",
+        metavar="DURATION",
+        help=duration_help(
+            "how long to wait for the broker to be ready", settings.value("broker", "start_timeout")
+        ),
     )
     start.add_argument(
         "--partitions",
@@ -82,9 +85,12 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     stop.add_argument(
         "--timeout",
-        type=positive,
+        type=positive_seconds,
         default=settings.value("broker", "stop_timeout"),
-        help="seconds to wait before SIGKILL (default %(default)s)",
+        metavar="DURATION",
+        help=duration_help(
+            "how long to wait before SIGKILL", settings.value("broker", "stop_timeout")
+        ),
     )
     stop.set_defaults(handler=_cmd_stop)
 

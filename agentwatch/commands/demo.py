@@ -38,8 +38,15 @@ from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.response.incident import ChainStep, MisbehavingAgent, wait_for_chain
 from agentwatch.broker.launcher import broker_status, start_broker, stop_broker
 from agentwatch.broker.ports import free_port
+from agentwatch.clock import utc_now
 from agentwatch.commands import demo_lifecycle
-from agentwatch.commands.options import fleet_size, port, positive
+from agentwatch.commands.options import (
+    duration_help,
+    fleet_size,
+    port,
+    positive,
+    positive_seconds,
+)
 from agentwatch.ingest.contract.control import Keyring
 from agentwatch.ingest.contract.wire import DEFAULT_TOPIC
 from agentwatch.ingest.sim.scenario import Scenario
@@ -48,7 +55,8 @@ from agentwatch.ingest.sim.simulate import SimulationSummary, run_simulation
 from agentwatch.kafka import client_options
 from agentwatch.processors.query import report
 from agentwatch.processors.store.location import CATALOG_FILE
-from agentwatch.settings import MAX_AGENTS, Settings
+from agentwatch.setting_types import MAX_AGENTS
+from agentwatch.settings import Settings
 from agentwatch.terminal import Table, literal, text
 
 DEMO_SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "latency-shift.yaml"
@@ -77,8 +85,9 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p = parser
     p.add_argument(
-        "--seconds", type=positive, default=settings.value("demo", "seconds"),
-        help="how long the fleet runs (default %(default)s)",
+        "--seconds", type=positive_seconds, default=settings.value("demo", "seconds"),
+        metavar="DURATION",
+        help=duration_help("how long the fleet runs", settings.value("demo", "seconds")),
     )  # fmt: skip
     p.add_argument(
         "--data-dir", type=Path, default=Path(settings.value("demo", "data_dir")),
@@ -258,7 +267,7 @@ def _drift_scenario(console: Console, bootstrap: str, scenario: Scenario, data_d
     console.print(
         f"{literal(scenario.description.strip())}\nReplaying {hours:g} h of event time ..."
     )
-    end = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    end = utc_now().replace(minute=0, second=0, microsecond=0)
     start = end - dt.timedelta(hours=hours)
     topic = f"drift-{scenario.name}"
     sim = run_simulation(

@@ -23,10 +23,22 @@ import polars as pl
 from prometheus_client import CollectorRegistry, start_http_server
 
 from agentwatch.clock import Clock, utc_now
-from agentwatch.commands.options import add_db_option, add_metrics_options, positive
-from agentwatch.durations import DurationError, duration_argument, parse_duration
+from agentwatch.commands.options import (
+    add_db_option,
+    add_metrics_options,
+    duration_help,
+    positive_seconds,
+)
+from agentwatch.durations import (
+    TIME_EXAMPLES,
+    duration_argument,
+    format_duration,
+    is_relative,
+    parse_time,
+    time_argument,
+)
 from agentwatch.processors.drift.config import DriftConfig, load_config
-from agentwatch.processors.drift.evaluate import DRIFT, DriftEvaluator, backfill
+from agentwatch.processors.drift.evaluate import DEFAULT_STEP, DRIFT, DriftEvaluator, backfill
 from agentwatch.processors.drift.metrics import DriftCollector
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.settings import Settings
@@ -34,38 +46,9 @@ from agentwatch.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def parse_time(text: str, now: dt.datetime | None = None) -> dt.datetime:
-    """An RFC 3339 timestamp or date (UTC if no offset), ``now``, or a duration ago (``2d``)."""
-    now = now or dt.datetime.now(dt.UTC)
-    if text.strip() == "now":
-        return now
-    try:
-        return now - parse_duration(text)
-    except DurationError:
-        pass
-    try:
-        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a time: use an RFC 3339 timestamp, a date, now, or 2d (ago)"
-        ) from None
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-
-
-def is_relative(text: str) -> bool:
-    """``now`` or a duration ago, as opposed to a fixed instant."""
-    if text.strip() == "now":
-        return True
-    try:
-        parse_duration(text)
-    except DurationError:
-        return False
-    return True
-
-
 def time_text(text: str) -> str:
-    """An argument that must read as a time (checked now, resolved when the data is known)."""
-    parse_time(text)
+    """An argparse ``type``: a time, checked now and resolved when the data is known."""
+    time_argument(text)
     return text
 
 
@@ -153,8 +136,9 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     common(run)
     run.add_argument(
-        "--interval", type=positive, default=60.0, metavar="S",
-        help="seconds between checks for a due window (default %(default)s)",
+        "--interval", type=positive_seconds, default=settings.value("drift", "interval"),
+        metavar="DURATION", help=duration_help(
+            "time between checks for a due window", settings.value("drift", "interval")),
     )  # fmt: skip
     run.add_argument("--once", action="store_true", help="evaluate the latest window and exit")
     add_metrics_options(run, settings, "drift", "the agentwatch_drift_* gauges")
@@ -170,12 +154,13 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     common(fill)
     fill.add_argument("--from", dest="start", type=time_text, required=True, metavar="T",
-                      help="first window end: RFC 3339, a date, or 3d (ago); a relative range "
+                      help=f"first window end: {TIME_EXAMPLES}; a relative range "
                       "that holds no events is taken relative to the data's end")  # fmt: skip
     fill.add_argument("--to", dest="end", type=time_text, default="now",
                       metavar="T", help="last window end (default now)")  # fmt: skip
-    fill.add_argument("--step", type=duration_argument, default=dt.timedelta(hours=1),
-                      help="between window ends, a multiple of the grain (default 1h)")  # fmt: skip
+    fill.add_argument("--step", type=duration_argument, default=DEFAULT_STEP,
+                      help="between window ends, a multiple of the grain "
+                      f"(default {format_duration(DEFAULT_STEP)})")  # fmt: skip
     fill.add_argument("--dry-run", action="store_true", help="print the summary, write nothing")
     fill.set_defaults(handler=_backfill)
 
@@ -190,7 +175,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     common(rep)
     rep.add_argument("--agent", required=True, help="agent_id")
-    rep.add_argument("--since", type=parse_time, default=None, metavar="T",
+    rep.add_argument("--since", type=time_argument, default=None, metavar="T",
                      help="first window end shown (default: 7d before the latest)")  # fmt: skip
     rep.add_argument("--out", type=Path, metavar="FILE.html", help="write the HTML report here")
     rep.set_defaults(handler=_report)
@@ -237,7 +222,7 @@ def _backfill(args: argparse.Namespace) -> int:
     from agentwatch.progress import progress_bar
 
     config = load_config(args.drift_config)
-    now = dt.datetime.now(dt.UTC)
+    now = utc_now()
     relative = is_relative(args.start) and is_relative(args.end)
     try:
         start, end = resolve(

@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import Final
 
+from agentwatch.durations import DurationError, format_duration, number_or_duration
 from agentwatch.ingest.contract.control import KEYS_ENV, ControlKeyError, Keyring
-from agentwatch.settings import (
-    MAX_AGENTS,
-    MAX_PORT,
-    MAX_WORKERS,
-    ConfigError,
-    Settings,
-)
+from agentwatch.setting_types import MAX_AGENTS, MAX_PORT, MAX_WORKERS
+from agentwatch.settings import ConfigError, Settings
 
 
 def at_least_one(text: str) -> int:
@@ -63,16 +60,41 @@ def _whole(text: str, low: int | None = None, high: int | None = None) -> int:
 
 
 def non_negative(text: str) -> float:
-    """An argparse ``type``: a finite amount (seconds, say), 0 or more."""
-    value = _finite(text)
+    """An argparse ``type``: a finite amount, 0 or more."""
+    return _not_negative(_finite(text))
+
+
+def positive(text: str) -> float:
+    """An argparse ``type``: a finite amount above 0 (a rate, a budget)."""
+    return _above_zero(_finite(text))
+
+
+DURATION_HELP: Final = "a duration, e.g. 500ms or 2m; a bare number is seconds"
+
+
+def seconds(text: str) -> float:
+    """An argparse ``type``: a duration of 0 or more (:data:`DURATION_HELP`), in seconds."""
+    return _not_negative(_finite_seconds(text))
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse ``type``: a duration above 0 (a timeout, an interval), in seconds."""
+    return _above_zero(_finite_seconds(text))
+
+
+def duration_help(purpose: str, default: float | None, unset: str = "none") -> str:
+    """The help of a duration flag: what it is for, how to write one, and its default."""
+    shown = unset if default is None else format_duration(default)
+    return f"{purpose} ({DURATION_HELP}; default {shown})"
+
+
+def _not_negative(value: float) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value:g}")
     return value
 
 
-def positive(text: str) -> float:
-    """An argparse ``type``: a finite amount above 0 (a rate, a timeout, a budget)."""
-    value = _finite(text)
+def _above_zero(value: float) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value:g}")
     return value
@@ -91,6 +113,18 @@ def _finite(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    return _checked_finite(value, text)
+
+
+def _finite_seconds(text: str) -> float:
+    try:
+        value = number_or_duration(text)
+    except DurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return _checked_finite(value, text)
+
+
+def _checked_finite(value: float, text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value

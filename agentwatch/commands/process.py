@@ -19,13 +19,16 @@ from agentwatch.commands.options import (
     add_db_option,
     add_metrics_options,
     at_least_one,
-    non_negative,
+    duration_help,
     positive,
+    positive_seconds,
+    seconds,
     worker_count,
 )
 from agentwatch.commands.store import add_maintenance_options, retention_from_args
 from agentwatch.ingest.otlp.collector import add_process_options
-from agentwatch.settings import MAX_WORKERS, Settings
+from agentwatch.setting_types import MAX_WORKERS
+from agentwatch.settings import Settings
 
 log = logging.getLogger("agentwatch.processors.landing.processor")
 
@@ -43,12 +46,13 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     add_bootstrap_option(p, settings)
     p.add_argument(
         "--maintain-interval",
-        type=non_negative,
+        type=seconds,
         default=settings.value("storage", "maintain_interval"),
-        metavar="S",
-        help=(
-            "seconds between lake maintenance passes (retention, merging, expiry), run by "
-            "one member at a time; 0 turns it off here (default %(default)s)"
+        metavar="DURATION",
+        help=duration_help(
+            "time between lake maintenance passes (retention, merging, expiry), run by "
+            "one member at a time; 0 turns them off here",
+            settings.value("storage", "maintain_interval"),
         ),
     )
     add_maintenance_options(p, settings)
@@ -74,10 +78,14 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p.add_argument(
         "--idle-timeout",
-        type=non_negative,
-        metavar="S",
+        type=seconds,
+        metavar="DURATION",
         default=settings.value("process", "idle_timeout"),
-        help="exit 0 after S seconds with no new record (for batch runs and tests)",
+        help=duration_help(
+            "exit 0 after this long with no new record (for batch runs and tests)",
+            settings.value("process", "idle_timeout"),
+            unset="never",
+        ),
     )
     p.add_argument(
         "--max-batch",
@@ -88,10 +96,13 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p.add_argument(
         "--flush-interval",
-        type=non_negative,
+        type=seconds,
+        metavar="DURATION",
         default=settings.value("process", "flush_interval"),
-        help="seconds a record may wait before its batch lands: the data's freshness "
-        "(default %(default)s)",
+        help=duration_help(
+            "how long a record may wait before its batch lands: the data's freshness",
+            settings.value("process", "flush_interval"),
+        ),
     )
     p.add_argument(
         "--max-message-bytes",
@@ -101,11 +112,13 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p.add_argument(
         "--dedup-horizon",
-        type=non_negative,
-        metavar="S",
+        type=seconds,
+        metavar="DURATION",
         default=settings.value("process", "dedup_horizon"),
-        help="an event_id re-sent within S seconds (Kafka time) is stored once "
-        "(default %(default)s)",
+        help=duration_help(
+            "an event_id re-sent within this long (Kafka time) is stored once",
+            settings.value("process", "dedup_horizon"),
+        ),
     )
     p.add_argument(
         "--workers",
@@ -127,28 +140,37 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p.add_argument(
         "--session-timeout",
-        type=positive,
-        metavar="S",
+        type=positive_seconds,
+        metavar="DURATION",
         default=settings.value("process", "session_timeout"),
-        help="consumer-group session timeout: how soon the partitions of a crashed "
-        "instance move to another (default %(default)s)",
+        help=duration_help(
+            "consumer-group session timeout: how soon the partitions of a crashed "
+            "instance move to another",
+            settings.value("process", "session_timeout"),
+        ),
     )
     p.add_argument(
         "--allowed-lateness",
-        type=non_negative,
-        metavar="S",
+        type=seconds,
+        metavar="DURATION",
         default=settings.value("process", "allowed_lateness"),
-        help="events up to S seconds behind the partition's newest event time still update "
-        "their one-minute window; later ones are stored and counted as late (default %(default)s)",
+        help=duration_help(
+            "events up to this far behind the partition's newest event time still update "
+            "their one-minute window; later ones are stored and counted as late",
+            settings.value("process", "allowed_lateness"),
+        ),
     )
     add_metrics_options(p, settings, "process", "the processor's metrics")
     p.add_argument(
         "--connect-timeout",
-        type=positive,
-        metavar="S",
+        type=positive_seconds,
+        metavar="DURATION",
         default=settings.value("process", "connect_timeout"),
-        help="give up (exit 1) if no Kafka broker answers within S seconds of starting; "
-        "once one has, outages are waited out (default %(default)s)",
+        help=duration_help(
+            "give up (exit 1) if no Kafka broker answers this long after starting; "
+            "once one has, outages are waited out",
+            settings.value("process", "connect_timeout"),
+        ),
     )
     p.add_argument(
         "--max-label-values",

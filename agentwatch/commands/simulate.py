@@ -10,19 +10,24 @@ from pathlib import Path
 from typing import Any
 
 from agentwatch.commands.options import (
+    DURATION_HELP,
     add_bootstrap_option,
     at_least_one,
+    duration_help,
     fleet_size,
     non_negative,
     positive,
+    positive_seconds,
 )
+from agentwatch.durations import TIME_EXAMPLES, format_duration
 from agentwatch.ingest.sim.scenario import Scenario, ScenarioError, parse_start
 from agentwatch.ingest.sim.scenario_file import load_scenario
 from agentwatch.ingest.sim.simulate import (
     print_summary,
     run_simulation,
 )
-from agentwatch.settings import MAX_AGENTS, Settings
+from agentwatch.setting_types import MAX_AGENTS
+from agentwatch.settings import Settings
 
 
 def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
@@ -31,10 +36,10 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "services, cycling) holding interleaved sessions: model calls, tool calls, "
         "guardrail checks, escalations, feedback, errors and security events, as contract "
         "events keyed by session_id. With --rate > 0 timestamps are the wall clock and "
-        "about RATE events/s are sent for DURATION seconds; the total is approximate, "
+        "about RATE events/s are sent for DURATION; the total is approximate, "
         "since sessions are whole conversations and ramp up over the first seconds. With "
         "--rate 0 the fleet runs as fast as possible on a simulated clock over the "
-        "DURATION seconds before now, at --sim-rate events per simulated second; --start "
+        "DURATION before now, at --sim-rate events per simulated second; --start "
         "TIME runs that way from TIME (until now unless --duration says otherwise), so "
         "days of event time take minutes. --scenario FILE applies a YAML timeline of "
         "behaviour changes (see docs/scenarios.md); its run: block supplies --agents and "
@@ -72,18 +77,19 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     parser.add_argument(
         "--duration",
-        type=positive,
-        metavar="S",
+        type=positive_seconds,
+        metavar="DURATION",
         default=None,
-        help="seconds to run (with --rate 0: seconds of simulated time) "
-        f"(default {fallbacks['duration']}; with --start: until now)",
+        help="how long to run, with --rate 0 of simulated time ("
+        f"{DURATION_HELP}; default {format_duration(fallbacks['duration'])}; with --start: "
+        "until now)",
     )
     parser.add_argument(
         "--start",
         metavar="TIME",
         default=None,
-        help="run as fast as possible on a simulated clock starting at TIME: RFC 3339 "
-        "(2026-11-20T09:00:00Z; UTC without a zone), a date, or how long ago (2d, now-36h)",
+        help="run as fast as possible on a simulated clock starting at TIME: "
+        f"{TIME_EXAMPLES} (UTC without a zone)",
     )
     parser.add_argument(
         "--scenario",
@@ -107,10 +113,12 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=positive,
-        metavar="S",
+        type=positive_seconds,
+        metavar="DURATION",
         default=settings.value("kafka", "timeout"),
-        help="seconds to wait for Kafka at the start (default %(default)s)",
+        help=duration_help(
+            "how long to wait for Kafka at the start", settings.value("kafka", "timeout")
+        ),
     )
     parser.add_argument(
         "--max-events",

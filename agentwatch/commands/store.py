@@ -6,16 +6,17 @@ import argparse
 import json
 import sys
 
-from agentwatch.commands.options import add_db_option, non_negative
+from agentwatch.commands.options import add_db_option, duration_help, seconds
 from agentwatch.errors import ConfigError
-from agentwatch.settings import MAX_RETENTION_DAYS, Settings
+from agentwatch.setting_types import MAX_RETENTION_DAYS
+from agentwatch.settings import Settings
 
 
 def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     parser.description = (
         "The store is a DuckLake lake: a catalog (a SQLite file on one machine, PostgreSQL "
         "for several) and Parquet data files. `agentwatch process` maintains it by itself "
-        "every [storage] maintain_interval seconds; `maintain` runs one pass now. "
+        "every [storage] maintain_interval; `maintain` runs one pass now. "
         "`migrate` converts a data dir of the older segment layout; `attach` prints the "
         "statement that opens the lake read-only in a plain DuckDB session."
     )
@@ -89,11 +90,12 @@ def add_maintenance_options(parser: argparse.ArgumentParser, settings: Settings)
     )
     parser.add_argument(
         "--snapshot-grace",
-        type=non_negative,
+        type=seconds,
         default=settings.value("storage", "snapshot_grace"),
-        metavar="S",
-        help=(
-            "seconds replaced files stay readable, longer than any query runs (default %(default)s)"
+        metavar="DURATION",
+        help=duration_help(
+            "how long replaced files stay readable, longer than any query runs",
+            settings.value("storage", "snapshot_grace"),
         ),
     )
     parser.set_defaults(retention_defaults=dict(settings.value("storage", "retention_days")))

@@ -30,19 +30,14 @@ from agentwatch.alerts.governance.catalog import (
     Catalog,
     CatalogError,
     entry_doc,
-    entry_from_doc,
     load_catalog,
 )
+from agentwatch.clock import Clock as Clock
+from agentwatch.clock import utc_now as utc_now
 from agentwatch.processors.store.lake import LakeStore
 
 TABLE: Final = "catalog_changes"
 DECLARED: Final = frozenset({"added", "changed", "removed"})
-
-Clock = Callable[[], dt.datetime]
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class UnknownAgentError(CatalogError):
@@ -253,20 +248,6 @@ def load_registry(
     store.prepare()
     sync(store, catalog, actor=actor, reason=reason or "catalog file loaded", clock=clock)
     return Registry(store, catalog, store.read_log(TABLE))
-
-
-def entry_at(revision: Revision) -> AgentEntry | None:
-    """The entry a revision recorded, as a struct (None when it removed the agent)."""
-    return None if revision.entry is None else entry_from_doc(revision.entry)
-
-
-def registry_catalog(db: Path, catalog_path: Path) -> Catalog:
-    """The catalog file with the registry's retirements applied; reads, records nothing.
-
-    For the breaker control and the response side, so an agent retired through the
-    registry stays held open whoever touches its breaker.
-    """
-    return apply_registry(db, load_catalog(catalog_path))
 
 
 def apply_registry(db: Path, catalog: Catalog) -> Catalog:

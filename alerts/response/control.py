@@ -14,7 +14,6 @@ book. The transitions come from :mod:`agentwatch.alerts.response.breaker`.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from agentwatch.alerts.response.breaker import (
     Change,
     Clock,
 )
+from agentwatch.clock import utc_now
 from agentwatch.ingest.contract.control import (
     CONTROL_TOPIC,
     Applied,
@@ -69,10 +69,6 @@ def ensure_control_topic(bootstrap: str, topic: str = CONTROL_TOPIC, timeout: fl
     ensure_topics(bootstrap, [control_topic_spec(topic)], timeout)
 
 
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def retired_agents(catalog: Catalog) -> list[str]:
     """The agents the catalog lists as retired: their breakers are held open."""
     return sorted(a.agent_id for a in catalog.with_status("retired"))
@@ -101,7 +97,7 @@ def breaker_message(breaker: Breaker, *, alert: str | None = None) -> ControlMes
         agent_id=breaker.key.agent_id,
         tool=breaker.key.tool,
         state=breaker.state,
-        at=breaker.since or _utc_now(),
+        at=breaker.since or utc_now(),
         actor=breaker.actor,
         reason=breaker.reason,
         cooldown_s=breaker.cooldown_s,
@@ -288,7 +284,7 @@ class BreakerControl:
         retired: Iterable[str] = (),
     ) -> None:
         self.topic = topic
-        self.clock: Clock = clock or _utc_now
+        self.clock: Clock = clock or utc_now
         self.default_cooldown_s = default_cooldown_s
         self.retired = frozenset(retired)
         self._applied: dict[str, Applied] = {}

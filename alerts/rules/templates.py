@@ -6,6 +6,8 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
+from agentwatch.durations import human_duration
+
 
 class TemplateError(ValueError):
     """An annotation template that uses something the renderer does not know."""
@@ -56,22 +58,10 @@ def _humanize(number: float, fn: str | None) -> str:
     if fn == "humanizePercentage":
         return f"{number * 100:.4g}%"
     if fn == "humanizeDuration":
-        return _human_duration(number)
+        return human_duration(number)
     if fn == "humanize":
         for size, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
             if abs(number) >= size:
                 return f"{number / size:.4g}{suffix}"
         return f"{number:.4g}"
     return f"{number:g}"
-
-
-def _human_duration(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.4g}ms"
-    whole = int(seconds)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{n}{u}" for n, u in ((days, "d"), (hours, "h"), (minutes, "m")) if n]
-    parts.append(f"{secs}s")
-    return " ".join(parts)

@@ -23,14 +23,13 @@ with every change then in force applied in order of start.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from agentwatch.durations import DurationError, format_duration, parse_seconds
+from agentwatch.durations import DurationError, format_duration, parse_seconds, parse_time
 from agentwatch.errors import ConfigError
 from agentwatch.ingest.sim.parameters import Agent
 
@@ -98,26 +97,11 @@ def parse_when(value: object, where: str) -> When:
 
 
 def parse_start(text: str, now: float) -> float:
-    """A run's start: RFC 3339 (UTC if no zone), a date, or how long ago: ``2d``, ``now-2d``.
-
-    As the drift command reads times. ``now-2d`` and ``2d`` suit the command line, where
-    argparse takes ``--start -2d`` for an option (``--start=-2d`` works).
-    """
-    value = text.strip()
-    for prefix in ("now-", "-", ""):
-        if value.startswith(prefix):
-            with contextlib.suppress(DurationError):
-                return now - parse_seconds(value.removeprefix(prefix))
+    """A run's start in epoch seconds, as every command reads a time (``now-2d``, a date)."""
     try:
-        instant = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise ScenarioError(
-            f"--start: expected an RFC 3339 time such as 2026-11-20T09:00:00Z, a date, or how "
-            f"long ago such as 2d or now-36h, got {text!r}"
-        ) from None
-    if instant.tzinfo is None:
-        instant = instant.replace(tzinfo=dt.UTC)
-    return instant.timestamp()
+        return parse_time(text, dt.datetime.fromtimestamp(now, dt.UTC)).timestamp()
+    except DurationError as exc:
+        raise ScenarioError(f"--start: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,9 +60,9 @@ from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.tables import DRIFT_SCORES_SCHEMA
 
 __all__ = [
-    "DRIFT", "INSUFFICIENT", "OK", "RELEASE", "ROLLING", "Comparison", "DriftEvaluator",
-    "backfill", "choose_tests", "compare", "counts_for", "decide", "evaluate", "parse_period",
-    "period_label", "release_pairs", "run_tests", "to_frame", "window_ends",
+    "DEFAULT_STEP", "DRIFT", "INSUFFICIENT", "OK", "RELEASE", "ROLLING", "Comparison",
+    "DriftEvaluator", "backfill", "choose_tests", "compare", "counts_for", "decide", "evaluate",
+    "parse_period", "period_label", "release_pairs", "run_tests", "to_frame", "window_ends",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ SPLIT_MIX: Final = {"model": "model_mix"}
 APPEND_EVERY: Final = 24
 # A backfill loads the buckets of this much event time ahead at once (fewer queries).
 PRELOAD: Final = dt.timedelta(days=1)
+# A backfill's window ends are this far apart unless told (``drift backfill --step``).
+DEFAULT_STEP: Final = dt.timedelta(hours=1)
 
 
 def release_pairs(
@@ -250,7 +252,7 @@ def backfill(
     db: Path,
     start: dt.datetime,
     end: dt.datetime,
-    step: dt.timedelta = dt.timedelta(hours=1),
+    step: dt.timedelta = DEFAULT_STEP,
     config: DriftConfig | None = None,
     *,
     write: bool = True,
