@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 from matplotlib.ticker import FuncFormatter
 
+from agentwatch.clock import utc_now
 from agentwatch.dashboards.panels import (
     COUNT,
     PER_MINUTE,
@@ -376,7 +377,7 @@ def _page(
         ) + "</tr>"
         for row, tints in zip(cells, colors, strict=True)
     )  # fmt: skip
-    generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    generated = utc_now().strftime("%Y-%m-%d %H:%M UTC")
     return _TEMPLATE.format(
         window=html.escape(_window_text(snap)),
         source=html.escape(snap.source),

@@ -14,6 +14,7 @@ from pathlib import Path
 from rich import box
 from rich.console import Console
 
+from agentwatch.clock import utc_now
 from agentwatch.commands.options import add_db_option
 from agentwatch.processors.landing.pricing import PricingTable, load_pricing, pricing_file
 from agentwatch.processors.store.attach import StoreMissing
@@ -87,7 +88,7 @@ def _since(text: str) -> dt.datetime:
 
 def _show(args: argparse.Namespace) -> int:
     table = load_pricing(args.pricing)
-    Console().print(pricing_view(table, dt.datetime.now(dt.UTC)))
+    Console().print(pricing_view(table, utc_now()))
     return 0
 
 

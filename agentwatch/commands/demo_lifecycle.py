@@ -30,6 +30,7 @@ from agentwatch.alerts.notify.notifier import Notifier, StoreLog, catalog_contac
 from agentwatch.alerts.notify.silences import SilenceStore
 from agentwatch.alerts.response.control import BreakerControl
 from agentwatch.alerts.rules import Window, metrics
+from agentwatch.clock import utc_now
 from agentwatch.ingest.contract.control import Keyring
 from agentwatch.ingest.sim.profiles import make_agents
 from agentwatch.processors.store.attach import connect as connect_lake
@@ -69,14 +70,14 @@ def register_release(console: Console, db: Path, agents: int, seed: int) -> Regi
         f"{release.eval_score:g}, approved by "
         + literal(", ".join(a.by for a in release.approvals))
     )
-    return Registered(sim.agent_id, params.agent_version, dt.datetime.now(dt.UTC))
+    return Registered(sim.agent_id, params.agent_version, utc_now())
 
 
 def finish(console: Console, db: Path, bootstrap: str, registered: Registered, keys: Path) -> None:
     """Watch, review, retire and verify, printing each step."""
     registry = load_registry(db, EXAMPLE_CATALOG, actor=f"person:{ACTOR}")
     agent = registered.agent_id
-    now = dt.datetime.now(dt.UTC)
+    now = utc_now()
     console.rule(f"[bold]Lifecycle: {agent}")
     con = connect_lake(db)
     try:

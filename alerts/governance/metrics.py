@@ -29,9 +29,10 @@ from prometheus_client.registry import Collector
 
 from agentwatch.alerts.governance.catalog import load_catalog
 from agentwatch.alerts.governance.registry import TABLE as CHANGES
-from agentwatch.alerts.governance.registry import Registry, utc_now
+from agentwatch.alerts.governance.registry import Registry
 from agentwatch.alerts.governance.releases import Releases
 from agentwatch.alerts.governance.review import TABLE as REVIEWS
+from agentwatch.clock import utc_now
 from agentwatch.processors.metrics import series
 from agentwatch.processors.store.lake import LakeStore
 

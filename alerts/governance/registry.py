@@ -32,8 +32,7 @@ from agentwatch.alerts.governance.catalog import (
     entry_doc,
     load_catalog,
 )
-from agentwatch.clock import Clock as Clock
-from agentwatch.clock import utc_now as utc_now
+from agentwatch.clock import Clock, utc_now
 from agentwatch.processors.store.lake import LakeStore
 
 TABLE: Final = "catalog_changes"

@@ -26,7 +26,8 @@ from typing import Any, Final, Literal, get_args
 import polars as pl
 
 from agentwatch.alerts.governance.catalog import CatalogError
-from agentwatch.alerts.governance.registry import Clock, Registry, utc_now
+from agentwatch.alerts.governance.registry import Registry
+from agentwatch.clock import Clock, utc_now
 from agentwatch.processors.store.tables import RELEASES_SCHEMA
 
 TABLE: Final = "releases"

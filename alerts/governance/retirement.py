@@ -34,12 +34,13 @@ import msgspec
 
 from agentwatch.alerts.governance.archive import Written, write_archive
 from agentwatch.alerts.governance.catalog import CatalogError
-from agentwatch.alerts.governance.registry import Clock, Registry, utc_now
+from agentwatch.alerts.governance.registry import Registry
 from agentwatch.alerts.model import Alert
 from agentwatch.alerts.notify.config import NotifyConfig
 from agentwatch.alerts.notify.notifier import Notifier
 from agentwatch.alerts.notify.routing import Route
 from agentwatch.alerts.response.audit import action_row, record_actions
+from agentwatch.clock import Clock, utc_now
 
 RUNBOOK: Final = "retire-agent"
 NOTICE_RULE: Final = "AgentRetired"

@@ -20,6 +20,7 @@ from rich import box
 from rich.console import Console
 from rich.text import Text
 
+from agentwatch.clock import utc_now
 from agentwatch.durations import parse_duration
 from agentwatch.processors.drift import stats
 from agentwatch.processors.drift.config import DriftConfig
@@ -286,7 +287,7 @@ def render_html(
         *(f"<li>{html.escape(text)}</li>" for text in told),
         "</ul>",
         "<h2>Every signal</h2>",
-        f"<p class='note'>Generated {_when(dt.datetime.now(dt.UTC))} UTC. Severity 1.0 is a "
+        f"<p class='note'>Generated {_when(utc_now())} UTC. Severity 1.0 is a "
         "test's threshold: a distance at its threshold, or an FDR-adjusted p-value at its "
         "level. Rolling comparisons set the current window against the reference period "
         "before it; release comparisons a new value of a dimension against the stable one "
