@@ -156,5 +156,5 @@ def test_the_demo_refuses_a_missing_scenario_before_it_starts_a_broker(
 ) -> None:
     missing = tmp_path / "nope.yaml"
     assert main(["demo", "--scenario", str(missing), "--data-dir", str(tmp_path / "d")]) == 2
-    assert f"cannot read scenario {missing}" in capsys.readouterr().err
+    assert f"{missing}: cannot read: " in capsys.readouterr().err
     assert not (tmp_path / "d" / "kafka").exists()

@@ -310,7 +310,7 @@ def test_cli_exit_codes_for_what_cannot_be_done(
     assert (
         main(["cost", "reprice", "--since", "2025-02-01", "--db", db, "--pricing", str(bad)]) == 2
     )
-    assert "missing column(s): effective_from, output" in capsys.readouterr().err
+    assert "prices[0].effective_from: required key is missing" in capsys.readouterr().err
     empty_db = str(tmp_path / "elsewhere" / "agentwatch.sqlite")
     assert main(["cost", "reprice", "--since", "2025-02-01", "--db", empty_db]) == 1
     assert "does not exist" in capsys.readouterr().err

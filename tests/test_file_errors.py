@@ -24,7 +24,7 @@ RULE: dict[str, Any] = {
 
 
 def test_a_rule_with_a_misspelt_key_names_the_closest_one() -> None:
-    with pytest.raises(RuleError, match=r"unknown key\(s\) \['fro'\] \(did you mean for\?\)"):
+    with pytest.raises(RuleError, match=r"rules\[0\]\.fro: unknown key \(did you mean for\?\)"):
         parse_rules({"rules": [{**RULE, "fro": "5m"}]}, "rules.yaml")
 
 
@@ -35,7 +35,7 @@ def test_a_runbook_step_with_a_misspelt_key_names_the_closest_one() -> None:
 
 
 def test_a_scenario_with_a_misspelt_key_names_the_closest_one() -> None:
-    with pytest.raises(ScenarioError, match=r"unknown key 'chnges' \(did you mean changes\?\)"):
+    with pytest.raises(ScenarioError, match=r"chnges: unknown key \(did you mean changes\?\)"):
         parse_scenario({"chnges": []}, "s.yaml")
 
 

@@ -83,11 +83,11 @@ def test_a_rule_without_confidence_judges_the_value_itself() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"metric": "events", "threshold": 10}, "confidence applies to shares"),
-        ({"confidence": 1.5}, "between 0.5 and 1"),
-        ({"confidence": "high"}, "between 0.5 and 1"),
-        ({"op": "=="}, "confidence needs op"),
-        ({"change": "ratio"}, "cannot be combined with change"),
+        ({"metric": "events", "threshold": 10}, "confidence: applies to shares"),
+        ({"confidence": 1.5}, "confidence: must be between 0.5 and 1"),
+        ({"confidence": "high"}, r"confidence: Expected `float \| null`, got `str`"),
+        ({"op": "=="}, "confidence: needs op"),
+        ({"change": "ratio"}, "confidence: cannot be combined with change"),
     ],
 )
 def test_a_confidence_that_cannot_apply_is_refused_with_the_rule_named(
@@ -95,7 +95,7 @@ def test_a_confidence_that_cannot_apply_is_refused_with_the_rule_named(
 ) -> None:
     with pytest.raises(RuleError, match=message) as caught:
         parse_rules({"rules": [rule(**overrides)]}, "slo.yaml")
-    assert "rule ContainmentBelowFloor" in str(caught.value)
+    assert str(caught.value).startswith("slo.yaml: rules[0].confidence: ")
 
 
 def test_the_exported_promql_bound_computes_the_same_number() -> None:

@@ -55,7 +55,7 @@ def test_cli_reports_scenario_errors_before_touching_kafka(
 ) -> None:
     nowhere = ["--bootstrap", "127.0.0.1:9", "--timeout", "1"]
     assert main(["simulate", *nowhere, "--scenario", str(tmp_path / "none.yaml")]) == 2
-    assert "cannot read scenario" in capsys.readouterr().err
+    assert "none.yaml: cannot read: " in capsys.readouterr().err
     path = str(SCENARIOS / "prompt-regression.yaml")
     assert main(["simulate", *nowhere, "--scenario", path, "--agents", "1", "--rate", "0"]) == 2
     assert "no agent 'it-support-1' in this fleet of 1" in capsys.readouterr().err

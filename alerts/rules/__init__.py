@@ -22,9 +22,11 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, cast, get_args
+from typing import Annotated, Any, Final, Literal, TypeVar, get_args
 
-from agentwatch.alerts.governance.catalog import CATALOG_FIELDS, Catalog, read_yaml
+import msgspec
+
+from agentwatch.alerts.governance.catalog import CATALOG_FIELDS, Catalog
 from agentwatch.alerts.rules.confidence import UPPER_FOR, wilson_bound
 from agentwatch.alerts.rules.metrics import (
     BUILTIN_METRICS,
@@ -38,9 +40,10 @@ from agentwatch.alerts.rules.metrics import (
     metrics,
 )
 from agentwatch.alerts.rules.templates import TemplateError, render
-from agentwatch.decoding import did_you_mean
+from agentwatch.decoding import DecodeError, decode
 from agentwatch.durations import DurationError, format_duration, parse_duration
 from agentwatch.settings import ConfigError
+from agentwatch.yamlfile import read_yaml
 
 DEFAULT_RULES_DIR: Final = Path(__file__).parent
 
@@ -59,20 +62,23 @@ OPS: Final[Mapping[str, Callable[[float, float], bool]]] = {
 }
 # Labels every alert carries (see alerts.model.Alert); rules may not set them.
 RESERVED_LABELS: Final = frozenset({"alertname", "severity"})
+S = TypeVar("S", bound=msgspec.Struct)
 
 
 class RuleError(ConfigError):
-    """A rule file that cannot be used; the message names the file, rule and field."""
+    """A rule file that cannot be used; each line names the file, key path and problem."""
 
 
 # --------------------------------------------------------------------------- rules
 
 
-@dataclass(frozen=True)
-class CatalogThreshold:
-    """A per-agent threshold read from the catalog, with a fallback for agents without one."""
+class CatalogThreshold(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A per-agent threshold read from the catalog, with a fallback for agents without one.
 
-    field: str
+    A rule file writes it ``{catalog: FIELD, default: NUMBER}``.
+    """
+
+    field: str = msgspec.field(name="catalog")
     default: float | None = None
 
     def __str__(self) -> str:
@@ -85,7 +91,10 @@ Threshold = float | CatalogThreshold
 
 @dataclass(frozen=True)
 class Rule:
-    """One alerting rule; see the module docstring and docs/alerts.md for the fields."""
+    """One alerting rule; see the module docstring and docs/alerts.md for the fields.
+
+    The defaults here are also those of a rule file's optional keys.
+    """
 
     name: str
     metric: str
@@ -134,28 +143,41 @@ class Rule:
         return f"{metric} {self.op} {threshold}"
 
 
+# --------------------------------------------------------------------------- rule files
+
+Op = Literal[">", ">=", "<", "<=", "==", "!="]
+Duration = str | float  # a Prometheus duration, or seconds; see agentwatch.durations
+
+
+class RuleSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A rule as its file writes it. An optional key left out is None here and takes
+    :class:`Rule`'s default, so each default is written once."""
+
+    name: str
+    metric: str
+    window: Duration
+    op: Op
+    threshold: Threshold
+    severity: Severity
+    for_: Duration | None = msgspec.field(default=None, name="for")
+    keep_firing_for: Duration | None = None
+    min_samples: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    no_data: NoData | None = None
+    change: Change | None = None
+    confidence: float | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class _RulesFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A rule file; each rule is decoded on its own so that its errors name its index."""
+
+    rules: list[dict[str, Any]]
+
+
 _NAME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _LABEL: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RUNBOOK: Final = re.compile(r"^(runbooks/[a-z0-9][a-z0-9-]*\.yaml|https?://\S+)$")
-_RULE_KEYS: Final = frozenset(
-    {
-        "name",
-        "metric",
-        "window",
-        "op",
-        "threshold",
-        "change",
-        "for",
-        "keep_firing_for",
-        "min_samples",
-        "no_data",
-        "confidence",
-        "severity",
-        "labels",
-        "annotations",
-    }
-)
-_REQUIRED_RULE_KEYS: Final = ("name", "metric", "window", "op", "threshold", "severity")
 
 
 def load_rules(
@@ -164,6 +186,7 @@ def load_rules(
     """Every rule of every ``*.yaml`` file in ``directory`` (the shipped set when None).
 
     Files are read in name order; a rule name used twice, in one file or two, is an error.
+    Every problem of every file is reported at once, one line each.
     """
     folder = directory or DEFAULT_RULES_DIR
     if not folder.is_dir():
@@ -193,182 +216,145 @@ def load_rules(
 def parse_rules(
     doc: Any, source: str = "<memory>", registry: Mapping[str, Metric] | None = None
 ) -> list[Rule]:
-    """Validate one parsed rule file: ``{rules: [...]}``; all problems are reported at once."""
+    """Validate one parsed rule file: ``{rules: [...]}``, plus ``x-*`` keys for YAML anchors.
+
+    Every rule is checked; each problem is one line naming ``source``, the key path
+    (``rules[3].window``) and what is wrong.
+    """
     known = registry if registry is not None else metrics()
-    if not isinstance(doc, Mapping) or not isinstance(doc.get("rules"), list):
-        raise RuleError(f"{source}: a rule file is a mapping with a `rules` list")
-    unknown = sorted(k for k in doc if k != "rules" and not str(k).startswith("x-"))
+    if isinstance(doc, Mapping):  # `x-...` keys hold anchors shared by rules
+        doc = {k: v for k, v in doc.items() if not str(k).startswith("x-")}
     problems: list[str] = []
-    if unknown:
-        problems.append(f"unknown top-level key(s) {unknown}; expected rules, x-*")
     rules: list[Rule] = []
-    names: set[str] = set()
-    for index, raw in enumerate(doc["rules"]):
-        rule = _parse_rule(raw, index, source, problems, known)
-        if rule is None:
+    names: dict[str, int] = {}
+    for index, raw in enumerate(_decode(doc, _RulesFile, "", source).rules):
+        try:
+            where = f"rules[{index}]"
+            rule = _rule(_decode(raw, RuleSpec, where, source), where, source, known)
+        except RuleError as exc:
+            problems.append(str(exc))
             continue
         if rule.name in names:
-            problems.append(f"rule {rule.name}: defined twice")
+            problems.append(
+                f"{source}: rules[{index}].name: {rule.name} is also rules[{names[rule.name]}]"
+            )
             continue
-        names.add(rule.name)
+        names[rule.name] = index
         rules.append(rule)
     if problems:
-        raise RuleError(f"{source}: invalid rules:\n  " + "\n  ".join(problems))
+        raise RuleError("\n".join(problems))
     return rules
 
 
-def _parse_rule(
-    raw: Any, index: int, source: str, problems: list[str], known: Mapping[str, Metric]
-) -> Rule | None:
-    if not isinstance(raw, Mapping):
-        problems.append(f"rules[{index}]: a rule must be a mapping")
-        return None
-    name = raw.get("name")
-    where = f"rule {name}" if isinstance(name, str) else f"rules[{index}]"
-    start = len(problems)
+def _decode(value: Any, struct: type[S], where: str, source: str) -> S:
+    """:func:`decode` raising :class:`RuleError`, which callers of this module catch."""
+    try:
+        return decode(value, struct, where, source)
+    except DecodeError as exc:
+        raise RuleError(str(exc)) from None
 
-    def bad(message: str) -> None:
-        problems.append(f"{where}: {message}")
 
-    unknown = sorted(set(raw) - _RULE_KEYS)
-    if unknown:
-        hint = did_you_mean(unknown, _RULE_KEYS)
-        bad(f"unknown key(s) {unknown}{hint}; known: {sorted(_RULE_KEYS)}")
-    for key in _REQUIRED_RULE_KEYS:
-        if key not in raw:
-            bad(f"`{key}` is required")
-    if name is not None and (not isinstance(name, str) or not _NAME.match(name)):
-        bad(f"name must be letters, digits and _ starting with a letter, got {name!r}")
-    metric_name = raw.get("metric")
-    metric = known.get(metric_name) if isinstance(metric_name, str) else None
-    if metric_name is not None and metric is None:
-        bad(f"unknown metric {metric_name!r}; known: {', '.join(sorted(known))}")
-    op = raw.get("op")
-    if op is not None and op not in OPS:
-        bad(f"op must be one of {' '.join(OPS)}, got {op!r}")
-    threshold = _threshold(raw.get("threshold"), bad)
-    if (
-        isinstance(threshold, CatalogThreshold)
-        and metric is not None
-        and "agent_id" not in metric.by
-    ):
-        bad(f"a catalog threshold needs a per-agent metric; {metric_name} is not")
-    window = _duration(raw, "window", bad)
-    if window is not None and window <= dt.timedelta(0):
-        bad("window must be longer than 0")
-    for_ = _duration(raw, "for", bad) or dt.timedelta(0)
-    keep = _duration(raw, "keep_firing_for", bad) or dt.timedelta(0)
-    min_samples = raw.get("min_samples", 1)
-    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
-        bad(f"min_samples must be a whole number >= 1, got {min_samples!r}")
-    severity = raw.get("severity")
-    if severity is not None and severity not in SEVERITIES:
-        bad(f"severity must be one of {', '.join(SEVERITIES)}, got {severity!r}")
-    change = raw.get("change")
-    if change is not None and change not in get_args(Change):
-        bad(f"change must be ratio or delta, got {change!r}")
-    no_data = raw.get("no_data", "ok")
-    if no_data not in get_args(NoData):
-        bad(f"no_data must be ok (resolve) or keep (hold the state), got {no_data!r}")
-    confidence = _confidence(raw.get("confidence"), metric, op, change, bad)
-    labels = _string_map(raw.get("labels"), "labels", bad)
+def _rule(spec: RuleSpec, where: str, source: str, known: Mapping[str, Metric]) -> Rule:
+    """The rule ``spec`` describes, once it passes the checks its types cannot make."""
+
+    def bad(key: str, problem: str) -> RuleError:
+        return RuleError(f"{source}: {where}.{key}: {problem}")
+
+    if not _NAME.match(spec.name):
+        raise bad("name", f"must be letters, digits and _ starting with a letter: {spec.name!r}")
+    metric = known.get(spec.metric)
+    if metric is None:
+        raise bad("metric", f"unknown metric {spec.metric!r}; known: {', '.join(sorted(known))}")
+    _check_threshold(spec.threshold, metric, bad)
+    if spec.confidence is not None:
+        _check_confidence(spec.confidence, spec, metric, bad)
+    window = _duration(spec.window, "window", bad)
+    if window <= dt.timedelta(0):
+        raise bad("window", "must be longer than 0")
+    _check_labels(spec.labels or {}, metric, bad)
+    _check_annotations(spec.annotations or {}, bad)
+    given: dict[str, Any] = {
+        "for_": None if spec.for_ is None else _duration(spec.for_, "for", bad),
+        "keep_firing_for": (
+            None
+            if spec.keep_firing_for is None
+            else _duration(spec.keep_firing_for, "keep_firing_for", bad)
+        ),
+        "min_samples": spec.min_samples,
+        "no_data": spec.no_data,
+        "labels": spec.labels,
+        "annotations": spec.annotations,
+    }
+    return Rule(
+        spec.name,
+        spec.metric,
+        spec.op,
+        spec.threshold,
+        window,
+        severity=spec.severity,
+        change=spec.change,
+        confidence=spec.confidence,
+        source=source,
+        **{key: value for key, value in given.items() if value is not None},
+    )
+
+
+Bad = Callable[[str, str], RuleError]
+"""Makes the error for a key of the rule being checked and what is wrong with it."""
+
+
+def _duration(value: Duration, key: str, bad: Bad) -> dt.timedelta:
+    try:
+        return parse_duration(value)
+    except DurationError as exc:
+        raise bad(key, str(exc)) from None
+
+
+def _check_threshold(threshold: Threshold, metric: Metric, bad: Bad) -> None:
+    if not isinstance(threshold, CatalogThreshold):
+        if not math.isfinite(threshold):
+            raise bad("threshold", f"must be a finite number, got {threshold}")
+        return
+    if threshold.field not in CATALOG_FIELDS:
+        fields = ", ".join(CATALOG_FIELDS)
+        raise bad("threshold.catalog", f"must be one of {fields}, got {threshold.field!r}")
+    if "agent_id" not in metric.by:
+        raise bad(
+            "threshold", f"a catalog threshold needs a per-agent metric; {metric.name} is not"
+        )
+
+
+def _check_confidence(confidence: float, spec: RuleSpec, metric: Metric, bad: Bad) -> None:
+    """A confidence is strictly between 0.5 and 1, for a share compared one way."""
+    if not 0.5 < confidence < 1:
+        raise bad("confidence", f"must be between 0.5 and 1 (e.g. 0.9), got {confidence}")
+    if metric.unit != SHARE:
+        raise bad("confidence", f"applies to shares (unit {SHARE!r}); {metric.name} is not one")
+    if spec.op not in UPPER_FOR:
+        raise bad("confidence", f"needs op {', '.join(UPPER_FOR)}, got {spec.op!r}")
+    if spec.change is not None:
+        raise bad("confidence", "cannot be combined with change")
+
+
+def _check_labels(labels: Mapping[str, str], metric: Metric, bad: Bad) -> None:
     for key in labels:
         if not _LABEL.match(key):
-            bad(f"label name {key!r} is not a valid label name")
-        if key in RESERVED_LABELS or (metric is not None and key in metric.by):
-            bad(f"label {key!r} is set by the evaluator; choose another name")
-    annotations = _string_map(raw.get("annotations"), "annotations", bad)
+            raise bad(f"labels.{key}", "is not a valid label name")
+        if key in RESERVED_LABELS or key in metric.by:
+            raise bad(f"labels.{key}", "is set by the evaluator; choose another name")
+
+
+def _check_annotations(annotations: Mapping[str, str], bad: Bad) -> None:
     if "summary" not in annotations:
-        bad("annotations.summary is required: it is the first line people read")
+        raise bad("annotations.summary", "is required: it is the first line people read")
     for key, template in annotations.items():
         try:
             render(template, {}, 1.0, 1.0, 1)
         except TemplateError as exc:
-            bad(f"annotations.{key}: {exc}")
+            raise bad(f"annotations.{key}", str(exc)) from None
     runbook = annotations.get("runbook_url")
     if runbook is not None and not _RUNBOOK.match(runbook):
-        bad(f"annotations.runbook_url must be runbooks/<id>.yaml or a URL, got {runbook!r}")
-    if len(problems) > start:
-        return None
-    assert window is not None and threshold is not None
-    return Rule(
-        name=cast(str, name),
-        metric=cast(str, metric_name),
-        op=cast(str, op),
-        threshold=threshold,
-        window=window,
-        for_=for_,
-        keep_firing_for=keep,
-        min_samples=cast(int, min_samples),
-        severity=cast(Severity, severity),
-        labels=labels,
-        annotations=annotations,
-        change=cast("Change | None", change),
-        no_data=cast(NoData, no_data),
-        confidence=confidence,
-        source=source,
-    )
-
-
-def _confidence(
-    value: Any, metric: Metric | None, op: Any, change: Any, bad: Callable[[str], None]
-) -> float | None:
-    """A confidence is a number strictly between 0.5 and 1, for a share compared one way."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.5 < value < 1:
-        bad(f"confidence must be a number between 0.5 and 1 (e.g. 0.9), got {value!r}")
-        return None
-    if metric is not None and metric.unit != SHARE:
-        bad(f"confidence applies to shares (metrics in unit {SHARE!r}); {metric.name} is not one")
-    if op is not None and op not in UPPER_FOR:
-        bad(f"confidence needs op {', '.join(UPPER_FOR)}, got {op!r}")
-    if change is not None:
-        bad("confidence cannot be combined with change")
-    return float(value)
-
-
-def _threshold(value: Any, bad: Callable[[str], None]) -> Threshold | None:
-    if value is None:
-        return None
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    if isinstance(value, Mapping) and set(value) <= {"catalog", "default"} and "catalog" in value:
-        fld = value["catalog"]
-        default = value.get("default")
-        if fld not in CATALOG_FIELDS:
-            bad(f"threshold.catalog must be one of {', '.join(CATALOG_FIELDS)}, got {fld!r}")
-            return None
-        if default is not None and (
-            isinstance(default, bool) or not isinstance(default, int | float)
-        ):
-            bad(f"threshold.default must be a number, got {default!r}")
-            return None
-        return CatalogThreshold(fld, None if default is None else float(default))
-    bad(f"threshold must be a number or {{catalog: FIELD, default: NUMBER}}, got {value!r}")
-    return None
-
-
-def _string_map(value: Any, key: str, bad: Callable[[str], None]) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        bad(f"`{key}` must map names to strings, got {value!r}")
-        return {}
-    return dict(value)
-
-
-def _duration(raw: Mapping[str, Any], key: str, bad: Callable[[str], None]) -> dt.timedelta | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    try:
-        return parse_duration(value)
-    except DurationError as exc:
-        bad(f"{key}: {exc}")
-        return None
+        raise bad("annotations.runbook_url", f"must be runbooks/<id>.yaml or a URL: {runbook!r}")
 
 
 def rules_by_name(rules: Iterable[Rule]) -> dict[str, Rule]:

@@ -19,19 +19,19 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
+import msgspec
 import polars as pl
-import yaml
 
-from agentwatch.decoding import did_you_mean
+from agentwatch.decoding import DecodeError, decode
 from agentwatch.processors.store.tables import EVENTS_SCHEMA, UTC_TS
 from agentwatch.settings import ConfigError, Settings
+from agentwatch.yamlfile import parse_yaml, read_yaml
 
 PRICING_ENV: Final = "AGENTWATCH_PRICING_FILE"
 BUILTIN_PRICING: Final = "pricing.yaml"
@@ -40,11 +40,7 @@ SOURCE_EVENT: Final = "event"
 SOURCE_PRICING: Final = "pricing"
 SOURCE_UNPRICED: Final = "unpriced"
 
-# Columns of a table row: required ones, then optional prices that fall back to another.
-REQUIRED_COLUMNS: Final = ("provider", "model", "effective_from", "input", "output")
-OPTIONAL_COLUMNS: Final = ("cached_input", "reasoning")
 _PRICES: Final = ("input", "cached_input", "output", "reasoning")
-_TABLE_KEYS: Final = frozenset({"version", "source", "prices"})
 
 # What apply_pricing reads and writes on an events frame.
 _INPUT_COLUMNS: Final = (
@@ -63,11 +59,10 @@ _PRICED: Final = "_agentwatch_priced_cost"
 
 
 class PricingError(ConfigError):
-    """A pricing table that cannot be used: the message names the file, row and column."""
+    """A pricing table that cannot be used: the message names the file and key path."""
 
 
-@dataclass(frozen=True)
-class PriceRow:
+class PriceRow(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One model's list prices from ``effective_from`` on, in USD per million tokens.
 
     ``cached_input`` prices cache-read tokens and ``reasoning`` reasoning tokens; None
@@ -82,31 +77,17 @@ class PriceRow:
     cached_input: float | None = None
     reasoning: float | None = None
 
-    def __post_init__(self) -> None:
-        for name in ("provider", "model"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise PricingError(f"{name} must be a non-empty string, got {value!r}")
-        if isinstance(self.effective_from, dt.datetime) or not isinstance(
-            self.effective_from, dt.date
-        ):
-            raise PricingError(
-                f"effective_from must be a date (YYYY-MM-DD), got {self.effective_from!r}"
-            )
-        for name in _PRICES:
-            value = getattr(self, name)
-            if value is None and name in OPTIONAL_COLUMNS:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise PricingError(
-                    f"{name} must be a number (USD per million tokens), got {value!r}"
-                )
-            if not math.isfinite(value) or value < 0:
-                raise PricingError(f"{name} must be a finite price >= 0, got {value!r}")
-
     @property
     def key(self) -> tuple[str, str, dt.date]:
         return (self.provider, self.model, self.effective_from)
+
+
+class _TableFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A pricing file as written; its rows are :class:`PriceRow`."""
+
+    version: str
+    source: str
+    prices: list[PriceRow]
 
 
 @dataclass(frozen=True)
@@ -119,41 +100,29 @@ class PricingTable:
     origin: str = field(default="<memory>", compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.version, str) or not self.version.strip():
-            raise PricingError(f"{self.origin}: version must be a non-empty string")
-        if not isinstance(self.source, str):
-            raise PricingError(f"{self.origin}: source must be a string")
+        if not self.version.strip():
+            raise PricingError(f"{self.origin}: version: must be a non-empty string")
         seen: dict[tuple[str, str, dt.date], int] = {}
-        for i, row in enumerate(self.rows, 1):
+        for i, row in enumerate(self.rows):
             first = seen.setdefault(row.key, i)
             if first != i:
                 raise PricingError(
-                    f"{self.origin}: rows {first} and {i} both price {row.provider}/{row.model} "
-                    f"from {row.effective_from.isoformat()}; keep one"
+                    f"{self.origin}: prices[{first}] and prices[{i}] both price "
+                    f"{row.provider}/{row.model} from {row.effective_from.isoformat()}; keep one"
                 )
 
     @classmethod
     def from_mapping(cls, data: object, origin: str = "<memory>") -> PricingTable:
         """Validate a parsed table (``version``, ``source``, ``prices``: a list of rows)."""
-        if not isinstance(data, Mapping):
-            raise PricingError(f"{origin}: expected a mapping with version, source and prices")
-        unknown = sorted(str(k) for k in data if k not in _TABLE_KEYS)
-        if unknown:
-            hint = did_you_mean(unknown, _TABLE_KEYS)
-            raise PricingError(f"{origin}: unknown top-level key(s): {', '.join(unknown)}{hint}")
-        for key in sorted(_TABLE_KEYS):
-            if key not in data:
-                raise PricingError(f"{origin}: missing top-level key {key!r}")
-        version = data["version"]
-        if isinstance(version, dt.date):  # an unquoted YAML date
-            version = version.isoformat()
-        if not isinstance(version, str):
-            raise PricingError(f"{origin}: version must be a string (quote it), got {version!r}")
-        prices = data["prices"]
-        if not isinstance(prices, list) or not prices:
-            raise PricingError(f"{origin}: prices must be a non-empty list of rows")
-        rows = tuple(_parse_row(raw, i, origin) for i, raw in enumerate(prices, 1))
-        return cls(version=version, source=str(data["source"]).strip(), rows=rows, origin=origin)
+        try:
+            table = decode(data, _TableFile, "", origin)
+        except DecodeError as exc:
+            raise PricingError(str(exc)) from None
+        if not table.prices:
+            raise PricingError(f"{origin}: prices: must list at least one row")
+        for index, row in enumerate(table.prices):
+            _check_row(row, f"{origin}: prices[{index}]")
+        return cls(table.version, table.source.strip(), tuple(table.prices), origin)
 
     @property
     def models(self) -> frozenset[str]:
@@ -202,72 +171,34 @@ class PricingTable:
         )
 
 
-def _parse_row(raw: object, index: int, origin: str) -> PriceRow:
-    where = f"{origin}: prices row {index}"
-    if not isinstance(raw, Mapping):
-        raise PricingError(f"{where}: expected a mapping of columns, got {raw!r}")
-    label = f"{raw.get('provider', '?')}/{raw.get('model', '?')}"
-    where = f"{where} ({label})"
-    # An unknown column first: a misspelt one is also why a required one is missing.
-    unknown = sorted(str(k) for k in raw if k not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
-    if unknown:
-        hint = did_you_mean(unknown, REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
-        raise PricingError(
-            f"{where}: unknown column(s): {', '.join(unknown)}{hint} (columns are "
-            f"{', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)})"
-        )
-    missing = [c for c in REQUIRED_COLUMNS if c not in raw]
-    if missing:
-        raise PricingError(f"{where}: missing column(s): {', '.join(missing)}")
-    values: dict[str, Any] = dict(raw)
-    effective = values["effective_from"]
-    if isinstance(effective, str):
-        try:
-            values["effective_from"] = dt.date.fromisoformat(effective)
-        except ValueError:
-            raise PricingError(
-                f"{where}: effective_from must be a date (YYYY-MM-DD), got {effective!r}"
-            ) from None
-    try:
-        return PriceRow(**values)
-    except PricingError as exc:
-        raise PricingError(f"{where}: {exc}") from None
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML's safe loader, leaving dates as text so that a bad one gets a row-level error."""
-
-
-def _date_as_text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
-    assert isinstance(node, yaml.ScalarNode)
-    return str(loader.construct_scalar(node))
-
-
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", _date_as_text)
+def _check_row(row: PriceRow, where: str) -> None:
+    """What a row's types cannot say: names are not blank, prices are finite and >= 0."""
+    for name in ("provider", "model"):
+        if not getattr(row, name).strip():
+            raise PricingError(f"{where}.{name}: must be a non-empty string")
+    for name in _PRICES:
+        value = getattr(row, name)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise PricingError(f"{where}.{name}: must be a finite price >= 0, got {value:g}")
 
 
 def load_pricing(path: Path | None = None) -> PricingTable:
-    """Read a pricing table: ``path``, else ``$AGENTWATCH_PRICING_FILE``, else the built-in one."""
+    """Read a pricing table: ``path``, else ``$AGENTWATCH_PRICING_FILE``, else the built-in one.
+
+    Dates stay text when read, so a bad one is refused with its key path
+    (``prices[3].effective_from``) rather than by the YAML parser.
+    """
     if path is None and os.environ.get(PRICING_ENV):
         path = Path(os.environ[PRICING_ENV])
-    if path is None:
-        origin = f"built-in {BUILTIN_PRICING}"
-        text = (
-            resources.files("agentwatch.processors.landing")
-            .joinpath(BUILTIN_PRICING)
-            .read_text(encoding="utf-8")
-        )
-    else:
-        origin = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PricingError(f"cannot read pricing table {path}: {exc}") from None
-    try:
-        data = yaml.load(text, Loader=_Loader)  # a SafeLoader
-    except yaml.YAMLError as exc:
-        raise PricingError(f"{origin}: not valid YAML: {exc}") from None
-    return PricingTable.from_mapping(data, origin)
+    if path is not None:
+        return PricingTable.from_mapping(read_yaml(path, PricingError), str(path))
+    origin = f"built-in {BUILTIN_PRICING}"
+    text = (
+        resources.files("agentwatch.processors.landing")
+        .joinpath(BUILTIN_PRICING)
+        .read_text(encoding="utf-8")
+    )
+    return PricingTable.from_mapping(parse_yaml(text, origin, PricingError), origin)
 
 
 def pricing_file(settings: Settings) -> Path | None:
