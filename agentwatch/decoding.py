@@ -38,22 +38,29 @@ _MISSING = re.compile(r"^Object missing required field `(?P<key>[^`]*)`$")
 _SEQUENCES = (mi.ListType, mi.VarTupleType, mi.SetType, mi.FrozenSetType)
 
 
-def decode(value: Any, struct: type[S], where: str, source: object | None = None) -> S:
+def decode(
+    value: Any,
+    struct: type[S],
+    where: str,
+    source: object | None = None,
+    error: type[ConfigError] = DecodeError,
+) -> S:
     """``value`` (from a parsed file) as ``struct``; ``where`` is its key path in the file
     (``""`` for the whole file).
 
     The message starts with ``source:`` when it is given (callers that add the file name
-    themselves leave it out).
+    themselves leave it out). A problem raises ``error``: each format's own error class,
+    which its callers catch.
     """
     prefix = f"{source}: " if source is not None else ""
     if value is None:
         value = {}
     if not isinstance(value, dict):
-        raise DecodeError(f"{prefix}{_located(where, f'must be a mapping, got {value!r}')}")
+        raise error(f"{prefix}{_located(where, f'must be a mapping, got {value!r}')}")
     try:
         return msgspec.convert(_prepared(value, mi.type_info(struct), where), struct)
     except DecodeError as exc:
-        raise DecodeError(f"{prefix}{exc}") from None
+        raise error(f"{prefix}{exc}") from None
     except msgspec.ValidationError as exc:
         # msgspec says e.g. "Expected `int`, got `str` - at `$.retry.attempts`".
         match = _AT.match(str(exc))
@@ -61,7 +68,7 @@ def decode(value: Any, struct: type[S], where: str, source: object | None = None
         missing = _MISSING.match(problem)
         if missing:  # named by its own key path, as every other problem is
             problem, path = "required key is missing", f"{path}.{missing['key']}"
-        raise DecodeError(f"{prefix}{_located(where + path, problem)}") from None
+        raise error(f"{prefix}{_located(where + path, problem)}") from None
 
 
 def _located(path: str, problem: str) -> str:

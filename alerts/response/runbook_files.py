@@ -23,7 +23,7 @@ from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
 
-from agentwatch.decoding import DecodeError, decode
+from agentwatch.decoding import decode
 from agentwatch.durations import DurationError, parse_seconds
 from agentwatch.errors import ConfigError
 from agentwatch.yamlfile import read_yaml
@@ -125,10 +125,7 @@ class Runbook:
 
 def parse_runbook(doc: object, source: str = "<runbook>") -> Runbook:
     """Check a runbook document; the first mistake is reported with the file and key path."""
-    try:
-        book = decode(doc, _RunbookDoc, "", source)
-    except DecodeError as exc:
-        raise RunbookError(str(exc)) from None
+    book = decode(doc, _RunbookDoc, "", source, error=RunbookError)
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", book.id):
         raise RunbookError(f"{source}: id: must be lower-case words joined by '-', got {book.id!r}")
     return Runbook(

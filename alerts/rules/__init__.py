@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, TypeVar, get_args
+from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
 
@@ -40,7 +40,7 @@ from agentwatch.alerts.rules.metrics import (
     metrics,
 )
 from agentwatch.alerts.rules.templates import TemplateError, render
-from agentwatch.decoding import DecodeError, decode
+from agentwatch.decoding import decode
 from agentwatch.durations import DurationError, format_duration, parse_duration
 from agentwatch.settings import ConfigError
 from agentwatch.yamlfile import read_yaml
@@ -62,7 +62,6 @@ OPS: Final[Mapping[str, Callable[[float, float], bool]]] = {
 }
 # Labels every alert carries (see alerts.model.Alert); rules may not set them.
 RESERVED_LABELS: Final = frozenset({"alertname", "severity"})
-S = TypeVar("S", bound=msgspec.Struct)
 
 
 class RuleError(ConfigError):
@@ -227,10 +226,12 @@ def parse_rules(
     problems: list[str] = []
     rules: list[Rule] = []
     names: dict[str, int] = {}
-    for index, raw in enumerate(_decode(doc, _RulesFile, "", source).rules):
+    for index, raw in enumerate(decode(doc, _RulesFile, "", source, error=RuleError).rules):
         try:
             where = f"rules[{index}]"
-            rule = _rule(_decode(raw, RuleSpec, where, source), where, source, known)
+            rule = _rule(
+                decode(raw, RuleSpec, where, source, error=RuleError), where, source, known
+            )
         except RuleError as exc:
             problems.append(str(exc))
             continue
@@ -244,14 +245,6 @@ def parse_rules(
     if problems:
         raise RuleError("\n".join(problems))
     return rules
-
-
-def _decode(value: Any, struct: type[S], where: str, source: str) -> S:
-    """:func:`decode` raising :class:`RuleError`, which callers of this module catch."""
-    try:
-        return decode(value, struct, where, source)
-    except DecodeError as exc:
-        raise RuleError(str(exc)) from None
 
 
 def _rule(spec: RuleSpec, where: str, source: str, known: Mapping[str, Metric]) -> Rule:

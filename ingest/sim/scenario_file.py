@@ -15,7 +15,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-from agentwatch.decoding import DecodeError, decode
+from agentwatch.decoding import decode
 from agentwatch.ingest.sim.changes import (
     ChangeKind,
     IntentShift,
@@ -133,10 +133,7 @@ def load_scenario(path: str | Path) -> Scenario:
 
 def parse_scenario(doc: Any, source: str = "<scenario>", default_name: str = "") -> Scenario:
     """Validate a scenario document (as YAML loads it); errors name ``source`` and the key."""
-    try:
-        spec = decode(doc, _ScenarioFile, "", source)
-    except DecodeError as exc:
-        raise ScenarioError(str(exc)) from None
+    spec = decode(doc, _ScenarioFile, "", source, error=ScenarioError)
     name = (spec.name if spec.name is not None else default_name or "scenario").strip()
     if not name:
         raise ScenarioError(f"{source}: name: must be a non-empty string")

@@ -28,7 +28,7 @@ from typing import Final
 import msgspec
 import polars as pl
 
-from agentwatch.decoding import DecodeError, decode
+from agentwatch.decoding import decode
 from agentwatch.processors.store.tables import EVENTS_SCHEMA, UTC_TS
 from agentwatch.settings import ConfigError, Settings
 from agentwatch.yamlfile import parse_yaml, read_yaml
@@ -114,10 +114,7 @@ class PricingTable:
     @classmethod
     def from_mapping(cls, data: object, origin: str = "<memory>") -> PricingTable:
         """Validate a parsed table (``version``, ``source``, ``prices``: a list of rows)."""
-        try:
-            table = decode(data, _TableFile, "", origin)
-        except DecodeError as exc:
-            raise PricingError(str(exc)) from None
+        table = decode(data, _TableFile, "", origin, error=PricingError)
         if not table.prices:
             raise PricingError(f"{origin}: prices: must list at least one row")
         for index, row in enumerate(table.prices):

@@ -28,7 +28,7 @@ from typing import Final
 import msgspec
 import polars as pl
 
-from agentwatch.decoding import DecodeError, decode
+from agentwatch.decoding import decode
 from agentwatch.processors.store.tables import DEAD_LETTERS_SCHEMA, EVENTS_SCHEMA
 from agentwatch.settings import ConfigError
 from agentwatch.yamlfile import read_yaml
@@ -287,8 +287,5 @@ def load_redaction(path: Path | None = None) -> Redactor:
     """The redactor of a YAML config (the shipped one when ``path`` is None)."""
     source = path or DEFAULT_REDACTION_FILE
     doc = read_yaml(source, RedactionError) or {}
-    try:
-        config = decode(doc, RedactionConfig, "", source)
-    except DecodeError as exc:
-        raise RedactionError(str(exc)) from None
+    config = decode(doc, RedactionConfig, "", source, error=RedactionError)
     return Redactor(config, str(source))
