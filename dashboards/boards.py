@@ -95,6 +95,8 @@ from agentwatch.dashboards.panels import (
     timeseries,
 )
 from agentwatch.dashboards.pipeline import PIPELINE
+from agentwatch.processors.metrics import series
+from agentwatch.processors.store.definitions import IS_BLOCKED
 
 # --------------------------------------------------------------------------- fleet overview
 
@@ -338,6 +340,8 @@ COST_AND_TOKENS: Final = DashboardSpec(
 # --------------------------------------------------------------------------- safety and policy
 
 POLICY: Final = ("policy_id",)
+# A policy's own blocks: its checks with outcome blocked (security blocks have no policy).
+POLICY_BLOCKED: Final = IS_BLOCKED.matcher(series.POLICY_CHECKS.labels)
 
 SAFETY: Final = DashboardSpec(
     uid="agentwatch-safety",
@@ -382,7 +386,7 @@ SAFETY: Final = DashboardSpec(
                 column("Checks", increase(CHECKS, by=POLICY)),
                 column("Violations", increase(VIOLATIONS, by=POLICY), COUNT,
                        higher_is_worse(1, 25)),
-                column("Blocked", increase(CHECKS, by=POLICY, where='outcome="blocked"')),
+                column("Blocked", increase(CHECKS, by=POLICY, where=POLICY_BLOCKED)),
                 column("Violation rate", ratio(increase(VIOLATIONS, by=POLICY),
                                                increase(CHECKS, by=POLICY)), RATIO,
                        higher_is_worse(0.01, 0.05)),

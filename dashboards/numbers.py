@@ -10,12 +10,14 @@ Thresholds are defaults for a typical fleet; tune them in this file, not in Graf
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from agentwatch.dashboards.panels import (
     COUNT,
     DAILY_BUDGET,
     RANGE,
+    RATE_WINDOW,
     RATIO,
     SECONDS,
     USD,
@@ -32,12 +34,12 @@ from agentwatch.dashboards.panels import (
     stat,
     zero_while,
 )
-from agentwatch.processors.metrics import series
+from agentwatch.processors.metrics import promql, series
+from agentwatch.processors.metrics.promql import Counter, Quantity, render
+from agentwatch.processors.metrics.series import Series
 
-EVENTS: Final = series.EVENTS.name
 SESSIONS_STARTED: Final = series.SESSIONS_STARTED.name
 SESSIONS_ENDED: Final = series.SESSIONS_ENDED.name
-CONTAINED: Final = series.SESSIONS_CONTAINED.name
 COST: Final = series.COST.name
 TOKENS: Final = series.TOKENS.name
 LLM_CALLS: Final = series.LLM_CALLS.name
@@ -85,12 +87,34 @@ def _count(metric: str, by: Sequence[str], window: str | None, where: str = "") 
     return increase(metric, by=by, where=where, window=window)
 
 
+@dataclass(frozen=True)
+class _Panel:
+    """How a quantity the alert rules read too (processors/metrics/promql.py) is written on
+    a panel: over the selected agents, kept by ``by``, over ``window``."""
+
+    by: Sequence[str]
+    window: str | None
+
+    def count(self, counter: Counter) -> str:
+        return _count(counter.name, self.by, self.window, counter.where)
+
+    def ratio(self, num: str, den: str) -> str:
+        return ratio(num, den)
+
+    def quantile(self, q: float, histogram: Series) -> str:
+        return quantile(q, histogram.name, by=self.by, window=self.window or RATE_WINDOW)
+
+
+def _shared(quantity: Quantity, by: Sequence[str], window: str | None) -> str:
+    return render(quantity, _Panel(by, window))
+
+
 def containment(by: Sequence[str] = (), window: str | None = RANGE) -> str:
-    return ratio(_count(CONTAINED, by, window), _count(SESSIONS_ENDED, by, window))
+    return _shared(promql.CONTAINMENT, by, window)
 
 
 def error_rate(by: Sequence[str] = (), window: str | None = RANGE) -> str:
-    return ratio(_count(ERRORS, by, window), _count(EVENTS, by, window))
+    return _shared(promql.ERROR_RATE, by, window)
 
 
 def violations_per_100_sessions(by: Sequence[str] = (), window: str | None = RANGE) -> str:
@@ -110,7 +134,7 @@ def escalation_rate(by: Sequence[str] = (), window: str | None = RANGE) -> str:
 
 
 def llm_p95(by: Sequence[str] = (), window: str = RANGE) -> str:
-    return quantile(0.95, LLM_LATENCY, by=by, window=window)
+    return _shared(promql.LLM_P95, by, window)
 
 
 CONTAINMENT_TEXT: Final = (

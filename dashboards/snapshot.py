@@ -23,9 +23,11 @@ from typing import Any, Final
 
 import duckdb
 
+from agentwatch.clock import utc_now
 from agentwatch.dashboards.boards import FLEET
 from agentwatch.dashboards.panels import DAILY_BUDGET, PanelSpec
 from agentwatch.processors.store.attach import connect as connect_lake
+from agentwatch.processors.store.definitions import BLOCKED_ACTION, VIOLATION
 from agentwatch.processors.store.histograms import quantiles_sql
 
 STAT_KEYS: Final = (
@@ -177,7 +179,7 @@ def from_prometheus(
     progress: Callable[[int], None] = lambda n: None,
 ) -> Snapshot:
     """The key panels over the last ``span``, all agents, from their own PromQL."""
-    end = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    end = utc_now().replace(microsecond=0)
     window = Window(end - span, end)
     client = PrometheusClient(url)
     snap = Snapshot(window, f"Prometheus at {url}", budget_usd)
@@ -250,8 +252,7 @@ STAT_SQL: Final[Mapping[str, str]] = {
     "error_rate": f"SELECT sum(errors) / nullif(sum(events), 0) FROM metrics_1m WHERE {_IN_WINDOW}",
     "violations": "SELECT 100 * sum(policy_violations) / nullif(sum(sessions_started), 0) "
     f"FROM metrics_1m WHERE {_IN_WINDOW}",
-    "blocked": "SELECT count(*) FROM events WHERE ((kind = 'policy_check' AND outcome = "
-    "'blocked') OR (kind = 'security' AND action = 'blocked')) AND " + _EVENTS_IN_WINDOW,
+    "blocked": f"SELECT count(*) FROM events WHERE {BLOCKED_ACTION} AND {_EVENTS_IN_WINDOW}",
 }
 
 
@@ -299,9 +300,8 @@ TREND_SQL: Final[Mapping[str, str]] = {
     """,
     "safety": _buckets(
         "events", ("violations", "blocked actions"),
-        "count(*) FILTER (WHERE kind = 'policy_check' AND outcome = 'violation') * 60 / {step} "
-        "AS violations, count(*) FILTER (WHERE (kind = 'policy_check' AND outcome = 'blocked') "
-        "OR (kind = 'security' AND action = 'blocked')) * 60 / {step} AS \"blocked actions\"",
+        f"count(*) FILTER (WHERE {VIOLATION}) * 60 / {{step}} AS violations, "
+        f"count(*) FILTER (WHERE {BLOCKED_ACTION}) * 60 / {{step}} AS \"blocked actions\"",
         _EVENTS_IN_WINDOW,
     ),
 }  # fmt: skip

@@ -16,10 +16,11 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agentwatch.alerts.alertmanager.export import _CATALOG_QUERIES, QUERIES, UNSUPPORTED, Ctx
+from agentwatch.alerts.alertmanager.export import Ctx
 from agentwatch.alerts.response.runbooks import step_failures_counter
 from agentwatch.alerts.rules import DEFAULT_RULES_DIR, load_rules
-from agentwatch.alerts.rules.metrics import metrics
+from agentwatch.alerts.rules.metrics import SqlMetric, metrics
+from agentwatch.dashboards import numbers
 from agentwatch.processors.drift.signals import SIGNALS
 from agentwatch.processors.landing.sessions import SessionTracker
 from agentwatch.processors.metrics import series
@@ -31,7 +32,9 @@ from agentwatch.processors.metrics.exporter import (
     Source,
     batch_deltas,
 )
+from agentwatch.processors.metrics.promql import CatalogSelected, Promql, StoreOnly
 from agentwatch.processors.metrics.series import BY_NAME, SERIES, Series
+from agentwatch.processors.store.definitions import ERROR, IS_BLOCKED, VIOLATION
 from agentwatch.processors.store.tables import DEAD_LETTERS_SCHEMA
 from agentwatch.processors.store.views import ERROR_METRICS, POLICY_METRICS, SESSIONS
 from tests.frames import at, events
@@ -172,16 +175,41 @@ def test_every_series_a_dashboard_queries_is_listed_with_the_labels_it_uses(expr
 # --------------------------------------------------------------------------- the rules
 
 
-def test_every_rule_metric_reads_listed_series_or_says_why_it_cannot() -> None:
-    names = set(metrics())
-    exported, by_catalog, unsupported = set(QUERIES), set(_CATALOG_QUERIES), set(UNSUPPORTED)
-    assert exported | by_catalog | unsupported == names
-    assert not (exported & by_catalog or exported & unsupported or by_catalog & unsupported)
-    for name, query in QUERIES.items():
-        ctx = Ctx(query.by, "5m")
-        for expr in (query.value(ctx), query.samples(ctx)):
+def rule_promql(name: str) -> tuple[SqlMetric, Promql | CatalogSelected | StoreOnly]:
+    metric = metrics()[name]
+    assert isinstance(metric, SqlMetric) and metric.promql is not None, name
+    return metric, metric.promql
+
+
+@pytest.mark.parametrize("name", sorted(metrics()))
+def test_every_rule_metric_reads_listed_series_or_says_why_it_cannot(name: str) -> None:
+    metric, exported = rule_promql(name)
+    if isinstance(exported, StoreOnly):
+        assert exported.reason
+    elif isinstance(exported, CatalogSelected):
+        assert exported.counter.series in SERIES
+        assert {exported.label} - {""} <= set(exported.counter.series.labels)
+    else:
+        ctx = Ctx(metric.by, "5m")
+        for expr in (ctx.value(exported), ctx.samples(exported)):
             check_promql(expr)
-        assert all(set(query.by) <= labels_of(n) for n in _NAME.findall(query.value(ctx))), name
+        assert all(set(metric.by) <= labels_of(n) for n in _NAME.findall(ctx.value(exported)))
+
+
+# A dashboard number and the rule metric of the same quantity, and what each reads.
+SAME_QUANTITY = {
+    "error_rate": numbers.error_rate(),
+    "containment_rate": numbers.containment(),
+    "llm_latency_p95_ms": numbers.llm_p95(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAME_QUANTITY))
+def test_a_dashboard_number_reads_the_series_its_rule_metric_reads(name: str) -> None:
+    metric, exported = rule_promql(name)
+    assert isinstance(exported, Promql)
+    rule = Ctx(metric.by, "5m").value(exported)
+    assert set(_NAME.findall(SAME_QUANTITY[name])) == set(_NAME.findall(rule))
 
 
 def test_every_metric_a_shipped_rule_names_is_registered() -> None:
@@ -191,18 +219,26 @@ def test_every_metric_a_shipped_rule_names_is_registered() -> None:
 
 # A drift rate signal and the series counting the same events share one predicate.
 SAME_EVENTS = {
-    "error_rate": series.ERRORS,
-    "violation_rate": series.POLICY_VIOLATIONS,
-    "block_rate": series.BLOCKED_ACTIONS,
-    "security_rate": series.SECURITY_EVENTS,
+    "error_rate": (ERROR, series.ERRORS),
+    "violation_rate": (VIOLATION, series.POLICY_VIOLATIONS),
+    "security_rate": ("kind = 'security'", series.SECURITY_EVENTS),
 }
 
 
 @pytest.mark.parametrize("signal", sorted(SAME_EVENTS))
 def test_a_drift_signal_counts_with_the_predicate_of_its_series(signal: str) -> None:
-    counts = SAME_EVENTS[signal].counts
-    assert signal in SIGNALS and counts is not None
-    assert SIGNALS[signal].expr in counts.where
+    predicate, each = SAME_EVENTS[signal]
+    assert each.counts is not None
+    assert SIGNALS[signal].expr == each.counts.where == predicate
+
+
+def test_the_block_rate_signal_counts_the_checks_a_blocked_matcher_selects() -> None:
+    """Policy blocks only: agentwatch_blocked_actions_total adds security blocks."""
+    assert SIGNALS["block_rate"].expr == IS_BLOCKED.sql
+    assert SIGNALS["block_rate"].family == "policy"
+    check_promql(
+        f"{series.POLICY_CHECKS.name}{{{IS_BLOCKED.matcher(series.POLICY_CHECKS.labels)}}}"
+    )
 
 
 # --------------------------------------------------------------------------- the store

@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 import yaml
 
-from agentwatch.alerts.alertmanager.export import UNSUPPORTED, export_rules
+from agentwatch.alerts.alertmanager.export import export_rules
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.rules import Rule, load_rules, parse_rules, render
+from agentwatch.alerts.rules.metrics import SqlMetric, metrics
 from agentwatch.cli import main
+from agentwatch.processors.metrics.promql import StoreOnly
 from tests.conftest import require_tool
 from tests.prom_export_helpers import CATALOG, write_rules
 
@@ -318,7 +320,9 @@ def test_shipped_rules_export_through_the_cli_and_pass_promtool(tmp_path: Path) 
     assert skipped == {
         name for name, _ in export_rules(shipped, load_catalog(EXAMPLE_CATALOG)).skipped
     }
-    assert all(r.metric in UNSUPPORTED for r in shipped if r.name in skipped)
+    registry = metrics()
+    left_out = [registry[r.metric] for r in shipped if r.name in skipped]
+    assert all(isinstance(m, SqlMetric) and isinstance(m.promql, StoreOnly) for m in left_out)
 
 
 def test_shipped_violation_burst_fires_in_prometheus(tmp_path: Path) -> None:

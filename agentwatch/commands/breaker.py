@@ -13,8 +13,6 @@ import datetime as dt
 import getpass
 import json
 import sys
-from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -30,6 +28,8 @@ from agentwatch.alerts.response.control import (
     Transition,
     retired_agents,
 )
+from agentwatch.alerts.response.incident import confirmed_ids
+from agentwatch.clock import utc_now
 from agentwatch.commands.alerts_group import add_catalog_option, catalog_from_args
 from agentwatch.commands.options import (
     add_bootstrap_option,
@@ -40,8 +40,6 @@ from agentwatch.commands.options import (
 )
 from agentwatch.durations import duration_argument
 from agentwatch.ingest.contract.control import new_message_id
-from agentwatch.ingest.sdk.control import BREAKER_POLICY
-from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.settings import Settings
 from agentwatch.terminal import Table, text
@@ -116,7 +114,7 @@ def _record(args: argparse.Namespace, action: str, result: str, detail: dict[str
         store,
         [
             action_row(
-                ts=dt.datetime.now(dt.UTC),
+                ts=utc_now(),
                 action_id=str(control_id or new_message_id()),
                 action=action,
                 agent_id=args.agent,
@@ -195,34 +193,6 @@ def _cmd_close(args: argparse.Namespace) -> int:
     return _change(args, "close_breaker")
 
 
-def confirmed_ids(db: Path, ids: Iterable[str]) -> set[str] | None:
-    """Which control messages an agent confirmed, per the catalog; None without one."""
-    import duckdb
-
-    wanted = sorted(set(ids))
-    if not db.exists():
-        return None
-    if not wanted:
-        return set()
-    try:
-        con = connect_lake(db)
-    except duckdb.Error:
-        return None
-    try:
-        rows = con.execute(
-            "SELECT DISTINCT json_extract_string(attributes, '$.control_id') FROM events "
-            "WHERE kind = 'policy_check' AND policy_id = ? AND outcome = 'blocked' "
-            "AND json_extract_string(attributes, '$.control_id') IN "
-            f"({', '.join('?' for _ in wanted)})",
-            [BREAKER_POLICY, *wanted],
-        ).fetchall()
-    except duckdb.Error:
-        return None
-    finally:
-        con.close()
-    return {r[0] for r in rows}
-
-
 def _cmd_status(args: argparse.Namespace) -> int:
     retired = retired_agents(apply_registry(args.db, catalog_from_args(args, NO_CATALOG_HOLDS)))
     control = BreakerControl.connect(
@@ -249,7 +219,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         statuses = [s for s in statuses if s.breaker.key.agent_id == args.agent]
     ids = [s.applied.message.id for s in statuses if s.applied and s.breaker.state != "closed"]
     confirmed = confirmed_ids(args.db, ids)
-    now = dt.datetime.now(dt.UTC)
+    now = utc_now()
     rows = [_status_row(s, confirmed, now) for s in statuses]
     if args.format == "json":
         print(json.dumps(rows, indent=2))

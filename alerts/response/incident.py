@@ -7,7 +7,8 @@ rest is the production path: the processor lands its events, ``agentwatch alerts
 fires the violation-burst rule, notifies on-call, runs the ``contain-agent`` runbook,
 which opens the agent's breaker on the control topic; the SDK halts the agent before
 its next tool call and confirms with an event. ``chain`` reads every step back from the
-tables, with its time, so the story is told from the audit trail, not from the driver.
+tables, with its time, so the story is told from the audit trail, not from the driver;
+``confirmed_ids`` reads the halt confirmations the same way for ``breaker status``.
 """
 
 from __future__ import annotations
@@ -16,23 +17,28 @@ import datetime as dt
 import random
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 import duckdb
 
 from agentwatch.alerts.governance.catalog import AgentEntry
 from agentwatch.clock import utc_now
 from agentwatch.ingest.contract.control import CONTROL_TOPIC, Keyring
-from agentwatch.ingest.sdk.control import AgentHalted, ControlFollower
+from agentwatch.ingest.sdk.control import BREAKER_POLICY, AgentHalted, ControlFollower
 from agentwatch.ingest.sdk.session import Session
 from agentwatch.ingest.sdk.tracer import Tracer
 from agentwatch.kafka import KafkaSecurity
 from agentwatch.processors.store.attach import StoreMissing
 from agentwatch.processors.store.attach import connect as connect_lake
-from agentwatch.processors.store.definitions import FAILED_CHECK
+from agentwatch.processors.store.definitions import BLOCKED, FAILED_CHECK
 
-BREAKER_POLICY = "agentwatch.breaker"
+# The SDK's confirmation that it halted a call under a breaker message: a block under the
+# breaker's policy, naming the message (alerts/response/observations.py reads it live).
+_CONFIRMATION: Final = f"kind = 'policy_check' AND policy_id = ? AND {BLOCKED}"
+_CONTROL_ID: Final = "json_extract_string(attributes, '$.control_id')"
 
 
 @dataclass
@@ -186,8 +192,7 @@ def chain(
         )  # fmt: skip
         confirmed = one(
             "SELECT min(ts), any_value(json_extract_string(attributes, '$.call_name')) "
-            "FROM events WHERE agent_id = ? AND ts >= ? AND kind = 'policy_check' "
-            "AND policy_id = ? AND outcome = 'blocked'",
+            f"FROM events WHERE agent_id = ? AND ts >= ? AND {_CONFIRMATION}",
             agent_id, since, BREAKER_POLICY,
         )  # fmt: skip
     finally:
@@ -228,6 +233,30 @@ def wait_for_chain(
         if time.monotonic() > deadline:
             return steps
         time.sleep(0.5)
+
+
+def confirmed_ids(db: Path, ids: Iterable[str]) -> set[str] | None:
+    """Which breaker messages their agent confirmed, per the store; None without one."""
+    wanted = sorted(set(ids))
+    if not db.exists():
+        return None
+    if not wanted:
+        return set()
+    try:
+        con = connect_lake(db)
+    except duckdb.Error:
+        return None
+    try:
+        rows = con.execute(
+            f"SELECT DISTINCT {_CONTROL_ID} FROM events WHERE {_CONFIRMATION} "
+            f"AND {_CONTROL_ID} IN ({', '.join('?' for _ in wanted)})",
+            [BREAKER_POLICY, *wanted],
+        ).fetchall()
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+    return {r[0] for r in rows}
 
 
 def _pct(value: object) -> str:

@@ -7,161 +7,50 @@ grows with the window, not with the history. Latency percentiles come from the m
 histograms, within 1 % of the exact value (processors/store/histograms.py). Metrics that
 need each session or each event (containment, sessions with a security event) read
 the raw events of their window.
+
+Each metric carries beside its SQL what it reads in Prometheus (``promql``, over the
+series of processors/metrics/series.py), or why it has no equivalent there: the
+Prometheus rule export writes its rules from that.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Protocol
-
-import duckdb
-import polars as pl
+from collections.abc import Mapping
+from typing import Final
 
 from agentwatch.alerts.governance.signals import LIFECYCLE_SIGNALS
+from agentwatch.alerts.rules.sql_metric import (
+    SHARE,
+    Metric,
+    MetricRegistry,
+    Sample,
+    SqlMetric,
+    Window,
+)
+from agentwatch.processors.metrics import series
+from agentwatch.processors.metrics.promql import (
+    CONTAINMENT,
+    ERROR_RATE,
+    EVENTS,
+    FAILED_CHECKS,
+    LLM_CALLS,
+    LLM_P95,
+    POLICY_CHECKS,
+    CatalogSelected,
+    Count,
+    Counter,
+    Exported,
+    Promql,
+    Quantile,
+    Ratio,
+    StoreOnly,
+    in_ms,
+)
+from agentwatch.processors.store.definitions import CONTAINED
 from agentwatch.processors.store.histograms import quantiles_sql
 from agentwatch.processors.store.rollups import WINDOW_MEASURES, window_sql
-
-
-@dataclass(frozen=True)
-class Window:
-    """The half-open span of event time ``[start, end)`` a metric is computed over."""
-
-    start: dt.datetime
-    end: dt.datetime
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One group's measurement: its labels (the metric's ``by`` columns), value, basis."""
-
-    labels: Mapping[str, str]
-    value: float | None
-    samples: int
-
-
-class Metric(Protocol):
-    """What a rule can test. ``by`` names the label columns of each group; ``unit`` says
-    what a value counts (:data:`SHARE` for a share of the samples, "" when unsaid)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def help(self) -> str: ...
-
-    @property
-    def by(self) -> tuple[str, ...]: ...
-
-    @property
-    def unit(self) -> str: ...
-
-    def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]: ...
-
-
-# The unit of a metric whose value is a share of its samples (a rule on one may ask for
-# a confidence, see confidence.py).
-SHARE: Final = "share"
-
-# The parameters of a metric's query (measure_windows puts columns in their place).
-_PARAMETER: Final = re.compile(r"\$(start|end)\b")
-
-
-@dataclass(frozen=True)
-class SqlMetric:
-    """A metric computed by one query with ``$start`` and ``$end`` parameters.
-
-    The query returns the ``by`` columns, ``value`` (DOUBLE, may be NULL) and ``samples``
-    (how many observations the value rests on: policy checks for a violation rate, LLM
-    calls for a latency percentile, ended sessions for containment). ``before`` is how
-    much event time before ``$start`` the query also reads: the evaluator's shared read
-    of recent events must reach back that far.
-    """
-
-    name: str
-    help: str
-    by: tuple[str, ...]
-    sql: str
-    unit: str = ""
-    before: dt.timedelta = dt.timedelta(0)
-
-    def measure(self, con: duckdb.DuckDBPyConnection, window: Window) -> list[Sample]:
-        rows = con.execute(self.sql, {"start": window.start, "end": window.end}).fetchall()
-        return [self._sample(row) for row in rows]
-
-    def measure_windows(
-        self, con: duckdb.DuckDBPyConnection, windows: Sequence[Window]
-    ) -> dict[Window, list[Sample]]:
-        """What :meth:`measure` gives for each of ``windows``, in one query: this metric's
-        own SQL as a lateral subquery of a table of the windows, so a replay of many
-        instants costs one catalog-free scan instead of one query per window. The same
-        rows; sums of doubles may differ in their last bits (another summation order)."""
-        frame = pl.DataFrame(
-            {
-                "_aw_i": range(len(windows)),
-                "_aw_start": [w.start for w in windows],
-                "_aw_end": [w.end for w in windows],
-            },
-            schema={
-                "_aw_i": pl.Int64,
-                "_aw_start": pl.Datetime("us", "UTC"),
-                "_aw_end": pl.Datetime("us", "UTC"),
-            },
-        )
-        inner = _PARAMETER.sub(lambda m: f"_aw_w._aw_{m[1]}", self.sql)
-        con.register("_aw_windows", frame.to_arrow())
-        try:
-            rows = con.execute(
-                f"SELECT _aw_q.*, _aw_w._aw_i FROM _aw_windows AS _aw_w, LATERAL ({inner}) AS _aw_q"
-            ).fetchall()
-        finally:
-            con.unregister("_aw_windows")
-        out: dict[Window, list[Sample]] = {w: [] for w in windows}
-        for row in rows:
-            out[windows[row[-1]]].append(self._sample(row))
-        return out
-
-    def _sample(self, row: tuple[Any, ...]) -> Sample:
-        n = len(self.by)
-        return Sample(
-            labels={k: "" if v is None else str(v) for k, v in zip(self.by, row[:n], strict=True)},
-            value=None if row[n] is None or not math.isfinite(row[n]) else float(row[n]),
-            samples=int(row[n + 1] or 0),
-        )
-
-
-class MetricRegistry(Mapping[str, Metric]):
-    """The metrics rules may name, by name. There is no process-wide one: the rule loader
-    and the evaluator are given a registry (the built-in metrics unless told otherwise)."""
-
-    def __init__(self, metrics: Iterable[Metric] = ()) -> None:
-        self._by_name: dict[str, Metric] = {}
-        for metric in metrics:
-            self.register(metric)
-
-    def register(self, metric: Metric, *, replace: bool = False) -> Metric:
-        """Make ``metric`` available by name; refuses to shadow one by accident."""
-        if metric.name in self._by_name and not replace:
-            raise ValueError(f"a metric named {metric.name!r} is already registered")
-        self._by_name[metric.name] = metric
-        return metric
-
-    def unregister(self, name: str) -> None:
-        """Remove a metric; rules naming it then fail to load."""
-        self._by_name.pop(name, None)
-
-    def __getitem__(self, name: str) -> Metric:
-        return self._by_name[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._by_name)
-
-    def __len__(self) -> int:
-        return len(self._by_name)
-
 
 _IN_WINDOW: Final = "ts >= $start AND ts < $end"
 # An agent is silent when it has said nothing for longer than this many times its
@@ -192,6 +81,7 @@ def _grouped(
     where: str = "true",
     by: tuple[str, ...] = ("agent_id",),
     unit: str = "",
+    promql: Exported | None = None,
 ) -> SqlMetric:
     """An aggregate over the window's rows, per group."""
     keys = ", ".join(f"e.{k}" for k in by)
@@ -201,10 +91,12 @@ def _grouped(
         + " ".join(f"AND e.{k} IS NOT NULL" for k in by)
         + f" GROUP BY {keys}"
     )
-    return SqlMetric(name, help, by, sql, unit)
+    return SqlMetric(name, help, by, sql, unit, promql=promql)
 
 
-def _percentile(name: str, help: str, q: float, kind: str, by: tuple[str, ...]) -> SqlMetric:
+def _percentile(
+    name: str, help: str, q: float, kind: str, by: tuple[str, ...], promql: Exported
+) -> SqlMetric:
     """A latency percentile of one kind of event, from the window's merged histograms."""
     rows = (
         f"(SELECT e.* FROM {_rows('e.latency_ms')} WHERE e.kind = '{kind}' "
@@ -215,10 +107,12 @@ def _percentile(name: str, help: str, q: float, kind: str, by: tuple[str, ...]) 
     sql = (
         f"SELECT {names}, q0 AS value, samples FROM ({quantiles_sql(rows, by, 'latency_ms', [q])})"
     )
-    return SqlMetric(name, help, by, sql, "ms")
+    return SqlMetric(name, help, by, sql, "ms", promql=promql)
 
 
-def _governance(name: str, help: str, where: str, by: tuple[str, ...] = ("agent_id",)) -> SqlMetric:
+def _governance(
+    name: str, help: str, where: str, promql: Exported, by: tuple[str, ...] = ("agent_id",)
+) -> SqlMetric:
     """Events of catalogued agents that break a catalog rule; value = samples = the count."""
     keys = ", ".join(f"e.{k}" for k in by)
     sql = (
@@ -226,7 +120,7 @@ def _governance(name: str, help: str, where: str, by: tuple[str, ...] = ("agent_
         f"FROM {_rows()} JOIN agent_catalog c ON c.agent_id = e.agent_id "
         f"WHERE ({where}) GROUP BY {keys}"
     )
-    return SqlMetric(name, help, by, sql, "events")
+    return SqlMetric(name, help, by, sql, "events", promql=promql)
 
 
 def _unpinned_sql() -> str:
@@ -252,33 +146,47 @@ def _unpinned_sql() -> str:
     )
 
 
+# Policy checks that failed (definitions.FAILED_CHECK), from the rollups' counts of its
+# two parts.
+_FAILED_CHECKS: Final = "sum(e.violations + e.blocked)"
+
 BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
-    _grouped("events", "events of the agent", "sum(e.events)", unit="events"),
+    _grouped(
+        "events",
+        "events of the agent",
+        "sum(e.events)",
+        unit="events",
+        promql=Promql(Count(EVENTS), Count(EVENTS)),
+    ),
     _grouped(
         "policy_violations",
         "policy checks with outcome violation or blocked (samples: all checks)",
-        "sum(e.violations + e.blocked)",
+        _FAILED_CHECKS,
         where="e.kind = 'policy_check'",
         unit="checks",
+        promql=Promql(Count(FAILED_CHECKS), Count(POLICY_CHECKS)),
     ),
     _grouped(
         "violation_rate",
         "share of policy checks with outcome violation or blocked",
-        "sum(e.violations + e.blocked) / sum(e.events)",
+        f"{_FAILED_CHECKS} / sum(e.events)",
         where="e.kind = 'policy_check'",
         unit=SHARE,
+        promql=Promql(Ratio(FAILED_CHECKS, POLICY_CHECKS), Count(POLICY_CHECKS)),
     ),
     _grouped(
         "security_events",
         "security events: prompt injection, jailbreak, exfiltration attempts (samples: events)",
         _n("e.kind = 'security'"),
         unit="events",
+        promql=Promql(Count(Counter(series.SECURITY_EVENTS)), Count(EVENTS)),
     ),
     _grouped(
         "error_rate",
         "share of events that are errors",
         "sum(e.errors) / sum(e.events)",
         unit=SHARE,
+        promql=Promql(ERROR_RATE, Count(EVENTS)),
     ),
     _grouped(
         "tool_error_rate",
@@ -288,6 +196,7 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         where="e.kind = 'tool_call'",
         by=("agent_id", "tool_name"),
         unit=SHARE,
+        promql=StoreOnly("tool call failures are not exported per tool (only per agent)"),
     ),
     _percentile(
         "llm_latency_p95_ms",
@@ -295,6 +204,7 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         0.95,
         "llm_call",
         ("agent_id",),
+        in_ms(LLM_P95),
     ),
     _percentile(
         "tool_latency_p95_ms",
@@ -302,20 +212,23 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         0.95,
         "tool_call",
         ("agent_id", "tool_name"),
+        in_ms(Quantile(0.95, series.TOOL_LATENCY)),
     ),
     SqlMetric(
         "containment_rate",
         "share of the sessions ended in the window that were resolved without escalation "
         "(samples: ended sessions; escalations looked up to an hour before the window)",
         ("agent_id",),
-        "WITH escalated AS (SELECT DISTINCT session_id FROM events WHERE kind = 'escalation' "
-        "AND ts >= $start - INTERVAL 1 HOUR AND ts < $end) "
-        "SELECT e.agent_id, avg(CASE WHEN e.resolution = 'resolved' AND x.session_id IS NULL "
-        "THEN 1.0 ELSE 0.0 END) AS value, count(*) AS samples "
-        "FROM events e LEFT JOIN escalated x ON x.session_id = e.session_id "
-        f"WHERE e.kind = 'session_end' AND e.{_IN_WINDOW} GROUP BY e.agent_id",
+        "WITH x AS (SELECT DISTINCT session_id FROM events WHERE kind = 'escalation' "
+        "AND ts >= $start - INTERVAL 1 HOUR AND ts < $end), "
+        "ends AS (SELECT e.agent_id, e.resolution, x.session_id IS NOT NULL AS escalated "
+        "FROM events e LEFT JOIN x ON x.session_id = e.session_id "
+        f"WHERE e.kind = 'session_end' AND e.{_IN_WINDOW}) "
+        f"SELECT agent_id, avg(CASE WHEN {CONTAINED} THEN 1.0 ELSE 0.0 END) AS value, "
+        "count(*) AS samples FROM ends GROUP BY agent_id",
         unit=SHARE,
         before=dt.timedelta(hours=1),
+        promql=Promql(CONTAINMENT, Count(CONTAINMENT.den)),
     ),
     _grouped(
         "cost_usd",
@@ -323,6 +236,7 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         "CASE WHEN sum(e.priced_calls) > 0 THEN sum(e.cost_usd) END",
         where="e.kind = 'llm_call'",
         unit="USD",
+        promql=Promql(Count(Counter(series.COST)), Count(LLM_CALLS)),
     ),
     _grouped(
         "unpriced_llm_calls",
@@ -331,6 +245,7 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         where="e.kind = 'llm_call'",
         by=("agent_id", "model"),
         unit="calls",
+        promql=Promql(Count(Counter(series.UNPRICED)), Count(LLM_CALLS)),
     ),
     SqlMetric(
         "shadow_agent_events",
@@ -342,12 +257,14 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         "(SELECT 1 FROM agent_catalog c WHERE c.agent_id = e.agent_id) "
         "AND EXISTS (SELECT 1 FROM agent_catalog) GROUP BY e.agent_id",
         "events",
+        promql=CatalogSelected(EVENTS, "unlisted"),
     ),
     _governance(
         "unapproved_model_calls",
         "LLM calls to a model outside the agent's approved_models",
         "e.kind = 'llm_call' AND e.model IS NOT NULL AND c.approved_models IS NOT NULL "
         "AND NOT list_contains(c.approved_models, e.model)",
+        CatalogSelected(LLM_CALLS, "unapproved", "model", "approved_models"),
         by=("agent_id", "model"),
     ),
     _governance(
@@ -355,6 +272,7 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         "tool calls to a tool outside the agent's approved_tools",
         "e.kind = 'tool_call' AND e.tool_name IS NOT NULL AND c.approved_tools IS NOT NULL "
         "AND NOT list_contains(c.approved_tools, e.tool_name)",
+        CatalogSelected(Counter(series.TOOL_CALLS), "unapproved", "tool_name", "approved_tools"),
         by=("agent_id", "tool_name"),
     ),
     SqlMetric(
@@ -364,11 +282,13 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         ("agent_id", "field", "version"),
         _unpinned_sql(),
         "events",
+        promql=StoreOnly("prompt_version is not an exported label"),
     ),
     _governance(
         "paused_agent_events",
         "events from an agent the catalog lists as paused",
         "c.status = 'paused'",
+        CatalogSelected(EVENTS, "paused"),
     ),
     SqlMetric(
         "security_session_share",
@@ -383,6 +303,7 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         f"WHERE e.{_IN_WINDOW} AND e.kind = 'security' AND e.category IS NOT NULL "
         "GROUP BY e.agent_id, e.category, s.sessions",
         SHARE,
+        promql=StoreOnly("sessions are not exported per security category"),
     ),
     SqlMetric(
         "silence_ratio",
@@ -400,6 +321,10 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         "SELECT agent_id, (epoch_us($end::TIMESTAMPTZ) - epoch_us(max(hi))) / "
         f"greatest({SILENCE_FLOOR_S}e6, {SILENCE_FACTOR} * coalesce(max(gap_us), 0)) AS value, "
         "sum(n)::BIGINT AS samples FROM g GROUP BY agent_id",
+        promql=StoreOnly(
+            "an agent's gaps between events are not exported; a silence_s rule with a fixed "
+            "threshold exports"
+        ),
     ),
     SqlMetric(
         "silence_s",
@@ -411,6 +336,7 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         "JOIN agent_catalog c ON c.agent_id = e.agent_id AND c.status = 'active' "
         "GROUP BY e.agent_id",
         "s",
+        promql=CatalogSelected(EVENTS, "silent"),
     ),
 )
 
@@ -432,6 +358,10 @@ def _drift(comparison: str, help: str) -> SqlMetric:
         f"AND comparison = '{comparison}' AND verdict <> 'insufficient_data' "
         "GROUP BY agent_id, signal",
         "verdict",
+        promql=StoreOnly(
+            "drift gauges do not say which comparison found the drift; "
+            f"alert on {series.DRIFT_DETECTED.name} from `agentwatch drift run --metrics-port`"
+        ),
     )
 
 
@@ -442,9 +372,38 @@ DRIFT_METRICS: tuple[Metric, ...] = (
 
 
 # The agent lifecycle's signals (alerts/governance/signals.py): releases, reviews, retirement.
-LIFECYCLE_METRICS: tuple[Metric, ...] = tuple(SqlMetric(*s) for s in LIFECYCLE_SIGNALS)
+# Only retirement is in the catalog that the rule export reads.
+_LIFECYCLE_PROMQL: Final[Mapping[str, Exported]] = {
+    "retired_agent_events": CatalogSelected(EVENTS, "retired")
+}
+LIFECYCLE_METRICS: tuple[Metric, ...] = tuple(
+    SqlMetric(
+        *s,
+        promql=_LIFECYCLE_PROMQL.get(
+            s.name,
+            StoreOnly("the agent registry (releases, reviews) is not exported to Prometheus"),
+        ),
+    )
+    for s in LIFECYCLE_SIGNALS
+)
 
 
 def metrics() -> MetricRegistry:
     """A new registry of the built-in metrics (SQL over the store, drift verdicts, lifecycle)."""
     return MetricRegistry((*BUILTIN_METRICS, *DRIFT_METRICS, *LIFECYCLE_METRICS))
+
+
+__all__ = [
+    "BUILTIN_METRICS",
+    "DRIFT_METRICS",
+    "LIFECYCLE_METRICS",
+    "SHARE",
+    "SILENCE_FACTOR",
+    "SILENCE_FLOOR_S",
+    "Metric",
+    "MetricRegistry",
+    "Sample",
+    "SqlMetric",
+    "Window",
+    "metrics",
+]

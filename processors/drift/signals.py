@@ -31,9 +31,8 @@ from agentwatch.processors.store.views import SESSIONS
 GROUP_COLUMNS: Final = ("agent_id", "environment", "agent_version", "model", "prompt_version")
 # Separates a split signal's subject from its key in the counting query.
 SPLIT_MARK: Final = "\x1f"
-# An error, as the views count one.
-IS_ERROR: Final = ERROR
-CALL_OK: Final = "coalesce(status, 'ok') <> 'error'"
+# A call that did not fail: the latency and tokens of failed calls say nothing of drift.
+CALL_OK: Final = f"NOT coalesce({ERROR}, false)"
 
 
 @dataclass(frozen=True)
@@ -195,7 +194,7 @@ SIGNALS: Final = {
         Signal("policy_outcome_mix", "categorical", "policy", "outcome", "outcome IS NOT NULL",
                "policy check outcomes: pass, violation, blocked"),
         Signal("error_type_mix", "categorical", "events", "coalesce(error_type, '(none)')",
-               IS_ERROR, "error types of events with status error or of kind error",
+               ERROR, "error types of events with status error or of kind error",
                clustered=True),
         Signal("intent_mix", "categorical", "session", "intent", "intent IS NOT NULL",
                "what users came for (sessions that give an intent)"),
@@ -207,9 +206,9 @@ SIGNALS: Final = {
                "share of policy checks that found a violation (not blocked)"),
         Signal("block_rate", "rate", "policy", BLOCKED, "true",
                "share of policy checks that blocked the action"),
-        Signal("error_rate", "rate", "events", IS_ERROR, "true",
+        Signal("error_rate", "rate", "events", ERROR, "true",
                "share of events with status error or of kind error"),
-        Signal("tool_error_rate", "rate", "tool", "status = 'error'", "true",
+        Signal("tool_error_rate", "rate", "tool", ERROR, "true",
                "share of one tool's calls that failed", split="tool_name"),
         _numeric("tool_call_latency_ms", "tool", "latency_ms", CALL_OK, MILLISECONDS, "ms",
                  "latency of one tool's successful calls", split="tool_name"),
@@ -232,12 +231,8 @@ def signal_of(name: str) -> Signal:
     return SIGNALS[base_signal(name)]
 
 
+# Suffix of the name under which the distinct sessions behind a signal's counts are kept.
 SESSIONS_SUFFIX: Final = "#sessions"
-
-
-def sessions_signal(name: str) -> str:
-    """Name under which the distinct sessions behind a signal's counts are kept."""
-    return name + SESSIONS_SUFFIX
 
 
 def family_signals(family: str) -> list[Signal]:

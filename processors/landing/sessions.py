@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from agentwatch.processors.store.definitions import IS_CONTAINED
+
 # A batch's sessions as known before it landed, merged with what the batch itself shows.
 CONTEXT_SCHEMA = {
     "session_id": pl.String(),
@@ -33,6 +35,11 @@ OUTCOME_SCHEMA = {
     "resolution": pl.String(),
     "duration_s": pl.Float64(),
     "contained": pl.Boolean(),
+}
+# What the tracker knows of an ended session, from which containment is derived.
+_ENDED_SCHEMA = {
+    **{k: v for k, v in OUTCOME_SCHEMA.items() if k != "contained"},
+    "escalated": pl.Boolean(),
 }
 
 
@@ -109,11 +116,11 @@ class SessionTracker:
                 self.open.pop(sid, None)
                 self.models.pop(sid, None)
                 duration = (ts - start).total_seconds() if start is not None else None
-                contained = resolution == "resolved" and not escalated
-                outcomes.append((agent, version, env, resolution, duration, contained))
+                outcomes.append((agent, version, env, resolution, duration, escalated))
         self._remember_models(events)
         self._expire(rows["ts"].max())
-        return pl.DataFrame(outcomes, schema=OUTCOME_SCHEMA, orient="row")
+        ended = pl.DataFrame(outcomes, schema=_ENDED_SCHEMA, orient="row")
+        return ended.with_columns(contained=IS_CONTAINED.polars()).select(list(OUTCOME_SCHEMA))
 
     def _expire(self, now: object) -> None:
         assert isinstance(now, dt.datetime)

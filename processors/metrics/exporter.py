@@ -32,6 +32,12 @@ from prometheus_client.registry import Collector
 
 from agentwatch.processors.metrics import series
 from agentwatch.processors.metrics.series import Series
+from agentwatch.processors.store.definitions import (
+    IS_BLOCKED_ACTION,
+    IS_ERROR,
+    IS_SECURITY_BLOCK,
+    IS_VIOLATION,
+)
 
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0)
 # Thumbs (0/1) and 1-5 ratings. A histogram's sum must never fall, so negative scores
@@ -109,13 +115,10 @@ COUNTERS: tuple[CounterSpec, ...] = (
     CounterSpec(series.COST, "events", _kind("llm_call"),
                 pl.col("cost_usd_effective").fill_null(0.0).sum()),
     CounterSpec(series.UNPRICED, "events", pl.col("cost_source") == "unpriced"),
-    CounterSpec(series.ERRORS, "events", (pl.col("status") == "error") | _kind("error")),
+    CounterSpec(series.ERRORS, "events", IS_ERROR.polars()),
     CounterSpec(series.POLICY_CHECKS, "events", _kind("policy_check")),
-    CounterSpec(series.POLICY_VIOLATIONS, "events",
-                _kind("policy_check") & (pl.col("outcome") == "violation")),
-    CounterSpec(series.BLOCKED_ACTIONS, "events",
-                (_kind("policy_check") & (pl.col("outcome") == "blocked"))
-                | (_kind("security") & (pl.col("action") == "blocked"))),
+    CounterSpec(series.POLICY_VIOLATIONS, "events", IS_VIOLATION.polars()),
+    CounterSpec(series.BLOCKED_ACTIONS, "events", IS_BLOCKED_ACTION.polars()),
     CounterSpec(series.SECURITY_EVENTS, "events", _kind("security")),
     CounterSpec(series.ESCALATIONS, "events", _kind("escalation")),
     CounterSpec(series.SESSIONS_STARTED, "events", _kind("session_start")),
@@ -163,9 +166,10 @@ def batch_deltas(frames: Mapping[Source, pl.DataFrame]) -> list[CounterDelta | H
     """
     frames = dict(frames)
     if "events" in frames:
-        is_security = _kind("security")
         frames["events"] = frames["events"].with_columns(
-            source=pl.when(is_security).then(pl.lit("security")).otherwise(pl.lit("policy"))
+            source=pl.when(IS_SECURITY_BLOCK.polars())
+            .then(pl.lit("security"))
+            .otherwise(pl.lit("policy"))
         )
     out: list[CounterDelta | HistogramDelta] = []
     for source in ("events", "sessions", "dead_letters", "redactions"):

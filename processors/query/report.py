@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from agentwatch.processors.query.sql import query
-from agentwatch.processors.store.definitions import ERROR
+from agentwatch.processors.store.definitions import BLOCKED, ERROR, FAILED_CHECK, VIOLATION
 from agentwatch.terminal import Table
 
 
@@ -31,15 +31,10 @@ SECTIONS: tuple[Section, ...] = (
     Section(
         "Per agent: health, cost and safety",
         f"""
-        WITH ends AS (
-            SELECT e.agent_id, e.resolution = 'resolved' AND NOT EXISTS (
-                SELECT 1 FROM events x
-                WHERE x.session_id = e.session_id AND x.kind = 'escalation') AS contained
-            FROM events e WHERE e.kind = 'session_end'
-        ), per_agent AS (
+        WITH per_agent AS (
             SELECT agent_id, round(100 * avg(contained::INT), 1) AS containment_pct,
                    count(*) AS sessions_ended
-            FROM ends GROUP BY agent_id
+            FROM sessions WHERE ended_at IS NOT NULL GROUP BY agent_id
         )
         SELECT agent_id AS agent,
                count(*) AS events,
@@ -48,8 +43,8 @@ SECTIONS: tuple[Section, ...] = (
                round(sum(cost_usd_effective), 4) AS "cost $",
                count(*) FILTER (cost_source = 'unpriced') AS unpriced,
                quantile_cont(latency_ms, 0.95) FILTER (kind = 'llm_call')::BIGINT AS "p95 ms",
-               count(*) FILTER (kind = 'policy_check' AND outcome = 'violation') AS violations,
-               count(*) FILTER (kind = 'policy_check' AND outcome = 'blocked') AS blocked,
+               count(*) FILTER ({VIOLATION}) AS violations,
+               count(*) FILTER ({BLOCKED}) AS blocked,
                count(*) FILTER (kind = 'escalation') AS escalated,
                count(*) FILTER (kind = 'security') AS security,
                count(*) FILTER ({ERROR}) AS errors
@@ -82,7 +77,7 @@ TRY_QUERIES: tuple[tuple[str, str], ...] = (
     (
         "Which policies are violated, and how badly",
         "SELECT policy_id, severity, count(*) AS n FROM events "
-        "WHERE kind = 'policy_check' AND outcome <> 'pass' GROUP BY ALL ORDER BY n DESC",
+        f"WHERE {FAILED_CHECK} GROUP BY ALL ORDER BY n DESC",
     ),
     (
         "Sessions that escalated to a human, by intent",
