@@ -83,9 +83,10 @@ def _retention_days() -> dict[str, int]:
 
 class StorageSettings(_Section, frozen=True):
     db: str = "data/agentwatch.sqlite"
-    """The lake's catalog: a SQLite file (data in ``lake/`` beside it) or ``postgres:<dsn>``."""
+    """The lake's metadata database: a SQLite file (data in ``lake/`` beside it) or
+    ``postgres:<dsn>``."""
     data_path: str = ""
-    """Where the Parquet data lives: "" beside a SQLite catalog; a folder or ``s3://...``."""
+    """Where the Parquet data lives: "" beside a SQLite metadata database; a folder or ``s3://...``."""
     maintain_interval: Seconds = 600.0
     """Time between maintenance runs inside ``agentwatch process``; 0 turns them off."""
     snapshot_grace: Seconds = 3600.0

@@ -37,7 +37,7 @@ from agentwatch.processors.landing.dedup import DedupIndex
 from agentwatch.processors.landing.pipeline import LandingSettings, PartitionState, land_batch
 from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 
 START = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
 
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     hours = args.hours if args.hours is not None else 24.0 * args.days
     with tempfile.TemporaryDirectory(prefix="aw-backtest-") as tmp:
-        db = (args.lake or Path(tmp)) / CATALOG_FILE
+        db = (args.lake or Path(tmp)) / METADATA_FILE
         out: dict[str, Any] = {"agents": args.agents, "days": args.days}
         if not db.exists():
             db.parent.mkdir(parents=True, exist_ok=True)

@@ -265,7 +265,7 @@ def process(bootstrap: str, topic: str, db: Path, events: int) -> int:
     A run that has not gone idle well after its events should have landed (seen once: a
     consumer that never got its partitions, spinning) is stopped and started again in a
     new group; the processor resumes after its last committed segment, so nothing lands
-    twice. Returns the attempts it took; each attempt's log is kept beside the catalog.
+    twice. Returns the attempts it took; each attempt's log is kept beside the metadata file.
     """
     limit = max(180.0, events / 2_000)
     for attempt in (1, 2, 3):
@@ -410,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--keep",
         type=Path,
         metavar="DIR",
-        help="keep each run's catalog and drift_scores under DIR",
+        help="keep each run's store and drift_scores under DIR",
     )
     args = parser.parse_args(argv)  # fmt: skip
     # Wide enough for the tables when stderr is a file or a pipe (rich assumes 80 there).

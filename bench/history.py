@@ -54,7 +54,7 @@ from agentwatch.kafka import client_options
 from agentwatch.processors.query.sql import query
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE, DATA_FOLDER
+from agentwatch.processors.store.location import DATA_FOLDER, METADATA_FILE
 from agentwatch.processors.store.maintain import data_files
 from bench.timed_process import COMMIT_TIMES_ENV
 
@@ -212,7 +212,7 @@ def measure(db: Path, runs: int) -> dict[str, Any]:
     store.close()
     parquet = list((db.parent / DATA_FOLDER).rglob("*.parquet"))
     size = sum(p.stat().st_size for p in parquet)
-    catalog = sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.is_file())
+    metadata = sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.is_file())
     slowest = max(per_query, key=lambda q: percentile(per_query[q], 0.95))
     return {
         "events": events,
@@ -225,7 +225,7 @@ def measure(db: Path, runs: int) -> dict[str, Any]:
         "files": files,
         "files_on_disk": len(parquet),
         "bytes_per_event": round(size / events, 1) if events else None,
-        "catalog_bytes": catalog,
+        "metadata_bytes": metadata,
         "per_query_p50_p95_ms": {
             q: [round(statistics.median(t), 1), round(percentile(t, 0.95), 1)]
             for q, t in per_query.items()
@@ -288,7 +288,7 @@ def main() -> int:
     kept = contextlib.nullcontext(str(args.keep)) if args.keep is not None else None
     with kept or tempfile.TemporaryDirectory(prefix="agentwatch-history-") as tmp:
         root = Path(tmp)
-        db = root / "data" / CATALOG_FILE
+        db = root / "data" / METADATA_FILE
         info = start_broker(root / "kafka", free_port(), heap="512m")
         try:
             from agentwatch.topics import TopicSpec, ensure_topics

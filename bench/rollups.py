@@ -30,7 +30,7 @@ from agentwatch.alerts.governance.catalog import AgentEntry, Catalog
 from agentwatch.alerts.rules import load_rules
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from bench.traffic import MODELS, TOOLS, Fleet, Profile, generate
 
 START = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
@@ -47,7 +47,7 @@ def land(
         {f"agent-{i}": Profile(sessions_per_hour=sessions_per_hour) for i in range(agents)}
     )
     events = generate(fleet, START, days * 24, seed=1)
-    store = LakeStore(data_dir / CATALOG_FILE)
+    store = LakeStore(data_dir / METADATA_FILE)
     store.recover("bench", 0)
     sessions = SessionTracker()
     batches = events.with_columns(
@@ -86,7 +86,7 @@ def catalog(con: duckdb.DuckDBPyConnection) -> Catalog:
 
 def evaluate(data_dir: Path, runs: int) -> dict[str, Any]:
     """Time ``runs`` evaluations of the shipped rules at the newest event time."""
-    db = data_dir / CATALOG_FILE
+    db = data_dir / METADATA_FILE
     LakeStore(db).prepare()  # the views of the code being measured
     con = connect_lake(db)
     newest = con.execute("SELECT max(ts), count(*) FROM events").fetchone()

@@ -44,7 +44,7 @@ from agentwatch.processors.landing.workers import default_workers
 from agentwatch.processors.query.sandbox import connect as sandbox_connect
 from agentwatch.processors.query.sandbox import execute
 from agentwatch.processors.store.attach import connect as connect_lake
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.settings import DEFAULTS
 from agentwatch.topics import TopicSpec, ensure_topics
 
@@ -134,7 +134,7 @@ def freshness(
 
     ensure_topics(bootstrap, [TopicSpec(FRESH_TOPIC, FRESH_PARTITIONS)])
     payloads = payload_file(tmp / "payloads.ndjson", 50_000)
-    db = tmp / "fresh" / CATALOG_FILE
+    db = tmp / "fresh" / METADATA_FILE
     log = tmp / "fresh.log"
     with log.open("wb") as err:
         processor = subprocess.Popen(
@@ -298,7 +298,7 @@ def main() -> int:
             console.print("Kafka's ConsumerPerformance ...")
             kafka_rate = kafka_consumer_perf(info.bootstrap, filled["events"])
             console.print("agentwatch process ...")
-            db = Path(tmp) / "data" / CATALOG_FILE
+            db = Path(tmp) / "data" / METADATA_FILE
             stats = agentwatch_process(info.bootstrap, db, args.workers)
             con = connect_lake(db)
             landed = con.execute("SELECT count(*) FROM events").fetchone()

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.processors.store.tables import EVENTS_SCHEMA
 
 TOOLS = ("search_kb", "create_ticket", "lookup_user")
@@ -194,8 +194,8 @@ def _finish(events: pl.DataFrame) -> pl.DataFrame:
 
 
 def write_store(events: pl.DataFrame, data_dir: Path) -> Path:
-    """``events`` as one committed segment of a new store; returns the catalog path."""
-    store = LakeStore(data_dir / CATALOG_FILE)
+    """``events`` as one committed segment of a new store; returns the metadata file's path."""
+    store = LakeStore(data_dir / METADATA_FILE)
     store.prepare()
     store.insert("events", events)
     return Path(store.db)

@@ -1,4 +1,4 @@
-"""The fleet overview's key panels as data, from Prometheus or from the DuckDB catalog.
+"""The fleet overview's key panels as data, from Prometheus or from the store.
 
 A snapshot is for people without Grafana (reports, e-mail, a README), so it shows the
 panels a product owner reads first: the headline numbers, the trends and the per-agent
@@ -345,7 +345,7 @@ def from_duckdb(
         end = newest[0].astimezone(dt.UTC).replace(second=0, microsecond=0)
         end += dt.timedelta(minutes=1)
         window = Window(end - span, end)
-        snap = Snapshot(window, f"DuckDB catalog {db}", budget_usd)
+        snap = Snapshot(window, f"store {db}", budget_usd)
         stats, trends, _ = Snapshot.panels()
         for panel in stats:
             params: dict[str, object] = {"start": window.start_of(panel), "end": end}

@@ -16,7 +16,7 @@ from agentwatch.alerts.rules import Rule, Sample, Window, metrics
 from agentwatch.alerts.rules.metrics import MetricRegistry
 from agentwatch.clock import ManualClock
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from tests.catalog_helpers import HR, catalog
 from tests.frames import at, events, store_batch
 
@@ -40,7 +40,7 @@ CATALOG = catalog(HR)
 
 
 def store_with(tmp_path: Path, *frames: pl.DataFrame) -> Path:
-    segments = LakeStore(tmp_path / CATALOG_FILE)
+    segments = LakeStore(tmp_path / METADATA_FILE)
     for frame in frames:
         store_batch(segments, frame)
     segments.prepare()

@@ -11,7 +11,7 @@ import polars as pl
 
 from agentwatch.alerts.governance.registry import Registry, load_registry
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from tests.frames import store_batch
 
 CATALOG_YAML = textwrap.dedent(
@@ -53,7 +53,7 @@ def write_catalog(folder: Path, text: str = CATALOG_YAML) -> Path:
 
 def make_registry(tmp_path: Path, *frames: pl.DataFrame, by: str = "person:ana") -> Registry:
     """A store with ``frames`` as events, and the registry after its first catalog load."""
-    store = LakeStore(tmp_path / "data" / CATALOG_FILE)
+    store = LakeStore(tmp_path / "data" / METADATA_FILE)
     for frame in frames:
         store_batch(store, frame)
     store.prepare()

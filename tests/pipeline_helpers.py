@@ -15,7 +15,7 @@ import duckdb
 from kafka import KafkaProducer
 
 from agentwatch.broker.launcher import BrokerInfo
-from agentwatch.processors.store.attach import StoreMissing, is_catalog_race
+from agentwatch.processors.store.attach import StoreMissing, is_metadata_race
 from agentwatch.processors.store.attach import connect as connect_lake
 from tests.examples import valid_lines
 
@@ -82,7 +82,7 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         except (StoreMissing, duckdb.CatalogException):
             pass
         except duckdb.Error as exc:
-            if not is_catalog_race(exc):
+            if not is_metadata_race(exc):
                 raise
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")

@@ -26,7 +26,7 @@ from agentwatch.alerts.response.respond import Response
 from agentwatch.alerts.rules import DEFAULT_RULES_DIR, load_rules
 from agentwatch.broker.ports import free_port
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from tests.frames import events, store_batch
 from tests.pipeline_helpers import AGENTWATCH
 
@@ -203,7 +203,7 @@ def test_alerts_run_serves_the_alerts_on_its_metrics_port(tmp_path: Path) -> Non
          "outcome": "violation" if i % 2 else "pass", "event_id": f"c{i}"}
         for i in range(60)
     ))  # fmt: skip
-    store = LakeStore(tmp_path / "data" / CATALOG_FILE)
+    store = LakeStore(tmp_path / "data" / METADATA_FILE)
     store_batch(store, checks)
     store.prepare()
     rules = tmp_path / "rules"

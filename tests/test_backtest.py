@@ -25,7 +25,7 @@ from agentwatch.ingest.sim.scenario_file import load_scenario
 from agentwatch.processors.landing.decode import RawBatch, decode_batch
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from tests.frames import events, store_batch
 
 SCENARIOS = sorted((Path(__file__).resolve().parent.parent / "scenarios").glob("*.yaml"))
@@ -34,7 +34,7 @@ AGENT = "hr-assistant-1"
 
 
 def _store(tmp: Path, frame: pl.DataFrame) -> Path:
-    store = LakeStore(tmp / CATALOG_FILE)
+    store = LakeStore(tmp / METADATA_FILE)
     store.prepare()
     store_batch(store, frame)
     return Path(store.db)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agentwatch.alerts.response.incident import confirmed_ids
 from agentwatch.ingest.sdk.control import BREAKER_POLICY
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from tests.view_helpers import Row, event, land, session
 
 
@@ -19,7 +19,7 @@ def halt(control_id: str, outcome: str = "blocked", policy_id: str = BREAKER_POL
 
 def stored(tmp_path: Path, *rows: Row) -> Path:
     land(tmp_path, [*session("s1", 0, 30), *rows]).close()
-    return tmp_path / CATALOG_FILE
+    return tmp_path / METADATA_FILE
 
 
 def test_a_breaker_block_naming_the_message_confirms_it(tmp_path: Path) -> None:
@@ -33,4 +33,4 @@ def test_a_probe_or_another_policy_blocking_confirms_nothing(tmp_path: Path) -> 
 
 
 def test_without_a_store_confirmation_is_unknown(tmp_path: Path) -> None:
-    assert confirmed_ids(tmp_path / CATALOG_FILE, ["m1"]) is None
+    assert confirmed_ids(tmp_path / METADATA_FILE, ["m1"]) is None

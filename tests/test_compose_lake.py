@@ -20,7 +20,7 @@ from tests.conftest import require_tool
 
 LAKE_PROCESSOR = "lake-processor"
 LAKE_ANALYST = "lake-analyst"
-LAKE_SERVICES = ("lake-catalog", "lake-s3", "lake-bucket", LAKE_PROCESSOR, LAKE_ANALYST)
+LAKE_SERVICES = ("lake-metadata", "lake-s3", "lake-bucket", LAKE_PROCESSOR, LAKE_ANALYST)
 
 
 def test_docker_compose_accepts_the_lake_profile() -> None:
@@ -45,9 +45,9 @@ def test_lake_services_use_the_postgresql_catalog_and_the_s3_data_path(
     from agentwatch.processors.store.location import locate
 
     args = parse_service(name)
-    catalog = locate(str(args.db))
-    assert catalog.catalog == "postgres:dbname=agentwatch host=lake-catalog user=agentwatch"
-    assert catalog.data_path == "s3://agentwatch-lake/lake/"
+    location = locate(str(args.db))
+    assert location.metadata == "postgres:dbname=agentwatch host=lake-metadata user=agentwatch"
+    assert location.data_path == "s3://agentwatch-lake/lake/"
     assert "password" not in str(args.db)  # libpq reads PGPASSWORD
 
 
@@ -61,7 +61,7 @@ def test_lake_processors_land_from_the_kafka_service_in_one_group(
         "agentwatch-lake",
     )
     depends_on = service(compose, LAKE_PROCESSOR)["depends_on"]
-    assert depends_on["lake-catalog"]["condition"] == "service_healthy"
+    assert depends_on["lake-metadata"]["condition"] == "service_healthy"
     assert depends_on["lake-bucket"]["condition"] == "service_completed_successfully"
 
 
@@ -69,7 +69,7 @@ def test_the_lake_endpoint_credentials_agree_with_what_the_processors_use(
     compose: dict[str, Any],
 ) -> None:
     lake = environment(service(compose, LAKE_PROCESSOR))
-    catalog = environment(service(compose, "lake-catalog"))
+    catalog = environment(service(compose, "lake-metadata"))
     s3 = environment(service(compose, "lake-s3"))
     assert lake["PGPASSWORD"] == catalog["POSTGRES_PASSWORD"]
     assert (lake["AWS_ACCESS_KEY_ID"], lake["AWS_SECRET_ACCESS_KEY"]) == (
@@ -80,7 +80,7 @@ def test_the_lake_endpoint_credentials_agree_with_what_the_processors_use(
 
 def test_the_lake_has_no_default_passwords(compose: dict[str, Any]) -> None:
     # Unset, both servers refuse to start: nothing is open by default.
-    assert environment(service(compose, "lake-catalog"))["POSTGRES_PASSWORD"] == ""
+    assert environment(service(compose, "lake-metadata"))["POSTGRES_PASSWORD"] == ""
     assert environment(service(compose, "lake-s3"))["MINIO_ROOT_PASSWORD"] == ""
 
 

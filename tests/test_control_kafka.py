@@ -27,7 +27,7 @@ from agentwatch.cli import build_parser
 from agentwatch.ingest.sdk.control import AgentHalted, ControlFollower, ControlState
 from agentwatch.ingest.sdk.tracer import Tracer
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.settings import Settings
 from tests.conftest import TEST_KEYRING, TopicFactory, require_tool
 
@@ -61,7 +61,7 @@ def cycle_until(
 
 
 def actions(data_dir: Path) -> list[dict[str, object]]:
-    rows = LakeStore(data_dir / CATALOG_FILE).read_log("actions").sort("ts")
+    rows = LakeStore(data_dir / METADATA_FILE).read_log("actions").sort("ts")
     return list(rows.iter_rows(named=True))
 
 
@@ -200,7 +200,7 @@ def test_a_runbook_disables_a_tool_and_probes_close_it_through_half_open(
     bootstrap = kafka_broker.bootstrap
     control_topic = topic(partitions=1, config=COMPACT)
     events_topic = topic(partitions=3)
-    store = LakeStore(tmp_path / "data" / CATALOG_FILE)
+    store = LakeStore(tmp_path / "data" / METADATA_FILE)
     clock = Clock()
     alert = Alert(
         rule="ToolErrorBurst",

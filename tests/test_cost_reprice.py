@@ -16,7 +16,7 @@ from agentwatch.cli import main
 from agentwatch.processors.landing.pricing import PriceRow, PricingTable, apply_pricing
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.processors.store.reprice import reprice
 from agentwatch.processors.store.rollups import TABLE as ROLLUPS
 from agentwatch.processors.store.tables import EVENTS_SCHEMA
@@ -77,7 +77,7 @@ def land(store: LakeStore, batch: Batch, *rows: dict[str, Any]) -> None:
 
 @pytest.fixture
 def store(tmp_path: Path) -> LakeStore:
-    store = LakeStore(tmp_path / "data" / CATALOG_FILE)
+    store = LakeStore(tmp_path / "data" / METADATA_FILE)
     store.prepare()
     land(
         store,
@@ -192,7 +192,7 @@ def test_the_metrics_views_see_the_repriced_costs_once(store: LakeStore) -> None
 
 
 def test_rows_stored_without_rollups_get_no_correction(tmp_path: Path) -> None:
-    store = LakeStore(tmp_path / CATALOG_FILE)
+    store = LakeStore(tmp_path / METADATA_FILE)
     events = frame(llm(ts=at("2025-02-02"))).with_columns(
         _topic=pl.lit(TOPIC), _partition=pl.lit(0, pl.Int32), _offset=pl.int_range(1)
     )
@@ -229,7 +229,7 @@ def test_a_dry_run_reports_but_writes_nothing(store: LakeStore) -> None:
 
 
 def test_events_landed_before_pricing_existed_are_priced(tmp_path: Path) -> None:
-    store = LakeStore(tmp_path / CATALOG_FILE)
+    store = LakeStore(tmp_path / METADATA_FILE)
     store.prepare()
     derived = ["cost_usd_effective", "cost_source", "pricing_version"]
     legacy = frame(llm(ts=at("2025-02-02")), llm(ts=at("2025-02-02"), cost=0.25)).drop(derived)

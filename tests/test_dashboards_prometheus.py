@@ -59,7 +59,7 @@ from agentwatch.processors.landing.dedup import DedupIndex
 from agentwatch.processors.landing.pipeline import LandingSettings, PartitionState, land_batch
 from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from tests.conftest import require_tool
 from tests.pipeline_helpers import AGENTWATCH, count, process_cmd, produce, wait_for
 from tests.promserver import Prometheus, running_prometheus
@@ -142,7 +142,7 @@ def drift_history(data_dir: Path, now: dt.datetime) -> Path:
     state = PartitionState(DedupIndex(settings.dedup_horizon_s, settings.dedup_max_ids))
     pricing = load_pricing(None)
     landed = land_batch(batch, state, settings, lambda frame: apply_pricing(frame, pricing))
-    store = LakeStore(data_dir / CATALOG_FILE)
+    store = LakeStore(data_dir / METADATA_FILE)
     store.recover("history", 0)
     assert store.commit_batch(
         "history", 0, (0, len(history) - 1), landed.events, landed.dead_letters,

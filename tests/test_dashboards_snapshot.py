@@ -28,7 +28,7 @@ from agentwatch.dashboards.snapshot import (
 from agentwatch.durations import parse_duration
 from agentwatch.ingest.sim.profiles import make_agents
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from tests.test_dashboards import landed_fleet
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -41,12 +41,12 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three hours of a six-agent fleet, landed as one segment behind a catalog."""
     data = tmp_path_factory.mktemp("snapshot-data")
     landed = landed_fleet(6, 4, END - dt.timedelta(hours=HOURS), END, 2.0)
-    store = LakeStore(data / CATALOG_FILE)
+    store = LakeStore(data / METADATA_FILE)
     store.prepare()
     last = landed.events["_offset"].max()
     assert isinstance(last, int)
     store.insert_tables({"events": landed.events, **landed.extra_tables})
-    return data / CATALOG_FILE
+    return data / METADATA_FILE
 
 
 def run_snapshot(*args: str) -> subprocess.CompletedProcess[str]:

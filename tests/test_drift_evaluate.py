@@ -21,7 +21,7 @@ from agentwatch.processors.drift.signals import MILLISECONDS
 from agentwatch.processors.drift.summaries import bucket_of, load_counts
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.processors.store.tables import DRIFT_SCORES_SCHEMA, EVENTS_SCHEMA
 
 T0 = dt.datetime(2026, 11, 20, 0, 0, tzinfo=dt.UTC)
@@ -86,7 +86,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for i, row in enumerate(rows)
     ]  # fmt: skip
     frame = pl.DataFrame(full, schema=EVENTS_SCHEMA)
-    store = LakeStore(tmp_path_factory.mktemp("drift") / CATALOG_FILE)
+    store = LakeStore(tmp_path_factory.mktemp("drift") / METADATA_FILE)
     store.prepare()
     store.insert("events", frame)
     return Path(store.db)

@@ -298,9 +298,9 @@ def test_an_edit_that_does_not_validate_keeps_the_previous_rules(
         " severity: critical, annotations: {summary: s}}\n"
     )
     (rules_dir / "r.yaml").write_text(good)
-    catalog_file = tmp_path / "catalog.yaml"
-    catalog_file.write_text("agents: []\n")
-    sources = Sources(catalog_file, rules_dir)
+    metadata_file = tmp_path / "catalog.yaml"
+    metadata_file.write_text("agents: []\n")
+    sources = Sources(metadata_file, rules_dir)
     evaluator = Evaluator(burst_db, sources.rules, sources.catalog)
     (rules_dir / "r.yaml").write_text(good.replace("violation_rate", "no_such_metric"))
     sources.reload(evaluator, force=True)

@@ -30,7 +30,7 @@ from agentwatch.alerts.notify.routing import Matcher
 from agentwatch.alerts.notify.silences import SilenceStore
 from agentwatch.cli import main
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 
 T0 = dt.datetime(2025, 1, 1, 12, 0, tzinfo=dt.UTC)
 S = dt.timedelta(seconds=1)
@@ -302,7 +302,7 @@ def test_retries_with_backoff_then_success() -> None:
 
 
 def test_undeliverable_notification_is_recorded_as_failed(tmp_path: Path) -> None:
-    store = LakeStore(tmp_path / CATALOG_FILE)
+    store = LakeStore(tmp_path / METADATA_FILE)
     n, fake, _ = make(FakeIntegration(failures=100))
     n.log_sink = StoreLog(store)
     n.process([alert()], T0)
@@ -343,7 +343,7 @@ def test_close_records_deliveries_still_retrying() -> None:
 
 
 def test_dedup_survives_a_restart(tmp_path: Path) -> None:
-    store = LakeStore(tmp_path / CATALOG_FILE)
+    store = LakeStore(tmp_path / METADATA_FILE)
     first, fake1, _ = make()
     first.log_sink = StoreLog(store)
     first.process([alert(region="eu"), alert(region="us")], T0)
@@ -391,7 +391,7 @@ def test_shipped_config_writes_the_owner_file(tmp_path: Path) -> None:
     (payload,) = [json.loads(line) for line in lines]
     assert payload["version"] == "4" and payload["receiver"] == "people-platform-oncall"
     assert payload["alerts"][0]["labels"]["agent_id"] == "hr-assistant-1"
-    rows = StoreLog(LakeStore(tmp_path / CATALOG_FILE)).read()
+    rows = StoreLog(LakeStore(tmp_path / METADATA_FILE)).read()
     assert [(r.receiver, r.status) for r in rows] == [("people-platform-oncall", "sent")]
     # A new notifier over the same data dir resumes dedup from the log.
     again = Notifier.from_files(shipped_config_path(), tmp_path, contacts)

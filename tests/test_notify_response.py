@@ -33,7 +33,7 @@ from agentwatch.alerts.response.runbook_files import load_runbooks, parse_runboo
 from agentwatch.alerts.response.runbooks import RunbookContext
 from agentwatch.broker.ports import free_port
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from tests.test_runbooks import FakeTopic
 
 T0 = dt.datetime(2025, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -184,7 +184,7 @@ def test_a_resolved_notice_says_resolved_with_the_value_at_resolution() -> None:
 
 
 def _response(tmp_path: Path, notifier: Notifier, topic: FakeTopic) -> Response:
-    store = LakeStore(tmp_path / "data" / CATALOG_FILE)
+    store = LakeStore(tmp_path / "data" / METADATA_FILE)
     control = BreakerControl(topic, clock=lambda: T0)  # type: ignore[arg-type]
     context = RunbookContext(
         store=store,

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 from agentwatch.broker.launcher import BrokerInfo
 from agentwatch.broker.ports import free_port
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from tests.conftest import TopicFactory, require_tool
 from tests.otlp_helpers import otlp_receiver, rows, wait_for_port, wait_for_records
 from tests.pipeline_helpers import run_to_idle
@@ -84,7 +84,7 @@ service:
 def test_a_collector_forwarding_otlp_to_the_receiver_lands_the_agents_session(
     collector: Path, kafka_broker: BrokerInfo, topic: TopicFactory, tmp_path: Path
 ) -> None:
-    events, db = topic(partitions=3), tmp_path / "data" / CATALOG_FILE
+    events, db = topic(partitions=3), tmp_path / "data" / METADATA_FILE
     token = tmp_path / "token"
     token.write_text("s3cret-collector-token\n")
     with otlp_receiver(kafka_broker, events, "--token-file", str(token)) as receiver_port:
@@ -106,7 +106,7 @@ def test_a_collector_forwarding_otlp_to_the_receiver_lands_the_agents_session(
 def test_a_collectors_kafka_exporter_topic_lands_through_the_processor(
     collector: Path, kafka_broker: BrokerInfo, topic: TopicFactory, tmp_path: Path
 ) -> None:
-    events, spans, db = topic(partitions=3), topic(partitions=2), tmp_path / "data" / CATALOG_FILE
+    events, spans, db = topic(partitions=3), topic(partitions=2), tmp_path / "data" / METADATA_FILE
     port = free_port()
     exporter = (
         f'    brokers: ["{kafka_broker.bootstrap}"]\n'

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from agentwatch.broker.launcher import BrokerInfo
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.topics import TopicSpec, ensure_topics
 from tests.fake_llm import fake_llm
 from tests.otlp_helpers import otlp_receiver, rows, wait_for_records
@@ -53,7 +53,7 @@ def landed(kafka_broker: BrokerInfo, tmp_path_factory: pytest.TempPathFactory) -
     """Every scenario exported through the receiver and landed; the store and what ran."""
     events = f"test-otlp-emitters-{uuid.uuid4().hex[:8]}"
     ensure_topics(kafka_broker.bootstrap, [TopicSpec(events, 3, {})])
-    db = tmp_path_factory.mktemp("emitters") / "data" / CATALOG_FILE
+    db = tmp_path_factory.mktemp("emitters") / "data" / METADATA_FILE
     outcomes: dict[str, str] = {}
     with fake_llm() as llm, otlp_receiver(kafka_broker, events) as port:
         for scenario in SCENARIOS:

@@ -27,7 +27,7 @@ from agentwatch.processors.store.histograms import (
     quantiles_sql,
 )
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.processors.store.rollups import (
     KEYS,
     cost_corrections,
@@ -206,7 +206,7 @@ RAW = {
 @pytest.fixture(scope="module")
 def landed(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnection:
     data = tmp_path_factory.mktemp("rollups")
-    store = LakeStore(data / CATALOG_FILE)
+    store = LakeStore(data / METADATA_FILE)
     frame = _mixed(400)
     store_batch(store, frame[:200])
     store_batch(store, frame[200:])

@@ -23,7 +23,7 @@ from agentwatch.alerts.rules import Rule, load_rules, metrics
 from agentwatch.alerts.rules.metrics import SqlMetric
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.processors.store.rollups import window_sql
 from bench.traffic import MODELS, Fleet, Profile, generate
 from tests.frames import store_batch
@@ -52,7 +52,7 @@ CATALOG = Catalog(
 def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
     fleet = Fleet({f"agent-{i}": Profile(sessions_per_hour=12) for i in range(3)})
     frame = generate(fleet, START, HOURS, seed=5)
-    store = LakeStore(tmp_path_factory.mktemp("reads") / CATALOG_FILE)
+    store = LakeStore(tmp_path_factory.mktemp("reads") / METADATA_FILE)
     batches = frame.with_columns(_batch=(frame["ts"] - START).dt.total_hours() // 3)
     for batch in batches.partition_by("_batch", maintain_order=True, include_key=False):
         store_batch(store, batch)

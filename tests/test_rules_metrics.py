@@ -20,7 +20,7 @@ from agentwatch.alerts.rules import (
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.histograms import RELATIVE_ERROR
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from tests.frames import at, events, store_batch
 from tests.rules_helpers import CATALOG
 
@@ -49,7 +49,7 @@ class Store:
 
 
 def store(tmp_path: Path, *rows: dict[str, Any]) -> Store:
-    segments = LakeStore(tmp_path / CATALOG_FILE)
+    segments = LakeStore(tmp_path / METADATA_FILE)
     store_batch(segments, events(*rows))
     segments.prepare()
     return Store(Path(segments.db))
@@ -229,7 +229,7 @@ def drift_row(
 
 def test_drift_metrics_take_the_latest_verdict_of_each_signal(tmp_path: Path) -> None:
     s = store(tmp_path, ev("hr-1", 10))
-    log = LakeStore(tmp_path / CATALOG_FILE)
+    log = LakeStore(tmp_path / METADATA_FILE)
     log.append_log("drift_scores", pl.DataFrame([
         drift_row("hr-1", "llm_latency_ms", 100, "ok", "rolling"),
         drift_row("hr-1", "llm_latency_ms", 400, "drift", "rolling"),

@@ -32,7 +32,7 @@ from agentwatch.durations import parse_seconds
 from agentwatch.ingest.contract.control import Applied, ControlMessage
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 
 T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -62,7 +62,7 @@ class FakeTopic:
 class Harness:
     def __init__(self, tmp_path: Path) -> None:
         self.topic = FakeTopic()
-        self.store = LakeStore(tmp_path / "data" / CATALOG_FILE)
+        self.store = LakeStore(tmp_path / "data" / METADATA_FILE)
         self.notified: list[tuple[str, str]] = []
         self.control = BreakerControl(self.topic, clock=lambda: T0)  # type: ignore[arg-type]
         self.context = RunbookContext(

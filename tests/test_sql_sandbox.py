@@ -19,7 +19,7 @@ import pytest
 from agentwatch.processors.query.sandbox import SandboxError
 from agentwatch.processors.query.sql import query
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.processors.store.tables import EVENTS_SCHEMA
 
 T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
@@ -59,7 +59,7 @@ def run_sql(db: Path, sql: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _store(data: Path) -> Path:
-    store = LakeStore(data / CATALOG_FILE)
+    store = LakeStore(data / METADATA_FILE)
     store.prepare()
     store.insert("events", events(0, 3))
     # Into a Parquet file, as a landed history is once small batches are flushed.

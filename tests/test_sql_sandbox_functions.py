@@ -17,7 +17,7 @@ import pytest
 from agentwatch.processors.query.sandbox import ALLOWED_TABLE_FUNCTIONS, SandboxError, connect
 from agentwatch.processors.query.sql import query
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from tests.test_sql_sandbox import events, files_in, run_sql
 
 T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
@@ -27,7 +27,7 @@ CLEANUP = "ducklake_cleanup_old_files('lake', cleanup_all => true)"
 def _lake_with_maintenance_due(data: Path) -> Path:
     """A lake with maintenance due: data files of an expired snapshot scheduled for
     deletion, and small adjacent files that a merge would rewrite into one."""
-    store = LakeStore(data / CATALOG_FILE)
+    store = LakeStore(data / METADATA_FILE)
     store.prepare()
     alias = store.alias
     for first in (0, 3):

@@ -12,10 +12,10 @@ import pytest
 
 from agentwatch.errors import ConfigError
 from agentwatch.processors.landing.decode import decode_batch
-from agentwatch.processors.store.attach import StoreMissing, attach_statement, is_catalog_race
+from agentwatch.processors.store.attach import StoreMissing, attach_statement, is_metadata_race
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import ROW_GROUP_ROWS, Batch, LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.processors.store.migrate import migrate
 from tests.examples import invalid_examples, valid_lines
 from tests.test_decode import batch_of
@@ -24,7 +24,7 @@ TOPIC = "agent-events"
 
 
 def lake(tmp_path: Path) -> LakeStore:
-    store = LakeStore(tmp_path / CATALOG_FILE)
+    store = LakeStore(tmp_path / METADATA_FILE)
     store.prepare()
     store.recover(TOPIC, 0)
     return store
@@ -100,7 +100,7 @@ def test_a_batch_replayed_after_a_crash_stores_nothing_twice(tmp_path: Path) -> 
 def test_a_member_that_lost_its_partition_cannot_commit_over_the_new_owner(
     tmp_path: Path,
 ) -> None:
-    owner, zombie = lake(tmp_path), LakeStore(tmp_path / CATALOG_FILE)
+    owner, zombie = lake(tmp_path), LakeStore(tmp_path / METADATA_FILE)
     assert zombie.committed_last_offset(TOPIC, 0) is None  # the zombie read this, then stalled
     assert owner.commit_batch(TOPIC, 0, (100, 149), events(), pl.DataFrame())
     assert not zombie.commit_batch(TOPIC, 0, (100, 112), events(), pl.DataFrame())
@@ -128,7 +128,7 @@ def test_batches_of_several_partitions_commit_together(tmp_path: Path) -> None:
 def test_a_partition_committed_past_is_left_out_of_a_joint_commit_and_the_others_stored(
     tmp_path: Path,
 ) -> None:
-    owner, zombie = lake(tmp_path), LakeStore(tmp_path / CATALOG_FILE)
+    owner, zombie = lake(tmp_path), LakeStore(tmp_path / METADATA_FILE)
     owner.recover(TOPIC, 1)
     assert owner.commit_batch(TOPIC, 0, (100, 149), events(), pl.DataFrame())
     stored = zombie.commit_batches([partition_batch(0, 100, 112), partition_batch(1, 7, 19)])
@@ -199,7 +199,7 @@ def test_a_moved_data_dir_reads_its_own_files(tmp_path: Path) -> None:
     store.close()
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     shutil.rmtree(tmp_path / "a")
-    moved = LakeStore(tmp_path / "b" / CATALOG_FILE)
+    moved = LakeStore(tmp_path / "b" / METADATA_FILE)
     assert count(moved) == len(valid_lines())
     assert "/a/" not in attach_statement(moved.db)
 
@@ -218,13 +218,13 @@ def test_a_process_opens_a_new_lake_after_an_earlier_one_was_deleted(tmp_path: P
 
 def test_reading_a_lake_that_does_not_exist_says_what_to_run(tmp_path: Path) -> None:
     with pytest.raises(StoreMissing, match="agentwatch process --db"):
-        connect_lake(tmp_path / "nothing" / CATALOG_FILE)
+        connect_lake(tmp_path / "nothing" / METADATA_FILE)
 
 
 def test_a_data_dir_in_the_old_layout_is_refused_with_what_to_do(tmp_path: Path) -> None:
     write_old_layout(tmp_path)
     with pytest.raises(ConfigError, match="agentwatch store migrate"):
-        LakeStore(tmp_path / CATALOG_FILE).prepare()
+        LakeStore(tmp_path / METADATA_FILE).prepare()
     with pytest.raises(ConfigError, match="old layout"):
         connect_lake(tmp_path / "agentwatch.duckdb")
 
@@ -234,8 +234,8 @@ def test_migration_keeps_committed_rows_and_offsets_and_drops_uncommitted_ones(
 ) -> None:
     write_old_layout(tmp_path)
     report = migrate(tmp_path / "agentwatch.duckdb")
-    assert report.target == str(tmp_path / CATALOG_FILE)
-    store = LakeStore(tmp_path / CATALOG_FILE)
+    assert report.target == str(tmp_path / METADATA_FILE)
+    store = LakeStore(tmp_path / METADATA_FILE)
     assert count(store) == len(valid_lines())
     assert count(store, "dead_letters") == 1  # the one after the committed end is not
     with connect_lake(store.db) as con:  # the old layout had no rollups: computed
@@ -263,5 +263,5 @@ def test_a_read_that_finds_an_inlined_data_table_gone_is_a_race_worth_one_retry(
         "Attempting to fetch from an unsuccessful query result\nError: Catalog Error: "
         "Table with name ducklake_inlined_data_9_1 does not exist!"
     )
-    assert is_catalog_race(raced)
-    assert not is_catalog_race(duckdb.CatalogException("Table with name evnts does not exist!"))
+    assert is_metadata_race(raced)
+    assert not is_metadata_race(duckdb.CatalogException("Table with name evnts does not exist!"))

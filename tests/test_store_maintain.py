@@ -13,7 +13,7 @@ from agentwatch.cli import main
 from agentwatch.processors.landing.decode import decode_batch
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.processors.store.maintain import (
     MaintenancePolicy,
     data_files,
@@ -41,7 +41,7 @@ def batch(first: int, age_days: float, agent: str = "hr-1") -> pl.DataFrame:
 
 
 def landed(tmp_path: Path, *frames: pl.DataFrame) -> LakeStore:
-    store = LakeStore(tmp_path / CATALOG_FILE)
+    store = LakeStore(tmp_path / METADATA_FILE)
     store.recover(TOPIC, 0)
     for frame in frames:
         first, last = frame["_offset"].min(), frame["_offset"].max()
@@ -71,7 +71,7 @@ def test_an_agent_under_legal_hold_keeps_its_rows_past_retention(tmp_path: Path)
 
 
 def test_minute_rollups_outlive_the_events_by_default(tmp_path: Path) -> None:
-    store = LakeStore(tmp_path / CATALOG_FILE)
+    store = LakeStore(tmp_path / METADATA_FILE)
     old, recent = batch(0, 40), batch(100, 2)
     for frame in (old, recent):
         store_batch(store, frame)
@@ -88,7 +88,7 @@ def test_minute_rollups_outlive_the_events_by_default(tmp_path: Path) -> None:
 def test_maintenance_merges_partial_rollup_rows_and_the_views_stay_the_same(
     tmp_path: Path,
 ) -> None:
-    store = LakeStore(tmp_path / CATALOG_FILE)
+    store = LakeStore(tmp_path / METADATA_FILE)
     for i in range(4):  # four batches of the same minute, hour and day
         store_batch(store, batch(100 * i, 1))
     views = ("metrics_1m", "metrics_1h", "metrics_1d")
@@ -109,7 +109,7 @@ def test_maintenance_merges_partial_rollup_rows_and_the_views_stay_the_same(
 
 
 def test_files_left_with_deleted_rows_by_merging_rollups_are_rewritten(tmp_path: Path) -> None:
-    store = LakeStore(tmp_path / CATALOG_FILE)
+    store = LakeStore(tmp_path / METADATA_FILE)
     for i, age in enumerate((1.0, 1.0, 1.5, 1.5)):  # two hours, two batches each
         store_batch(store, batch(100 * i, age))
     maintain(store, KEEP_30_DAYS, clock=lambda: NOW)  # one merged file holds both hours
@@ -123,14 +123,14 @@ def test_files_left_with_deleted_rows_by_merging_rollups_are_rewritten(tmp_path:
 
 
 def test_a_lake_without_hour_and_day_tiers_gets_them_from_its_minutes(tmp_path: Path) -> None:
-    store = LakeStore(tmp_path / CATALOG_FILE)
+    store = LakeStore(tmp_path / METADATA_FILE)
     store_batch(store, batch(0, 1))
     with connect_lake(store.db) as con:
         before = con.execute("SELECT * FROM metrics_1d ORDER BY ALL").fetchall()
     store.con.execute("DROP TABLE hour_rollups")
     store.con.execute("DROP TABLE day_rollups")
     store.close()
-    LakeStore(tmp_path / CATALOG_FILE).prepare()
+    LakeStore(tmp_path / METADATA_FILE).prepare()
     with connect_lake(store.db) as con:
         assert con.execute("SELECT * FROM metrics_1d ORDER BY ALL").fetchall() == before
         assert con.execute("SELECT count(*) FROM hour_rollups").fetchone() != (0,)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agentwatch.processors.query.sql import query
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.processors.store.views import view_statements
 from tests.view_helpers import (
     DOCS_SQL,
@@ -48,7 +48,7 @@ def test_every_view_is_created_in_the_catalog(tmp_path: Path) -> None:
 def test_a_reader_reads_the_lake_as_it_stood_at_an_earlier_snapshot(tmp_path: Path) -> None:
     # docs/sql.md, "Snapshots and time travel": AT (VERSION => n) through `agentwatch sql`.
     land(tmp_path, *([event("tool_call", "s1", i, tool_name="kb.search")] for i in range(3)))
-    db = tmp_path / CATALOG_FILE
+    db = tmp_path / METADATA_FILE
     _, snapshots = query(
         db, "SELECT snapshot_id FROM ducklake_snapshots(current_database()) ORDER BY 1"
     )
@@ -98,5 +98,5 @@ def _docs_events() -> list[Row]:
 def test_docs_sql_examples_run(tmp_path: Path, sql: str) -> None:
     land(tmp_path, _docs_events()).close()
     # Through the sql command's own read-only path, as a reader of the docs would run it.
-    columns, _rows = query(tmp_path / CATALOG_FILE, sql)
+    columns, _rows = query(tmp_path / METADATA_FILE, sql)
     assert columns, sql

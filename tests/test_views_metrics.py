@@ -14,7 +14,7 @@ from agentwatch.processors.landing.sessions import SessionTracker
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.histograms import RELATIVE_ERROR
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.processors.store.tables import EVENTS_SCHEMA
 from tests.view_helpers import (
     T0,
@@ -159,7 +159,7 @@ def test_late_rows_are_left_out_of_metrics_but_counted_as_late(tmp_path: Path) -
 
 def test_rows_without_a_late_flag_count_as_on_time(tmp_path: Path) -> None:
     unflagged = pl.DataFrame([event("tool_call", "s1", 2, _late=None)], schema=EVENTS_SCHEMA)
-    store = LakeStore(tmp_path / CATALOG_FILE)
+    store = LakeStore(tmp_path / METADATA_FILE)
     store.prepare()
     write_batch(store, unflagged, SessionTracker())
     con = connect_lake(Path(store.db))

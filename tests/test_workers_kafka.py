@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agentwatch.broker.launcher import BrokerInfo
 from agentwatch.broker.ports import free_port
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from tests.conftest import TopicFactory
 from tests.pipeline_helpers import (
     AGENTWATCH,
@@ -29,7 +29,7 @@ from tests.pipeline_helpers import (
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
-    return tmp_path / "data" / CATALOG_FILE
+    return tmp_path / "data" / METADATA_FILE
 
 
 def supervised(broker: BrokerInfo, topic: str, db: Path, *extra: str) -> list[str]:

@@ -16,7 +16,7 @@ import polars as pl
 from agentwatch.processors.landing.sessions import SessionTracker
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.processors.store.rollups import minute_rollups, tiers
 from agentwatch.processors.store.tables import EVENTS_SCHEMA
 
@@ -77,7 +77,7 @@ def write_batch(store: LakeStore, frame: pl.DataFrame, sessions: SessionTracker)
 
 def land(tmp_path: Path, *segments: Iterable[Row]) -> duckdb.DuckDBPyConnection:
     """Write each group of rows as one batch and open the lake read-only."""
-    store = LakeStore(tmp_path / CATALOG_FILE)
+    store = LakeStore(tmp_path / METADATA_FILE)
     store.prepare()
     sessions = SessionTracker()
     for rows in segments:

@@ -32,7 +32,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "--db",
         type=Path,
         default=Path(settings.value("storage", "db")),
-        help="DuckDB catalog; the actions table lives beside it (default %(default)s)",
+        help="the store; the actions table lives in it (default %(default)s)",
     )
     add_bootstrap_option(p, settings)
     add_control_topic_option(p, settings)

@@ -2,7 +2,7 @@
 
 Why on the command line: silencing is what people do in the middle of an incident or a
 deployment, from wherever they are. Silences live in ``silences.json`` in the data dir
-(next to the lake's catalog); a running notifier picks them up at its next look.
+(next to the lake's metadata file); a running notifier picks them up at its next look.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "detail, cost and tokens, safety and policy, drift, alerts and breakers, pipeline "
         "health) as Grafana JSON for the provisioned Prometheus datasource; `snapshot` "
         "renders the fleet overview's key panels as PNG images and one HTML page, from "
-        "Prometheus or the DuckDB catalog, for reports and readers without Grafana."
+        "Prometheus or the store, for reports and readers without Grafana."
     )
     p = parser
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -37,7 +37,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
             "Render the fleet overview's headline numbers, trends and per-agent table as PNG "
             "images plus one self-contained index.html. With --prometheus the panels' own "
             "PromQL runs over the last --range; otherwise the same numbers come from the "
-            "DuckDB catalog (--db), over the --range ending at the newest landed event."
+            "store (--db), over the --range ending at the newest landed event."
         ),
     )
     snap.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
@@ -49,7 +49,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "--db",
         type=Path,
         default=Path(settings.value("storage", "db")),
-        help="DuckDB catalog to read when no --prometheus is given (default %(default)s)",
+        help="the store to read when no --prometheus is given (default %(default)s)",
     )
     snap.add_argument(
         "--range",

@@ -54,7 +54,7 @@ from agentwatch.ingest.sim.scenario_file import load_scenario
 from agentwatch.ingest.sim.simulate import SimulationSummary, run_simulation
 from agentwatch.kafka import client_options
 from agentwatch.processors.query import report
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.setting_types import MAX_AGENTS
 from agentwatch.settings import Settings
 from agentwatch.terminal import Table, literal, text
@@ -118,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     console = Console(width=max(140, Console().width))
     data_dir: Path = args.data_dir.resolve()
     broker_dir = data_dir / "kafka"
-    db = data_dir / CATALOG_FILE
+    db = data_dir / METADATA_FILE
     # A scenario file is read before anything starts: a bad one is one line, not a broker
     # left behind.
     scenario = load_scenario(args.scenario) if args.scenario is not None else None
@@ -275,7 +275,7 @@ def _drift_scenario(console: Console, bootstrap: str, scenario: Scenario, data_d
         seed=scenario.run.seed or 0, sim_rate=scenario.run.sim_rate or 3.0,
         start=start.timestamp(), scenario=scenario, progress=sys.stderr.isatty(),
     )  # fmt: skip
-    db = data_dir / CATALOG_FILE
+    db = data_dir / METADATA_FILE
     data_dir.mkdir(parents=True, exist_ok=True)
     with (data_dir / "processor.log").open("ab") as out:
         subprocess.run(

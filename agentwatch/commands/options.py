@@ -145,9 +145,10 @@ def add_bootstrap_option(
 def add_db_option(
     parser: argparse.ArgumentParser,
     settings: Settings,
-    purpose: str = "the store: its SQLite catalog file (data in lake/ beside it) or postgres:<dsn>",
+    purpose: str = "the store: its SQLite metadata file (data in lake/ beside it) or "
+    "postgres:<dsn>",
 ) -> None:
-    """``--db``: ``[storage] db``, the lake's catalog."""
+    """``--db``: ``[storage] db``, the lake's metadata database."""
     parser.add_argument(
         "--db",
         type=Path,

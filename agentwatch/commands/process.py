@@ -69,7 +69,8 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     add_db_option(
         p,
         settings,
-        "the lake's catalog (a SQLite file, or postgres:DSN); its data files live beside it",
+        "the lake's metadata database (a SQLite file, or postgres:DSN); its data files live "
+        "beside it",
     )
     p.add_argument(
         "--dlq-topic",

@@ -30,7 +30,7 @@ def login() -> str:
 def registry_parent(settings: Settings) -> argparse.ArgumentParser:
     """``--db``, ``--catalog`` and ``--by``: where the registry lives and who acts."""
     parent = argparse.ArgumentParser(add_help=False)
-    add_db_option(parent, settings, "DuckDB catalog; the registry's history lives beside it")
+    add_db_option(parent, settings, "the store; the registry's history lives in it")
     configured = settings.value("alerts", "catalog")
     parent.add_argument(
         "--catalog",

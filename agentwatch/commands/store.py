@@ -14,9 +14,9 @@ from agentwatch.settings import Settings
 
 def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     parser.description = (
-        "The store is a DuckLake lake: a catalog (a SQLite file on one machine, PostgreSQL "
-        "for several) and Parquet data files. `agentwatch process` maintains it by itself "
-        "every [storage] maintain_interval; `maintain` runs one pass now. "
+        "The store is a DuckLake lake: a metadata database (a SQLite file on one machine, "
+        "PostgreSQL for several) and Parquet data files. `agentwatch process` maintains it "
+        "by itself every [storage] maintain_interval; `maintain` runs one pass now. "
         "`migrate` converts a data dir of the older segment layout; `attach` prints the "
         "statement that opens the lake read-only in a plain DuckDB session."
     )
@@ -32,7 +32,9 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
             "processors land and analysts query. Prints a JSON summary."
         ),
     )
-    add_db_option(maintain, settings, "the lake's catalog: a SQLite file or postgres:<dsn>")
+    add_db_option(
+        maintain, settings, "the lake's metadata database: a SQLite file or postgres:<dsn>"
+    )
     add_maintenance_options(maintain, settings)
     maintain.set_defaults(handler=_maintain)
 
@@ -51,7 +53,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "--to",
         default=None,
         metavar="DB",
-        help="the new lake's catalog (default: agentwatch.sqlite in the same data dir)",
+        help="the new lake's metadata database (default: agentwatch.sqlite in the same data dir)",
     )
     migrate.set_defaults(handler=_migrate)
 
@@ -64,7 +66,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
             "`agentwatch store attach > attach.sql; duckdb -init attach.sql`."
         ),
     )
-    add_db_option(attach, settings, "the lake's catalog: a SQLite file or postgres:<dsn>")
+    add_db_option(attach, settings, "the lake's metadata database: a SQLite file or postgres:<dsn>")
     attach.set_defaults(handler=_attach)
 
 

@@ -8,7 +8,7 @@ own rule is decided, not after every other rule has been measured. Its state is 
 from ``alert_events`` on start, so a restart neither forgets a firing alert nor
 announces it twice.
 
-Each query through the lake costs a catalog round trip, so rules are measured over
+Each query through the lake costs a metadata database round trip, so rules are measured over
 reads (:class:`~agentwatch.alerts.evaluation.reads.RuleRead`): the rules of an
 evaluation over one read, taken when the first of them is due, at whose time they are
 evaluated; on a live clock the urgent rules instead over a fresh read of only what they
@@ -158,9 +158,9 @@ def schedule(
 
 
 class Evaluator:
-    """Evaluates rules against the catalog file and records transitions beside it.
+    """Evaluates rules against the store and records transitions beside it.
 
-    ``db`` is the lake's catalog (``--db``) written by ``agentwatch process``;
+    ``db`` is the lake's metadata database (``--db``) written by ``agentwatch process``;
     ``alert_events`` go into the same lake. ``clock`` gives the evaluation times when
     :meth:`evaluate` is called without one; tests inject theirs. ``urgent`` picks the
     rules measured first (see the module doc).

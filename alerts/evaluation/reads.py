@@ -1,6 +1,6 @@
 """What rules read: one read of the lake, shared by the rules measured over it.
 
-A query through the lake costs a catalog round trip (tens to hundreds of milliseconds
+A query through the lake costs a metadata database round trip (tens to hundreds of milliseconds
 under load), however little it reads. So rules never query the lake themselves: a
 :class:`RuleRead` opens one snapshot of the lake and copies, once, what a set of rules
 needs of it (the tables their queries name, only the columns they name, only the event
@@ -261,7 +261,7 @@ class RuleRead:
             used = [registry[r.metric] for r in rules]
             back, spans = lookback(rules, registry), event_spans(rules, registry, at)
             snapshot_rule_tables(con, at, back, tables=needs(used), events=spans)
-            # The copies outlive the transaction: no catalog transaction stays open while
+            # The copies outlive the transaction: no lake transaction stays open while
             # the rules are measured and their transitions written.
             con.execute("COMMIT")
             con.register("agent_catalog", catalog.frame().to_arrow())

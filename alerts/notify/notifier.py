@@ -75,7 +75,7 @@ from agentwatch.alerts.notify.stages import (
     run,
 )
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 
 __all__ = [
     "NotificationRecord",
@@ -157,7 +157,7 @@ class Notifier:
         senders: Senders | None = None,
     ) -> Notifier:
         """A notifier over a data dir: its silences, and its notifications log (restored)."""
-        store = LakeStore(data_dir / CATALOG_FILE)
+        store = LakeStore(data_dir / METADATA_FILE)
         store_log = StoreLog(store)
         notifier = cls(
             load_notify_config(config_path, data_dir),

@@ -112,7 +112,7 @@ def release_pairs(
 
 
 class DriftEvaluator:
-    """Evaluates successive window ends over one catalog, reusing its bucket summaries."""
+    """Evaluates successive window ends over one store, reusing its bucket summaries."""
 
     def __init__(
         self,

@@ -272,7 +272,7 @@ def setup_statements(
     """Temporary objects of one read-only connection: events in range, and their sessions.
 
     The range's events are read from the segments once into a temporary table that
-    every family query then reads. ``drift_sessions`` is the catalog's own ``sessions``
+    every family query then reads. ``drift_sessions`` is the store's own ``sessions``
     definition over those events only, so session properties mean exactly what they mean
     in SQL, without aggregating all of history to find the sessions that ended in range.
     """

@@ -1,6 +1,6 @@
 """Bucket summaries: counts per signal key, loaded once per bucket and summed per window.
 
-The catalog is opened read-only for each load and closed right after, so the evaluator
+The store is opened read-only for each load and closed right after, so the evaluator
 never holds DuckDB. A load runs one query per signal family over a range of buckets; the
 result is kept three ways:
 
@@ -154,7 +154,7 @@ class _Sum:
 
 
 class SummaryCache:
-    """Bucket summaries of one catalog, loaded on demand and dropped when no longer needed."""
+    """Bucket summaries of one store, loaded on demand and dropped when no longer needed."""
 
     def __init__(self, db: Path, config: DriftConfig, agent_id: str | None = None) -> None:
         self.db = db

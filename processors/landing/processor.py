@@ -105,7 +105,7 @@ class Processor:
         self._connect()
         try:
             self.store.prepare()
-        except (OSError, duckdb.Error) as exc:  # e.g. the catalog's "disk I/O error"
+        except (OSError, duckdb.Error) as exc:  # e.g. the metadata database's "disk I/O error"
             # a storage fault, not a crash: workers are not restarted into it
             where = self.store.location.describe()
             raise StorageFault(f"cannot use the store {where}: {first_line(exc)}") from exc

@@ -1,4 +1,4 @@
-"""The fleet summary: a few SQL questions over the catalog, rendered as terminal tables.
+"""The fleet summary: a few SQL questions over the store, rendered as terminal tables.
 
 Every figure is a query over the stored tables, so the summary shows what an analyst
 would get from ``agentwatch sql``, not counters kept on the side.

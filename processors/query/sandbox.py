@@ -60,7 +60,7 @@ ALLOWED_TABLE_FUNCTIONS = frozenset(
         "json_tree",
         "histogram",
         "histogram_values",
-        # What the catalog holds.
+        # What the metadata database holds.
         "duckdb_databases",
         "duckdb_schemas",
         "duckdb_tables",
@@ -72,7 +72,7 @@ ALLOWED_TABLE_FUNCTIONS = frozenset(
         "duckdb_keywords",
         "duckdb_settings",
         "pragma_table_info",
-        # The lake's snapshots, files and changes, read from its catalog.
+        # The lake's snapshots, files and changes, read from its metadata database.
         "ducklake_snapshots",
         "ducklake_current_snapshot",
         "ducklake_last_committed_snapshot",
@@ -112,7 +112,7 @@ def connect(db: Path | str) -> duckdb.DuckDBPyConnection:
         create_s3_secret(con, location)
         con.execute(location.attach_sql(read_only=True))
         con.execute(f"USE {ALIAS}")
-        # Only the lake's data files: the catalog is read by SQLite (or PostgreSQL), not
+        # Only the lake's data files: the metadata database is read by SQLite (or PostgreSQL), not
         # through DuckDB's file system, so the folder beside it (silences, keys) stays shut.
         allowed = [location.data_path]
         # DuckDB takes the allowed directories only once the database runs, and only

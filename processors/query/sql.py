@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import duckdb
 
 from agentwatch.processors.query.sandbox import SandboxError, connect, execute_each
-from agentwatch.processors.store.attach import is_catalog_race
+from agentwatch.processors.store.attach import is_metadata_race
 
 Rows = tuple[list[str], list[tuple[Any, ...]]]
 """One statement's column names and rows."""
@@ -40,7 +40,7 @@ def query_each(db: Path, sql: str) -> list[Rows]:
         try:
             return _run(con, sql)
         except duckdb.Error as exc:
-            if not is_catalog_race(exc):
+            if not is_metadata_race(exc):
                 raise
             return _run(con, sql)
     except duckdb.PermissionException as exc:  # raised while fetching lazily

@@ -1,6 +1,6 @@
 """Where the lake is opened: one DuckDB instance per process, each lake attached once.
 
-Loading DuckDB's extensions and attaching a lake take a while (the catalog is read), so a
+Loading DuckDB's extensions and attaching a lake take a while (the metadata database is read), so a
 process does both once: every connection is a cursor of one shared instance, with its own
 transactions, and each lake is attached there once per mode (read-only or read-write)
 under an alias of its own. Readers get read-only attachments: they see each committed
@@ -37,12 +37,12 @@ class StoreMissing(FileNotFoundError):
 
 
 def require_lake(location: StoreLocation) -> None:
-    """Raise :class:`StoreMissing` when the lake's catalog file does not exist: a command
+    """Raise :class:`StoreMissing` when the lake's metadata file does not exist: a command
     that reads or tends a lake must not create an empty one where ``--db`` has a typo."""
-    if location.catalog_file is not None and not location.catalog_file.exists():
+    if location.metadata_file is not None and not location.metadata_file.exists():
         raise StoreMissing(
-            f"{location.catalog_file} does not exist yet: run `agentwatch process --db "
-            f"{location.catalog_file}` (or `make demo`) first"
+            f"{location.metadata_file} does not exist yet: run `agentwatch process --db "
+            f"{location.metadata_file}` (or `make demo`) first"
         )
 
 
@@ -61,7 +61,7 @@ def connect(
     try:
         return attach(location, read_only=read_only)
     except duckdb.InvalidInputException as exc:
-        # A catalog file a processor has only begun to create holds no lake yet.
+        # A metadata file a processor has only begun to create holds no lake yet.
         if read_only and "does not exist" in str(exc):
             raise StoreMissing(
                 f"{location.describe()} holds no lake yet: a processor is creating it"
@@ -81,8 +81,8 @@ def attach(location: StoreLocation, *, read_only: bool) -> duckdb.DuckDBPyConnec
         alias = _aliases.get(key)
         if alias is None:
             _detach_replaced()
-            if not read_only and location.catalog_file is not None:
-                _create_sqlite_catalog(location.catalog_file)
+            if not read_only and location.metadata_file is not None:
+                _create_sqlite_metadata(location.metadata_file)
             base = _shared_instance(location.extensions)
             alias = f"{ALIAS}_{next(_attached)}_{'ro' if read_only else 'rw'}"
             create_s3_secret(base, location)
@@ -95,22 +95,22 @@ def attach(location: StoreLocation, *, read_only: bool) -> duckdb.DuckDBPyConnec
 
 
 def _detach_replaced() -> None:
-    """Detach local lakes whose catalog file was deleted or replaced since they were
-    attached: catalog-wide listings (such as ``duckdb_columns()``) would fail on them."""
+    """Detach local lakes whose metadata file was deleted or replaced since they were
+    attached: database-wide listings (such as ``duckdb_columns()``) would fail on them."""
     if _instance is None:
         return
     for key, alias in list(_aliases.items()):
         location, _, identity = key
-        if location.catalog_file is not None and _identity(location) != identity:
+        if location.metadata_file is not None and _identity(location) != identity:
             with suppress(duckdb.Error):
                 _instance.execute(f"DETACH {alias}")
             del _aliases[key]
 
 
-def is_catalog_race(exc: duckdb.Error) -> bool:
-    """Whether a read failed because a writer changed the catalog's own tables under it.
+def is_metadata_race(exc: duckdb.Error) -> bool:
+    """Whether a read failed because a writer changed the metadata database's own tables under it.
 
-    DuckLake keeps small inserts as rows in catalog tables it creates on first use and
+    DuckLake keeps small inserts as rows in metadata tables it creates on first use and
     drops once flushed; a read that overlaps that moment can find one missing. The same
     read run again sees the committed state, so readers retry it once.
     """
@@ -122,11 +122,11 @@ CREATE_RACE_RETRIES: Final = 10
 
 
 def _attach_new(base: duckdb.DuckDBPyConnection, sql: str) -> None:
-    """Attach, waiting out another process that is creating the same new catalog.
+    """Attach, waiting out another process that is creating the same new metadata database.
 
-    Processors started together on an empty PostgreSQL database all find no catalog and
+    Processors started together on an empty PostgreSQL database all find no metadata database and
     all create its tables; PostgreSQL lets one of them do it and the others fail with a
-    duplicate key. They attach again, then find the catalog the first one created.
+    duplicate key. They attach again, then find the metadata database the first one created.
     """
     for attempt in range(CREATE_RACE_RETRIES):
         try:
@@ -136,7 +136,7 @@ def _attach_new(base: duckdb.DuckDBPyConnection, sql: str) -> None:
             racing = "Failed to initialize DuckLake" in str(e) and "already exists" in str(e)
             if not racing or attempt == CREATE_RACE_RETRIES - 1:
                 raise
-            log.info("another process is creating the lake's catalog; attaching again")
+            log.info("another process is creating the lake's metadata database; attaching again")
             time.sleep(0.2 * (attempt + 1))
 
 
@@ -164,8 +164,8 @@ def _shared_instance(names: tuple[str, ...]) -> duckdb.DuckDBPyConnection:
     return _instance
 
 
-def _create_sqlite_catalog(path: Path) -> None:
-    """Create a SQLite catalog in WAL mode, in which readers never block the writer.
+def _create_sqlite_metadata(path: Path) -> None:
+    """Create a SQLite metadata database in WAL mode, in which readers never block the writer.
 
     In SQLite's default journal mode an analyst holding a half-read result keeps every
     writer out; WAL mode is a property of the file, so it is set once, before DuckLake
@@ -182,12 +182,12 @@ def _create_sqlite_catalog(path: Path) -> None:
 
 
 def _identity(location: StoreLocation) -> tuple[int, int] | None:
-    """A local catalog file's identity: a lake deleted and created anew is another lake."""
-    catalog = location.catalog_file
-    if catalog is None:
+    """A local metadata file's identity: a lake deleted and created anew is another lake."""
+    metadata = location.metadata_file
+    if metadata is None:
         return None
     try:
-        stat = catalog.stat()
+        stat = metadata.stat()
     except FileNotFoundError:
         return None
     return (stat.st_dev, stat.st_ino)

@@ -1,6 +1,6 @@
 """The DuckDB extensions the lake needs, loaded offline from PyPI packages or installed online.
 
-DuckLake, its SQLite and PostgreSQL catalogs and S3 data paths are DuckDB extensions.
+DuckLake, its SQLite and PostgreSQL metadata databases and S3 data paths are DuckDB extensions.
 Installed with agentwatch, the ``duckdb-extension-*`` PyPI packages carry DuckDB's own
 signed binaries: they are copied once into an extension directory under the names
 DuckDB looks for (the SQLite one becomes ``sqlite_scanner``) and loaded from there, so

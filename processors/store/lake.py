@@ -1,18 +1,18 @@
-"""The store: a DuckLake lake whose catalog transactions make every landing exactly once.
+"""The store: a DuckLake lake whose lake transactions make every landing exactly once.
 
-Why DuckLake: a SQL catalog keeps the list of data files with their statistics and
+Why DuckLake: a SQL metadata database keeps the list of data files with their statistics and
 snapshots, so a query opens only the files its filters can touch, several processes
 write at once, readers see consistent snapshots while writers commit, and small files
 can be merged without stopping anyone (:mod:`.maintain`).
 
-Exactly once, by transaction. One catalog transaction holds a batch's events, its dead
+Exactly once, by transaction. One lake transaction holds a batch's events, its dead
 letters, its other per-batch rows and the partition's new last offset in ``_offsets``.
 The offset is moved by compare-and-set: the update names the offset the batch started
 from, and a batch whose update matches no row (another member committed past it after
 a rebalance) rolls back and stores nothing. Two transactions that overlap conflict at
 commit; the loser retries from a fresh snapshot and then sees the winner's offset.
 
-A SQLite catalog takes one writer at a time: the processes of one machine queue on a
+A SQLite metadata database takes one writer at a time: the processes of one machine queue on a
 lock file beside it instead of failing with "database is locked". Readers never wait.
 """
 
@@ -68,8 +68,8 @@ class LakeStore:
         if self._con is None:
             if self._check_layout:
                 refuse_old_layout(self.location)
-            if self.location.catalog_file is not None:
-                self.location.catalog_file.parent.mkdir(parents=True, exist_ok=True)
+            if self.location.metadata_file is not None:
+                self.location.metadata_file.parent.mkdir(parents=True, exist_ok=True)
             with self.write_lock():
                 self._con = attach(self.location, read_only=False)
                 self.transaction(self._prepare)
@@ -84,9 +84,9 @@ class LakeStore:
 
     @property
     def db(self) -> str:
-        """What ``--db`` names: the catalog file, or the PostgreSQL DSN."""
-        catalog = self.location.catalog_file
-        return str(catalog) if catalog is not None else self.location.catalog
+        """What ``--db`` names: the metadata file, or the PostgreSQL DSN."""
+        metadata = self.location.metadata_file
+        return str(metadata) if metadata is not None else self.location.metadata
 
     def close(self) -> None:
         """Close this store's connection (the shared instance stays for the next one)."""
@@ -183,7 +183,7 @@ class LakeStore:
 
         Each batch is stored as :meth:`commit_batch` stores it alone (False: another member
         committed past it; it is left out, the others are stored), but their rows go in
-        one insert a table and their catalog work is paid once: a member that owns several
+        one insert a table and their metadata work is paid once: a member that owns several
         partitions commits them together.
         """
         batches = [replace(b, before_commit=_once(b.before_commit)) for b in batches]
@@ -263,8 +263,8 @@ class LakeStore:
     def read_log(self, table: str) -> pl.DataFrame:
         """A log table's rows; empty (with its columns) before the lake exists."""
         if self._con is None:
-            catalog = self.location.catalog_file
-            if catalog is not None and not catalog.exists():
+            metadata = self.location.metadata_file
+            if metadata is not None and not metadata.exists():
                 return pl.DataFrame(schema=dict(LOG_TABLES[table]))
             with attach(self.location, read_only=True) as con:
                 if table not in _columns(con):
@@ -298,17 +298,17 @@ class LakeStore:
 
     @contextmanager
     def write_lock(self) -> Iterator[None]:
-        """One writer at a time on a SQLite catalog; PostgreSQL arbitrates by itself."""
-        catalog = self.location.catalog_file
-        if catalog is None or self._lock_depth:  # re-entrant: flock is per open file
+        """One writer at a time on a SQLite metadata database; PostgreSQL arbitrates by itself."""
+        metadata = self.location.metadata_file
+        if metadata is None or self._lock_depth:  # re-entrant: flock is per open file
             self._lock_depth += 1
             try:
                 yield
             finally:
                 self._lock_depth -= 1
             return
-        catalog.parent.mkdir(parents=True, exist_ok=True)
-        with catalog.with_name(catalog.name + ".lock").open("a") as fh:
+        metadata.parent.mkdir(parents=True, exist_ok=True)
+        with metadata.with_name(metadata.name + ".lock").open("a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             self._lock_depth += 1
             try:
@@ -422,7 +422,7 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) 
 
 
 def _set_option(con: duckdb.DuckDBPyConnection, name: str, value: str) -> None:
-    """Set a lake-wide DuckLake option unless it already has ``value`` (no catalog write)."""
+    """Set a lake-wide DuckLake option unless it already has ``value`` (no metadata write)."""
     row = con.execute("SELECT current_database()").fetchone()
     assert row is not None
     alias = row[0]
@@ -454,9 +454,9 @@ def _sql_type(con: duckdb.DuckDBPyConnection, column: str, dtype: pl.DataType) -
 
 _CONFLICT_MARKERS: Final = (
     "conflict",  # DuckDB's own and DuckLake's snapshot conflicts
-    "database is locked",  # a SQLite catalog busy with another writer
-    "could not serialize access",  # a PostgreSQL catalog's serialization failure (40001)
-    "deadlock detected",  # a PostgreSQL catalog's deadlock victim (40P01)
+    "database is locked",  # a SQLite metadata database busy with another writer
+    "could not serialize access",  # a PostgreSQL metadata database's serialization failure (40001)
+    "deadlock detected",  # a PostgreSQL metadata database's deadlock victim (40P01)
 )
 
 

@@ -26,13 +26,13 @@ class OldLayoutError(ConfigError):
 
 def old_layout_dir(location: StoreLocation) -> Path | None:
     """The data dir when it holds the old layout and no lake yet, else None."""
-    catalog = location.catalog_file
-    if catalog is None:
+    metadata = location.metadata_file
+    if metadata is None:
         return None
-    if catalog.exists() and is_duckdb_file(catalog):
-        return catalog.parent
-    if not catalog.exists() and (catalog.parent / OLD_SEGMENTS).is_dir():
-        return catalog.parent
+    if metadata.exists() and is_duckdb_file(metadata):
+        return metadata.parent
+    if not metadata.exists() and (metadata.parent / OLD_SEGMENTS).is_dir():
+        return metadata.parent
     return None
 
 
@@ -40,19 +40,19 @@ def refuse_old_layout(location: StoreLocation) -> None:
     folder = old_layout_dir(location)
     if folder is None:
         return
-    assert location.catalog_file is not None
-    target = location.catalog_file
+    assert location.metadata_file is not None
+    target = location.metadata_file
     if is_duckdb_file(target):
         target = target.with_suffix(".sqlite")
     raise OldLayoutError(
         f"{folder} holds the store in its old layout (Parquet segments and a DuckDB file of "
-        f"views): run `agentwatch store migrate --db {location.catalog_file}` to convert it "
+        f"views): run `agentwatch store migrate --db {location.metadata_file}` to convert it "
         f"into the lake {target}, then use --db {target}"
     )
 
 
 def is_duckdb_file(path: Path) -> bool:
-    """A DuckDB database file (its magic bytes), as opposed to a SQLite catalog."""
+    """A DuckDB database file (its magic bytes), as opposed to a SQLite metadata database."""
     try:
         with path.open("rb") as fh:
             head = fh.read(12)

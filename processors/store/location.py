@@ -1,13 +1,13 @@
-"""Where a lake lives: its catalog (a SQLite file, or a PostgreSQL database) and its data path.
+"""Where a lake lives: its metadata database (SQLite file or PostgreSQL) and its data path.
 
-One machine: ``--db data/agentwatch.sqlite`` names a SQLite catalog file, and the
-Parquet data lives in ``lake/`` beside it. Nothing in the catalog names an absolute
+One machine: ``--db data/agentwatch.sqlite`` names a SQLite metadata file, and the
+Parquet data lives in ``lake/`` beside it. Nothing in the metadata database names an absolute
 path (DuckLake stores data files relative to the data path, and agentwatch always
-passes the data path it derives from the catalog's place), so a copied or moved data dir
+passes the data path it derives from the metadata database's place), so a copied or moved data dir
 reads its own files.
 
 Several machines: ``--db "postgres:dbname=agentwatch host=db"`` names a PostgreSQL
-catalog (libpq key=value, or a ``postgresql://`` URL) and ``[storage] data_path`` an
+metadata database (libpq key=value, or a ``postgresql://`` URL) and ``[storage] data_path`` an
 S3-compatible prefix (``s3://bucket/lake/``) or a shared folder; S3 credentials come
 from the usual ``AWS_*`` environment variables.
 """
@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
 ALIAS: Final = "lake"
 """The name the lake is attached under in every agentwatch connection."""
-CATALOG_FILE: Final = "agentwatch.sqlite"
-"""The SQLite catalog's usual name in a data dir."""
+METADATA_FILE: Final = "agentwatch.sqlite"
+"""The SQLite metadata database's usual name in a data dir."""
 DATA_FOLDER: Final = "lake"
 DATA_PATH_ENV: Final = "AGENTWATCH_STORAGE_DATA_PATH"
 _POSTGRES_PREFIXES: Final = ("postgres:", "postgresql:", "postgresql://", "postgres://")
@@ -36,23 +36,24 @@ _POSTGRES_PREFIXES: Final = ("postgres:", "postgresql:", "postgresql://", "postg
 
 @dataclass(frozen=True)
 class StoreLocation:
-    """A lake's catalog and data path, and how to attach it."""
+    """A lake's metadata database and data path, and how to attach it."""
 
-    catalog: str
+    metadata: str
     """What follows ``ducklake:``: ``sqlite:/abs/path`` or ``postgres:<dsn>``."""
     data_path: str
-    """The Parquet files' root, ending in ``/``; "" for a PostgreSQL catalog's stored one."""
-    catalog_file: Path | None
-    """The SQLite catalog file, for a lake on one machine."""
+    """The Parquet files' root, ending in ``/``; "" for the one a PostgreSQL metadata
+    database stores."""
+    metadata_file: Path | None
+    """The SQLite metadata file, for a lake on one machine."""
 
     @property
     def is_local(self) -> bool:
-        return self.catalog_file is not None
+        return self.metadata_file is not None
 
     @property
     def data_dir(self) -> Path | None:
-        """The local folder holding the catalog file (and, by default, the data)."""
-        return None if self.catalog_file is None else self.catalog_file.parent
+        """The local folder holding the metadata file (and, by default, the data)."""
+        return None if self.metadata_file is None else self.metadata_file.parent
 
     @property
     def extensions(self) -> tuple[str, ...]:
@@ -61,7 +62,8 @@ class StoreLocation:
         return ("ducklake", scanner, *remote)
 
     def attach_sql(self, *, read_only: bool, alias: str = ALIAS) -> str:
-        """The ``ATTACH`` statement; a local catalog always gets its data path from its place."""
+        """The ``ATTACH`` statement; a local metadata database always gets its data path from
+        its place."""
         options = []
         if self.data_path:
             options.append(f"DATA_PATH {_sql_str(self.data_path)}")
@@ -70,13 +72,13 @@ class StoreLocation:
         if read_only:
             options.append("READ_ONLY")
         suffix = f" ({', '.join(options)})" if options else ""
-        return f"ATTACH {_sql_str('ducklake:' + self.catalog)} AS {alias}{suffix}"
+        return f"ATTACH {_sql_str('ducklake:' + self.metadata)} AS {alias}{suffix}"
 
     def describe(self) -> str:
-        """For messages: the catalog file, or the PostgreSQL database without secrets."""
-        if self.catalog_file is not None:
-            return str(self.catalog_file)
-        return "PostgreSQL catalog " + _redact_dsn(self.catalog.split(":", 1)[1])
+        """For messages: the metadata file, or the PostgreSQL database without secrets."""
+        if self.metadata_file is not None:
+            return str(self.metadata_file)
+        return "PostgreSQL metadata database " + _redact_dsn(self.metadata.split(":", 1)[1])
 
 
 _configured = {"data_path": ""}
@@ -93,19 +95,19 @@ def configured_data_path() -> str:
 
 
 def locate(db: str | Path, data_path: str = "") -> StoreLocation:
-    """The lake named by ``--db`` (a SQLite catalog file or a PostgreSQL DSN)."""
+    """The lake named by ``--db`` (a SQLite metadata file or a PostgreSQL DSN)."""
     text = str(db)
     data_path = data_path or _configured["data_path"] or os.environ.get(DATA_PATH_ENV, "")
     if text.startswith(_POSTGRES_PREFIXES):
         dsn = text if "://" in text else text.split(":", 1)[1]
         return StoreLocation(f"postgres:{dsn}", _folder(data_path) if data_path else "", None)
-    catalog_file = Path(text).expanduser().resolve()
+    metadata_file = Path(text).expanduser().resolve()
     if data_path and "://" not in data_path:
         data_path = str(Path(data_path).expanduser().resolve())
     return StoreLocation(
-        f"sqlite:{catalog_file}",
-        _folder(data_path or str(catalog_file.parent / DATA_FOLDER)),
-        catalog_file,
+        f"sqlite:{metadata_file}",
+        _folder(data_path or str(metadata_file.parent / DATA_FOLDER)),
+        metadata_file,
     )
 
 

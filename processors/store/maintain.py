@@ -1,14 +1,14 @@
 """Lake maintenance: retention, merging small files, expiring snapshots, deleting dead files.
 
-Every landed batch adds a file (or, under DuckLake's inlining limit, catalog rows), so
-without maintenance queries would open ever more files and the catalog would keep every
+Every landed batch adds a file (or, under DuckLake's inlining limit, metadata rows), so
+without maintenance queries would open ever more files and the metadata database would keep every
 snapshot forever. One pass, in this order:
 
 1. **retention**: delete each table's rows older than its ``retention_days`` (0 keeps
    them), except the rows of agents under legal hold;
 2. **rollups**: merge the partial rows each landed batch added to every rollup tier, one
    row per period and keys (rollups.py), so the metrics views read few rows;
-3. **flush** rows inlined in the catalog into Parquet files;
+3. **flush** rows inlined in the metadata database into Parquet files;
 4. **rewrite** files that have deleted rows (step 2 deletes from the recent files of
    every tier at each pass, and DuckLake merges no file with deletions: without this
    the tiers' files and delete files grew by about one per commit);

@@ -28,7 +28,7 @@ from agentwatch.errors import ConfigError
 from agentwatch.processors.landing.sessions import SessionTracker
 from agentwatch.processors.store.lake import OFFSETS_TABLE, LakeStore
 from agentwatch.processors.store.layout import OLD_SEGMENTS, is_duckdb_file
-from agentwatch.processors.store.location import CATALOG_FILE
+from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.processors.store.rollups import TABLE as ROLLUPS
 from agentwatch.processors.store.rollups import minute_rollups, tiers
 from agentwatch.processors.store.tables import LOG_TABLES, STREAM_TABLES
@@ -55,11 +55,11 @@ def migrate(old: str | Path, to: str | Path | None = None) -> MigrationReport:
     segments = data_dir / OLD_SEGMENTS
     if not segments.is_dir():
         raise ConfigError(f"{data_dir}: no {OLD_SEGMENTS}/ folder here, nothing to migrate")
-    target = Path(to) if to is not None else data_dir / CATALOG_FILE
+    target = Path(to) if to is not None else data_dir / METADATA_FILE
     if is_duckdb_file(target):
         target = target.with_suffix(".sqlite")
     if target.exists():
-        raise ConfigError(f"{target} already exists: migrate into a new catalog (--to)")
+        raise ConfigError(f"{target} already exists: migrate into a new metadata database (--to)")
     offsets = _committed_offsets(segments)
     frames: dict[str, pl.DataFrame] = {}
     for table, schema in {**STREAM_TABLES, **LOG_TABLES}.items():
