@@ -25,7 +25,7 @@ MINUTE = dt.timedelta(minutes=1)
 
 BURST = Rule(
     name="AgentViolationBurst",
-    metric="violation_rate",
+    metric="failed_check_rate",
     op=">",
     threshold=0.05,
     window=MINUTE,

@@ -209,7 +209,7 @@ def test_alerts_run_serves_the_alerts_on_its_metrics_port(tmp_path: Path) -> Non
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "safety.yaml").write_text(yaml.safe_dump({"rules": [{
-        "name": "AgentViolationBurst", "metric": "violation_rate", "window": "5m", "op": ">",
+        "name": "AgentViolationBurst", "metric": "failed_check_rate", "window": "5m", "op": ">",
         "threshold": 0.05, "min_samples": 20, "severity": "critical",
         "annotations": {"summary": "burst", "runbook_url": "runbooks/contain-agent.yaml"},
     }]}))  # fmt: skip

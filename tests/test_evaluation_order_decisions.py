@@ -31,14 +31,14 @@ from tests.frames import at
 def test_each_rules_transitions_reach_the_rule_sink_before_the_next_rule_is_measured(
     tmp_path: Path,
 ) -> None:
-    burst = rule("Burst", "violation_rate", min_samples=10)
+    burst = rule("Burst", "failed_check_rate", min_samples=10)
     run = slow_run(tmp_path, [rule("Slow"), burst], 5, at(60), urgent={"Burst"})
     run.evaluator.evaluate(on_rule=lambda r: run.log.append(f"decided {r.rule}"))
     assert run.log == ["decided Burst", "measure slow at 09:01:00", "decided Slow"]
 
 
 def test_transitions_are_recorded_before_the_rule_sink_sees_them(tmp_path: Path) -> None:
-    burst = rule("Burst", "violation_rate", min_samples=10)
+    burst = rule("Burst", "failed_check_rate", min_samples=10)
     run = slow_run(tmp_path, [burst], 5, at(60), urgent=set())
     store = LakeStore(run.evaluator.db)
     recorded: list[list[str]] = []
@@ -137,8 +137,8 @@ def test_transitions_recorded_before_a_failed_recording_reach_the_next_evaluatio
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = store_with(tmp_path, checks(0, 120, 60))
-    first = rule("First", "violation_rate", min_samples=10)
-    second = rule("Second", "violation_rate", min_samples=10)
+    first = rule("First", "failed_check_rate", min_samples=10)
+    second = rule("Second", "failed_check_rate", min_samples=10)
     evaluator = Evaluator(db, [first, second], parse_catalog({"agents": []}))
     real = evaluator.store.append_log
     calls = 0

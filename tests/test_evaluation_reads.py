@@ -72,7 +72,7 @@ def test_a_read_reaches_back_as_far_as_a_rule_reads() -> None:
 
 def test_a_read_copies_only_the_tables_and_columns_the_queries_name() -> None:
     registry = metrics()
-    wanted = needs([registry["violation_rate"]])
+    wanted = needs([registry["failed_check_rate"]])
     # Whole minutes come from the rollups, the window's partial minutes from events.
     assert list(wanted) == ["events", "minute_rollups"]
     columns = wanted["events"]
@@ -81,8 +81,8 @@ def test_a_read_copies_only_the_tables_and_columns_the_queries_name() -> None:
     rollup_columns = wanted["minute_rollups"]
     assert rollup_columns is not None and "window_start" in rollup_columns
     everything = SqlMetric("all", "every column", ("agent_id",), "SELECT * FROM events")
-    assert needs([registry["violation_rate"], everything])["events"] is None
-    assert needs([OwnRead(registry["violation_rate"])]) == dict.fromkeys(
+    assert needs([registry["failed_check_rate"], everything])["events"] is None
+    assert needs([OwnRead(registry["failed_check_rate"])]) == dict.fromkeys(
         [
             "events",
             "minute_rollups",

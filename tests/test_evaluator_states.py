@@ -50,7 +50,7 @@ def test_pending_fires_once_the_condition_has_held_for_its_for() -> None:
 
 
 def test_a_rule_without_for_fires_at_once() -> None:
-    rule = Rule("Now", "violation_rate", ">", 0.05, MINUTE, severity="critical")
+    rule = Rule("Now", "failed_check_rate", ">", 0.05, MINUTE, severity="critical")
     assert states_of(step(AlertStates(), rule, T0, m(0.2))) == [(None, "firing")]
 
 
@@ -83,7 +83,7 @@ def test_firing_resolves_when_the_condition_clears() -> None:
 
 def test_keep_firing_for_rides_out_a_flapping_condition() -> None:
     rule = Rule(
-        "Flappy", "violation_rate", ">", 0.05, MINUTE, keep_firing_for=dt.timedelta(seconds=30)
+        "Flappy", "failed_check_rate", ">", 0.05, MINUTE, keep_firing_for=dt.timedelta(seconds=30)
     )
     states, clock = AlertStates(), ManualClock(T0)
     assert states_of(step(states, rule, clock(), m(0.2))) == [(None, "firing")]
@@ -94,7 +94,7 @@ def test_keep_firing_for_rides_out_a_flapping_condition() -> None:
 
 def test_keep_firing_for_resolves_once_the_condition_stayed_false_that_long() -> None:
     rule = Rule(
-        "Flappy", "violation_rate", ">", 0.05, MINUTE, keep_firing_for=dt.timedelta(seconds=30)
+        "Flappy", "failed_check_rate", ">", 0.05, MINUTE, keep_firing_for=dt.timedelta(seconds=30)
     )
     states, clock = AlertStates(), ManualClock(T0)
     step(states, rule, clock(), m(0.2))
@@ -140,7 +140,7 @@ def test_no_data_resolves_a_firing_alert_by_default() -> None:
 
 
 def test_no_data_keeps_the_state_when_the_rule_says_keep() -> None:
-    rule = Rule("Sticky", "violation_rate", ">", 0.05, MINUTE, no_data="keep")
+    rule = Rule("Sticky", "failed_check_rate", ">", 0.05, MINUTE, no_data="keep")
     states, clock = AlertStates(), ManualClock(T0)
     step(states, rule, clock(), m(0.2))
     transitions, [verdict] = states.apply(rule, [], clock.advance(600))

@@ -42,7 +42,7 @@ def test_transitions_are_appended_to_alert_events(burst_db: Path) -> None:
 
 
 def test_the_alerts_view_shows_each_alerts_latest_state(tmp_path: Path) -> None:
-    rule = Rule("Now", "violation_rate", ">", 0.05, MINUTE, severity="critical")
+    rule = Rule("Now", "failed_check_rate", ">", 0.05, MINUTE, severity="critical")
     db = store_with(tmp_path, checks(0, 60, 30))
     Evaluator(db, [rule], CATALOG).evaluate(at(60))
     con = connect_lake(db)
@@ -109,7 +109,7 @@ def test_an_evaluation_that_cannot_be_recorded_leaves_the_state_as_it_was(
 
 
 def test_catalog_facts_are_added_to_the_annotations(burst_db: Path) -> None:
-    rule = Rule("Now", "violation_rate", ">", 0.05, MINUTE, annotations={"summary": "s"})
+    rule = Rule("Now", "failed_check_rate", ">", 0.05, MINUTE, annotations={"summary": "s"})
     [alert] = Evaluator(burst_db, [rule], CATALOG).evaluate(at(60)).alerts
     assert alert.annotations == {
         "summary": "s",
@@ -294,7 +294,7 @@ def test_an_edit_that_does_not_validate_keeps_the_previous_rules(
     rules_dir = tmp_path / "rules"
     rules_dir.mkdir()
     good = (
-        "rules:\n  - {name: Burst, metric: violation_rate, window: 1m, op: '>', threshold: 0.05,"
+        "rules:\n  - {name: Burst, metric: failed_check_rate, window: 1m, op: '>', threshold: 0.05,"
         " severity: critical, annotations: {summary: s}}\n"
     )
     (rules_dir / "r.yaml").write_text(good)
@@ -302,9 +302,9 @@ def test_an_edit_that_does_not_validate_keeps_the_previous_rules(
     metadata_file.write_text("agents: []\n")
     sources = Sources(metadata_file, rules_dir)
     evaluator = Evaluator(burst_db, sources.rules, sources.catalog)
-    (rules_dir / "r.yaml").write_text(good.replace("violation_rate", "no_such_metric"))
+    (rules_dir / "r.yaml").write_text(good.replace("failed_check_rate", "no_such_metric"))
     sources.reload(evaluator, force=True)
-    assert [r.metric for r in evaluator.rules] == ["violation_rate"]
+    assert [r.metric for r in evaluator.rules] == ["failed_check_rate"]
 
 
 def test_other_modules_add_subcommands_to_the_same_alerts_group() -> None:

@@ -61,7 +61,7 @@ def test_exported_rule_fires_through_prometheus_and_alertmanager_into_receive(
             "rules": [
                 {
                     "name": "AgentViolationBurst",
-                    "metric": "violation_rate",
+                    "metric": "failed_check_rate",
                     "window": "10s",
                     "op": ">",
                     "threshold": 0.2,

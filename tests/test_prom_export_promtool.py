@@ -327,7 +327,7 @@ def test_shipped_rules_export_through_the_cli_and_pass_promtool(tmp_path: Path) 
 
 def test_shipped_violation_burst_fires_in_prometheus(tmp_path: Path) -> None:
     """The shipped violation-rate rule, whatever its numbers, on a 50% violation burst."""
-    rule = next(r for r in load_rules() if r.metric == "violation_rate")
+    rule = next(r for r in load_rules() if r.metric == "failed_check_rate")
     assert not isinstance(rule.threshold, dict) and float(rule.threshold) < 0.5  # type: ignore[arg-type]
     window_s = rule.window.total_seconds()
     steps_per_window = int(window_s // 15)

@@ -195,7 +195,7 @@ def test_a_merged_cost_stays_null_where_no_call_was_priced() -> None:
 
 # --------------------------------------------------------------------------- windows
 
-WINDOWED = ["events", "error_rate", "violation_rate", "tool_error_rate", "cost_usd",
+WINDOWED = ["events", "error_rate", "failed_check_rate", "tool_error_rate", "cost_usd",
             "unpriced_llm_calls", "security_events"]  # fmt: skip
 RAW = {
     "events": "count(*)",
@@ -243,7 +243,7 @@ def test_a_window_cut_anywhere_gives_every_rolled_up_metric_its_raw_value(
 ) -> None:
     window = Window(at(61.5), at(1800.25))
     raw = {
-        "violation_rate": "SELECT agent_id, count(*) FILTER (WHERE outcome IN ('violation', "
+        "failed_check_rate": "SELECT agent_id, count(*) FILTER (WHERE outcome IN ('violation', "
         "'blocked')) / count(*) FROM events WHERE kind = 'policy_check' AND {w} GROUP BY 1",
         "cost_usd": "SELECT agent_id, sum(cost_usd_effective) FROM events "
         "WHERE kind = 'llm_call' AND {w} GROUP BY 1",

@@ -69,7 +69,7 @@ def test_a_window_far_below_the_floor_is_judged_below_it() -> None:
 
 
 def test_a_rule_above_a_threshold_judges_the_lower_bound() -> None:
-    (loaded,) = parse_rules({"rules": [rule(metric="violation_rate", op=">", threshold=0.05)]})
+    (loaded,) = parse_rules({"rules": [rule(metric="failed_check_rate", op=">", threshold=0.05)]})
     assert loaded.judged(0.1, 100) == wilson_bound(0.1, 100, 0.9, upper=False)
 
 

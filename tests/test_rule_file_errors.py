@@ -99,3 +99,14 @@ def test_the_cli_reports_a_bad_rule_file_in_one_line_and_exits_2(
         f"agentwatch: {tmp_path / 'slo.yaml'}: rules[0].window: not a duration: '1 minute' "
         "(use e.g. 500ms, 30s, 5m, 1h30m, 2d or 1w)\n"
     )
+
+
+def test_a_rule_on_a_renamed_metric_names_its_new_name() -> None:
+    doc = {"rules": [{"name": "Old", "metric": "violation_rate", "window": "1m", "op": ">",
+                      "threshold": 0.05, "severity": "critical"}]}  # fmt: skip
+    with pytest.raises(RuleError) as caught:
+        parse_rules(doc, "old.yaml")
+    assert str(caught.value) == (
+        "old.yaml: rules[0].metric: 'violation_rate' is now 'failed_check_rate' "
+        "(violations and blocks together)"
+    )

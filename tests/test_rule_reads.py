@@ -95,7 +95,7 @@ def test_every_shipped_rule_measures_the_same_over_a_read_as_over_all_its_events
 
 def test_a_metric_reads_events_raw_unless_its_only_reads_are_its_windows_edges() -> None:
     registry = metrics()
-    assert not reads_raw_events(registry["violation_rate"])
+    assert not reads_raw_events(registry["failed_check_rate"])
     assert not reads_raw_events(registry["silence_ratio"])
     assert reads_raw_events(registry["containment_rate"])
     assert reads_raw_events(registry["security_session_share"])

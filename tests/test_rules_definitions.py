@@ -81,7 +81,7 @@ def test_shipped_runbook_urls_name_the_agreed_runbooks(shipped: list[Rule]) -> N
 
 def test_the_shipped_set_covers_health_cost_and_governance(shipped: list[Rule]) -> None:
     assert {r.metric for r in shipped} >= {
-        "violation_rate",
+        "failed_check_rate",
         "containment_rate",
         "llm_latency_p95_ms",
         "error_rate",
@@ -139,7 +139,7 @@ def test_a_valid_rule_reads_every_field() -> None:
 def test_an_unknown_metric_is_refused_with_the_known_ones() -> None:
     message = refused(metric="violations_per_hour")
     assert "unknown metric 'violations_per_hour'" in message
-    assert "violation_rate" in message
+    assert "failed_check_rate" in message
 
 
 def test_an_unknown_comparison_is_refused() -> None:

@@ -67,10 +67,10 @@ def test_the_window_includes_its_start_and_excludes_its_end(tmp_path: Path) -> N
     assert s.measure("events")[("hr-1",)].value == 2
 
 
-def test_violation_rate_counts_violations_and_blocks_over_checks(tmp_path: Path) -> None:
+def test_failed_check_rate_counts_violations_and_blocks_over_checks(tmp_path: Path) -> None:
     outcomes = ["pass", "pass", "violation", "blocked", "pass"]
     s = store(tmp_path, *(ev("hr-1", i, "policy_check", outcome=o) for i, o in enumerate(outcomes)))
-    sample = s.measure("violation_rate")[("hr-1",)]
+    sample = s.measure("failed_check_rate")[("hr-1",)]
     assert (sample.value, sample.samples) == (0.4, 5)
 
 
@@ -81,7 +81,7 @@ def test_policy_violations_count_with_all_checks_as_samples(tmp_path: Path) -> N
         ev("hr-1", 2, "policy_check", outcome="pass"),
         ev("hr-1", 3, "llm_call"),
     )
-    sample = s.measure("policy_violations")[("hr-1",)]
+    sample = s.measure("failed_checks")[("hr-1",)]
     assert (sample.value, sample.samples) == (1, 2)
 
 

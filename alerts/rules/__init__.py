@@ -130,7 +130,7 @@ class Rule:
         return self.threshold.default if value is None else value
 
     def describe(self) -> str:
-        """The condition in one line, e.g. ``violation_rate[1m] > 0.05``."""
+        """The condition in one line, e.g. ``failed_check_rate[1m] > 0.05``."""
         metric = f"{self.metric}[{format_duration(self.window)}]"
         if self.change:
             metric = f"{self.change}({metric} vs previous)"
@@ -176,6 +176,11 @@ class _RulesFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 _NAME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _LABEL: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RENAMED_METRICS: Final = {
+    "violation_rate": "failed_check_rate",
+    "policy_violations": "failed_checks",
+}
+"""Rule metrics renamed so that "violation" means one outcome only: old rule files are told."""
 _RUNBOOK: Final = re.compile(r"^(runbooks/[a-z0-9][a-z0-9-]*\.yaml|https?://\S+)$")
 
 
@@ -256,6 +261,9 @@ def _rule(spec: RuleSpec, where: str, source: str, known: Mapping[str, Metric]) 
     if not _NAME.match(spec.name):
         raise bad("name", f"must be letters, digits and _ starting with a letter: {spec.name!r}")
     metric = known.get(spec.metric)
+    if metric is None and spec.metric in RENAMED_METRICS:
+        new = RENAMED_METRICS[spec.metric]
+        raise bad("metric", f"{spec.metric!r} is now {new!r} (violations and blocks together)")
     if metric is None:
         raise bad("metric", f"unknown metric {spec.metric!r}; known: {', '.join(sorted(known))}")
     _check_threshold(spec.threshold, metric, bad)

@@ -159,7 +159,7 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         promql=Promql(Count(EVENTS), Count(EVENTS)),
     ),
     _grouped(
-        "policy_violations",
+        "failed_checks",
         "policy checks with outcome violation or blocked (samples: all checks)",
         _FAILED_CHECKS,
         where="e.kind = 'policy_check'",
@@ -167,7 +167,7 @@ BUILTIN_METRICS: Final[tuple[Metric, ...]] = (
         promql=Promql(Count(FAILED_CHECKS), Count(POLICY_CHECKS)),
     ),
     _grouped(
-        "violation_rate",
+        "failed_check_rate",
         "share of policy checks with outcome violation or blocked",
         f"{_FAILED_CHECKS} / sum(e.events)",
         where="e.kind = 'policy_check'",
