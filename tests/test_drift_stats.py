@@ -234,9 +234,9 @@ def test_severity_is_one_at_the_threshold_on_every_scale() -> None:
 
 
 def test_registry_names_every_test_once_and_refuses_duplicates() -> None:
-    assert set(stats.REGISTRY) == {
+    assert set(stats.TESTS) == {
         "ks", "wasserstein", "psi", "chi2", "jensen_shannon", "two_proportion", "fisher_exact",
         "cusum", "cusum_rate",
     }  # fmt: skip
     with pytest.raises(ValueError):
-        stats.register("ks", "numeric", p_valued=True, description="again")(stats.ks)
+        stats._stat_test("ks", "numeric", p_valued=True, description="again")(stats.ks)

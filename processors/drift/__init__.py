@@ -13,11 +13,11 @@ from agentwatch.processors.drift.evaluate import (
     window_ends,
 )
 from agentwatch.processors.drift.signals import SIGNALS
-from agentwatch.processors.drift.stats import REGISTRY, Counts, register
+from agentwatch.processors.drift.stats import TESTS, Counts
 
 __all__ = [
-    "REGISTRY",
     "SIGNALS",
+    "TESTS",
     "Counts",
     "DriftConfig",
     "DriftEvaluator",
@@ -25,6 +25,5 @@ __all__ = [
     "config_from_mapping",
     "evaluate",
     "load_config",
-    "register",
     "window_ends",
 ]

@@ -112,8 +112,8 @@ def _check_shape(value: Any, shape: type[_Shape], source: str, where: str = "") 
 
 def _test_name(name: object, source: str, where: str) -> str:
     """A registered test's name, or one line naming the key and the closest test."""
-    if str(name) not in stats.REGISTRY:
-        hint = did_you_mean([name], stats.REGISTRY) or f" (known: {', '.join(stats.REGISTRY)})"
+    if str(name) not in stats.TESTS:
+        hint = did_you_mean([name], stats.TESTS) or f" (known: {', '.join(stats.TESTS)})"
         raise ConfigError(f"{source}: {where}: unknown drift test {name!r}{hint}")
     return str(name)
 
@@ -122,7 +122,7 @@ def _thresholds(raw: Mapping[str, Any], source: str, where: str) -> dict[str, fl
     """Thresholds by test: a p-valued test's (an FDR level) in (0, 1), a distance's > 0."""
     out: dict[str, float] = {}
     for name, value in raw.items():
-        test = stats.REGISTRY[_test_name(name, source, f"{where}.{name}")]
+        test = stats.TESTS[_test_name(name, source, f"{where}.{name}")]
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{source}: {where}.{name}: must be a number, got {value!r}")
         level = float(value)
@@ -351,7 +351,7 @@ def _build(data: Mapping[str, Any], source: str) -> DriftConfig:
         tests[kind] = choice
     thresholds = _thresholds(data["thresholds"], source, "thresholds")
     min_samples = _min_samples(data["min_samples"], source, "min_samples")
-    for name in stats.REGISTRY:
+    for name in stats.TESTS:
         if name not in thresholds or name not in min_samples:
             raise ConfigError(f"{source}: test {name!r} needs a threshold and min_samples")
     for pattern, entry in (data.get("agents") or {}).items():

@@ -36,7 +36,7 @@ from agentwatch.processors.metrics import series
 def severity_column(frame: pl.DataFrame) -> pl.Series:
     """``fdr.severity`` of every drift_scores row (null where nothing was tested)."""
     values = [
-        fdr.severity(score, threshold, test in stats.REGISTRY and stats.get(test).p_valued)
+        fdr.severity(score, threshold, test in stats.TESTS and stats.get(test).p_valued)
         for score, threshold, test in frame.select("score", "threshold", "test").iter_rows()
     ]
     return pl.Series("severity", values, dtype=pl.Float64)

@@ -368,7 +368,7 @@ def _latest_drift(tracked: pl.DataFrame, row: dict[str, Any]) -> dict[str, Any]:
     track = tracked.filter(*(pl.col(k).eq_missing(row[k]) for k in _track(tracked)))
     # In the latest window, a windowed test's counts tell the change better than the
     # cumulative test's, whose current period is its whole horizon.
-    cumulative = pl.col("test").is_in([t.name for t in stats.REGISTRY.values() if t.steps])
+    cumulative = pl.col("test").is_in([t.name for t in stats.TESTS.values() if t.steps])
     return (
         track.filter(pl.col("verdict") == DRIFT)
         .sort(pl.col("window_end"), cumulative, pl.col("severity"), descending=[True, False, True])

@@ -69,7 +69,7 @@ def effect(signal: Signal, ref: pl.DataFrame, cur: pl.DataFrame) -> str | None:
 def certainty(latest: dict[str, Any]) -> str:
     """How sure the latest drifted result is, in words, its figure in brackets."""
     score, threshold, name = latest.get("score"), latest.get("threshold"), latest.get("test")
-    if score is None or threshold is None or name not in stats.REGISTRY:
+    if score is None or threshold is None or name not in stats.TESTS:
         return ""
     if stats.get(name).p_valued:
         words = "very strong evidence" if score <= threshold / 100 else "strong evidence"

@@ -147,18 +147,19 @@ class StatTest:
         return self.fn(counts)
 
 
-REGISTRY: dict[str, StatTest] = {}
+TESTS: dict[str, StatTest] = {}
+"""Every drift test by name, filled once as this module loads (one function each below)."""
 
 
-def register(
+def _stat_test(
     name: str, kind: Kind, *, p_valued: bool, description: str, steps: bool = False
 ) -> Callable[[TestFn], TestFn]:
-    """Add a test to the registry under ``name`` (the ``test`` column of drift_scores)."""
+    """Add a test to TESTS under ``name`` (the ``test`` column of drift_scores)."""
 
     def add(fn: TestFn) -> TestFn:
-        if name in REGISTRY:
+        if name in TESTS:
             raise ValueError(f"drift test {name!r} is registered twice")
-        REGISTRY[name] = StatTest(name, kind, p_valued, fn, description, steps)
+        TESTS[name] = StatTest(name, kind, p_valued, fn, description, steps)
         return fn
 
     return add
@@ -166,9 +167,9 @@ def register(
 
 def get(name: str) -> StatTest:
     try:
-        return REGISTRY[name]
+        return TESTS[name]
     except KeyError:
-        known = ", ".join(sorted(REGISTRY))
+        known = ", ".join(sorted(TESTS))
         raise KeyError(f"unknown drift test {name!r} (known: {known})") from None
 
 
@@ -185,7 +186,7 @@ def _cdfs(counts: Counts) -> tuple[FloatArray, FloatArray]:
     return np.cumsum(counts.ref) / counts.ref.sum(), np.cumsum(counts.cur) / counts.cur.sum()
 
 
-@register(
+@_stat_test(
     "ks",
     "numeric",
     p_valued=True,
@@ -202,7 +203,7 @@ def ks(counts: Counts) -> Outcome:
     return Outcome(d, p)
 
 
-@register(
+@_stat_test(
     "wasserstein",
     "numeric",
     p_valued=False,
@@ -250,7 +251,7 @@ def psi_proportions(counts: Counts, bins: int = PSI_BINS) -> tuple[FloatArray, F
     return smoothed_ref / smoothed_ref.sum(), smoothed_cur / smoothed_cur.sum()
 
 
-@register(
+@_stat_test(
     "psi",
     "numeric",
     p_valued=False,
@@ -279,7 +280,7 @@ def pooled_table(counts: Counts, min_expected: float = CHI2_MIN_EXPECTED) -> Flo
     return table
 
 
-@register(
+@_stat_test(
     "chi2",
     "categorical",
     p_valued=True,
@@ -294,7 +295,7 @@ def chi2(counts: Counts) -> Outcome:
     return Outcome(float(result.statistic), float(result.pvalue))
 
 
-@register(
+@_stat_test(
     "jensen_shannon",
     "categorical",
     p_valued=False,
@@ -322,7 +323,7 @@ def _rates(counts: Counts) -> tuple[float, float, float, float]:
     )
 
 
-@register(
+@_stat_test(
     "two_proportion",
     "rate",
     p_valued=True,
@@ -339,7 +340,7 @@ def two_proportion(counts: Counts) -> Outcome:
     return Outcome(z, float(2.0 * stats.norm.sf(abs(z))))
 
 
-@register(
+@_stat_test(
     "fisher_exact",
     "rate",
     p_valued=True,
@@ -427,11 +428,11 @@ _CUSUM_DOC = (
     "small and persistent, or growing; p-value Bonferroni-corrected over the lengths; "
     "statistic is that z (positive: above the baseline)"
 )
-cusum = register(
+cusum = _stat_test(
     "cusum", "numeric", p_valued=True, steps=True,
     description=_CUSUM_DOC.format(what="the mean value"),
 )(_cusum)  # fmt: skip
-cusum_rate = register(
+cusum_rate = _stat_test(
     "cusum_rate", "rate", p_valued=True, steps=True,
     description=_CUSUM_DOC.format(what="the binomial mid-p score of the rate"),
 )(_cusum)  # fmt: skip
