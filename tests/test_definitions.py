@@ -118,6 +118,7 @@ def test_each_form_of_a_definition_decides_a_row_alike(
     rows = frame(row)
     assert by_sql(definition, rows) == [expected]
     assert by_polars(definition, rows) == [expected]
+    assert definition.holds(rows.to_dicts()[0]) == expected
     if definition in MATCHED:
         assert by_promql(definition.matcher(MATCHED[definition].labels), rows) == [expected]
 
@@ -128,6 +129,7 @@ def test_sql_and_polars_select_the_same_rows_of_every_combination(definition: De
     selected = by_sql(definition, rows)
     assert any(selected) and not all(selected)
     assert by_polars(definition, rows) == selected
+    assert [definition.holds(row) for row in rows.to_dicts()] == selected
 
 
 @pytest.mark.parametrize("definition", list(MATCHED), ids=[d.name for d in MATCHED])

@@ -25,6 +25,7 @@ from agentwatch.ingest.contract.wire import DEFAULT_TOPIC
 from agentwatch.ingest.sdk.control import BREAKER_POLICY
 from agentwatch.kafka import client_options
 from agentwatch.processors.store.attach import connect as connect_lake
+from agentwatch.processors.store.definitions import IS_BLOCKED
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def _confirmation(
     if not isinstance(control_id, str):
         return None
     probe = bool(attributes.get("probe")) and outcome == "pass"
-    if outcome != "blocked" and not probe:
+    if not IS_BLOCKED.holds({"outcome": outcome}) and not probe:
         return None
     kind, name = attributes.get("call_kind"), attributes.get("call_name")
     return Confirmation(

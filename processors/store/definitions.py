@@ -19,7 +19,7 @@ actions" count. A row a predicate leaves unknown (NULL) never counts.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -73,6 +73,13 @@ class Definition:
         return pl.any_horizontal(
             pl.all_horizontal(c.polars() for c in conditions) for conditions in self.alternatives
         ).fill_null(False)
+
+    def holds(self, row: Mapping[str, object]) -> bool:
+        """Whether one record (an event read one at a time, off the hot path) is counted."""
+        return any(
+            all(row.get(c.column) == c.value for c in conditions)
+            for conditions in self.alternatives
+        )
 
     def matcher(self, labels: Collection[str]) -> str:
         """The PromQL label matcher selecting these rows of a series with ``labels``.
