@@ -26,7 +26,6 @@ from agentwatch.durations import DurationError
 from agentwatch.errors import ConfigError
 from agentwatch.ingest.contract.wire import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TOPIC
 from agentwatch.setting_types import (
-    MAX_AGENTS,
     Agents,
     Count,
     DurationText,
@@ -46,7 +45,7 @@ CONFIG_ENV = "AGENTWATCH_CONFIG"
 DEFAULT_CONFIG_FILE = "agentwatch.toml"
 
 
-__all__ = ["MAX_AGENTS", "ConfigError", "Settings", "load_settings"]
+__all__ = ["ConfigError", "Settings", "load_settings"]
 
 
 class _Section(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

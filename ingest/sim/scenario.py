@@ -74,7 +74,7 @@ class When:
 
 def parse_when(value: object, where: str) -> When:
     """``+2h`` (an offset from the start) or an RFC 3339 instant with a time zone."""
-    if isinstance(value, dt.datetime):  # YAML reads unquoted timestamps itself
+    if isinstance(value, dt.datetime):  # from code; scenario files give text (yamlfile.py)
         if value.tzinfo is None:
             raise ScenarioError(f"{where}: {value.isoformat()} needs a time zone, e.g. Z")
         return When(absolute=value.timestamp())
