@@ -13,6 +13,8 @@ from typing import Any
 import msgspec
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentwatch.processors.landing.decode import RawBatch
 from agentwatch.processors.landing.pipeline import (
@@ -229,6 +231,31 @@ def test_a_dead_letter_that_is_not_utf8_is_kept_without_its_raw_bytes() -> None:
     assert landed.dead_letters.height == 2
     assert landed.dead_letters["raw"].to_list()[0] is None
     assert landed.dead_letters["raw"].to_list()[1] == b"{}"
+
+
+_TEXTS = [t for hits, misses in CORPUS.values() for t in (*hits, *misses)] + [
+    "nothing to see here",
+    "",
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.sampled_from(["a1", "helpdesk-1"]), st.sampled_from(_TEXTS) | st.none()),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_a_batch_is_redacted_as_each_of_its_rows_alone(rows: list[tuple[str, str | None]]) -> None:
+    """Only the rows some pattern matches are searched rule by rule; the others must
+    come out as they went in, wherever they sit in the batch."""
+    redactor = Redactor(config(fields={"reason": ["*"]}, agents={"helpdesk-1": {"off": ["phone"]}}))
+    frame = events(*({"agent_id": a, "kind": "escalation", "reason": t} for a, t in rows))
+    together = redactor.events(frame)
+    alone = [redactor.events(frame.slice(i, 1)) for i in range(frame.height)]
+    assert together.frame.to_dicts() == [r.frame.to_dicts()[0] for r in alone]
+    assert together.counts["count"].sum() == sum(r.counts["count"].sum() for r in alone)
 
 
 def test_redaction_off_leaves_the_text() -> None:

@@ -10,9 +10,10 @@ Detectors (``DETECTORS``): email, phone, payment card (candidates that pass the 
 check), IBAN, national ids (US SSN, UK National Insurance number), API keys (well-known
 vendor prefixes) and tokens (bearer tokens, JWTs), plus the deployment's own regexes.
 Which rules apply to which column is configured per field, and per agent on top
-(``redaction.yaml``). Every replacement is one polars expression over a whole column
-of the batch, and the Luhn check runs on the batch's candidates as list arithmetic:
-nothing loops over events in Python. Matches are counted per rule and field for
+(``redaction.yaml``). One regex pass a column (all its rules together) finds the
+rows any rule could touch, and each rule is then one polars expression over those rows;
+the Luhn check runs on the batch's candidates as list arithmetic: nothing loops over
+events in Python. Matches are counted per rule and field for
 ``agentwatch_redactions_total``.
 
 Patterns use the Rust regex dialect polars runs (no look-around, no back-references).
@@ -139,6 +140,18 @@ class Redactor:
                 _check_map(over.fields, patterns, f"{where}agents.{agent}.fields", TEXT_COLUMNS)
             _check_rules(over.off, patterns, f"{where}agents.{agent}.off")
         self.steps = self._plan() if config.enabled else []
+        # A row is a suspect when any pattern of any of its column's steps matches it.
+        by_column: dict[str, list[str]] = {}
+        for step in self.steps:
+            by_column.setdefault(step.column, []).append(step.pattern)
+        self._suspect = (
+            pl.any_horizontal(
+                pl.col(column).str.contains("|".join(f"(?:{p})" for p in patterns)).fill_null(False)
+                for column, patterns in by_column.items()
+            )
+            if by_column
+            else pl.lit(False)
+        )
         self.dead_letter_rules = self._expand(config.dead_letters) if config.enabled else []
 
     def _expand(self, names: Sequence[str]) -> list[str]:
@@ -164,11 +177,26 @@ class Redactor:
         return steps
 
     def events(self, frame: pl.DataFrame) -> Redacted:
-        """Redact an events batch (one polars pass per rule and column)."""
+        """Redact an events batch.
+
+        One pass finds the rows any rule could touch (each column searched once, for
+        all its rules together); the rules then run in order on those rows alone. Most
+        events carry nothing to redact, so the per-rule passes see a handful of rows, and
+        a row no pattern matches is left as it is by every rule, so the result is exact.
+        """
         counts: list[pl.DataFrame] = []
+        if not self.steps or frame.is_empty():
+            return Redacted(frame, _counts(counts))
+        suspect = frame.select(self._suspect).to_series()
+        if not suspect.any():
+            return Redacted(frame, _counts(counts))
+        rows = suspect.arg_true()
+        part = frame.filter(suspect)
         for step in self.steps:
-            frame = _apply(frame, step.column, step.rule, step.pattern, step.mask(), counts)
-        return Redacted(frame, _counts(counts))
+            part = _apply(part, step.column, step.rule, step.pattern, step.mask(), counts)
+        columns = sorted({step.column for step in self.steps})
+        redacted = frame.with_columns(frame[c].clone().scatter(rows, part[c]) for c in columns)
+        return Redacted(redacted, _counts(counts))
 
     def dead_letters(self, frame: pl.DataFrame) -> Redacted:
         """Redact invalid messages: their raw text (kept only if UTF-8) and their reason."""
