@@ -8,7 +8,8 @@ fetched (``handoff``); the order of effects is what makes a crash safe:
 1. dead letters go to the dead-letter topic (flushed);
 2. one lake transaction stores the batches' events, dead letters and other rows and moves
    each partition's stored offset (compare-and-set): its commit commits the batches;
-3. the consumed offsets are committed to Kafka, for lag tooling only.
+3. the consumed offsets are committed to Kafka, for lag tooling only;
+4. the set's metrics are exported (``export``), once the next set is landing.
 
 On (re)assignment a partition resumes after its stored offset, not after the group's
 Kafka offset, so a SIGKILL between 2 and 3 neither loses nor repeats anything, and a
@@ -19,7 +20,6 @@ not. Kafka outages and storage errors: see ``faults``.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections.abc import Sequence
@@ -43,6 +43,7 @@ from agentwatch.processors.landing.config import ProcessorConfig, RunStats
 from agentwatch.processors.landing.dead_letters import send_dead_letters
 from agentwatch.processors.landing.decode import RawBatch
 from agentwatch.processors.landing.dedup import ids_within
+from agentwatch.processors.landing.export import export_stored
 from agentwatch.processors.landing.faults import (
     KafkaUnreachable,
     Outage,
@@ -55,7 +56,6 @@ from agentwatch.processors.landing.pipeline import (
     LandedBatch,
     PartitionState,
     land_batch,
-    metric_deltas,
 )
 from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
 from agentwatch.processors.metrics.exporter import FleetCollector, PartitionHealth
@@ -95,6 +95,7 @@ class Processor:
         self._callback_fault: Exception | None = None
         self._landing: Handoff[list[tuple[RawBatch, LandedBatch, bool]]] = Handoff("landing")
         self._handed: list[RawBatch] = []  # the batches in flight on the landing thread
+        self._stored: list[tuple[RawBatch, LandedBatch]] = []  # stored, not yet exported
 
     def stop(self) -> None:
         self._stop = True
@@ -239,6 +240,7 @@ class Processor:
         ready = due(self._pending.values(), now, cfg.max_batch, cfg.flush_interval_s)
         if ready is Due.FULL or (ready is Due.WAITED and not self._landing.busy):
             self._flush(list(self._pending))  # the others ride along: one commit for all
+        self._export()
         if now - self._lag_checked >= 1.0:
             update_lag(self._consumer, self.collector.partitions)
             self._lag_checked = now
@@ -363,6 +365,7 @@ class Processor:
             if not is_transient(exc):
                 raise
             log.info("batches of revoked partitions left to their next owner")
+        self._export()
         for tp in partitions:
             self._pending.pop(tp, None)
             self._state.pop(tp, None)
@@ -391,6 +394,7 @@ class Processor:
             self._landing.submit(partial(self._land, raw, states))
         if wait:
             self._settle()
+        self._export()  # while the set just handed off lands
 
     def _land(
         self, raw: Sequence[RawBatch], states: Sequence[PartitionState]
@@ -450,33 +454,14 @@ class Processor:
             }
         )
         self.stats.last_commit_at = time.monotonic()
-        self.collector.apply(metric_deltas([landed for _, landed in stored]))
-        for batch, landed in stored:
+        for _, landed in stored:
             self.stats.count(landed)
-            self._export(batch, landed)
+        self._stored.extend(stored)
 
-    def _export(self, batch: RawBatch, landed: LandedBatch) -> None:
-        """Log a stored batch and apply its per-partition figures to the exported metrics."""
-        log.debug(
-            "batch committed",
-            extra={
-                "partition": batch.partition,
-                "first_offset": batch.offsets[0],
-                "last_offset": batch.offsets[-1],
-                "events": landed.events.height,
-                "dead_letters": landed.dead_letters.height,
-                "duplicates": landed.duplicates,
-            },
-        )
-        newest = landed.events["ts"].max()
-        self.collector.batch_landed(
-            batch.partition,
-            records=len(batch),
-            events=landed.events.height,
-            duplicates=landed.duplicates,
-            late=landed.late,
-            newest=newest if isinstance(newest, dt.datetime) else None,
-        )
+    def _export(self) -> None:
+        """Export the sets stored since the last export (export.py)."""
+        stored, self._stored = self._stored, []
+        export_stored(self.collector, stored)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
