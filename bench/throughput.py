@@ -9,7 +9,12 @@ Freshness: a live processor with default settings lands a second topic that Kafk
 ProducerPerformance fills with simulated events at half the rate just measured, while
 probe events, one every 0.2 s, are timed from their send to the moment a query through
 the read path of ``agentwatch sql`` (its sandboxed connection, kept open) first sees them.
-Probing starts once the group has settled: the start-up rebalances are not landing.
+Probing starts once the group has settled: the start-up rebalances are not landing. The
+load is new events throughout (ProducerPerformance replays its payload file, so the file
+holds as many distinct events as the run sends, up to ``MAX_PAYLOADS``): replayed events
+would be duplicates, which landing drops cheaply. The producer lingers 50 ms, as the SDK's
+does, and probing starts ``LOAD_WARMUP_S`` after the load, once the producer's JVM has
+warmed up and sends at its steady rate.
 
 The last line printed is one JSON object: ``{"events_per_s", "kafka_perf_events_per_s",
 "ratio", "peak_rss_mb", "freshness_p50_s", "freshness_p99_s", "workers", "missed", ...}``;
@@ -56,6 +61,12 @@ FRESH_TOPIC = "bench-fresh"
 PROBE_EVERY_S = 0.2
 POLL_EVERY_S = 0.05
 FRESH_PARTITIONS = 4
+# Distinct events the freshness load can send (about 440 bytes each, held in the Java
+# producer's heap); a longer or faster run replays them.
+MAX_PAYLOADS = 1_500_000
+# The load runs this long before the first probe: the producer's JVM compiles its hot
+# code in its first seconds and then sends in a burst to make up its rate.
+LOAD_WARMUP_S = 5.0
 SETTLE_S = 3.0
 WARMUP_QUERY = (
     "SELECT count(*) FROM events WHERE agent_id = 'bench-warmup' AND event_id LIKE 'warmup-{}-%'"
@@ -104,15 +115,17 @@ def agentwatch_process(bootstrap: str, db: Path, workers: int) -> dict[str, Any]
 
 
 def payload_file(path: Path, events: int) -> Path:
-    """Simulated events, one JSON object a line, for ProducerPerformance to send."""
+    """Distinct simulated events, one JSON object a line, for ProducerPerformance to send."""
     fleet = Fleet(make_agents(16, seed=7), seed=7, start=time.time() - 3600.0)
     encode = msgspec.json.Encoder().encode
-    lines: list[bytes] = []
+    written = 0
     horizon = fleet.start
-    while len(lines) < events:
-        horizon += 1.0
-        lines.extend(encode(e) for e in fleet.events_until(horizon))
-    path.write_bytes(b"\n".join(lines[:events]) + b"\n")
+    with path.open("wb") as out:
+        while written < events:
+            horizon += 1.0
+            lines = [encode(e) for e in fleet.events_until(horizon)][: events - written]
+            out.write(b"".join(line + b"\n" for line in lines))
+            written += len(lines)
     return path
 
 
@@ -133,7 +146,8 @@ def freshness(
     """Probe events timed from send to visible in the store, under load at ``rate``."""
 
     ensure_topics(bootstrap, [TopicSpec(FRESH_TOPIC, FRESH_PARTITIONS)])
-    payloads = payload_file(tmp / "payloads.ndjson", 50_000)
+    distinct = max(1, min(int(rate * (seconds + LOAD_WARMUP_S)), MAX_PAYLOADS))
+    payloads = payload_file(tmp / "payloads.ndjson", distinct)
     db = tmp / "fresh" / METADATA_FILE
     log = tmp / "fresh.log"
     with log.open("wb") as err:
@@ -153,15 +167,16 @@ def freshness(
         load = subprocess.Popen(
             kafka_java_command(
                 "org.apache.kafka.tools.ProducerPerformance",
-                ["--topic", FRESH_TOPIC, "--num-records", str(int(rate * seconds)),
+                ["--topic", FRESH_TOPIC, "--num-records", str(distinct),
                  "--throughput", str(int(rate)), "--payload-file", str(payloads),
                  "--producer-props", f"bootstrap.servers={bootstrap}", "acks=all",
-                 "linger.ms=5"],
-                heap="512m",
+                 "linger.ms=50", "batch.size=1048576"],
+                heap="1536m",
             ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
+        time.sleep(LOAD_WARMUP_S)
         sent, seen = probe_until(bootstrap, db, load, seconds)
     finally:
         processor.send_signal(signal.SIGTERM)
@@ -176,6 +191,7 @@ def freshness(
         "probes": len(sent),
         "probes_unseen": len(sent) - len(seen),
         "freshness_load_events_per_s": round(rate),
+        "freshness_distinct_events": distinct,
         "flush_interval_s": flush if flush is not None else DEFAULTS.process.flush_interval,
     }
 
@@ -280,7 +296,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--workers", type=int, default=default_workers())
-    parser.add_argument("--fresh-seconds", type=float, default=60.0)
+    parser.add_argument("--fresh-seconds", type=float, default=30.0)
     parser.add_argument(
         "--flush-interval",
         type=float,
