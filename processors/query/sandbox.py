@@ -32,7 +32,7 @@ import duckdb
 
 from agentwatch.errors import first_line
 from agentwatch.processors.store import extensions
-from agentwatch.processors.store.attach import require_lake
+from agentwatch.processors.store.attach import require_lake, retry_busy
 from agentwatch.processors.store.layout import refuse_old_layout
 from agentwatch.processors.store.location import ALIAS, create_s3_secret, locate
 
@@ -110,8 +110,8 @@ def connect(db: Path | str) -> duckdb.DuckDBPyConnection:
         con.execute("SET GLOBAL TimeZone = 'UTC'")
         extensions.load(con, location.extensions)
         create_s3_secret(con, location)
-        con.execute(location.attach_sql(read_only=True))
-        con.execute(f"USE {ALIAS}")
+        retry_busy(lambda: con.execute(location.attach_sql(read_only=True, retries_busy=True)))
+        retry_busy(lambda: con.execute(f"USE {ALIAS}"))
         # Only the lake's data files: the metadata database is read by SQLite (or PostgreSQL), not
         # through DuckDB's file system, so the folder beside it (silences, keys) stays shut.
         allowed = [location.data_path]
@@ -145,12 +145,18 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyConnecti
 def execute_each(con: duckdb.DuckDBPyConnection, sql: str) -> Iterator[duckdb.DuckDBPyConnection]:
     """Check every statement of ``sql`` before any runs, then run them in order, yielding
     each one's result before the next runs (a result is read before the next replaces it)."""
-    statements = check(con, sql)
+    statements = retry_busy(lambda: check(con, sql))  # checking binds against the lake
     try:
         for statement in statements:
-            yield con.execute(statement)
+            yield _run(con, statement)
     except duckdb.PermissionException as exc:
         raise SandboxError(f"refused: {first_line(exc)} (only the store is readable)") from exc
+
+
+def _run(con: duckdb.DuckDBPyConnection, statement: duckdb.Statement) -> duckdb.DuckDBPyConnection:
+    """Run one checked statement; its result is materialized, so a busy moment of the
+    SQLite metadata database can only fail it here, and it is run again."""
+    return retry_busy(lambda: con.execute(statement))
 
 
 def _statements(con: duckdb.DuckDBPyConnection, sql: str) -> list[duckdb.Statement]:

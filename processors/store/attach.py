@@ -14,9 +14,10 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import duckdb
 
@@ -30,6 +31,7 @@ from agentwatch.processors.store.location import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class StoreMissing(FileNotFoundError):
@@ -119,6 +121,29 @@ def is_metadata_race(exc: duckdb.Error) -> bool:
 
 
 CREATE_RACE_RETRIES: Final = 10
+# A writer's first wait after finding the SQLite metadata database busy (location.py);
+# the moment passes within milliseconds.
+BUSY_RETRY_S: Final = 0.005
+# How often a statement is retried while the metadata database stays busy (doubling waits).
+MAX_BUSY_RETRIES: Final = 10
+
+
+def is_busy(exc: duckdb.Error) -> bool:
+    """Whether a statement failed because the SQLite metadata database was busy for a moment."""
+    return "database is locked" in str(exc)
+
+
+def retry_busy(run: Callable[[], T]) -> T:
+    """``run()``, run again (waits doubling from ``BUSY_RETRY_S``) while it fails because
+    the SQLite metadata database is busy: for reads, which are the same when repeated."""
+    for attempt in range(MAX_BUSY_RETRIES):
+        try:
+            return run()
+        except duckdb.Error as exc:
+            if not is_busy(exc) or attempt == MAX_BUSY_RETRIES - 1:
+                raise
+            time.sleep(BUSY_RETRY_S * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def _attach_new(base: duckdb.DuckDBPyConnection, sql: str) -> None:
@@ -134,6 +159,9 @@ def _attach_new(base: duckdb.DuckDBPyConnection, sql: str) -> None:
             return
         except duckdb.Error as e:
             racing = "Failed to initialize DuckLake" in str(e) and "already exists" in str(e)
+            if is_busy(e) and attempt < CREATE_RACE_RETRIES - 1:
+                time.sleep(BUSY_RETRY_S * (attempt + 1))
+                continue
             if not racing or attempt == CREATE_RACE_RETRIES - 1:
                 raise
             log.info("another process is creating the lake's metadata database; attaching again")

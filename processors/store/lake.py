@@ -31,7 +31,7 @@ from typing import Final, TypeVar
 import duckdb
 import polars as pl
 
-from agentwatch.processors.store.attach import attach
+from agentwatch.processors.store.attach import BUSY_RETRY_S, attach, is_busy, retry_busy
 from agentwatch.processors.store.layout import refuse_old_layout
 from agentwatch.processors.store.location import (
     locate,
@@ -78,7 +78,7 @@ class LakeStore:
     @property
     def alias(self) -> str:
         """The name the lake is attached under in this process (for DuckLake's functions)."""
-        row = self.con.execute("SELECT current_database()").fetchone()
+        row = self.read(lambda con: con.execute("SELECT current_database()").fetchone())
         assert row is not None
         return str(row[0])
 
@@ -135,7 +135,7 @@ class LakeStore:
 
     def committed_last_offset(self, topic: str, partition: int) -> int | None:
         """The last offset whose batch is committed, or None when nothing is."""
-        return _last_offset(self.con, topic, partition)
+        return self.read(lambda con: _last_offset(con, topic, partition))
 
     def recover(self, topic: str, partition: int) -> int | None:
         """Make sure the partition has its offsets row; return its committed end.
@@ -270,7 +270,7 @@ class LakeStore:
                 if table not in _columns(con):
                     return pl.DataFrame(schema=dict(LOG_TABLES[table]))
                 return con.execute(f"SELECT * FROM {table}").pl()
-        return self.con.execute(f"SELECT * FROM {table}").pl()
+        return self.read(lambda con: con.execute(f"SELECT * FROM {table}").pl())
 
     def read_partition(
         self,
@@ -292,7 +292,8 @@ class LakeStore:
                 f" - to_microseconds(?::BIGINT)"
             )
             params += [topic, partition, int(within_s * 1_000_000)]
-        return self.con.execute(f"SELECT {cols} FROM {table} WHERE {where}", params).pl()
+        sql = f"SELECT {cols} FROM {table} WHERE {where}"
+        return self.read(lambda con: con.execute(sql, params).pl())
 
     # -- transactions --------------------------------------------------------------------
 
@@ -317,12 +318,18 @@ class LakeStore:
                 self._lock_depth -= 1
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
+    def read(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run a read on the writer's connection, again if the SQLite metadata database
+        was busy for a moment (the writer's attach waits for nothing: location.py)."""
+        return retry_busy(lambda: query(self.con))
+
     def transaction(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        """Run ``work`` in one transaction, retrying it whole after a write conflict."""
+        """Run ``work`` in one transaction, retrying it whole after a write conflict (or
+        a moment the SQLite metadata database was busy)."""
         con = self.con
         for attempt in range(MAX_CONFLICT_RETRIES):
-            con.execute("BEGIN TRANSACTION")
             try:
+                con.execute("BEGIN TRANSACTION")
                 result = work(con)
                 con.execute("COMMIT")
                 return result
@@ -330,6 +337,10 @@ class LakeStore:
                 _rollback(con)
                 if not _is_conflict(exc) or attempt == MAX_CONFLICT_RETRIES - 1:
                     raise
+                if is_busy(exc):
+                    log.debug("metadata database busy, retrying", extra={"attempt": attempt + 1})
+                    time.sleep(min(BUSY_RETRY_S * 2**attempt, 1.0))
+                    continue
                 log.info("write conflict, retrying", extra={"attempt": attempt + 1})
                 time.sleep(min(0.05 * 2**attempt, 1.0))
             except BaseException:

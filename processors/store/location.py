@@ -61,9 +61,10 @@ class StoreLocation:
         remote = ("httpfs",) if self.data_path.startswith(("s3://", "http")) else ()
         return ("ducklake", scanner, *remote)
 
-    def attach_sql(self, *, read_only: bool, alias: str = ALIAS) -> str:
+    def attach_sql(self, *, read_only: bool, alias: str = ALIAS, retries_busy: bool = False) -> str:
         """The ``ATTACH`` statement; a local metadata database always gets its data path from
-        its place."""
+        its place. A writer, and a reader that ``retries_busy``, retry what a busy SQLite
+        metadata database refused (:func:`attach.is_busy`)."""
         options = []
         if self.data_path:
             options.append(f"DATA_PATH {_sql_str(self.data_path)}")
@@ -71,6 +72,13 @@ class StoreLocation:
                 options.append("OVERRIDE_DATA_PATH TRUE")
         if read_only:
             options.append("READ_ONLY")
+        if (retries_busy or not read_only) and self.metadata_file is not None:
+            # The SQLite inside DuckDB's sqlite extension waits out a busy database in
+            # whole seconds (it is built without usleep), and each of its connections
+            # makes the database busy for an instant as it closes: a statement would
+            # stall a second now and then. It fails at once instead, and the writer
+            # (lake.py) and the sandbox retry it within milliseconds.
+            options.append("META_BUSY_TIMEOUT 0")
         suffix = f" ({', '.join(options)})" if options else ""
         return f"ATTACH {_sql_str('ducklake:' + self.metadata)} AS {alias}{suffix}"
 

@@ -158,7 +158,8 @@ def data_files(store: LakeStore) -> int:
         f"SELECT count(*) AS n FROM ducklake_list_files('{store.alias}', '{t}')"
         for t in TABLE_SCHEMAS
     ]
-    row = store.con.execute(f"SELECT sum(n) FROM ({' UNION ALL '.join(parts)})").fetchone()
+    sql = f"SELECT sum(n) FROM ({' UNION ALL '.join(parts)})"
+    row = store.read(lambda con: con.execute(sql).fetchone())
     return int(row[0]) if row is not None and row[0] is not None else 0
 
 
