@@ -61,7 +61,8 @@ class SessionTracker:
         """
         llm = pl.col("kind") == "llm_call"
         batch = (
-            events.sort("ts")
+            events.select("session_id", "ts", "kind", "model", "prompt_version")
+            .sort("ts")  # only the columns read: sorting a whole batch copies every column
             .group_by("session_id")
             .agg(
                 _start=pl.col("ts").filter(pl.col("kind") == "session_start").min(),
@@ -134,7 +135,9 @@ class SessionTracker:
 
     def _remember_models(self, events: pl.DataFrame) -> None:
         """Keep the first model and prompt version of open sessions' LLM calls."""
-        calls = events.filter(pl.col("kind") == "llm_call")
+        calls = events.select("session_id", "ts", "kind", "model", "prompt_version").filter(
+            pl.col("kind") == "llm_call"
+        )
         if calls.is_empty():
             return
         firsts = (
