@@ -59,8 +59,8 @@ TARGETS = {"ratio": 0.35, "peak_rss_mb": 400.0, "freshness_p99_s": 2.0}
 TOPIC = "bench-events"
 FRESH_TOPIC = "bench-fresh"
 PROBE_EVERY_S = 0.2
-# A poll of the probe query costs about 25 ms of CPU: polling 20 times a second took a
-# quarter of a core from a 2-core machine; 10 a second adds at most 0.1 s to a delay.
+# A poll of the probe query costs about 25 ms of CPU: sleeping 50 ms between polls took
+# a quarter of a core from a 2-core machine; 0.1 s adds at most that much to a delay.
 POLL_EVERY_S = 0.1
 FRESH_PARTITIONS = 4
 # Distinct events the freshness load can send (about 440 bytes each, held in the Java
