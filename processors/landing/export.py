@@ -16,7 +16,7 @@ from agentwatch.processors.landing.decode import RawBatch
 from agentwatch.processors.landing.pipeline import LandedBatch, metric_deltas
 from agentwatch.processors.metrics.exporter import FleetCollector
 
-log = logging.getLogger("agentwatch.processors.landing.processor")
+log = logging.getLogger(__name__)
 
 
 def export_stored(

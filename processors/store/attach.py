@@ -155,13 +155,10 @@ def _attach_new(base: duckdb.DuckDBPyConnection, sql: str) -> None:
     """
     for attempt in range(CREATE_RACE_RETRIES):
         try:
-            base.execute(sql)
+            retry_busy(lambda: base.execute(sql))
             return
         except duckdb.Error as e:
             racing = "Failed to initialize DuckLake" in str(e) and "already exists" in str(e)
-            if is_busy(e) and attempt < CREATE_RACE_RETRIES - 1:
-                time.sleep(BUSY_RETRY_S * (attempt + 1))
-                continue
             if not racing or attempt == CREATE_RACE_RETRIES - 1:
                 raise
             log.info("another process is creating the lake's metadata database; attaching again")

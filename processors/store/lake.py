@@ -465,7 +465,6 @@ def _sql_type(con: duckdb.DuckDBPyConnection, column: str, dtype: pl.DataType) -
 
 _CONFLICT_MARKERS: Final = (
     "conflict",  # DuckDB's own and DuckLake's snapshot conflicts
-    "database is locked",  # a SQLite metadata database busy with another writer
     "could not serialize access",  # a PostgreSQL metadata database's serialization failure (40001)
     "deadlock detected",  # a PostgreSQL metadata database's deadlock victim (40P01)
 )
@@ -474,7 +473,7 @@ _CONFLICT_MARKERS: Final = (
 def _is_conflict(exc: duckdb.Error) -> bool:
     """Whether ``exc`` is a concurrent writer's conflict that the whole transaction may retry."""
     text = str(exc).lower()
-    return any(marker in text for marker in _CONFLICT_MARKERS)
+    return is_busy(exc) or any(marker in text for marker in _CONFLICT_MARKERS)
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
