@@ -146,13 +146,11 @@ class LakeStore:
         """
 
         def ensure(con: duckdb.DuckDBPyConnection) -> int | None:
-            rows = con.execute(
-                f"SELECT count(*) FROM {OFFSETS_TABLE} WHERE topic = ? AND partition = ?",
-                [topic, partition],
-            ).fetchone()
-            if rows is not None and rows[0] == 0:
+            row = _offset_rows(con).get((topic, partition))
+            if row is None:
                 con.execute(f"INSERT INTO {OFFSETS_TABLE} VALUES (?, ?, -1)", [topic, partition])
-            return _last_offset(con, topic, partition)
+                return None
+            return row[1] if row[1] >= 0 else None
 
         with self.write_lock():
             return self.transaction(ensure)
@@ -189,11 +187,14 @@ class LakeStore:
         batches = [replace(b, before_commit=_once(b.before_commit)) for b in batches]
 
         def land(con: duckdb.DuckDBPyConnection) -> list[bool]:
-            ends = _last_offsets(con)  # one read and one update a commit, not a partition
-            moves: list[tuple[Batch, int]] = []
+            ends = _offset_rows(con)  # one read and one update a commit, not a partition
+            moves: list[tuple[Batch, int]] = []  # a batch and its partition's row
             for b in batches:
-                committed = ends.get((b.topic, b.partition))
-                if committed is not None and committed >= b.offsets[0]:
+                row = ends.get((b.topic, b.partition))
+                if row is None:  # no offsets row (recover makes one): nothing to move
+                    raise _Fenced
+                rowid, committed = row
+                if committed >= b.offsets[0]:
                     log.warning(
                         "dropping a batch another member already committed",
                         extra={
@@ -204,17 +205,17 @@ class LakeStore:
                     )
                     continue
                 b.before_commit()
-                moves.append((b, -1 if committed is None else committed))
+                moves.append((b, rowid))
             for table, rows in _rows_by_table([b for b, _ in moves]).items():
                 insert_rows(con, table, rows)
-            if moves:  # compare-and-set of every partition's end, in one statement
-                t = OFFSETS_TABLE
-                values = ", ".join(["(?::VARCHAR, ?::INTEGER, ?::BIGINT, ?::BIGINT)"] * len(moves))
+            if moves:  # every partition's end moved in one statement, by row id
+                cases = " ".join(["WHEN ? THEN ?::BIGINT"] * len(moves))
+                marks = ", ".join(["?"] * len(moves))
                 moved = con.execute(
-                    f"UPDATE {t} SET last_offset = v.last FROM (VALUES {values}) "
-                    f"v(topic, part, was, last) WHERE {t}.topic = v.topic "
-                    f"AND {t}.partition = v.part AND {t}.last_offset = v.was",
-                    [x for b, was in moves for x in (b.topic, b.partition, was, b.offsets[1])],
+                    f"UPDATE {OFFSETS_TABLE} SET last_offset = CASE rowid {cases} END "
+                    f"WHERE rowid IN ({marks})",
+                    [x for b, rowid in moves for x in (rowid, b.offsets[1])]
+                    + [rowid for _, rowid in moves],
                 ).fetchone()
                 if moved is None or moved[0] != len(moves):
                     raise _Fenced
@@ -415,12 +416,27 @@ def _last_offset(con: duckdb.DuckDBPyConnection, topic: str, partition: int) -> 
 
 
 def _last_offsets(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, int], int]:
-    """Every partition's committed end (the offsets table holds a row a partition)."""
-    rows = con.execute(
-        f"SELECT topic, partition, max(last_offset) FROM {OFFSETS_TABLE} "
-        "GROUP BY topic, partition HAVING max(last_offset) >= 0"
-    ).fetchall()
-    return {(str(t), int(p)): int(last) for t, p, last in rows}
+    """Every partition's committed end (partitions with nothing committed left out)."""
+    return {key: last for key, (_, last) in _offset_rows(con).items() if last >= 0}
+
+
+def _offset_rows(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, int], tuple[int, int]]:
+    """Each partition's offsets row: its row id and committed end (-1: nothing yet).
+
+    The table is read whole and its rows are updated by row id: DuckLake answers a
+    filter on a column by reading the statistics of every file in the lake (the
+    metadata database's largest table, which grows with each commit until maintenance
+    expires old files), so a ``WHERE topic = ...`` made each commit slower the longer
+    the lake ran; a whole read and a row id filter cost the same at any size.
+    """
+    found: dict[tuple[str, int], tuple[int, int]] = {}
+    for rowid, topic, partition, last in con.execute(
+        f"SELECT rowid, topic, partition, last_offset FROM {OFFSETS_TABLE}"
+    ).fetchall():
+        key = (str(topic), int(partition))
+        if key not in found or found[key][1] < last:  # a migrated lake may hold several
+            found[key] = (int(rowid), int(last))
+    return found
 
 
 def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> None:

@@ -1,0 +1,65 @@
+"""A commit costs the same in a lake that has run for an hour as in a new one.
+
+DuckLake keeps statistics for every file of every table (one row a column a file) until
+maintenance expires the files of old snapshots, an hour later by default: about a
+million rows at the live rate. A filter on a column makes DuckLake read them all, so a
+commit whose offsets update filtered by topic and partition took 0.8 s in such a lake
+instead of 0.08 s. The statistics of an hour are written here directly (rows of files
+that do not exist, which every query skips), by another process as SQLite requires.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from agentwatch.processors.store.lake import LakeStore
+from agentwatch.processors.store.location import METADATA_FILE
+from tests.test_store import TOPIC, commit, events
+
+AN_HOUR_OF_STATISTICS = 600_000
+
+_ADD_ROWS = """
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], timeout=30)
+con.executemany(
+    "INSERT INTO ducklake_file_column_stats (data_file_id, table_id, column_id, value_count) "
+    "VALUES (?, ?, ?, 0)",
+    ((10**9 + i, 1, i % 40) for i in range(int(sys.argv[2]))),
+)
+con.commit()
+"""
+
+
+def _commit_seconds(store: LakeStore, first: int, times: int) -> float:
+    """The median wall time of ``times`` commits of a small batch, from offset ``first``."""
+    frame = events(5)
+    took = []
+    for i in range(times):
+        start = time.perf_counter()
+        assert commit(store, first + 10 * i, first + 10 * i + 9, frame)
+        took.append(time.perf_counter() - start)
+    return statistics.median(took)
+
+
+def test_a_commit_does_not_slow_down_as_file_statistics_pile_up(tmp_path: Path) -> None:
+    db = tmp_path / METADATA_FILE
+    store = LakeStore(db)
+    store.prepare()
+    store.recover(TOPIC, 0)
+    _commit_seconds(store, 0, 2)  # warm up: extensions loaded, tables created
+    fresh = _commit_seconds(store, 100, 5)
+    store.close()
+
+    subprocess.run(
+        [sys.executable, "-c", _ADD_ROWS, str(db), str(AN_HOUR_OF_STATISTICS)], check=True
+    )
+    store = LakeStore(db)
+    _commit_seconds(store, 1_000, 1)
+    aged = _commit_seconds(store, 2_000, 5)
+    store.close()
+
+    assert aged < 2 * fresh + 0.02, f"commit took {aged:.3f} s aged, {fresh:.3f} s fresh"
