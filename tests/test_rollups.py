@@ -187,6 +187,16 @@ def test_tiers_put_each_minute_row_into_its_hour_and_day() -> None:
     assert tiered["day_rollups"]["events"].sum() == frame.height
 
 
+def test_each_tier_is_its_minutes_merged_alone_even_an_hour_that_starts_a_day() -> None:
+    midnight = T0.replace(hour=0)
+    frame = _mixed(900).with_columns(ts=pl.col("ts") - (T0 - midnight))  # 00:00 to 01:49
+    minutes = _rolled(frame)
+    tiered = tiers(minutes)
+    for table, every in (("hour_rollups", "1h"), ("day_rollups", "1d")):
+        alone = merge_rows(minutes, every).sort(KEYS, nulls_last=True)
+        assert_frame_equal(tiered[table].sort(KEYS, nulls_last=True), alone)
+
+
 def test_a_merged_cost_stays_null_where_no_call_was_priced() -> None:
     calls = [{"kind": "llm_call", "ts": at(i), "session_id": "s", "model": "m"} for i in range(3)]
     (cost,) = merge_rows(_rolled(events(*calls)), "1h")["cost_usd"]

@@ -174,14 +174,38 @@ def merge_rows(rows: pl.DataFrame, every: str) -> pl.DataFrame:
     Counts and sums add up, the times keep their min and max, and histograms add their
     bins' counts, so merged rows answer every query as the rows they replace.
     """
+    return _merged(rows, (every,))[every]
+
+
+def tiers(minutes: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Minute rows and the same rows merged into each coarser tier, by table.
+
+    The coarser tiers are merged in one pass (rows of every period stacked, the period
+    a key): a batch pays the fixed cost of the merge's polars steps once, not a tier.
+    """
+    coarser = _merged(minutes, tuple(every for every in TIERS.values() if every != _MINUTE))
+    return {
+        table: minutes if every == _MINUTE else coarser[every] for table, every in TIERS.items()
+    }
+
+
+def _merged(rows: pl.DataFrame, periods: Sequence[str]) -> dict[str, pl.DataFrame]:
+    """:func:`merge_rows` for each period of ``periods``, in one pass."""
     schema = pl.Schema(MINUTE_ROLLUPS_SCHEMA)
     if rows.is_empty():
-        return pl.DataFrame(schema=schema)
+        return {every: pl.DataFrame(schema=schema) for every in periods}
     histograms = [c for c, t in MINUTE_ROLLUPS_SCHEMA.items() if t == HISTOGRAM_TYPE]
     plain = [c for c in _SUMMED if c not in histograms]
-    cut = rows.with_columns(window_start=pl.col("window_start").dt.truncate(every))
-    cut = cut.with_columns(_g=pl.struct(KEYS).rank("dense"))
-    merged = cut.group_by(KEYS).agg(
+    keys = [*KEYS, "_period"]  # a day starts with an hour: the period tells them apart
+    cut = pl.concat(
+        rows.with_columns(
+            window_start=pl.col("window_start").dt.truncate(every),
+            _period=pl.lit(i, pl.UInt8),
+        )
+        for i, every in enumerate(periods)
+    )
+    cut = cut.with_columns(_g=pl.struct(keys).rank("dense"))
+    merged = cut.group_by(keys).agg(
         pl.col("_g").first(),
         *(pl.col(c).sum() for c in plain),
         first_ts=pl.col("first_ts").min(),
@@ -191,14 +215,11 @@ def merge_rows(rows: pl.DataFrame, every: str) -> pl.DataFrame:
     merged = merged_by_group(merged, cut, histograms)
     # A cost stays NULL where every row's was (no priced call): never a silent 0.
     merged = merged.with_columns(cost_usd=pl.when(pl.col("_costed") > 0).then("cost_usd"))
-    return merged.select(list(schema)).cast(schema)
-
-
-def tiers(minutes: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    """Minute rows and the same rows merged into each coarser tier, by table."""
+    if len(periods) == 1:
+        return {periods[0]: merged.select(list(schema)).cast(schema)}
     return {
-        table: minutes if every == _MINUTE else merge_rows(minutes, every)
-        for table, every in TIERS.items()
+        every: merged.filter(pl.col("_period") == i).select(list(schema)).cast(schema)
+        for i, every in enumerate(periods)
     }
 
 
