@@ -7,7 +7,7 @@ fetched (``handoff``); the order of effects is what makes a crash safe:
 
 1. dead letters go to the dead-letter topic (flushed);
 2. one lake transaction stores the batches' events, dead letters and other rows and moves
-   each partition's stored offset (compare-and-set): its commit commits the batches;
+   each partition's stored offset (read and moved in it): its commit commits the batches;
 3. the consumed offsets are committed to Kafka, for lag tooling only;
 4. the set's metrics are exported (``export``), once the next set is landing.
 

@@ -7,10 +7,10 @@ can be merged without stopping anyone (:mod:`.maintain`).
 
 Exactly once, by transaction. One lake transaction holds a batch's events, its dead
 letters, its other per-batch rows and the partition's new last offset in ``_offsets``.
-The offset is moved by compare-and-set: the update names the offset the batch started
-from, and a batch whose update matches no row (another member committed past it after
-a rebalance) rolls back and stores nothing. Two transactions that overlap conflict at
-commit; the loser retries from a fresh snapshot and then sees the winner's offset.
+The transaction reads the partition's offset and stores nothing of a batch it already
+covers (another member committed past it after a rebalance). Two transactions that
+overlap conflict at commit (DuckLake fences updates of one table); the loser retries
+from a fresh snapshot and then sees the winner's offset.
 
 A SQLite metadata database takes one writer at a time: the processes of one machine queue on a
 lock file beside it instead of failing with "database is locked". Readers never wait.
@@ -142,7 +142,7 @@ class LakeStore:
 
         Nothing is ever half-written (a batch is one transaction), so there is nothing to
         clean. The row is created here, not by a batch, so that two members racing for a
-        new partition's first batch still meet at one compare-and-set.
+        new partition's first batch still update one row (and conflict at commit).
         """
 
         def ensure(con: duckdb.DuckDBPyConnection) -> int | None:
