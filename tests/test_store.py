@@ -89,6 +89,17 @@ def test_the_committed_offset_is_the_last_offset_of_the_last_batch(tmp_path: Pat
     assert store.committed_last_offset(TOPIC, 1) is None
 
 
+def test_a_partition_whose_row_two_members_both_added_still_lands_and_moves_on(
+    tmp_path: Path,
+) -> None:
+    store = lake(tmp_path)  # its row is there; another member added one too, racing
+    store.transaction(lambda con: con.execute(f"INSERT INTO _offsets VALUES ('{TOPIC}', 0, -1)"))
+    assert commit(store, 0, 9, events(0))
+    assert commit(store, 10, 19, events(0))
+    assert not commit(store, 5, 15, events(0))
+    assert store.committed_last_offset(TOPIC, 0) == 19
+
+
 def test_a_batch_replayed_after_a_crash_stores_nothing_twice(tmp_path: Path) -> None:
     store = lake(tmp_path)
     assert commit(store, 100, 112)

@@ -427,14 +427,16 @@ def _offset_rows(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, int], tuple[
     filter on a column by reading the statistics of every file in the lake (the
     metadata database's largest table, which grows with each commit until maintenance
     expires old files), so a ``WHERE topic = ...`` made each commit slower the longer
-    the lake ran; a whole read and a row id filter cost the same at any size.
+    the lake ran; a whole read and a row id filter cost the same at any size. Two
+    members recovering a new partition at once (PostgreSQL has no write lock) may both
+    add its row: the one with the largest end counts and is the one moved.
     """
     found: dict[tuple[str, int], tuple[int, int]] = {}
     for rowid, topic, partition, last in con.execute(
         f"SELECT rowid, topic, partition, last_offset FROM {OFFSETS_TABLE}"
     ).fetchall():
         key = (str(topic), int(partition))
-        if key not in found or found[key][1] < last:  # a migrated lake may hold several
+        if key not in found or found[key][1] < last:  # the row with the largest end
             found[key] = (int(rowid), int(last))
     return found
 
