@@ -426,8 +426,8 @@ def _offset_rows(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, int], tuple[
     The table is read whole and its rows are updated by row id: DuckLake answers a
     filter on a column by reading the statistics of every file in the lake (the
     metadata database's largest table, which grows with each commit until maintenance
-    expires old files), so a ``WHERE topic = ...`` made each commit slower the longer
-    the lake ran; a whole read and a row id filter cost the same at any size. Two
+    merges the files), so a ``WHERE topic = ...`` made each commit slower until then;
+    a whole read and a row id filter cost the same at any size. Two
     members recovering a new partition at once (PostgreSQL has no write lock) may both
     add its row: the one with the largest end counts and is the one moved.
     """
