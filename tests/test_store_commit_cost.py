@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.location import METADATA_FILE
-from tests.test_store import TOPIC, commit, events
+from tests.test_store import commit, events, lake
 
 MANY_STATISTICS = 600_000
 
@@ -47,10 +46,8 @@ def _commit_seconds(store: LakeStore, first: int, times: int) -> float:
 
 
 def test_a_commit_does_not_slow_down_as_file_statistics_pile_up(tmp_path: Path) -> None:
-    db = tmp_path / METADATA_FILE
-    store = LakeStore(db)
-    store.prepare()
-    store.recover(TOPIC, 0)
+    store = lake(tmp_path)
+    db = store.db
     _commit_seconds(store, 0, 2)  # warm up: extensions loaded, tables created
     fresh = _commit_seconds(store, 100, 5)
     store.close()

@@ -149,8 +149,7 @@ class LakeStore:
             row = _offset_rows(con).get((topic, partition))
             if row is None:
                 con.execute(f"INSERT INTO {OFFSETS_TABLE} VALUES (?, ?, -1)", [topic, partition])
-                return None
-            return row[1] if row[1] >= 0 else None
+            return _committed_end(row)
 
         with self.write_lock():
             return self.transaction(ensure)
@@ -412,12 +411,12 @@ def views_digest() -> str:
 
 
 def _last_offset(con: duckdb.DuckDBPyConnection, topic: str, partition: int) -> int | None:
-    return _last_offsets(con).get((topic, partition))
+    return _committed_end(_offset_rows(con).get((topic, partition)))
 
 
-def _last_offsets(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, int], int]:
-    """Every partition's committed end (partitions with nothing committed left out)."""
-    return {key: last for key, (_, last) in _offset_rows(con).items() if last >= 0}
+def _committed_end(row: tuple[int, int] | None) -> int | None:
+    """An offsets row's committed end; None without a row or with nothing committed."""
+    return row[1] if row is not None and row[1] >= 0 else None
 
 
 def _offset_rows(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, int], tuple[int, int]]:
