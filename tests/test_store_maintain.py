@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
+import duckdb
 import polars as pl
 import pytest
 
 from agentwatch.cli import main
 from agentwatch.processors.landing.decode import decode_batch
+from agentwatch.processors.store import maintain as maintenance
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.processors.store.maintain import (
     MaintenancePolicy,
+    Partials,
     data_files,
     maintain,
     try_lease,
@@ -29,6 +34,11 @@ from tests.test_decode import batch_of
 TOPIC = "agent-events"
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 KEEP_30_DAYS = MaintenancePolicy({"events": 30}, grace_s=0)
+T = TypeVar("T")
+
+
+def no_pause(seconds: float) -> None:
+    """Steps follow each other at once: nothing lands beside these passes."""
 
 
 def batch(first: int, age_days: float, agent: str = "hr-1") -> pl.DataFrame:
@@ -106,6 +116,77 @@ def test_maintenance_merges_partial_rollup_rows_and_the_views_stay_the_same(
             keys = ", ".join(KEYS)
             row = con.execute(f"SELECT count(*) = count(DISTINCT ({keys})) FROM {table}")
             assert row.fetchone() == (True,), table
+
+
+def tier_totals(store: LakeStore) -> dict[str, tuple[object, ...] | None]:
+    with connect_lake(store.db) as con:
+        sql = "SELECT count(*), sum(events), sum(errors) FROM {}"
+        return {t: con.execute(sql.format(t)).fetchone() for t in TIERS}
+
+
+def after_the_partial_rows_are_read(
+    monkeypatch: pytest.MonkeyPatch, table: str, then: Callable[[], object]
+) -> list[int]:
+    """Runs ``then`` once, right after a pass read ``table``'s partial rows (no lock held)."""
+    read, done = maintenance._partials, list[int]()
+
+    def read_then(con: duckdb.DuckDBPyConnection, alias: str, name: str) -> Partials:
+        result = read(con, alias, name)
+        if name == table and not done:
+            done.append(1)
+            then()
+        return result
+
+    monkeypatch.setattr(maintenance, "_partials", read_then)
+    return done
+
+
+def test_rows_landed_while_rollups_are_merged_are_merged_in_not_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, expected = LakeStore(tmp_path / METADATA_FILE), LakeStore(tmp_path / "b" / METADATA_FILE)
+    for i in range(4):
+        store_batch(expected, batch(100 * i, 1))
+        if i < 3:
+            store_batch(store, batch(100 * i, 1))
+    landed = after_the_partial_rows_are_read(
+        monkeypatch, "minute_rollups", lambda: store_batch(store, batch(300, 1))
+    )
+    maintain(store, KEEP_30_DAYS, clock=lambda: NOW, pause=no_pause)
+    assert landed
+    totals, want = tier_totals(store), tier_totals(expected)
+    assert totals["minute_rollups"] != want["minute_rollups"]  # fewer rows: merged
+    for table in TIERS:
+        got, expect = totals[table], want[table]
+        assert got is not None and expect is not None
+        assert got[1:] == expect[1:], table
+
+
+def test_a_tier_whose_rows_were_deleted_during_the_pass_is_left_for_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LakeStore(tmp_path / METADATA_FILE)
+    for i in range(3):
+        store_batch(store, batch(100 * i, 1))
+    one_kind = "kind = (SELECT min(kind) FROM minute_rollups)"
+    gone = store.con.execute(f"SELECT sum(events) FROM minute_rollups WHERE {one_kind}")
+    events_gone = gone.fetchone()
+    delete = f"DELETE FROM minute_rollups WHERE {one_kind}"
+    deleted = after_the_partial_rows_are_read(
+        monkeypatch, "minute_rollups", lambda: store.con.execute(delete)
+    )
+    before = tier_totals(store)["minute_rollups"]
+    report = maintain(store, KEEP_30_DAYS, clock=lambda: NOW, pause=no_pause)
+    assert deleted
+    assert report.rollup_rows_merged > 0  # the hour and day tiers were merged
+    keys = ", ".join(KEYS)
+    with connect_lake(store.db) as con:
+        partial = f"SELECT count(*) > count(DISTINCT ({keys})) FROM {{}}"
+        assert con.execute(partial.format("minute_rollups")).fetchone() == (True,)
+        assert con.execute(partial.format("hour_rollups")).fetchone() == (False,)
+    after = tier_totals(store)["minute_rollups"]
+    assert before is not None and after is not None and events_gone is not None
+    assert after[1] == before[1] - events_gone[0]  # nothing deleted came back
 
 
 def test_files_left_with_deleted_rows_by_merging_rollups_are_rewritten(tmp_path: Path) -> None:
@@ -188,3 +269,24 @@ def test_maintenance_of_a_lake_that_does_not_exist_creates_nothing(
     assert main(["store", "maintain", "--db", str(missing)]) == 1
     assert "does not exist yet" in capsys.readouterr().err
     assert not missing.parent.exists()
+
+
+def test_each_step_is_followed_by_a_pause_as_long_as_it_held_the_lock(tmp_path: Path) -> None:
+    store = landed(tmp_path, *(batch(100 * i, 1) for i in range(4)))
+    pauses: list[float] = []
+    report = maintain(store, KEEP_30_DAYS, clock=lambda: NOW, pause=pauses.append)
+    assert len(pauses) == report.steps > 1
+    assert max(pauses) == report.longest_step_s
+
+
+def test_snapshots_expire_a_slice_a_step_and_the_lake_still_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = landed(tmp_path, *(batch(100 * i, 1) for i in range(5)))
+    monkeypatch.setattr(maintenance, "SNAPSHOTS_PER_STEP", 2)
+    now = dt.datetime.now(dt.UTC)  # the snapshots' own times are real ones
+    report = maintain(store, MaintenancePolicy({}, grace_s=0), lambda: now, pause=no_pause)
+    assert report.snapshots_expired > 2
+    older = f"SELECT count(*) FROM ducklake_snapshots('{store.alias}') WHERE snapshot_time < ?"
+    assert store.con.execute(older, [now]).fetchone() == (0,)
+    assert agents(store) == [("hr-1", 5 * len(valid_lines()))]

@@ -101,7 +101,7 @@ class LakeStore:
         self.con  # noqa: B018 - attaching prepares
 
     def _prepare(self, con: duckdb.DuckDBPyConnection) -> None:
-        _set_option(con, "parquet_row_group_size", str(ROW_GROUP_ROWS))
+        set_option(con, "parquet_row_group_size", str(ROW_GROUP_ROWS))
         existing = _columns(con)
         for table, schema in {**TABLE_SCHEMAS, OFFSETS_TABLE: _OFFSETS_SCHEMA}.items():
             have = existing.get(table)
@@ -449,7 +449,7 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) 
         con.unregister("_rows")
 
 
-def _set_option(con: duckdb.DuckDBPyConnection, name: str, value: str) -> None:
+def set_option(con: duckdb.DuckDBPyConnection, name: str, value: str) -> None:
     """Set a lake-wide DuckLake option unless it already has ``value`` (no metadata write)."""
     row = con.execute("SELECT current_database()").fetchone()
     assert row is not None

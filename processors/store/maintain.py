@@ -12,15 +12,25 @@ snapshot forever. One pass, in this order:
 4. **rewrite** files that have deleted rows (step 2 deletes from the recent files of
    every tier at each pass, and DuckLake merges no file with deletions: without this
    the tiers' files and delete files grew by about one per commit);
-5. **merge** adjacent small files into larger ones, up to ``MERGED_FILE_BYTES``;
+5. **merge** adjacent small files into files of about ``MERGED_FILE_BYTES``;
 6. **expire** snapshots older than the grace period;
 7. **clean up** the files those snapshots alone still referenced, and orphaned files
    (a SIGKILLed writer leaves its half-written files behind), older than the grace.
 
 Readers never fail: a query holds its snapshot, and nothing it may read is deleted
-before the grace period (longer than any query) has passed. Each step is its own
-transaction, so landing waits for at most one step. One member at a time maintains a
-lake: it holds a lease row in ``_leases`` while it works (:func:`try_lease`).
+before the grace period (longer than any query) has passed. One member at a time
+maintains a lake: it holds a lease row in ``_leases`` while it works (:func:`try_lease`).
+
+Landing goes on during a pass, so no step may hold the lake's write lock for long. Each
+step is its own transaction over a bounded slice of the work: one table's retention,
+flush or rewrite, one merged file of about ``MERGED_FILE_BYTES``, or up to
+``SNAPSHOTS_PER_STEP`` snapshots expired; a rollup tier's partial rows are read and
+merged without the lock, and its step only swaps them (:func:`compact_rollups`). After
+each step the pass pauses as long as the step took, so landing waits for at most one
+step and keeps at least half of the lock's time. Measured on a lake of 1,200 commits of
+2,000 events: the longest step went from 4.8 s (the merge of all of a table's files;
+each tier's merge took 3 to 4 s) to 1.0 s, and a writer landing beside the pass waited
+at most 1.3 s for a commit instead of 5.3 s.
 """
 
 from __future__ import annotations
@@ -30,24 +40,36 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar
 
 import duckdb
+import polars as pl
 
 from agentwatch.clock import Clock, utc_now
-from agentwatch.processors.store.lake import LakeStore, insert_rows
+from agentwatch.processors.store.lake import LakeStore, insert_rows, set_option
 from agentwatch.processors.store.rollups import KEYS, TIERS, merge_rows
 from agentwatch.processors.store.tables import TABLE_SCHEMAS
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+# Waits the given seconds between steps (time.sleep; a stop event's wait; nothing in tests).
+Pause = Callable[[float], object]
+# The lake's snapshot id, and rows of a rollup tier read at it.
+Partials = tuple[int, pl.DataFrame]
+# One step's work, in the transaction it is given.
+Step = Callable[[duckdb.DuckDBPyConnection], T]
 
 # How far back from its newest period a pass merges a rollup tier's partial rows.
 COMPACT_HORIZON: Final = "INTERVAL 2 DAY"
-# Files this large are merged no further: a pass rewrites what landed since the last,
-# not the whole history (DuckLake's default limit, its target file size, is 512 MB).
+# The size a merge writes (the lake's target file size; DuckLake's default, 512 MB, would
+# make one step of a whole table). Files of a quarter of it or more are merged no further:
+# a pass rewrites what landed since the last, not the whole history.
 MERGED_FILE_BYTES: Final = 16 << 20
+# Bounds on one step's slice of the work (see the module's docstring).
+SNAPSHOTS_PER_STEP: Final = 500
 LEASES_TABLE: Final = "_leases"
 LEASE_NAME: Final = "maintenance"
 # The column a table's age is judged by, where it is not ``ts``.
@@ -72,38 +94,68 @@ class MaintenanceReport:
     snapshots_expired: int = 0
     files_removed: int = 0
     seconds: float = 0.0
+    steps: int = 0  # transactions that held the lake's write lock
+    longest_step_s: float = 0.0
+
+
+class _Steps:
+    """Runs each step of a pass under the write lock, then pauses as long as it took."""
+
+    def __init__(self, store: LakeStore, report: MaintenanceReport, pause: Pause) -> None:
+        self.store = store
+        self.report = report
+        self.pause = pause
+
+    def run(self, work: Step[T]) -> T:
+        started = time.monotonic()
+        with self.store.write_lock():
+            result = self.store.transaction(work)
+        took = time.monotonic() - started
+        self.report.steps += 1
+        self.report.longest_step_s = max(self.report.longest_step_s, took)
+        self.pause(took)
+        return result
+
+    def call(self, sql: str, params: Sequence[object] = ()) -> int:
+        """One maintenance function in its own step; the rows it reports."""
+        return self.run(lambda con: len(con.execute(sql, list(params)).fetchall()))
 
 
 def maintain(
-    store: LakeStore, policy: MaintenancePolicy, clock: Clock = utc_now
+    store: LakeStore,
+    policy: MaintenancePolicy,
+    clock: Clock = utc_now,
+    pause: Pause = time.sleep,
 ) -> MaintenanceReport:
     """One maintenance pass over the lake (see the module's docstring for the order)."""
     started = clock()
     report = MaintenanceReport(files_before=data_files(store))
+    steps = _Steps(store, report, pause)
     for table, days in policy.retention_days.items():
         if days <= 0 or table not in TABLE_SCHEMAS:
             continue
         deleted = _apply_retention(
-            store, table, started - dt.timedelta(days=days), policy.legal_hold
+            steps, table, started - dt.timedelta(days=days), policy.legal_hold
         )
         if deleted:
             report.rows_deleted[table] = deleted
-    report.rollup_rows_merged = sum(compact_rollups(store, t, e) for t, e in TIERS.items())
+    report.rollup_rows_merged = sum(compact_rollups(steps, t, e) for t, e in TIERS.items())
+    alias = store.alias
+    steps.run(lambda con: set_option(con, "target_file_size", f"{MERGED_FILE_BYTES >> 20}MiB"))
+    for table in TABLE_SCHEMAS:
+        steps.call(f"CALL ducklake_flush_inlined_data('{alias}', table_name => '{table}')")
+        steps.call(f"CALL ducklake_rewrite_data_files('{alias}', '{table}', delete_threshold => 0)")
+        merge = (
+            f"CALL ducklake_merge_adjacent_files('{alias}', '{table}', "
+            "max_compacted_files => 1, max_file_size => ?)"
+        )
+        while steps.call(merge, [MERGED_FILE_BYTES // 4]):
+            pass
     horizon = started - dt.timedelta(seconds=policy.grace_s)
-    _call(store, f"CALL ducklake_flush_inlined_data('{store.alias}')")
-    _call(store, f"CALL ducklake_rewrite_data_files('{store.alias}', delete_threshold => 0)")
-    _call(
-        store,
-        f"CALL ducklake_merge_adjacent_files('{store.alias}', max_file_size => ?)",
-        [MERGED_FILE_BYTES],
-    )
-    report.snapshots_expired = _call(
-        store, f"CALL ducklake_expire_snapshots('{store.alias}', older_than => ?)", [horizon]
-    )
-    report.files_removed = _call(
-        store, f"CALL ducklake_cleanup_old_files('{store.alias}', older_than => ?)", [horizon]
-    ) + _call(
-        store, f"CALL ducklake_delete_orphaned_files('{store.alias}', older_than => ?)", [horizon]
+    report.snapshots_expired = _expire_snapshots(steps, horizon)
+    report.files_removed = sum(
+        steps.call(f"CALL ducklake_{what}('{alias}', older_than => ?)", [horizon])
+        for what in ("cleanup_old_files", "delete_orphaned_files")
     )
     report.files_after = data_files(store)
     report.seconds = (clock() - started).total_seconds()
@@ -117,39 +169,92 @@ def maintain(
             "snapshots_expired": report.snapshots_expired,
             "files_removed": report.files_removed,
             "seconds": round(report.seconds, 3),
+            "steps": report.steps,
+            "longest_step_s": round(report.longest_step_s, 3),
         },
     )
     return report
 
 
-def compact_rollups(store: LakeStore, table: str, every: str) -> int:
-    """Merge a rollup tier's partial rows, in one transaction; the rows it saved.
+def compact_rollups(steps: _Steps, table: str, every: str) -> int:
+    """Merge a rollup tier's partial rows; the rows it saved.
 
     Only periods holding several rows of the same keys are rewritten, and only within
     ``COMPACT_HORIZON`` of the newest, where batches land: a pass costs the same whatever
-    the history (older partial rows, of a replay or a reprice, stay correct). Rows a batch
-    commits meanwhile are not in this transaction's snapshot, so they are neither
-    deleted nor merged: they stay as partial rows for the next pass.
+    the history (older partial rows, of a replay or a reprice, stay correct).
+
+    The costly part, reading the partial rows and merging them, works on a snapshot
+    without the write lock (it took 3 to 5 s a tier after ten minutes of commits). The
+    step then only swaps: it merges in the rows batches added to those periods since the
+    snapshot, deletes the periods' rows and inserts the merged ones. If anything deleted
+    rows of the table since the snapshot (retention, a reprice), the tier is left for the
+    next pass: its partial rows stay correct meanwhile.
     """
-    keys = ", ".join(KEYS)
-    recent = f"window_start >= (SELECT max(window_start) FROM {table}) - {COMPACT_HORIZON}"
-    periods = (
-        f"SELECT DISTINCT window_start FROM {table} WHERE {recent} "
-        f"GROUP BY {keys} HAVING count(*) > 1"
+    snapshot, rows = steps.store.read(lambda con: _partials(con, steps.store.alias, table))
+    if rows.is_empty():
+        return 0
+    periods = rows.select(pl.col("window_start").unique())
+    merged = merge_rows(rows, every)
+
+    def swap(con: duckdb.DuckDBPyConnection) -> int:
+        now = _snapshot(con, steps.store.alias)
+        added = pl.DataFrame(schema=rows.schema)
+        if now > snapshot:
+            args = f"'{steps.store.alias}', 'main', '{table}', {snapshot + 1}, {now}"
+            if _scalar(con, f"SELECT count(*) FROM ducklake_table_deletions({args})"):
+                log.info("rollup rows deleted during the pass", extra={"table": table})
+                return 0
+            added = con.execute(f"SELECT * FROM ducklake_table_insertions({args})").pl()
+            added = added.join(periods, on="window_start", how="semi")
+        final = merge_rows(pl.concat([merged, added], how="diagonal_relaxed"), every)
+        con.register("_periods", periods.to_arrow())
+        try:
+            con.execute(f"DELETE FROM {table} WHERE window_start IN (FROM _periods)")
+        finally:
+            con.unregister("_periods")
+        insert_rows(con, table, final)
+        return rows.height + added.height - final.height
+
+    return steps.run(swap)
+
+
+def _partials(con: duckdb.DuckDBPyConnection, alias: str, table: str) -> Partials:
+    """The lake's snapshot, and the rows of its recent periods that hold partial rows."""
+    snapshot = _snapshot(con, alias)
+    at = f"{table} AT (VERSION => {snapshot})"
+    recent = f"window_start >= (SELECT max(window_start) FROM {at}) - {COMPACT_HORIZON}"
+    rows = con.execute(
+        f"WITH recent AS (SELECT * FROM {at} WHERE {recent}) "
+        "SELECT * FROM recent WHERE window_start IN "
+        f"(SELECT window_start FROM recent GROUP BY {', '.join(KEYS)} HAVING count(*) > 1)"
+    ).pl()
+    return snapshot, rows
+
+
+def _snapshot(con: duckdb.DuckDBPyConnection, alias: str) -> int:
+    return _scalar(con, f"SELECT id FROM {alias}.current_snapshot()")
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    row = con.execute(sql).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _expire_snapshots(steps: _Steps, horizon: dt.datetime) -> int:
+    """Expire the snapshots older than ``horizon`` but the newest, a slice a step."""
+    alias = steps.store.alias
+    listing = (
+        f"SELECT snapshot_id FROM ducklake_snapshots('{alias}') WHERE snapshot_time < ? "
+        f"AND snapshot_id < (SELECT max(snapshot_id) FROM ducklake_snapshots('{alias}')) "
+        "ORDER BY 1"
     )
-
-    def merge(con: duckdb.DuckDBPyConnection) -> int:
-        where = f"window_start IN ({periods})"
-        rows = con.execute(f"SELECT * FROM {table} WHERE {where}").pl()
-        if rows.is_empty():
-            return 0
-        merged = merge_rows(rows, every)
-        con.execute(f"DELETE FROM {table} WHERE {where}")
-        insert_rows(con, table, merged)
-        return rows.height - merged.height
-
-    with store.write_lock():
-        return store.transaction(merge)
+    ids = [int(r[0]) for r in steps.store.read(lambda c: c.execute(listing, [horizon]).fetchall())]
+    expire = f"CALL ducklake_expire_snapshots('{alias}', versions => ?)"
+    return sum(
+        steps.call(expire, [ids[i : i + SNAPSHOTS_PER_STEP]])
+        for i in range(0, len(ids), SNAPSHOTS_PER_STEP)
+    )
 
 
 def data_files(store: LakeStore) -> int:
@@ -199,7 +304,7 @@ def holder_name() -> str:
 
 
 def _apply_retention(
-    store: LakeStore, table: str, cutoff: dt.datetime, legal_hold: Sequence[str]
+    steps: _Steps, table: str, cutoff: dt.datetime, legal_hold: Sequence[str]
 ) -> int:
     column = AGE_COLUMN.get(table, "ts")
     where = f"{column} < ?"
@@ -212,25 +317,15 @@ def _apply_retention(
         row = con.execute(f"DELETE FROM {table} WHERE {where}", params).fetchone()
         return int(row[0]) if row is not None else 0
 
-    with store.write_lock():
-        return store.transaction(delete)
-
-
-def _call(store: LakeStore, sql: str, params: Sequence[object] = ()) -> int:
-    """Run one maintenance function in its own transaction; the rows it reports."""
-
-    def run(con: duckdb.DuckDBPyConnection) -> int:
-        return len(con.execute(sql, list(params)).fetchall())
-
-    with store.write_lock():
-        return store.transaction(run)
+    return steps.run(delete)
 
 
 class MaintenanceLoop:
     """Maintains the lake every ``interval_s`` from a thread, while this member holds the lease.
 
-    Landing goes on meanwhile: each step takes the lake's write lock only for itself.
-    A failed pass is logged and tried again at the next interval; it never stops landing.
+    Landing goes on meanwhile: each step takes the lake's write lock only for itself,
+    and the pauses between steps end at once when the member stops. A failed pass is
+    logged and tried again at the next interval; it never stops landing.
     """
 
     def __init__(self, db: str, policy: MaintenancePolicy, interval_s: float) -> None:
@@ -256,7 +351,7 @@ class MaintenanceLoop:
                 try:
                     # The lease outlives a pass; a member that dies frees it within 2 intervals.
                     if try_lease(store, self.holder, 2 * self.interval_s):
-                        maintain(store, self.policy)
+                        maintain(store, self.policy, pause=self._stop.wait)
                         self.passes += 1
                 except Exception:
                     log.exception("lake maintenance failed; it is tried again next interval")
