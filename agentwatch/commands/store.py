@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from agentwatch.commands.options import add_db_option, duration_help, seconds
 from agentwatch.errors import ConfigError
@@ -29,8 +30,14 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
             "One maintenance pass: delete rows older than each table's retention (except "
             "agents under legal hold), merge small files, expire snapshots older than the "
             "grace period and delete the files nothing reads any more. Safe while "
-            "processors land and analysts query. Prints a JSON summary."
+            "processors land and analysts query: the pass works in small steps and pauses "
+            "after each as long as it took, so landing goes on. Prints a JSON summary."
         ),
+    )
+    maintain.add_argument(
+        "--no-pause",
+        action="store_true",
+        help="run the steps back to back (faster, for when nothing lands meanwhile)",
     )
     add_db_option(
         maintain, settings, "the lake's metadata database: a SQLite file or postgres:<dsn>"
@@ -143,16 +150,20 @@ def _maintain(args: argparse.Namespace) -> int:
     days = retention_from_args(args)
     require_lake(locate(args.db))  # maintenance of a mistyped --db creates nothing
     store = LakeStore(args.db)
-    report = maintain(store, MaintenancePolicy(days, tuple(args.legal_hold), args.snapshot_grace))
+    policy = MaintenancePolicy(days, tuple(args.legal_hold), args.snapshot_grace)
+    report = maintain(store, policy, pause=(lambda _: None) if args.no_pause else time.sleep)
     print(
         json.dumps(
             {
                 "rows_deleted": report.rows_deleted,
+                "rollup_rows_merged": report.rollup_rows_merged,
                 "files_before": report.files_before,
                 "files_after": report.files_after,
                 "snapshots_expired": report.snapshots_expired,
                 "files_removed": report.files_removed,
                 "seconds": round(report.seconds, 3),
+                "steps": report.steps,
+                "longest_step_s": round(report.longest_step_s, 3),
             }
         )
     )
