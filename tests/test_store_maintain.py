@@ -120,6 +120,27 @@ def test_maintenance_merges_partial_rollup_rows_and_the_views_stay_the_same(
             assert row.fetchone() == (True,), table
 
 
+def test_a_tier_swapped_a_few_periods_a_step_reads_the_same_and_merges_fully(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LakeStore(tmp_path / METADATA_FILE)
+    for i, age in enumerate((1.0, 1.01, 1.02, 1.0, 1.01, 1.02)):  # three minutes, twice
+        store_batch(store, batch(100 * i, age))
+    monkeypatch.setattr(maintenance, "MERGED_ROWS_PER_STEP", 1)
+    before = tier_totals(store)
+    report = maintain(store, KEEP_30_DAYS, clock=lambda: NOW, pause=no_pause)
+    after = tier_totals(store)
+    assert report.rollup_rows_merged > 0
+    for table in TIERS:
+        got, expect = after[table], before[table]
+        assert got is not None and expect is not None
+        assert got[1:] == expect[1:], table
+    keys = ", ".join(KEYS)
+    with connect_lake(store.db) as con:
+        row = con.execute(f"SELECT count(*) = count(DISTINCT ({keys})) FROM minute_rollups")
+        assert row.fetchone() == (True,)
+
+
 def tier_totals(store: LakeStore) -> dict[str, tuple[object, ...] | None]:
     with connect_lake(store.db) as con:
         sql = "SELECT count(*), sum(events), sum(errors) FROM {}"

@@ -70,6 +70,7 @@ COMPACT_HORIZON: Final = "INTERVAL 2 DAY"
 # a pass rewrites what landed since the last, not the whole history.
 MERGED_FILE_BYTES: Final = 16 << 20
 # Bounds on one step's slice of the work (see the module's docstring).
+MERGED_ROWS_PER_STEP: Final = 50_000
 SNAPSHOTS_PER_STEP: Final = 500
 LEASES_TABLE: Final = "_leases"
 LEASE_NAME: Final = "maintenance"
@@ -197,39 +198,73 @@ def compact_rollups(steps: _Steps, table: str, every: str) -> int:
     the history (older partial rows, of a replay or a reprice, stay correct).
 
     The costly part, reading the partial rows and merging them, works on a snapshot
-    without the write lock (it took 3 to 5 s a tier after ten minutes of commits). The
-    step then only swaps: it merges in the rows batches added to those periods since the
-    snapshot, deletes the periods' rows and inserts the merged ones. If anything deleted
-    rows of the table since the snapshot (retention, a reprice), the tier is left for the
-    next pass: its partial rows stay correct meanwhile.
+    without the write lock (it took 3 to 5 s a tier after 1,200 commits). Steps then only
+    swap, a run of periods of up to ``MERGED_ROWS_PER_STEP`` merged rows each: a step
+    merges in the rows batches added to its periods since the snapshot, deletes its
+    periods' rows and inserts the merged ones. If anything deleted rows of those periods
+    since the snapshot (retention, a reprice), the step leaves them for the next pass:
+    their partial rows stay correct meanwhile.
     """
     store = steps.store
     snapshot, rows = steps.unlocked(lambda: store.read(lambda c: _partials(c, store.alias, table)))
     if rows.is_empty():
         return 0
-    periods = rows.select(pl.col("window_start").unique())
     merged = steps.unlocked(lambda: merge_rows(rows, every))
+    saved = 0
+    for chunk in _period_slices(merged, MERGED_ROWS_PER_STEP):
+        mine = merged.join(chunk, on="window_start", how="semi")
+        partial = rows.join(chunk, on="window_start", how="semi").height
+        saved += steps.run(_swap(store.alias, table, every, snapshot, mine, chunk, partial))
+    return saved
+
+
+def _swap(
+    alias: str,
+    table: str,
+    every: str,
+    snapshot: int,
+    mine: pl.DataFrame,
+    chunk: pl.DataFrame,
+    partial: int,
+) -> Step[int]:
+    """The step that replaces the rows of ``chunk``'s periods (``partial`` of them at
+    ``snapshot``) with ``mine``, their merged rows, the rows added since merged in; the
+    rows it saved. Nothing is done if rows of the table were deleted since (0)."""
+    where = "window_start IN (FROM _periods)"
 
     def swap(con: duckdb.DuckDBPyConnection) -> int:
-        now = _snapshot(con, steps.store.alias)
-        added = pl.DataFrame(schema=rows.schema)
-        if now > snapshot:
-            args = f"'{steps.store.alias}', 'main', '{table}', {snapshot + 1}, {now}"
-            if _scalar(con, f"SELECT count(*) FROM ducklake_table_deletions({args})"):
-                log.info("rollup rows deleted during the pass", extra={"table": table})
-                return 0
-            added = con.execute(f"SELECT * FROM ducklake_table_insertions({args})").pl()
-            added = added.join(periods, on="window_start", how="semi")
-        final = merge_rows(pl.concat([merged, added], how="diagonal_relaxed"), every)
-        con.register("_periods", periods.to_arrow())
+        con.register("_periods", chunk.to_arrow())
         try:
-            con.execute(f"DELETE FROM {table} WHERE window_start IN (FROM _periods)")
+            now = _snapshot(con, alias)
+            added = pl.DataFrame(schema=mine.schema)
+            if now > snapshot:
+                args = f"'{alias}', 'main', '{table}', {snapshot + 1}, {now}"
+                deleted = f"SELECT count(*) FROM ducklake_table_deletions({args}) WHERE {where}"
+                if _scalar(con, deleted):
+                    log.info("rollup rows deleted during the pass", extra={"table": table})
+                    return 0
+                added = con.execute(
+                    f"SELECT * FROM ducklake_table_insertions({args}) WHERE {where}"
+                ).pl()
+            final = merge_rows(pl.concat([mine, added], how="diagonal_relaxed"), every)
+            con.execute(f"DELETE FROM {table} WHERE {where}")
+            insert_rows(con, table, final)
+            return partial + added.height - final.height
         finally:
             con.unregister("_periods")
-        insert_rows(con, table, final)
-        return rows.height + added.height - final.height
 
-    return steps.run(swap)
+    return swap
+
+
+def _period_slices(merged: pl.DataFrame, most: int) -> list[pl.DataFrame]:
+    """The periods of ``merged``, cut in runs of about ``most`` merged rows (a period is
+    never cut: its rows merge together), oldest first."""
+    sizes = merged.group_by("window_start").len().sort("window_start")
+    group = (sizes["len"].cum_sum() - 1) // max(most, 1)
+    return [
+        part.select("window_start")
+        for _, part in sizes.with_columns(_slice=group).group_by("_slice", maintain_order=True)
+    ]
 
 
 def _partials(con: duckdb.DuckDBPyConnection, alias: str, table: str) -> Partials:
