@@ -25,10 +25,10 @@ Landing goes on during a pass, so no step may hold the lake's write lock for lon
 step is its own transaction over a bounded slice of the work: one table's retention,
 flush or rewrite, one merged file of about ``MERGED_FILE_BYTES``, or up to
 ``SNAPSHOTS_PER_STEP`` snapshots expired; a rollup tier's partial rows are read and
-merged without the lock, and its step only swaps them (:func:`compact_rollups`). After
-each step the pass pauses as long as the step took, so landing waits for at most one
-step and keeps at least half of the lock's time (and of the time of the work done
-without the lock). Measured on a lake of 1,200 commits of
+merged without the lock, and its steps only swap them, a run of periods each
+(:func:`compact_rollups`). After each step the pass pauses as long as the step took, so
+landing waits for at most one step and keeps at least half of the lock's time (and of
+the time of the work done without the lock). Measured on a lake of 1,200 commits of
 2,000 events: the longest step went from 4.8 s (the merge of all of a table's files;
 each tier's merge took 3 to 4 s) to 1.0 s, and a writer landing beside the pass waited
 at most 1.3 s for a commit instead of 5.3 s.
