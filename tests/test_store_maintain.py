@@ -21,8 +21,10 @@ from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.processors.store.maintain import (
+    MaintenanceLoop,
     MaintenancePolicy,
     Partials,
+    PassInterrupted,
     data_files,
     maintain,
     try_lease,
@@ -327,3 +329,49 @@ def test_snapshots_expire_a_slice_a_step_and_the_lake_still_reads(
     older = f"SELECT count(*) FROM ducklake_snapshots('{store.alias}') WHERE snapshot_time < ?"
     assert store.con.execute(older, [now]).fetchone() == (0,)
     assert agents(store) == [("hr-1", 5 * len(valid_lines()))]
+
+
+@pytest.mark.parametrize("steps", [1, 4, 12])
+def test_a_pass_ended_between_two_steps_leaves_a_lake_that_reads_the_same(
+    tmp_path: Path, steps: int
+) -> None:
+    store = LakeStore(tmp_path / METADATA_FILE)
+    for i, age in enumerate((1.0, 1.01, 1.0, 1.01)):
+        store_batch(store, batch(100 * i, age))
+    views = ("metrics_1m", "metrics_1h", "metrics_1d")
+
+    def read() -> dict[str, list[tuple[object, ...]]]:
+        with connect_lake(store.db) as con:
+            return {v: con.execute(f"SELECT * FROM {v} ORDER BY ALL").fetchall() for v in views}
+
+    before, paused = read(), []
+
+    def pause(seconds: float) -> None:
+        paused.append(seconds)
+        if len(paused) == steps:
+            raise PassInterrupted("the test ends it here")
+
+    with pytest.raises(PassInterrupted):
+        maintain(store, KEEP_30_DAYS, clock=lambda: NOW, pause=pause)
+    assert read() == before
+    assert agents(store) == [("hr-1", 4 * len(valid_lines()))]
+
+
+def test_a_member_that_stops_ends_its_pass_at_the_next_pause(tmp_path: Path) -> None:
+    store = landed(tmp_path, batch(0, 1))
+    loop = MaintenanceLoop(store.db, KEEP_30_DAYS, interval_s=60)
+    loop.pause(0)  # holds the lease: goes on
+    loop.stop()
+    with pytest.raises(PassInterrupted, match="stopping"):
+        loop.pause(0)
+
+
+def test_a_member_whose_lease_another_took_ends_its_pass_at_the_next_renewal(
+    tmp_path: Path,
+) -> None:
+    store = landed(tmp_path, batch(0, 1))
+    assert try_lease(store, "another member", 600)
+    loop = MaintenanceLoop(store.db, KEEP_30_DAYS, interval_s=60)
+    with pytest.raises(PassInterrupted, match="lease"):
+        loop.pause(0)
+    loop.stop()

@@ -369,12 +369,18 @@ def _apply_retention(
     return steps.run(delete)
 
 
+class PassInterrupted(Exception):
+    """Raised by a pause to end a pass between two steps (each step is whole)."""
+
+
 class MaintenanceLoop:
     """Maintains the lake every ``interval_s`` from a thread, while this member holds the lease.
 
-    Landing goes on meanwhile: each step takes the lake's write lock only for itself,
-    and the pauses between steps end at once when the member stops. A failed pass is
-    logged and tried again at the next interval; it never stops landing.
+    Landing goes on meanwhile: each step takes the lake's write lock only for itself.
+    Between steps the pass renews the lease every half interval (a pass may outlast the
+    lease's two intervals) and ends, whole steps done, when the member stops or another
+    member took the lease. A failed pass is logged and tried again at the next interval;
+    it never stops landing.
     """
 
     def __init__(self, db: str, policy: MaintenancePolicy, interval_s: float) -> None:
@@ -384,6 +390,8 @@ class MaintenanceLoop:
         self.holder = holder_name()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lake-maintenance", daemon=True)
+        self._store = LakeStore(db)  # connects on first use, in the thread
+        self._renew_at = 0.0
         self.passes = 0
 
     def start(self) -> None:
@@ -391,18 +399,33 @@ class MaintenanceLoop:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=60)
+        if self._thread.is_alive():
+            self._thread.join(timeout=60)
+
+    def pause(self, seconds: float) -> None:
+        """Between two steps: wait ``seconds``, then keep the lease or end the pass."""
+        if self._stop.wait(seconds):
+            raise PassInterrupted("the member is stopping")
+        if time.monotonic() >= self._renew_at and not self._lease():
+            raise PassInterrupted("another member took the maintenance lease")
+
+    def _lease(self) -> bool:
+        # The lease runs 2 intervals past its last renewal; a member that dies frees it.
+        if not try_lease(self._store, self.holder, 2 * self.interval_s):
+            return False
+        self._renew_at = time.monotonic() + self.interval_s / 2
+        return True
 
     def _run(self) -> None:
-        store = LakeStore(self.db)
         try:
             while not self._stop.wait(self.interval_s):
                 try:
-                    # The lease outlives a pass; a member that dies frees it within 2 intervals.
-                    if try_lease(store, self.holder, 2 * self.interval_s):
-                        maintain(store, self.policy, pause=self._stop.wait)
+                    if self._lease():
+                        maintain(self._store, self.policy, pause=self.pause)
                         self.passes += 1
+                except PassInterrupted as why:
+                    log.info("lake maintenance pass ended early", extra={"reason": str(why)})
                 except Exception:
                     log.exception("lake maintenance failed; it is tried again next interval")
         finally:
-            store.close()
+            self._store.close()
