@@ -375,3 +375,23 @@ def test_a_member_whose_lease_another_took_ends_its_pass_at_the_next_renewal(
     with pytest.raises(PassInterrupted, match="lease"):
         loop.pause(0)
     loop.stop()
+
+
+def test_a_pass_merges_the_files_it_found_and_leaves_those_landing_meanwhile(
+    tmp_path: Path,
+) -> None:
+    store = LakeStore(tmp_path / METADATA_FILE)
+    for i in range(3):
+        store_batch(store, batch(100 * i, 1))
+    landed_meanwhile = []
+
+    def land_a_batch(seconds: float) -> None:  # a batch lands during every pause
+        if len(landed_meanwhile) == 300:
+            raise AssertionError("the pass chases the files landing beside it")
+        landed_meanwhile.append(1)
+        store.insert_tables({"events": batch(1000 * len(landed_meanwhile), 1)})
+
+    report = maintain(store, KEEP_30_DAYS, clock=lambda: NOW, pause=land_a_batch)
+    assert report.files_after > 0
+    total = (3 + len(landed_meanwhile)) * len(valid_lines())
+    assert agents(store) == [("hr-1", total)]
