@@ -383,7 +383,7 @@ def test_a_pass_merges_the_files_it_found_and_leaves_those_landing_meanwhile(
     store = LakeStore(tmp_path / METADATA_FILE)
     for i in range(3):
         store_batch(store, batch(100 * i, 1))
-    landed_meanwhile = []
+    landed_meanwhile: list[int] = []
 
     def land_a_batch(seconds: float) -> None:  # a batch lands during every pause
         if len(landed_meanwhile) == 300:
