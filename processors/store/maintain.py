@@ -232,7 +232,7 @@ def _swap(
 ) -> Step[int]:
     """The step that replaces the rows of ``chunk``'s periods (``partial`` of them at
     ``snapshot``) with ``mine``, their merged rows, the rows added since merged in; the
-    rows it saved. Nothing is done if rows of the table were deleted since (0)."""
+    rows it saved. Nothing is done (0) if rows of those periods were deleted since."""
     where = "window_start IN (FROM _periods)"
 
     def swap(con: duckdb.DuckDBPyConnection) -> int:
