@@ -395,3 +395,13 @@ def test_a_pass_merges_the_files_it_found_and_leaves_those_landing_meanwhile(
     assert report.files_after > 0
     total = (3 + len(landed_meanwhile)) * len(valid_lines())
     assert agents(store) == [("hr-1", total)]
+
+
+def test_the_offsets_that_every_commit_updates_are_flushed_out_of_the_metadata_database(
+    tmp_path: Path,
+) -> None:
+    store = landed(tmp_path, *(batch(100 * i, 1) for i in range(4)))
+    offsets_files = f"SELECT count(*) FROM ducklake_list_files('{store.alias}', '_offsets')"
+    assert store.con.execute(offsets_files).fetchone() == (0,)  # inlined, one row a commit
+    maintain(store, MaintenancePolicy({}, grace_s=0), pause=no_pause)
+    assert store.con.execute(offsets_files).fetchone() == (1,)

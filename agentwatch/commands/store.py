@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 from agentwatch.commands.options import add_db_option, duration_help, seconds
 from agentwatch.errors import ConfigError
@@ -151,7 +150,7 @@ def _maintain(args: argparse.Namespace) -> int:
     require_lake(locate(args.db))  # maintenance of a mistyped --db creates nothing
     store = LakeStore(args.db)
     policy = MaintenancePolicy(days, tuple(args.legal_hold), args.snapshot_grace)
-    report = maintain(store, policy, pause=(lambda _: None) if args.no_pause else time.sleep)
+    report = maintain(store, policy, pause=(lambda _: None) if args.no_pause else None)
     print(
         json.dumps(
             {

@@ -56,7 +56,7 @@ from agentwatch.processors.store.tables import TABLE_SCHEMAS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# Waits the given seconds between steps (time.sleep; a stop event's wait; nothing in tests).
+# Waits the given seconds between steps (time.sleep by default; a stop event's wait).
 Pause = Callable[[float], object]
 # The lake's snapshot id, and rows of a rollup tier read at it.
 Partials = tuple[int, pl.DataFrame]
@@ -113,10 +113,10 @@ class _Steps:
         self.pause = pause
 
     def run(self, work: Step[T]) -> T:
-        started = time.monotonic()
         with self.store.write_lock():
+            started = time.monotonic()  # the time held, not the wait for landing's turn
             result = self.store.transaction(work)
-        took = time.monotonic() - started
+            took = time.monotonic() - started
         self.report.steps += 1
         self.report.longest_step_s = max(self.report.longest_step_s, took)
         self.pause(took)
@@ -139,12 +139,12 @@ def maintain(
     store: LakeStore,
     policy: MaintenancePolicy,
     clock: Clock = utc_now,
-    pause: Pause = time.sleep,
+    pause: Pause | None = None,
 ) -> MaintenanceReport:
     """One maintenance pass over the lake (see the module's docstring for the order)."""
     started = clock()
     report = MaintenanceReport(files_before=data_files(store))
-    steps = _Steps(store, report, pause)
+    steps = _Steps(store, report, pause or time.sleep)
     for table, days in policy.retention_days.items():
         if days <= 0 or table not in TABLE_SCHEMAS:
             continue
@@ -156,7 +156,7 @@ def maintain(
     report.rollup_rows_merged = sum(compact_rollups(steps, t, e) for t, e in TIERS.items())
     alias = store.alias
     steps.run(lambda con: set_option(con, "target_file_size", f"{MERGED_FILE_BYTES >> 20}MiB"))
-    for table in TABLE_SCHEMAS:
+    for table in _lake_tables(store):  # the offsets and leases too: they change most often
         steps.call(f"CALL ducklake_flush_inlined_data('{alias}', table_name => '{table}')")
         steps.call(f"CALL ducklake_rewrite_data_files('{alias}', '{table}', delete_threshold => 0)")
         merge = (
@@ -309,6 +309,15 @@ def _expire_snapshots(steps: _Steps, horizon: dt.datetime) -> int:
     )
 
 
+def _lake_tables(store: LakeStore) -> list[str]:
+    """Every table of the lake, ours and the bookkeeping ones (offsets, leases, ...)."""
+    sql = (
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main' "
+        "ORDER BY 1"
+    )
+    return [str(r[0]) for r in store.read(lambda con: con.execute(sql, [store.alias]).fetchall())]
+
+
 def data_files(store: LakeStore, tables: Sequence[str] = tuple(TABLE_SCHEMAS)) -> int:
     """The Parquet files the lake's current snapshot reads (of ``tables``)."""
     parts = [
@@ -402,7 +411,9 @@ class MaintenanceLoop:
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=60)
+            self._thread.join(timeout=60)  # the thread closes the store
+        elif self._thread.ident is None:
+            self._store.close()  # never started (or only paused, in a test)
 
     def pause(self, seconds: float) -> None:
         """Between two steps: wait ``seconds``, then keep the lease or end the pass."""
