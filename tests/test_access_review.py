@@ -14,6 +14,7 @@ from agentwatch.alerts.governance.review import record_review, run_review
 from agentwatch.alerts.governance.review_report import render_html
 from agentwatch.alerts.rules import Window, metrics
 from agentwatch.cli import main
+from agentwatch.frames import register
 from agentwatch.processors.store.attach import connect as connect_lake
 from tests.frames import T0, at, events
 from tests.lifecycle_helpers import db_of, make_registry
@@ -98,7 +99,7 @@ def test_the_html_page_carries_both_plots_and_each_agent(tmp_path: Path) -> None
 def review_age(registry: Registry, end: dt.datetime) -> dict[str, float | None]:
     con = connect_lake(db_of(registry))
     try:
-        con.register("agent_catalog", registry.catalog.frame().to_arrow())
+        register(con, "agent_catalog", registry.catalog.frame())
         found = metrics()["review_age_days"].measure(
             con, Window(end - dt.timedelta(minutes=5), end)
         )

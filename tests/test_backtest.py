@@ -19,6 +19,7 @@ from agentwatch.alerts.evaluation.backtest import Backtest, backtest
 from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG, load_catalog
 from agentwatch.alerts.rules import Sample, SqlMetric, Window, load_rules, metrics
 from agentwatch.cli import main
+from agentwatch.frames import register
 from agentwatch.ingest.sim.fleet import Fleet
 from agentwatch.ingest.sim.profiles import make_agents
 from agentwatch.ingest.sim.scenario_file import load_scenario
@@ -204,7 +205,7 @@ def test_every_metric_measures_many_windows_in_one_query_as_one_by_one(tmp_path:
     ]
     con = connect_lake(db)
     try:
-        con.register("agent_catalog", load_catalog(EXAMPLE_CATALOG).frame().to_arrow())
+        register(con, "agent_catalog", load_catalog(EXAMPLE_CATALOG).frame())
         for metric in metrics().values():
             assert isinstance(metric, SqlMetric)
             many = metric.measure_windows(con, windows)

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from agentwatch.cli import main
+from agentwatch.frames import query
 from agentwatch.processors.landing.pricing import PriceRow, PricingTable, apply_pricing
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
@@ -108,11 +109,12 @@ def store(tmp_path: Path) -> LakeStore:
 
 def stored(store: LakeStore, batch: Batch) -> pl.DataFrame:
     with connect_lake(store.db) as con:
-        return con.execute(
+        return query(
+            con,
             "SELECT * FROM events WHERE _partition = ? AND _offset BETWEEN ? AND ? "
             "ORDER BY _offset",
             [batch.partition, batch.first, batch.last],
-        ).pl()
+        )
 
 
 def costs(store: LakeStore, batch: Batch) -> list[tuple[Any, ...]]:
@@ -122,7 +124,7 @@ def costs(store: LakeStore, batch: Batch) -> list[tuple[Any, ...]]:
 
 def snapshot(store: LakeStore) -> pl.DataFrame:
     with connect_lake(store.db) as con:
-        return con.execute("SELECT * FROM events ORDER BY _partition, _offset").pl()
+        return query(con, "SELECT * FROM events ORDER BY _partition, _offset")
 
 
 def test_reprice_recomputes_priced_and_unpriced_rows_from_since_on(store: LakeStore) -> None:

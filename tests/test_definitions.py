@@ -11,6 +11,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from agentwatch.frames import register
 from agentwatch.processors.metrics import series
 from agentwatch.processors.query.report import SECTIONS
 from agentwatch.processors.store.definitions import (
@@ -91,7 +92,7 @@ def frame(*rows: dict[str, Any]) -> pl.DataFrame:
 def by_sql(definition: Definition, rows: pl.DataFrame) -> list[bool]:
     """The SQL predicate over the rows in DuckDB, an unknown (NULL) answer as false."""
     con = duckdb.connect()
-    con.register("rows", rows.to_arrow())
+    register(con, "rows", rows)
     sql = f"SELECT coalesce(({definition.sql}), false) FROM rows"
     return [bool(r[0]) for r in con.execute(sql).fetchall()]
 

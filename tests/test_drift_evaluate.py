@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from agentwatch.cli import main
+from agentwatch.frames import query
 from agentwatch.processors.drift import backfill, config_from_mapping
 from agentwatch.processors.drift.evaluate import DriftEvaluator
 from agentwatch.processors.drift.metrics import DriftCollector
@@ -107,10 +108,11 @@ def test_summaries_equal_direct_counts(db: Path) -> None:
         .group_by("bucket", "key").agg(pl.col("n").sum()).sort("bucket", "key")
     )  # fmt: skip
     con = connect_lake(db)
-    events = con.sql(
+    events = query(
+        con,
         "SELECT ts, latency_ms FROM events WHERE agent_id = 'slow' AND kind = 'llm_call' "
-        "AND ts < $hi", params={"hi": T0 + dt.timedelta(hours=2)}
-    ).pl()  # fmt: skip
+        "AND ts < $hi", {"hi": T0 + dt.timedelta(hours=2)},
+    )  # fmt: skip
     con.close()
     edges = MILLISECONDS.edges()
     want = (

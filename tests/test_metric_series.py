@@ -21,6 +21,7 @@ from agentwatch.alerts.response.runbooks import step_failures_counter
 from agentwatch.alerts.rules import DEFAULT_RULES_DIR, load_rules
 from agentwatch.alerts.rules.metrics import SqlMetric, metrics
 from agentwatch.dashboards import numbers
+from agentwatch.frames import register
 from agentwatch.processors.drift.signals import SIGNALS
 from agentwatch.processors.landing.sessions import SessionTracker
 from agentwatch.processors.metrics import series
@@ -287,8 +288,8 @@ def landed() -> tuple[dict[Source, pl.DataFrame], duckdb.DuckDBPyConnection]:
         "dead_letters": letters,
     }
     con = duckdb.connect()
-    con.register("_events", frame.to_arrow())
-    con.register("_letters", letters.to_arrow())
+    register(con, "_events", frame)
+    register(con, "_letters", letters)
     con.execute("CREATE TABLE events AS SELECT * FROM _events")
     con.execute("CREATE TABLE dead_letters AS SELECT * FROM _letters")
     for view in (SESSIONS, ERROR_METRICS, POLICY_METRICS):

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from agentwatch import frames
 from agentwatch.alerts.governance.registry import Registry
 from agentwatch.alerts.governance.releases import ReleaseError, Releases, read_evaluation
 from agentwatch.alerts.rules import Window, metrics
@@ -33,7 +34,7 @@ def register(registry: Registry, tmp_path: Path, version: str = "1.4.0", **kw: A
 def measure(registry: Registry, name: str) -> dict[tuple[str, ...], float | None]:
     con = connect_lake(db_of(registry))
     try:
-        con.register("agent_catalog", registry.catalog.frame().to_arrow())
+        frames.register(con, "agent_catalog", registry.catalog.frame())
         found = metrics()[name].measure(con, Window(T0, at(600)))
     finally:
         con.close()

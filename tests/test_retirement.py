@@ -23,6 +23,7 @@ from agentwatch.alerts.governance.retirement import (
 )
 from agentwatch.alerts.rules import Window, metrics
 from agentwatch.cli import main
+from agentwatch.frames import register
 from agentwatch.processors.store.attach import connect as connect_lake
 from tests.frames import at, events, store_batch
 from tests.lifecycle_helpers import db_of, make_registry
@@ -164,7 +165,7 @@ def test_events_after_the_retirement_count_as_a_retired_agent_active(tmp_path: P
     store_batch(registry.store, later)
     con = connect_lake(db_of(registry))
     try:
-        con.register("agent_catalog", registry.file_catalog.frame().to_arrow())
+        register(con, "agent_catalog", registry.file_catalog.frame())
         found = metrics()["retired_agent_events"].measure(
             con, Window(at(0), retired_at.replace(year=2100))
         )

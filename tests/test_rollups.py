@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from agentwatch.alerts.rules.metrics import Window, metrics
+from agentwatch.frames import register
 from agentwatch.processors.landing.sessions import SessionTracker
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.histograms import (
@@ -54,7 +55,7 @@ def merged_quantiles(parts: list[list[float]]) -> list[float]:
         for p in parts
     ]
     con = duckdb.connect()
-    con.register("h", pl.concat(frames))
+    register(con, "h", pl.concat(frames))
     row = con.execute(quantiles_sql("h", [], "h", QUANTILES)).fetchone()
     assert row is not None
     return [float(v) for v in row[1:]]
@@ -81,7 +82,7 @@ def test_bins_are_in_value_order_and_the_same_in_polars_and_sql(values: list[flo
     bins = frame.select(bin_expr(pl.col("v")))["v"].to_list()
     assert bins == sorted(bins)
     con = duckdb.connect()
-    con.register("f", frame)
+    register(con, "f", frame)
     in_sql = [r[0] for r in con.execute(f"SELECT {bin_sql('v')} FROM f").fetchall()]
     assert in_sql == bins
 
@@ -299,7 +300,7 @@ def test_a_session_end_knows_its_start_and_escalation_from_earlier_batches() -> 
     assert row["contained"] == 0
     assert row["duration_s"] and len(row["duration_s"]) == 1
     con = duckdb.connect()
-    con.register("r", minute_rollups(end, tracker.context(end)))
+    register(con, "r", minute_rollups(end, tracker.context(end)))
     duration = con.execute(quantiles_sql("r", [], "duration_s", [0.5])).fetchone()
     assert duration is not None and duration[1] == pytest.approx(90.0, rel=RELATIVE_ERROR)
 

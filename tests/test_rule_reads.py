@@ -21,6 +21,7 @@ from agentwatch.alerts.evaluation.reads import (
 from agentwatch.alerts.governance.catalog import AgentEntry, Catalog
 from agentwatch.alerts.rules import Rule, load_rules, metrics
 from agentwatch.alerts.rules.metrics import SqlMetric
+from agentwatch.frames import register
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import METADATA_FILE
@@ -80,7 +81,7 @@ def test_every_shipped_rule_measures_the_same_over_a_read_as_over_all_its_events
     narrow = RuleRead.take(history, at, rules, registry, CATALOG)
     whole = RuleRead(at, connect_lake(history))
     snapshot_rule_tables(whole.con, at, lookback(rules, registry))
-    whole.con.register("agent_catalog", CATALOG.frame().to_arrow())
+    register(whole.con, "agent_catalog", CATALOG.frame())
     try:
         got, expected = measured(evaluator, narrow, rules), measured(evaluator, whole, rules)
         copied = narrow.con.execute("SELECT count(*) FROM temp.events").fetchone()

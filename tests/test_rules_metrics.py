@@ -17,6 +17,7 @@ from agentwatch.alerts.rules import (
     Window,
     metrics,
 )
+from agentwatch.frames import register
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.histograms import RELATIVE_ERROR
 from agentwatch.processors.store.lake import LakeStore
@@ -41,7 +42,7 @@ class Store:
         """The metric's samples keyed by their label values, in label order."""
         con = connect_lake(self.path)
         try:
-            con.register("agent_catalog", catalog.frame().to_arrow())
+            register(con, "agent_catalog", catalog.frame())
             found = metrics()[metric].measure(con, Window(start, end))
         finally:
             con.close()

@@ -31,6 +31,7 @@ from agentwatch.alerts.notify.silences import SilenceStore
 from agentwatch.alerts.response.control import BreakerControl
 from agentwatch.alerts.rules import Window, metrics
 from agentwatch.clock import utc_now
+from agentwatch.frames import register
 from agentwatch.ingest.contract.control import Keyring
 from agentwatch.ingest.sim.profiles import make_agents
 from agentwatch.processors.store.attach import connect as connect_lake
@@ -81,7 +82,7 @@ def finish(console: Console, db: Path, bootstrap: str, registered: Registered, k
     console.rule(f"[bold]Lifecycle: {agent}")
     con = connect_lake(db)
     try:
-        con.register("agent_catalog", registry.catalog.frame().to_arrow())
+        register(con, "agent_catalog", registry.catalog.frame())
         window = Window(registered.since, now)
         found = {name: metrics()[name].measure(con, window) for name in SIGNALS}
         row = con.execute(

@@ -39,6 +39,7 @@ from agentwatch.alerts.evaluation.reads import (
 from agentwatch.alerts.evaluation.states import AlertStates, Transition
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.rules import Metric, Rule, SqlMetric, Window
+from agentwatch.frames import register
 from agentwatch.processors.store.attach import connect as connect_lake
 
 BATCH: Final = dt.timedelta(hours=6)  # longer batches cost more per instant (joins)
@@ -155,7 +156,7 @@ def backtest(
     tables = needs(evaluator.registry[r.metric] for r in rules)
     con = connect_lake(db)
     try:
-        con.register("agent_catalog", catalog.frame().to_arrow())
+        register(con, "agent_catalog", catalog.frame())
         size = max(1, int(batch / interval))
         for first in range(0, len(times), size):
             ats = times[first : first + size]

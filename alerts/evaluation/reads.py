@@ -30,6 +30,7 @@ import duckdb
 
 from agentwatch.alerts.governance.catalog import Catalog
 from agentwatch.alerts.rules import Metric, Rule, Sample, SqlMetric, metrics
+from agentwatch.frames import register
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.rollups import EDGE_READS
 from agentwatch.processors.store.tables import TABLE_SCHEMAS
@@ -264,7 +265,7 @@ class RuleRead:
             # The copies outlive the transaction: no lake transaction stays open while
             # the rules are measured and their transitions written.
             con.execute("COMMIT")
-            con.register("agent_catalog", catalog.frame().to_arrow())
+            register(con, "agent_catalog", catalog.frame())
         except BaseException:
             con.close()
             raise

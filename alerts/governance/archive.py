@@ -26,6 +26,7 @@ from typing import Any, Final
 import msgspec
 import polars as pl
 
+from agentwatch.frames import query
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.settings import ConfigError
 
@@ -111,7 +112,7 @@ def write_archive(
     con = connect_lake(db)
     try:
         for table, sql in ARCHIVE_QUERIES.items():
-            frame = con.sql(sql, params={"agent": agent_id}).pl()
+            frame = query(con, sql, {"agent": agent_id})
             path = folder / f"{table}.parquet"
             frame.write_parquet(path)
             files.append(

@@ -26,6 +26,7 @@ import polars as pl
 
 from agentwatch.alerts.governance.catalog import TOOL_TIERS, AgentEntry
 from agentwatch.alerts.governance.registry import Registry
+from agentwatch.frames import query
 from agentwatch.processors.store.attach import connect as connect_lake
 
 TABLE: Final = "access_reviews"
@@ -79,8 +80,7 @@ class Review:
 
 
 def _query(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> pl.DataFrame:
-    frame: pl.DataFrame = con.sql(sql, params=params).pl()
-    return frame
+    return query(con, sql, params)
 
 
 def usage(db: Path, start: dt.datetime, end: dt.datetime) -> dict[str, pl.DataFrame]:

@@ -16,6 +16,7 @@ from typing import Any, Final, Protocol
 import duckdb
 import polars as pl
 
+from agentwatch.frames import registered
 from agentwatch.processors.metrics.promql import Exported
 
 
@@ -108,13 +109,10 @@ class SqlMetric:
             },
         )
         inner = _PARAMETER.sub(lambda m: f"_aw_w._aw_{m[1]}", self.sql)
-        con.register("_aw_windows", frame.to_arrow())
-        try:
+        with registered(con, "_aw_windows", frame):
             rows = con.execute(
                 f"SELECT _aw_q.*, _aw_w._aw_i FROM _aw_windows AS _aw_w, LATERAL ({inner}) AS _aw_q"
             ).fetchall()
-        finally:
-            con.unregister("_aw_windows")
         out: dict[Window, list[Sample]] = {w: [] for w in windows}
         for row in rows:
             out[windows[row[-1]]].append(self._sample(row))

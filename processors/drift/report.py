@@ -22,6 +22,7 @@ from rich.text import Text
 
 from agentwatch.clock import utc_now
 from agentwatch.durations import parse_duration
+from agentwatch.frames import query
 from agentwatch.processors.drift import stats
 from agentwatch.processors.drift.config import DriftConfig
 from agentwatch.processors.drift.evaluate import (
@@ -48,10 +49,11 @@ def load_scores(db: Path, agent_id: str, since: dt.datetime | None) -> pl.DataFr
     """The agent's drift_scores rows from ``since`` (default: 7 days before its latest)."""
     con = connect_lake(db)
     try:
-        frame: pl.DataFrame = con.sql(
+        frame = query(
+            con,
             "SELECT * FROM drift_scores WHERE agent_id = $agent ORDER BY window_end",
-            params={"agent": agent_id},
-        ).pl()
+            {"agent": agent_id},
+        )
     finally:
         con.close()
     if frame.is_empty():

@@ -22,6 +22,7 @@ from typing import Final
 
 import polars as pl
 
+from agentwatch.frames import query
 from agentwatch.processors.drift.config import DriftConfig
 from agentwatch.processors.drift.signals import (
     FAMILIES,
@@ -102,8 +103,7 @@ def load_counts(
         for statement in setup_statements(lo, hi, config.session_lookback, agent_id):
             con.execute(statement)
         frames: list[pl.DataFrame] = [
-            con.sql(family_query(family, lo, hi, config.grain_s)).pl()
-            for family in FAMILIES.values()
+            query(con, family_query(family, lo, hi, config.grain_s)) for family in FAMILIES.values()
         ]
     finally:
         con.close()

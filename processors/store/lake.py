@@ -31,6 +31,7 @@ from typing import Final, TypeVar
 import duckdb
 import polars as pl
 
+from agentwatch.frames import query, registered
 from agentwatch.processors.store.attach import BUSY_RETRY_S, attach, is_busy, retry_busy
 from agentwatch.processors.store.layout import refuse_old_layout
 from agentwatch.processors.store.location import (
@@ -106,12 +107,11 @@ class LakeStore:
         for table, schema in {**TABLE_SCHEMAS, OFFSETS_TABLE: _OFFSETS_SCHEMA}.items():
             have = existing.get(table)
             if have is None:
-                con.register("_empty", pl.DataFrame(schema=dict(schema)).to_arrow())
-                con.execute(f"CREATE TABLE {table} AS SELECT * FROM _empty")
-                con.unregister("_empty")
+                with registered(con, "_empty", pl.DataFrame(schema=dict(schema))):
+                    con.execute(f"CREATE TABLE {table} AS SELECT * FROM _empty")
                 if table in TIERS and table != ROLLUPS and ROLLUPS in existing:
                     # A tier added to a lake that has minutes starts from all of them.
-                    minutes = con.execute(f"SELECT * FROM {ROLLUPS}").pl()
+                    minutes = query(con, f"SELECT * FROM {ROLLUPS}")
                     insert_rows(con, table, merge_rows(minutes, TIERS[table]))
                 continue
             for column, dtype in schema.items():
@@ -269,8 +269,8 @@ class LakeStore:
             with attach(self.location, read_only=True) as con:
                 if table not in _columns(con):
                     return pl.DataFrame(schema=dict(LOG_TABLES[table]))
-                return con.execute(f"SELECT * FROM {table}").pl()
-        return self.read(lambda con: con.execute(f"SELECT * FROM {table}").pl())
+                return query(con, f"SELECT * FROM {table}")
+        return self.read(lambda con: query(con, f"SELECT * FROM {table}"))
 
     def read_partition(
         self,
@@ -293,7 +293,7 @@ class LakeStore:
             )
             params += [topic, partition, int(within_s * 1_000_000)]
         sql = f"SELECT {cols} FROM {table} WHERE {where}"
-        return self.read(lambda con: con.execute(sql, params).pl())
+        return self.read(lambda con: query(con, sql, params))
 
     # -- transactions --------------------------------------------------------------------
 
@@ -442,11 +442,8 @@ def _offset_rows(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, int], tuple[
 
 def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> None:
     """Append a frame's rows to a table, by column name, in the caller's transaction."""
-    con.register("_rows", rows.to_arrow())
-    try:
+    with registered(con, "_rows", rows):
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rows")
-    finally:
-        con.unregister("_rows")
 
 
 def set_option(con: duckdb.DuckDBPyConnection, name: str, value: str) -> None:
@@ -472,11 +469,8 @@ def _columns(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
 
 
 def _sql_type(con: duckdb.DuckDBPyConnection, column: str, dtype: pl.DataType) -> str:
-    con.register("_probe", pl.DataFrame(schema={column: dtype}).to_arrow())
-    try:
+    with registered(con, "_probe", pl.DataFrame(schema={column: dtype})):
         described = con.execute("DESCRIBE _probe").fetchall()
-    finally:
-        con.unregister("_probe")
     return str(described[0][1])
 
 

@@ -50,6 +50,7 @@ import duckdb
 import polars as pl
 
 from agentwatch.clock import Clock, utc_now
+from agentwatch.frames import query, registered
 from agentwatch.processors.store.lake import LakeStore, insert_rows, set_option
 from agentwatch.processors.store.rollups import KEYS, TIERS, merge_rows
 from agentwatch.processors.store.tables import TABLE_SCHEMAS
@@ -236,8 +237,7 @@ def _swap(
     where = "window_start IN (FROM _periods)"
 
     def swap(con: duckdb.DuckDBPyConnection) -> int:
-        con.register("_periods", chunk.to_arrow())
-        try:
+        with registered(con, "_periods", chunk):
             now = _snapshot(con, alias)
             added = pl.DataFrame(schema=mine.schema)
             if now > snapshot:
@@ -246,15 +246,11 @@ def _swap(
                 if _scalar(con, deleted):
                     log.info("rollup rows deleted during the pass", extra={"table": table})
                     return 0
-                added = con.execute(
-                    f"SELECT * FROM ducklake_table_insertions({args}) WHERE {where}"
-                ).pl()
+                added = query(con, f"SELECT * FROM ducklake_table_insertions({args}) WHERE {where}")
             final = merge_rows(pl.concat([mine, added], how="diagonal_relaxed"), every)
             con.execute(f"DELETE FROM {table} WHERE {where}")
             insert_rows(con, table, final)
             return partial + added.height - final.height
-        finally:
-            con.unregister("_periods")
 
     return swap
 
@@ -275,11 +271,12 @@ def _partials(con: duckdb.DuckDBPyConnection, alias: str, table: str) -> Partial
     snapshot = _snapshot(con, alias)
     at = f"{table} AT (VERSION => {snapshot})"
     recent = f"window_start >= (SELECT max(window_start) FROM {at}) - {COMPACT_HORIZON}"
-    rows = con.execute(
+    rows = query(
+        con,
         f"WITH recent AS (SELECT * FROM {at} WHERE {recent}) "
         "SELECT * FROM recent WHERE window_start IN "
-        f"(SELECT window_start FROM recent GROUP BY {', '.join(KEYS)} HAVING count(*) > 1)"
-    ).pl()
+        f"(SELECT window_start FROM recent GROUP BY {', '.join(KEYS)} HAVING count(*) > 1)",
+    )
     return snapshot, rows
 
 

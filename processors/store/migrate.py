@@ -26,7 +26,7 @@ import polars as pl
 
 from agentwatch.errors import ConfigError
 from agentwatch.processors.landing.sessions import SessionTracker
-from agentwatch.processors.store.lake import OFFSETS_TABLE, LakeStore
+from agentwatch.processors.store.lake import OFFSETS_TABLE, LakeStore, insert_rows
 from agentwatch.processors.store.layout import OLD_SEGMENTS, is_duckdb_file
 from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.processors.store.rollups import TABLE as ROLLUPS
@@ -75,11 +75,7 @@ def migrate(old: str | Path, to: str | Path | None = None) -> MigrationReport:
 
     def land(con: duckdb.DuckDBPyConnection) -> None:
         for table, frame in frames.items():
-            con.register("_old", frame.to_arrow())
-            try:
-                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _old")
-            finally:
-                con.unregister("_old")
+            insert_rows(con, table, frame)
         for (topic, partition), last in offsets.items():
             con.execute(f"INSERT INTO {OFFSETS_TABLE} VALUES (?, ?, ?)", [topic, partition, last])
 

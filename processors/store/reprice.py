@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import duckdb
 import polars as pl
 
+from agentwatch.frames import query, registered
 from agentwatch.processors.landing.pricing import (
     DERIVED_COST_COLUMNS,
     SOURCE_PRICING,
@@ -90,11 +91,12 @@ def reprice(
 
     def work(con: duckdb.DuckDBPyConnection) -> RepriceReport:
         report = RepriceReport(since=since, pricing_version=table.version, dry_run=dry_run)
-        frame = con.execute(
+        frame = query(
+            con,
             "SELECT * FROM events WHERE kind = 'llm_call' AND ts >= ? "
             "AND (cost_source IS NULL OR cost_source IN (?, ?))",
             [since, SOURCE_PRICING, SOURCE_UNPRICED],
-        ).pl()
+        )
         # The rows to reprice are chosen before repricing (which may change their source).
         chosen = frame.select(reprice_mask(since)).to_series()
         old_rows = frame.filter(chosen)
@@ -115,13 +117,10 @@ def reprice(
         if dry_run or not report.rows_changed:
             return report
         updates = new_rows.filter(changed).select(*_ROW_KEY, *DERIVED_COST_COLUMNS)
-        con.register("_repriced", updates.to_arrow())
-        try:
-            assignments = ", ".join(f"{c} = r.{c}" for c in DERIVED_COST_COLUMNS)
-            keys = " AND ".join(f"e.{c} = r.{c}" for c in _ROW_KEY)
+        assignments = ", ".join(f"{c} = r.{c}" for c in DERIVED_COST_COLUMNS)
+        keys = " AND ".join(f"e.{c} = r.{c}" for c in _ROW_KEY)
+        with registered(con, "_repriced", updates):
             con.execute(f"UPDATE events AS e SET {assignments} FROM _repriced AS r WHERE {keys}")
-        finally:
-            con.unregister("_repriced")
         _correct_rollups(con, old_rows.filter(changed), new_rows.filter(changed))
         report.rows_rewritten = report.rows_changed
         log.info("events repriced", extra={"rows": report.rows_changed})
@@ -149,11 +148,12 @@ def _correct_rollups(
         return
     own = [k for k in ROLLUP_KEYS if not k.startswith("session_")]
     cols = ", ".join(own)
-    held = con.execute(
+    held = query(
+        con,
         f"SELECT DISTINCT {cols} FROM {ROLLUPS} WHERE kind = 'llm_call' AND events > 0 "
         "AND window_start >= ? AND window_start <= ?",
         [corrections["window_start"].min(), corrections["window_start"].max()],
-    ).pl()
+    )
     rows = corrections.join(held, on=own, how="semi", nulls_equal=True)
     if rows.is_empty():
         return
