@@ -75,8 +75,8 @@ def test_the_view_is_gone_after_the_block() -> None:
     assert "rows" not in {r[0] for r in con.execute("SHOW TABLES").fetchall()}
 
 
-# Landing, rebuilding a partition's state and a maintenance pass, in an interpreter
-# where importing pyarrow fails: a worker never loads it.
+# Landing, rebuilding a partition's state (as a worker does) and a maintenance pass, in
+# an interpreter where importing pyarrow fails: a worker never loads it.
 _WORKER_PATH = textwrap.dedent(
     """
     import sys, time
@@ -86,6 +86,7 @@ _WORKER_PATH = textwrap.dedent(
         STATE_COLUMNS, LandingSettings, PartitionState, land_batch,
     )
     from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
+    from agentwatch.processors.store.partition_rows import recent_slices, recent_window
     from agentwatch.processors.store.lake import Batch, LakeStore
     from agentwatch.processors.store.maintain import MaintenancePolicy, maintain
     from agentwatch.processors.store.tables import EVENTS_SCHEMA
@@ -107,11 +108,13 @@ _WORKER_PATH = textwrap.dedent(
         landed = land_batch(raw, state, settings, lambda f: apply_pricing(f, table))
         batch = Batch("t", 0, (first, first + n - 1), landed.tables)
         assert store.commit_batches([batch]) == [True]
-    stored = store.read_partition("events", "t", 0, STATE_COLUMNS, within_s=3600)
-    assert stored.height == n, (stored.height, n)
-    PartitionState.rebuilt(settings, stored)
+    window = recent_window(store, "events", "t", 0, 3600)
+    slices = list(recent_slices(store, "events", "t", 0, STATE_COLUMNS, window, 7))
+    stored = sum(s.height for s in slices)
+    assert stored == n, (stored, n)
+    PartitionState.replayed(settings, slices, window.newest_ts)
     maintain(store, MaintenancePolicy(retention_days={}), pause=lambda s: None)
-    print("landed", stored.height)
+    print("landed", stored)
     """
 )
 

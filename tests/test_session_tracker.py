@@ -55,7 +55,7 @@ def test_a_rebuilt_tracker_remembers_open_sessions_and_escalations() -> None:
         {"kind": "session_end", "resolution": "resolved", "ts": at(2), "session_id": "done"},
     )
     tracker = SessionTracker()
-    tracker.rebuild(stored)
+    tracker.rebuild(stored, at(2))
     assert set(tracker.open) == {"open"}
     out = tracker.update(
         events(

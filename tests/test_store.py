@@ -17,6 +17,7 @@ from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import ROW_GROUP_ROWS, Batch, LakeStore
 from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.processors.store.migrate import migrate
+from agentwatch.processors.store.partition_rows import read_partition
 from tests.examples import invalid_examples, valid_lines
 from tests.test_decode import batch_of
 
@@ -180,8 +181,8 @@ def test_state_is_rebuilt_from_the_horizon_not_the_whole_history(tmp_path: Path)
     commit(store, 0, 12, old.with_columns(_offset=pl.int_range(13, dtype=pl.Int64)))
     commit(store, 100, 112)
     cols = ["event_id", "_offset"]
-    assert store.read_partition("events", TOPIC, 0, cols).height == 2 * len(valid_lines())
-    recent = store.read_partition("events", TOPIC, 0, cols, within_s=3600)
+    assert read_partition(store, "events", TOPIC, 0, cols).height == 2 * len(valid_lines())
+    recent = read_partition(store, "events", TOPIC, 0, cols, within_s=3600)
     assert sorted(recent["_offset"]) == list(range(100, 113))
 
 

@@ -9,7 +9,7 @@ its metric deltas: nothing here does I/O.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -52,11 +52,25 @@ class PartitionState:
     @classmethod
     def rebuilt(cls, settings: LandingSettings, stored: pl.DataFrame) -> PartitionState:
         """State equal to having processed ``stored`` (the partition's landed events)."""
-        state = cls(DedupIndex(settings.dedup_horizon_s, settings.dedup_max_ids))
-        rebuild_dedup(state.dedup, stored)
-        state.sessions.rebuild(stored)
         top = stored["ts"].max()
-        state.watermark = top if isinstance(top, dt.datetime) else None
+        return cls.replayed(settings, [stored], top if isinstance(top, dt.datetime) else None)
+
+    @classmethod
+    def replayed(
+        cls,
+        settings: LandingSettings,
+        slices: Iterable[pl.DataFrame],
+        newest_ts: dt.datetime | None,
+    ) -> PartitionState:
+        """State equal to having processed the partition's landed events, read back in
+        slices in offset order (``STATE_COLUMNS``); ``newest_ts`` is the latest event time
+        among all of them. Only one slice need be in memory at a time."""
+        state = cls(DedupIndex(settings.dedup_horizon_s, settings.dedup_max_ids))
+        state.watermark = newest_ts
+        for stored in slices:
+            rebuild_dedup(state.dedup, stored)
+            if newest_ts is not None:
+                state.sessions.rebuild(stored, newest_ts)
         return state
 
 

@@ -61,6 +61,7 @@ from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
 from agentwatch.processors.metrics.exporter import FleetCollector, PartitionHealth
 from agentwatch.processors.store.lake import Batch, LakeStore
 from agentwatch.processors.store.maintain import MaintenanceLoop, MaintenancePolicy
+from agentwatch.processors.store.partition_rows import recent_slices, recent_window
 from agentwatch.topics import BrokerUnreachable, TopicError, TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -345,10 +346,14 @@ class Processor:
         # session's timeout: rebuilding it reads that much history, not all of it.
         config = self.config
         within = max(config.dedup_horizon_s, config.allowed_lateness_s, config.session_timeout_s)
-        stored = self.store.read_partition(
-            "events", tp.topic, tp.partition, STATE_COLUMNS, within_s=within
-        )
-        state = PartitionState.rebuilt(self.settings, stored)
+        window = recent_window(self.store, "events", tp.topic, tp.partition, within)
+        if window is None:  # nothing landed yet
+            state = PartitionState.replayed(self.settings, [], None)
+        else:  # a slice of the window in memory at a time
+            slices = recent_slices(
+                self.store, "events", tp.topic, tp.partition, STATE_COLUMNS, window
+            )
+            state = PartitionState.replayed(self.settings, slices, window.newest_ts)
         self._state[tp] = state
         self._pending.pop(tp, None)
         self._resumed_after[tp] = last

@@ -154,11 +154,9 @@ class SessionTracker:
             old_model, old_prompt = self.models.get(sid, (None, None))
             self.models[sid] = (old_model or model, old_prompt or prompt)
 
-    def rebuild(self, stored: pl.DataFrame) -> None:
-        """Replay stored boundary rows (kind, session_id, ts, ...) of the recent past."""
-        if stored.is_empty():
-            return
-        last = stored["ts"].max()
-        assert isinstance(last, dt.datetime)
-        recent = stored.filter(pl.col("ts") >= last - dt.timedelta(seconds=self.max_age_s))
-        self.update(recent.sort("_offset"))
+    def rebuild(self, stored: pl.DataFrame, newest: dt.datetime) -> None:
+        """Replay stored rows (kind, session_id, ts, ...) of the recent past, a slice in
+        offset order at a time; ``newest`` is the latest ``ts`` of all slices."""
+        recent = stored.filter(pl.col("ts") >= newest - dt.timedelta(seconds=self.max_age_s))
+        if not recent.is_empty():
+            self.update(recent.sort("_offset"))

@@ -22,7 +22,7 @@ import fcntl
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -271,29 +271,6 @@ class LakeStore:
                     return pl.DataFrame(schema=dict(LOG_TABLES[table]))
                 return query(con, f"SELECT * FROM {table}")
         return self.read(lambda con: query(con, f"SELECT * FROM {table}"))
-
-    def read_partition(
-        self,
-        table: str,
-        topic: str,
-        partition: int,
-        columns: Iterable[str],
-        within_s: float | None = None,
-    ) -> pl.DataFrame:
-        """A partition's rows; with ``within_s``, only those within that many seconds of
-        Kafka time before its newest row, so rebuilding state costs the horizon, not the
-        history."""
-        cols = ", ".join(f'"{c}"' for c in columns)
-        where = "_topic = ? AND _partition = ?"
-        params: list[object] = [topic, partition]
-        if within_s is not None:
-            where += (
-                f" AND _kafka_ts >= (SELECT max(_kafka_ts) FROM {table} WHERE {where})"
-                f" - to_microseconds(?::BIGINT)"
-            )
-            params += [topic, partition, int(within_s * 1_000_000)]
-        sql = f"SELECT {cols} FROM {table} WHERE {where}"
-        return self.read(lambda con: query(con, sql, params))
 
     # -- transactions --------------------------------------------------------------------
 
