@@ -20,6 +20,7 @@ from agentwatch import __version__
 from agentwatch.errors import first_line
 from agentwatch.kafka import configure as configure_kafka
 from agentwatch.kafka import security_from_settings
+from agentwatch.native import return_freed_memory
 from agentwatch.processors.store.location import configure as configure_store
 from agentwatch.settings import ConfigError, Settings, load_settings
 
@@ -189,6 +190,7 @@ def _add_global_options(parser: argparse.ArgumentParser, settings: Settings) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return_freed_memory()  # before any command module imports polars
     args_list = list(sys.argv[1:] if argv is None else argv)
     # --config may stand anywhere: it is read before the parser is built from it.
     pre = argparse.ArgumentParser(add_help=False)

@@ -90,6 +90,25 @@ def test_a_worker_killed_mid_stream_is_restarted_and_nothing_is_lost_or_duplicat
     assert not any(alive(pid) for pid in workers)
 
 
+def test_the_first_worker_to_find_the_topic_landed_ends_the_run_for_all(
+    kafka_broker: BrokerInfo, topic: TopicFactory, db: Path, tmp_path: Path
+) -> None:
+    name = topic(partitions=4)
+    produce(kafka_broker.bootstrap, name, make_events(4_000))
+    log = tmp_path / "process.log"
+    with log.open("wb") as err:
+        done = subprocess.run(
+            supervised(kafka_broker, name, db, "--idle-timeout", "2", "--flush-interval", "0.2"),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            timeout=180,
+        )
+    assert done.returncode == 0
+    assert count(db, "SELECT count(*) FROM events") == 4_000
+    assert len(log_lines(log, "a worker found the topic landed; stopping the others")) == 1
+    assert len(log_lines(log, "worker started")) == 2
+
+
 def test_the_workers_serve_one_metrics_endpoint_with_their_sums(
     kafka_broker: BrokerInfo,
     topic: TopicFactory,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from agentwatch.processors.landing.decode import RawBatch
 from agentwatch.processors.landing.pipeline import LandedBatch, metric_deltas
@@ -19,21 +20,39 @@ from agentwatch.processors.metrics.exporter import FleetCollector
 log = logging.getLogger(__name__)
 
 
-def export_stored(
-    collector: FleetCollector, stored: Sequence[tuple[RawBatch, LandedBatch]]
-) -> None:
+@dataclass(frozen=True)
+class StoredBatch:
+    """What the export needs of a stored batch: where it lies and its landed rows.
+
+    Not its raw messages (half a set's memory), nor the rollup rows: a set waits in this
+    form for its export while the next set lands."""
+
+    partition: int
+    first_offset: int
+    last_offset: int
+    records: int
+    landed: LandedBatch
+
+    @classmethod
+    def of(cls, batch: RawBatch, landed: LandedBatch) -> StoredBatch:
+        first, last = batch.offsets[0], batch.offsets[-1]
+        return cls(batch.partition, first, last, len(batch), replace(landed, extra_tables={}))
+
+
+def export_stored(collector: FleetCollector, stored: Sequence[StoredBatch]) -> None:
     """Apply the set's metric deltas (aggregated once for all its batches), then log each
     batch and apply its per-partition figures."""
     if not stored:
         return
-    collector.apply(metric_deltas([landed for _, landed in stored]))
-    for batch, landed in stored:
+    collector.apply(metric_deltas([b.landed for b in stored]))
+    for batch in stored:
+        landed = batch.landed
         log.debug(
             "batch committed",
             extra={
                 "partition": batch.partition,
-                "first_offset": batch.offsets[0],
-                "last_offset": batch.offsets[-1],
+                "first_offset": batch.first_offset,
+                "last_offset": batch.last_offset,
                 "events": landed.events.height,
                 "dead_letters": landed.dead_letters.height,
                 "duplicates": landed.duplicates,
@@ -42,7 +61,7 @@ def export_stored(
         newest = landed.events["ts"].max()
         collector.batch_landed(
             batch.partition,
-            records=len(batch),
+            records=batch.records,
             events=landed.events.height,
             duplicates=landed.duplicates,
             late=landed.late,

@@ -43,7 +43,7 @@ from agentwatch.processors.landing.config import ProcessorConfig, RunStats
 from agentwatch.processors.landing.dead_letters import send_dead_letters
 from agentwatch.processors.landing.decode import RawBatch
 from agentwatch.processors.landing.dedup import ids_within
-from agentwatch.processors.landing.export import export_stored
+from agentwatch.processors.landing.export import StoredBatch, export_stored
 from agentwatch.processors.landing.faults import (
     KafkaUnreachable,
     Outage,
@@ -96,7 +96,7 @@ class Processor:
         self._callback_fault: Exception | None = None
         self._landing: Handoff[list[tuple[RawBatch, LandedBatch, bool]]] = Handoff("landing")
         self._handed: list[RawBatch] = []  # the batches in flight on the landing thread
-        self._stored: list[tuple[RawBatch, LandedBatch]] = []  # stored, not yet exported
+        self._stored: list[StoredBatch] = []  # stored, not yet exported
 
     def stop(self) -> None:
         self._stop = True
@@ -461,7 +461,7 @@ class Processor:
         self.stats.last_commit_at = time.monotonic()
         for _, landed in stored:
             self.stats.count(landed)
-        self._stored.extend(stored)
+        self._stored.extend(StoredBatch.of(batch, landed) for batch, landed in stored)
 
     def _export(self) -> None:
         """Export the sets stored since the last export (export.py)."""

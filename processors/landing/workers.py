@@ -12,7 +12,8 @@ The supervisor:
   that a restart cannot cure (Kafka refused at start, storage error) stops them all and
   ends the run with that fault's exit code and message as the last line;
 - on SIGTERM or SIGINT stops every worker (each lands what it holds) and exits 0; with
-  ``--idle-timeout`` it exits once every worker has exited idle;
+  ``--idle-timeout`` it stops them all and exits once one worker has exited idle (it
+  exits only when every partition of the topic is landed);
 - serves one ``/metrics`` for all: each worker serves its own on a loopback port and
   the supervisor merges them on every scrape (``metrics_merge``), so dashboards and
   alert rules see one processor whatever N is.
@@ -40,6 +41,7 @@ from agentwatch.broker.ports import free_port
 from agentwatch.kafka import KafkaSecurity, default_security
 from agentwatch.kafka import configure as configure_kafka
 from agentwatch.logs import setup_logging
+from agentwatch.native import share_cores
 from agentwatch.processors.landing.config import ProcessorConfig
 from agentwatch.processors.landing.faults import EXIT_KAFKA, EXIT_STORAGE, ProcessorFault
 from agentwatch.processors.landing.metrics_merge import MergedMetrics
@@ -101,6 +103,7 @@ class Supervisor:
         self.workers = workers
         self.log_args = (log_level, log_format)
         self.context = multiprocessing.get_context("spawn")
+        share_cores(default_workers(), workers)  # inherited by every worker spawned
         self.results: Any = self.context.Queue()
         self.totals = _Totals()
         self.started = time.monotonic()
@@ -206,6 +209,12 @@ class Supervisor:
             process.join()
             if code == 0:
                 slot.done = True
+                if self.config.idle_timeout_s is not None:
+                    # It found the whole topic landed and no record for the timeout: the
+                    # others stop now rather than take over its partitions (rebuilding
+                    # their state) only to find the same.
+                    log.info("a worker found the topic landed; stopping the others")
+                    self._stop = True
                 continue
             if code in (EXIT_KAFKA, EXIT_STORAGE):
                 return code, f"worker {slot.index} ended with exit code {code}"

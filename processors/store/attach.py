@@ -21,6 +21,7 @@ from typing import Final, TypeVar
 
 import duckdb
 
+from agentwatch.native import duckdb_threads
 from agentwatch.processors.store import extensions
 from agentwatch.processors.store.layout import refuse_old_layout
 from agentwatch.processors.store.location import (
@@ -179,7 +180,9 @@ def detach_all() -> None:
 def _shared_instance(names: tuple[str, ...]) -> duckdb.DuckDBPyConnection:
     global _instance
     if _instance is None:
-        _instance = duckdb.connect(config=extensions.config())
+        threads = duckdb_threads()  # a worker's share of the cores (native.py)
+        more = {} if threads is None else {"threads": threads}
+        _instance = duckdb.connect(config={**extensions.config(), **more})
         # Zoned timestamps come back in UTC, as every table stores them.
         _instance.execute("SET GLOBAL TimeZone = 'UTC'")
     missing = tuple(n for n in names if n not in _loaded)
