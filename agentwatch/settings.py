@@ -107,7 +107,7 @@ class ProcessSettings(_Section, frozen=True):
     group: str = "agentwatch"
     dlq_topic: str | None = None
     idle_timeout: Seconds | None = None
-    max_batch: Count = 30_000
+    max_batch: Count = 25_000
     """The most records a worker lands in one set (all its partitions), and the most it
     holds pending behind that set: with the start-up, what bounds its memory."""
     flush_interval: Seconds = 0.5
