@@ -11,7 +11,7 @@ before any command module loads, and the processes it spawns inherit them.
 **A worker's thread pools are its share of the cores.** polars and DuckDB each start a
 thread per core, which is right for one process and wrong for N workers on N cores: two
 workers on two cores spent 26 to 27 s of CPU landing 1,000,000 events with two threads
-each, 20 to 21 s with one (and landed 15% faster, 10 to 20 MB smaller). The supervisor
+each, 20 to 21 s with one (and landed 15% faster, 9 to 27 MB smaller). The supervisor
 sets ``POLARS_MAX_THREADS`` for the workers it spawns, and a process's DuckDB takes the
 same number (``duckdb_threads``).
 

@@ -348,8 +348,8 @@ class Processor:
         within = max(config.dedup_horizon_s, config.allowed_lateness_s, config.session_timeout_s)
         window = recent_window(self.store, "events", tp.topic, tp.partition, within)
         if window is None:  # nothing landed yet
-            state = PartitionState.replayed(self.settings, [], None)
-        else:  # a slice of the window in memory at a time
+            state = PartitionState.replayed(self.settings, (), None)
+        else:  # one slice of the window in memory at a time
             slices = recent_slices(
                 self.store, "events", tp.topic, tp.partition, STATE_COLUMNS, window
             )

@@ -87,16 +87,14 @@ def read_partition(
     """A partition's rows in offset order; with ``within_s``, only those within that many
     seconds of Kafka time before its newest row (in one frame: tests and small reads)."""
     cols = list(columns)
+    where = f"_topic = {_text(topic)} AND _partition = {int(partition)}"
     if within_s is not None:
         window = recent_window(store, table, topic, partition, within_s)
         if window is not None:
-            slices = recent_slices(store, table, topic, partition, cols, window, 1 << 62)
-            return pl.concat(slices)
-    sql = f"SELECT {_quoted(cols)} FROM {table} WHERE _topic = {_text(topic)}"
-    rows = (
-        f"AND _partition = {int(partition)} ORDER BY _offset" if within_s is None else "AND false"
-    )
-    return store.read(partial(query, sql=f"{sql} {rows}"))
+            return pl.concat(recent_slices(store, table, topic, partition, cols, window, 1 << 62))
+        where += " AND false"  # nothing landed: no rows, but the columns' types
+    sql = f"SELECT {_quoted(cols)} FROM {table} WHERE {where} ORDER BY _offset"
+    return store.read(partial(query, sql=sql))
 
 
 def _returning_memory(con: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
