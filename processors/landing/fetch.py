@@ -234,10 +234,11 @@ def sizing(max_batch: int) -> dict[str, int]:
     """How much a poll returns and a fetch asks for: consumer options measured here."""
     return {
         "max_poll_records": max_batch,  # the most a poll returns; batching.room asks less
-        # kafka-python copies a response about 4 times: fetches of 32 MB cost 35 MB more
-        # peak RSS than these, and were no faster.
-        "fetch_max_bytes": 8 << 20,
-        "max_partition_fetch_bytes": 2 << 20,
+        # kafka-python copies a response about 4 times: two workers landing 1,000,000
+        # events peaked at 370 MB each with fetches of 2 MB (512 KB a partition), 380 with
+        # 4 MB and 392 to 403 with 8 MB, at the same CPU; 32 MB cost 35 MB more than 8.
+        "fetch_max_bytes": 2 << 20,
+        "max_partition_fetch_bytes": 512 << 10,
         # Under a live load the broker answers a fetch with the few records that came
         # since the last: a worker polled 180 to 320 times a second at 31,000 events/s.
         # Waiting for 256 KB or 100 ms, whichever comes first, took that to 25 to 145 and
