@@ -6,15 +6,17 @@ not. Rates count from the first record fetched to the last one landed (Kafka's
 ``fetch.nMsg.sec`` likewise leaves out the group join).
 
 Freshness: a live processor with default settings lands a second topic that Kafka's
-ProducerPerformance fills with simulated events at half the rate just measured, while
+console producer fills with simulated events at half the rate just measured, while
 probe events, one every 0.2 s, are timed from their send to the moment a query through
 the read path of ``agentwatch sql`` (its sandboxed connection, kept open) first sees them.
 Probing starts once the group has settled: the start-up rebalances are not landing. The
-load is new events throughout (ProducerPerformance replays its payload file, so the file
-holds as many distinct events as the run sends, up to ``MAX_PAYLOADS``): replayed events
-would be duplicates, which landing drops cheaply. The producer lingers 50 ms, as the SDK's
-does, and probing starts ``LOAD_WARMUP_S`` after the load, once the producer's JVM has
-warmed up and sends at its steady rate.
+load is new events throughout, paced here (``paced_load``): a tick's lines are written
+to the producer's input every ``PACE_TICK_S``, and a tick missed is not made up, so the
+producer never sends in a burst above the rate (Kafka's ProducerPerformance catches up
+after its JVM's slow first seconds, and picks its payloads at random, so a third of
+what it sends would be duplicates, which landing drops cheaply). The producer lingers
+50 ms, as the SDK's does, and probing starts ``LOAD_WARMUP_S`` after the load, once the
+producer's JVM has warmed up; the rate reported is the one sent while probing.
 
 The last line printed is one JSON object: ``{"events_per_s", "kafka_perf_events_per_s",
 "ratio", "peak_rss_mb", "freshness_p50_s", "freshness_p99_s", "workers", "missed", ...}``;
@@ -26,14 +28,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import msgspec
 from rich.console import Console
@@ -63,12 +67,15 @@ PROBE_EVERY_S = 0.2
 # a quarter of a core from a 2-core machine; 0.1 s adds at most that much to a delay.
 POLL_EVERY_S = 0.1
 FRESH_PARTITIONS = 4
-# Distinct events the freshness load can send (about 440 bytes each, held in the Java
-# producer's heap); a longer or faster run replays them.
-MAX_PAYLOADS = 1_500_000
+# Distinct events written for the freshness load (about 440 bytes each, read from a file
+# as they are sent); a longer or faster run sends them again with new event and session
+# ids, so the load stays new events.
+MAX_PAYLOADS = 2_000_000
 # The load runs this long before the first probe: the producer's JVM compiles its hot
-# code in its first seconds and then sends in a burst to make up its rate.
+# code in its first seconds.
 LOAD_WARMUP_S = 5.0
+PACE_TICK_S = 0.01
+_IDS = re.compile(rb'"(event_id|session_id)":"([^"]*)"')
 SETTLE_S = 3.0
 WARMUP_QUERY = (
     "SELECT count(*) FROM events WHERE agent_id = 'bench-warmup' AND event_id LIKE 'warmup-{}-%'"
@@ -148,7 +155,7 @@ def freshness(
     """Probe events timed from send to visible in the store, under load at ``rate``."""
 
     ensure_topics(bootstrap, [TopicSpec(FRESH_TOPIC, FRESH_PARTITIONS)])
-    distinct = max(1, min(int(rate * (seconds + LOAD_WARMUP_S)), MAX_PAYLOADS))
+    distinct = max(1, min(int(rate * (seconds + LOAD_WARMUP_S + 5)), MAX_PAYLOADS))
     payloads = payload_file(tmp / "payloads.ndjson", distinct)
     db = tmp / "fresh" / METADATA_FILE
     log = tmp / "fresh.log"
@@ -168,18 +175,27 @@ def freshness(
         wait_settled(bootstrap, db, log, processor, workers)
         load = subprocess.Popen(
             kafka_java_command(
-                "org.apache.kafka.tools.ProducerPerformance",
-                ["--topic", FRESH_TOPIC, "--num-records", str(distinct),
-                 "--throughput", str(int(rate)), "--payload-file", str(payloads),
-                 "--producer-props", f"bootstrap.servers={bootstrap}", "acks=all",
-                 "linger.ms=50", "batch.size=1048576"],
-                heap="1536m",
+                "org.apache.kafka.tools.ConsoleProducer",
+                ["--bootstrap-server", bootstrap, "--topic", FRESH_TOPIC,
+                 "--request-required-acks", "all", "--timeout", "50",
+                 "--producer-property", "batch.size=1048576"],
+                heap="512m",
             ),
+            stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
+        assert load.stdin is not None
+        pacer = Pacer(load.stdin, payloads, rate)
+        pacer.start()
         time.sleep(LOAD_WARMUP_S)
-        sent, seen = probe_until(bootstrap, db, load, seconds)
+        sent_before = pacer.sent
+        started = time.monotonic()
+        sent, seen = probe_until(bootstrap, db, seconds)
+        load_rate = (pacer.sent - sent_before) / (time.monotonic() - started)
+        pacer.stop()
+        load.terminate()
+        load.wait()
     finally:
         processor.send_signal(signal.SIGTERM)
         processor.wait(timeout=120)
@@ -192,7 +208,7 @@ def freshness(
         "freshness_max_s": round(delays[-1], 3),
         "probes": len(sent),
         "probes_unseen": len(sent) - len(seen),
-        "freshness_load_events_per_s": round(rate),
+        "freshness_load_events_per_s": round(load_rate),
         "freshness_distinct_events": distinct,
         "flush_interval_s": flush if flush is not None else DEFAULTS.process.flush_interval,
     }
@@ -246,10 +262,58 @@ def wait_settled(
             con.close()
 
 
+class Pacer(threading.Thread):
+    """Writes ``rate`` lines a second of the payload file to a producer's input, a tick's
+    worth every ``PACE_TICK_S``, without making up a tick it fell behind on. At the end of
+    the file it starts again with new event and session ids (``~1``, ``~2``, ...)."""
+
+    def __init__(self, out: IO[bytes], payloads: Path, rate: float) -> None:
+        super().__init__(daemon=True)
+        self.out, self.payloads, self.rate = out, payloads, rate
+        self.sent = 0
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+
+    def run(self) -> None:
+        lines = self._lines()
+        owed = 0.0
+        last = time.monotonic()
+        try:
+            while not self._stop_event.wait(PACE_TICK_S):
+                now = time.monotonic()
+                owed = min(owed + (now - last) * self.rate, 2 * PACE_TICK_S * self.rate)
+                last = now
+                n = int(owed)
+                owed -= n
+                self.out.write(b"".join(next(lines) for _ in range(n)))
+                self.out.flush()
+                self.sent += n
+        except (BrokenPipeError, ValueError):  # the producer ended
+            return
+
+    def _lines(self) -> Iterator[bytes]:
+        """The payload file's lines, again and again, with new ids each time round."""
+        round_ = 0
+        while True:
+            with self.payloads.open("rb") as file:
+                for block in iter(lambda: file.read(1 << 20), b""):
+                    *whole, rest = block.split(b"\n")
+                    if rest:  # a line cut by the block: read up to its end
+                        whole.append(rest + file.readline().rstrip(b"\n"))
+                    text = b"\n".join(whole) + b"\n"
+                    if round_:
+                        text = _IDS.sub(rb'"\1":"\2~%d"' % round_, text)
+                    yield from text.splitlines(keepends=True)
+            round_ += 1
+
+
 def probe_until(
-    bootstrap: str, db: Path, load: subprocess.Popen[bytes], seconds: float
+    bootstrap: str, db: Path, seconds: float
 ) -> tuple[dict[int, float], dict[int, float]]:
-    """Send probes while the load runs; poll the store for them until all are seen."""
+    """Send probes for ``seconds``; poll the store for them until all are seen."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
@@ -288,8 +352,6 @@ def probe_until(
     producer.close()
     done.set()
     poller.join(timeout=60)
-    load.terminate()
-    load.wait()
     return sent, dict(seen)
 
 
