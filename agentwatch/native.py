@@ -15,7 +15,15 @@ each, 20 to 21 s with one (and landed 15% faster, 9 to 27 MB smaller). The super
 sets ``POLARS_MAX_THREADS`` for the workers it spawns, and a process's DuckDB takes the
 same number (``duckdb_threads``).
 
-A value already in the environment is kept, in both cases.
+**One malloc arena.** glibc's malloc gives each thread that allocates an arena of its
+own and keeps what is freed in each: a worker's landing, fetching and native threads
+held 10 to 25 MB more that way. Two workers landing 1,000,000 events peaked at 361 to
+363 MB each with one arena, 369 to 388 MB with glibc's default, at the same CPU (the
+GIL serializes most allocations anyway). ``MALLOC_ARENA_MAX`` is read when a process
+starts, so it is set for the processes spawned from now on and applied to this one
+through ``mallopt``.
+
+A value already in the environment is kept, in every case.
 """
 
 from __future__ import annotations
@@ -26,11 +34,28 @@ from typing import Final
 ALLOCATOR_SETTINGS: Final = "_RJEM_MALLOC_CONF"  # polars' jemalloc (symbols prefixed _rjem_)
 RETURN_AT_ONCE: Final = "dirty_decay_ms:0,muzzy_decay_ms:0"
 THREADS: Final = "POLARS_MAX_THREADS"
+ARENAS: Final = "MALLOC_ARENA_MAX"  # glibc's malloc
+ONE_ARENA: Final = "1"
+_M_ARENA_MAX: Final = -8  # mallopt's parameter number for it (glibc's malloc.h)
 
 
 def return_freed_memory() -> None:
-    """Have polars' allocator hand freed pages back at once (unless configured already)."""
+    """Have polars' allocator hand freed pages back at once, and glibc's malloc keep one
+    arena (unless configured already)."""
     os.environ.setdefault(ALLOCATOR_SETTINGS, RETURN_AT_ONCE)
+    os.environ.setdefault(ARENAS, ONE_ARENA)
+    arenas = os.environ[ARENAS]
+    if arenas.isdigit() and int(arenas) > 0:
+        limit_arenas(int(arenas))
+
+
+def limit_arenas(arenas: int) -> bool:
+    """Cap this process's malloc arenas; False where the C library is not glibc."""
+    if not _glibc():  # nothing to cap
+        return False
+    import ctypes  # only here: ``agentwatch --version`` does without it
+
+    return bool(ctypes.CDLL(None).mallopt(_M_ARENA_MAX, arenas))
 
 
 def share_cores(cores: int, processes: int) -> None:
@@ -42,3 +67,10 @@ def duckdb_threads() -> int | None:
     """The threads this process's DuckDB may use; None: one per core (DuckDB's default)."""
     value = os.environ.get(THREADS, "")
     return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def _glibc() -> bool:
+    try:
+        return bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    except (ValueError, OSError):  # a C library without the name
+        return False

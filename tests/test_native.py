@@ -11,9 +11,12 @@ import pytest
 
 from agentwatch.native import (
     ALLOCATOR_SETTINGS,
+    ARENAS,
+    ONE_ARENA,
     RETURN_AT_ONCE,
     THREADS,
     duckdb_threads,
+    limit_arenas,
     return_freed_memory,
     share_cores,
 )
@@ -31,6 +34,24 @@ def test_a_setting_already_in_the_environment_is_kept(monkeypatch: pytest.Monkey
     monkeypatch.setenv(ALLOCATOR_SETTINGS, "dirty_decay_ms:5000")
     return_freed_memory()
     assert os.environ[ALLOCATOR_SETTINGS] == "dirty_decay_ms:5000"
+
+
+def test_processes_spawned_from_now_on_keep_one_malloc_arena(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(ARENAS, raising=False)
+    return_freed_memory()
+    code = "import os; print(os.environ['MALLOC_ARENA_MAX'])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ONE_ARENA
+
+
+def test_the_running_process_caps_its_malloc_arenas_on_glibc() -> None:
+    try:
+        glibc = bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    except (ValueError, OSError):
+        glibc = False
+    assert limit_arenas(1) is glibc  # elsewhere there is nothing to cap
 
 
 def test_the_cli_sets_it_before_polars_is_loaded() -> None:
