@@ -10,13 +10,16 @@ console producer fills with simulated events at half the rate just measured, whi
 probe events, one every 0.2 s, are timed from their send to the moment a query through
 the read path of ``agentwatch sql`` (its sandboxed connection, kept open) first sees them.
 Probing starts once the group has settled: the start-up rebalances are not landing. The
-load is new events throughout, paced here (``paced_load``): a tick's lines are written
-to the producer's input every ``PACE_TICK_S``, and a tick missed is not made up, so the
-producer never sends in a burst above the rate (Kafka's ProducerPerformance catches up
-after its JVM's slow first seconds, and picks its payloads at random, so a third of
-what it sends would be duplicates, which landing drops cheaply). The producer lingers
-50 ms, as the SDK's does, and probing starts ``LOAD_WARMUP_S`` after the load, once the
-producer's JVM has warmed up; the rate reported is the one sent while probing.
+load is new events throughout, each keyed by its session id as the SDK sends it, paced
+here (``Pacer``): a tick's lines are written to the producer's input every
+``PACE_TICK_S``, and a tick missed is not made up, so the producer never sends in a
+burst above the rate (Kafka's ProducerPerformance catches up after its JVM's slow first
+seconds, and picks its payloads at random, so a third of what it sends would be
+duplicates, which landing drops cheaply). The producer lingers 50 ms, as the SDK's
+does. Probing starts ``LOAD_WARMUP_S`` after the load, once the producer's JVM has
+warmed up, and once the group's lag is under ``CAUGHT_UP_S`` of the load (the steady
+state; how long that took is reported); the load's rate reported is the one sent while
+probing.
 
 The last line printed is one JSON object: ``{"events_per_s", "kafka_perf_events_per_s",
 "ratio", "peak_rss_mb", "freshness_p50_s", "freshness_p99_s", "workers", "missed", ...}``;
@@ -81,6 +84,7 @@ CAUGHT_UP_S = 1.0
 CATCH_UP_MAX_S = 60.0
 PACE_TICK_S = 0.01
 _IDS = re.compile(rb'"(event_id|session_id)":"([^"]*)"')
+_KEY = re.compile(rb"^([^\t\n]*)\t", re.MULTILINE)  # a line's key: its session id
 SETTLE_S = 3.0
 WARMUP_QUERY = (
     "SELECT count(*) FROM events WHERE agent_id = 'bench-warmup' AND event_id LIKE 'warmup-{}-%'"
@@ -137,16 +141,20 @@ def agentwatch_process(bootstrap: str, db: Path, workers: int) -> dict[str, Any]
     return dict(stopped[-1])
 
 
-def payload_file(path: Path, events: int) -> Path:
-    """Distinct simulated events, one JSON object a line, for ProducerPerformance to send."""
-    fleet = Fleet(make_agents(16, seed=7), seed=7, start=time.time() - 3600.0)
+def payload_file(path: Path, events: int, rate: float) -> Path:
+    """Distinct simulated events for the console producer: a line each, its session id
+    (the key the SDK sends it with, so a session's events share a partition), a tab and
+    the event's JSON. The fleet's clock runs at ``rate`` events a second, as sent."""
+    fleet = Fleet(make_agents(16, seed=7), seed=7, start=time.time(), events_per_second=rate)
     encode = msgspec.json.Encoder().encode
     written = 0
     horizon = fleet.start
     with path.open("wb") as out:
         while written < events:
             horizon += 1.0
-            lines = [encode(e) for e in fleet.events_until(horizon)][: events - written]
+            lines = [
+                e.session_id.encode() + b"\t" + encode(e) for e in fleet.events_until(horizon)
+            ][: events - written]
             out.write(b"".join(line + b"\n" for line in lines))
             written += len(lines)
     return path
@@ -170,7 +178,7 @@ def freshness(
 
     ensure_topics(bootstrap, [TopicSpec(FRESH_TOPIC, FRESH_PARTITIONS)])
     distinct = max(1, min(int(rate * (seconds + LOAD_WARMUP_S + 5)), MAX_PAYLOADS))
-    payloads = payload_file(tmp / "payloads.ndjson", distinct)
+    payloads = payload_file(tmp / "payloads.ndjson", distinct, rate)
     db = tmp / "fresh" / METADATA_FILE
     log = tmp / "fresh.log"
     group = f"bench-fresh-{time.time_ns()}"
@@ -194,6 +202,7 @@ def freshness(
                 "org.apache.kafka.tools.ConsoleProducer",
                 ["--bootstrap-server", bootstrap, "--topic", FRESH_TOPIC,
                  "--request-required-acks", "all", "--timeout", "50",
+                 "--property", "parse.key=true",
                  "--producer-property", "batch.size=1048576"],
                 heap="512m",
             ),
@@ -307,7 +316,8 @@ def wait_caught_up(bootstrap: str, group: str, rate: float) -> float | None:
 class Pacer(threading.Thread):
     """Writes ``rate`` lines a second of the payload file to a producer's input, a tick's
     worth every ``PACE_TICK_S``, without making up a tick it fell behind on. At the end of
-    the file it starts again with new event and session ids (``~1``, ``~2``, ...)."""
+    the file it starts again with new event and session ids (``~1``, ``~2``, ...; their
+    times repeat, so a run that long has late events)."""
 
     def __init__(self, out: IO[bytes], payloads: Path, rate: float) -> None:
         super().__init__(daemon=True)
@@ -348,6 +358,7 @@ class Pacer(threading.Thread):
                     text = b"\n".join(whole) + b"\n"
                     if round_:
                         text = _IDS.sub(rb'"\1":"\2~%d"' % round_, text)
+                        text = _KEY.sub(rb"\1~%d\t" % round_, text)
                     yield from text.splitlines(keepends=True)
             round_ += 1
 

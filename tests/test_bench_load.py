@@ -34,22 +34,25 @@ class _Sink(io.RawIOBase):
 def _payloads(tmp_path: Path, n: int) -> Path:
     path = tmp_path / "payloads.ndjson"
     lines = [
-        msgspec.json.encode({"kind": "tool_call", "event_id": f"e{i}", "session_id": f"s{i}"})
+        f"s{i}\t".encode()
+        + msgspec.json.encode({"kind": "tool_call", "event_id": f"e{i}", "session_id": f"s{i}"})
         for i in range(n)
     ]
     path.write_bytes(b"".join(line + b"\n" for line in lines))
     return path
 
 
-def test_the_load_sends_the_file_in_order_then_again_with_new_ids(tmp_path: Path) -> None:
+def test_the_load_sends_the_file_in_order_then_again_with_new_ids_and_keys(tmp_path: Path) -> None:
     sink = _Sink(wanted=7)
     pacer = Pacer(sink, _payloads(tmp_path, 3), rate=2000)  # type: ignore[arg-type]
     pacer.start()
     assert sink.enough.wait(10)
     pacer.stop()
-    sent = [msgspec.json.decode(line) for line in sink.data.splitlines()]
+    lines = [line.split(b"\t") for line in sink.data.splitlines()]
+    sent = [msgspec.json.decode(value) for _, value in lines]
     assert [e["event_id"] for e in sent[:7]] == ["e0", "e1", "e2", "e0~1", "e1~1", "e2~1", "e0~2"]
     assert [e["session_id"] for e in sent[3:6]] == ["s0~1", "s1~1", "s2~1"]
+    assert [key for key, _ in lines[3:6]] == [b"s0~1", b"s1~1", b"s2~1"]  # the same session
     assert pacer.sent == len(sent)
 
 
