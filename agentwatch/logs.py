@@ -67,6 +67,14 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
     logging.getLogger(LIBRARY).setLevel(max(logging.WARNING, root.level))
 
 
+def current_setup() -> tuple[str, str]:
+    """The (level, format) ``setup_logging`` was given, read back from the root logger,
+    for a process spawned from this one to log as it does."""
+    root = logging.getLogger()
+    text = any(isinstance(h.formatter, TextFormatter) for h in root.handlers)
+    return logging.getLevelName(root.level).lower(), "text" if text else "json"
+
+
 KAFKA_LOG_INTERVAL_S = 60.0
 LIBRARY = "kafka"
 

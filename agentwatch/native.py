@@ -24,11 +24,15 @@ starts, so it is set for the processes spawned from now on and applied to this o
 through ``mallopt``.
 
 A value already in the environment is kept, in every case.
+
+**A child process dies with its parent** (``die_with``): the kernel kills a landing
+worker whose supervisor died, and a maintenance pass whose worker died.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from typing import Final
 
 ALLOCATOR_SETTINGS: Final = "_RJEM_MALLOC_CONF"  # polars' jemalloc (symbols prefixed _rjem_)
@@ -37,6 +41,7 @@ THREADS: Final = "POLARS_MAX_THREADS"
 ARENAS: Final = "MALLOC_ARENA_MAX"  # glibc's malloc
 ONE_ARENA: Final = "1"
 _M_ARENA_MAX: Final = -8  # mallopt's parameter number for it (glibc's malloc.h)
+_PR_SET_PDEATHSIG: Final = 1  # prctl's option number (linux/prctl.h)
 
 
 def return_freed_memory() -> None:
@@ -74,3 +79,18 @@ def _glibc() -> bool:
         return bool(os.confstr("CS_GNU_LIBC_VERSION"))
     except (ValueError, OSError):  # a C library without the name
         return False
+
+
+def die_with(parent: int, exit_code: int) -> bool:
+    """Have the kernel SIGKILL this process when ``parent`` (the thread that started it)
+    ends; exit with ``exit_code`` now if it already has. False where that cannot be
+    tied (not Linux): the child then outlives a killed parent."""
+    import ctypes
+
+    try:
+        tied = bool(ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0)
+    except (OSError, AttributeError):
+        tied = False
+    if os.getppid() != parent:  # the parent died before the tie was made
+        os._exit(exit_code)
+    return tied

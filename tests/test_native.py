@@ -97,3 +97,15 @@ def test_a_spawned_process_s_duckdb_takes_the_shared_count(tmp_path: Path) -> No
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "1"
+
+
+def test_a_child_whose_parent_is_already_gone_exits_at_once() -> None:
+    code = "from agentwatch.native import die_with; die_with(1, 7); print('still here')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (7, "")
+
+
+def test_a_child_is_tied_to_its_parent_on_linux() -> None:
+    code = "import os; from agentwatch.native import die_with; print(die_with(os.getppid(), 7))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == str(sys.platform == "linux")

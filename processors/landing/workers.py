@@ -21,7 +21,6 @@ The supervisor:
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -41,7 +40,7 @@ from agentwatch.broker.ports import free_port
 from agentwatch.kafka import KafkaSecurity, default_security
 from agentwatch.kafka import configure as configure_kafka
 from agentwatch.logs import setup_logging
-from agentwatch.native import share_cores
+from agentwatch.native import die_with, share_cores
 from agentwatch.processors.landing.config import ProcessorConfig
 from agentwatch.processors.landing.faults import EXIT_KAFKA, EXIT_STORAGE, ProcessorFault
 from agentwatch.processors.landing.metrics_merge import MergedMetrics
@@ -53,7 +52,6 @@ log = logging.getLogger("agentwatch.processors.landing.processor")
 EXIT_CRASH = 70  # an unexpected error in a worker (EX_SOFTWARE): restarted
 RESTART_BACKOFF_S = (1.0, 30.0)  # first delay, cap; doubles while crashes follow quickly
 STOP_TIMEOUT_S = 60.0  # a stopping worker lands what it holds; then it is killed
-_PR_SET_PDEATHSIG = 1
 
 
 def default_workers() -> int:
@@ -275,7 +273,8 @@ def worker_main(
     inherited: tuple[KafkaSecurity, str],
 ) -> None:
     """One consumer-group member, in its own process; reports its statistics or fault."""
-    _die_with(parent)
+    if not die_with(parent, EXIT_CRASH):
+        log.debug("cannot tie the worker's life to the supervisor's")
     setup_logging(*log_args)
     security, data_path = inherited
     configure_kafka(security)
@@ -314,14 +313,3 @@ def worker_main(
     )
     results.close()
     results.join_thread()
-
-
-def _die_with(parent: int) -> None:
-    """Have the kernel SIGKILL this process when the supervisor dies (Linux)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the worker outlives a killed supervisor
-        log.debug("cannot tie the worker's life to the supervisor's")
-    if os.getppid() != parent:  # the supervisor died before the tie was made
-        os._exit(EXIT_CRASH)
