@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,7 +22,6 @@ from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.processors.store.maintain import (
-    MaintenanceLoop,
     MaintenancePolicy,
     Partials,
     PassInterrupted,
@@ -29,6 +29,7 @@ from agentwatch.processors.store.maintain import (
     maintain,
     try_lease,
 )
+from agentwatch.processors.store.maintenance_loop import MaintenanceLoop
 from agentwatch.processors.store.rollups import KEYS, TIERS
 from agentwatch.settings import DEFAULTS
 from tests.examples import valid_lines
@@ -364,6 +365,26 @@ def test_a_member_that_stops_ends_its_pass_at_the_next_pause(tmp_path: Path) -> 
     loop.stop()
     with pytest.raises(PassInterrupted, match="stopping"):
         loop.pause(0)
+
+
+def test_a_members_passes_run_in_a_process_of_their_own_and_maintain_the_lake(
+    tmp_path: Path,
+) -> None:
+    store = LakeStore(tmp_path / METADATA_FILE)
+    for i in range(3):
+        store_batch(store, batch(100 * i, 1))
+    before = data_files(store)
+    loop = MaintenanceLoop(store.db, KEEP_30_DAYS, interval_s=0.2)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 60
+        while loop.passes == 0 and time.monotonic() < deadline:  # a pass starts a process
+            time.sleep(0.05)
+    finally:
+        loop.stop()
+    assert loop.passes >= 1
+    assert loop.pass_pids and os.getpid() not in loop.pass_pids
+    assert data_files(store) < before
 
 
 def test_a_member_whose_lease_another_took_ends_its_pass_at_the_next_renewal(

@@ -60,7 +60,8 @@ from agentwatch.processors.landing.pipeline import (
 from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
 from agentwatch.processors.metrics.exporter import FleetCollector, PartitionHealth
 from agentwatch.processors.store.lake import Batch, LakeStore
-from agentwatch.processors.store.maintain import MaintenanceLoop, MaintenancePolicy
+from agentwatch.processors.store.maintain import MaintenancePolicy
+from agentwatch.processors.store.maintenance_loop import MaintenanceLoop
 from agentwatch.processors.store.partition_rows import recent_slices, recent_window
 from agentwatch.topics import BrokerUnreachable, TopicError, TopicSpec, ensure_topics
 

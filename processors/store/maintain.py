@@ -40,7 +40,6 @@ import datetime as dt
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -379,63 +378,3 @@ def _apply_retention(
 
 class PassInterrupted(Exception):
     """Raised by a pause to end a pass between two steps (each step is whole)."""
-
-
-class MaintenanceLoop:
-    """Maintains the lake every ``interval_s`` from a thread, while this member holds the lease.
-
-    Landing goes on meanwhile: each step takes the lake's write lock only for itself.
-    Between steps the pass renews the lease every half interval (a pass may outlast the
-    lease's two intervals) and ends, whole steps done, when the member stops or another
-    member took the lease. A failed pass is logged and tried again at the next interval;
-    it never stops landing.
-    """
-
-    def __init__(self, db: str, policy: MaintenancePolicy, interval_s: float) -> None:
-        self.db = db
-        self.policy = policy
-        self.interval_s = interval_s
-        self.holder = holder_name()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lake-maintenance", daemon=True)
-        self._store = LakeStore(db)  # connects on first use, in the thread
-        self._renew_at = 0.0
-        self.passes = 0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=60)  # the thread closes the store
-        elif self._thread.ident is None:
-            self._store.close()  # never started (or only paused, in a test)
-
-    def pause(self, seconds: float) -> None:
-        """Between two steps: wait ``seconds``, then keep the lease or end the pass."""
-        if self._stop.wait(seconds):
-            raise PassInterrupted("the member is stopping")
-        if time.monotonic() >= self._renew_at and not self._lease():
-            raise PassInterrupted("another member took the maintenance lease")
-
-    def _lease(self) -> bool:
-        # The lease runs 2 intervals past its last renewal; a member that dies frees it.
-        if not try_lease(self._store, self.holder, 2 * self.interval_s):
-            return False
-        self._renew_at = time.monotonic() + self.interval_s / 2
-        return True
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.wait(self.interval_s):
-                try:
-                    if self._lease():
-                        maintain(self._store, self.policy, pause=self.pause)
-                        self.passes += 1
-                except PassInterrupted as why:
-                    log.info("lake maintenance pass ended early", extra={"reason": str(why)})
-                except Exception:
-                    log.exception("lake maintenance failed; it is tried again next interval")
-        finally:
-            self._store.close()
