@@ -58,7 +58,7 @@ class MaintenanceLoop:
         self._store = LakeStore(db)  # connects on first use, in the thread
         self._renew_at = 0.0
         self.passes = 0
-        self.pass_pids: list[int] = []  # the processes the passes ran in
+        self.last_pass_pid: int | None = None  # the process the last pass ran in
 
     def start(self) -> None:
         self._thread.start()
@@ -111,11 +111,10 @@ class MaintenanceLoop:
             daemon=True,
         )
         process.start()
-        assert process.pid is not None
-        self.pass_pids.append(process.pid)
+        self.last_pass_pid = process.pid
         process.join()  # a stop ends it at its next pause
-        if process.exitcode not in (0, _ENDED_EARLY):
-            raise RuntimeError(f"the maintenance pass exited with code {process.exitcode}")
+        if process.exitcode not in (0, _ENDED_EARLY, _FAILED):  # e.g. killed: said here
+            raise RuntimeError(f"the maintenance pass's process ended with {process.exitcode}")
         return process.exitcode == 0
 
 
@@ -124,7 +123,9 @@ class _Stop(Protocol):  # a threading or multiprocessing Event
     def set(self) -> None: ...
 
 
-_ENDED_EARLY: Final = 3  # a pass's process: stopped, or another member took the lease
+# How a pass's process ends, besides 0: stopped or its lease taken; failed (and said so).
+_ENDED_EARLY: Final = 3
+_FAILED: Final = 4
 
 
 def _pass_main(
@@ -148,5 +149,8 @@ def _pass_main(
     except PassInterrupted as why:
         log.info("lake maintenance pass ended early", extra={"reason": str(why)})
         sys.exit(_ENDED_EARLY)
+    except Exception:
+        log.exception("lake maintenance failed; it is tried again next interval")
+        sys.exit(_FAILED)
     finally:
         loop._store.close()
