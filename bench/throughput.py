@@ -82,6 +82,8 @@ LOAD_WARMUP_S = 5.0
 # of it), or at most CATCH_UP_MAX_S: freshness is measured in the steady state.
 CAUGHT_UP_S = 1.0
 CATCH_UP_MAX_S = 60.0
+# Seconds of distinct events written beyond warm-up and probing, for the catch-up wait.
+CATCH_UP_SPARE_S = 5.0
 PACE_TICK_S = 0.01
 _IDS = re.compile(rb'"(event_id|session_id)":"([^"]*)"')
 _KEY = re.compile(rb"^([^\t\n]*)\t", re.MULTILINE)  # a line's key: its session id
@@ -177,7 +179,7 @@ def freshness(
     """Probe events timed from send to visible in the store, under load at ``rate``."""
 
     ensure_topics(bootstrap, [TopicSpec(FRESH_TOPIC, FRESH_PARTITIONS)])
-    distinct = max(1, min(int(rate * (seconds + LOAD_WARMUP_S + 5)), MAX_PAYLOADS))
+    distinct = max(1, min(int(rate * (seconds + LOAD_WARMUP_S + CATCH_UP_SPARE_S)), MAX_PAYLOADS))
     payloads = payload_file(tmp / "payloads.ndjson", distinct, rate)
     db = tmp / "fresh" / METADATA_FILE
     log = tmp / "fresh.log"
@@ -213,15 +215,17 @@ def freshness(
         assert load.stdin is not None
         pacer = Pacer(load.stdin, payloads, rate)
         pacer.start()
-        time.sleep(LOAD_WARMUP_S)
-        caught_up_s = wait_caught_up(bootstrap, group, rate)
-        sent_before = pacer.sent
-        started = time.monotonic()
-        sent, seen = probe_until(bootstrap, db, seconds)
-        load_rate = (pacer.sent - sent_before) / (time.monotonic() - started)
-        pacer.stop()
-        load.terminate()
-        load.wait()
+        try:
+            time.sleep(LOAD_WARMUP_S)
+            caught_up_s = wait_caught_up(bootstrap, group, rate)
+            sent_before = pacer.sent
+            started = time.monotonic()
+            sent, seen = probe_until(bootstrap, db, seconds)
+            load_rate = (pacer.sent - sent_before) / (time.monotonic() - started)
+        finally:  # the producer's JVM goes with the run, however it ends
+            pacer.stop()
+            load.terminate()
+            load.wait()
     finally:
         processor.send_signal(signal.SIGTERM)
         processor.wait(timeout=120)

@@ -47,13 +47,23 @@ class MaintenanceLoop:
     Each pass runs in a process of its own, which dies with the thread that started it.
     """
 
-    def __init__(self, db: str, policy: MaintenancePolicy, interval_s: float) -> None:
+    def __init__(
+        self,
+        db: str,
+        policy: MaintenancePolicy,
+        interval_s: float,
+        *,
+        holder: str | None = None,
+        stop: _Stop | None = None,
+    ) -> None:
+        """``holder`` and ``stop``: the member's, in the process of one of its passes."""
         self.db = db
         self.policy = policy
         self.interval_s = interval_s
-        self.holder = holder_name()
+        self.holder = holder or holder_name()
         self._processes = multiprocessing.get_context("spawn")
-        self._stop: _Stop = self._processes.Event()  # shared with the pass's process
+        # shared with the pass's process
+        self._stop: _Stop = stop if stop is not None else self._processes.Event()
         self._thread = threading.Thread(target=self._run, name="lake-maintenance", daemon=True)
         self._store = LakeStore(db)  # connects on first use, in the thread
         self._renew_at = 0.0
@@ -141,10 +151,10 @@ def _pass_main(
     die_with(parent, _ENDED_EARLY)
     setup_logging(*log_args)
     configure_store(data_path)
-    loop = MaintenanceLoop(db, policy, interval_s)
-    loop.holder, loop._stop = holder, stop
-    loop._renew_at = time.monotonic() + interval_s / 2  # the member took the lease just now
+    loop = MaintenanceLoop(db, policy, interval_s, holder=holder, stop=stop)
     try:
+        if not loop._lease():  # renewed here, so the pass knows when to renew it next
+            raise PassInterrupted("another member took the maintenance lease")
         maintain(loop._store, policy, pause=loop.pause)
     except PassInterrupted as why:
         log.info("lake maintenance pass ended early", extra={"reason": str(why)})
