@@ -120,6 +120,8 @@ class ProcessSettings(_Section, frozen=True):
     """Consumer-group members run as processes; 0: one per core."""
     dedup_memory_mb: Positive = 128.0
     """The dedup indexes of one process share this budget (8 bytes an id; see dedup.py)."""
+    duckdb_memory_mb: Positive = 64.0
+    """DuckDB's memory limit in a landing worker, doubled for a set that needs more."""
     session_timeout: PositiveSeconds = 10.0
     allowed_lateness: Seconds = 300.0
     metrics_port: Port | None = None

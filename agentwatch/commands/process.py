@@ -140,6 +140,15 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "a partition forgets its oldest ids before the horizon (default %(default)s)",
     )
     p.add_argument(
+        "--duckdb-memory-mb",
+        type=positive,
+        metavar="MB",
+        default=settings.value("process", "duckdb_memory_mb"),
+        help="DuckDB's memory limit in each worker: what it caches stays within it instead "
+        "of growing with every commit; a set that needs more doubles it, with a warning "
+        "(default %(default)s)",
+    )
+    p.add_argument(
         "--session-timeout",
         type=positive_seconds,
         metavar="DURATION",
@@ -218,6 +227,7 @@ def _run(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_bytes,
         dedup_horizon_s=args.dedup_horizon,
         dedup_memory_mb=args.dedup_memory_mb,
+        duckdb_memory_mb=args.duckdb_memory_mb,
         session_timeout_s=args.session_timeout,
         allowed_lateness_s=args.allowed_lateness,
         metrics_port=args.metrics_port,

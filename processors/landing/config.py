@@ -31,6 +31,7 @@ class ProcessorConfig:
     dedup_horizon_s: float = _PROCESS.dedup_horizon
     dedup_max_ids: int = _PROCESS.dedup_max_ids
     dedup_memory_mb: float = _PROCESS.dedup_memory_mb
+    duckdb_memory_mb: float | None = _PROCESS.duckdb_memory_mb  # None: DuckDB's default
     session_timeout_s: float = _PROCESS.session_timeout
     allowed_lateness_s: float = _PROCESS.allowed_lateness
     metrics_port: int | None = _PROCESS.metrics_port

@@ -59,6 +59,7 @@ from agentwatch.processors.landing.pipeline import (
 )
 from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
 from agentwatch.processors.metrics.exporter import FleetCollector, PartitionHealth
+from agentwatch.processors.store.attach import limit_memory
 from agentwatch.processors.store.lake import Batch, LakeStore
 from agentwatch.processors.store.maintain import MaintenancePolicy
 from agentwatch.processors.store.maintenance_loop import MaintenanceLoop
@@ -106,6 +107,7 @@ class Processor:
         """Land records until stopped or idle; raise ProcessorFault for what ends the run."""
         cfg = self.config
         self._connect()
+        limit_memory(cfg.duckdb_memory_mb)
         try:
             self.store.prepare()
         except (OSError, duckdb.Error) as exc:  # e.g. the metadata database's "disk I/O error"

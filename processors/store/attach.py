@@ -21,6 +21,7 @@ from typing import Final, TypeVar
 
 import duckdb
 
+from agentwatch.errors import first_line
 from agentwatch.native import duckdb_threads
 from agentwatch.processors.store import extensions
 from agentwatch.processors.store.layout import refuse_old_layout
@@ -129,6 +130,73 @@ BUSY_RETRY_S: Final = 0.005
 MAX_BUSY_RETRIES: Final = 10
 
 
+# How far a process's DuckDB memory limit is raised for a statement that needs more.
+MAX_MEMORY_DOUBLINGS: Final = 6
+
+
+def limit_memory(mb: float | None) -> None:
+    """Cap this process's DuckDB memory (``memory_limit``) at ``mb``; None: DuckDB's default.
+
+    DuckDB keeps what it caches (among it, an entry for every file a commit writes) until
+    its memory limit, 80% of the machine's by default, is reached: a landing worker grew
+    by about 40 KB a commit, 2,000 commits an hour at its default flush interval, and
+    neither a maintenance pass nor attaching again gave it back. Under a limit DuckDB
+    evicts that cache instead (600 commits of 2,000 events: flat at 192 MB).
+    """
+    global _memory_mb
+    with _attach_lock:
+        _memory_mb = None if mb is None else (mb, mb)
+        if mb is None and _instance is not None and _default_limit:
+            # not RESET: DuckDB 1.5 resets the setting but keeps the buffer pool's limit
+            _instance.execute(f"SET GLOBAL memory_limit = '{_default_limit}'")
+        _apply_memory_limit()
+
+
+def raise_memory_limit(exc: duckdb.Error) -> bool:
+    """Double the limit ``limit_memory`` set when ``exc`` is DuckDB running out of it;
+    False when it is not, or the limit was doubled ``MAX_MEMORY_DOUBLINGS`` times."""
+    global _memory_mb
+    with _attach_lock:
+        if not isinstance(exc, duckdb.OutOfMemoryException) or _memory_mb is None:
+            return False
+        asked, current = _memory_mb
+        if current >= asked * 2**MAX_MEMORY_DOUBLINGS:
+            return False
+        log.warning(
+            "DuckDB needed more memory than its limit: limit doubled",
+            extra={"from_mb": current, "to_mb": current * 2, "error": first_line(exc)},
+        )
+        _memory_mb = (asked, current * 2)
+        _apply_memory_limit()
+        return True
+
+
+def memory_limit() -> str | None:
+    """DuckDB's memory limit in this process as it states it ("64.0 MiB"); None before
+    a lake is opened."""
+    with _attach_lock:
+        return None if _instance is None else memory_limit_of(_instance)
+
+
+def memory_limit_of(con: duckdb.DuckDBPyConnection) -> str:
+    row = con.execute("SELECT current_setting('memory_limit')").fetchone()
+    return "" if row is None else str(row[0])
+
+
+def _apply_memory_limit() -> None:
+    """Set the limit on the instance; one below what DuckDB holds already is doubled."""
+    global _memory_mb
+    while _instance is not None and _memory_mb is not None:
+        asked, mb = _memory_mb
+        try:
+            _instance.execute(f"SET GLOBAL memory_limit = '{int(mb * 1024)}KiB'")
+            return
+        except duckdb.OutOfMemoryException:
+            if mb >= asked * 2**MAX_MEMORY_DOUBLINGS:
+                raise
+            _memory_mb = (asked, mb * 2)
+
+
 def is_busy(exc: duckdb.Error) -> bool:
     """Whether a statement failed because the SQLite metadata database was busy for a moment."""
     return "database is locked" in str(exc)
@@ -185,6 +253,9 @@ def _shared_instance(names: tuple[str, ...]) -> duckdb.DuckDBPyConnection:
         _instance = duckdb.connect(config={**extensions.config(), **more})
         # Zoned timestamps come back in UTC, as every table stores them.
         _instance.execute("SET GLOBAL TimeZone = 'UTC'")
+        global _default_limit
+        _default_limit = memory_limit_of(_instance)
+        _apply_memory_limit()
     missing = tuple(n for n in names if n not in _loaded)
     if missing:
         extensions.load(_instance, missing)
@@ -226,6 +297,9 @@ _instance: duckdb.DuckDBPyConnection | None = None
 _loaded: set[str] = set()
 _aliases: dict[tuple[StoreLocation, bool, tuple[int, int] | None], str] = {}
 _attached = itertools.count(1)
+# (asked, now) by limit_memory and raise_memory_limit; None: DuckDB's default limit
+_memory_mb: tuple[float, float] | None = None
+_default_limit = ""  # the shared instance's own, as it stated it
 
 
 def attach_statement(db: str | Path, data_path: str = "") -> str:

@@ -32,7 +32,13 @@ import duckdb
 import polars as pl
 
 from agentwatch.frames import query, registered
-from agentwatch.processors.store.attach import BUSY_RETRY_S, attach, is_busy, retry_busy
+from agentwatch.processors.store.attach import (
+    BUSY_RETRY_S,
+    attach,
+    is_busy,
+    raise_memory_limit,
+    retry_busy,
+)
 from agentwatch.processors.store.layout import refuse_old_layout
 from agentwatch.processors.store.location import (
     locate,
@@ -302,7 +308,8 @@ class LakeStore:
 
     def transaction(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run ``work`` in one transaction, retrying it whole after a write conflict (or
-        a moment the SQLite metadata database was busy)."""
+        a moment the SQLite metadata database was busy, or DuckDB short of the memory a
+        limit allowed: ``attach.raise_memory_limit``)."""
         con = self.con
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
@@ -312,6 +319,8 @@ class LakeStore:
                 return result
             except duckdb.Error as exc:
                 _rollback(con)
+                if raise_memory_limit(exc) and attempt < MAX_CONFLICT_RETRIES - 1:
+                    continue  # the same work, with twice the memory
                 if not _is_conflict(exc) or attempt == MAX_CONFLICT_RETRIES - 1:
                     raise
                 if is_busy(exc):
