@@ -6,9 +6,10 @@ not. Rates count from the first record fetched to the last one landed (Kafka's
 ``fetch.nMsg.sec`` likewise leaves out the group join).
 
 Freshness: a live processor with default settings lands a second topic that Kafka's
-console producer fills with simulated events at half the rate just measured, while
-probe events, one every 0.2 s, are timed from their send to the moment a query through
-the read path of ``agentwatch sql`` (its sandboxed connection, kept open) first sees them.
+console producer fills with simulated events at half the rate just measured
+(``--load-fraction``), while probe events, one every 0.2 s, are timed from their send
+to the moment a query through the read path of ``agentwatch sql`` (its sandboxed
+connection, kept open) first sees them.
 Probing starts once the group has settled: the start-up rebalances are not landing. The
 load is new events throughout, each keyed by its session id as the SDK sends it, paced
 here (``Pacer``): a tick's lines are written to the producer's input every
@@ -19,7 +20,8 @@ duplicates, which landing drops cheaply). The producer lingers 50 ms, as the SDK
 does. Probing starts ``LOAD_WARMUP_S`` after the load, once the producer's JVM has
 warmed up, and once the group's lag is under ``CAUGHT_UP_S`` of the load (the steady
 state; how long that took is reported); the load's rate reported is the one sent while
-probing.
+probing. The largest worker's RSS is sampled throughout, reported minute by minute
+(``bench.rss``): whether memory stays flat over a long run.
 
 The last line printed is one JSON object: ``{"events_per_s", "kafka_perf_events_per_s",
 "ratio", "peak_rss_mb", "freshness_p50_s", "freshness_p99_s", "workers", "missed", ...}``;
@@ -32,16 +34,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import re
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import msgspec
 from rich.console import Console
@@ -50,8 +50,6 @@ from rich.table import Table
 from agentwatch.broker.launcher import start_broker, stop_broker
 from agentwatch.broker.ports import free_port
 from agentwatch.broker.runtime import kafka_java_command
-from agentwatch.ingest.sim.fleet import Fleet
-from agentwatch.ingest.sim.profiles import make_agents
 from agentwatch.ingest.sim.simulate import run_simulation
 from agentwatch.processors.landing.workers import default_workers
 from agentwatch.processors.query.sandbox import connect as sandbox_connect
@@ -60,6 +58,8 @@ from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.settings import DEFAULTS
 from agentwatch.topics import TopicSpec, ensure_topics
+from bench.load import Pacer, payload_file
+from bench.rss import WorkerRss
 
 # The targets on a 2-core machine: the ratio to Kafka's own consumer in the same run, peak
 # RSS of one worker, and produced-to-queryable p99 at half the landed rate.
@@ -84,9 +84,6 @@ CAUGHT_UP_S = 1.0
 CATCH_UP_MAX_S = 60.0
 # Seconds of distinct events written beyond warm-up and probing, for the catch-up wait.
 CATCH_UP_SPARE_S = 5.0
-PACE_TICK_S = 0.01
-_IDS = re.compile(rb'"(event_id|session_id)":"([^"]*)"')
-_KEY = re.compile(rb"^([^\t\n]*)\t", re.MULTILINE)  # a line's key: its session id
 SETTLE_S = 3.0
 WARMUP_QUERY = (
     "SELECT count(*) FROM events WHERE agent_id = 'bench-warmup' AND event_id LIKE 'warmup-{}-%'"
@@ -143,25 +140,6 @@ def agentwatch_process(bootstrap: str, db: Path, workers: int) -> dict[str, Any]
     return dict(stopped[-1])
 
 
-def payload_file(path: Path, events: int, rate: float) -> Path:
-    """Distinct simulated events for the console producer: a line each, its session id
-    (the key the SDK sends it with, so a session's events share a partition), a tab and
-    the event's JSON. The fleet's clock runs at ``rate`` events a second, as sent."""
-    fleet = Fleet(make_agents(16, seed=7), seed=7, start=time.time(), events_per_second=rate)
-    encode = msgspec.json.Encoder().encode
-    written = 0
-    horizon = fleet.start
-    with path.open("wb") as out:
-        while written < events:
-            horizon += 1.0
-            lines = [
-                e.session_id.encode() + b"\t" + encode(e) for e in fleet.events_until(horizon)
-            ][: events - written]
-            out.write(b"".join(line + b"\n" for line in lines))
-            written += len(lines)
-    return path
-
-
 def probe(event_id: str, agent: str = "bench-probe") -> bytes:
     return msgspec.json.encode(
         {
@@ -197,8 +175,10 @@ def freshness(
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
+    memory = WorkerRss(processor.pid, workers)
     try:
         wait_settled(bootstrap, db, log, processor, workers)
+        memory.start()
         load = subprocess.Popen(
             kafka_java_command(
                 "org.apache.kafka.tools.ConsoleProducer",
@@ -227,6 +207,8 @@ def freshness(
             load.terminate()
             load.wait()
     finally:
+        if memory.is_alive():
+            memory.stop()
         processor.send_signal(signal.SIGTERM)
         processor.wait(timeout=120)
     delays = sorted(seen[i] - sent[i] for i in seen)
@@ -243,6 +225,8 @@ def freshness(
         "freshness_load_events_per_s": round(load_rate),
         "freshness_distinct_events": distinct,
         "flush_interval_s": flush if flush is not None else DEFAULTS.process.flush_interval,
+        # the largest worker's peak RSS, minute by minute from the load's start
+        "live_rss_mb_by_minute": memory.by_minute(),
     }
 
 
@@ -317,56 +301,6 @@ def wait_caught_up(bootstrap: str, group: str, rate: float) -> float | None:
         reader.close(autocommit=False)
 
 
-class Pacer(threading.Thread):
-    """Writes ``rate`` lines a second of the payload file to a producer's input, a tick's
-    worth every ``PACE_TICK_S``, without making up a tick it fell behind on. At the end of
-    the file it starts again with new event and session ids (``~1``, ``~2``, ...; their
-    times repeat, so a run that long has late events)."""
-
-    def __init__(self, out: IO[bytes], payloads: Path, rate: float) -> None:
-        super().__init__(daemon=True)
-        self.out, self.payloads, self.rate = out, payloads, rate
-        self.sent = 0
-        self._stop_event = threading.Event()
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=10)
-
-    def run(self) -> None:
-        lines = self._lines()
-        owed = 0.0
-        last = time.monotonic()
-        try:
-            while not self._stop_event.wait(PACE_TICK_S):
-                now = time.monotonic()
-                owed = min(owed + (now - last) * self.rate, 2 * PACE_TICK_S * self.rate)
-                last = now
-                n = int(owed)
-                owed -= n
-                self.out.write(b"".join(next(lines) for _ in range(n)))
-                self.out.flush()
-                self.sent += n
-        except (BrokenPipeError, ValueError):  # the producer ended
-            return
-
-    def _lines(self) -> Iterator[bytes]:
-        """The payload file's lines, again and again, with new ids each time round."""
-        round_ = 0
-        while True:
-            with self.payloads.open("rb") as file:
-                for block in iter(lambda: file.read(1 << 20), b""):
-                    *whole, rest = block.split(b"\n")
-                    if rest:  # a line cut by the block: read up to its end
-                        whole.append(rest + file.readline().rstrip(b"\n"))
-                    text = b"\n".join(whole) + b"\n"
-                    if round_:
-                        text = _IDS.sub(rb'"\1":"\2~%d"' % round_, text)
-                        text = _KEY.sub(rb"\1~%d\t" % round_, text)
-                    yield from text.splitlines(keepends=True)
-            round_ += 1
-
-
 def probe_until(
     bootstrap: str, db: Path, seconds: float
 ) -> tuple[dict[int, float], dict[int, float]]:
@@ -423,6 +357,14 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--fresh-seconds", type=float, default=30.0)
     parser.add_argument(
+        "--load-fraction",
+        type=float,
+        default=0.5,
+        help="the live load as a fraction of the rate landed (default 0.5: freshness at half "
+        "the sustainable rate; 1 with a long --fresh-seconds: memory at the most the "
+        "producer sends)",
+    )
+    parser.add_argument(
         "--flush-interval",
         type=float,
         default=None,
@@ -444,8 +386,9 @@ def main() -> int:
             con = connect_lake(db)
             landed = con.execute("SELECT count(*) FROM events").fetchone()
             con.close()
-            rate = float(stats["records_per_s"]) / 2
-            console.print(f"freshness at {rate:,.0f} events/s (half the rate landed) ...")
+            rate = float(stats["records_per_s"]) * args.load_fraction
+            share = f"{args.load_fraction:g} of the rate landed"
+            console.print(f"freshness at {rate:,.0f} events/s ({share}) ...")
             fresh = freshness(
                 info.bootstrap,
                 Path(tmp),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 
-from bench.throughput import PACE_TICK_S, Pacer
+from bench.load import PACE_TICK_S, Pacer
 
 
 class _Sink(io.RawIOBase):
