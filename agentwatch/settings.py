@@ -118,7 +118,7 @@ class ProcessSettings(_Section, frozen=True):
     """The most event ids one partition's dedup index holds."""
     workers: Workers = 0
     """Consumer-group members run as processes; 0: one per core."""
-    dedup_memory_mb: Positive = 128.0
+    dedup_memory_mb: Positive = 64.0
     """The dedup indexes of one process share this budget (8 bytes an id; see dedup.py)."""
     duckdb_memory_mb: Positive = 64.0
     """DuckDB's memory limit in a landing worker, doubled for a set that needs more."""

@@ -426,3 +426,26 @@ def test_the_offsets_that_every_commit_updates_are_flushed_out_of_the_metadata_d
     assert store.con.execute(offsets_files).fetchone() == (0,)  # inlined, one row a commit
     maintain(store, MaintenancePolicy({}, grace_s=0), pause=no_pause)
     assert store.con.execute(offsets_files).fetchone() == (1,)
+
+
+def test_a_pass_that_fails_is_said_in_its_process_and_tried_again_next_interval(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    store = LakeStore(tmp_path / METADATA_FILE)
+    for i in range(3):
+        store_batch(store, batch(100 * i, 1))
+    next((tmp_path / "lake").rglob("*.parquet")).unlink()  # a pass cannot merge without it
+    loop = MaintenanceLoop(store.db, KEEP_30_DAYS, interval_s=0.2)
+    loop.start()
+    pids: set[int] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while len(pids) < 2 and time.monotonic() < deadline:
+            if loop.last_pass_pid is not None:
+                pids.add(loop.last_pass_pid)
+            time.sleep(0.02)
+    finally:
+        loop.stop()
+    assert len(pids) >= 2  # a second pass in a new process after the failed one
+    assert loop.passes == 0
+    assert "lake maintenance failed" in capfd.readouterr().err
