@@ -175,10 +175,11 @@ def memory_limit() -> str | None:
     """DuckDB's memory limit in this process as it states it ("64.0 MiB"); None before
     a lake is opened."""
     with _attach_lock:
-        return None if _instance is None else memory_limit_of(_instance)
+        return None if _instance is None else _stated_limit(_instance)
 
 
-def memory_limit_of(con: duckdb.DuckDBPyConnection) -> str:
+def _stated_limit(con: duckdb.DuckDBPyConnection) -> str:
+    """The limit as DuckDB states it: what ``SET memory_limit`` takes back."""
     row = con.execute("SELECT current_setting('memory_limit')").fetchone()
     return "" if row is None else str(row[0])
 
@@ -246,15 +247,14 @@ def detach_all() -> None:
 
 
 def _shared_instance(names: tuple[str, ...]) -> duckdb.DuckDBPyConnection:
-    global _instance
+    global _instance, _default_limit
     if _instance is None:
         threads = duckdb_threads()  # a worker's share of the cores (native.py)
         more = {} if threads is None else {"threads": threads}
         _instance = duckdb.connect(config={**extensions.config(), **more})
         # Zoned timestamps come back in UTC, as every table stores them.
         _instance.execute("SET GLOBAL TimeZone = 'UTC'")
-        global _default_limit
-        _default_limit = memory_limit_of(_instance)
+        _default_limit = _stated_limit(_instance)
         _apply_memory_limit()
     missing = tuple(n for n in names if n not in _loaded)
     if missing:
