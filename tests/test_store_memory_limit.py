@@ -86,3 +86,17 @@ def test_a_limit_below_what_duckdb_holds_is_doubled_until_it_fits(tmp_path: Path
     asked = row[0] / 8 / MIB
     limit_memory(asked)
     assert row[0] <= _limit_bytes() <= asked * 2**MAX_MEMORY_DOUBLINGS * MIB
+
+
+def test_a_limited_duckdb_spills_nothing_into_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers share their working directory: two spilling there broke each other's commits."""
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    store = lake(tmp_path)
+    limit_memory(1)
+    frame = _many_events(50_000)
+    assert commit(store, 0, frame.height - 1, frame)
+    assert list(workdir.iterdir()) == []

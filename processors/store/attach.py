@@ -142,13 +142,21 @@ def limit_memory(mb: float | None) -> None:
     by about 40 KB a commit, 2,000 commits an hour at its default flush interval, and
     neither a maintenance pass nor attaching again gave it back. Under a limit DuckDB
     evicts that cache instead (600 commits of 2,000 events: flat at 192 MB).
+
+    Under a limit nothing is spilled to disk: an in-memory DuckDB spills to ``.tmp`` in
+    the working directory, which the workers of one supervisor share, and two workers
+    spilling there at once broke each other's commits ("Could not read enough bytes from
+    file .tmp/duckdb_temp_storage..."). A statement that needs more than the limit fails
+    instead and is run again under a doubled one (``raise_memory_limit``).
     """
     global _memory_mb
     with _attach_lock:
         _memory_mb = None if mb is None else (mb, mb)
-        if mb is None and _instance is not None and _default_limit:
+        if mb is None and _instance is not None and _defaults:
             # not RESET: DuckDB 1.5 resets the setting but keeps the buffer pool's limit
-            _instance.execute(f"SET GLOBAL memory_limit = '{_default_limit}'")
+            limit, spill_to = _defaults
+            _instance.execute(f"SET GLOBAL memory_limit = '{limit}'")
+            _instance.execute(f"SET GLOBAL temp_directory = '{spill_to}'")
         _apply_memory_limit()
 
 
@@ -175,12 +183,12 @@ def memory_limit() -> str | None:
     """DuckDB's memory limit in this process as it states it ("64.0 MiB"); None before
     a lake is opened."""
     with _attach_lock:
-        return None if _instance is None else _stated_limit(_instance)
+        return None if _instance is None else _stated(_instance, "memory_limit")
 
 
-def _stated_limit(con: duckdb.DuckDBPyConnection) -> str:
-    """The limit as DuckDB states it: what ``SET memory_limit`` takes back."""
-    row = con.execute("SELECT current_setting('memory_limit')").fetchone()
+def _stated(con: duckdb.DuckDBPyConnection, setting: str) -> str:
+    """A setting as DuckDB states it, which its ``SET`` takes back."""
+    row = con.execute(f"SELECT current_setting('{setting}')").fetchone()
     return "" if row is None else str(row[0])
 
 
@@ -190,6 +198,7 @@ def _apply_memory_limit() -> None:
     while _instance is not None and _memory_mb is not None:
         asked, mb = _memory_mb
         try:
+            _instance.execute("SET GLOBAL temp_directory = ''")  # no spilling (above)
             _instance.execute(f"SET GLOBAL memory_limit = '{int(mb * 1024)}KiB'")
             return
         except duckdb.OutOfMemoryException:
@@ -247,14 +256,14 @@ def detach_all() -> None:
 
 
 def _shared_instance(names: tuple[str, ...]) -> duckdb.DuckDBPyConnection:
-    global _instance, _default_limit
+    global _instance, _defaults
     if _instance is None:
         threads = duckdb_threads()  # a worker's share of the cores (native.py)
         more = {} if threads is None else {"threads": threads}
         _instance = duckdb.connect(config={**extensions.config(), **more})
         # Zoned timestamps come back in UTC, as every table stores them.
         _instance.execute("SET GLOBAL TimeZone = 'UTC'")
-        _default_limit = _stated_limit(_instance)
+        _defaults = (_stated(_instance, "memory_limit"), _stated(_instance, "temp_directory"))
         _apply_memory_limit()
     missing = tuple(n for n in names if n not in _loaded)
     if missing:
@@ -299,7 +308,8 @@ _aliases: dict[tuple[StoreLocation, bool, tuple[int, int] | None], str] = {}
 _attached = itertools.count(1)
 # (asked, now) by limit_memory and raise_memory_limit; None: DuckDB's default limit
 _memory_mb: tuple[float, float] | None = None
-_default_limit = ""  # the shared instance's own, as it stated it
+# the shared instance's own memory limit and spill directory, as it stated them
+_defaults: tuple[str, str] | None = None
 
 
 def attach_statement(db: str | Path, data_path: str = "") -> str:
