@@ -16,6 +16,7 @@ from typing import IO
 
 import msgspec
 
+from agentwatch.ingest.contract.events import SessionEnd
 from agentwatch.ingest.sim.fleet import Fleet
 from agentwatch.ingest.sim.profiles import make_agents
 
@@ -24,23 +25,43 @@ _IDS = re.compile(rb'"(event_id|session_id)":"([^"]*)"')
 _KEY = re.compile(rb"^([^\t\n]*)\t", re.MULTILINE)  # a line's key: its session id
 
 
-def payload_file(path: Path, events: int, rate: float) -> Path:
-    """Distinct simulated events for the console producer: a line each, its session id
-    (the key the SDK sends it with, so a session's events share a partition), a tab and
-    the event's JSON. The fleet's clock runs at ``rate`` events a second, as sent."""
+def payload_file(path: Path, events: int, rate: float) -> int:
+    """Write at least ``events`` distinct simulated events for the console producer: a
+    line each, its session id (the key the SDK sends it with, so a session's events
+    share a partition), a tab and the event's JSON. The fleet's clock runs at ``rate``
+    events a second, as sent. Returns the events written.
+
+    Only whole sessions are written, each from its start to its end: the file is sent
+    again and again (``Pacer``), and a session cut off by the file's end would stay open
+    in the processor each time round, which a fleet's sessions do not.
+    """
     fleet = Fleet(make_agents(16, seed=7), seed=7, start=time.time(), events_per_second=rate)
     encode = msgspec.json.Encoder().encode
-    written = 0
+    per_session: dict[bytes, int] = {}
+    ended: set[bytes] = set()
+    whole = 0  # events of the sessions ended so far
     horizon = fleet.start
-    with path.open("wb") as out:
-        while written < events:
+    generated = path.with_name(path.name + ".all")
+    with generated.open("wb") as out:
+        while whole < events:
             horizon += 1.0
-            lines = [
-                e.session_id.encode() + b"\t" + encode(e) for e in fleet.events_until(horizon)
-            ][: events - written]
-            out.write(b"".join(line + b"\n" for line in lines))
-            written += len(lines)
-    return path
+            lines = []
+            for event in fleet.events_until(horizon):
+                key = event.session_id.encode()
+                per_session[key] = per_session.get(key, 0) + 1
+                if isinstance(event, SessionEnd):
+                    ended.add(key)
+                    whole += per_session[key]
+                lines.append(key + b"\t" + encode(event) + b"\n")
+            out.write(b"".join(lines))
+    written = 0
+    with generated.open("rb") as lines_in, path.open("wb") as out:
+        for line in lines_in:
+            if line.split(b"\t", 1)[0] in ended:
+                out.write(line)
+                written += 1
+    generated.unlink()
+    return written
 
 
 class Pacer(threading.Thread):

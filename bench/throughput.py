@@ -157,8 +157,9 @@ def freshness(
     """Probe events timed from send to visible in the store, under load at ``rate``."""
 
     ensure_topics(bootstrap, [TopicSpec(FRESH_TOPIC, FRESH_PARTITIONS)])
-    distinct = max(1, min(int(rate * (seconds + LOAD_WARMUP_S + CATCH_UP_SPARE_S)), MAX_PAYLOADS))
-    payloads = payload_file(tmp / "payloads.ndjson", distinct, rate)
+    wanted = max(1, min(int(rate * (seconds + LOAD_WARMUP_S + CATCH_UP_SPARE_S)), MAX_PAYLOADS))
+    payloads = tmp / "payloads.ndjson"
+    distinct = payload_file(payloads, wanted, rate)
     db = tmp / "fresh" / METADATA_FILE
     log = tmp / "fresh.log"
     group = f"bench-fresh-{time.time_ns()}"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 
-from bench.load import PACE_TICK_S, Pacer
+from bench.load import PACE_TICK_S, Pacer, payload_file
 
 
 class _Sink(io.RawIOBase):
@@ -74,3 +74,22 @@ def test_a_stalled_producer_is_not_sent_the_lines_it_missed_in_one_burst(tmp_pat
     pacer.stop()
     # 300 lines fell due during the stall; at most two ticks' worth go out at once
     assert max(sink.writes) <= 2 * PACE_TICK_S * rate
+
+
+def test_every_session_in_the_payload_file_ends_in_it(tmp_path: Path) -> None:
+    """The file is sent again and again: a session cut off by its end would stay open."""
+    path = tmp_path / "payloads.ndjson"
+    written = payload_file(path, 20_000, rate=2_000)
+    started: set[str] = set()
+    ended: set[str] = set()
+    lines = path.read_bytes().splitlines()
+    for line in lines:
+        key, event = line.split(b"\t", 1)
+        decoded = msgspec.json.decode(event)
+        assert decoded["session_id"] == key.decode()
+        if decoded["kind"] == "session_start":
+            started.add(decoded["session_id"])
+        elif decoded["kind"] == "session_end":
+            ended.add(decoded["session_id"])
+    assert written == len(lines) >= 20_000
+    assert started and started <= ended
