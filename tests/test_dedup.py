@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 import numpy as np
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -65,6 +67,18 @@ def test_the_id_limit_evicts_the_oldest_minutes_and_counts_them() -> None:
         index.filter(frame([f"{minute}-{j}" for j in range(10)], T0 + dt.timedelta(minutes=minute)))
     assert index.size <= 25
     assert index.evicted_early == 20
+
+
+def test_an_index_over_its_limit_warns_once_not_at_every_minute_it_drops(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    index = DedupIndex(horizon_s=3600, max_ids=25)
+    with caplog.at_level(logging.WARNING):
+        for minute in range(6):
+            at = T0 + dt.timedelta(minutes=minute)
+            index.filter(frame([f"{minute}-{j}" for j in range(10)], at))
+    assert index.evicted_early == 40
+    assert len(caplog.records) == 1
 
 
 def test_an_index_holds_8_bytes_per_id() -> None:

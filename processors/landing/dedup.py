@@ -105,9 +105,13 @@ class DedupIndex:
         while total > self.max_ids and len(self.chunks) > 1:
             dropped = self.chunks.pop(0)
             total -= len(dropped.hashes)
+            # Once over its limit an index drops a minute every minute: said once, at
+            # warning level, then counted in ``evicted_early``.
+            say = log.debug if self.evicted_early else log.warning
             self.evicted_early += len(dropped.hashes)
-            log.warning(
-                "dedup index over its id limit; dropped ids before their horizon",
+            say(
+                "dedup index over its id limit; it drops its oldest ids before their "
+                "horizon from now on",
                 extra={"dropped_ids": len(dropped.hashes), "max_ids": self.max_ids},
             )
 
