@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
+import polars as pl
+
 from agentwatch.processors.landing.sessions import SessionTracker
 from tests.frames import at, events
 
@@ -76,3 +81,39 @@ def test_the_open_session_count_is_bounded() -> None:
     tracker = SessionTracker(max_sessions=2)
     tracker.update(events(*({"kind": "session_start", "session_id": f"s{i}"} for i in range(5))))
     assert list(tracker.open) == ["s3", "s4"]
+
+
+def test_the_first_models_of_a_session_are_kept_until_it_ends() -> None:
+    tracker = SessionTracker()
+    tracker.update(
+        events(
+            {"kind": "session_start", "ts": at(0), "session_id": "a"},
+            {"kind": "llm_call", "ts": at(1), "session_id": "a", "model": "gpt-4o",
+             "prompt_version": "v1"},
+        )
+    )  # fmt: skip
+    tracker.update(
+        events({"kind": "llm_call", "ts": at(2), "session_id": "a", "model": "claude-3-5-sonnet"})
+    )
+    context = tracker.context(events({"kind": "tool_call", "ts": at(3), "session_id": "a"}))
+    assert context.select("session_model", "session_prompt_version").row(0) == ("gpt-4o", "v1")
+
+
+def test_an_open_session_costs_a_few_hundred_bytes() -> None:
+    """A fleet has hundreds of thousands of sessions open at once."""
+    n = 20_000
+    starts = events(*({"kind": "session_start", "ts": at(i / 100), "session_id": f"session-{i:08}"}
+                      for i in range(n)))  # fmt: skip
+    calls = starts.with_columns(kind=pl.lit("llm_call"), model=pl.lit("gpt-4o"))
+    tracker = SessionTracker()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tracker.update(starts)
+        tracker.update(calls)
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(tracker.open) == n
+    assert held / n < 300

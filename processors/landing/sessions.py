@@ -13,6 +13,7 @@ LLM call, as far as the partition has seen them.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -43,15 +44,22 @@ _ENDED_SCHEMA = {
 }
 
 
+# What the tracker keeps of an open session, compactly (a fleet has hundreds of thousands
+# open at once): its start and first-seen times in epoch microseconds, whether it has
+# escalated, and the model and prompt version of its first LLM call (interned strings).
+# About 220 bytes a session in all (measured on simulated sessions), against 474 with
+# datetimes and a second dictionary.
+_Open = tuple[int | None, bool, int, str | None, str | None]
+_US = 1_000_000
+
+
 @dataclass
 class SessionTracker:
     max_age_s: float = 86_400.0
     max_sessions: int = 1_000_000
-    # session_id -> (start time if seen, escalated so far, first seen); insertion order is
-    # first-seen order, so expiry only looks at the front.
-    open: dict[str, tuple[dt.datetime | None, bool, dt.datetime]] = field(default_factory=dict)
-    # session_id -> (model, prompt_version) of the first LLM call of an open session.
-    models: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    # session_id -> what is known of it; insertion order is first-seen order, so expiry
+    # only looks at the front.
+    open: dict[str, _Open] = field(default_factory=dict)
 
     def context(self, events: pl.DataFrame) -> pl.DataFrame:
         """Each session of the batch (before ``update``): start, escalation, first model.
@@ -72,23 +80,21 @@ class SessionTracker:
                 _prompt=pl.col("prompt_version").filter(llm).drop_nulls().first(),
             )
         )
-        known = [
-            (sid, *self.open[sid], *self.models.get(sid, (None, None)))
-            for sid in batch["session_id"].to_list()
-            if sid in self.open
-        ]
+        opened = self.open
+        known = [(sid, *opened[sid]) for sid in batch["session_id"].to_list() if sid in opened]
+        when = CONTEXT_SCHEMA["session_started_at"]
         state = pl.DataFrame(
             known,
             schema={
                 "session_id": pl.String(),
-                "start": CONTEXT_SCHEMA["session_started_at"],
+                "start": pl.Int64(),
                 "escalated": pl.Boolean(),
-                "seen": CONTEXT_SCHEMA["session_started_at"],
+                "seen": pl.Int64(),
                 "model": pl.String(),
                 "prompt": pl.String(),
             },
             orient="row",
-        )
+        ).with_columns(pl.col("start", "seen").cast(when))
         return batch.join(state, on="session_id", how="left").select(
             "session_id",
             session_started_at=pl.coalesce("start", "_start", pl.min_horizontal("seen", "_first")),
@@ -104,34 +110,36 @@ class SessionTracker:
             self._remember_models(events)
             return pl.DataFrame(schema=OUTCOME_SCHEMA)
         outcomes: list[tuple[object, ...]] = []
+        opened = self.open
         # Only session boundaries and escalations reach this loop: a few percent of events.
         for kind, sid, ts, agent, version, env, resolution in rows.select(
-            "kind", "session_id", "ts", "agent_id", "agent_version", "environment", "resolution"
-        ).iter_rows():
-            start, escalated, seen = self.open.get(sid, (None, False, ts))
+            "kind", "session_id", pl.col("ts").dt.epoch("us"),
+            "agent_id", "agent_version", "environment", "resolution",
+        ).iter_rows():  # fmt: skip
+            start, escalated, seen, model, prompt = opened.get(sid, (None, False, ts, None, None))
             if kind == "session_start":
-                self.open[sid] = (ts, escalated, seen)
+                opened[sid] = (ts, escalated, seen, model, prompt)
             elif kind == "escalation":
-                self.open[sid] = (start, True, seen)
+                opened[sid] = (start, True, seen, model, prompt)
             else:
-                self.open.pop(sid, None)
-                self.models.pop(sid, None)
-                duration = (ts - start).total_seconds() if start is not None else None
+                opened.pop(sid, None)
+                duration = (ts - start) / _US if start is not None else None
                 outcomes.append((agent, version, env, resolution, duration, escalated))
         self._remember_models(events)
-        self._expire(rows["ts"].max())
+        newest = rows["ts"].max()
+        assert isinstance(newest, dt.datetime)
+        self._expire(_micros(newest))
         ended = pl.DataFrame(outcomes, schema=_ENDED_SCHEMA, orient="row")
         return ended.with_columns(contained=IS_CONTAINED.polars()).select(list(OUTCOME_SCHEMA))
 
-    def _expire(self, now: object) -> None:
-        assert isinstance(now, dt.datetime)
-        oldest = now - dt.timedelta(seconds=self.max_age_s)
-        while self.open:
-            first = next(iter(self.open))
-            if len(self.open) <= self.max_sessions and self.open[first][2] >= oldest:
+    def _expire(self, now_us: int) -> None:
+        oldest = now_us - int(self.max_age_s * _US)
+        opened = self.open
+        while opened:
+            first = next(iter(opened))
+            if len(opened) <= self.max_sessions and opened[first][2] >= oldest:
                 break
-            del self.open[first]
-            self.models.pop(first, None)
+            del opened[first]
 
     def _remember_models(self, events: pl.DataFrame) -> None:
         """Keep the first model and prompt version of open sessions' LLM calls."""
@@ -147,12 +155,20 @@ class SessionTracker:
                 pl.col("model").drop_nulls().first(), pl.col("prompt_version").drop_nulls().first()
             )
         )
+        opened = self.open
         # One step per session with LLM calls in the batch, not per event.
         for sid, model, prompt in firsts.iter_rows():
-            if sid not in self.open:
+            known = opened.get(sid)
+            if known is None or (known[3] is not None and known[4] is not None):
                 continue
-            old_model, old_prompt = self.models.get(sid, (None, None))
-            self.models[sid] = (old_model or model, old_prompt or prompt)
+            start, escalated, seen, old_model, old_prompt = known
+            opened[sid] = (
+                start,
+                escalated,
+                seen,
+                old_model or _interned(model),
+                old_prompt or _interned(prompt),
+            )
 
     def rebuild(self, stored: pl.DataFrame, newest: dt.datetime) -> None:
         """Replay stored rows (kind, session_id, ts, ...) of the recent past, a slice in
@@ -160,3 +176,15 @@ class SessionTracker:
         recent = stored.filter(pl.col("ts") >= newest - dt.timedelta(seconds=self.max_age_s))
         if not recent.is_empty():
             self.update(recent.sort("_offset"))
+
+
+def _micros(at: dt.datetime) -> int:
+    return (at - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+def _interned(text: str | None) -> str | None:
+    """Models and prompt versions are few: one string each, not one per session."""
+    return None if text is None else sys.intern(text)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
