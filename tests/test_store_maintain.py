@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import json
 import os
 import time
@@ -449,3 +450,24 @@ def test_a_pass_that_fails_is_said_in_its_process_and_tried_again_next_interval(
     assert len(pids) >= 2  # a second pass in a new process after the failed one
     assert loop.passes == 0
     assert "lake maintenance failed" in capfd.readouterr().err
+
+
+def test_a_pass_runs_under_the_members_duckdb_memory_limit(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)  # the pass's process logs as this one does
+    store = LakeStore(tmp_path / METADATA_FILE)
+    for i in range(3):
+        store_batch(store, batch(100 * i, 1))
+    before = data_files(store)
+    loop = MaintenanceLoop(store.db, KEEP_30_DAYS, interval_s=0.2, memory_mb=48)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 60
+        while loop.passes == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        loop.stop()
+    assert loop.passes >= 1
+    assert data_files(store) < before
+    assert '"duckdb_memory_limit": "48.0 MiB"' in capfd.readouterr().err

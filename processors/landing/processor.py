@@ -117,7 +117,9 @@ class Processor:
         maintenance = None
         if cfg.maintain_interval_s > 0:
             policy = MaintenancePolicy(cfg.retention_days, cfg.legal_hold, cfg.snapshot_grace_s)
-            maintenance = MaintenanceLoop(self.store.db, policy, cfg.maintain_interval_s)
+            maintenance = MaintenanceLoop(
+                self.store.db, policy, cfg.maintain_interval_s, memory_mb=cfg.duckdb_memory_mb
+            )
             maintenance.start()
         server = None
         if cfg.metrics_port is not None:

@@ -303,8 +303,14 @@ class LakeStore:
 
     def read(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run a read on the writer's connection, again if the SQLite metadata database
-        was busy for a moment (the writer's attach waits for nothing: location.py)."""
-        return retry_busy(lambda: query(self.con))
+        was busy for a moment (the writer's attach waits for nothing: location.py), or
+        DuckDB ran short of the memory a limit allowed (``attach.raise_memory_limit``)."""
+        while True:
+            try:
+                return retry_busy(lambda: query(self.con))
+            except duckdb.Error as exc:
+                if not raise_memory_limit(exc):
+                    raise
 
     def transaction(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run ``work`` in one transaction, retrying it whole after a write conflict (or

@@ -50,6 +50,7 @@ import polars as pl
 
 from agentwatch.clock import Clock, utc_now
 from agentwatch.frames import query, registered
+from agentwatch.processors.store.attach import memory_limit
 from agentwatch.processors.store.lake import LakeStore, insert_rows, set_option
 from agentwatch.processors.store.rollups import KEYS, TIERS, merge_rows
 from agentwatch.processors.store.tables import TABLE_SCHEMAS
@@ -188,6 +189,7 @@ def maintain(
             "seconds": round(report.seconds, 3),
             "steps": report.steps,
             "longest_step_s": round(report.longest_step_s, 3),
+            "duckdb_memory_limit": memory_limit(),
         },
     )
     return report

@@ -21,6 +21,7 @@ from typing import Final, Protocol
 
 from agentwatch.logs import current_setup, setup_logging
 from agentwatch.native import die_with
+from agentwatch.processors.store.attach import limit_memory
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import configure as configure_store
 from agentwatch.processors.store.location import configured_data_path
@@ -55,11 +56,14 @@ class MaintenanceLoop:
         *,
         holder: str | None = None,
         stop: _Stop | None = None,
+        memory_mb: float | None = None,
     ) -> None:
-        """``holder`` and ``stop``: the member's, in the process of one of its passes."""
+        """``holder`` and ``stop``: the member's, in the process of one of its passes;
+        ``memory_mb``: DuckDB's memory limit in a pass's process (``attach.limit_memory``)."""
         self.db = db
         self.policy = policy
         self.interval_s = interval_s
+        self.memory_mb = memory_mb
         self.holder = holder or holder_name()
         self._processes = multiprocessing.get_context("spawn")
         # shared with the pass's process
@@ -115,6 +119,7 @@ class MaintenanceLoop:
                 self.interval_s,
                 self.holder,
                 self._stop,
+                self.memory_mb,
                 (os.getpid(), current_setup(), configured_data_path()),
             ),
             name="agentwatch-maintenance",
@@ -144,6 +149,7 @@ def _pass_main(
     interval_s: float,
     holder: str,
     stop: _Stop,
+    memory_mb: float | None,
     inherited: tuple[int, tuple[str, str], str],
 ) -> None:
     """A maintenance pass in its own process, for the member whose lease it renews."""
@@ -151,6 +157,7 @@ def _pass_main(
     die_with(parent, _ENDED_EARLY)
     setup_logging(*log_args)
     configure_store(data_path)
+    limit_memory(memory_mb)
     loop = MaintenanceLoop(db, policy, interval_s, holder=holder, stop=stop)
     try:
         if not loop._lease():  # renewed here, so the pass knows when to renew it next
