@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
@@ -69,6 +70,16 @@ def require_tool(name: str) -> str:
     if in_ci():
         pytest.fail(f"CI=true, so a missing tool fails the test: {problem}", pytrace=False)
     pytest.skip(f"missing tool: {problem}")
+
+
+@pytest.fixture(autouse=True)
+def _duckdb_default_memory_limit() -> Iterator[None]:
+    """A test that ran a processor in this process leaves no DuckDB memory limit behind
+    for the tests after it, which attach many lakes to the same instance."""
+    yield
+    attach = sys.modules.get("agentwatch.processors.store.attach")
+    if attach is not None:
+        attach.limit_memory(None)
 
 
 @pytest.fixture(name="require_tool")

@@ -7,7 +7,6 @@ so a worker grew with every commit (``attach.limit_memory``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -19,12 +18,6 @@ from agentwatch.processors.store.attach import MAX_MEMORY_DOUBLINGS, limit_memor
 from tests.test_store import commit, count, events, lake
 
 MIB = 2**20
-
-
-@pytest.fixture(autouse=True)
-def _default_limit_after() -> Iterator[None]:
-    yield
-    limit_memory(None)
 
 
 def _limit_bytes() -> int:
@@ -68,6 +61,7 @@ def test_a_commit_still_short_after_the_last_doubling_fails_with_duckdbs_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(attach, "MAX_MEMORY_DOUBLINGS", 1)
+    attach.detach_all()  # a new instance, holding less than the limit: earlier tests' lakes gone
     store = lake(tmp_path)
     limit_memory(1)
     frame = _many_events(50_000)
