@@ -139,9 +139,9 @@ def limit_memory(mb: float | None) -> None:
 
     DuckDB keeps what it caches (among it, an entry for every file a commit writes) until
     its memory limit, 80% of the machine's by default, is reached: a landing worker grew
-    by about 40 KB a commit, 2,000 commits an hour at its default flush interval, and
-    neither a maintenance pass nor attaching again gave it back. Under a limit DuckDB
-    evicts that cache instead (600 commits of 2,000 events: flat at 192 MB).
+    by about 40 KB a commit, up to 7,200 commits an hour at its default flush interval,
+    and neither a maintenance pass nor attaching again gave it back. Under a limit DuckDB
+    evicts that cache instead (600 commits of 2,000 events under 40 MB: 191 to 193 MB).
 
     Under a limit nothing is spilled to disk: an in-memory DuckDB spills to ``.tmp`` in
     the working directory, which the workers of one supervisor share, and two workers
