@@ -7,6 +7,7 @@ so a worker grew with every commit (``attach.limit_memory``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -18,6 +19,15 @@ from agentwatch.processors.store.attach import MAX_MEMORY_DOUBLINGS, limit_memor
 from tests.test_store import commit, count, events, lake
 
 MIB = 2**20
+
+
+@pytest.fixture(autouse=True)
+def _a_fresh_duckdb_instance() -> Iterator[None]:
+    """Each test starts its own DuckDB instance: one that earlier tests filled with their
+    lakes can hold more than the limits set here, which are then doubled until they fit."""
+    attach.detach_all()
+    yield
+    attach.detach_all()
 
 
 def _limit_bytes() -> int:
@@ -61,7 +71,6 @@ def test_a_commit_still_short_after_the_last_doubling_fails_with_duckdbs_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(attach, "MAX_MEMORY_DOUBLINGS", 1)
-    attach.detach_all()  # a new instance, holding less than the limit: earlier tests' lakes gone
     store = lake(tmp_path)
     limit_memory(1)
     frame = _many_events(50_000)
