@@ -24,7 +24,6 @@ from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.processors.store.maintain import (
     MaintenancePolicy,
-    Partials,
     PassInterrupted,
     data_files,
     maintain,
@@ -145,6 +144,29 @@ def test_a_tier_swapped_a_few_periods_a_step_reads_the_same_and_merges_fully(
         assert row.fetchone() == (True,)
 
 
+def test_a_tier_read_a_few_periods_at_a_time_merges_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass's memory is bounded by its slice of partial rows, not by what landed."""
+    store = LakeStore(tmp_path / METADATA_FILE)
+    for i, age in enumerate((1.0, 1.01, 1.02, 1.0, 1.01, 1.02)):  # three minutes, twice
+        store_batch(store, batch(100 * i, age))
+    monkeypatch.setattr(maintenance, "PARTIAL_ROWS_PER_READ", 1)
+    reads = after_the_partial_rows_are_read(monkeypatch, "minute_rollups", lambda: None)
+    before = tier_totals(store)
+    maintain(store, KEEP_30_DAYS, clock=lambda: NOW, pause=no_pause)
+    assert len(reads) == 3  # one period a read
+    after = tier_totals(store)
+    for table in TIERS:
+        got, expect = after[table], before[table]
+        assert got is not None and expect is not None
+        assert got[1:] == expect[1:], table
+    with connect_lake(store.db) as con:
+        keys = ", ".join(KEYS)
+        row = con.execute(f"SELECT count(*) = count(DISTINCT ({keys})) FROM minute_rollups")
+        assert row.fetchone() == (True,)
+
+
 def tier_totals(store: LakeStore) -> dict[str, tuple[object, ...] | None]:
     with connect_lake(store.db) as con:
         sql = "SELECT count(*), sum(events), sum(errors) FROM {}"
@@ -152,16 +174,20 @@ def tier_totals(store: LakeStore) -> dict[str, tuple[object, ...] | None]:
 
 
 def after_the_partial_rows_are_read(
-    monkeypatch: pytest.MonkeyPatch, table: str, then: Callable[[], object]
+    monkeypatch: pytest.MonkeyPatch, wanted: str, then: Callable[[], object]
 ) -> list[int]:
-    """Runs ``then`` once, right after a pass read ``table``'s partial rows (no lock held)."""
+    """Runs ``then`` once, right after a pass first read ``wanted``'s partial rows (no lock
+    held); the periods of each read of them."""
     read, done = maintenance._partials, list[int]()
 
-    def read_then(con: duckdb.DuckDBPyConnection, alias: str, name: str) -> Partials:
-        result = read(con, alias, name)
-        if name == table and not done:
-            done.append(1)
-            then()
+    def read_then(
+        con: duckdb.DuckDBPyConnection, alias: str, table: str, snapshot: int, periods: pl.DataFrame
+    ) -> pl.DataFrame:
+        result = read(con, alias=alias, table=table, snapshot=snapshot, periods=periods)
+        if table == wanted:
+            done.append(periods.height)
+            if len(done) == 1:
+                then()
         return result
 
     monkeypatch.setattr(maintenance, "_partials", read_then)

@@ -43,6 +43,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Final, TypeVar
 
 import duckdb
@@ -59,8 +60,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Waits the given seconds between steps (time.sleep by default; a stop event's wait).
 Pause = Callable[[float], object]
-# The lake's snapshot id, and rows of a rollup tier read at it.
-Partials = tuple[int, pl.DataFrame]
+# The lake's snapshot id, and the periods of a rollup tier with partial rows at it.
+Periods = tuple[int, pl.DataFrame]
 # One step's work, in the transaction it is given.
 Step = Callable[[duckdb.DuckDBPyConnection], T]
 
@@ -72,6 +73,8 @@ COMPACT_HORIZON: Final = "INTERVAL 2 DAY"
 MERGED_FILE_BYTES: Final = 16 << 20
 # Bounds on one step's slice of the work (see the module's docstring).
 MERGED_ROWS_PER_STEP: Final = 50_000
+# The partial rollup rows a pass reads and merges at a time (their memory, not the lock's).
+PARTIAL_ROWS_PER_READ: Final = 200_000
 SNAPSHOTS_PER_STEP: Final = 500
 LEASES_TABLE: Final = "_leases"
 LEASE_NAME: Final = "maintenance"
@@ -203,23 +206,33 @@ def compact_rollups(steps: _Steps, table: str, every: str) -> int:
     the history (older partial rows, of a replay or a reprice, stay correct).
 
     The costly part, reading the partial rows and merging them, works on a snapshot
-    without the write lock (it took 3 to 5 s a tier after 1,200 commits). Steps then only
-    swap, a run of periods of up to ``MERGED_ROWS_PER_STEP`` merged rows each: a step
-    merges in the rows batches added to its periods since the snapshot, deletes its
-    periods' rows and inserts the merged ones. If anything deleted rows of those periods
-    since the snapshot (retention, a reprice), the step leaves them for the next pass:
-    their partial rows stay correct meanwhile.
+    without the write lock (it took 3 to 5 s a tier after 1,200 commits), a run of
+    periods holding about ``PARTIAL_ROWS_PER_READ`` rows at a time, so a pass's memory
+    does not grow with what landed since the last (all of ten minutes at 38,000
+    events/s at once: over 3.7 GB). Steps then only swap, a run of periods of up to
+    ``MERGED_ROWS_PER_STEP`` merged rows each: a step merges in the rows batches added
+    to its periods since the snapshot, deletes its periods' rows and inserts the merged
+    ones. If anything deleted rows of those periods since the snapshot (retention, a
+    reprice), the step leaves them for the next pass: their partial rows stay correct
+    meanwhile.
     """
     store = steps.store
-    snapshot, rows = steps.unlocked(lambda: store.read(lambda c: _partials(c, store.alias, table)))
-    if rows.is_empty():
-        return 0
-    merged = steps.unlocked(lambda: merge_rows(rows, every))
+    snapshot, periods = steps.unlocked(
+        lambda: store.read(lambda c: _partial_periods(c, store.alias, table))
+    )
     saved = 0
-    for chunk in _period_slices(merged, MERGED_ROWS_PER_STEP):
-        mine = merged.join(chunk, on="window_start", how="semi")
-        partial = rows.join(chunk, on="window_start", how="semi").height
-        saved += steps.run(_swap(store.alias, table, every, snapshot, mine, chunk, partial))
+    for read in _period_slices(periods, PARTIAL_ROWS_PER_READ):
+        rows = steps.unlocked(
+            partial(
+                store.read,
+                partial(_partials, alias=store.alias, table=table, snapshot=snapshot, periods=read),
+            )
+        )
+        merged = steps.unlocked(partial(merge_rows, rows, every))
+        for chunk in _period_slices(merged.group_by("window_start").len(), MERGED_ROWS_PER_STEP):
+            mine = merged.join(chunk, on="window_start", how="semi")
+            before = rows.join(chunk, on="window_start", how="semi").height
+            saved += steps.run(_swap(store.alias, table, every, snapshot, mine, chunk, before))
     return saved
 
 
@@ -230,9 +243,9 @@ def _swap(
     snapshot: int,
     mine: pl.DataFrame,
     chunk: pl.DataFrame,
-    partial: int,
+    before: int,
 ) -> Step[int]:
-    """The step that replaces the rows of ``chunk``'s periods (``partial`` of them at
+    """The step that replaces the rows of ``chunk``'s periods (``before`` of them at
     ``snapshot``) with ``mine``, their merged rows, the rows added since merged in; the
     rows it saved. Nothing is done (0) if rows of those periods were deleted since."""
     where = "window_start IN (FROM _periods)"
@@ -251,34 +264,49 @@ def _swap(
             final = merge_rows(pl.concat([mine, added], how="diagonal_relaxed"), every)
             con.execute(f"DELETE FROM {table} WHERE {where}")
             insert_rows(con, table, final)
-            return partial + added.height - final.height
+            return before + added.height - final.height
 
     return swap
 
 
-def _period_slices(merged: pl.DataFrame, most: int) -> list[pl.DataFrame]:
-    """The periods of ``merged``, cut in runs of about ``most`` merged rows (a period is
-    never cut: its rows merge together), oldest first."""
-    sizes = merged.group_by("window_start").len().sort("window_start")
-    group = (sizes["len"].cum_sum() - 1) // max(most, 1)
+def _period_slices(sizes: pl.DataFrame, most: int) -> list[pl.DataFrame]:
+    """The periods of ``sizes`` (``window_start`` and its rows, ``len``) cut in runs of
+    about ``most`` rows (a period is never cut: its rows merge together), oldest first."""
+    ordered = sizes.sort("window_start")
+    group = (ordered["len"].cum_sum() - 1) // max(most, 1)
     return [
         part.select("window_start")
-        for _, part in sizes.with_columns(_slice=group).group_by("_slice", maintain_order=True)
+        for _, part in ordered.with_columns(_slice=group).group_by("_slice", maintain_order=True)
     ]
 
 
-def _partials(con: duckdb.DuckDBPyConnection, alias: str, table: str) -> Partials:
-    """The lake's snapshot, and the rows of its recent periods that hold partial rows."""
+def _partial_periods(con: duckdb.DuckDBPyConnection, alias: str, table: str) -> Periods:
+    """The lake's snapshot, and the recent periods holding partial rows with their rows
+    (``window_start``, ``len``)."""
     snapshot = _snapshot(con, alias)
     at = f"{table} AT (VERSION => {snapshot})"
     recent = f"window_start >= (SELECT max(window_start) FROM {at}) - {COMPACT_HORIZON}"
-    rows = query(
+    periods = query(
         con,
-        f"WITH recent AS (SELECT * FROM {at} WHERE {recent}) "
-        "SELECT * FROM recent WHERE window_start IN "
-        f"(SELECT window_start FROM recent GROUP BY {', '.join(KEYS)} HAVING count(*) > 1)",
+        f"WITH recent AS (SELECT {', '.join(KEYS)} FROM {at} WHERE {recent}), "
+        f"partial AS (SELECT DISTINCT window_start FROM recent GROUP BY {', '.join(KEYS)} "
+        "HAVING count(*) > 1) "
+        "SELECT window_start, count(*)::BIGINT AS len FROM recent "
+        "WHERE window_start IN (FROM partial) GROUP BY window_start",
     )
-    return snapshot, rows
+    return snapshot, periods
+
+
+def _partials(
+    con: duckdb.DuckDBPyConnection, alias: str, table: str, snapshot: int, periods: pl.DataFrame
+) -> pl.DataFrame:
+    """The rows of ``periods`` at ``snapshot``."""
+    with registered(con, "_periods", periods):
+        return query(
+            con,
+            f"SELECT * FROM {table} AT (VERSION => {snapshot}) "
+            "WHERE window_start IN (FROM _periods)",
+        )
 
 
 def _snapshot(con: duckdb.DuckDBPyConnection, alias: str) -> int:
