@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 import polars as pl
@@ -144,10 +144,11 @@ def test_a_tier_swapped_a_few_periods_a_step_reads_the_same_and_merges_fully(
         assert row.fetchone() == (True,)
 
 
-def test_a_tier_read_a_few_periods_at_a_time_merges_the_same(
+def test_a_tier_read_a_slice_at_a_time_merges_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A pass's memory is bounded by its slice of partial rows, not by what landed."""
+    """A pass's memory is bounded by its slice of partial rows, not by what landed: a
+    period with more rows than a slice is read in buckets of its keys."""
     store = LakeStore(tmp_path / METADATA_FILE)
     for i, age in enumerate((1.0, 1.01, 1.02, 1.0, 1.01, 1.02)):  # three minutes, twice
         store_batch(store, batch(100 * i, age))
@@ -155,7 +156,8 @@ def test_a_tier_read_a_few_periods_at_a_time_merges_the_same(
     reads = after_the_partial_rows_are_read(monkeypatch, "minute_rollups", lambda: None)
     before = tier_totals(store)
     maintain(store, KEEP_30_DAYS, clock=lambda: NOW, pause=no_pause)
-    assert len(reads) == 3  # one period a read
+    assert {periods for periods, _ in reads} == {1}  # one period a read
+    assert len(reads) > 3  # and each period's rows in buckets of their keys
     after = tier_totals(store)
     for table in TIERS:
         got, expect = after[table], before[table]
@@ -175,17 +177,17 @@ def tier_totals(store: LakeStore) -> dict[str, tuple[object, ...] | None]:
 
 def after_the_partial_rows_are_read(
     monkeypatch: pytest.MonkeyPatch, wanted: str, then: Callable[[], object]
-) -> list[int]:
+) -> list[tuple[int, int]]:
     """Runs ``then`` once, right after a pass first read ``wanted``'s partial rows (no lock
-    held); the periods of each read of them."""
-    read, done = maintenance._partials, list[int]()
+    held); each read of them, as (periods, buckets of their keys)."""
+    read, done = maintenance._partials, list[tuple[int, int]]()
 
     def read_then(
-        con: duckdb.DuckDBPyConnection, alias: str, table: str, snapshot: int, periods: pl.DataFrame
+        con: duckdb.DuckDBPyConnection, table: str, snapshot: int, part: Any
     ) -> pl.DataFrame:
-        result = read(con, alias=alias, table=table, snapshot=snapshot, periods=periods)
+        result = read(con, table=table, snapshot=snapshot, part=part)
         if table == wanted:
-            done.append(periods.height)
+            done.append((part.periods.height, part.buckets))
             if len(done) == 1:
                 then()
         return result

@@ -221,19 +221,47 @@ def compact_rollups(steps: _Steps, table: str, every: str) -> int:
         lambda: store.read(lambda c: _partial_periods(c, store.alias, table))
     )
     saved = 0
-    for read in _period_slices(periods, PARTIAL_ROWS_PER_READ):
+    for read in _slices(periods, PARTIAL_ROWS_PER_READ):
         rows = steps.unlocked(
-            partial(
-                store.read,
-                partial(_partials, alias=store.alias, table=table, snapshot=snapshot, periods=read),
-            )
+            partial(store.read, partial(_partials, table=table, snapshot=snapshot, part=read))
         )
         merged = steps.unlocked(partial(merge_rows, rows, every))
         for chunk in _period_slices(merged.group_by("window_start").len(), MERGED_ROWS_PER_STEP):
             mine = merged.join(chunk, on="window_start", how="semi")
             before = rows.join(chunk, on="window_start", how="semi").height
-            saved += steps.run(_swap(store.alias, table, every, snapshot, mine, chunk, before))
+            part = _Slice(chunk, read.bucket, read.buckets)
+            saved += steps.run(_swap(store.alias, table, every, snapshot, mine, part, before))
     return saved
+
+
+@dataclass(frozen=True)
+class _Slice:
+    """Some periods of a rollup tier, and of their rows those whose keys hash to
+    ``bucket`` of ``buckets``: a period busier than a read can hold (an hour or a day
+    gathers a partial row a batch, keys and all) is read and swapped in parts, which
+    merge apart since rows of different keys never merge."""
+
+    periods: pl.DataFrame  # window_start
+    bucket: int = 0
+    buckets: int = 1
+
+    def where(self) -> str:
+        """The condition on a tier's rows, with ``periods`` registered as ``_periods``."""
+        cut = "window_start IN (FROM _periods)"
+        if self.buckets == 1:
+            return cut
+        return f"{cut} AND hash({', '.join(KEYS)}) % {self.buckets} = {self.bucket}"
+
+
+def _slices(periods: pl.DataFrame, most: int) -> list[_Slice]:
+    """What a pass reads of a tier, each about ``most`` rows: runs of periods, a busy
+    period in buckets of its keys."""
+    out = []
+    for run in _period_slices(periods, most):
+        rows = periods.join(run, on="window_start", how="semi")["len"].sum()
+        buckets = max(1, -(-int(rows) // max(most, 1)))
+        out.extend(_Slice(run, bucket, buckets) for bucket in range(buckets))
+    return out
 
 
 def _swap(
@@ -242,16 +270,16 @@ def _swap(
     every: str,
     snapshot: int,
     mine: pl.DataFrame,
-    chunk: pl.DataFrame,
+    part: _Slice,
     before: int,
 ) -> Step[int]:
-    """The step that replaces the rows of ``chunk``'s periods (``before`` of them at
-    ``snapshot``) with ``mine``, their merged rows, the rows added since merged in; the
-    rows it saved. Nothing is done (0) if rows of those periods were deleted since."""
-    where = "window_start IN (FROM _periods)"
+    """The step that replaces the rows of ``part`` (``before`` of them at ``snapshot``)
+    with ``mine``, their merged rows, the rows added since merged in; the rows it saved.
+    Nothing is done (0) if rows of ``part`` were deleted since."""
+    where = part.where()
 
     def swap(con: duckdb.DuckDBPyConnection) -> int:
-        with registered(con, "_periods", chunk):
+        with registered(con, "_periods", part.periods):
             now = _snapshot(con, alias)
             added = pl.DataFrame(schema=mine.schema)
             if now > snapshot:
@@ -298,15 +326,11 @@ def _partial_periods(con: duckdb.DuckDBPyConnection, alias: str, table: str) -> 
 
 
 def _partials(
-    con: duckdb.DuckDBPyConnection, alias: str, table: str, snapshot: int, periods: pl.DataFrame
+    con: duckdb.DuckDBPyConnection, table: str, snapshot: int, part: _Slice
 ) -> pl.DataFrame:
-    """The rows of ``periods`` at ``snapshot``."""
-    with registered(con, "_periods", periods):
-        return query(
-            con,
-            f"SELECT * FROM {table} AT (VERSION => {snapshot}) "
-            "WHERE window_start IN (FROM _periods)",
-        )
+    """The rows of ``part`` at ``snapshot``."""
+    with registered(con, "_periods", part.periods):
+        return query(con, f"SELECT * FROM {table} AT (VERSION => {snapshot}) WHERE {part.where()}")
 
 
 def _snapshot(con: duckdb.DuckDBPyConnection, alias: str) -> int:
