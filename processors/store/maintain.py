@@ -256,7 +256,7 @@ class _Slice:
 def _slices(periods: pl.DataFrame, most: int) -> list[_Slice]:
     """What a pass reads of a tier, each about ``most`` rows: runs of periods, a busy
     period in buckets of its keys."""
-    out = []
+    out: list[_Slice] = []
     for run in _period_slices(periods, most):
         rows = periods.join(run, on="window_start", how="semi")["len"].sum()
         buckets = max(1, -(-int(rows) // max(most, 1)))
