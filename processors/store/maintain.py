@@ -314,13 +314,12 @@ def _partial_periods(con: duckdb.DuckDBPyConnection, alias: str, table: str) -> 
     snapshot = _snapshot(con, alias)
     at = f"{table} AT (VERSION => {snapshot})"
     recent = f"window_start >= (SELECT max(window_start) FROM {at}) - {COMPACT_HORIZON}"
+    # Distinct key hashes, not a group-by of the keys: an hour's rows at a high rate need
+    # more than a worker's DuckDB memory limit that way. A collision only rewrites a period.
     periods = query(
         con,
-        f"WITH recent AS (SELECT {', '.join(KEYS)} FROM {at} WHERE {recent}), "
-        f"partial AS (SELECT DISTINCT window_start FROM recent GROUP BY {', '.join(KEYS)} "
-        "HAVING count(*) > 1) "
-        "SELECT window_start, count(*)::BIGINT AS len FROM recent "
-        "WHERE window_start IN (FROM partial) GROUP BY window_start",
+        f"SELECT window_start, count(*)::BIGINT AS len FROM {at} WHERE {recent} "
+        f"GROUP BY window_start HAVING count(*) > count(DISTINCT hash({', '.join(KEYS)}))",
     )
     return snapshot, periods
 
