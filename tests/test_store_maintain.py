@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import duckdb
 import polars as pl
@@ -183,7 +183,7 @@ def after_the_partial_rows_are_read(
     read, done = maintenance._partials, list[tuple[int, int]]()
 
     def read_then(
-        con: duckdb.DuckDBPyConnection, table: str, snapshot: int, part: Any
+        con: duckdb.DuckDBPyConnection, table: str, snapshot: int, part: maintenance._Slice
     ) -> pl.DataFrame:
         result = read(con, table=table, snapshot=snapshot, part=part)
         if table == wanted:
