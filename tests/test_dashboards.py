@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import polars as pl
 import pytest
 import yaml
@@ -44,8 +45,10 @@ from agentwatch.ingest.otlp.metrics import OtlpMetrics
 from agentwatch.ingest.sim.fleet import Fleet
 from agentwatch.ingest.sim.profiles import make_agents
 from agentwatch.processors.drift.metrics import DriftCollector
+from agentwatch.processors.landing.batching import Pending
 from agentwatch.processors.landing.decode import RawBatch
 from agentwatch.processors.landing.dedup import DedupIndex
+from agentwatch.processors.landing.memory import MemoryCollector
 from agentwatch.processors.landing.pipeline import (
     LandedBatch,
     LandingSettings,
@@ -449,7 +452,10 @@ def expositions() -> tuple[str, ...]:
     with tempfile.TemporaryDirectory() as folder:
         registry = registry_with_a_release(Path(folder))
         lifecycle = _exposition(LifecycleCollector(db_of(registry), Path(folder) / "catalog.yaml"))
-    texts = [lifecycle, *(_exposition(each) for each in (collector, drift, alerts))]
+    state = PartitionState(DedupIndex())
+    state.dedup.add(np.arange(1000, dtype=np.uint64), minute=0)
+    memory = MemoryCollector(lambda: [state], lambda: [Pending()], lambda: (4096, 64 << 20))
+    texts = [lifecycle, *(_exposition(each) for each in (collector, drift, alerts, memory))]
     otlp, mapped = CollectorRegistry(), Mapped()
     mapped.spans[("mapped", "llm", "scope")] += 1
     OtlpMetrics(otlp).record(mapped)

@@ -103,3 +103,16 @@ def test_a_limited_duckdb_spills_nothing_into_the_working_directory(
     frame = _many_events(50_000)
     assert commit(store, 0, frame.height - 1, frame)
     assert list(workdir.iterdir()) == []
+
+
+def test_what_duckdb_holds_and_its_doubled_limit_are_read_for_metrics(tmp_path: Path) -> None:
+    assert attach.memory_held() is None  # no lake opened yet
+    store = lake(tmp_path)
+    limit_memory(1)
+    frame = _many_events(50_000)
+    assert commit(store, 0, frame.height - 1, frame)
+    held = attach.memory_held()
+    assert held is not None
+    in_buffers, limit = held
+    assert in_buffers > 0
+    assert limit == _limit_bytes() > MIB

@@ -30,7 +30,7 @@ from typing import Any
 import duckdb
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
 from agentwatch.errors import first_line
 from agentwatch.ingest.otlp.collector import OtlpTopics
@@ -51,6 +51,7 @@ from agentwatch.processors.landing.faults import (
     is_transient,
 )
 from agentwatch.processors.landing.handoff import Handoff
+from agentwatch.processors.landing.memory import MemoryCollector
 from agentwatch.processors.landing.pipeline import (
     STATE_COLUMNS,
     LandedBatch,
@@ -79,6 +80,9 @@ class Processor:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.collector = FleetCollector(config.topic, config.max_label_values)
         self.registry.register(self.collector)
+        held = MemoryCollector(lambda: self._state.values(), lambda: self._pending.values())
+        self.registry.register(held)
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, CPU
         self.otlp = OtlpTopics(
             config.otlp_topic or None,
             config.otlp_unmapped_topic or f"{config.topic}.otlp-unmapped",

@@ -235,6 +235,21 @@ LAST_COMMIT: Final = Series(
     "When the partition's last batch was committed.", "gauge", "timestamp", PARTITION,
     "processor",
 )  # fmt: skip
+PIPELINE_MEMORY: Final = Series(
+    "agentwatch_pipeline_memory_bytes",
+    "Memory a landing worker holds, by holder (dedup_index, duckdb, pending_records); "
+    "the largest worker's.", "gauge", "bytes", ("holder",), "processor",
+)  # fmt: skip
+DUCKDB_MEMORY_LIMIT: Final = Series(
+    "agentwatch_pipeline_duckdb_memory_limit_bytes",
+    "DuckDB's memory limit in a landing worker, after any doubling; the largest worker's.",
+    "gauge", "bytes", (), "processor",
+)  # fmt: skip
+OPEN_SESSIONS: Final = Series(
+    "agentwatch_pipeline_open_sessions",
+    "Sessions started and not yet ended, kept to report duration and containment; the "
+    "largest worker's.", "gauge", "sessions", (), "processor",
+)  # fmt: skip
 LABELS_FOLDED: Final = Series(
     "agentwatch_label_values_folded_total",
     "Label values folded into 'other' by the cardinality guard.", "counter", "values",

@@ -186,6 +186,21 @@ def memory_limit() -> str | None:
         return None if _instance is None else _stated(_instance, "memory_limit")
 
 
+def memory_held() -> tuple[int, int | None] | None:
+    """What this process's DuckDB holds in its buffers and its limit after any doubling,
+    in bytes (None: no limit set); None before a lake is opened. Safe from any thread."""
+    with _attach_lock:
+        if _instance is None:
+            return None
+        row = (
+            _instance.cursor()
+            .execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()")
+            .fetchone()
+        )
+        limit = None if _memory_mb is None else int(_memory_mb[1] * 2**20)
+        return (0 if row is None else int(row[0])), limit
+
+
 def _stated(con: duckdb.DuckDBPyConnection, setting: str) -> str:
     """A setting as DuckDB states it, which its ``SET`` takes back."""
     row = con.execute(f"SELECT current_setting('{setting}')").fetchone()
