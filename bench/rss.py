@@ -1,4 +1,6 @@
-"""Worker memory over a live run: each worker's RSS, sampled from /proc, by minute.
+"""Worker memory over a live run: each worker's RSS, sampled from /proc, by minute,
+and what the processor's /metrics says the memory holds (dedup index, DuckDB, pending
+records, open sessions), so that growth can be told apart from a budget filling.
 
 The live phase's question is whether a worker's memory stays flat while it lands for a
 long time (the dedup index fills to its budget, DuckDB's caches to their limit), which
@@ -11,7 +13,12 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from agentwatch.processors.metrics import series
 
 SAMPLE_EVERY_S = 5.0
 
@@ -41,11 +48,13 @@ def children(pid: int) -> list[int]:
 class WorkerRss(threading.Thread):
     """Samples the largest worker's RSS every ``SAMPLE_EVERY_S`` until stopped."""
 
-    def __init__(self, supervisor: int, workers: int) -> None:
+    def __init__(self, supervisor: int, workers: int, metrics_url: str | None = None) -> None:
         super().__init__(name="worker-rss", daemon=True)
         self.supervisor = supervisor
         self.workers = workers
+        self.metrics_url = metrics_url
         self.samples: list[tuple[float, float]] = []  # (seconds since start, MB)
+        self.held: list[tuple[float, dict[str, float]]] = []  # (seconds, holder -> MB)
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -59,6 +68,8 @@ class WorkerRss(threading.Thread):
             sizes = [mb for mb in map(rss_mb, pids) if mb is not None]
             if sizes:
                 self.samples.append((time.monotonic() - started, max(sizes)))
+            if self.metrics_url is not None and (held := scrape_held(self.metrics_url)):
+                self.held.append((time.monotonic() - started, held))
             if self._stop_event.wait(SAMPLE_EVERY_S):
                 return
 
@@ -69,3 +80,32 @@ class WorkerRss(threading.Thread):
             minute = int(at // 60)
             minutes[minute] = max(mb, minutes.get(minute, 0.0))
         return [round(minutes[m]) for m in sorted(minutes)]
+
+    def held_by_minute(self) -> dict[str, list[float]]:
+        """Each holder's largest value in each minute sampled (MB; open sessions in
+        thousands), from the processor's /metrics."""
+        minutes: dict[str, dict[int, float]] = {}
+        for at, held in self.held:
+            for holder, value in held.items():
+                by = minutes.setdefault(holder, {})
+                by[int(at // 60)] = max(value, by.get(int(at // 60), 0.0))
+        return {h: [round(by[m], 1) for m in sorted(by)] for h, by in minutes.items()}
+
+
+def scrape_held(url: str) -> dict[str, float]:
+    """What the processor's memory holds, read off its /metrics; {} if it did not answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return {}
+    held: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == series.PIPELINE_MEMORY.name:
+                held[f"{sample.labels['holder']}_mb"] = sample.value / 2**20
+            elif sample.name == series.DUCKDB_MEMORY_LIMIT.name:
+                held["duckdb_limit_mb"] = sample.value / 2**20
+            elif sample.name == series.OPEN_SESSIONS.name:
+                held["open_sessions_k"] = sample.value / 1000
+    return held

@@ -163,6 +163,7 @@ def freshness(
     db = tmp / "fresh" / METADATA_FILE
     log = tmp / "fresh.log"
     group = f"bench-fresh-{time.time_ns()}"
+    port = free_port()
     with log.open("wb") as err:
         processor = subprocess.Popen(
             process_cmd(
@@ -170,13 +171,15 @@ def freshness(
                 FRESH_TOPIC,
                 db,
                 workers,
+                "--metrics-port",
+                str(port),
                 *(("--flush-interval", str(flush)) if flush is not None else ()),
                 group=group,
             ),
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
-    memory = WorkerRss(processor.pid, workers)
+    memory = WorkerRss(processor.pid, workers, f"http://127.0.0.1:{port}/metrics")
     try:
         wait_settled(bootstrap, db, log, processor, workers)
         memory.start()
@@ -228,6 +231,10 @@ def freshness(
         "flush_interval_s": flush if flush is not None else DEFAULTS.process.flush_interval,
         # the largest worker's peak RSS, minute by minute from the load's start
         "live_rss_mb_by_minute": memory.by_minute(),
+        # what the largest worker's memory holds, by minute, from the processor's /metrics
+        "live_held_by_minute": memory.held_by_minute(),
+        # DuckDB's limit doubled for a set that needed more (each stays doubled)
+        "duckdb_limit_doublings": log.read_text().count("limit doubled"),
     }
 
 
@@ -418,7 +425,9 @@ def main() -> int:
     table.add_column("measure")
     table.add_column("value", justify="right")
     for key, value in result.items():
-        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+        for name, each in value.items() if isinstance(value, dict) else [("", value)]:
+            label = f"{key} {name}" if name else key
+            table.add_row(label, f"{each:,}" if isinstance(each, int) else str(each))
     console.print(table)
     result["missed"] = [
         name
