@@ -154,10 +154,27 @@ def test_a_tier_read_a_slice_at_a_time_merges_the_same(
         store_batch(store, batch(100 * i, age))
     monkeypatch.setattr(maintenance, "PARTIAL_ROWS_PER_READ", 1)
     reads = after_the_partial_rows_are_read(monkeypatch, "minute_rollups", lambda: None)
+    swap, swapped = maintenance._swap, list[int]()
+
+    def counted(
+        alias: str,
+        table: str,
+        every: str,
+        snapshot: int,
+        mine: pl.DataFrame,
+        periods: pl.DataFrame,
+        before: int,
+    ) -> Callable[[duckdb.DuckDBPyConnection], int]:
+        if table == "minute_rollups":
+            swapped.append(periods.height)
+        return swap(alias, table, every, snapshot, mine, periods, before)
+
+    monkeypatch.setattr(maintenance, "_swap", counted)
     before = tier_totals(store)
     maintain(store, KEEP_30_DAYS, clock=lambda: NOW, pause=no_pause)
     assert {periods for periods, _ in reads} == {1}  # one period a read
     assert len(reads) > 3  # and each period's rows in buckets of their keys
+    assert swapped == [1] * len(swapped)  # but swapped whole, one period a step
     after = tier_totals(store)
     for table in TIERS:
         got, expect = after[table], before[table]

@@ -221,25 +221,39 @@ def compact_rollups(steps: _Steps, table: str, every: str) -> int:
         lambda: store.read(lambda c: _partial_periods(c, store.alias, table))
     )
     saved = 0
-    for read in _slices(periods, PARTIAL_ROWS_PER_READ):
-        rows = steps.unlocked(
-            partial(store.read, partial(_partials, table=table, snapshot=snapshot, part=read))
+    for run in _period_slices(periods, PARTIAL_ROWS_PER_READ):
+        sizes = periods.join(run, on="window_start", how="semi")
+        buckets = max(1, -(-int(sizes["len"].sum()) // max(PARTIAL_ROWS_PER_READ, 1)))
+        # Rows of one keys hash to one bucket, so each bucket's merged rows are final and
+        # only they are kept: the partial rows of one bucket at a time.
+        merged = pl.concat(
+            [
+                steps.unlocked(partial(_merged_part, store, table, snapshot, every, part))
+                for part in (_Slice(run, bucket, buckets) for bucket in range(buckets))
+            ]
         )
-        merged = steps.unlocked(partial(merge_rows, rows, every))
         for chunk in _period_slices(merged.group_by("window_start").len(), MERGED_ROWS_PER_STEP):
             mine = merged.join(chunk, on="window_start", how="semi")
-            before = rows.join(chunk, on="window_start", how="semi").height
-            part = _Slice(chunk, read.bucket, read.buckets)
-            saved += steps.run(_swap(store.alias, table, every, snapshot, mine, part, before))
+            before = int(sizes.join(chunk, on="window_start", how="semi")["len"].sum())
+            saved += steps.run(_swap(store.alias, table, every, snapshot, mine, chunk, before))
     return saved
+
+
+def _merged_part(
+    store: LakeStore, table: str, snapshot: int, every: str, part: _Slice
+) -> pl.DataFrame:
+    """The merged rows of ``part`` at ``snapshot``."""
+    return merge_rows(
+        store.read(partial(_partials, table=table, snapshot=snapshot, part=part)), every
+    )
 
 
 @dataclass(frozen=True)
 class _Slice:
     """Some periods of a rollup tier, and of their rows those whose keys hash to
     ``bucket`` of ``buckets``: a period busier than a read can hold (an hour or a day
-    gathers a partial row a batch, keys and all) is read and swapped in parts, which
-    merge apart since rows of different keys never merge."""
+    gathers a partial row a batch, keys and all) is read in parts, which merge apart
+    since rows of different keys never merge."""
 
     periods: pl.DataFrame  # window_start
     bucket: int = 0
@@ -253,33 +267,24 @@ class _Slice:
         return f"{cut} AND hash({', '.join(KEYS)}) % {self.buckets} = {self.bucket}"
 
 
-def _slices(periods: pl.DataFrame, most: int) -> list[_Slice]:
-    """What a pass reads of a tier, each about ``most`` rows: runs of periods, a busy
-    period in buckets of its keys."""
-    out: list[_Slice] = []
-    for run in _period_slices(periods, most):
-        rows = periods.join(run, on="window_start", how="semi")["len"].sum()
-        buckets = max(1, -(-int(rows) // max(most, 1)))
-        out.extend(_Slice(run, bucket, buckets) for bucket in range(buckets))
-    return out
-
-
 def _swap(
     alias: str,
     table: str,
     every: str,
     snapshot: int,
     mine: pl.DataFrame,
-    part: _Slice,
+    periods: pl.DataFrame,
     before: int,
 ) -> Step[int]:
-    """The step that replaces the rows of ``part`` (``before`` of them at ``snapshot``)
+    """The step that replaces the rows of ``periods`` (``before`` of them at ``snapshot``)
     with ``mine``, their merged rows, the rows added since merged in; the rows it saved.
-    Nothing is done (0) if rows of ``part`` were deleted since."""
-    where = part.where()
+    Nothing is done (0) if rows of ``periods`` were deleted since. All of a period's rows
+    go in one step, whatever buckets they were read in: one delete a file, not one a
+    bucket."""
+    where = _Slice(periods).where()
 
     def swap(con: duckdb.DuckDBPyConnection) -> int:
-        with registered(con, "_periods", part.periods):
+        with registered(con, "_periods", periods):
             now = _snapshot(con, alias)
             added = pl.DataFrame(schema=mine.schema)
             if now > snapshot:
