@@ -25,6 +25,12 @@ through ``mallopt``.
 
 A value already in the environment is kept, in every case.
 
+**Free pages of the C heap go back** (``release_free_heap``). What DuckDB and Python
+allocate through glibc's malloc comes mostly from one heap that grows at its top; pages
+freed below live blocks stay in the process. A maintenance pass at 42,600 events/s held
+2.0 GB, 1.35 GB of it in that heap, and ``malloc_trim`` gave 1.2 GB of it back at once:
+the pass's steps call it after each step.
+
 **A child process dies with its parent** (``die_with``): the kernel kills a landing
 worker whose supervisor died, and a maintenance pass whose worker died.
 """
@@ -33,7 +39,8 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Final
+from functools import cache
+from typing import Any, Final
 
 ALLOCATOR_SETTINGS: Final = "_RJEM_MALLOC_CONF"  # polars' jemalloc (symbols prefixed _rjem_)
 RETURN_AT_ONCE: Final = "dirty_decay_ms:0,muzzy_decay_ms:0"
@@ -58,9 +65,13 @@ def limit_arenas(arenas: int) -> bool:
     """Cap this process's malloc arenas; False where the C library is not glibc."""
     if not _glibc():  # nothing to cap
         return False
-    import ctypes  # only here: ``agentwatch --version`` does without it
+    return bool(_libc().mallopt(_M_ARENA_MAX, arenas))
 
-    return bool(ctypes.CDLL(None).mallopt(_M_ARENA_MAX, arenas))
+
+def release_free_heap() -> bool:
+    """Return the C heap's free pages to the kernel; False where the C library is not
+    glibc (nothing to do) or nothing was returned."""
+    return _glibc() and bool(_libc().malloc_trim(0))
 
 
 def share_cores(cores: int, processes: int) -> None:
@@ -72,6 +83,15 @@ def duckdb_threads() -> int | None:
     """The threads this process's DuckDB may use; None: one per core (DuckDB's default)."""
     value = os.environ.get(THREADS, "")
     return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+@cache
+def _libc() -> Any:
+    """The C library this process runs on (ctypes only here: ``agentwatch --version``
+    does without it)."""
+    import ctypes
+
+    return ctypes.CDLL(None)
 
 
 def _glibc() -> bool:

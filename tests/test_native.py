@@ -47,11 +47,7 @@ def test_processes_spawned_from_now_on_keep_one_malloc_arena(
 
 
 def test_the_running_process_caps_its_malloc_arenas_on_glibc() -> None:
-    try:
-        glibc = bool(os.confstr("CS_GNU_LIBC_VERSION"))
-    except (ValueError, OSError):
-        glibc = False
-    assert limit_arenas(1) is glibc  # elsewhere there is nothing to cap
+    assert limit_arenas(1) is _glibc()  # elsewhere there is nothing to cap
 
 
 def test_the_cli_sets_it_before_polars_is_loaded() -> None:
@@ -109,3 +105,41 @@ def test_a_child_is_tied_to_its_parent_on_linux() -> None:
     code = "import os; from agentwatch.native import die_with; print(die_with(os.getppid(), 7))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == str(sys.platform == "linux")
+
+
+_FRAGMENTED_HEAP = """
+import ctypes
+from agentwatch.native import release_free_heap
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+def rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) // 1024
+blocks = [libc.malloc(64 * 1024) for _ in range(3200)]  # 200 MB, below the mmap threshold
+for block in blocks:
+    ctypes.memset(block, 1, 64 * 1024)
+for block in blocks[:-1]:  # the last block holds the heap's top: it cannot shrink
+    libc.free(block)
+before = rss_mb()
+print(release_free_heap(), before - rss_mb())
+"""
+
+
+def test_the_c_heaps_free_pages_below_a_live_block_go_back_to_the_kernel() -> None:
+    if not _glibc():
+        pytest.skip("malloc_trim is glibc's")
+    done = subprocess.run(
+        [sys.executable, "-c", _FRAGMENTED_HEAP], capture_output=True, text=True, check=True
+    )
+    released, freed_mb = done.stdout.split()
+    assert released == "True"
+    assert int(freed_mb) > 150
+
+
+def _glibc() -> bool:
+    try:
+        return bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    except (ValueError, OSError):
+        return False

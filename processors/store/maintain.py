@@ -51,6 +51,7 @@ import polars as pl
 
 from agentwatch.clock import Clock, utc_now
 from agentwatch.frames import query, registered
+from agentwatch.native import release_free_heap
 from agentwatch.processors.store.attach import memory_limit
 from agentwatch.processors.store.lake import LakeStore, insert_rows, set_option
 from agentwatch.processors.store.rollups import KEYS, TIERS, merge_rows
@@ -121,6 +122,7 @@ class _Steps:
             started = time.monotonic()  # the time held, not the wait for landing's turn
             result = self.store.transaction(work)
             took = time.monotonic() - started
+        release_free_heap()  # what the step freed leaves the process (native.py)
         self.report.steps += 1
         self.report.longest_step_s = max(self.report.longest_step_s, took)
         self.pause(took)
@@ -131,6 +133,7 @@ class _Steps:
         cores landing needs."""
         started = time.monotonic()
         result = work()
+        release_free_heap()
         self.pause(time.monotonic() - started)
         return result
 
