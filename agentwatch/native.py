@@ -27,9 +27,10 @@ A value already in the environment is kept, in every case.
 
 **Free pages of the C heap go back** (``release_free_heap``). What DuckDB and Python
 allocate through glibc's malloc comes mostly from one heap that grows at its top; pages
-freed below live blocks stay in the process. A maintenance pass at 42,600 events/s held
-2.0 GB, 1.35 GB of it in that heap, and ``malloc_trim`` gave 1.2 GB of it back at once:
-the pass's steps call it after each step.
+freed below live blocks stay in the process. A live maintenance pass held 2.0 GB, 1.35
+GB of it in that heap, and ``malloc_trim`` gave 1.2 GB back at once: a pass calls it
+after each step. A landing worker calls it once a set is exported (2 to 3 ms a call):
+landing 125 sets of 25,000 events in one process, 7 to 26 MB lower.
 
 **A child process dies with its parent** (``die_with``): the kernel kills a landing
 worker whose supervisor died, and a maintenance pass whose worker died.

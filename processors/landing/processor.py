@@ -36,6 +36,7 @@ from agentwatch.errors import first_line
 from agentwatch.ingest.otlp.collector import OtlpTopics
 from agentwatch.kafka import client_options
 from agentwatch.logs import quiet_library_logs
+from agentwatch.native import release_free_heap
 from agentwatch.processors.landing import fetch
 from agentwatch.processors.landing.batching import Due, Pending, due, poll_timeout_s, room
 from agentwatch.processors.landing.catchup import partitions_behind, update_lag
@@ -392,7 +393,6 @@ class Processor:
             raise fault
 
     # -- one batch -----------------------------------------------------------------------
-
     def _flush(self, partitions: Sequence[TopicPartition], wait: bool = False) -> None:
         """Hand the pending records of ``partitions`` to the landing thread: one batch
         each, one transaction; with ``wait``, settle them before returning."""
@@ -473,9 +473,11 @@ class Processor:
         self._stored.extend(StoredBatch.of(batch, landed) for batch, landed in stored)
 
     def _export(self) -> None:
-        """Export the sets stored since the last export (export.py)."""
-        stored, self._stored = self._stored, []
-        export_stored(self.collector, stored)
+        """Export the sets stored since the last export (export.py), then free them."""
+        export_stored(self.collector, self._stored)
+        if self._stored:
+            self._stored = []
+            release_free_heap()  # what they held leaves the process (native.py)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
