@@ -288,6 +288,15 @@ def test_kafka_python_lines_pass_once_a_minute_per_kind_with_a_count_of_the_drop
     assert later.suppressed == 49  # type: ignore[attr-defined]
 
 
+def test_kafka_python_lines_formatted_already_are_one_kind_whatever_their_numbers() -> None:
+    limiter = RateLimitFilter(60.0, FakeClock())
+    slow = "Task <Task object at {}> ran for {}s (>0.100s threshold). It is blocking the event loop"
+    first = library_record(slow.format("0x7f094dd02e10", "0.103"))
+    again = library_record(slow.format("0x7f094a970fd0", "0.208"))
+    assert limiter.filter(first)
+    assert not limiter.filter(again)
+
+
 def test_an_outage_logs_one_line_when_it_begins_and_one_when_it_ends(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
