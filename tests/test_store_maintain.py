@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import json
 import logging
 import os
@@ -10,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 import polars as pl
@@ -156,18 +157,11 @@ def test_a_tier_read_a_slice_at_a_time_merges_the_same(
     reads = after_the_partial_rows_are_read(monkeypatch, "minute_rollups", lambda: None)
     swap, swapped = maintenance._swap, list[int]()
 
-    def counted(
-        alias: str,
-        table: str,
-        every: str,
-        snapshot: int,
-        mine: pl.DataFrame,
-        periods: pl.DataFrame,
-        before: int,
-    ) -> Callable[[duckdb.DuckDBPyConnection], int]:
-        if table == "minute_rollups":
-            swapped.append(periods.height)
-        return swap(alias, table, every, snapshot, mine, periods, before)
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        call = inspect.signature(swap).bind(*args, **kwargs).arguments
+        if call["table"] == "minute_rollups":
+            swapped.append(call["periods"].height)
+        return swap(*args, **kwargs)
 
     monkeypatch.setattr(maintenance, "_swap", counted)
     before = tier_totals(store)
