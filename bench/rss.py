@@ -75,21 +75,25 @@ class WorkerRss(threading.Thread):
 
     def by_minute(self) -> list[float]:
         """The largest worker's peak in each minute sampled, rounded to a MB."""
-        minutes: dict[int, float] = {}
-        for at, mb in self.samples:
-            minute = int(at // 60)
-            minutes[minute] = max(mb, minutes.get(minute, 0.0))
-        return [round(minutes[m]) for m in sorted(minutes)]
+        return [round(mb) for mb in minute_peaks(self.samples)]
 
     def held_by_minute(self) -> dict[str, list[float]]:
         """Each holder's largest value in each minute sampled (MB; open sessions in
         thousands), from the processor's /metrics."""
-        minutes: dict[str, dict[int, float]] = {}
-        for at, held in self.held:
-            for holder, value in held.items():
-                by = minutes.setdefault(holder, {})
-                by[int(at // 60)] = max(value, by.get(int(at // 60), 0.0))
-        return {h: [round(by[m], 1) for m in sorted(by)] for h, by in minutes.items()}
+        holders = dict.fromkeys(h for _, held in self.held for h in held)
+        return {
+            h: [round(v, 1) for v in minute_peaks([(at, x[h]) for at, x in self.held if h in x])]
+            for h in holders
+        }
+
+
+def minute_peaks(samples: list[tuple[float, float]]) -> list[float]:
+    """The largest of ``samples`` (seconds since start, value) in each minute sampled."""
+    minutes: dict[int, float] = {}
+    for at, value in samples:
+        minute = int(at // 60)
+        minutes[minute] = max(value, minutes.get(minute, 0.0))
+    return [minutes[m] for m in sorted(minutes)]
 
 
 def scrape_held(url: str) -> dict[str, float]:

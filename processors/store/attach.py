@@ -192,11 +192,9 @@ def memory_held() -> tuple[int, int | None] | None:
     with _attach_lock:
         if _instance is None:
             return None
-        row = (
-            _instance.cursor()
-            .execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()")
-            .fetchone()
-        )
+        with _instance.cursor() as cursor:  # a connection of this thread's own
+            sql = "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()"
+            row = cursor.execute(sql).fetchone()
         limit = None if _memory_mb is None else int(_memory_mb[1] * 2**20)
         return (0 if row is None else int(row[0])), limit
 

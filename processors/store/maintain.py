@@ -212,12 +212,12 @@ def compact_rollups(steps: _Steps, table: str, every: str) -> int:
     without the write lock (it took 3 to 5 s a tier after 1,200 commits), about
     ``PARTIAL_ROWS_PER_READ`` rows at a time (:class:`_Slice`), so that what a read holds
     does not grow with what landed since the last pass (read whole, ten minutes at
-    38,000 events/s took a pass to 2.6 to 3.7 GB). Steps then only swap, a run of periods of up to
-    ``MERGED_ROWS_PER_STEP`` merged rows each: a step merges in the rows batches added
-    to its periods since the snapshot, deletes its periods' rows and inserts the merged
-    ones. If anything deleted rows of those periods since the snapshot (retention, a
-    reprice), the step leaves them for the next pass: their partial rows stay correct
-    meanwhile.
+    38,000 events/s took a pass to 2.6 to 3.7 GB). Steps then only swap, a run of
+    periods of up to ``MERGED_ROWS_PER_STEP`` merged rows each: a step merges in the
+    rows batches added to its periods since the snapshot, deletes its periods' rows and
+    inserts the merged ones. If anything deleted rows of those periods since the
+    snapshot (retention, a reprice), the step leaves them for the next pass: their
+    partial rows stay correct meanwhile.
     """
     store = steps.store
     snapshot, periods = steps.unlocked(
