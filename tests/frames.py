@@ -9,7 +9,7 @@ import polars as pl
 
 from agentwatch.processors.landing.sessions import SessionTracker
 from agentwatch.processors.store.lake import LakeStore
-from agentwatch.processors.store.rollups import minute_rollups, tiers
+from agentwatch.processors.store.rollups import landed, minute_rollups
 from agentwatch.processors.store.tables import EVENTS_SCHEMA
 
 T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
@@ -44,10 +44,10 @@ def events(*rows: dict[str, Any]) -> pl.DataFrame:
 
 
 def store_batch(store: LakeStore, events: pl.DataFrame) -> None:
-    """Store ``events`` as one landed batch: its rollup tiers and its events.
+    """Store ``events`` as one landed batch: its minute rollups and its events.
 
     The rollups get the session context the batch itself shows, as a processor that
     has just been assigned the partition would give them.
     """
-    rollups = tiers(minute_rollups(events, SessionTracker().context(events)))
+    rollups = landed(minute_rollups(events, SessionTracker().context(events)))
     store.insert_tables({**rollups, "events": events})

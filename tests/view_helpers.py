@@ -17,7 +17,7 @@ from agentwatch.processors.landing.sessions import SessionTracker
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import METADATA_FILE
-from agentwatch.processors.store.rollups import minute_rollups, tiers
+from agentwatch.processors.store.rollups import landed, minute_rollups
 from agentwatch.processors.store.tables import EVENTS_SCHEMA
 
 T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
@@ -72,7 +72,7 @@ def write_batch(store: LakeStore, frame: pl.DataFrame, sessions: SessionTracker)
     """Store one batch of events with its minute rollups, as the processor lands it."""
     context = sessions.context(frame)
     sessions.update(frame)
-    store.insert_tables({**tiers(minute_rollups(frame, context)), "events": frame})
+    store.insert_tables({**landed(minute_rollups(frame, context)), "events": frame})
 
 
 def land(tmp_path: Path, *segments: Iterable[Row]) -> duckdb.DuckDBPyConnection:

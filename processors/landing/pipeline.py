@@ -130,7 +130,7 @@ def land_batch(
         dead_letters=decoded.dead_letters,
         sessions_ended=state.sessions.update(events),
         duplicates=decoded.events.height - fresh.height,
-        extra_tables=rollups.tiers(rollups.minute_rollups(events, sessions)),
+        extra_tables=rollups.landed(rollups.minute_rollups(events, sessions)),
         redactions=redactions,
     )
 

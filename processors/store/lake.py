@@ -45,7 +45,7 @@ from agentwatch.processors.store.location import (
 )
 from agentwatch.processors.store.rollups import TABLE as ROLLUPS
 from agentwatch.processors.store.rollups import TIERS, merge_rows
-from agentwatch.processors.store.tables import LOG_TABLES, TABLE_SCHEMAS
+from agentwatch.processors.store.tables import LOG_TABLES, TABLE_SCHEMAS, UNTIERED
 from agentwatch.processors.store.views import view_statements
 
 log = logging.getLogger(__name__)
@@ -116,8 +116,9 @@ class LakeStore:
                 with registered(con, "_empty", pl.DataFrame(schema=dict(schema))):
                     con.execute(f"CREATE TABLE {table} AS SELECT * FROM _empty")
                 if table in TIERS and table != ROLLUPS and ROLLUPS in existing:
-                    # A tier added to a lake that has minutes starts from all of them.
-                    minutes = query(con, f"SELECT * FROM {ROLLUPS}")
+                    # A tier added to a lake that has minutes starts from all it reads
+                    # from no other tier (rollups.tier_rows_sql).
+                    minutes = query(con, f"SELECT * FROM {ROLLUPS} WHERE {UNTIERED} IS NOT TRUE")
                     insert_rows(con, table, merge_rows(minutes, TIERS[table]))
                 continue
             for column, dtype in schema.items():

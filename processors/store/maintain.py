@@ -7,7 +7,8 @@ snapshot forever. One pass, in this order:
 1. **retention**: delete each table's rows older than its ``retention_days`` (0 keeps
    them), except the rows of agents under legal hold;
 2. **rollups**: merge the partial rows each landed batch added to every rollup tier, one
-   row per period and keys (rollups.py), so the metrics views read few rows;
+   row per period and keys, and add the minute rows landed since the last pass to the
+   hour and day tiers (rollups.py), so the metrics views read few rows;
 3. **flush** rows inlined in the metadata database into Parquet files;
 4. **rewrite** files that have deleted rows (step 2 deletes from the recent files of
    every tier at each pass, and DuckLake merges no file with deletions: without this
@@ -54,8 +55,8 @@ from agentwatch.frames import query, registered
 from agentwatch.native import release_free_heap
 from agentwatch.processors.store.attach import memory_limit
 from agentwatch.processors.store.lake import LakeStore, insert_rows, set_option
-from agentwatch.processors.store.rollups import KEYS, TIERS, merge_rows
-from agentwatch.processors.store.tables import TABLE_SCHEMAS
+from agentwatch.processors.store.rollups import KEYS, TABLE, TIERS, coarser, merge_rows
+from agentwatch.processors.store.tables import TABLE_SCHEMAS, UNTIERED
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -206,7 +207,9 @@ def compact_rollups(steps: _Steps, table: str, every: str) -> int:
 
     Only periods holding several rows of the same keys are rewritten, and only within
     ``COMPACT_HORIZON`` of the newest, where batches land: a pass costs the same whatever
-    the history (older partial rows, of a replay or a reprice, stay correct).
+    the history (older partial rows, of a replay or a reprice, stay correct). In the
+    minute tier, every period holding untiered rows is rewritten too, whatever its age:
+    its step adds those rows to the hour and day tiers, and its merged rows are tiered.
 
     The costly part, reading the partial rows and merging them, works on a snapshot
     without the write lock (it took 3 to 5 s a tier after 1,200 commits), about
@@ -217,7 +220,8 @@ def compact_rollups(steps: _Steps, table: str, every: str) -> int:
     rows batches added to its periods since the snapshot, deletes its periods' rows and
     inserts the merged ones. If anything deleted rows of those periods since the
     snapshot (retention, a reprice), the step leaves them for the next pass: their
-    partial rows stay correct meanwhile.
+    partial rows stay correct meanwhile, and the untiered ones are read by the coarser
+    tiers' readers (rollups.tier_rows_sql) until then.
     """
     store = steps.store
     snapshot, periods = steps.unlocked(
@@ -229,26 +233,44 @@ def compact_rollups(steps: _Steps, table: str, every: str) -> int:
         buckets = max(1, -(-int(sizes["len"].sum()) // max(PARTIAL_ROWS_PER_READ, 1)))
         # Rows of one keys hash to one bucket, so each bucket's merged rows are final and
         # only they are kept: the partial rows of one bucket at a time.
-        merged = pl.concat(
-            [
-                steps.unlocked(partial(_merged_part, store, table, snapshot, every, part))
-                for part in (_Slice(run, bucket, buckets) for bucket in range(buckets))
-            ]
-        )
-        for chunk in _period_slices(merged.group_by("window_start").len(), MERGED_ROWS_PER_STEP):
-            mine = merged.join(chunk, on="window_start", how="semi")
+        parts = [
+            steps.unlocked(partial(_merged_part, store, table, snapshot, every, part))
+            for part in (_Slice(run, bucket, buckets) for bucket in range(buckets))
+        ]
+        merged = _Merged(pl.concat([p.rows for p in parts]), pl.concat([p.untiered for p in parts]))
+        runs = _period_slices(merged.rows.group_by("window_start").len(), MERGED_ROWS_PER_STEP)
+        for chunk in runs:
             before = int(sizes.join(chunk, on="window_start", how="semi")["len"].sum())
-            saved += steps.run(_swap(store.alias, table, every, snapshot, mine, chunk, before))
+            swap = _swap(store.alias, table, every, snapshot, merged.of(chunk), chunk, before)
+            saved += steps.run(swap)
     return saved
 
 
-def _merged_part(
-    store: LakeStore, table: str, snapshot: int, every: str, part: _Slice
-) -> pl.DataFrame:
+@dataclass(frozen=True)
+class _Merged:
+    """Some periods of a tier, merged: all their rows, and (minute tier) of them the
+    untiered rows alone, which the coarser tiers do not hold yet."""
+
+    rows: pl.DataFrame
+    untiered: pl.DataFrame
+
+    def of(self, periods: pl.DataFrame) -> _Merged:
+        return _Merged(
+            *(f.join(periods, on="window_start", how="semi") for f in (self.rows, self.untiered))
+        )
+
+
+def _merged_part(store: LakeStore, table: str, snapshot: int, every: str, part: _Slice) -> _Merged:
     """The merged rows of ``part`` at ``snapshot``."""
-    return merge_rows(
-        store.read(partial(_partials, table=table, snapshot=snapshot, part=part)), every
-    )
+    rows = store.read(partial(_partials, table=table, snapshot=snapshot, part=part))
+    return _Merged(merge_rows(rows, every), merge_rows(_untiered(rows), every))
+
+
+def _untiered(rows: pl.DataFrame) -> pl.DataFrame:
+    """The rows of ``rows`` that the coarser tiers do not hold yet."""
+    if UNTIERED not in rows.columns:
+        return rows.clear()
+    return rows.filter(pl.col(UNTIERED).fill_null(False))
 
 
 @dataclass(frozen=True)
@@ -275,21 +297,22 @@ def _swap(
     table: str,
     every: str,
     snapshot: int,
-    mine: pl.DataFrame,
+    mine: _Merged,
     periods: pl.DataFrame,
     before: int,
 ) -> Step[int]:
     """The step that replaces the rows of ``periods`` (``before`` of them at ``snapshot``)
     with ``mine``, their merged rows, the rows added since merged in; the rows it saved.
-    Nothing is done (0) if rows of ``periods`` were deleted since. All of a period's rows
-    go in one step, whatever buckets they were read in: one delete a file, not one a
-    bucket."""
+    The untiered rows among them go to the coarser tiers in the same step, and the merged
+    minute rows are tiered. Nothing is done (0) if rows of ``periods`` were deleted since.
+    All of a period's rows go in one step, whatever buckets they were read in: one delete
+    a file, not one a bucket."""
     where = _Slice(periods).where()
 
     def swap(con: duckdb.DuckDBPyConnection) -> int:
         with registered(con, "_periods", periods):
             now = _snapshot(con, alias)
-            added = pl.DataFrame(schema=mine.schema)
+            added = mine.rows.clear()
             if now > snapshot:
                 args = f"'{alias}', 'main', '{table}', {snapshot + 1}, {now}"
                 deleted = f"SELECT count(*) FROM ducklake_table_deletions({args}) WHERE {where}"
@@ -297,8 +320,14 @@ def _swap(
                     log.info("rollup rows deleted during the pass", extra={"table": table})
                     return 0
                 added = query(con, f"SELECT * FROM ducklake_table_insertions({args}) WHERE {where}")
-            final = merge_rows(pl.concat([mine, added], how="diagonal_relaxed"), every)
+            final = merge_rows(pl.concat([mine.rows, added], how="diagonal_relaxed"), every)
             con.execute(f"DELETE FROM {table} WHERE {where}")
+            if table == TABLE:
+                final = final.with_columns(pl.lit(False).alias(UNTIERED))
+                fresh = pl.concat([mine.untiered, _untiered(added)], how="diagonal_relaxed")
+                if not fresh.is_empty():
+                    for tier, rows in coarser(fresh).items():
+                        insert_rows(con, tier, rows)
             insert_rows(con, table, final)
             return before + added.height - final.height
 
@@ -317,17 +346,25 @@ def _period_slices(sizes: pl.DataFrame, most: int) -> list[pl.DataFrame]:
 
 
 def _partial_periods(con: duckdb.DuckDBPyConnection, alias: str, table: str) -> Periods:
-    """The lake's snapshot, and the recent periods holding partial rows with their rows
-    (``window_start``, ``len``)."""
+    """The lake's snapshot, and the periods to rewrite with their rows (``window_start``,
+    ``len``): the recent ones holding partial rows, and those holding untiered rows."""
     snapshot = _snapshot(con, alias)
     at = f"{table} AT (VERSION => {snapshot})"
-    recent = f"window_start >= (SELECT max(window_start) FROM {at}) - {COMPACT_HORIZON}"
+    recent = f"(SELECT max(window_start) FROM {at}) - {COMPACT_HORIZON}"
     # Distinct key hashes, not a group-by of the keys: an hour's rows at a high rate need
     # more than a worker's DuckDB memory limit that way. A collision only rewrites a period.
+    wanted = f"window_start >= $recent AND count(*) > count(DISTINCT hash({', '.join(KEYS)}))"
+    untiered = "NULL::TIMESTAMPTZ"
+    if table == TABLE:  # and periods with untiered rows, whatever their age
+        wanted += f" OR bool_or({UNTIERED})"
+        untiered = f"(SELECT min(window_start) FROM {at} WHERE {UNTIERED})"
+    row = con.execute(f"SELECT {recent}, least({recent}, {untiered})").fetchone()
+    assert row is not None
     periods = query(
         con,
-        f"SELECT window_start, count(*)::BIGINT AS len FROM {at} WHERE {recent} "
-        f"GROUP BY window_start HAVING count(*) > count(DISTINCT hash({', '.join(KEYS)}))",
+        f"SELECT window_start, count(*)::BIGINT AS len FROM {at} WHERE window_start >= $start "
+        f"GROUP BY window_start HAVING {wanted}",
+        {"recent": row[0], "start": row[1]},
     )
     return snapshot, periods
 
@@ -425,6 +462,8 @@ def _apply_retention(
 ) -> int:
     column = AGE_COLUMN.get(table, "ts")
     where = f"{column} < ?"
+    if UNTIERED in TABLE_SCHEMAS[table]:  # kept until the coarser tiers hold it
+        where += f" AND {UNTIERED} IS NOT TRUE"
     params: list[object] = [cutoff]
     if legal_hold and "agent_id" in TABLE_SCHEMAS[table]:
         where += f" AND coalesce(agent_id, '') NOT IN ({', '.join('?' for _ in legal_hold)})"

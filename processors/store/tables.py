@@ -129,6 +129,11 @@ MINUTE_ROLLUPS_SCHEMA: Final[dict[str, pl.DataType]] = {
     "duration_s": HISTOGRAM_TYPE,  # of session ends: since the session's start
 }
 
+# On a minute rollup row: true while the hour and day tiers do not hold it yet (a batch
+# lands it so; a maintenance pass adds it to them and clears it). NULL is false: rows
+# written with their tiers at once.
+UNTIERED: Final = "_untiered"
+
 DEAD_LETTERS_SCHEMA: Final[dict[str, pl.DataType]] = {
     "reason_code": pl.String(),
     "reason": pl.String(),
@@ -260,13 +265,14 @@ ACCESS_REVIEWS_SCHEMA: Final[dict[str, pl.DataType]] = {
 }
 
 
-# Tables landed from a topic-partition with each batch, in its transaction.
+# Tables of what the stream brings: landed with each batch of a topic-partition, in its
+# transaction (the rollups' coarser tiers: by maintenance, from the landed minutes).
 STREAM_TABLES: Final[dict[str, dict[str, pl.DataType]]] = {
     "events": EVENTS_SCHEMA,
     "dead_letters": DEAD_LETTERS_SCHEMA,
     "otlp_unmapped": OTLP_UNMAPPED_SCHEMA,
-    "minute_rollups": MINUTE_ROLLUPS_SCHEMA,
-    # The same rows cut to hours and days (rollups.TIERS).
+    "minute_rollups": {**MINUTE_ROLLUPS_SCHEMA, UNTIERED: pl.Boolean()},
+    # The same rows cut to hours and days (rollups.TIERS), added by maintenance.
     "hour_rollups": MINUTE_ROLLUPS_SCHEMA,
     "day_rollups": MINUTE_ROLLUPS_SCHEMA,
 }

@@ -24,7 +24,7 @@ from typing import Final
 
 from agentwatch.processors.store.definitions import BLOCKED, CONTAINED, ERROR, VIOLATION
 from agentwatch.processors.store.histograms import count_sql, merged_sql, quantile_sql, ranks_sql
-from agentwatch.processors.store.rollups import TIERS
+from agentwatch.processors.store.rollups import TIERS, tier_rows_sql
 
 # The cost of an LLM call, NULL when unpriced (same as cost_source = 'unpriced' on rows
 # the processor priced; older rows with neither column are judged by cost_usd alone).
@@ -146,7 +146,8 @@ def metrics_view(name: str, table: str) -> str:
     """One metrics view over a rollup tier: the 1m, 1h and 1d views differ only in it.
 
     They read the rollup ``table`` of their width (rollups.py), whose ``window_start`` is
-    the bucket already, never the raw events, so a query costs what its range holds. An
+    the bucket already, and the minute rows it does not hold yet, never the raw events,
+    so a query costs what its range holds and what landed since the last tiering. An
     event is attributed to its session's model and prompt version when it has none itself,
     so session outcomes (containment, escalations) can be cut by both. Quantiles come from
     the merged histograms (histograms.py), within 1 % of the exact ``quantile_cont`` of the
@@ -158,7 +159,7 @@ def metrics_view(name: str, table: str) -> str:
         "coalesce(model, session_model) AS model, "
         "coalesce(prompt_version, session_prompt_version) AS prompt_version, * "
         "EXCLUDE (window_start, agent_id, agent_version, environment, model, prompt_version) "
-        f"FROM {table} WHERE NOT late"
+        f"FROM ({tier_rows_sql(table)}) WHERE NOT late"
     )
     # Each step of a quantile is a projection of its own over the totals, so a query that
     # selects no quantile drops them all, down to the histograms' scan (EXPLAIN shows it).
