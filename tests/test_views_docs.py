@@ -98,5 +98,7 @@ def _docs_events() -> list[Row]:
 def test_docs_sql_examples_run(tmp_path: Path, sql: str) -> None:
     land(tmp_path, _docs_events()).close()
     # Through the sql command's own read-only path, as a reader of the docs would run it.
-    columns, _rows = query(tmp_path / METADATA_FILE, sql)
+    columns, rows = query(tmp_path / METADATA_FILE, sql)
     assert columns, sql
+    if re.search(r"\b(hour|day)_rollups\b", sql):  # no pass has run: all is untiered
+        assert rows, f"a coarser tier read alone misses the minutes not added yet: {sql}"
