@@ -9,6 +9,7 @@ from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.processors.store.maintain import maintain
+from agentwatch.processors.store.rollups import TIERS
 from agentwatch.processors.store.tables import UNTIERED
 from tests.frames import store_batch
 from tests.test_store_maintain import KEEP_30_DAYS, NOW, batch, no_pause, tier_totals
@@ -18,15 +19,14 @@ _RAW = (
     "SELECT time_bucket(INTERVAL '{width}', ts, 'UTC') AS w, count(*) FROM events "
     "GROUP BY ALL ORDER BY ALL"
 )
-_VIEW = "SELECT window_start, sum(events)::BIGINT FROM metrics_{name} GROUP BY ALL ORDER BY ALL"
-_WIDTHS = {"1m": "1 minute", "1h": "1 hour", "1d": "1 day"}
+_VIEW = "SELECT window_start, sum(events)::BIGINT FROM metrics_{every} GROUP BY ALL ORDER BY ALL"
 
 
 def views_match_the_events(store: LakeStore) -> None:
     with connect_lake(store.db) as con:
-        for name, width in _WIDTHS.items():
-            raw = con.execute(_RAW.format(width=width)).fetchall()
-            assert con.execute(_VIEW.format(name=name)).fetchall() == raw, name
+        for every in TIERS.values():
+            raw = con.execute(_RAW.format(width=every)).fetchall()
+            assert con.execute(_VIEW.format(every=every)).fetchall() == raw, every
 
 
 def stored(store: LakeStore, sql: str) -> object:

@@ -45,8 +45,6 @@ from agentwatch.processors.store.tables import MINUTE_ROLLUPS_SCHEMA, UNTIERED
 TABLE: Final = "minute_rollups"
 # Each rollup table and the period its ``window_start`` is cut to, finest first.
 TIERS: Final = {TABLE: "1m", "hour_rollups": "1h", "day_rollups": "1d"}
-# The same periods as SQL intervals.
-_INTERVALS: Final = {"1m": "1 minute", "1h": "1 hour", "1d": "1 day"}
 # The group keys of a row; every other column of the table is summed (or min/max) on merge.
 KEYS: Final = (
     "window_start", "late", "agent_id", "agent_version", "environment", "kind",
@@ -209,10 +207,9 @@ def tier_rows_sql(table: str) -> str:
     rows it does not hold yet, cut to its period (``window_start``, then the rest)."""
     if table == TABLE:
         return f"SELECT * EXCLUDE ({UNTIERED}) FROM {TABLE}"
-    every = _INTERVALS[TIERS[table]]
-    return (
+    return (  # DuckDB reads the polars periods ("1h", "1d") as intervals too
         f"SELECT * FROM {table} UNION ALL BY NAME "
-        f"SELECT time_bucket(INTERVAL '{every}', window_start, 'UTC') AS window_start, "
+        f"SELECT time_bucket(INTERVAL '{TIERS[table]}', window_start, 'UTC') AS window_start, "
         f"* EXCLUDE (window_start, {UNTIERED}) FROM {TABLE} WHERE {UNTIERED}"
     )
 
