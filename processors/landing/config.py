@@ -9,6 +9,8 @@ from pathlib import Path
 
 from agentwatch.processors.landing.pipeline import LandedBatch, LandingSettings
 from agentwatch.processors.landing.redact import load_redaction
+from agentwatch.processors.store.maintain import MaintenancePolicy
+from agentwatch.processors.store.maintenance_loop import MaintenanceLoop
 from agentwatch.settings import DEFAULTS
 
 _PROCESS = DEFAULTS.process
@@ -56,6 +58,15 @@ class ProcessorConfig:
             dedup_horizon_s=self.dedup_horizon_s,
             dedup_max_ids=self.dedup_max_ids,
             redactor=load_redaction(self.redaction_file),
+        )
+
+    def maintenance_loop(self, db: str) -> MaintenanceLoop | None:
+        """The lake's maintenance on this process's schedule; None when it runs elsewhere."""
+        if self.maintain_interval_s <= 0:
+            return None
+        policy = MaintenancePolicy(self.retention_days, self.legal_hold, self.snapshot_grace_s)
+        return MaintenanceLoop(
+            db, policy, self.maintain_interval_s, memory_mb=self.duckdb_memory_mb
         )
 
     @property

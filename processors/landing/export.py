@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from agentwatch.processors.landing.decode import RawBatch
 from agentwatch.processors.landing.pipeline import LandedBatch, metric_deltas
 from agentwatch.processors.metrics.exporter import FleetCollector
+from agentwatch.processors.store.lake import LakeStore
 
 log = logging.getLogger(__name__)
 
@@ -66,4 +68,33 @@ def export_stored(collector: FleetCollector, stored: Sequence[StoredBatch]) -> N
             duplicates=landed.duplicates,
             late=landed.late,
             newest=newest if isinstance(newest, dt.datetime) else None,
+        )
+
+
+@dataclass
+class SetTimer:
+    """Where a set's time went, for the debug log: landing it, waiting for the other
+    writers of the lake, and its transaction (a stalled commit shows up here)."""
+
+    store: LakeStore
+    started: float = field(default_factory=time.monotonic)
+    landed_at: float = 0.0
+    waited_before: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.waited_before = self.store.lock_waited_s
+
+    def landed(self) -> None:
+        self.landed_at = time.monotonic()
+
+    def stored(self, raw: Sequence[RawBatch]) -> None:
+        log.debug(
+            "set stored",
+            extra={
+                "partitions": [b.partition for b in raw],
+                "records": sum(len(b) for b in raw),
+                "landing_s": round(self.landed_at - self.started, 4),
+                "lock_wait_s": round(self.store.lock_waited_s - self.waited_before, 4),
+                "commit_s": round(time.monotonic() - self.landed_at, 4),
+            },
         )

@@ -44,7 +44,7 @@ from agentwatch.processors.landing.config import ProcessorConfig, RunStats
 from agentwatch.processors.landing.dead_letters import send_dead_letters
 from agentwatch.processors.landing.decode import RawBatch
 from agentwatch.processors.landing.dedup import ids_within
-from agentwatch.processors.landing.export import StoredBatch, export_stored
+from agentwatch.processors.landing.export import SetTimer, StoredBatch, export_stored
 from agentwatch.processors.landing.faults import (
     KafkaUnreachable,
     Outage,
@@ -61,10 +61,9 @@ from agentwatch.processors.landing.pipeline import (
 )
 from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
 from agentwatch.processors.metrics.exporter import FleetCollector, PartitionHealth
+from agentwatch.processors.store import wal_keeper
 from agentwatch.processors.store.attach import limit_memory
 from agentwatch.processors.store.lake import Batch, LakeStore
-from agentwatch.processors.store.maintain import MaintenancePolicy
-from agentwatch.processors.store.maintenance_loop import MaintenanceLoop
 from agentwatch.processors.store.partition_rows import recent_slices, recent_window
 from agentwatch.topics import BrokerUnreachable, TopicError, TopicSpec, ensure_topics
 
@@ -119,13 +118,10 @@ class Processor:
             # a storage fault, not a crash: workers are not restarted into it
             where = self.store.location.describe()
             raise StorageFault(f"cannot use the store {where}: {first_line(exc)}") from exc
-        maintenance = None
-        if cfg.maintain_interval_s > 0:
-            policy = MaintenancePolicy(cfg.retention_days, cfg.legal_hold, cfg.snapshot_grace_s)
-            maintenance = MaintenanceLoop(
-                self.store.db, policy, cfg.maintain_interval_s, memory_mb=cfg.duckdb_memory_mb
-            )
+        maintenance = cfg.maintenance_loop(self.store.db)  # None: no maintenance here
+        if maintenance is not None:
             maintenance.start()
+        keeper = wal_keeper.keep(self.store.location.metadata_file)
         server = None
         if cfg.metrics_port is not None:
             server, _ = start_http_server(cfg.metrics_port, cfg.metrics_host, self.registry)
@@ -151,6 +147,7 @@ class Processor:
             self._landing.close()  # a transaction in flight ends, committed or not
             if maintenance is not None:
                 maintenance.stop()
+            keeper.stop()
             self._close(server)
         return self.stats
 
@@ -301,12 +298,10 @@ class Processor:
 
     def _idle(self, now: float) -> bool:
         """True once no record came for the idle timeout and every partition is caught up."""
-        timeout = self.config.idle_timeout_s
-        if self._pending or self._landing.holding:
+        timeout, last = self.config.idle_timeout_s, self._last_activity
+        if self._pending or self._landing.holding or timeout is None or last is None:
             return False
-        if timeout is None or self._last_activity is None:
-            return False
-        if now - self._last_activity < timeout:
+        if now - last < timeout:
             return False
         assert self._consumer is not None
         behind = partitions_behind(self._consumer, self.store, self.config.topic)
@@ -414,6 +409,7 @@ class Processor:
         self, raw: Sequence[RawBatch], states: Sequence[PartitionState]
     ) -> list[tuple[RawBatch, LandedBatch, bool]]:
         """On the landing thread: land each batch and store them in one transaction."""
+        timer = SetTimer(self.store)
         work = []
         for batch, state in zip(raw, states, strict=True):
             if self.otlp.lands(batch.topic):
@@ -422,6 +418,7 @@ class Processor:
                 landed = land_batch(batch, state, self.settings, self._price)
             work.append((batch, landed))
         dlq = partial(send_dead_letters, self._producer, self.config.dead_letter_topic)
+        timer.landed()
         committed = self.store.commit_batches(
             [
                 Batch(
@@ -434,6 +431,7 @@ class Processor:
                 for b, landed in work
             ]
         )
+        timer.stored(raw)
         return [(b, landed, c) for (b, landed), c in zip(work, committed, strict=True)]
 
     def _settle(self) -> None:

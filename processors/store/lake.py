@@ -68,6 +68,7 @@ class LakeStore:
         self._check_layout = check_layout  # off only for the migration that converts it
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock_depth = 0
+        self.lock_waited_s = 0.0  # in all, waiting for other writers (the debug log's)
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -294,7 +295,9 @@ class LakeStore:
             return
         metadata.parent.mkdir(parents=True, exist_ok=True)
         with metadata.with_name(metadata.name + ".lock").open("a") as fh:
+            asked = time.monotonic()
             fcntl.flock(fh, fcntl.LOCK_EX)
+            self.lock_waited_s += time.monotonic() - asked
             self._lock_depth += 1
             try:
                 yield
