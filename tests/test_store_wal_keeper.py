@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from agentwatch.processors.store import wal_keeper
 from agentwatch.processors.store.lake import LakeStore
@@ -32,8 +35,11 @@ def test_the_last_connection_to_close_deletes_the_write_ahead_log(tmp_path: Path
     assert not _wal(store).exists()
 
 
-def test_a_kept_lake_keeps_its_write_ahead_log_across_transactions(tmp_path: Path) -> None:
-    store = LakeStore(tmp_path / METADATA_FILE)
+@pytest.mark.parametrize("folder", ["lake", "a lake #1 ?%"])
+def test_a_kept_lake_keeps_its_write_ahead_log_across_transactions(
+    tmp_path: Path, folder: str
+) -> None:
+    store = LakeStore(tmp_path / folder / METADATA_FILE)
     store.prepare()
     keeper = wal_keeper.keep(store.location.metadata_file)
     try:
@@ -105,3 +111,16 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+def test_a_keeper_that_cannot_open_the_database_says_why_in_one_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / METADATA_FILE
+    with caplog.at_level(logging.WARNING, logger=wal_keeper.__name__):
+        keeper = wal_keeper.keep(missing)
+    assert keeper.child is None
+    (record,) = caplog.records
+    assert record.__dict__["error"] == "unable to open database file"
+    assert not missing.exists()  # it never creates one
+    assert "Traceback" not in capfd.readouterr().err

@@ -121,7 +121,6 @@ class Processor:
         maintenance = cfg.maintenance_loop(self.store.db)  # None: no maintenance here
         if maintenance is not None:
             maintenance.start()
-        keeper = wal_keeper.keep(self.store.location.metadata_file)
         server = None
         if cfg.metrics_port is not None:
             server, _ = start_http_server(cfg.metrics_port, cfg.metrics_host, self.registry)
@@ -130,6 +129,7 @@ class Processor:
             "processor started",
             extra={"topic": cfg.topic, "group": cfg.group, "db": str(cfg.db)},
         )
+        keeper = wal_keeper.keep(self.store.location.metadata_file)
         try:
             while not self._stop:
                 try:

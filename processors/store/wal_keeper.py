@@ -72,9 +72,13 @@ def keep(metadata_file: Path | None) -> WalKeeper:
     keeper = WalKeeper(child)
     assert child.stdout is not None
     ready, _, _ = select.select([child.stdout], [], [], READY_TIMEOUT_S)
-    if not ready or child.stdout.readline() != READY:
+    said = child.stdout.readline() if ready else b"no answer"
+    if said != READY:
         keeper.stop()
-        log.warning("cannot keep the metadata database open", extra={"db": str(metadata_file)})
+        log.warning(
+            "cannot keep the metadata database open",
+            extra={"db": str(metadata_file), "error": said.decode(errors="replace").strip()},
+        )
         return WalKeeper(None)
     return keeper
 
@@ -82,9 +86,14 @@ def keep(metadata_file: Path | None) -> WalKeeper:
 def main(path: str) -> None:
     """The child: open, read once, wait for the parent's end of the pipe to close."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the parent's to handle
-    con = sqlite3.connect(path)
     try:
+        uri = Path(path).absolute().as_uri() + "?mode=rw"  # never creates one
+        con = sqlite3.connect(uri, uri=True)
         con.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    except sqlite3.Error as exc:  # the parent logs it
+        sys.stdout.buffer.write(f"{exc}\n".encode())
+        sys.exit(1)
+    try:
         sys.stdout.buffer.write(READY)
         sys.stdout.buffer.flush()
         sys.stdin.buffer.read()
