@@ -79,7 +79,7 @@ class SetTimer:
     store: LakeStore
     started: float = field(default_factory=time.monotonic)
     landed_at: float = 0.0
-    waited_before: float = 0.0
+    waited_before: float = field(init=False)  # the store's lock wait when the set began
 
     def __post_init__(self) -> None:
         self.waited_before = self.store.lock_waited_s

@@ -5,9 +5,10 @@ at the end. SQLite makes the last connection to close a database checkpoint its
 write-ahead log (with an fsync) under an exclusive lock and delete it; the next one to
 open rebuilds it. A connection starting a read meanwhile retries and then sleeps, and
 the SQLite inside that extension sleeps whole seconds (it is built without usleep):
-with two landing workers and a reader on one lake, two to four commits a minute took
-1.1 s instead of 0.1 s, and a reader's query now and then 1 s more (measured). While
-another connection stays open none of that happens: the same run had no such stall.
+with two landing workers and a reader on one lake, one to three commits a minute per
+worker took 1.1 to 1.3 s instead of about 0.1 s, and a reader's query now and then
+took 1 s more (measured). While another process holds it open, none of that happens:
+the same runs had no such stall.
 
 The connection must be in another process: locks on a file are the process's, and a
 connection of this process would lose them whenever DuckDB's SQLite closed the file.
@@ -67,20 +68,22 @@ def keep(metadata_file: Path | None) -> WalKeeper:
             stdout=subprocess.PIPE,
         )
     except OSError as exc:
-        log.warning("cannot keep the metadata database open", extra={"error": repr(exc)})
-        return WalKeeper(None)
+        return _nothing_held(metadata_file, repr(exc))
     keeper = WalKeeper(child)
     assert child.stdout is not None
     ready, _, _ = select.select([child.stdout], [], [], READY_TIMEOUT_S)
     said = child.stdout.readline() if ready else b"no answer"
     if said != READY:
         keeper.stop()
-        log.warning(
-            "cannot keep the metadata database open",
-            extra={"db": str(metadata_file), "error": said.decode(errors="replace").strip()},
-        )
-        return WalKeeper(None)
+        return _nothing_held(metadata_file, said.decode(errors="replace").strip())
     return keeper
+
+
+def _nothing_held(metadata_file: Path, error: str) -> WalKeeper:
+    log.warning(
+        "cannot keep the metadata database open", extra={"db": str(metadata_file), "error": error}
+    )
+    return WalKeeper(None)
 
 
 def main(path: str) -> None:
