@@ -19,18 +19,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import polars as pl
 import pytest
 
 from agentwatch.broker.launcher import BrokerInfo
+from agentwatch.processors.store import maintain as maintenance
 from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.attach import detach_all
 from agentwatch.processors.store.lake import LakeStore
 from agentwatch.processors.store.location import DATA_PATH_ENV
+from agentwatch.processors.store.rollups import TIERS
 from tests.conftest import TopicFactory
+from tests.frames import store_batch
 from tests.pipeline_helpers import AGENTWATCH, make_events, produce, wait_for
 from tests.services import PG_PASSWORD, S3_BUCKET, PostgresServer, S3Server
 from tests.test_store import TOPIC, events
+from tests.test_store_maintain import KEEP_30_DAYS, NOW, no_pause, tier_totals
+from tests.test_store_maintain import batch as minute_batch
 
 ROWS = "SELECT count(*) FROM events"
 DISTINCT = "SELECT count(DISTINCT event_id) FROM events"
@@ -296,3 +302,38 @@ def _landed(db: str) -> int:
         return count(db, ROWS)
     except Exception:  # no lake until the first processor creates it
         return 0
+
+
+def test_a_batch_committed_inside_a_swap_of_its_minutes_counts_once_on_postgres(
+    lake: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No write lock guards a PostgreSQL lake: a processor commits while a pass swaps the
+    minutes it lands into. The swap reads the rows added since its pass began at its own
+    transaction's snapshot, as its delete sees them, so a batch committed after that
+    snapshot is neither merged in nor deleted: it stays, counted once."""
+    store, processor = LakeStore(lake), LakeStore(lake)
+    for first in (0, 100):  # two partial rows of each minute's keys
+        store_batch(store, minute_batch(first, age_days=1.0))
+    before = tier_totals(store)
+    committed_inside: list[int] = []
+    snapshot = maintenance._snapshot
+
+    def commit_inside_the_swap(con: duckdb.DuckDBPyConnection, alias: str) -> int:
+        if sys._getframe(1).f_code.co_name != "swap" or committed_inside:
+            return snapshot(con, alias)
+        started = snapshot(con, alias)  # the swap's transaction has read the lake
+        extra = minute_batch(200, age_days=1.0)
+        store_batch(processor, extra)
+        committed_inside.append(extra.height)
+        assert snapshot(con, alias) == started, "the transaction's snapshot moved"
+        return started
+
+    monkeypatch.setattr(maintenance, "_snapshot", commit_inside_the_swap)
+    report = maintenance.maintain(store, KEEP_30_DAYS, clock=lambda: NOW, pause=no_pause)
+    assert committed_inside and report.rollup_rows_merged > 0
+    after = tier_totals(store)
+    for table in TIERS:
+        got, was = after[table], before[table]
+        assert got is not None and was is not None
+        assert isinstance(was[1], int), table
+        assert got[1] == was[1] + committed_inside[0], table  # events, each counted once

@@ -378,6 +378,9 @@ def _partials(
 
 
 def _snapshot(con: duckdb.DuckDBPyConnection, alias: str) -> int:
+    """The snapshot ``con`` reads; inside a transaction, the transaction's, which another
+    process committing meanwhile does not move (so a swap's reads and its delete agree
+    without a lock on PostgreSQL)."""
     return _scalar(con, f"SELECT id FROM {alias}.current_snapshot()")
 
 
