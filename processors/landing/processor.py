@@ -58,6 +58,7 @@ from agentwatch.processors.landing.pipeline import (
     LandedBatch,
     PartitionState,
     land_batch,
+    land_set,
 )
 from agentwatch.processors.landing.pricing import apply_pricing, load_pricing
 from agentwatch.processors.metrics.exporter import FleetCollector, PartitionHealth
@@ -410,13 +411,13 @@ class Processor:
     ) -> list[tuple[RawBatch, LandedBatch, bool]]:
         """On the landing thread: land each batch and store them in one transaction."""
         timer = SetTimer(self.store)
-        work = []
-        for batch, state in zip(raw, states, strict=True):
-            if self.otlp.lands(batch.topic):
-                landed = self.otlp.land(batch, state, self.settings, self._price, land_batch)
-            else:
-                landed = land_batch(batch, state, self.settings, self._price)
-            work.append((batch, landed))
+        otlp = [self.otlp.lands(b.topic) for b in raw]
+        together = [(b, s) for b, s, o in zip(raw, states, otlp, strict=True) if not o]
+        landed = iter(land_set(together, self.settings, self._price))
+        work = [
+            (b, self.otlp.land(b, s, self.settings, self._price, land_batch) if o else next(landed))
+            for b, s, o in zip(raw, states, otlp, strict=True)
+        ]
         dlq = partial(send_dead_letters, self._producer, self.config.dead_letter_topic)
         timer.landed()
         committed = self.store.commit_batches(

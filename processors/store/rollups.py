@@ -59,18 +59,24 @@ def _where(sql: str) -> pl.Expr:
     return pl.sql_expr(sql).fill_null(False)
 
 
-def minute_rollups(events: pl.DataFrame, sessions: pl.DataFrame) -> pl.DataFrame:
+def minute_rollups(
+    events: pl.DataFrame, sessions: pl.DataFrame, by: Sequence[str] = ()
+) -> pl.DataFrame:
     """The batch's partial minute rows: one polars ``group_by`` over its events.
 
-    ``sessions`` is the session context of the batch (``SessionTracker.context``).
+    ``sessions`` is the session context of the batch (``SessionTracker.context``). With
+    ``by``, columns that both frames carry, the rows are kept apart by them too (and keep
+    them): one call serves the batches of several partitions.
     """
+    schema = pl.Schema({**MINUTE_ROLLUPS_SCHEMA, **{k: events.schema[k] for k in by}})
     if events.is_empty():
-        return pl.DataFrame(schema=MINUTE_ROLLUPS_SCHEMA)
+        return pl.DataFrame(schema=schema)
+    keys = [*KEYS, *by]
     kind = pl.col("kind")
     end = kind == "session_end"
     llm = kind == "llm_call"
     cost = pl.when(llm).then(pl.coalesce("cost_usd_effective", "cost_usd"))
-    frame = events.join(sessions, on="session_id", how="left").with_columns(
+    frame = events.join(sessions, on=["session_id", *by], how="left").with_columns(
         window_start=pl.col("ts").dt.truncate(_MINUTE),
         late=pl.col("_late").fill_null(False),
         # The session's model stands in only where the event has none of its own.
@@ -86,8 +92,8 @@ def minute_rollups(events: pl.DataFrame, sessions: pl.DataFrame) -> pl.DataFrame
         _score=pl.when(kind == "feedback").then("score"),
     )
     # Each row's group as a number, which histograms_by_group counts the bins by.
-    frame = frame.with_columns(_g=pl.struct(KEYS).rank("dense"))
-    rows = frame.group_by(KEYS).agg(
+    frame = frame.with_columns(_g=pl.struct(keys).rank("dense"))
+    rows = frame.group_by(keys).agg(
         _g=pl.col("_g").first(),
         events=pl.len().cast(pl.Int64),
         errors=_where(ERROR).sum().cast(pl.Int64),
@@ -116,7 +122,7 @@ def minute_rollups(events: pl.DataFrame, sessions: pl.DataFrame) -> pl.DataFrame
     )
     # A sum over no priced call is no cost at all, never a silent 0.
     rows = rows.with_columns(cost_usd=pl.when(pl.col("priced_calls") > 0).then("cost_usd"))
-    return rows.select(list(MINUTE_ROLLUPS_SCHEMA)).cast(pl.Schema(MINUTE_ROLLUPS_SCHEMA))
+    return rows.select(list(schema)).cast(schema)
 
 
 def cost_corrections(before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
