@@ -7,6 +7,7 @@ import datetime as dt
 
 import msgspec
 import polars as pl
+import pytest
 from polars.testing import assert_frame_equal
 
 from agentwatch.ingest.sim.fleet import Fleet
@@ -115,3 +116,9 @@ def test_a_partition_of_only_dead_letters_lands_none_of_the_others_rows() -> Non
 
 def test_an_empty_set_lands_nothing() -> None:
     assert land_set([], SETTINGS, price) == []
+
+
+def test_a_pricer_that_drops_rows_is_refused_not_sliced_wrong() -> None:
+    batches = [batch("agent-events", p, fleet_lines(20)) for p in (0, 1)]
+    with pytest.raises(ValueError, match="keep every row"):
+        land_set([(b, state()) for b in batches], SETTINGS, lambda frame: frame.head(3))

@@ -149,6 +149,8 @@ def land_set(
         return pl.concat(parts, how="vertical_relaxed")
 
     events = price(tagged([o.events for o in own]))
+    if events.height != sum(o.events.height for o in own):  # each batch's rows are a slice
+        raise ValueError("a pricer must keep every row of the events, in their order")
     rows = rollups.minute_rollups(events, tagged([o.sessions for o in own]), by=by)
     rows_of = rows.partition_by(_PART, as_dict=True) if by else {(0,): rows}
     events = events.drop(by)
