@@ -133,9 +133,7 @@ def land_set(
     read the whole set at once, the rollups kept apart by batch (a batch's rows are
     stored with it, or dropped with it when another member owns its partition now): each
     has a fixed cost, about 4 and 9 ms a call, paid once a set instead of once a
-    partition. Measured in one process: sets of six partitions of 1,000 events landed in
-    105 to 112 ms instead of 160 to 173, four of 3,000 in 144 instead of 191; two of
-    12,500 took 1 to 5% longer (joining and grouping by one key more).
+    partition (the figures: README, "Sizing workers and partitions").
     """
     if not batches:
         return []
@@ -143,10 +141,11 @@ def land_set(
     by = (_PART,) if len(own) > 1 else ()
 
     def tagged(frames: list[pl.DataFrame]) -> pl.DataFrame:
-        if not by:
-            return frames[0]
-        parts = [f.with_columns(pl.lit(i, pl.UInt32).alias(_PART)) for i, f in enumerate(frames)]
-        return pl.concat(parts, how="vertical_relaxed")
+        return _together(
+            [f.with_columns(pl.lit(i, pl.UInt32).alias(_PART)) for i, f in enumerate(frames)]
+            if by
+            else frames
+        )
 
     events = price(tagged([o.events for o in own]))
     if events.height != sum(o.events.height for o in own):  # each batch's rows are a slice
