@@ -3,7 +3,9 @@
 Throughput: both consumers read the same pre-filled topic in the same run on the same
 broker, so the ratio is meaningful on a shared, noisy machine where absolute figures are
 not. Rates count from the first record fetched to the last one landed (Kafka's
-``fetch.nMsg.sec`` likewise leaves out the group join).
+``fetch.nMsg.sec`` likewise leaves out the group join). Then as many processes as
+workers fetch the same topic doing nothing else, and again fetching and decoding only
+(``bench.ceiling``): the ceiling that landing and storing share.
 
 Freshness: a live processor with default settings lands a second topic that Kafka's
 console producer fills with simulated events at half the rate just measured
@@ -24,7 +26,8 @@ probing. The largest worker's RSS is sampled throughout, reported minute by minu
 (``bench.rss``): whether memory stays flat over a long run.
 
 The last line printed is one JSON object: ``{"events_per_s", "kafka_perf_events_per_s",
-"ratio", "peak_rss_mb", "freshness_p50_s", "freshness_p99_s", "workers", "missed", ...}``;
+"ratio", "peak_rss_mb", "freshness_p50_s", "freshness_p99_s", "workers", "missed",
+"fetch_only_ratio", "fetch_decode_ratio", ...}``;
 it exits 1 when fewer events landed than were produced or a target is missed (``missed``
 names them).
 """
@@ -59,6 +62,7 @@ from agentwatch.processors.store.attach import connect as connect_lake
 from agentwatch.processors.store.location import METADATA_FILE
 from agentwatch.settings import DEFAULTS
 from agentwatch.topics import TopicSpec, ensure_topics
+from bench.ceiling import ceiling
 from bench.load import Pacer, payload_file
 from bench.rss import WorkerRss
 
@@ -407,6 +411,11 @@ def main() -> int:
             con = connect_lake(db)
             landed = con.execute("SELECT count(*) FROM events").fetchone()
             con.close()
+            console.print("the same members fetching only, then fetching and decoding only ...")
+            floors = {
+                what: ceiling(info.bootstrap, TOPIC, args.partitions, args.workers, what)
+                for what in ("fetch", "decode")
+            }
             rate = float(stats["records_per_s"]) * args.load_fraction
             share = f"{args.load_fraction:g} of the rate landed"
             console.print(f"freshness at {rate:,.0f} events/s ({share}) ...")
@@ -432,6 +441,14 @@ def main() -> int:
         "events": filled["events"],
         "landed": landed[0] if landed else 0,
         "fill_events_per_s": filled["fill_events_per_s"],
+        # The ceiling: what fetching alone, and fetching and decoding alone, reach.
+        "fetch_only_ratio": round(floors["fetch"].events_per_s / kafka_rate, 4),
+        "fetch_decode_ratio": round(floors["decode"].events_per_s / kafka_rate, 4),
+        **{
+            f"{name}_{key}": getattr(floors[what], key)
+            for what, name in (("fetch", "fetch_only"), ("decode", "fetch_decode"))
+            for key in ("events_per_s", "cpu_us_per_event")
+        },
         **{k: v for k, v in fresh.items() if k not in ("freshness_p50_s", "freshness_p99_s")},
     }
     table = Table(title="throughput and freshness")
