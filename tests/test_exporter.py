@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import polars as pl
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -159,6 +159,8 @@ def test_the_pipeline_reports_lag_per_partition() -> None:
 
 @settings(max_examples=50, deadline=None)
 @given(latencies=st.lists(st.floats(0, 120_000, allow_nan=False), min_size=1, max_size=60))
+@example(latencies=[b * 1000 for b in LATENCY_BUCKETS_S])  # each on a bound: in that bucket
+@example(latencies=[0.0, 49.999, 50.001, 60_000.5])
 def test_histogram_buckets_equal_a_direct_count(latencies: list[float]) -> None:
     s = exported(*(LLM | {"latency_ms": v} for v in latencies))
     for bound in LATENCY_BUCKETS_S:
