@@ -90,6 +90,8 @@ def ceiling(bootstrap: str, topic: str, partitions: int, workers: int, what: Pas
     for p in procs:
         p.join()
     records = sum(r.records for r in readings)
+    if not records:
+        raise ValueError(f"topic {topic!r} has no records to read")
     return Ceiling(
         records=records,
         events=sum(r.events for r in readings),
