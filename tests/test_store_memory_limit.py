@@ -67,6 +67,21 @@ def test_a_commit_short_of_memory_doubles_the_limit_and_lands(
     assert "limit doubled" in caplog.text
 
 
+def test_a_lake_opened_under_a_limit_too_low_to_read_its_catalog_doubles_it_and_opens(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Using a lake reads its catalog, which needs a few MB: a worker started with a low
+    ``--duckdb-memory-mb`` stopped with "cannot use the store" instead."""
+    assert commit(lake(tmp_path), 0, 9_999, _many_events(10_000))
+    attach.detach_all()  # a new process, as a restarted worker
+    limit_memory(1)
+    with caplog.at_level(logging.WARNING):
+        store = lake(tmp_path)
+    assert count(store) == 10_000
+    assert _limit_bytes() > MIB
+    assert "limit doubled" in caplog.text
+
+
 def test_a_commit_still_short_after_the_last_doubling_fails_with_duckdbs_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

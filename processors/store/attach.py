@@ -94,8 +94,13 @@ def attach(location: StoreLocation, *, read_only: bool) -> duckdb.DuckDBPyConnec
             _aliases[(location, read_only, _identity(location))] = alias
         assert _instance is not None
         con = _instance.cursor()
-    con.execute(f"USE {alias}")
-    return con
+    while True:  # using the lake reads its catalog, which may need more than a low limit
+        try:
+            con.execute(f"USE {alias}")
+            return con
+        except duckdb.Error as exc:
+            if not raise_memory_limit(exc):
+                raise
 
 
 def _detach_replaced() -> None:
@@ -163,20 +168,25 @@ def limit_memory(mb: float | None) -> None:
 def raise_memory_limit(exc: duckdb.Error) -> bool:
     """Double the limit ``limit_memory`` set when ``exc`` is DuckDB running out of it;
     False when it is not, or the limit was doubled ``MAX_MEMORY_DOUBLINGS`` times."""
-    global _memory_mb
     with _attach_lock:
-        if not isinstance(exc, duckdb.OutOfMemoryException) or _memory_mb is None:
-            return False
-        asked, current = _memory_mb
-        if current >= asked * 2**MAX_MEMORY_DOUBLINGS:
-            return False
-        log.warning(
-            "DuckDB needed more memory than its limit: limit doubled",
-            extra={"from_mb": current, "to_mb": current * 2, "error": first_line(exc)},
-        )
-        _memory_mb = (asked, current * 2)
-        _apply_memory_limit()
-        return True
+        return _doubled(exc)
+
+
+def _doubled(exc: duckdb.Error) -> bool:
+    """``raise_memory_limit`` for a caller holding the attach lock."""
+    global _memory_mb
+    if not isinstance(exc, duckdb.OutOfMemoryException) or _memory_mb is None:
+        return False
+    asked, current = _memory_mb
+    if current >= asked * 2**MAX_MEMORY_DOUBLINGS:
+        return False
+    log.warning(
+        "DuckDB needed more memory than its limit: limit doubled",
+        extra={"from_mb": current, "to_mb": current * 2, "error": first_line(exc)},
+    )
+    _memory_mb = (asked, current * 2)
+    _apply_memory_limit()
+    return True
 
 
 def memory_limit() -> str | None:
@@ -245,16 +255,20 @@ def _attach_new(base: duckdb.DuckDBPyConnection, sql: str) -> None:
     all create its tables; PostgreSQL lets one of them do it and the others fail with a
     duplicate key. They attach again, then find the metadata database the first one created.
     """
-    for attempt in range(CREATE_RACE_RETRIES):
+    attempt = 0
+    while True:
         try:
             retry_busy(lambda: base.execute(sql))
             return
         except duckdb.Error as e:
+            if _doubled(e):  # short of memory under a limit: again with twice as much
+                continue
             racing = "Failed to initialize DuckLake" in str(e) and "already exists" in str(e)
-            if not racing or attempt == CREATE_RACE_RETRIES - 1:
+            attempt += 1
+            if not racing or attempt == CREATE_RACE_RETRIES:
                 raise
             log.info("another process is creating the lake's metadata database; attaching again")
-            time.sleep(0.2 * (attempt + 1))
+            time.sleep(0.2 * attempt)
 
 
 def detach_all() -> None:
