@@ -18,6 +18,7 @@ by :func:`require_secret`.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import re
 import socket
@@ -49,6 +50,17 @@ than a reset connection; then the connection is closed."""
 
 _DIGITS: Final = re.compile(r"[0-9]+")
 _MAX_DIGITS: Final = 18  # more than any body limit; int() of longer strings costs time
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address is reachable from this machine only (a host name other
+    than ``localhost`` may resolve to anything, so it is not)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def require_secret(text: str, where: str) -> bytes:

@@ -114,6 +114,21 @@ def test_receive_with_runbooks_refuses_to_start_without_auth(
     assert err[-1].startswith("agentwatch: alerts receive --runbooks needs credentials")
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "alerts.example.com"])
+def test_receive_beyond_loopback_refuses_to_start_without_auth(
+    host: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    monkeypatch.delenv(BASIC_AUTH_ENV, raising=False)
+    assert main(["alerts", "receive", "--host", host, "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        f"agentwatch: --host {host} is beyond loopback and no credentials are configured: "
+        f"give --token-file or --basic-auth-file (or {TOKEN_ENV} / {BASIC_AUTH_ENV}), or "
+        "--insecure-no-auth to accept alerts from anyone who reaches the port"
+    )
+
+
 def test_sixty_four_slow_clients_pin_no_more_than_the_workers(sink: Collector) -> None:
     before = threading.active_count()
     server = serve(sink, workers=4, read_timeout_s=5.0, request_timeout_s=1.0)

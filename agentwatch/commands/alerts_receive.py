@@ -79,7 +79,9 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     auth.add_argument(
         "--insecure-no-auth",
         action="store_true",
-        help="run --runbooks without credentials: anyone who reaches the port can halt agents",
+        help="run without credentials beyond loopback, or with --runbooks anywhere: anyone "
+        "who reaches the port can post alerts (and, with --runbooks, halt agents); default: "
+        "refuse to start",
     )
     auth.add_argument(
         "--tls-cert",
@@ -144,12 +146,19 @@ def _run(args: argparse.Namespace) -> int:
         tls_context,
     )
     from agentwatch.alerts.model import Alert
+    from agentwatch.http_guard import is_loopback
 
     auth = WebhookAuth.load(args.token_file, args.basic_auth_file)
     if args.runbooks and not auth.required and not args.insecure_no_auth:
         raise ConfigError(
             "alerts receive --runbooks needs credentials: --token-file or --basic-auth-file "
             f"(or {TOKEN_ENV} / {BASIC_AUTH_ENV}); --insecure-no-auth to run without"
+        )
+    if not auth.required and not is_loopback(args.host) and not args.insecure_no_auth:
+        raise ConfigError(
+            f"--host {args.host} is beyond loopback and no credentials are configured: give "
+            f"--token-file or --basic-auth-file (or {TOKEN_ENV} / {BASIC_AUTH_ENV}), or "
+            "--insecure-no-auth to accept alerts from anyone who reaches the port"
         )
     if not auth.required:
         log.warning("receiving webhooks WITHOUT authentication: anyone reaching the port may post")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import ipaddress
 import logging
 import signal
 import sys
@@ -18,7 +17,12 @@ from agentwatch.commands.options import (
     port,
 )
 from agentwatch.errors import first_line
-from agentwatch.http_guard import MIN_SECRET_CHARS, require_secret, server_tls_context
+from agentwatch.http_guard import (
+    MIN_SECRET_CHARS,
+    is_loopback,
+    require_secret,
+    server_tls_context,
+)
 from agentwatch.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
@@ -128,18 +132,9 @@ def _tls(args: argparse.Namespace) -> tuple[Path, Path] | None:
     return (args.tls_cert, args.tls_key)
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve to anything
-        return False
-
-
 def _check_exposure(args: argparse.Namespace, token: str | None) -> None:
     """Refuse to listen beyond loopback without a token, unless told to."""
-    if token is not None or _loopback(args.host):
+    if token is not None or is_loopback(args.host):
         return
     if not args.allow_unauthenticated:
         raise ConfigError(
