@@ -94,7 +94,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    registry = open_registry(args)
+    registry = open_registry(args, reading=True)
     entries = sorted(registry.catalog, key=lambda e: e.agent_id)
     if args.format == "json":
         print_json([entry_doc(e) for e in entries])
@@ -112,7 +112,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    registry = open_registry(args)
+    registry = open_registry(args, reading=True)
     entry = registry.entry(args.agent)
     releases = [r.to_json() for r in Releases(registry).all(args.agent)]
     doc = entry_doc(entry)
@@ -132,7 +132,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    registry = open_registry(args)
+    registry = open_registry(args, reading=True)
     revisions = registry.revisions(args.agent)
     if args.format == "json":
         print_json(
@@ -159,7 +159,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
-    registry = open_registry(args)
+    registry = open_registry(args, reading=True)
     revisions = registry.revisions(args.agent)
     if not revisions:
         raise ConfigError(f"agent {args.agent} has no recorded revisions yet")
@@ -185,7 +185,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
 
 def _cmd_review(args: argparse.Namespace) -> int:
-    registry = open_registry(args)
+    registry = open_registry(args, reading=True)
     end = utc_now()
     review = run_review(registry, args.db, end - args.since, end, args.agents)
     if args.record:

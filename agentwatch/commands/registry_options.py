@@ -54,8 +54,18 @@ def format_parent(*choices: str) -> argparse.ArgumentParser:
     return parent
 
 
-def open_registry(args: argparse.Namespace) -> Registry:
-    """The registry, after recording what changed in the catalog file since the last load."""
+def open_registry(args: argparse.Namespace, *, reading: bool = False) -> Registry:
+    """The registry, after recording what changed in the catalog file since the last load.
+
+    A command that only reads it (``reading``) refuses a store that does not exist rather
+    than create an empty one where ``--db`` has a typo; one that records a change may
+    start the store (registering agents before the first event lands).
+    """
+    if reading:
+        from agentwatch.processors.store.attach import require_lake
+        from agentwatch.processors.store.location import locate
+
+        require_lake(locate(args.db))
     if args.catalog is None:
         raise ConfigError(
             "no agent catalog: the registry is the catalog file plus its history; give "

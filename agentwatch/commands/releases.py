@@ -119,7 +119,7 @@ def _cmd_stage(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    registry = open_registry(args)
+    registry = open_registry(args, reading=True)
     if args.agent:
         registry.entry(args.agent)
     releases = Releases(registry).all(args.agent)

@@ -33,7 +33,7 @@ import duckdb
 
 from agentwatch.errors import first_line
 from agentwatch.processors.store import extensions
-from agentwatch.processors.store.attach import require_lake, retry_busy
+from agentwatch.processors.store.attach import refuse_foreign, require_lake, retry_busy
 from agentwatch.processors.store.layout import refuse_old_layout
 from agentwatch.processors.store.location import ALIAS, create_s3_secret, locate
 
@@ -103,6 +103,7 @@ def connect(db: Path | str) -> duckdb.DuckDBPyConnection:
     location = locate(db)
     refuse_old_layout(location)
     require_lake(location)
+    refuse_foreign(location)
     # Its own instance, not the process's shared one: its configuration gets locked. No
     # temporary directory: DuckDB would allow reading it (`.tmp` under the working
     # directory by default), and a query that needs more memory fails instead of spilling.

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -27,6 +27,7 @@ from agentwatch.processors.store import extensions
 from agentwatch.processors.store.layout import refuse_old_layout
 from agentwatch.processors.store.location import (
     ALIAS,
+    METADATA_FILE,
     StoreLocation,
     create_s3_secret,
     locate,
@@ -38,6 +39,38 @@ T = TypeVar("T")
 
 class StoreMissing(FileNotFoundError):
     """A reader asked for a lake that nothing has created yet."""
+
+
+class NotALake(OSError):
+    """``--db`` names something other than a lake's metadata database."""
+
+
+def refuse_foreign(location: StoreLocation) -> None:
+    """Raise :class:`NotALake` when the metadata file is a folder, or a file that holds
+    something other than a lake: attaching would fail with a puzzling error, or, for a
+    writer, add the lake's tables to an unrelated SQLite database."""
+    path = location.metadata_file
+    if path is None or not path.exists():
+        return
+    if path.is_dir():
+        raise NotALake(
+            f"{path} is a folder, not a lake's metadata database (did you mean "
+            f"{path / METADATA_FILE}?)"
+        )
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as con:
+            tables = [
+                r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            ]
+    except sqlite3.OperationalError:
+        return  # cannot be opened here (e.g. a read-only folder): attaching will say why
+    except sqlite3.DatabaseError as exc:  # not a SQLite database at all
+        raise NotALake(f"{path} is not a lake's metadata database ({exc})") from exc
+    if tables and not any(t.startswith("ducklake_") for t in tables):
+        raise NotALake(
+            f"{path} is a SQLite database that holds no lake (its tables: "
+            f"{', '.join(sorted(tables)[:5])}): give --db the lake's metadata database"
+        )
 
 
 def require_lake(location: StoreLocation) -> None:
@@ -84,6 +117,7 @@ def attach(location: StoreLocation, *, read_only: bool) -> duckdb.DuckDBPyConnec
         key = (location, read_only, _identity(location))
         alias = _aliases.get(key)
         if alias is None:
+            refuse_foreign(location)
             _detach_replaced()
             if not read_only and location.metadata_file is not None:
                 _create_sqlite_metadata(location.metadata_file)

@@ -37,6 +37,7 @@ from agentwatch.processors.store.attach import (
     attach,
     is_busy,
     raise_memory_limit,
+    refuse_foreign,
     retry_busy,
 )
 from agentwatch.processors.store.layout import refuse_old_layout
@@ -76,6 +77,7 @@ class LakeStore:
         if self._con is None:
             if self._check_layout:
                 refuse_old_layout(self.location)
+            refuse_foreign(self.location)  # before its lock file is made beside it
             if self.location.metadata_file is not None:
                 self.location.metadata_file.parent.mkdir(parents=True, exist_ok=True)
             with self.write_lock():

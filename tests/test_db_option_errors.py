@@ -1,0 +1,93 @@
+"""A ``--db`` that names no lake is refused in one line, and nothing is created or changed.
+
+A typo must not start an empty lake that a listing then reports as empty, and a path to
+some other SQLite database must not get the lake's tables added to it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from agentwatch.alerts.governance.catalog import EXAMPLE_CATALOG
+from agentwatch.cli import main
+
+
+def _plain_sqlite(path: Path) -> Path:
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE invoices (id INTEGER)")
+    con.commit()
+    con.close()
+    return path
+
+
+def _tables(path: Path) -> list[str]:
+    con = sqlite3.connect(path)
+    try:
+        return [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    finally:
+        con.close()
+
+
+LISTINGS = [
+    ["agents", "list", "--catalog", str(EXAMPLE_CATALOG)],
+    ["releases", "list", "--catalog", str(EXAMPLE_CATALOG)],
+    ["agents", "history", "hr-assistant-1", "--catalog", str(EXAMPLE_CATALOG)],
+]
+
+
+@pytest.mark.parametrize("command", LISTINGS, ids=lambda c: " ".join(c[:2]))
+def test_a_listing_of_a_mistyped_store_is_refused_and_creates_nothing(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "agentwatch.sqlte"
+    assert main([*command, "--db", str(typo)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        f"agentwatch: {typo} does not exist yet: run `agentwatch process --db {typo}` "
+        "(or `make demo`) first"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["store", "maintain", "--no-pause"], ["sql", "SELECT 1"], LISTINGS[0]],
+    ids=["store maintain", "sql", "agents list"],
+)
+def test_a_sqlite_database_that_is_not_a_lake_is_refused_and_left_as_it_was(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = _plain_sqlite(tmp_path / "billing.sqlite")
+    assert main([*command, "--db", str(other)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        f"agentwatch: {other} is a SQLite database that holds no lake (its tables: "
+        "invoices): give --db the lake's metadata database"
+    )
+    assert _tables(other) == ["invoices"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["billing.sqlite"]
+
+
+def test_a_file_that_is_not_sqlite_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n")
+    assert main(["sql", "SELECT 1", "--db", str(notes)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"agentwatch: {notes} is not a lake's metadata database (")
+
+
+def test_a_folder_given_as_the_store_names_the_file_it_may_have_meant(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["store", "maintain", "--no-pause", "--db", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        f"agentwatch: {tmp_path} is a folder, not a lake's metadata database (did you mean "
+        f"{tmp_path / 'agentwatch.sqlite'}?)"
+    )
+    assert list(tmp_path.iterdir()) == []
