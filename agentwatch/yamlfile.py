@@ -5,12 +5,15 @@ pricing, redaction, scenarios) is read by :func:`read_yaml` and then decoded int
 typed structs. It loads safely (no Python objects), refuses a key written twice in one
 mapping (PyYAML would keep the last one silently; keys merged in with ``<<: *anchor`` may
 be overridden), keeps dates as text (each format decides what a date is, so a bad one
-gets that format's error), and says what is wrong in one line:
+gets that format's error), reads only ``true`` and ``false`` as booleans, as YAML 1.2
+does (YAML 1.1 also reads ``on``, ``off``, ``yes``, ``no``, ``y`` and ``n``, so a
+redaction rule named ``off`` became the key ``False``), and says what is wrong in one line:
 ``rules.yaml:12:5: not valid YAML: mapping values are not allowed here``.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,14 @@ def _text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
     return str(loader.construct_scalar(node))
 
 
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _text)
 

@@ -188,6 +188,19 @@ def test_a_bad_custom_pattern_is_refused() -> None:
     assert "\n" not in str(caught.value)
 
 
+def test_the_shipped_examples_load_once_uncommented(tmp_path: Path) -> None:
+    """The commented examples of the shipped file, switched on as a user would."""
+    shipped = (Path(__file__).parents[1] / "processors/landing/redaction.yaml").read_text()
+    lines = shipped.replace("custom: []", "custom:").replace("agents: {}", "agents:")
+    uncommented = "\n".join(
+        line[1:] if line.startswith("#  ") else line for line in lines.splitlines()
+    )
+    path = tmp_path / "redaction.yaml"
+    path.write_text(uncommented)
+    redactor = load_redaction(path)
+    assert redactor.steps
+
+
 def test_the_shipped_config_loads() -> None:
     assert load_redaction().steps
 

@@ -43,6 +43,11 @@ def test_dates_stay_text_for_each_format_to_read() -> None:
     assert parse_yaml("since: 2026-12-05\n", "x.yaml") == {"since": "2026-12-05"}
 
 
+def test_only_true_and_false_are_booleans_as_in_yaml_1_2() -> None:
+    doc = parse_yaml("a: true\nb: False\nc: off\nd: yes\noff: [phone]\nno: 1\n", "x.yaml")
+    assert doc == {"a": True, "b": False, "c": "off", "d": "yes", "off": ["phone"], "no": 1}
+
+
 def test_an_unreadable_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match=r"nope\.yaml: cannot read: No such file or directory$"):
         read_yaml(tmp_path / "nope.yaml", FormatError)
