@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from agentwatch.commands.options import at_least_one
+from agentwatch.errors import ConfigError
 from agentwatch.ingest.contract.events import schema_text
 from agentwatch.ingest.contract.wire import DEFAULT_MAX_MESSAGE_BYTES
 from agentwatch.settings import Settings
@@ -23,7 +24,9 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     schema.add_argument("--out", type=Path, help="write it to this file instead of stdout")
     schema.set_defaults(handler=_schema)
     check = actions.add_parser(
-        "check", help="validate a JSON Lines file (one event a line); exit 1 if any is invalid"
+        "check",
+        help="validate a JSON Lines file (one event a line); exit 1 if any is invalid, 2 if "
+        "the file cannot be read",
     )
     check.add_argument("file", type=Path, help="JSON Lines file, or - for stdin")
     check.add_argument(
@@ -46,13 +49,18 @@ def _schema(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from agentwatch.processors.landing.decode import validate
 
-    data = sys.stdin.buffer.read() if str(args.file) == "-" else args.file.read_bytes()
-    bad = 0
-    lines = [line for line in data.splitlines() if line.strip()]
-    for number, line in enumerate(lines, start=1):
+    try:
+        data = sys.stdin.buffer.read() if str(args.file) == "-" else args.file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{args.file}: cannot read: {exc.strerror or exc}") from None
+    checked = bad = 0
+    for number, line in enumerate(data.splitlines(), start=1):  # the file's line numbers
+        if not line.strip():
+            continue  # blank lines are no events
+        checked += 1
         verdict = validate(line, args.max_message_bytes)
         if verdict is not None:
             bad += 1
             print(f"line {number}: {verdict[1]}")
-    print(f"{len(lines) - bad} valid, {bad} invalid")
+    print(f"{checked - bad} valid, {bad} invalid")
     return 1 if bad else 0

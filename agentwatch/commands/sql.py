@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from agentwatch.commands.options import add_db_option
@@ -15,7 +16,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         "Safe while `agentwatch process` runs. It reads only the store: writes, files "
         "outside it, URLs, extensions, settings and table functions other than a few "
         "readers (range, unnest, duckdb_*, ducklake_snapshots, ...) are refused with exit "
-        "code 1. "
+        "code 1. Ctrl-C or SIGTERM stops a running query: exit code 130 or 143. "
         "Plain DuckDB works too: `agentwatch store attach` prints the ATTACH statement."
     )
     p = parser
@@ -30,7 +31,8 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         choices=["table", "csv", "json"],
         default="table",
         help="table for people, csv or json (a list of row objects, one line a statement) "
-        "for tools",
+        "for tools. JSON has no NaN nor Infinity: they are null; BLOBs are base64, times "
+        "ISO 8601, decimals strings",
     )
     p.set_defaults(handler=_run)
 
@@ -39,16 +41,26 @@ def _run(args: argparse.Namespace) -> int:
     import duckdb
 
     from agentwatch.processors.query.sandbox import SandboxError
-    from agentwatch.processors.query.sql import query_each, write_rows
+    from agentwatch.processors.query.sql import QueryInterrupted
 
     try:
-        results = query_each(args.db, args.sql)
+        _query(args)
     except (SandboxError, FileNotFoundError, duckdb.Error) as exc:
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         print(f"agentwatch sql: {lines[0]}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM during the query
+        signum = stop.signum if isinstance(stop, QueryInterrupted) else signal.SIGINT
+        print(f"agentwatch sql: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum  # 130 for Ctrl-C, as for every command
+    return 0
+
+
+def _query(args: argparse.Namespace) -> None:
+    from agentwatch.processors.query.sql import query_each, write_rows
+
+    results = query_each(args.db, args.sql)
     for i, (columns, rows) in enumerate(results):
         if i and args.format != "json":
             sys.stdout.write("\n")  # results apart; JSON is already one line each
         write_rows(columns, rows, args.format, sys.stdout)
-    return 0
