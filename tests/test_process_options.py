@@ -26,6 +26,9 @@ from agentwatch.cli import main
         ("--dedup-memory-mb", "0", "must be positive, got 0"),
         ("--session-timeout", "nan", "must be a finite number, got 'nan'"),
         ("--connect-timeout", "0", "must be positive, got 0"),
+        ("--topic", "", "a topic name is 1 to 249 letters, digits, '.', '_' or '-', got ''"),
+        ("--topic", "a/b", "a topic name is 1 to 249 letters, digits, '.', '_' or '-', got 'a/b'"),
+        ("--group", " ", "must not be empty or blank"),
     ],
 )
 def test_an_out_of_range_flag_is_a_one_line_usage_error_naming_it(
@@ -36,3 +39,28 @@ def test_an_out_of_range_flag_is_a_one_line_usage_error_naming_it(
     assert exit_.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last == f"agentwatch process: error: argument {flag}: {problem}"
+
+
+@pytest.mark.parametrize(
+    "servers", ["", "broker:port", "broker:0", "broker:70000", "a:1,", "a b:1"]
+)
+def test_bootstrap_servers_that_are_not_host_and_port_are_refused_at_once(
+    capsys: pytest.CaptureFixture[str], servers: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["process", "--bootstrap", servers])
+    assert exit_.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == (
+        "agentwatch process: error: argument --bootstrap: expected HOST:PORT (several "
+        f"separated by commas), got {servers!r}"
+    )
+
+
+@pytest.mark.parametrize(
+    "servers", ["localhost", "broker-1:9092", "10.0.0.7:19092,10.0.0.8:19092", "[::1]:9092"]
+)
+def test_bootstrap_servers_as_kafka_takes_them_are_accepted(servers: str) -> None:
+    from agentwatch.commands.options import bootstrap_servers
+
+    assert bootstrap_servers(servers) == servers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from pathlib import Path
 from typing import Final
 
@@ -130,6 +131,32 @@ def _checked_finite(value: float, text: str) -> float:
     return value
 
 
+_TOPIC: Final = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic name
+_SERVER: Final = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:,\[\]]+)(?::([0-9]{1,5}))?")
+
+
+def bootstrap_servers(text: str) -> str:
+    """An argparse ``type``: ``HOST[:PORT][,HOST[:PORT]...]`` (an IPv6 host in brackets;
+    Kafka's port 9092 when none is given), checked at once rather than after waiting out
+    the connect timeout."""
+    for server in text.split(","):
+        found = _SERVER.fullmatch(server.strip())
+        if found is None or not 1 <= int(found.group(1) or 9092) <= MAX_PORT:
+            raise argparse.ArgumentTypeError(
+                f"expected HOST:PORT (several separated by commas), got {text!r}"
+            )
+    return text
+
+
+def topic_name(text: str) -> str:
+    """An argparse ``type``: a name Kafka accepts for a topic."""
+    if not _TOPIC.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"a topic name is 1 to 249 letters, digits, '.', '_' or '-', got {text!r}"
+        )
+    return text
+
+
 def add_bootstrap_option(
     parser: argparse.ArgumentParser, settings: Settings, purpose: str = "Kafka bootstrap servers"
 ) -> None:
@@ -137,6 +164,7 @@ def add_bootstrap_option(
     parser.add_argument(
         "--bootstrap",
         metavar="HOST:PORT",
+        type=bootstrap_servers,
         default=settings.value("kafka", "bootstrap"),
         help=f"{purpose} (env AGENTWATCH_KAFKA_BOOTSTRAP; default %(default)s)",
     )

@@ -15,6 +15,7 @@ from agentwatch.commands.options import (
     add_metrics_options,
     at_least_one,
     port,
+    topic_name,
 )
 from agentwatch.errors import first_line
 from agentwatch.http_guard import (
@@ -39,7 +40,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     )
     p = parser
     add_bootstrap_option(p, settings)
-    p.add_argument("--topic", default=settings.value("kafka", "topic"),
+    p.add_argument("--topic", type=topic_name, default=settings.value("kafka", "topic"),
                    help="events topic (default %(default)s)")  # fmt: skip
     p.add_argument(
         "--unmapped-topic",

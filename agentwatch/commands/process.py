@@ -20,9 +20,11 @@ from agentwatch.commands.options import (
     add_metrics_options,
     at_least_one,
     duration_help,
+    given,
     positive,
     positive_seconds,
     seconds,
+    topic_name,
     worker_count,
 )
 from agentwatch.commands.store import add_maintenance_options, retention_from_args
@@ -58,11 +60,13 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     add_maintenance_options(p, settings)
     p.add_argument(
         "--topic",
+        type=topic_name,
         default=settings.value("kafka", "topic"),
         help="events topic (default %(default)s)",
     )
     p.add_argument(
         "--group",
+        type=given,
         default=settings.value("process", "group"),
         help="consumer group id (default %(default)s)",
     )

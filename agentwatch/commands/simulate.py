@@ -18,6 +18,7 @@ from agentwatch.commands.options import (
     non_negative,
     positive,
     positive_seconds,
+    topic_name,
 )
 from agentwatch.durations import TIME_EXAMPLES, format_duration
 from agentwatch.ingest.sim.scenario import Scenario, ScenarioError, parse_start
@@ -56,6 +57,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     add_bootstrap_option(parser, settings)
     parser.add_argument(
         "--topic",
+        type=topic_name,
         default=settings.value("kafka", "topic"),
         help="events topic, created if missing (env AGENTWATCH_KAFKA_TOPIC; default %(default)s)",
     )
