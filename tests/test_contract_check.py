@@ -48,18 +48,18 @@ def test_a_file_of_valid_events_exits_0(tmp_path: Path, capsys: pytest.CaptureFi
     assert capsys.readouterr().out == f"{len(valid_lines())} valid, 0 invalid\n"
 
 
-def test_a_missing_file_is_one_line_and_exit_2(
+def test_a_missing_file_is_one_line_and_exit_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = tmp_path / "missing.jsonl"
-    assert check(missing) == 2
+    assert check(missing) == 1
     captured = capsys.readouterr()
-    assert captured.err == f"agentwatch: {missing}: cannot read: No such file or directory\n"
+    assert captured.err == f"agentwatch: {missing}: No such file or directory\n"
     assert captured.out == ""
 
 
-def test_a_directory_given_as_the_file_is_one_line_and_exit_2(
+def test_a_directory_given_as_the_file_is_one_line_and_exit_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert check(tmp_path) == 2
-    assert capsys.readouterr().err == f"agentwatch: {tmp_path}: cannot read: Is a directory\n"
+    assert check(tmp_path) == 1
+    assert capsys.readouterr().err == f"agentwatch: {tmp_path}: Is a directory\n"
