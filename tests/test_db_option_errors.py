@@ -91,3 +91,36 @@ def test_a_folder_given_as_the_store_names_the_file_it_may_have_meant(
         f"{tmp_path / 'agentwatch.sqlite'}?)"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def _lake_in_format(tmp_path: Path, version: str) -> Path:
+    from agentwatch.processors.store import attach
+    from agentwatch.processors.store.lake import LakeStore
+
+    db = tmp_path / "agentwatch.sqlite"
+    LakeStore(db).prepare()
+    attach.detach_all()  # as a later process would open it
+    con = sqlite3.connect(db)
+    con.execute("UPDATE ducklake_metadata SET value = ? WHERE key = 'version'", [version])
+    con.commit()
+    con.close()
+    return db
+
+
+@pytest.mark.parametrize(
+    ("version", "advice"),
+    [("99.0", "newer than this agentwatch reads"), ("0.1", "older than this agentwatch reads")],
+)
+@pytest.mark.parametrize("command", [["sql", "SELECT 1"], ["store", "maintain", "--no-pause"]])
+def test_a_lake_in_another_format_is_named_with_what_to_do_not_duckdbs_attach_option(
+    version: str,
+    advice: str,
+    command: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    db = _lake_in_format(tmp_path, version)
+    assert main([*command, "--db", str(db)]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"agentwatch: {db} is in lake format {version}, {advice} (")
+    assert "AUTOMATIC_MIGRATION" not in last

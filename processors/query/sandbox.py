@@ -33,7 +33,12 @@ import duckdb
 
 from agentwatch.errors import first_line
 from agentwatch.processors.store import extensions
-from agentwatch.processors.store.attach import refuse_foreign, require_lake, retry_busy
+from agentwatch.processors.store.attach import (
+    refuse_foreign,
+    require_lake,
+    retry_busy,
+    version_mismatch,
+)
 from agentwatch.processors.store.layout import refuse_old_layout
 from agentwatch.processors.store.location import ALIAS, create_s3_secret, locate
 
@@ -112,7 +117,13 @@ def connect(db: Path | str) -> duckdb.DuckDBPyConnection:
         con.execute("SET GLOBAL TimeZone = 'UTC'")
         extensions.load(con, location.extensions)
         create_s3_secret(con, location)
-        retry_busy(lambda: con.execute(location.attach_sql(read_only=True, retries_busy=True)))
+        try:
+            retry_busy(lambda: con.execute(location.attach_sql(read_only=True, retries_busy=True)))
+        except duckdb.Error as exc:
+            mismatch = version_mismatch(location, exc)
+            if mismatch is None:
+                raise
+            raise mismatch from exc
         retry_busy(lambda: con.execute(f"USE {ALIAS}"))
         # Only the lake's data files: the metadata database is read by SQLite (or PostgreSQL), not
         # through DuckDB's file system, so the folder beside it (silences, keys) stays shut.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -73,6 +74,31 @@ def refuse_foreign(location: StoreLocation) -> None:
         )
 
 
+_VERSION_MISMATCH: Final = re.compile(
+    r"catalog version mismatch: catalog version is ([0-9]+(?:\.[0-9]+)*), but the "
+    r"extension requires version ([0-9]+(?:\.[0-9]+)*)"
+)
+
+
+def version_mismatch(location: StoreLocation, exc: duckdb.Error) -> NotALake | None:
+    """DuckLake's refusal of a lake in another format, said for agentwatch (DuckLake's own
+    advice, a DuckDB attach option, is not one agentwatch has); None for other errors."""
+    found = _VERSION_MISMATCH.search(str(exc))
+    if found is None:
+        return None
+    have, reads = found.groups()
+    where = location.describe()
+    if tuple(map(int, have.split("."))) > tuple(map(int, reads.split("."))):
+        return NotALake(
+            f"{where} is in lake format {have}, newer than this agentwatch reads ({reads}): "
+            "upgrade agentwatch to use it"
+        )
+    return NotALake(
+        f"{where} is in lake format {have}, older than this agentwatch reads ({reads}): "
+        "use it with the agentwatch release that wrote it"
+    )
+
+
 def require_lake(location: StoreLocation) -> None:
     """Raise :class:`StoreMissing` when the lake's metadata file does not exist: a command
     that reads or tends a lake must not create an empty one where ``--db`` has a typo."""
@@ -124,7 +150,13 @@ def attach(location: StoreLocation, *, read_only: bool) -> duckdb.DuckDBPyConnec
             base = _shared_instance(location.extensions)
             alias = f"{ALIAS}_{next(_attached)}_{'ro' if read_only else 'rw'}"
             create_s3_secret(base, location)
-            _attach_new(base, location.attach_sql(read_only=read_only, alias=alias))
+            try:
+                _attach_new(base, location.attach_sql(read_only=read_only, alias=alias))
+            except duckdb.Error as exc:
+                mismatch = version_mismatch(location, exc)
+                if mismatch is None:
+                    raise
+                raise mismatch from exc
             _aliases[(location, read_only, _identity(location))] = alias
         assert _instance is not None
         con = _instance.cursor()
