@@ -102,3 +102,51 @@ def test_an_unknown_release_key_is_refused(tmp_path: Path) -> None:
 def test_the_shipped_settings_and_a_valid_override_file_load(tmp_path: Path) -> None:
     load_config()
     _load(tmp_path, "thresholds: {ks: 0.05, psi: 0.2}\nmin_samples: {ks: 1}\nlarge_sample: 1\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "refusal"),
+    [
+        ("window: 100y\n", "window: must be at most 7d, got 100y"),
+        ("max_window: 8d\n", "max_window: must be at most 7d, got 8d"),
+        ("reference: 1y\n", "reference: must be at most 90d, got 1y"),
+        ("release: {window: 31d}\n", "release.window: must be at most 30d, got 31d"),
+        ("release: {min_history: 60d}\n", "release.min_history: must be at most 30d, got 60d"),
+        ("seasonality: {periods: [1d, 365d]}\n", "seasonality.periods: must be at most 30d"),
+        ("cumulative: {horizon: 2w}\n", "cumulative.horizon: must be at most 7d, got 2w"),
+        ("settle: 2d\n", "settle: must be at most 1d, got 2d"),
+        ("session_lookback: 30d\n", "session_lookback: must be at most 1d, got 30d"),
+        ("grain: 2d\nwindow: 2d\n", "grain: must be at most 1d, got 2d"),
+    ],
+)
+def test_a_duration_past_its_longest_is_refused_naming_the_key(
+    tmp_path: Path, text: str, refusal: str
+) -> None:
+    assert refusal in _refused(tmp_path, text)
+
+
+def test_an_agents_window_past_the_longest_is_refused_naming_its_key_path(tmp_path: Path) -> None:
+    assert "agents.quiet-*.max_window: must be at most 7d, got 30d" in _refused(
+        tmp_path, "agents: {'quiet-*': {max_window: 30d}}\n"
+    )
+
+
+def test_an_agents_window_that_is_not_a_duration_names_its_key_path(tmp_path: Path) -> None:
+    assert "agents.quiet-*.window: not a duration: '3 hours'" in _refused(
+        tmp_path, "agents: {'quiet-*': {window: 3 hours}}\n"
+    )
+
+
+def test_a_min_reference_longer_than_the_reference_is_refused(tmp_path: Path) -> None:
+    assert "min_reference: must be at most reference (3d), got 4d" in _refused(
+        tmp_path, "reference: 3d\nmin_reference: 4d\n"
+    )
+
+
+def test_every_duration_at_its_longest_loads(tmp_path: Path) -> None:
+    _load(
+        tmp_path,
+        "grain: 1d\nwindow: 7d\nmax_window: 7d\nreference: 90d\nmin_reference: 90d\n"
+        "settle: 1d\nsession_lookback: 1d\nrelease: {window: 30d, min_history: 30d}\n"
+        "seasonality: {periods: [30d, 7d]}\ncumulative: {horizon: 7d}\n",
+    )

@@ -4,6 +4,8 @@
 its rows to drift_scores and serves the gauges on ``--metrics-port``. ``backfill``
 evaluates every window end of an event-time range (scenarios and the bench write past
 timestamps). ``report`` prints an agent's drift and writes an HTML report with plots.
+SIGTERM or Ctrl-C stops ``run`` and ``backfill`` at once, a running query too, with one
+line and exit code 143 or 130, as they stop ``agentwatch sql``.
 
 The thresholds file is ``--drift-config`` (not ``--config``, which names the TOML
 settings file of every command); ``[drift] config`` in that file sets a default.
@@ -17,7 +19,10 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from types import FrameType
 
 import polars as pl
 from prometheus_client import CollectorRegistry, start_http_server
@@ -61,17 +66,25 @@ def run_loop(
     once: bool,
     stop: threading.Event,
     clock: Clock = utc_now,
+    interruptible: Callable[[], AbstractContextManager[object]] = nullcontext,
 ) -> int:
-    """Evaluate each window end as it becomes due, catching up on any missed ones."""
+    """Evaluate each window end as it becomes due, catching up on any missed ones.
+
+    Each evaluation runs inside ``interruptible()``; a window's rows, once evaluated, are
+    written in full, and ``stop`` ends the loop before the next window or while waiting.
+    """
     evaluator = DriftEvaluator(db, config, clock=clock)
     store = LakeStore(db)
     store.prepare()
     last: dt.datetime | None = None
-    while True:
+    while not stop.is_set():
         due = evaluator.align(clock() - config.settle)
         ends = [due] if last is None else _between(last, due, config.grain)
         for end in ends:
-            rows = evaluator.evaluate(end)
+            if stop.is_set():
+                return 0
+            with interruptible():
+                rows = evaluator.evaluate(end)
             if rows.height:
                 store.append_log("drift_scores", rows)
             collector.update(rows)
@@ -90,6 +103,7 @@ def run_loop(
             last = end
         if once or stop.wait(interval_s):
             return 0
+    return 0
 
 
 def _between(last: dt.datetime, due: dt.datetime, grain: dt.timedelta) -> list[dt.datetime]:
@@ -99,6 +113,61 @@ def _between(last: dt.datetime, due: dt.datetime, grain: dt.timedelta) -> list[d
         out.append(end)
         end += grain
     return out
+
+
+class Stop:
+    """SIGINT and SIGTERM, where Python's default handler is theirs, stop a drift command.
+
+    While ``raising``, the handler raises ``QueryInterrupted`` where the command is: DuckDB
+    interrupts the running query for it (and may raise its own error instead). Otherwise
+    it sets ``event``, for a loop to end at its next look; a second signal raises too.
+    """
+
+    def __init__(self, *, raising: bool) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self.raising = raising
+
+    @contextmanager
+    def handling(self) -> Iterator[None]:
+        """The handlers in place while the block runs (on the main thread only)."""
+        from agentwatch.processors.query.sql import STOP_SIGNALS
+
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+        for signum, handler in previous.items():
+            if handler in (signal.default_int_handler, signal.SIG_DFL):
+                signal.signal(signum, self._on_signal)
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """Raising while the block runs."""
+        raising, self.raising = self.raising, True
+        try:
+            yield
+        finally:
+            self.raising = raising
+
+    def stopped(self, command: str) -> int:
+        """After a stop: one line on stderr; 128 + the signal's number is the exit code."""
+        assert self.signum is not None
+        print(f"{command}: stopped by {signal.Signals(self.signum).name}", file=sys.stderr)
+        return 128 + self.signum
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        from agentwatch.processors.query.sql import QueryInterrupted
+
+        again = self.event.is_set()
+        self.signum = signum
+        self.event.set()
+        if self.raising or again:  # a second signal stops a write or a wait too
+            raise QueryInterrupted(signum)
 
 
 # --------------------------------------------------------------------------- command
@@ -202,16 +271,21 @@ def _run(args: argparse.Namespace) -> int:
     server = None
     if args.metrics_port:
         server, _ = start_http_server(args.metrics_port, args.metrics_host, registry)
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = Stop(raising=False)
+    code = 0
     try:
-        return run_loop(
-            args.db, config, collector, interval_s=args.interval, once=args.once, stop=stop
-        )
+        with stop.handling():
+            code = run_loop(
+                args.db, config, collector, interval_s=args.interval, once=args.once,
+                stop=stop.event, interruptible=stop.interruptible,
+            )  # fmt: skip
+    except (KeyboardInterrupt, Exception):
+        if stop.signum is None:
+            raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
         if server is not None:
             server.shutdown()
+    return code if stop.signum is None else stop.stopped("agentwatch drift run")
 
 
 def _backfill(args: argparse.Namespace) -> int:
@@ -224,25 +298,43 @@ def _backfill(args: argparse.Namespace) -> int:
     config = load_config(args.drift_config)
     now = utc_now()
     relative = is_relative(args.start) and is_relative(args.end)
+    stop = Stop(raising=True)
     try:
-        start, end = resolve(
-            args.db, parse_time(args.start, now), parse_time(args.end, now), relative, "backfill"
-        )
-        total = len(window_ends(start, end, args.step, config))
-        with progress_bar("drift backfill", total) as advance:
-            rows = backfill(
-                args.db, start, end, args.step, config, write=not args.dry_run, progress=advance
-            )
-    except EmptyRange as exc:
+        with stop.handling():
+            start, end = resolve(
+                args.db, parse_time(args.start, now), parse_time(args.end, now), relative,
+                "backfill",
+            )  # fmt: skip
+            start = _from_the_data(args.db, start, args.step)
+            total = len(window_ends(start, end, args.step, config))
+            with progress_bar("drift backfill", total) as advance:
+                rows = backfill(
+                    args.db, start, end, args.step, config, write=not args.dry_run,
+                    progress=advance,
+                )  # fmt: skip
+    except (KeyboardInterrupt, Exception) as exc:
+        if stop.signum is not None:
+            return stop.stopped("agentwatch drift backfill")
+        if not isinstance(exc, EmptyRange | ValueError):
+            raise
         print(f"agentwatch drift backfill: {exc}", file=sys.stderr)
-        return 1
-    except ValueError as exc:
-        print(f"agentwatch drift backfill: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, EmptyRange) else 2
     from agentwatch.processors.drift.report import backfill_summary, wide_console
 
     wide_console().print(backfill_summary(rows, dry_run=args.dry_run))
     return 0
+
+
+def _from_the_data(db: Path, start: dt.datetime, step: dt.timedelta) -> dt.datetime:
+    """``start`` moved on by whole steps to the last window end at or before the first
+    event: the windows that end before any event hold none and give no rows, and stepping
+    through years of them one by one would take hours."""
+    from agentwatch.processors.drift.summaries import data_bounds
+
+    bounds = data_bounds(db)
+    if bounds is None or step <= dt.timedelta(0) or start >= bounds[0]:
+        return start
+    return start + (bounds[0] - start) // step * step
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -36,14 +36,46 @@ _OVERRIDE_KEYS: Final = {"thresholds", "min_samples", "enabled"}
 _AGENT_WINDOW_KEYS: Final = {"window", "max_window"}
 FDR_FAMILIES: Final = ("window", "agent", "hierarchical")
 SEASONALITY_MODES: Final = ("auto", "off")
+_DAY: Final = dt.timedelta(days=1)
+# The longest each duration may be, by key (an agent entry's as the top level's). An
+# evaluation reads every bucket from the reference's start (or the release window's
+# history) to the window end, so these bound its work as well as catch `window: 100y`.
+LONGEST: Final = {
+    "grain": _DAY,  # a bucket: a daily cycle needs several buckets a day
+    "window": 7 * _DAY,  # the current window: hours, a week for a slow agent
+    "max_window": 7 * _DAY,  # the same window, grown for a quiet agent
+    "cumulative.horizon": 7 * _DAY,  # the last buckets whose deviations add up
+    "reference": 90 * _DAY,  # the trailing baseline: a quarter at most
+    "min_reference": 90 * _DAY,  # and no longer than `reference`
+    "release.window": 30 * _DAY,  # a canary or a rollout: a month
+    "release.min_history": 30 * _DAY,
+    "seasonality.periods": 30 * _DAY,  # daily, weekly, monthly cycles
+    "settle": _DAY,  # for late events: drift that waits longer is no monitor
+    "session_lookback": _DAY,  # read again before each day of buckets loaded
+}
 
 
 def _span(value: object, source: str, key: str) -> dt.timedelta:
-    """A duration setting, or an error naming the file and key."""
+    """A duration setting up to its ``LONGEST``, or an error naming the file and key."""
     try:
-        return parse_duration(value)
+        span = parse_duration(value)
     except DurationError as exc:
         raise ConfigError(f"{source}: {key}: {exc}") from None
+    longest = LONGEST[key.rpartition(".")[2] if key.startswith("agents.") else key]
+    if span > longest:
+        raise ConfigError(f"{source}: {key}: must be at most {longest.days}d, got {value}")
+    return span
+
+
+def _multiple(value: object, source: str, key: str, grain: dt.timedelta) -> dt.timedelta:
+    """A window setting: a positive multiple of grain, up to its ``LONGEST``."""
+    span = _span(value, source, key)
+    if span <= dt.timedelta(0) or span.total_seconds() % grain.total_seconds():
+        raise ConfigError(
+            f"{source}: {key} ({format_duration(span)}) must be a positive multiple "
+            f"of grain ({format_duration(grain)})"
+        )
+    return span
 
 
 class _Shape(msgspec.Struct):
@@ -312,32 +344,24 @@ def _build(data: Mapping[str, Any], source: str) -> DriftConfig:
         hint = did_you_mean(sorted(unknown), _TOP_KEYS)
         raise ConfigError(f"{source}: unknown drift settings {sorted(unknown)}{hint}")
     _check_shape(data, _FileShape, source)
-    durations = {
-        k: _span(data[k], source, k)
-        for k in ("grain", "window", "reference", "min_reference", "settle", "session_lookback")
-    }
+    grain = _span(data["grain"], source, "grain")
+    if grain < dt.timedelta(minutes=1) or grain.total_seconds() % 60:
+        raise ConfigError(f"{source}: grain must be whole minutes, at least 1m")
+    durations = {k: _span(data[k], source, k) for k in ("settle", "session_lookback")}
+    for k in ("window", "reference", "min_reference"):
+        durations[k] = _multiple(data[k], source, k, grain)
+    if durations["min_reference"] > durations["reference"]:
+        raise ConfigError(
+            f"{source}: min_reference: must be at most reference "
+            f"({format_duration(durations['reference'])}), got {data['min_reference']}"
+        )
     release = data.get("release") or {}
-    release_window = _span(release.get("window", "24h"), source, "release.window")
+    release_window = _multiple(release.get("window", "24h"), source, "release.window", grain)
     dimensions = tuple(release.get("dimensions", DIMENSIONS))
-    min_history = _span(release.get("min_history", "6h"), source, "release.min_history")
+    min_history = _multiple(release.get("min_history", "6h"), source, "release.min_history", grain)
     for dim in dimensions:
         if dim not in DIMENSIONS:
             raise ConfigError(f"{source}: release dimension {dim!r} is not one of {DIMENSIONS}")
-    grain = durations["grain"]
-    if grain < dt.timedelta(minutes=1) or grain.total_seconds() % 60:
-        raise ConfigError(f"{source}: grain must be whole minutes, at least 1m")
-    for name, value in (
-        ("window", durations["window"]),
-        ("reference", durations["reference"]),
-        ("min_reference", durations["min_reference"]),
-        ("release.window", release_window),
-        ("release.min_history", min_history),
-    ):
-        if value <= dt.timedelta(0) or value.total_seconds() % grain.total_seconds():
-            raise ConfigError(
-                f"{source}: {name} ({format_duration(value)}) must be a positive multiple "
-                f"of grain ({format_duration(grain)})"
-            )
     tests: dict[Kind, TestChoice] = {}
     for kind in KINDS:
         raw = data["tests"][kind]
@@ -377,8 +401,7 @@ def _build(data: Mapping[str, Any], source: str) -> DriftConfig:
         )
         for pattern, entry in (data.get("agents") or {}).items()
     )
-    max_window = _window(data.get("max_window", "12h"), "max_window", grain, source)
-    assert max_window is not None
+    max_window = _multiple(data.get("max_window", "12h"), source, "max_window", grain)
     fdr = str(data.get("fdr", "agent"))
     if fdr not in FDR_FAMILIES:
         raise ConfigError(f"{source}: fdr must be one of {', '.join(FDR_FAMILIES)}, got {fdr!r}")
@@ -418,12 +441,7 @@ def _at_least(value: float, floor: int, source: str, key: str) -> float:
 
 
 def _window(value: Any, where: str, grain: dt.timedelta, source: str) -> dt.timedelta | None:
-    if value is None:
-        return None
-    window = parse_duration(value)
-    if window <= dt.timedelta(0) or window.total_seconds() % grain.total_seconds():
-        raise ConfigError(f"{source}: {where} must be a positive multiple of grain")
-    return window
+    return None if value is None else _multiple(value, source, where, grain)
 
 
 def _seasonality(entry: Mapping[str, Any], grain: dt.timedelta, source: str) -> Seasonality:
@@ -434,18 +452,8 @@ def _seasonality(entry: Mapping[str, Any], grain: dt.timedelta, source: str) -> 
     mode = str(entry.get("mode", default.mode))
     if mode not in SEASONALITY_MODES:
         raise ConfigError(f"{source}: seasonality.mode must be auto or off, got {mode!r}")
-    periods = (
-        tuple(
-            sorted(
-                (
-                    cast(dt.timedelta, _window(p, "seasonality.periods", grain, source))
-                    for p in entry.get("periods", ())
-                ),
-                reverse=True,
-            )
-        )
-        or default.periods
-    )
+    found = [_multiple(p, source, "seasonality.periods", grain) for p in entry.get("periods", ())]
+    periods = tuple(sorted(found, reverse=True)) or default.periods
     min_cycles = int(entry.get("min_cycles", default.min_cycles))
     p_value = float(entry.get("p_value", default.p_value))
     if min_cycles < 2 or not 0.0 < p_value < 1.0:
@@ -459,8 +467,7 @@ def _cumulative(entry: Mapping[str, Any], grain: dt.timedelta, source: str) -> C
         hint = did_you_mean(sorted(unknown), {"horizon", "tests"})
         raise ConfigError(f"{source}: unknown cumulative settings {sorted(unknown)}{hint}")
     default = Cumulative()
-    horizon = _window(entry.get("horizon", "12h"), "cumulative.horizon", grain, source)
-    assert horizon is not None
+    horizon = _multiple(entry.get("horizon", "12h"), source, "cumulative.horizon", grain)
     raw = entry.get("tests", default.tests) or {}
     tests: dict[Kind, str] = {}
     for kind, name in raw.items():
