@@ -5,7 +5,8 @@ its rows to drift_scores and serves the gauges on ``--metrics-port``. ``backfill
 evaluates every window end of an event-time range (scenarios and the bench write past
 timestamps). ``report`` prints an agent's drift and writes an HTML report with plots.
 SIGTERM or Ctrl-C stops ``run`` and ``backfill`` at once, a running query too, with one
-line and exit code 143 or 130, as they stop ``agentwatch sql``.
+line: ``run``, a service, then exits 0 as ``process`` and ``alerts run`` do; ``run --once``
+and ``backfill``, jobs left unfinished, exit 143 or 130, as ``agentwatch sql`` does.
 
 The thresholds file is ``--drift-config`` (not ``--config``, which names the TOML
 settings file of every command); ``[drift] config`` in that file sets a default.
@@ -285,7 +286,12 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.shutdown()
-    return code if stop.signum is None else stop.stopped("agentwatch drift run")
+    if stop.signum is None:
+        return code
+    stopped = stop.stopped("agentwatch drift run")  # its one line
+    # A service stopped as asked exits 0, as `process` and `alerts run` do; --once, a job
+    # left unfinished, says by which signal.
+    return stopped if args.once else 0
 
 
 def _backfill(args: argparse.Namespace) -> int:
