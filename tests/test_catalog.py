@@ -213,6 +213,27 @@ def test_approved_models_must_be_a_list_of_names() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"approved_models": [1]}, "`approved_models[0]` must be a string, got 1"),
+        ({"credentials": ["svc-hr", None]}, "`credentials[1]` must be a string, got None"),
+        ({"slo": {"p95_latency_ms": "fast"}}, "`slo.p95_latency_ms` must be a number, got 'fast'"),
+        ({"slo": 5}, "`slo` must be a mapping of names to numbers, got 5"),
+        (
+            {"tool_tiers": {"kb.search": "huge"}},
+            "`tool_tiers.kb.search` must be one of read, write, destructive, got 'huge'",
+        ),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_named_with_what_is_expected_and_the_value_given(
+    overrides: dict[str, Any], problem: str
+) -> None:
+    assert problems({"agents": [agent(**overrides)]}).splitlines()[-1] == (
+        f"  agent hr-assistant-1: {problem}"
+    )
+
+
 def test_every_problem_is_reported_at_once() -> None:
     message = problems({"agents": [agent(status="gone"), agent(agent_id="b", risk_tier="extreme")]})
     assert "agent hr-assistant-1" in message

@@ -64,6 +64,26 @@ BAD_CONFIGS = {
         _hook("timeout: soon"),
         f"receivers[2].webhook_configs[0].timeout: {_not_a_duration('soon')}",
     ),
+    "zero http timeout": (
+        f"global: {{http_timeout: 0}}\n{ROUTE}{RECEIVER}",
+        "global.http_timeout: must be above 0, got 0",
+    ),
+    "zero timeout of an integration": (
+        _hook("timeout: 0s"),
+        "receivers[2].webhook_configs[0].timeout: must be above 0, got 0s",
+    ),
+    "zero repeat interval": (
+        f"route: {{receiver: r, repeat_interval: 0}}\n{RECEIVER}",
+        "route.repeat_interval: must be above 0, got 0",
+    ),
+    "zero group interval of a child route": (
+        f"route: {{receiver: r, routes: [{{group_interval: 0s}}]}}\n{RECEIVER}",
+        "route.routes[0].group_interval: must be above 0, got 0s",
+    ),
+    "max backoff below the initial backoff": (
+        f"global: {{retry: {{initial_backoff: 1s, max_backoff: 1ms}}}}\n{ROUTE}{RECEIVER}",
+        "global.retry.max_backoff: must be at least initial_backoff (1s), got 1ms",
+    ),
     "missing route": (RECEIVER, "route: required key is missing"),
     "file receiver without a path": (
         f"{ROUTE}receivers: [{{name: r, file_configs: [{{send_resolved: false}}]}}]\n",

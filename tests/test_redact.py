@@ -188,6 +188,25 @@ def test_a_bad_custom_pattern_is_refused() -> None:
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("rule", "key"),
+    [
+        ({"name": "", "pattern": r"EMP-\d{6}"}, "name"),
+        ({"name": "employee_id", "pattern": ""}, "pattern"),
+    ],
+)
+def test_a_custom_rule_with_an_empty_name_or_pattern_is_refused_naming_the_key(
+    tmp_path: Path, rule: dict[str, str], key: str
+) -> None:
+    path = tmp_path / "redaction.yaml"
+    path.write_text(
+        f"custom:\n  - {{name: ticket_id, pattern: 'TCK-[0-9]+'}}\n  - {json.dumps(rule)}\n"
+    )
+    with pytest.raises(RedactionError) as caught:
+        load_redaction(path)
+    assert str(caught.value) == f"{path}: custom[1].{key}: must not be empty"
+
+
 def test_the_shipped_examples_load_once_uncommented(tmp_path: Path) -> None:
     """The commented examples of the shipped file, switched on as a user would."""
     shipped = (Path(__file__).parents[1] / "processors/landing/redaction.yaml").read_text()

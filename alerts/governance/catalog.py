@@ -20,6 +20,7 @@ import datetime as dt
 import difflib
 import json
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,45 +319,81 @@ def _unknown_keys(raw: Any, kind: Any, prefix: str, where: str, problems: list[s
             _unknown_keys(raw[key], hints[key], f"{prefix}{key}.", where, problems)
 
 
+_STEP: Final = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\.\.\.\]")
+"""One step of msgspec's error path: ``.key``, ``[index]``, or ``[...]`` (a mapping's value)."""
+
+
 def _explain(exc: msgspec.ValidationError, raw: Mapping[str, Any]) -> str:
-    """msgspec's first type error as the catalog's message: the key path and what it takes."""
-    text = str(exc)
-    message, _, path = text.partition(" - at `$")
-    keys = [k for k in path.rstrip("`").replace("[", ".").replace("]", "").split(".") if k]
-    if not keys:
+    """msgspec's first type error as the catalog's message: the key path, what it takes
+    and the value given (``approved_models[0]`` must be a string, got 1)."""
+    message, _, at = str(exc).partition(" - at `")
+    at = at.rstrip("`")
+    at = at.partition("` in `")[2] or at  # a mapping's key: the mapping is named
+    if not at.startswith("$."):
         return message
-    value: Any = raw
-    for k in keys:
-        value = value.get(k) if isinstance(value, Mapping) else None
-    name = ".".join(keys)
-    hint = _field_hint(keys)
-    return f"`{name}` must be {hint}, got {value!r}"
-
-
-def _field_hint(keys: list[str]) -> str:
     kind: Any = AgentEntry
-    for key in keys:
-        hints = get_type_hints(kind) if isinstance(kind, type) else {}
-        kind = hints.get(key)
+    value: Any = raw
+    name = last = ""
+    for key, index in _STEP.findall(at[1:]):
+        kind = _bare(kind)
+        if key:
+            hints = get_type_hints(kind) if isinstance(kind, type) else {}
+            kind = hints.get(key)
+            value = value.get(key) if isinstance(value, Mapping) else None
+            name, last = f"{name}.{key}" if name else key, key
+        elif index:
+            kind = (get_args(kind) or (None,))[0]
+            i = int(index)
+            value = value[i] if isinstance(value, list) and i < len(value) else None
+            name += f"[{index}]"
+        else:  # the first value of the mapping that is not of its type
+            kind = (get_args(kind) or (None, None))[1]
+            items = value.items() if isinstance(value, Mapping) else []
+            wrong = [(k, v) for k, v in items if not _fits(v, kind)]
+            if not wrong:
+                return f"`{name}`: {message}"
+            key, value = wrong[0]
+            name = f"{name}.{key}"
         if kind is None:
-            return "valid"
+            return f"`{name}`: {message}"
+    return f"`{name}` must be {_field_hint(kind, last)}, got {value!r}"
+
+
+def _bare(kind: Any) -> Any:
+    """``kind`` without ``| None``."""
+    args = [a for a in get_args(kind) if a is not type(None)]
+    return args[0] if len(args) == 1 and len(get_args(kind)) == 2 else kind
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    try:
+        msgspec.convert(value, kind, strict=True)
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+def _field_hint(kind: Any, key: str) -> str:
+    """What a field of ``kind`` (named ``key``) takes, in words."""
     args = [a for a in get_args(kind) if a is not type(None)]
     origin = get_origin(kind)
     if kind is RiskTier or kind is Status or origin is Literal:
         return "one of " + ", ".join(get_args(kind))
+    if origin is dict:
+        if get_args(kind)[1] is ToolTier:
+            return "a mapping of tool name to " + " | ".join(TOOL_TIERS)
+        return "a mapping of names to numbers"
     if any(get_origin(a) is Literal for a in args):
         choices = [c for a in args if get_origin(a) is Literal for c in get_args(a)]
         return "one of " + ", ".join(choices)
-    if origin is dict and get_args(kind)[1] is ToolTier:
-        return "a mapping of tool name to " + " | ".join(TOOL_TIERS)
     if origin in (tuple, frozenset) or any(get_origin(a) in (tuple, frozenset) for a in args):
         return "a list of names"
     if kind is str or str in args:
-        return "a string (quote versions: '1.10')" if "version" in keys[-1] else "a string"
+        return "a string (quote versions: '1.10')" if "version" in key else "a string"
     if kind is dt.date or dt.date in args:
         return "a date (YYYY-MM-DD)"
-    if origin is dict:
-        return "a mapping of names to numbers"
+    if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+        return "a mapping"
     return "a number"
 
 

@@ -101,11 +101,20 @@ _INITIAL_BACKOFF = parse_duration(_RETRY.initial_backoff)
 _MAX_BACKOFF = parse_duration(_RETRY.max_backoff)
 
 
+def _given(value: str | float) -> str:
+    """A duration as written in the file (a YAML ``0`` decodes as ``0.0``)."""
+    return value if isinstance(value, str) else format(value, "g")
+
+
 def _span(value: str | float, where: str) -> dt.timedelta:
+    """A timeout or backoff: a duration above 0."""
     try:
-        return parse_duration(value)
+        span = parse_duration(value)
     except DurationError as exc:
         raise ValueError(f"{where}: {exc}") from None
+    if not span:
+        raise ValueError(f"{where}: must be above 0, got {_given(value)}")
+    return span
 
 
 @dataclass(frozen=True)
@@ -248,6 +257,11 @@ def parse_notify_config(doc: Any, data_dir: Path, base: Path | None = None) -> N
     )
     if retry.attempts < 1 or retry.multiplier < 1:
         raise ValueError("global.retry: attempts must be >= 1 and multiplier >= 1")
+    if retry.max_backoff < retry.initial_backoff:
+        raise ValueError(
+            "global.retry.max_backoff: must be at least initial_backoff "
+            f"({_given(glob.retry.initial_backoff)}), got {_given(glob.retry.max_backoff)}"
+        )
     config = NotifyConfig(
         route=route,
         receivers=receivers,

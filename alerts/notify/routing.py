@@ -190,9 +190,13 @@ def route_from_doc(doc: RouteDoc, *, path: str = "route") -> Route:
         if raw is None:
             return None
         try:
-            return parse_duration(raw)
+            span = parse_duration(raw)
         except DurationError as exc:
             raise RoutingError(f"{path}.{name}: {exc}") from None
+        if name != "group_wait" and not span:  # group_wait 0: notify at once
+            given = raw if isinstance(raw, str) else format(raw, "g")
+            raise RoutingError(f"{path}.{name}: must be above 0, got {given}")
+        return span
 
     return Route(
         receiver=doc.receiver,

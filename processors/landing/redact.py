@@ -126,7 +126,10 @@ class Redactor:
     def __init__(self, config: RedactionConfig, source: str = "<memory>") -> None:
         self.config = config
         patterns = dict(DETECTORS)
-        for custom in config.custom:
+        for i, custom in enumerate(config.custom):
+            for key, value in (("name", custom.name), ("pattern", custom.pattern)):
+                if not value.strip():
+                    raise RedactionError(f"{source}: custom[{i}].{key}: must not be empty")
             if custom.name in patterns:
                 raise RedactionError(f"{source}: custom rule {custom.name!r} is defined twice")
             _check_pattern(custom, source)
