@@ -133,6 +133,18 @@ def test_a_fixed_range_without_events_exits_1(
     assert "no events between" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("start", "end"), [("now", "now-1d"), ("now-1h", "now-1h")])
+def test_a_reversed_or_empty_range_is_a_usage_error_naming_both_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], start: str, end: str
+) -> None:
+    db = _store(tmp_path, _incident())
+    capsys.readouterr()  # what storing the history logged
+    assert main(["alerts", "backtest", "--db", str(db), "--from", start, "--to", end]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"agentwatch alerts backtest: --from {start} must be before --to {end}"
+    ]
+
+
 def _scenario_store(tmp: Path, path: Path) -> tuple[Path, dt.datetime, str]:
     """Two hours of the scenario's fleet, its first change after one, landed as the
     processor would (the contract's JSON through the decoder)."""

@@ -114,6 +114,19 @@ def test_a_missing_catalog_is_an_error_not_an_empty_report(tmp_path: Path) -> No
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("span", ["0", "0s"])
+def test_a_range_that_is_not_above_0_is_a_usage_error_and_writes_nothing(
+    catalog: Path, tmp_path: Path, span: str
+) -> None:
+    out = tmp_path / "r"
+    done = run_snapshot("--out", str(out), "--db", str(catalog), "--range", span)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        f"agentwatch dashboards snapshot: error: argument --range: must be above 0, got {span}"
+    )
+    assert not out.exists()
+
+
 def test_an_unreachable_prometheus_is_an_error(tmp_path: Path) -> None:
     done = run_snapshot("--out", str(tmp_path / "r"), "--prometheus", "http://127.0.0.1:9")
     assert done.returncode == 1

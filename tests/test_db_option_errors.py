@@ -52,10 +52,24 @@ def test_a_listing_of_a_mistyped_store_is_refused_and_creates_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_store_attach_of_a_mistyped_store_prints_no_statement_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "agentwatch.sqlte"
+    assert main(["store", "attach", "--db", str(typo)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip().splitlines()[-1] == (
+        f"agentwatch: {typo} does not exist yet: run `agentwatch process --db {typo}` "
+        "(or `make demo`) first"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "command",
-    [["store", "maintain", "--no-pause"], ["sql", "SELECT 1"], LISTINGS[0]],
-    ids=["store maintain", "sql", "agents list"],
+    [["store", "maintain", "--no-pause"], ["store", "attach"], ["sql", "SELECT 1"], LISTINGS[0]],
+    ids=["store maintain", "store attach", "sql", "agents list"],
 )
 def test_a_sqlite_database_that_is_not_a_lake_is_refused_and_left_as_it_was(
     command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -236,6 +236,23 @@ def test_releases_register_for_an_unknown_agent_exits_2(
     assert "unknown agent 'ghost'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--model", ""), ("--tool", " "), ("--prompt-version", "")]
+)
+def test_releases_register_with_an_empty_name_is_a_usage_error_naming_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    make_registry(tmp_path)
+    args = ["releases", "register", "claims-1", "1.4.0", "--model", "claude-3-5-sonnet",
+            flag, value, "--eval", str(eval_file(tmp_path))]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        cli(tmp_path, *args)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"agentwatch releases register: error: argument {flag}: must not be empty or blank"
+    )
+
+
 def test_releases_register_with_a_missing_evaluation_file_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -66,6 +66,14 @@ def _backtest(args: argparse.Namespace) -> int:
     from agentwatch.commands.timerange import EmptyRange, resolve
     from agentwatch.progress import progress_bar
 
+    now = utc_now()
+    asked = parse_time(args.start, now), parse_time(args.end, now)
+    if asked[0] >= asked[1]:
+        print(
+            f"agentwatch alerts backtest: --from {args.start} must be before --to {args.end}",
+            file=sys.stderr,
+        )
+        return 2
     if not args.db.exists():
         print(f"agentwatch alerts backtest: {args.db} does not exist", file=sys.stderr)
         return 1
@@ -75,13 +83,10 @@ def _backtest(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"agentwatch alerts backtest: {exc}", file=sys.stderr)
         return 2
-    now = utc_now()
     relative = is_relative(args.start) and is_relative(args.end)
     interval = dt.timedelta(seconds=args.interval)
     try:
-        start, end = resolve(
-            args.db, parse_time(args.start, now), parse_time(args.end, now), relative, "backtest"
-        )
+        start, end = resolve(args.db, *asked, relative, "backtest")
     except EmptyRange as exc:
         print(f"agentwatch alerts backtest: {exc}", file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     snap.add_argument(
         "--range",
         dest="span",
-        type=duration_argument,
+        type=positive_span,
         default=settings.value("dashboards", "range"),
         metavar="DURATION",
         help="time range shown, e.g. 30m, 6h, 2d (default %(default)s)",
@@ -67,6 +68,14 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
         help="daily LLM budget the 'budget used' tile compares with (default %(default)s)",
     )
     snap.set_defaults(handler=_snapshot)
+
+
+def positive_span(text: str) -> dt.timedelta:
+    """An argparse ``type``: a time range to show, a duration above 0."""
+    span = duration_argument(text)
+    if not span:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return span
 
 
 def _build(args: argparse.Namespace) -> int:

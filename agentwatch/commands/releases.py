@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from agentwatch.alerts.governance.releases import STAGES, Release, Releases, read_evaluation
+from agentwatch.commands.options import given
 from agentwatch.commands.registry_options import (
     cell,
     format_parent,
@@ -34,11 +35,25 @@ def register(parser: argparse.ArgumentParser, settings: Settings) -> None:
     p = actions.add_parser("register", parents=[common, tabular], help="record a new release")
     p.add_argument("agent", metavar="AGENT")
     p.add_argument("version", metavar="VERSION", help="the agent_version its events carry")
-    p.add_argument("--prompt-version", action="append", default=[], metavar="V", help="repeatable")
     p.add_argument(
-        "--model", action="append", default=[], metavar="NAME", help="repeatable; at least one"
+        "--prompt-version",
+        action="append",
+        type=given,
+        default=[],
+        metavar="V",
+        help="repeatable",
     )
-    p.add_argument("--tool", action="append", default=[], metavar="NAME", help="repeatable")
+    p.add_argument(
+        "--model",
+        action="append",
+        type=given,
+        default=[],
+        metavar="NAME",
+        help="repeatable; at least one",
+    )
+    p.add_argument(
+        "--tool", action="append", type=given, default=[], metavar="NAME", help="repeatable"
+    )
     p.add_argument(
         "--eval", dest="eval_file", type=Path, required=True, metavar="FILE",
         help="the evaluation result file (its SHA-256 is recorded)",

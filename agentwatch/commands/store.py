@@ -182,7 +182,11 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _attach(args: argparse.Namespace) -> int:
-    from agentwatch.processors.store.attach import attach_statement
+    from agentwatch.processors.store.attach import attach_statement, refuse_foreign, require_lake
+    from agentwatch.processors.store.location import locate
 
+    location = locate(args.db)
+    require_lake(location)  # a statement for a mistyped --db would attach nothing
+    refuse_foreign(location)
     sys.stdout.write(attach_statement(args.db) + "\n")
     return 0
