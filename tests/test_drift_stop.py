@@ -9,12 +9,12 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from bench.traffic import Fleet, Profile, generate, write_store
+from tests.test_sql_interrupt import stop  # send a signal, time the exit
 
 HOURS = 48
 STOPPED_WITHIN_S = 5.0
@@ -62,19 +62,6 @@ def wait_for_line(proc: subprocess.Popen[str], text: str) -> list[str]:
             return seen
     proc.wait()
     pytest.fail(f"no line with {text!r}; stderr:\n{''.join(seen)}")
-
-
-def stop(proc: subprocess.Popen[str], signum: int) -> tuple[float, str]:
-    """Send ``signum``; the seconds until ``proc`` exits, and the rest of its stderr."""
-    sent = time.monotonic()
-    proc.send_signal(signum)
-    try:
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        pytest.fail(f"{signal.Signals(signum).name} did not stop it")
-    return time.monotonic() - sent, err
 
 
 def test_sigterm_stops_an_evaluation_under_way_with_one_line_and_exit_143(
