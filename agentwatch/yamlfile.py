@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
@@ -66,10 +66,19 @@ def parse_yaml(text: str, source: object, error: type[ConfigError] = ConfigError
         raise error(f"{_where(source, exc)}: not valid YAML: {_problem(exc)}") from None
 
 
+# Far more than any settings file needs; a device or a runaway pipe given as one (e.g.
+# /dev/zero) is refused after this much instead of read for ever.
+MAX_YAML_BYTES: Final = 16 << 20
+
+
 def read_yaml(path: Path, error: type[ConfigError] = ConfigError) -> Any:
     """The document in the file ``path``; unreadable or invalid files raise ``error``."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_YAML_BYTES + 1)
+        if len(data) > MAX_YAML_BYTES:
+            raise error(f"{path}: cannot read: larger than {MAX_YAML_BYTES >> 20} MB")
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise error(f"{path}: cannot read: {reason}") from None

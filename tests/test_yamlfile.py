@@ -58,3 +58,8 @@ def test_a_file_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
     path.write_bytes(b"name: caf\xe9\n")
     with pytest.raises(FormatError, match=r"latin\.yaml: cannot read: .*utf-8"):
         read_yaml(path, FormatError)
+
+
+def test_a_device_given_as_a_file_is_refused_after_the_limit_not_read_for_ever() -> None:
+    with pytest.raises(FormatError, match=r"^/dev/zero: cannot read: larger than 16 MB$"):
+        read_yaml(Path("/dev/zero"), FormatError)
