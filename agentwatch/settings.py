@@ -10,6 +10,7 @@ is written ``1h30m`` or as a number of seconds (agentwatch/setting_types.py).
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import functools
 import math
@@ -481,6 +482,8 @@ def _check_finite(config: Config, source: object) -> None:
 
 def load_settings(path: str | None = None) -> Settings:
     """Read the config file named by ``path``, ``$AGENTWATCH_CONFIG`` or ./agentwatch.toml."""
+    if path is not None and not path.strip():
+        raise ConfigError("--config names no file (an empty path)")
     explicit = path or os.environ.get(CONFIG_ENV)
     candidate = Path(explicit) if explicit else Path(DEFAULT_CONFIG_FILE)
     if not candidate.exists():
@@ -489,7 +492,12 @@ def load_settings(path: str | None = None) -> Settings:
         return Settings()
     try:
         with candidate.open("rb") as fh:
-            values = tomllib.load(fh)
+            raw = fh.read()
+        if raw.startswith(codecs.BOM_UTF8):
+            raise ConfigError(
+                f"{candidate}: starts with a byte order mark: save it as UTF-8 without one"
+            )
+        values = tomllib.loads(raw.decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{candidate}: {exc}") from None
     except UnicodeDecodeError:

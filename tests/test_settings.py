@@ -187,3 +187,15 @@ def test_legal_hold_in_the_environment_is_a_comma_list_of_agents(
 
 def test_the_settings_know_every_stored_table_so_retention_can_name_any() -> None:
     assert set(DEFAULTS.storage.retention_days) == set(TABLE_SCHEMAS)
+
+
+def test_a_config_file_saved_with_a_byte_order_mark_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "agentwatch.toml"
+    path.write_bytes(b"\xef\xbb\xbf[process]\nmax_batch = 100\n")
+    with pytest.raises(ConfigError, match=r"starts with a byte order mark: save it as UTF-8"):
+        load_settings(str(path))
+
+
+def test_an_empty_config_path_is_refused_not_ignored(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", "", "sql", "SELECT 1"]) == 2
+    assert capsys.readouterr().err == "agentwatch: --config names no file (an empty path)\n"
