@@ -53,6 +53,11 @@ def refuse_foreign(location: StoreLocation) -> None:
     path = location.metadata_file
     if path is None or not path.exists():
         return
+    if any(known[0] == location for known in list(_aliases)):
+        # Attached in this process: a lake, and opening the file from Python would drop
+        # the locks DuckDB's SQLite holds on it (closing any descriptor of a file drops
+        # all of the process's POSIX locks on it).
+        return
     if path.is_dir():
         raise NotALake(
             f"{path} is a folder, not a lake's metadata database (did you mean "
